@@ -1,0 +1,6 @@
+"""Full-body capture runtime (no bpy): models, networks, pipeline and CLI.
+
+Runs as ``python -m model_runtime ...`` and as the subprocess the Blender
+extension starts.  See ``docs/ARCHITECTURE.md`` for the module map.
+"""
+__version__ = "0.1.0"
