@@ -87,3 +87,25 @@ def depth_levels(parents: np.ndarray) -> list[np.ndarray]:
 HAND21_NAMES: Final[tuple[str, ...]] = ("wrist",) + tuple(
     f"{f}{i}" for f in ("thumb", "index", "middle", "ring", "pinky") for i in (1, 2, 3, 4)
 )
+
+
+# --- Keypoint sets shared by the detector, the IK networks and the evaluations ---
+# Body keypoints given to BodyIKNet (paper: basic + extended).  "Basic" ones are
+# SMPL-H joints; "extended" ones are mesh vertices (ids per body model in
+# BodyModel.extras["keypoint_vertices"], a dict name -> vertex index).
+BODY_KEYPOINTS_BASIC: Final[tuple[str, ...]] = (
+    "pelvis", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "neck", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist",
+)
+BODY_KEYPOINTS_EXTENDED: Final[tuple[str, ...]] = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_heel", "right_heel", "left_big_toe", "right_big_toe",
+)
+BODY_KEYPOINT_NAMES: Final[tuple[str, ...]] = BODY_KEYPOINTS_BASIC + BODY_KEYPOINTS_EXTENDED
+# Hand keypoints given to HandIKNet: HAND21_NAMES (wrist + 4 per finger, base -> tip).
+# Joints map to SMPL-H hand joints (finger1..3), the tips ("*4") are vertices
+# with ids in BodyModel.extras["keypoint_vertices"] under "left_thumb4", "right_index4", ...
+HAND21_TO_SMPLH_SUFFIX: Final[dict[str, str]] = {
+    f"{f}{i}": f"{f}{i}" for f in ("thumb", "index", "middle", "ring", "pinky") for i in (1, 2, 3)
+}
