@@ -1,0 +1,33 @@
+"""Shared test configuration.
+
+Tests that read the research data in ../shared skip cleanly when it is absent
+(it is never copied into the repo).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FULLBODY_SHARED", REPO.parent / "shared"))
+REALDATA = SHARED / "data" / "realdata"
+MOCAP = SHARED / "data" / "mocap"
+
+# keep torch from oversubscribing the 2-core CI machine
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    if not REALDATA.is_dir():
+        pytest.skip(f"research data not available at {REALDATA}")
+    return REALDATA
+
+
+@pytest.fixture(scope="session")
+def mocap_dir() -> Path:
+    if not MOCAP.is_dir():
+        pytest.skip(f"MoCap data not available at {MOCAP}")
+    return MOCAP
