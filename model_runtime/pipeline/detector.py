@@ -136,12 +136,15 @@ class HandDetection:
         keypoints_2d: ``(21, 3)`` x, y px + confidence, order ``HAND21_NAMES``.
         keypoints_3d: ``(21, 3)`` metres, wrist-relative, camera axes.
         confidence: detection confidence in [0, 1].
+        extras: backend-specific extras, e.g. MediaPipe's own metric ``world_3d``.
     """
 
     side: Literal["left", "right"]
     keypoints_2d: np.ndarray
     keypoints_3d: np.ndarray
     confidence: float
+    extras: dict = field(default_factory=dict)
+    """Backend-specific extras (not part of the contract)."""
 
 
 @runtime_checkable
