@@ -1,0 +1,102 @@
+"""Write a capture onto an avatar as keyframes (bulk ``keyframe_points.add`` + ``foreach_set``).
+
+Bone channels come from :mod:`convert` (pure numpy); this module only moves the
+arrays into Blender actions (layered actions, Blender 4.4+), sets the scene's
+frame rate and range, and the armature object's scale to the capture's scale.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import bpy
+import numpy as np
+
+from . import convert
+from .avatar import bone_rest_matrices
+
+LINEAR = bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    frame_start: int = 1
+    root_translation: bool = True
+    expressions: bool = True
+    set_scene: bool = True          # scene fps and frame range from the capture
+
+
+def _new_action(id_block, name: str, id_type: str):
+    """A fresh action with one slot, one layer and one keyframe strip, assigned to ``id_block``."""
+    action = bpy.data.actions.new(name)
+    slot = action.slots.new(id_type=id_type, name=id_block.name)
+    strip = action.layers.new("Capture").strips.new(type="KEYFRAME")
+    channelbag = strip.channelbag(slot, ensure=True)
+    ad = id_block.animation_data or id_block.animation_data_create()
+    ad.action = action
+    ad.action_slot = slot
+    return action, channelbag
+
+
+def write_curves(channelbag, data_path: str, frames: np.ndarray, values: np.ndarray, group: str | None = None) -> None:
+    """One F-curve per column of ``values (T, C)`` at ``frames (T,)``, linear interpolation."""
+    T, C = values.shape
+    co = np.empty((T, 2), np.float32)
+    co[:, 0] = frames
+    interp = np.full(T, LINEAR, np.int32)
+    for c in range(C):
+        fc = channelbag.fcurves.new(data_path, index=c, group_name=group or "")
+        kp = fc.keyframe_points
+        kp.add(T)
+        co[:, 1] = values[:, c]
+        kp.foreach_set("co", co.ravel())
+        kp.foreach_set("interpolation", interp)
+        fc.update()
+
+
+def set_scene_timing(scene, fps: float, frame_start: int, num_frames: int) -> None:
+    """Scene frame rate (``fps`` may be fractional, e.g. 29.97 -> 30 / 1.001) and range."""
+    if fps > 0:
+        whole = max(1, int(round(fps)))
+        scene.render.fps = whole
+        scene.render.fps_base = whole / float(fps)
+    scene.frame_start = frame_start
+    scene.frame_end = frame_start + max(num_frames, 1) - 1
+
+
+def apply_capture(scene, arm_obj, mesh_obj, capture, options: ImportOptions = ImportOptions()) -> dict:
+    """Key every frame of ``capture`` on ``arm_obj`` (bones) and ``mesh_obj`` (expressions).
+
+    Returns a summary ``{"frames", "bones", "shape_keys"}``.  Existing animation on
+    the avatar is replaced (the old actions stay in ``bpy.data`` for undo/NLA).
+    """
+    pose_6d = np.asarray(capture["pose_6d"])
+    T = pose_6d.shape[0]
+    names = [b.name for b in arm_obj.data.bones]
+    joint_names = [str(n) for n in capture["joint_names"]]
+    order = np.array([joint_names.index(n) for n in names])          # capture joint per bone
+    rest = bone_rest_matrices(arm_obj)
+    scale = float(np.asarray(capture["scale"]).reshape(-1)[0]) if np.asarray(capture["scale"]).size else 1.0
+    ch = convert.bone_channels(pose_6d[:, order], capture["transl"], rest[:, :3, :3], rest[0, :3, 3],
+                               np.asarray(arm_obj["rest_root_model"], np.float64), scale=scale,
+                               root_translation=options.root_translation)
+    arm_obj.scale = (scale, scale, scale)
+    frames = options.frame_start + np.arange(T, dtype=np.float32)
+    _, bag = _new_action(arm_obj, f"{arm_obj.name}_capture", "OBJECT")
+    for b, name in enumerate(names):
+        write_curves(bag, f'pose.bones["{name}"].rotation_quaternion', frames, ch.quaternions[:, b], group=name)
+    write_curves(bag, f'pose.bones["{names[0]}"].location', frames, ch.root_location, group=names[0])
+    n_keys = 0
+    keys = mesh_obj.data.shape_keys if mesh_obj is not None else None
+    if options.expressions and keys is not None and "face_expression" in capture.data:
+        expr = np.asarray(capture["face_expression"], np.float32)
+        expr_names = [str(n) for n in capture["expression_names"]]
+        present = [(i, n) for i, n in enumerate(expr_names) if n in keys.key_blocks]
+        if present:
+            _, kbag = _new_action(keys, f"{mesh_obj.name}_expressions", "KEY")
+            for i, n in present:
+                write_curves(kbag, f'key_blocks["{n}"].value', frames, expr[:, i:i + 1], group="Expressions")
+            n_keys = len(present)
+    if options.set_scene:
+        fps = float(np.asarray(capture["fps"]).reshape(-1)[0])
+        set_scene_timing(scene, fps, options.frame_start, T)
+    return {"frames": T, "bones": len(names), "shape_keys": n_keys}
