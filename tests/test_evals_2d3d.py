@@ -116,7 +116,7 @@ def test_eval_coco_wholebody_cli(capsys, realdata, tmp_path):
     assert code == 0 and r2 == r
 
 
-def test_eval_coco_wholebody_bad_input(realdata, tmp_path):
+def test_eval_coco_wholebody_bad_input(tmp_path):
     from model_runtime.evals.coco_wholebody import load_persons
 
     with pytest.raises(InputMissingError, match="nope.json"):
