@@ -1,0 +1,585 @@
+"""The capture pipeline: frames -> detector -> IK -> face -> translation -> filters -> capture file.
+
+Three threads overlap the work, joined by bounded queues (so memory stays
+flat whatever the clip length)::
+
+    [decode thread]  source frames ──q──> [detect thread] detector ──q──> [caller's thread]
+                                                                           hand sides, IK, face fit,
+                                                                           shape, Eq. 14, filters,
+                                                                           gap filling, writer
+
+OpenCV decoding and MediaPipe release the GIL, so on two cores decoding and
+detection of frame t+1 run while frame t is fitted.  Cancellation (an
+:class:`threading.Event`, set by ``serve``'s cancel or by Ctrl-C) is checked
+between frames in every stage.  On cancel, a source error or a crash the
+frames already fitted are finished (held gap/shape buffers drained) and
+:meth:`CaptureWriter.abort` keeps them; the raised error carries
+``partial_output`` (path or None) and names it in its message.
+
+Per-clip estimates: beta and alpha are the weighted median over the first
+``shape_window`` valid frames (:class:`ShapeEstimator`); in offline mode the
+frames before that are held back so every frame's translation uses the same
+skeleton.  Live sources (cameras) never wait: they use the running estimate
+and hold-filling (interpolation would need future frames).
+
+Camera-frame convention (the one place it is decided): ``pose_6d[t, 0]`` is the
+pelvis rotation that maps the body model's rest frame (Y up, facing +Z) into
+the camera frame (x right, y down, z forward).  The IK networks receive the
+detector's keypoints in camera axes and return exactly this root rotation; the
+model posed with ``pose_6d``, scaled by ``scale`` about the model origin and
+shifted by ``transl`` lands on the person in the camera frame::
+
+    X_cam = scale * LBS(betas, pose_6d) + transl,    [u v 1]^T ~ camera_K X_cam
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Final, Mapping, Protocol
+
+import numpy as np
+
+from .. import rotations as R
+from ..body_model import BodyModel
+from ..capture_file import CaptureWriter
+from ..errors import CancelledError, NoPersonError, RuntimeErrorBase
+from ..lbs import forward_kinematics
+from ..skeleton import (BODY_KEYPOINT_NAMES, HAND21_NAMES, JOINT_NAMES, NUM_BETAS, NUM_BODY_JOINTS,
+                        NUM_HAND_JOINTS, NUM_JOINTS)
+from .detector import Detection, Detector
+from .filters import FILL_MODES, FillMode, GapFiller, OneEuroFilter, RotationFilter, SmoothingConfig
+from .sources import Frame, FrameSource
+from .tracking import HandSideTracker, ShapeEstimator
+from .translation import DEFAULT_FOV_DEG, TranslationSolver, intrinsics_from_fov, load_calibration
+
+log = logging.getLogger(__name__)
+
+#: keypoint rows of ``keypoints_2d``/``keypoints_3d`` in capture files
+KEYPOINT_NAMES: Final[tuple[str, ...]] = (
+    BODY_KEYPOINT_NAMES
+    + tuple(f"left_hand_{n}" for n in HAND21_NAMES)
+    + tuple(f"right_hand_{n}" for n in HAND21_NAMES)
+)
+STAGES: Final[tuple[str, ...]] = ("decode", "detect", "ik", "face", "filter", "write")
+#: a frame counts as "person found" when its mean body-keypoint confidence reaches this
+MIN_BODY_CONFIDENCE: Final[float] = 0.3
+#: offline mode holds at most this many times ``shape_window`` frames before freezing the shape
+MAX_HELD_FACTOR: Final[int] = 10
+_NB = len(BODY_KEYPOINT_NAMES)
+_NH = len(HAND21_NAMES)
+_BODY_WRIST_ROWS = np.array([BODY_KEYPOINT_NAMES.index("left_wrist"), BODY_KEYPOINT_NAMES.index("right_wrist")])
+
+
+# --------------------------------------------------------------------------- contracts
+class IKSolver(Protocol):
+    """BodyIKNet + HandIKNet (:mod:`model_runtime.iknet.inference`).  Inputs in camera axes."""
+
+    def solve_body(self, kp3d, conf) -> Mapping[str, Any]:
+        """``kp3d (B, 24, 3)``, ``conf (B, 24)`` -> ``rot6d (B, 22, 6)``, ``betas (B, 16)``, ``scale (B,)``."""
+
+    def solve_hands(self, kp3d, conf) -> Any:
+        """``kp3d (B, 2, 21, 3)``, ``conf (B, 2, 21)`` -> ``rot6d (B, 2, 15, 6)``."""
+
+
+class FaceStage(Protocol):
+    """Per-frame face fitting (:mod:`model_runtime.pipeline.face_fit`) as the pipeline uses it."""
+
+    expression_names: tuple[str, ...]
+
+    def fit(self, image_bgr: np.ndarray, detection: Detection) -> tuple[np.ndarray, np.ndarray] | None:
+        """-> ``(expression (E,), sh (27,))`` or None when the frame has no usable face."""
+
+    def clip_params(self) -> tuple[np.ndarray, np.ndarray]:
+        """-> current per-clip ``(identity (Ki,), albedo (Ka,))``."""
+
+
+# --------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class CaptureOptions:
+    """Everything a capture can be asked for (``capture`` flags, ``serve`` options)."""
+
+    start: int = 0
+    end: int | None = None
+    device: str = "auto"                 # auto | cpu | cuda
+    detector: str = "mediapipe"
+    model_complexity: int = 1
+    body_model: str = "builtin"          # "builtin" or an official SMPL-H file
+    face_model: str = "builtin"          # "builtin" or a Basel face model file
+    fov: float = DEFAULT_FOV_DEG         # degrees across the longer image side
+    calibration: str | None = None       # calibration file; overrides fov
+    smoothing: SmoothingConfig = SmoothingConfig()
+    fill: FillMode = "interpolate"       # frames without a person
+    max_gap: int = 60                    # longer gaps are held, not interpolated
+    hands: bool = True
+    face: bool = True
+    shape_window: int = 30               # valid frames for the per-clip beta/alpha
+    folder_fps: float = 30.0             # frame rate of image folders
+    queue_size: int = 8                  # frames in flight per queue
+    chunk_frames: int = 32               # capture file chunk size
+
+    def __post_init__(self) -> None:
+        if self.fill not in FILL_MODES:
+            raise ValueError(f"fill must be one of {FILL_MODES}, got {self.fill!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.shape_window < 1 or self.queue_size < 1 or self.max_gap < 0:
+            raise ValueError("shape_window and queue_size must be >= 1, max_gap >= 0")
+
+    @classmethod
+    def from_mapping(cls, opts: Mapping[str, Any]) -> "CaptureOptions":
+        """Build from a protocol ``options`` object; unknown keys raise ``ValueError`` naming them."""
+        opts = dict(opts or {})
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(opts) - known)
+        if unknown:
+            raise ValueError(f"unknown capture option(s) {unknown} (known: {sorted(known)})")
+        sm = opts.pop("smoothing", None)
+        if isinstance(sm, Mapping):
+            opts["smoothing"] = SmoothingConfig(**sm)
+        elif sm is False:
+            opts["smoothing"] = SmoothingConfig(enabled=False)
+        return cls(**opts)
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            log.warning("device %s asked but CUDA is not available: running on the CPU", self.device)
+            return "cpu"
+        return self.device
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class StageTimer:
+    """Total seconds and counts per stage; each stage is written by one thread only."""
+
+    total: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in STAGES})
+    count: dict[str, int] = field(default_factory=lambda: {s: 0 for s in STAGES})
+
+    def add(self, stage: str, seconds: float, n: int = 1) -> None:
+        self.total[stage] += seconds
+        self.count[stage] += n
+
+    def mean_ms(self) -> dict[str, float]:
+        return {s: 1000.0 * self.total[s] / max(self.count[s], 1) for s in STAGES}
+
+
+@dataclass
+class CaptureResult:
+    """What a finished (or cancelled) capture produced."""
+
+    output: Path | None
+    frames: int
+    valid_frames: int
+    cancelled: bool
+    wall_s: float
+    stage_ms: dict[str, float]
+    hand_swaps: int = 0
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+
+FrameCallback = Callable[[dict], None]
+ProgressCallback = Callable[[int, int | None, float], None]
+
+
+# --------------------------------------------------------------------------- worker threads
+class _End:
+    """Queue sentinel: the stream ended (``error`` is the exception that ended it, if any)."""
+
+    def __init__(self, error: BaseException | None = None):
+        self.error = error
+
+
+def _put(q: queue.Queue, item, cancel: threading.Event) -> bool:
+    while not cancel.is_set():
+        try:
+            q.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _decode_worker(source: FrameSource, out: queue.Queue, cancel: threading.Event, timer: StageTimer) -> None:
+    it = iter(source)
+    try:
+        while not cancel.is_set():
+            t0 = time.perf_counter()
+            try:
+                frame = next(it)
+            except StopIteration:
+                break
+            timer.add("decode", time.perf_counter() - t0)
+            if not _put(out, (frame, time.perf_counter()), cancel):
+                return
+        _put(out, _End(), cancel)
+    except BaseException as e:  # forwarded, raised in the caller's thread after earlier frames
+        _put(out, _End(e), cancel)
+
+
+def _detect_worker(detector: Detector, inp: queue.Queue, out: queue.Queue, cancel: threading.Event,
+                   timer: StageTimer) -> None:
+    last_ts = -1
+    try:
+        while not cancel.is_set():
+            try:
+                item = inp.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if isinstance(item, _End):
+                _put(out, item, cancel)
+                return
+            frame, t_read = item
+            ts = max(int(round(frame.time * 1000.0)), last_ts + 1)  # strictly increasing for tracking
+            last_ts = ts
+            t0 = time.perf_counter()
+            det = detector.detect(frame.image, timestamp_ms=ts)
+            timer.add("detect", time.perf_counter() - t0)
+            if not _put(out, (frame, det, t_read), cancel):
+                return
+    except BaseException as e:
+        _put(out, _End(e), cancel)
+
+
+# --------------------------------------------------------------------------- the pipeline
+class CapturePipeline:
+    """Runs captures with loaded components (reusable across captures of one session).
+
+    Args:
+        detector: a :class:`Detector`.
+        ik: an :class:`IKSolver`.
+        body: the body model (rest joints for Eq. 14, joint names).
+        face: a :class:`FaceStage`, or None (no face: expressions/SH stay zero).
+        options: :class:`CaptureOptions`.
+    """
+
+    def __init__(self, detector: Detector, ik: IKSolver, body: BodyModel, face: FaceStage | None,
+                 options: CaptureOptions = CaptureOptions()):
+        self.detector, self.ik, self.body, self.face, self.options = detector, ik, body, face, options
+
+    # ---- public
+    def run(self, source: FrameSource, output: Path | str | None, cancel: threading.Event | None = None,
+            on_progress: ProgressCallback | None = None, on_frame: FrameCallback | None = None,
+            static_extra: Mapping[str, Any] | None = None) -> CaptureResult:
+        """Capture ``source`` into ``output`` (``.npz``; None = do not write).
+
+        ``on_progress(frames_done, total_or_None, fps)`` and ``on_frame(record)`` are
+        called from this thread after every written frame.  Returns a
+        :class:`CaptureResult`; raises :class:`CancelledError` when ``cancel`` is set,
+        the source's error (e.g. :class:`SourceLostError`), or :class:`NoPersonError`
+        when no frame had a person -- each with ``partial_output`` set.
+        """
+        cancel = cancel or threading.Event()
+        opts = self.options
+        K = (load_calibration(opts.calibration, source.image_size) if opts.calibration
+             else intrinsics_from_fov(source.image_size, opts.fov))
+        state = _ClipState(self, source, K, live=source.is_live)
+        writer = None
+        if output is not None:
+            writer = CaptureWriter(output, static=state.static_values(static_extra), chunk_frames=opts.chunk_frames)
+        timer = StageTimer()
+        q_frames: queue.Queue = queue.Queue(maxsize=opts.queue_size)
+        q_dets: queue.Queue = queue.Queue(maxsize=opts.queue_size)
+        worker_cancel = threading.Event()
+        threads = [
+            threading.Thread(target=_decode_worker, args=(source, q_frames, worker_cancel, timer),
+                             name="capture-decode", daemon=True),
+            threading.Thread(target=_detect_worker, args=(self.detector, q_frames, q_dets, worker_cancel, timer),
+                             name="capture-detect", daemon=True),
+        ]
+        t_start = time.perf_counter()
+        emitted = 0
+
+        def emit(records: list[dict]) -> None:
+            nonlocal emitted
+            for rec in records:
+                t0 = time.perf_counter()
+                if writer is not None:
+                    writer.append(**state.file_frame(rec))
+                timer.add("write", time.perf_counter() - t0)
+                emitted += 1
+                if on_frame is not None:
+                    on_frame(rec)
+                if on_progress is not None:
+                    el = time.perf_counter() - t_start
+                    on_progress(emitted, source.num_frames, emitted / el if el > 0 else 0.0)
+
+        error: BaseException | None = None
+        for t in threads:
+            t.start()
+        try:
+            while True:
+                if cancel.is_set():
+                    raise CancelledError(f"{source.description}: capture cancelled after {emitted} frames")
+                try:
+                    item = q_dets.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if isinstance(item, _End):
+                    if item.error is not None:
+                        raise item.error
+                    break
+                frame, det, t_read = item
+                emit(state.process(frame, det, t_read, timer))
+            emit(state.finish(timer))
+        except BaseException as e:  # noqa: BLE001 - re-raised below with the partial output named
+            error = e
+        finally:
+            worker_cancel.set()
+            for t in threads:
+                t.join(timeout=5.0)
+        wall = time.perf_counter() - t_start
+
+        partial: Path | None = None
+        if error is not None:
+            try:
+                emit(state.finish(timer))   # finish what was fitted: held gap/shape buffers
+            except Exception:  # noqa: BLE001 - keep the first error
+                log.exception("could not finish the held frames")
+            if writer is not None:
+                state.update_static(writer)
+                partial = writer.abort()
+            _attach_partial(error, partial, emitted)
+            if isinstance(error, KeyboardInterrupt):
+                raise CancelledError(
+                    f"{source.description}: interrupted after {emitted} frames"
+                    + (f"; the finished frames are kept in {partial}" if partial else "")
+                ) from error
+            raise error
+        out_path = None
+        if writer is not None:
+            state.update_static(writer)
+            out_path = writer.close()
+        if state.valid_frames == 0:
+            err = NoPersonError(f"{source.description}: no person found in any of the {emitted} frames "
+                                f"({source.start}..{source.start + emitted - 1})")
+            _attach_partial(err, out_path, emitted)
+            raise err
+        return CaptureResult(output=out_path, frames=emitted, valid_frames=state.valid_frames, cancelled=False,
+                             wall_s=wall, stage_ms=timer.mean_ms(), hand_swaps=state.hands.swaps)
+
+
+def _attach_partial(error: BaseException, partial: Path | None, frames: int) -> None:
+    """Name the kept partial capture in ``error``'s message and set ``error.partial_output``."""
+    try:
+        error.partial_output = partial  # type: ignore[attr-defined]
+    except AttributeError:
+        return
+    if isinstance(error, RuntimeErrorBase) and error.args and isinstance(error.args[0], str):
+        note = (f"; the {frames} finished frames are kept in {partial}" if partial
+                else "; no finished frame to keep")
+        error.args = (error.args[0] + note,) + error.args[1:]
+
+
+# --------------------------------------------------------------------------- per-clip state
+class _ClipState:
+    """Everything carried from frame to frame within one capture (runs in the caller's thread)."""
+
+    def __init__(self, pipe: CapturePipeline, source: FrameSource, K: np.ndarray, live: bool):
+        o = pipe.options
+        self.pipe, self.source, self.K, self.live = pipe, source, K, live
+        self.hands = HandSideTracker()
+        self.shape = ShapeEstimator(window=o.shape_window)
+        self.translation = TranslationSolver(K)
+        self.rot_filter = RotationFilter(o.smoothing)
+        self.transl_filter = OneEuroFilter(o.smoothing, group_last_axis=True)
+        self.expr_filter = OneEuroFilter(o.smoothing)
+        self.filler = GapFiller("hold" if live else o.fill, quat_keys=("quat",),
+                                linear_keys=("transl", "expression", "sh"), max_gap=o.max_gap)
+        self.face = pipe.face if o.face else None
+        self.E = len(pipe.face.expression_names) if pipe.face is not None else 0
+        self._held: list[dict] = []            # fitted frames waiting for the clip's shape (offline)
+        self._last_hand_rot = np.tile(np.eye(3), (2, NUM_HAND_JOINTS, 1, 1))
+        self._rest_cache: tuple[bytes, np.ndarray] | None = None
+        self._last_transl: np.ndarray | None = None
+        self.valid_frames = 0
+
+    # ---- static values
+    def static_values(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+        face = self.pipe.face
+        ident, alb = face.clip_params() if face is not None else (np.zeros(0, np.float32), np.zeros(0, np.float32))
+        vals = dict(
+            fps=np.float32(self.source.fps), image_size=np.asarray(self.source.image_size, np.int32),
+            camera_K=self.K.astype(np.float32), joint_names=np.asarray(JOINT_NAMES),
+            betas=self.shape.betas.astype(np.float32), scale=np.float32(self.shape.scale),
+            keypoint_names=np.asarray(KEYPOINT_NAMES),
+            face_identity=np.asarray(ident, np.float32), face_albedo=np.asarray(alb, np.float32),
+            expression_names=np.asarray(face.expression_names if face is not None else (), dtype=str),
+            body_model=np.asarray(self.pipe.options.body_model), face_model=np.asarray(self.pipe.options.face_model),
+        )
+        vals.update(extra or {})
+        return vals
+
+    def update_static(self, writer: CaptureWriter) -> None:
+        vals = dict(betas=self.shape.betas.astype(np.float32), scale=np.float32(self.shape.scale))
+        if self.pipe.face is not None:
+            ident, alb = self.pipe.face.clip_params()
+            vals.update(face_identity=np.asarray(ident, np.float32), face_albedo=np.asarray(alb, np.float32))
+        writer.update_static(**vals)
+
+    # ---- stage 1: fitting (IK, face) per frame
+    def process(self, frame: Frame, det: Detection, t_read: float, timer: StageTimer) -> list[dict]:
+        """Fit one detected frame; returns the records ready to write (possibly none, or several)."""
+        h2, h3, hc, _ = self.hands(det.body_2d, det.hands_2d, det.hands_3d, det.hands_conf)
+        body_conf = det.body_2d[:, 2]
+        valid = bool(det.person) and float(body_conf.mean()) >= MIN_BODY_CONFIDENCE
+        rec: dict[str, Any] = dict(index=frame.index, time=frame.time, valid=valid, t_read=t_read,
+                                   body_2d=det.body_2d, body_3d=det.body_3d, hands_2d=h2, hands_3d=h3,
+                                   hands_conf=hc, expression=np.zeros(self.E), sh=np.zeros(27),
+                                   face_ok=False, rot=np.tile(np.eye(3), (NUM_JOINTS, 1, 1)))
+        t0 = time.perf_counter()
+        if valid:
+            ik = self.pipe.ik
+            body = ik.solve_body(det.body_3d[None], body_conf[None])
+            rot_body = R.rot6d_to_matrix(_np(body["rot6d"])[0].astype(np.float64))     # (22, 3, 3)
+            rot = rec["rot"]
+            rot[:NUM_BODY_JOINTS] = rot_body
+            self.shape.add(_np(body["betas"])[0], float(_np(body["scale"]).reshape(-1)[0]),
+                           weight=float(body_conf.mean()))
+            if self.pipe.options.hands and (hc > 0).any():
+                rh = R.rot6d_to_matrix(_np(ik.solve_hands(h3[None], h2[None, :, :, 2]))[0].astype(np.float64))
+                self._last_hand_rot = np.where((hc > 0)[:, None, None, None], rh, self._last_hand_rot)
+            rot[NUM_BODY_JOINTS:] = self._last_hand_rot.reshape(2 * NUM_HAND_JOINTS, 3, 3)
+            self.valid_frames += 1
+        timer.add("ik", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        if valid and self.face is not None and det.face_landmarks is not None:
+            fitted = self.face.fit(frame.image, det)
+            if fitted is not None:
+                rec["expression"], rec["sh"] = (np.asarray(a, np.float64) for a in fitted)
+                rec["face_ok"] = True
+        timer.add("face", time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        self._held.append(rec)
+        if len(self._held) > MAX_HELD_FACTOR * self.shape.window:
+            self.shape.freeze()      # a long start without a person: do not wait forever
+        out: list[dict] = []
+        if self.live or self.shape.frozen:
+            out, self._held = self._post(self._held), []
+        timer.add("filter", time.perf_counter() - t0)
+        return out
+
+    def finish(self, timer: StageTimer) -> list[dict]:
+        """End of stream (or abort): freeze the shape and release everything held."""
+        t0 = time.perf_counter()
+        self.shape.freeze()
+        out = self._post(self._held)
+        self._held = []
+        out += self.filler.flush()
+        timer.add("filter", time.perf_counter() - t0)
+        return out
+
+    # ---- stage 2: translation, filters, gap filling
+    def _rest_joints(self) -> np.ndarray:
+        betas = self.shape.betas
+        key = betas.astype(np.float32).tobytes()
+        if self._rest_cache is None or self._rest_cache[0] != key:
+            self._rest_cache = (key, self.pipe.body.rest_joints(betas).astype(np.float64))
+        return self._rest_cache[1]
+
+    def _post(self, recs: list[dict]) -> list[dict]:
+        if not recs:
+            return []
+        out: list[dict] = []
+        valid = [r for r in recs if r["valid"]]
+        if valid:
+            rots = np.stack([r["rot"] for r in valid])                                   # (B, 52, 3, 3)
+            j_rest = np.broadcast_to(self._rest_joints(), (len(valid), NUM_JOINTS, 3))
+            joints, _ = forward_kinematics(rots, np.ascontiguousarray(j_rest), self.pipe.body.parents)
+            joints = joints * self.shape.scale                                           # (B, 52, 3)
+            for r, j in zip(valid, joints):
+                r["joints"] = j
+            prior = None
+            for r in valid:  # sequential: each frame's depth prior is the previous frame's
+                if self._last_transl is not None:
+                    prior = np.array([self._last_transl[2]])
+                t, ok = self.translation.solve(r["body_2d"][None], r["joints"][None], prior)
+                r["transl_ok"] = bool(ok[0])
+                if ok[0]:
+                    self._last_transl = t[0]
+                r["transl"] = self._last_transl if self._last_transl is not None else np.array([0.0, 0.0, 3.0])
+        betas, scale = self.shape.betas, self.shape.scale
+        for r in recs:
+            r["betas"], r["scale"] = betas, scale
+            if r["valid"]:
+                r["quat"] = R.matrix_to_quat_wxyz(self.rot_filter(r["rot"], r["time"]))
+                r["transl"] = self.transl_filter(r["transl"], r["time"])
+                if r["face_ok"] and self.E:
+                    r["expression"] = self.expr_filter(r["expression"], r["time"])
+            else:
+                r["quat"] = R.matrix_to_quat_wxyz(r["rot"])
+                r["transl"] = np.zeros(3) if self._last_transl is None else self._last_transl.copy()
+                r["joints"] = None
+            out += self.filler.push(r)
+        return out
+
+    # ---- output
+    def file_frame(self, rec: dict) -> dict[str, np.ndarray]:
+        """One record -> the per-frame keys of the capture file."""
+        rot = R.quat_wxyz_to_matrix(rec["quat"])
+        kp2d = np.concatenate([rec["body_2d"], rec["hands_2d"].reshape(2 * _NH, 3)], 0)
+        return dict(pose_6d=R.matrix_to_rot6d(rot), transl=rec["transl"], valid=rec["valid"],
+                    keypoints_2d=kp2d, keypoints_3d=self._keypoints_3d(rec),
+                    face_expression=rec["expression"], face_sh=rec["sh"])
+
+    def _keypoints_3d(self, rec: dict) -> np.ndarray:
+        """Detected 3D keypoints placed in the camera frame, ``(66, 3)`` metres.
+
+        Body rows: the detector's pelvis-relative points plus the fitted model's
+        pelvis (``scale * FK + transl``); hand rows: the detector's wrist-relative
+        points plus the body row of the same wrist.  Rows with confidence 0 are 0.
+        """
+        out = np.zeros((len(KEYPOINT_NAMES), 3))
+        joints = rec.get("joints")
+        if not rec["valid"] or joints is None:
+            return out
+        pelvis = joints[0] + rec["transl"]
+        body = rec["body_3d"] + pelvis
+        body = np.where(rec["body_2d"][:, 2:3] > 0, body, 0.0)
+        hands = rec["hands_3d"] + body[_BODY_WRIST_ROWS][:, None, :]
+        hands = np.where(rec["hands_2d"][..., 2:3] > 0, hands, 0.0)
+        out[:_NB] = body
+        out[_NB:] = hands.reshape(2 * _NH, 3)
+        return out
+
+
+def _np(x) -> np.ndarray:
+    """torch tensor or array -> numpy array (detached, on the CPU)."""
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+# --------------------------------------------------------------------------- wiring
+def build_pipeline(options: CaptureOptions, detector: Detector | None = None) -> CapturePipeline:
+    """Load the real components for ``options``: detector, IK nets, body model, face fitter.
+
+    Raises :class:`~model_runtime.errors.ModelFileError` naming a missing/bad model file.
+    """
+    from ..body_model import load_body_model
+    from ..iknet.inference import load_ik_solver
+    from .detector import make_detector
+
+    device = options.resolved_device()
+    body = load_body_model(options.body_model)
+    ik = load_ik_solver(device=device)
+    face = None
+    if options.face:
+        from .face_fit import make_face_stage
+
+        face = make_face_stage(options.face_model, device=device)
+    if detector is None:
+        kw = {"model_complexity": options.model_complexity} if options.detector == "mediapipe" else {}
+        detector = make_detector(options.detector, device=device, **kw)
+    return CapturePipeline(detector=detector, ik=ik, body=body, face=face, options=options)
