@@ -80,6 +80,8 @@ def test_coco_wholebody_body_and_face_match_gt(detector, realdata):
     names = list(BODY_KEYPOINT_NAMES)
     np.testing.assert_allclose(det.body_3d[names.index("pelvis")], 0.0, atol=1e-6)
     assert det.body_3d[names.index("head"), 1] < -0.4
+    ls, rs = names.index("left_shoulder"), names.index("right_shoulder")   # x right in 2D and 3D alike
+    assert np.sign(det.body_3d[ls, 0] - det.body_3d[rs, 0]) == np.sign(det.body_2d[ls, 0] - det.body_2d[rs, 0])
     assert 0.2 < np.linalg.norm(det.body_3d[names.index("left_shoulder")] - det.body_3d[names.index("left_wrist")]) < 0.8
 
 

@@ -117,11 +117,10 @@ def load_persons(ann_path: Path, images_dir: Path) -> tuple[list[dict], int]:
 def predict_persons(detector, persons: list[dict]) -> np.ndarray:
     """Run the detector top-down on each person's enlarged box: ``(P, 133, 3)`` image px + conf."""
     preds = np.zeros((len(persons), 133, 3), np.float64)
-    cache: dict[Path, np.ndarray] = {}
+    path, img = None, None          # persons come grouped by image: keep only the current one
     for i, person in enumerate(persons):
-        img = cache.get(person["image"])
-        if img is None:
-            img = cache[person["image"]] = read_image(person["image"])
+        if person["image"] != path:
+            path, img = person["image"], read_image(person["image"])
         height, width = img.shape[:2]
         x0, y0, x1, y1 = enlarged_box(person["bbox"], BOX_ENLARGE, width, height)
         det = detector.detect(np.ascontiguousarray(img[y0:y1, x0:x1]))

@@ -80,7 +80,10 @@ HAND_PALM_LENGTH_M: Final[float] = 0.09
 
 
 def _body_weights() -> dict[str, dict[str, float]]:
-    mid = lambda a, b, w=1.0: {a: 0.5 * w, b: 0.5 * w}  # noqa: E731
+    """Body keypoint name -> {pose landmark name: weight} (weights sum to 1)."""
+    def mid(a: str, b: str) -> dict[str, float]:
+        return {a: 0.5, b: 0.5}
+
     up = PELVIS_UP
     pelvis = {"left_hip": 0.5 * (1 - up), "right_hip": 0.5 * (1 - up),
               "left_shoulder": 0.5 * up, "right_shoulder": 0.5 * up}
