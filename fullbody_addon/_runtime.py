@@ -12,10 +12,10 @@ from pathlib import Path
 ADDON_DIR = Path(__file__).resolve().parent
 
 if (ADDON_DIR / "model_runtime" / "__init__.py").is_file():
-    from .model_runtime import body_model, capture_file, errors, lbs, protocol, rotations, skeleton  # noqa: F401
+    from .model_runtime import body_model, capture_file, errors, face_model, lbs, protocol, rotations, skeleton  # noqa: F401
     RUNTIME_PARENT = ADDON_DIR
 else:
-    from model_runtime import body_model, capture_file, errors, lbs, protocol, rotations, skeleton  # noqa: F401
+    from model_runtime import body_model, capture_file, errors, face_model, lbs, protocol, rotations, skeleton  # noqa: F401
     RUNTIME_PARENT = ADDON_DIR.parent
 
 #: the folder to put on ``PYTHONPATH`` so ``python -m model_runtime`` finds this copy
@@ -29,7 +29,6 @@ def optional_module(name: str):
     pkg = body_model.__package__
     try:
         return importlib.import_module(f"{pkg}.{name}")
-    except ModuleNotFoundError as e:
-        if e.name and e.name.endswith(name):
-            return None
-        raise
+    except ImportError:
+        # absent in this build, or needs a package Blender's Python lacks (e.g. scipy)
+        return None

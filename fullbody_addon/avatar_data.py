@@ -13,7 +13,7 @@ import numpy as np
 
 from . import axes
 from ._runtime import body_model as _body_model
-from ._runtime import lbs, optional_module, skeleton
+from ._runtime import errors, face_model, lbs, optional_module, skeleton
 
 #: joints with several children: which child the bone points at
 PRIMARY_CHILD: dict[str, str] = {
@@ -106,35 +106,69 @@ def avatar_data_from_body(body, betas: np.ndarray | None = None) -> AvatarData:
 def avatar_data_from_capture(capture, body=None, face=None) -> AvatarData:
     """Avatar for a loaded capture (:class:`~model_runtime.capture_file.Capture`).
 
-    Uses the merged body + bridged face of ``model_runtime.full_model`` when this
-    build has it (identity applied to the basis, expression shape keys, albedo);
-    otherwise the body alone.  ``body``/``face`` override the models named in
-    the capture (``"builtin"`` or a file path).
+    With a face model (``face``: a :class:`FaceModel`, ``"builtin"``/None for the
+    capture's, or a BFM path) and ``model_runtime.full_model`` importable, the
+    mesh is the merged body + bridged face with the capture's identity applied
+    to the basis, one shape key per expression and the captured albedo;
+    otherwise the body alone.  ``body`` overrides the capture's body model.
     """
     betas = np.asarray(capture["betas"], np.float32).reshape(-1)
     if body is None:
         body = _body_model.load_body_model(_model_spec(capture, "body_model"))
     full = optional_module("full_model")
-    if full is not None and hasattr(full, "avatar_arrays"):
-        return _from_full_model(full, capture, body, face, betas)
-    return avatar_data_from_body(body, betas)
+    if full is None:
+        return avatar_data_from_body(body, betas)
+    if face is None or isinstance(face, str):
+        spec = face if isinstance(face, str) else _model_spec(capture, "face_model")
+        try:
+            face = face_model.load_face_model(spec)
+        except errors.ModelFileError:
+            if spec is not None:
+                raise                      # a named BFM file that cannot be read is an error
+            return avatar_data_from_body(body, betas)  # no built-in face in this build
+    identity = _coefficients(capture, "face_identity", face.sizes["identity"])
+    albedo = _coefficients(capture, "face_albedo", face.sizes["albedo"])
+    return avatar_data_from_full_model(full.build_full_model(body, face), betas, identity, albedo)
+
+
+def _coefficients(capture, key: str, n: int) -> np.ndarray:
+    """``capture[key]`` padded/cut to ``n`` coefficients (zeros when the capture has none)."""
+    out = np.zeros(n, np.float32)
+    if key in capture.data:
+        c = np.asarray(capture[key], np.float32).reshape(-1)[:n]
+        out[: len(c)] = c
+    return out
+
+
+def avatar_data_from_full_model(full, betas: np.ndarray, identity: np.ndarray, albedo: np.ndarray) -> AvatarData:
+    """Merged body + face (a ``model_runtime.full_model.FullBodyModel``) for one person.
+
+    The basis is the rest mesh for ``betas (16,)`` and face ``identity (Ki,)``;
+    shape key k is the rest mesh with expression e_k minus the basis (the
+    forward pass is linear in the expression, so keys add exactly as Eq. 3).
+    """
+    body, face = full.body, full.face
+    base = avatar_data_from_body(body, betas)
+    Ke = face.sizes["expression"]
+    B = Ke + 1
+    rot = np.broadcast_to(np.eye(3), (B, skeleton.NUM_JOINTS, 3, 3)).copy()
+    expr = np.concatenate([np.zeros((1, Ke)), np.eye(Ke)])                      # (Ke+1, Ke)
+    verts, _ = full.forward(np.broadcast_to(base.betas.astype(np.float64), (B, skeleton.NUM_BETAS)).copy(), rot,
+                            np.broadcast_to(identity.astype(np.float64), (B, len(identity))).copy(), expr)
+    verts = axes.model_points_to_blender(verts)                                  # (Ke+1, Vm, 3)
+    colors = full.vertex_colors().astype(np.float32)
+    colors[full.face_vertex_slice] = np.clip(
+        face_model.face_albedo(face.mean_albedo, face.albedo_basis, albedo[None].astype(np.float32))[0], 0.0, 1.0)
+    base.vertices = verts[0]
+    base.faces = np.asarray(full.merged_faces, np.int32)
+    base.weights = full.skin_weights().astype(np.float32)
+    base.shape_key_names = tuple(face.exp_names)
+    base.shape_key_deltas = (verts[1:] - verts[:1]).astype(np.float32)
+    base.colors = colors
+    base.source = f"{body.source} + {face.source}"
+    return base
 
 
 def _model_spec(capture, key: str) -> str | None:
     spec = str(np.asarray(capture[key]).reshape(()).item()) if key in capture.data else "builtin"
     return None if spec in ("", "builtin") else spec
-
-
-def _from_full_model(full, capture, body, face, betas) -> AvatarData:
-    """Merged mesh via ``full_model.avatar_arrays`` (contract: model axes, numpy)."""
-    arr = full.avatar_arrays(body=body, face=face or _model_spec(capture, "face_model"), betas=betas,
-                             identity=np.asarray(capture["face_identity"], np.float32),
-                             albedo=np.asarray(capture["face_albedo"], np.float32))
-    base = avatar_data_from_body(body, betas)
-    base.vertices = axes.model_points_to_blender(arr["vertices"])
-    base.faces = np.asarray(arr["faces"], np.int32)
-    base.weights = np.asarray(arr["weights"], np.float32)
-    base.shape_key_names = tuple(str(n) for n in arr["expression_names"])
-    base.shape_key_deltas = axes.model_points_to_blender(arr["expression_deltas"]).astype(np.float32)
-    base.colors = None if arr.get("colors") is None else np.asarray(arr["colors"], np.float32)
-    return base

@@ -135,3 +135,22 @@ def write_capture(path: Path, T: int = 30, seed: int = 0, expression_names=(), f
         return w.close()
     w.flush()
     return path
+
+
+def write_smplh_npz(path: Path, body: BodyModel) -> Path:
+    """Save ``body`` in the official SMPL-H ``.npz`` layout (zero pose correctives), for the
+    'SMPL-H file' body-model option."""
+    V = body.num_vertices
+    kt = np.stack([body.parents, np.arange(len(body.parents))]).astype(np.int64)
+    np.savez(path, v_template=body.v_template, shapedirs=body.shapedirs, posedirs=np.zeros((V, 3, 459), np.float32),
+             J_regressor=body.J_regressor, weights=body.weights, kintree_table=kt, f=body.faces)
+    return path
+
+
+def add_test_expressions(data, names) -> None:
+    """Give an avatar (``AvatarData``) one smooth shape key per name, for bodies without a face."""
+    rng = np.random.default_rng(7)
+    E = len(names)
+    lin = rng.normal(scale=0.05, size=(E, 3, 3))
+    data.shape_key_names = tuple(names)
+    data.shape_key_deltas = np.einsum("vc,edc->evd", data.vertices - data.vertices.mean(0), lin).astype(np.float32)

@@ -1,0 +1,459 @@
+"""Operators (``bpy.ops.fullbody.*``): the boundary where errors become ``self.report``.
+
+Scene-changing operators have undo.  Validation happens before anything is
+created, so a bad file leaves the scene as it was.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import bpy
+import numpy as np
+from bpy.props import BoolProperty, EnumProperty, StringProperty
+from bpy_extras.io_utils import ExportHelper, ImportHelper
+
+from . import avatar, axes, convert, importer, preferences, runtime_setup, session
+from ._runtime import body_model as body_model_mod
+from ._runtime import capture_file, errors, protocol
+from .avatar_data import avatar_data_from_capture
+from .runtime_client import CaptureJob, HealthCheck, RuntimeNotSetUp, serve_argv, check_interpreter
+
+
+# --- helpers -------------------------------------------------------------------------------
+def _body_spec(settings) -> str | None:
+    if settings.body_model == "SMPLH":
+        return bpy.path.abspath(settings.smplh_path)
+    return None
+
+
+def _face_spec(settings) -> str | None:
+    if settings.face_model == "BFM":
+        return bpy.path.abspath(settings.bfm_path)
+    return None
+
+
+def load_capture_checked(path: str):
+    """:func:`capture_file.load_capture` with the file named in every error."""
+    return capture_file.load_capture(path)
+
+
+def neutral_capture():
+    """Mean shape, neutral face, mean albedo: what an avatar is made of without a capture."""
+    return capture_file.Capture(path=Path("<neutral>"), data={"betas": np.zeros(16, np.float32)})
+
+
+def betas_match(arm_obj, betas: np.ndarray, tol: float = 1e-4) -> bool:
+    cur = np.asarray(arm_obj.get("betas", []), np.float64)
+    b = np.asarray(betas, np.float64).reshape(-1)
+    n = min(len(cur), len(b))
+    return n > 0 and np.allclose(cur[:n], b[:n], atol=tol) and np.allclose(b[n:], 0, atol=tol)
+
+
+def import_capture_into_scene(context, path: str, settings=None, create_new: bool = False) -> dict:
+    """Load ``path`` (recovering a partial capture), find or create the matching avatar, key it."""
+    settings = settings or context.scene.fullbody
+    cap = load_capture_checked(path)  # raises ModelFileError before the scene is touched
+    arm = None if create_new else avatar.find_avatar(context)
+    if arm is not None and not betas_match(arm, cap["betas"]):
+        arm = None  # another person's shape: give this capture its own avatar
+    if arm is None:
+        data = avatar_data_from_capture(cap, body=body_model_mod.load_body_model(_body_spec(settings)),
+                                        face=_face_spec(settings))
+        arm, mesh = avatar.create_avatar(data, name=Path(path).stem)
+    else:
+        mesh = avatar.avatar_mesh(arm)
+    opts = importer.ImportOptions(frame_start=context.scene.frame_start,
+                                  root_translation=settings.root_translation)
+    summary = importer.apply_capture(context.scene, arm, mesh, cap, opts)
+    summary["armature"] = arm.name
+    if cap.num_frames:
+        context.scene.frame_set(opts.frame_start)
+    return summary
+
+
+def capture_output_path(settings) -> Path:
+    base = bpy.path.abspath(settings.output_dir) if settings.output_dir else ""
+    if not base:
+        base = bpy.path.abspath("//captures") if bpy.data.filepath else os.path.join(tempfile.gettempdir(), "fullbody_captures")
+    Path(base).mkdir(parents=True, exist_ok=True)
+    return Path(base) / time.strftime("capture_%Y%m%d_%H%M%S.npz")
+
+
+def capture_options(settings, prefs) -> dict:
+    """The ``options`` of a capture/live request (see :mod:`model_runtime.protocol`)."""
+    s = float(settings.smoothing)
+    return {
+        "start": int(settings.frame_start),
+        "end": None if settings.frame_end < 0 else int(settings.frame_end),
+        "device": prefs.device if prefs is not None else "auto",
+        "body_model": _body_spec(settings) or "builtin",
+        "face_model": _face_spec(settings) or "builtin",
+        # smoothing strength 0..1 -> One Euro parameters: 0 = raw (10 Hz cutoff), 1 = strong (0.01 Hz)
+        "smoothing": {"strength": s, "min_cutoff": float(10.0 ** (1.0 - 3.0 * s)), "beta": float(0.5 * (1.0 - s) + 0.005)},
+        "hands": bool(settings.hands),
+        "face": bool(settings.face),
+        "root_translation": bool(settings.root_translation),
+        "fps": float(settings.fps) or None,
+        "fill": "interpolate",
+    }
+
+
+def capture_source(settings):
+    """The request's ``source``; raises ValueError naming the missing field."""
+    if settings.source_type == "VIDEO":
+        p = bpy.path.abspath(settings.video_path)
+        if not settings.video_path or not Path(p).is_file():
+            raise ValueError(f"video file '{p or '(none)'}' does not exist (Source > Video)")
+        return p
+    if settings.source_type == "FOLDER":
+        p = bpy.path.abspath(settings.image_folder)
+        if not settings.image_folder or not Path(p).is_dir():
+            raise ValueError(f"image folder '{p or '(none)'}' does not exist (Source > Folder)")
+        return p
+    return int(settings.camera_index)
+
+
+# --- avatar and import ---------------------------------------------------------------------
+class FULLBODY_OT_create_avatar(bpy.types.Operator):
+    """Create the avatar: 52-bone SMPL-H armature and the skinned body + face mesh"""
+
+    bl_idname = "fullbody.create_avatar"
+    bl_label = "Create Avatar"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: StringProperty(name="Capture", subtype="FILE_PATH",
+                             description="Take shape, face identity and albedo from this capture (empty: mean shape)")
+
+    def execute(self, context):
+        settings = context.scene.fullbody
+        try:
+            body = body_model_mod.load_body_model(_body_spec(settings))
+            cap = load_capture_checked(bpy.path.abspath(self.filepath)) if self.filepath else neutral_capture()
+            data = avatar_data_from_capture(cap, body=body, face=_face_spec(settings))
+        except (errors.RuntimeErrorBase, OSError, ValueError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        arm, _ = avatar.create_avatar(data, name=Path(self.filepath).stem if self.filepath else "FullBody")
+        for ob in context.view_layer.objects:
+            ob.select_set(False)
+        arm.select_set(True)
+        context.view_layer.objects.active = arm
+        self.report({"INFO"}, f"created avatar '{arm.name}' ({len(data.vertices)} vertices, "
+                              f"{len(data.shape_key_names)} shape keys)")
+        return {"FINISHED"}
+
+
+class FULLBODY_OT_import_capture(bpy.types.Operator, ImportHelper):
+    """Import a capture .npz onto the avatar (creating one if there is none)"""
+
+    bl_idname = "fullbody.import_capture"
+    bl_label = "Import Capture"
+    bl_options = {"REGISTER", "UNDO"}
+    filename_ext = ".npz"
+    filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+
+    def execute(self, context):
+        path = bpy.path.abspath(self.filepath)
+        try:
+            summary = import_capture_into_scene(context, path)
+        except (errors.RuntimeErrorBase, OSError, ValueError, KeyError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"imported {summary['frames']} frames onto '{summary['armature']}' "
+                              f"({summary['shape_keys']} shape keys)")
+        return {"FINISHED"}
+
+
+# --- capture -------------------------------------------------------------------------------
+def _on_capture_finished(job: CaptureJob) -> None:
+    def do_import(path):
+        summary = import_capture_into_scene(bpy.context, path)
+        try:
+            bpy.ops.ed.undo_push(message="Full Body Capture")
+        except RuntimeError:
+            pass
+        return summary
+
+    session.finish_capture(job, do_import)
+
+
+class FULLBODY_OT_capture_video(bpy.types.Operator):
+    """Capture the source in the background; Esc or Stop cancels and keeps what was captured"""
+
+    bl_idname = "fullbody.capture_video"
+    bl_label = "Capture"
+    bl_options = {"REGISTER"}
+
+    def _start(self, context) -> bool:
+        settings = context.scene.fullbody
+        try:
+            source = capture_source(settings)
+            client = session.new_client(preferences.runtime_python(context))
+            out = capture_output_path(settings)
+            req = protocol.request("capture", source=source, output=str(out),
+                                   options=capture_options(settings, preferences.prefs(context)))
+            session.start_job(CaptureJob(client, req, on_finish=_on_capture_finished))
+        except (RuntimeNotSetUp, ValueError, RuntimeError) as e:
+            session.status(context).error = str(e)
+            self.report({"ERROR"}, str(e))
+            return False
+        self.report({"INFO"}, f"capturing to {out}")
+        return True
+
+    def execute(self, context):
+        return {"FINISHED"} if self._start(context) else {"CANCELLED"}
+
+    def invoke(self, context, event):
+        if not self._start(context):
+            return {"CANCELLED"}
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if session.active_job() is None:
+            return {"FINISHED"}
+        if event.type == "ESC" and event.value == "PRESS":
+            session.stop_job()
+            self.report({"WARNING"}, "capture cancelled; what was captured is imported")
+            return {"FINISHED"}
+        return {"PASS_THROUGH"}
+
+
+class FULLBODY_OT_stop_capture(bpy.types.Operator):
+    """Stop the running capture (what was captured is imported)"""
+
+    bl_idname = "fullbody.stop_capture"
+    bl_label = "Stop"
+
+    @classmethod
+    def poll(cls, context):
+        return session.active_job() is not None
+
+    def execute(self, context):
+        session.stop_job()
+        return {"FINISHED"}
+
+
+class LiveDriver:
+    """Applies ``frame`` events to an avatar; buffers them while Record is on and keys them when it ends."""
+
+    def __init__(self, arm_obj, mesh_obj):
+        self.arm_name = arm_obj.name
+        self.mesh_name = mesh_obj.name if mesh_obj else None
+        self.recorded: list[dict] = []
+        self.record_start = bpy.context.scene.frame_current
+
+    def on_frame(self, ev: dict) -> None:
+        arm = bpy.data.objects.get(self.arm_name)
+        if arm is None:
+            return
+        st = session.status()
+        if ev.get("valid", True):
+            self.apply(arm, ev)
+        if st.recording:
+            self.recorded.append(ev)
+        elif self.recorded:
+            self.flush()
+
+    def apply(self, arm, ev: dict) -> None:
+        rest = avatar.bone_rest_matrices(arm)
+        pose = np.asarray(ev["pose_6d"], np.float64).reshape(1, 52, 6)
+        scale = float(ev.get("scale") or 1.0)
+        ch = convert.bone_channels(pose, np.asarray(ev["transl"], np.float64).reshape(1, 3), rest[:, :3, :3],
+                                   rest[0, :3, 3], np.asarray(arm["rest_root_model"]), scale=scale,
+                                   root_translation=bpy.context.scene.fullbody.root_translation)
+        arm.scale = (scale,) * 3
+        arm.pose.bones.foreach_set("rotation_quaternion", ch.quaternions[0].astype(np.float32).ravel())
+        arm.pose.bones[0].location = ch.root_location[0]
+        mesh = bpy.data.objects.get(self.mesh_name) if self.mesh_name else None
+        expr = ev.get("expression")
+        if mesh is not None and mesh.data.shape_keys is not None and expr:
+            kbs = mesh.data.shape_keys.key_blocks
+            vals = np.empty(len(kbs), np.float32)
+            kbs.foreach_get("value", vals)
+            n = min(len(expr), len(kbs) - 1)
+            vals[1:1 + n] = np.asarray(expr[:n], np.float32)
+            kbs.foreach_set("value", vals)
+        arm.update_tag()
+
+    def flush(self) -> None:
+        """Key the recorded frames (bulk) from the frame where Record was turned on."""
+        arm = bpy.data.objects.get(self.arm_name)
+        if arm is None or not self.recorded:
+            self.recorded = []
+            return
+        evs, self.recorded = self.recorded, []
+        T = len(evs)
+        mesh = bpy.data.objects.get(self.mesh_name) if self.mesh_name else None
+        names = [b.name for b in arm.data.bones]
+        E = len(evs[0].get("expression") or [])
+        exp_names = [kb.name for kb in mesh.data.shape_keys.key_blocks[1:1 + E]] if mesh and mesh.data.shape_keys else []
+        data = {
+            "pose_6d": np.asarray([e["pose_6d"] for e in evs], np.float32).reshape(T, 52, 6),
+            "transl": np.asarray([e["transl"] for e in evs], np.float32).reshape(T, 3),
+            "joint_names": np.asarray(names), "scale": np.float32(evs[-1].get("scale") or 1.0),
+            "fps": np.float32(bpy.context.scene.render.fps / bpy.context.scene.render.fps_base),
+            "expression_names": np.asarray(exp_names, dtype=str),
+            "face_expression": np.asarray([(e.get("expression") or [])[:len(exp_names)] for e in evs], np.float32).reshape(T, len(exp_names)),
+        }
+        cap = capture_file.Capture(path=Path("<live>"), data=data)
+        importer.apply_capture(bpy.context.scene, arm, mesh, cap,
+                               importer.ImportOptions(frame_start=self.record_start, set_scene=False,
+                                                      root_translation=bpy.context.scene.fullbody.root_translation))
+        self.record_start += T
+
+
+class FULLBODY_OT_live_capture(bpy.types.Operator):
+    """Drive the avatar live from the camera; toggle Record to write keyframes"""
+
+    bl_idname = "fullbody.live_capture"
+    bl_label = "Live"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context):
+        settings = context.scene.fullbody
+        arm = avatar.find_avatar(context)
+        if arm is None:
+            bpy.ops.fullbody.create_avatar()
+            arm = avatar.find_avatar(context)
+        if arm is None:
+            self.report({"ERROR"}, "could not create an avatar to drive")
+            return {"CANCELLED"}
+        driver = LiveDriver(arm, avatar.avatar_mesh(arm))
+
+        def finished(job):
+            driver.flush()
+            if job.error:
+                session.status().error = job.error
+
+        try:
+            client = session.new_client(preferences.runtime_python(context))
+            req = protocol.request("live", camera=int(settings.camera_index),
+                                   options=capture_options(settings, preferences.prefs(context)))
+            session.start_job(CaptureJob(client, req, on_finish=finished, on_frame=driver.on_frame), live=True)
+        except (RuntimeNotSetUp, RuntimeError) as e:
+            session.status(context).error = str(e)
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+# --- export --------------------------------------------------------------------------------
+class FULLBODY_OT_export_fbx(bpy.types.Operator, ExportHelper):
+    """Export the avatar (armature, mesh, shape keys, animation) as FBX for Blender, Unity or Unreal"""
+
+    bl_idname = "fullbody.export_fbx"
+    bl_label = "Export FBX"
+    filename_ext = ".fbx"
+    filter_glob: StringProperty(default="*.fbx", options={"HIDDEN"})
+    preset: EnumProperty(name="Target", items=[
+        ("BLENDER", "Blender", "Z up, -Y forward, metres"),
+        ("UNITY", "Unity", "Y up, transforms applied, FBX unit scale"),
+        ("UNREAL", "Unreal", "FBX unit scale (centimetres in Unreal), no leaf bones"),
+    ], default="BLENDER")
+
+    def execute(self, context):
+        arm = avatar.find_avatar(context)
+        if arm is None:
+            self.report({"ERROR"}, "no avatar in the scene: create one or import a capture first")
+            return {"CANCELLED"}
+        mesh = avatar.avatar_mesh(arm)
+        prev_sel = [o for o in context.view_layer.objects if o.select_get()]
+        prev_active = context.view_layer.objects.active
+        for o in prev_sel:
+            o.select_set(False)
+        for o in (arm, mesh):
+            if o is not None:
+                o.select_set(True)
+        context.view_layer.objects.active = arm
+        try:
+            bpy.ops.export_scene.fbx(filepath=bpy.path.abspath(self.filepath), **fbx_export_settings(self.preset))
+        except RuntimeError as e:
+            self.report({"ERROR"}, f"FBX export failed: {e}")
+            return {"CANCELLED"}
+        finally:
+            for o in context.view_layer.objects:
+                o.select_set(o in prev_sel)
+            context.view_layer.objects.active = prev_active
+        self.report({"INFO"}, f"exported {self.filepath} ({self.preset})")
+        return {"FINISHED"}
+
+
+def fbx_export_settings(preset: str) -> dict:
+    """Arguments of ``bpy.ops.export_scene.fbx`` for a target (axes/scale from :data:`axes.FBX_PRESETS`)."""
+    return dict(
+        use_selection=True, object_types={"ARMATURE", "MESH"}, add_leaf_bones=False,
+        primary_bone_axis="Y", secondary_bone_axis="X", use_armature_deform_only=True,
+        bake_anim=True, bake_anim_use_all_bones=True, bake_anim_use_nla_strips=False,
+        bake_anim_use_all_actions=False, bake_anim_force_startend_keying=True, bake_anim_simplify_factor=0.0,
+        use_mesh_modifiers=False, mesh_smooth_type="FACE", use_custom_props=False,
+        **axes.FBX_PRESETS[preset],
+    )
+
+
+# --- runtime -------------------------------------------------------------------------------
+class FULLBODY_OT_setup_runtime(bpy.types.Operator):
+    """Create a virtual environment in the extension's user folder and install the pinned runtime (needs internet)"""
+
+    bl_idname = "fullbody.setup_runtime"
+    bl_label = "Set up Runtime"
+
+    def execute(self, context):
+        p = preferences.prefs(context)
+        venv = Path(bpy.path.abspath(p.venv_dir)) if p is not None and p.venv_dir else preferences.default_venv_dir()
+        try:
+            steps = runtime_setup.setup_steps(venv)
+        except FileNotFoundError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        session.start_setup(runtime_setup.SetupJob(steps=steps, log_path=venv.parent / "runtime-setup.log"))
+        self.report({"INFO"}, f"setting up the runtime in {venv}; the log is the text block '{session.SETUP_LOG_TEXT}'")
+        return {"FINISHED"}
+
+
+class FULLBODY_OT_setup_runtime_cancel(bpy.types.Operator):
+    """Stop the runtime setup"""
+
+    bl_idname = "fullbody.setup_runtime_cancel"
+    bl_label = "Cancel Setup"
+
+    def execute(self, context):
+        session.cancel_setup()
+        return {"FINISHED"}
+
+
+class FULLBODY_OT_health_check(bpy.types.Operator):
+    """Start the runtime and show its versions, torch device and detector status"""
+
+    bl_idname = "fullbody.health_check"
+    bl_label = "Health Check"
+
+    def execute(self, context):
+        try:
+            python = check_interpreter(preferences.runtime_python(context))
+        except RuntimeNotSetUp as e:
+            session.status(context).health = f"Runtime not set up: {e}"
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        session.start_health(HealthCheck(serve_argv(python)))
+        return {"FINISHED"}
+
+
+CLASSES = (
+    FULLBODY_OT_create_avatar, FULLBODY_OT_import_capture, FULLBODY_OT_capture_video, FULLBODY_OT_stop_capture,
+    FULLBODY_OT_live_capture, FULLBODY_OT_export_fbx, FULLBODY_OT_setup_runtime, FULLBODY_OT_setup_runtime_cancel,
+    FULLBODY_OT_health_check,
+)
+
+
+def register() -> None:
+    for c in CLASSES:
+        bpy.utils.register_class(c)
+
+
+def unregister() -> None:
+    for c in reversed(CLASSES):
+        bpy.utils.unregister_class(c)

@@ -1,0 +1,70 @@
+"""Scene settings (saved with the .blend) and window-manager status (not saved, no undo)."""
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+
+
+class FULLBODY_PG_settings(bpy.types.PropertyGroup):
+    source_type: EnumProperty(name="Source", items=[
+        ("VIDEO", "Video", "A video file"),
+        ("CAMERA", "Camera", "A camera by index (live or recorded capture)"),
+        ("FOLDER", "Image Folder", "A folder of images, in name order"),
+    ], default="VIDEO")
+    video_path: StringProperty(name="Video", subtype="FILE_PATH")
+    camera_index: IntProperty(name="Camera", min=0, max=63, default=0)
+    image_folder: StringProperty(name="Folder", subtype="DIR_PATH")
+    frame_start: IntProperty(name="First Frame", min=0, default=0, description="First source frame to capture")
+    frame_end: IntProperty(name="Last Frame", min=-1, default=-1, description="Last source frame (-1: to the end)")
+    body_model: EnumProperty(name="Body Model", items=[
+        ("BUILTIN", "Built-in", "The built-in body model shipped with the extension"),
+        ("SMPLH", "SMPL-H File", "An official SMPL-H model file (.npz/.pkl)"),
+    ], default="BUILTIN")
+    smplh_path: StringProperty(name="SMPL-H File", subtype="FILE_PATH")
+    face_model: EnumProperty(name="Face Model", items=[
+        ("BUILTIN", "Built-in", "The built-in face model (ARKit-named expressions)"),
+        ("BFM", "BFM File", "A Basel Face Model file (.mat)"),
+    ], default="BUILTIN")
+    bfm_path: StringProperty(name="BFM File", subtype="FILE_PATH")
+    smoothing: FloatProperty(name="Smoothing", min=0.0, max=1.0, default=0.5,
+                             description="Temporal smoothing strength (One Euro filter; 0 = raw)")
+    hands: BoolProperty(name="Hands", default=True)
+    face: BoolProperty(name="Face", default=True)
+    root_translation: BoolProperty(name="Root Translation", default=True,
+                                   description="Move the root through space (off: animation in place)")
+    fps: FloatProperty(name="Frame Rate", min=0.0, max=240.0, default=0.0,
+                       description="Frame rate of the capture (0: from the source video)")
+    output_dir: StringProperty(name="Capture Folder", subtype="DIR_PATH",
+                               description="Where capture .npz files are written (empty: next to the .blend, "
+                                           "or the temporary folder)")
+
+
+class FULLBODY_PG_status(bpy.types.PropertyGroup):
+    running: BoolProperty(default=False)
+    live: BoolProperty(default=False)
+    recording: BoolProperty(name="Record", default=False, description="Write keyframes while the live capture runs")
+    progress: FloatProperty(subtype="PERCENTAGE", min=0.0, max=100.0, default=0.0)
+    message: StringProperty(default="")
+    error: StringProperty(default="")
+    latency_ms: FloatProperty(default=0.0)
+    health: StringProperty(default="")
+    setup_running: BoolProperty(default=False)
+    setup_progress: FloatProperty(subtype="PERCENTAGE", min=0.0, max=100.0, default=0.0)
+    setup_message: StringProperty(default="")
+
+
+CLASSES = (FULLBODY_PG_settings, FULLBODY_PG_status)
+
+
+def register() -> None:
+    for c in CLASSES:
+        bpy.utils.register_class(c)
+    bpy.types.Scene.fullbody = bpy.props.PointerProperty(type=FULLBODY_PG_settings)
+    bpy.types.WindowManager.fullbody_status = bpy.props.PointerProperty(type=FULLBODY_PG_status)
+
+
+def unregister() -> None:
+    del bpy.types.WindowManager.fullbody_status
+    del bpy.types.Scene.fullbody
+    for c in reversed(CLASSES):
+        bpy.utils.unregister_class(c)
