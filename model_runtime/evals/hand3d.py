@@ -96,19 +96,24 @@ def evaluate(detector, folder: Path, limit: int | None = None, hand_3d: str = "s
     }
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, required=True,
                         help="folder with images/, params.mat, pose_gt.mat (hand-graph-cnn layout)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N images")
     parser.add_argument("--hand-3d", choices=("scaled", "world"), default="scaled",
                         help="3D keypoints to score: the detector's (scaled, default) or MediaPipe's world landmarks")
     add_detector_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.limit is not None and args.limit < 1:
-        raise SystemExit("error: --limit must be >= 1")
     detector = detector_from_args(args)
     try:
         result = evaluate(detector, args.dir, args.limit, args.hand_3d)
