@@ -1,0 +1,160 @@
+"""``python -m model_runtime eval aflw2000 --dir DIR [--json]``: face landmark NME on AFLW2000-3D.
+
+For every ``imageNNNNN.jpg`` in DIR with its ``.mat`` (``pt3d_68`` 3x68, ``Pose_Para``):
+detect (``--detector``), fit the 3DMM (:class:`pipeline.face_fit.FaceFitter`, single-image
+mode) and read the 68 landmarks off the fitted mesh.  NME = mean point error divided by
+``sqrt(w * h)`` of the ground-truth landmark box, in %.  Reported overall, per absolute
+yaw bin [0,30], [30,60], [60,90] degrees, against the original fits (``pt3d_68``) and,
+when 3DDFA's re-annotated arrays are found (``--reannotated``/``--index-map`` or the
+research-data layout next to DIR), against the manual re-annotation too.  MediaPipe's own
+68 points (standard 468->68 map) are scored the same way as a peer.  Images where the
+detector finds no face count in ``failed`` and are left out of the means.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputMissingError, InputUnreadableError, ModelFileError
+
+YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
+
+
+def add_arguments(parser) -> None:
+    from ..pipeline.detector import add_detector_arguments
+
+    parser.add_argument("--dir", required=True, type=Path, help="folder of AFLW2000 imageNNNNN.jpg + .mat")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--face-model", default="builtin", help="'builtin' or a BFM .mat file")
+    parser.add_argument("--reannotated", type=Path, default=None,
+                        help="3DDFA AFLW2000-3D-Reannotated.pts68.npy (default: found next to DIR if present)")
+    parser.add_argument("--index-map", type=Path, default=None,
+                        help="derived/aflw2000_index_map.json (default: found next to DIR if present)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
+    add_detector_arguments(parser)
+
+
+def nme_percent(pred: np.ndarray, gt: np.ndarray) -> float:
+    """NME of ``(68, 2)`` predictions vs ground truth, normalised by sqrt(w*h) of the GT box, in %."""
+    wh = gt.max(0) - gt.min(0)
+    return float(np.linalg.norm(pred - gt, axis=1).mean() / np.sqrt(max(wh[0] * wh[1], 1e-9)) * 100.0)
+
+
+def read_annotation(mat_path: Path) -> tuple[np.ndarray, float]:
+    """``(68, 2)`` GT px from ``pt3d_68`` and the absolute yaw in degrees from ``Pose_Para``."""
+    from scipy.io import loadmat
+
+    try:
+        m = loadmat(str(mat_path))
+    except Exception as e:
+        raise InputUnreadableError(f"{mat_path}: cannot read ({e})") from e
+    for key in ("pt3d_68", "Pose_Para"):
+        if key not in m:
+            raise ModelFileError(mat_path, key, "is missing")
+    pts = np.asarray(m["pt3d_68"], np.float64)
+    if pts.shape != (3, 68):
+        raise ModelFileError(mat_path, "pt3d_68", f"has shape {pts.shape}, expected (3, 68)")
+    yaw = abs(float(np.degrees(np.asarray(m["Pose_Para"], np.float64).ravel()[1])))
+    return pts[:2].T, yaw
+
+
+def _find_reannotated(dirpath: Path, reann: Path | None, index_map: Path | None):
+    """``(arrays (2000, 2, 68), {stem: row})`` or None when not available."""
+    if reann is None or index_map is None:
+        for parent in dirpath.resolve().parents:
+            cand = parent / "3DDFA" / "test.configs" / "AFLW2000-3D-Reannotated.pts68.npy"
+            cmap = parent / "derived" / "aflw2000_index_map.json"
+            if cand.is_file() and cmap.is_file():
+                reann, index_map = reann or cand, index_map or cmap
+                break
+    if reann is None or index_map is None or not reann.is_file() or not index_map.is_file():
+        return None
+    with open(index_map) as fh:
+        return np.load(reann), {k: int(v) for k, v in json.load(fh)["index"].items()}
+
+
+def _summary(errors: list[float], yaws: list[float]) -> dict:
+    e, y = np.asarray(errors), np.asarray(yaws)
+    out = {"nme": float(e.mean()) if len(e) else float("nan"), "by_yaw": {}}
+    for lo, hi in YAW_BINS:
+        sel = (y >= lo) & (y <= hi) if lo == 0 else (y > lo) & (y <= hi)
+        out["by_yaw"][f"{int(lo)}-{int(hi)}"] = {"nme": float(e[sel].mean()) if sel.any() else None,
+                                                "images": int(sel.sum())}
+    return out
+
+
+def evaluate(dirpath: Path, detector, fitter, limit: int = 0, reannotated=None) -> dict:
+    import cv2
+
+    from ..pipeline.face_correspondence import MP468_TO_IBUG68
+
+    images = sorted(p for p in dirpath.glob("image*.jpg") if p.with_suffix(".mat").is_file())
+    if limit:
+        images = images[:limit]
+    if not images:
+        raise InputMissingError(f"{dirpath}: no imageNNNNN.jpg with a .mat next to it")
+    fit_err, mp_err, yaws, re_fit, re_mp, failed = [], [], [], [], [], []
+    t_fit = 0.0
+    for path in images:
+        img = cv2.imread(str(path))
+        if img is None:
+            raise InputUnreadableError(f"{path}: cannot decode image")
+        gt, yaw = read_annotation(path.with_suffix(".mat"))
+        det = detector.detect(img)
+        if det.face_landmarks is None:
+            failed.append(path.name)
+            continue
+        t0 = time.perf_counter()
+        res = fitter.fit(img, det.face_landmarks, det.face_box)
+        t_fit += time.perf_counter() - t0
+        if not res.ok:
+            failed.append(path.name)
+            continue
+        mp68 = det.face_landmarks[MP468_TO_IBUG68, :2]
+        fit_err.append(nme_percent(res.landmarks68_px, gt))
+        mp_err.append(nme_percent(mp68, gt))
+        yaws.append(yaw)
+        if reannotated is not None and path.stem in reannotated[1]:
+            gt2 = reannotated[0][reannotated[1][path.stem]].T
+            re_fit.append(nme_percent(res.landmarks68_px, gt2))
+            re_mp.append(nme_percent(mp68, gt2))
+    out = {"images": len(fit_err), "failed": len(failed), "failed_images": failed,
+           **_summary(fit_err, yaws), "mediapipe68": _summary(mp_err, yaws),
+           "fit_ms_per_image": 1000.0 * t_fit / max(1, len(fit_err))}
+    if re_fit:
+        out["reannotated"] = {"fit": float(np.mean(re_fit)), "mediapipe68": float(np.mean(re_mp)),
+                              "images": len(re_fit)}
+    return out
+
+
+def run(args) -> int:
+    from ..face_model import load_face_model
+    from ..pipeline.detector import detector_from_args
+    from ..pipeline.face_fit import FaceFitter
+
+    if not args.dir.is_dir():
+        raise InputMissingError(f"{args.dir}: no such folder")
+    fitter = FaceFitter(load_face_model(args.face_model), device=args.device)
+    detector = detector_from_args(args)
+    try:
+        out = evaluate(args.dir, detector, fitter, args.limit,
+                       _find_reannotated(args.dir, args.reannotated, args.index_map))
+    finally:
+        detector.close()
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"AFLW2000-3D: {out['images']} images ({out['failed']} without a detected face)")
+    print(f"  NME (3DMM fit)      {out['nme']:.2f} %   MediaPipe 68: {out['mediapipe68']['nme']:.2f} %")
+    for k, v in out["by_yaw"].items():
+        mp = out["mediapipe68"]["by_yaw"][k]["nme"]
+        if v["nme"] is not None:
+            print(f"  yaw {k:>6}: {v['nme']:.2f} % (MediaPipe {mp:.2f} %), {v['images']} images")
+    if "reannotated" in out:
+        r = out["reannotated"]
+        print(f"  re-annotated GT:    {r['fit']:.2f} %   MediaPipe 68: {r['mediapipe68']:.2f} %")
+    print(f"  fit time {out['fit_ms_per_image']:.0f} ms/image")
+    return 0
