@@ -24,6 +24,9 @@ with the skeleton that is finally animated.  Robustness:
   nearly along the viewing ray) the one nearer the previous frame's depth is
   used and the bone's weight is cut; a negative discriminant (noisy 2D longer
   than the bone can project) uses the least-squares depth ``-B / 2A``;
+* a consensus step drops the bones that disagree with the best-supported
+  estimate (its reprojection of all joint keypoints), so one wrong keypoint
+  cannot move the median;
 * if no torso bone is visible, limb bones (upper arms, thighs) are used.
 
 Intrinsics: ``--fov`` (degrees across the *longer* image side, principal point
@@ -58,6 +61,9 @@ LIMB_BONES: Final[tuple[tuple[str, str], ...]] = (
 )
 MIN_CONFIDENCE: Final[float] = 0.3
 AMBIGUOUS_WEIGHT: Final[float] = 0.1
+#: consensus tolerance: a fraction of the typical projected bone length, at least CONSENSUS_MIN_PX
+CONSENSUS_TOL: Final[float] = 0.15
+CONSENSUS_MIN_PX: Final[float] = 4.0
 
 
 # --------------------------------------------------------------------------- intrinsics
@@ -238,6 +244,13 @@ class TranslationSolver:
 
         self._primary = idx(bones)
         self._fallback = idx(fallback_bones)
+        # joints checked by the consensus: every keypoint that is an SMPL-H joint
+        check = [n for n in names if n in JOINT_NAMES]
+        self._check_kp = np.array([names.index(n) for n in check], np.int64)
+        self._check_jt = np.array([JOINT_NAMES.index(n) for n in check], np.int64)
+        self._bone_kp = np.concatenate([self._primary[0], self._fallback[0]], 0)           # (N, 2) kp rows
+        self._bone_check = np.searchsorted(self._check_kp, self._bone_kp)                  # (N, 2) into check
+        assert np.array_equal(self._check_kp[self._bone_check], self._bone_kp)
 
     def solve(self, kp2d: np.ndarray, joints: np.ndarray, z_prior: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -260,11 +273,38 @@ class TranslationSolver:
         t, w = self._per_bone(kp2d, joints, *self._primary, z_prior)
         t2, w2 = self._per_bone(kp2d, joints, *self._fallback, z_prior)
         none = w.sum(-1, keepdims=True) <= 0          # fallback bones only where no torso bone
-        t = np.concatenate([t, t2], 1)
-        w = np.concatenate([w, w2 * none], 1)
+        t = np.concatenate([t, t2], 1)                 # (B, N, 3)
+        w = np.concatenate([w, w2 * none], 1)          # (B, N)
+        w = w * self._consensus(kp2d, joints, t, w)
         transl = np.stack([weighted_median(t[..., i], w) for i in range(3)], -1)
         ok = np.all(np.isfinite(transl), -1)
         return transl, ok
+
+    def _consensus(self, kp2d: np.ndarray, joints: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Keep the bones that agree with the best-supported estimate, ``(B, N)`` 0/1.
+
+        Every bone's translation reprojects all checked joints; the estimate whose
+        reprojection matches the most (confidence-weighted) keypoints within a
+        tolerance wins, and only bones whose two ends are among its inliers stay.
+        One wrong keypoint thus cannot drag the median (it touches up to 4 of the
+        6 torso bones).
+        """
+        obs = kp2d[:, self._check_kp]                                   # (B, M, 3)
+        X = joints[:, self._check_jt]                                   # (B, M, 3)
+        cand = t[:, :, None, :] + X[:, None]                            # (B, N, M, 3)
+        z = cand[..., 2:3]
+        uv = (cand @ self.K.T)[..., :2] / np.where(z > 1e-6, z, np.nan)
+        res = np.linalg.norm(uv - obs[:, None, :, :2], axis=-1)         # (B, N, M)
+        px = np.linalg.norm(kp2d[:, self._bone_kp[:, 1], :2] - kp2d[:, self._bone_kp[:, 0], :2], axis=-1)
+        scale = weighted_median(px, w)                                  # (B,) typical bone in px
+        tol = np.maximum(CONSENSUS_MIN_PX, CONSENSUS_TOL * np.nan_to_num(scale))[:, None, None]
+        conf = np.where(obs[..., 2] >= self.min_confidence, obs[..., 2], 0.0)   # (B, M)
+        inl = (res < tol) & (conf[:, None] > 0)                          # NaN compares False
+        score = np.where(w > 0, (inl * conf[:, None]).sum(-1), -1.0)    # (B, N)
+        best = np.argmax(score, -1)                                     # (B,)
+        inl_best = np.take_along_axis(inl, best[:, None, None], 1)[:, 0]        # (B, M)
+        ends = inl_best[:, self._bone_check[:, 0]] & inl_best[:, self._bone_check[:, 1]]   # (B, N)
+        return ends.astype(np.float64)
 
     def _per_bone(self, kp2d, joints, kp_idx, jt_idx, z_prior):
         """Per-bone translation estimates ``(B, N, 3)`` and weights ``(B, N)``."""

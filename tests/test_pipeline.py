@@ -1,0 +1,291 @@
+"""Capture pipeline: Eq. 14 translation, intrinsics, filters, hand sides, shape, and the whole capture."""
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from model_runtime import rotations as R
+from model_runtime.errors import InputMissingError, ModelFileError
+from model_runtime.lbs import forward_kinematics
+from model_runtime.pipeline.filters import GapFiller, OneEuroFilter, RotationFilter, SmoothingConfig, slerp
+from model_runtime.pipeline.tracking import HandSideTracker, ShapeEstimator, hand_swap_mask
+from model_runtime.pipeline.translation import (TranslationSolver, intrinsics_from_fov, load_calibration,
+                                                solve_parent_depth, weighted_median)
+from model_runtime.skeleton import BODY_KEYPOINT_NAMES, JOINT_NAMES, PARENTS
+
+S20 = "LivePortrait/assets/examples/source/s20.mp4"     # upper body, both hands visible
+
+
+# --------------------------------------------------------------------------- helpers
+def toy_skeleton(rng: np.random.Generator, B: int) -> np.ndarray:
+    """Posed SMPL-H-tree joints ``(B, 52, 3)`` in camera axes: a person standing upright
+    (head up = -y), bone offsets of plausible size, random limb rotations."""
+    rest = np.zeros((52, 3))
+    offsets = rng.normal(scale=0.12, size=(52, 3))
+    for j in range(1, 52):
+        rest[j] = rest[PARENTS[j]] + offsets[j]
+    names = {n: i for i, n in enumerate(JOINT_NAMES)}
+    rest[names["left_hip"]], rest[names["right_hip"]] = [0.09, -0.08, 0.0], [-0.09, -0.08, 0.0]
+    rest[names["spine1"]] = [0.0, 0.1, 0.0]
+    rest[names["left_shoulder"]], rest[names["right_shoulder"]] = [0.18, 0.45, 0.0], [-0.18, 0.45, 0.0]
+    rot = R.axis_angle_to_matrix(rng.normal(scale=0.3, size=(B, 52, 3)))
+    flip = np.diag([1.0, -1.0, -1.0])            # model Y-up/+Z-facing -> camera y-down, facing the camera
+    rot[:, 0] = flip @ rot[:, 0]
+    joints, _ = forward_kinematics(rot, np.broadcast_to(rest, (B, 52, 3)).copy(), PARENTS)
+    return joints
+
+
+def project(X: np.ndarray, K: np.ndarray) -> np.ndarray:
+    uvw = X @ K.T
+    return uvw[..., :2] / uvw[..., 2:]
+
+
+BODY_ROWS = np.array([JOINT_NAMES.index(n) if n in JOINT_NAMES else 0 for n in BODY_KEYPOINT_NAMES])
+
+
+def keypoints_from(joints_cam: np.ndarray, K: np.ndarray, noise_px: float = 0.0, rng=None) -> np.ndarray:
+    uv = project(joints_cam[:, BODY_ROWS], K)
+    if noise_px:
+        uv = uv + rng.normal(scale=noise_px, size=uv.shape)
+    return np.concatenate([uv, np.ones(uv.shape[:-1] + (1,))], -1)
+
+
+# --------------------------------------------------------------------------- intrinsics
+def test_intrinsics_from_fov():
+    K = intrinsics_from_fov((640, 480), 60.0)
+    assert K[0, 2] == 320 and K[1, 2] == 240 and K[0, 0] == K[1, 1]
+    # the longer side spans exactly the field of view
+    assert 2 * math.degrees(math.atan(320 / K[0, 0])) == pytest.approx(60.0)
+    portrait = intrinsics_from_fov((480, 640), 60.0)
+    assert portrait[0, 0] == pytest.approx(K[0, 0])
+    with pytest.raises(ValueError, match="fov"):
+        intrinsics_from_fov((640, 480), 0.0)
+
+
+def test_calibration_files(tmp_path):
+    K = np.array([[500.0, 0, 320], [0, 510.0, 240], [0, 0, 1]])
+    (tmp_path / "k.json").write_text(json.dumps({"K": K.tolist(), "image_size": [640, 480]}))
+    np.testing.assert_allclose(load_calibration(tmp_path / "k.json", (640, 480)), K)
+    # same aspect ratio, half resolution: K is rescaled
+    np.testing.assert_allclose(load_calibration(tmp_path / "k.json", (320, 240)), np.diag([0.5, 0.5, 1]) @ K)
+    (tmp_path / "f.json").write_text(json.dumps({"fx": 500, "fy": 510, "cx": 320, "cy": 240}))
+    np.testing.assert_allclose(load_calibration(tmp_path / "f.json", (640, 480)), K)
+    fs = cv2.FileStorage(str(tmp_path / "cam.yml"), cv2.FILE_STORAGE_WRITE)
+    fs.write("camera_matrix", K)
+    fs.write("image_width", 640)
+    fs.write("image_height", 480)
+    fs.release()
+    np.testing.assert_allclose(load_calibration(tmp_path / "cam.yml", (640, 480)), K)
+    np.savez(tmp_path / "cap.npz", camera_K=K.astype(np.float32), image_size=np.array([640, 480]))
+    np.testing.assert_allclose(load_calibration(tmp_path / "cap.npz", (640, 480)), K, rtol=1e-6)
+    with pytest.raises(ModelFileError, match="k.json: field 'image_size'.*aspect"):
+        load_calibration(tmp_path / "k.json", (640, 640))
+    (tmp_path / "bad.json").write_text(json.dumps({"K": [[1, 2], [3, 4]]}))
+    with pytest.raises(ModelFileError, match="bad.json: field 'K'"):
+        load_calibration(tmp_path / "bad.json", (640, 480))
+    with pytest.raises(InputMissingError, match="missing.json"):
+        load_calibration(tmp_path / "missing.json", (640, 480))
+
+
+# --------------------------------------------------------------------------- Eq. 14
+def test_eq14_recovers_depth_exactly():
+    rng = np.random.default_rng(1)
+    K = intrinsics_from_fov((1280, 720), 55.0)
+    P = rng.uniform([-1, -1, 2], [1, 1, 8], size=(200, 3))
+    C = P + rng.normal(scale=0.3, size=(200, 3))
+    z, q = solve_parent_depth(project(P, K), project(C, K), C[:, 2] - P[:, 2], np.linalg.norm(C - P, axis=-1), K,
+                              z_prior=P[:, 2])
+    good = q > 0
+    assert good.mean() > 0.95
+    np.testing.assert_allclose(z[good], P[good, 2], rtol=1e-6)
+
+
+def test_eq14_negative_discriminant_gives_least_squares_depth():
+    K = intrinsics_from_fov((640, 480))
+    # 2D bone too long for a 0.1 m bone whose child is 0.5 m nearer: no exact root
+    z, q = solve_parent_depth(np.array([[500.0, 240]]), np.array([[600.0, 240]]), np.array([-0.5]),
+                              np.array([0.1]), K)
+    assert q[0] == 0.5 and np.isfinite(z[0]) and z[0] > 0
+
+
+def test_translation_from_torso_bones_exact_and_robust():
+    rng = np.random.default_rng(2)
+    B = 64
+    joints = toy_skeleton(rng, B)
+    transl = rng.uniform([-0.5, -0.3, 2.5], [0.5, 0.3, 6.0], size=(B, 3))
+    K = intrinsics_from_fov((1280, 720), 60.0)
+    kp = keypoints_from(joints + transl[:, None], K)
+    solver = TranslationSolver(K)
+    t, ok = solver.solve(kp, joints)
+    assert ok.all()
+    np.testing.assert_allclose(t, transl, atol=1e-6)
+    # 2 px noise plus one grossly wrong shoulder: depth error stays small (median over bones)
+    noisy = keypoints_from(joints + transl[:, None], K, noise_px=2.0, rng=rng)
+    noisy[:, BODY_KEYPOINT_NAMES.index("left_shoulder"), :2] += 80.0
+    t, ok = solver.solve(noisy, joints)
+    assert ok.all()
+    rel = np.abs(t[:, 2] - transl[:, 2]) / transl[:, 2]
+    assert np.median(rel) < 0.05 and rel.max() < 0.25
+
+
+def test_translation_falls_back_to_limbs_and_reports_failure():
+    rng = np.random.default_rng(3)
+    joints = toy_skeleton(rng, 2)
+    transl = np.array([[0.0, 0.0, 3.0], [0.2, 0.1, 4.0]])
+    K = intrinsics_from_fov((640, 480))
+    kp = keypoints_from(joints + transl[:, None], K)
+    hips = [BODY_KEYPOINT_NAMES.index(n) for n in ("left_hip", "right_hip")]
+    kp[0, hips, 2] = 0.0            # frame 0: no hip -> no torso bone except the shoulder width
+    kp[0, BODY_KEYPOINT_NAMES.index("right_shoulder"), 2] = 0.0   # ... nor that one
+    kp[1, :, 2] = 0.0               # frame 1: nothing visible
+    t, ok = TranslationSolver(K).solve(kp, joints)
+    assert ok.tolist() == [True, False]
+    np.testing.assert_allclose(t[0], transl[0], atol=1e-6)
+
+
+def test_weighted_median():
+    v = np.array([[1.0, 2.0, 100.0], [5.0, 6.0, 7.0]])
+    w = np.array([[1.0, 1.0, 0.5], [0.0, 0.0, 0.0]])
+    m = weighted_median(v, w)
+    assert m[0] == 2.0 and np.isnan(m[1])
+
+
+# --------------------------------------------------------------------------- filters
+def test_one_euro_smooths_jitter_and_follows_steps():
+    rng = np.random.default_rng(4)
+    t = np.arange(300) / 30.0
+    truth = np.where(t < 5, 0.0, 1.0)
+    x = truth + rng.normal(scale=0.02, size=t.shape)
+    f = OneEuroFilter(SmoothingConfig(min_cutoff=1.0, beta=2.0))
+    y = np.array([f(np.array([xi]), ti)[0] for xi, ti in zip(x, t)])
+    still = slice(30, 140)
+    assert np.std(y[still] - truth[still]) < 0.5 * np.std(x[still] - truth[still])
+    assert abs(y[170] - 1.0) < 0.05                  # caught up within 0.7 s of the step
+    off = OneEuroFilter(SmoothingConfig(enabled=False))
+    assert off(np.array([3.0]), 0.0)[0] == 3.0 and off(np.array([4.0]), 0.1)[0] == 4.0
+
+
+def test_rotation_filter_keeps_quaternion_continuity():
+    # a rotation passing through 180 degrees: its w>=0 quaternion flips sign there
+    angles = np.linspace(2.6, 3.6, 40)
+    rots = R.axis_angle_to_matrix(np.stack([np.zeros_like(angles), angles, np.zeros_like(angles)], -1))
+    f = RotationFilter(SmoothingConfig(min_cutoff=5.0, beta=1.0))
+    out = np.stack([f(r[None], i / 30.0)[0] for i, r in enumerate(rots)])
+    ang = R.geodesic_angle(out, rots)
+    assert ang.max() < 0.2                           # no flip to the antipode, no big lag
+    q = R.matrix_to_quat_wxyz(rots)
+    assert ((q[1:] * q[:-1]).sum(-1) < 0).any()      # the raw quaternions do flip
+    qc = R.quat_continuity(q)
+    assert ((qc[1:] * qc[:-1]).sum(-1) > 0).all()
+
+
+def test_slerp_midpoint_and_shortest_path():
+    q0 = np.array([1.0, 0, 0, 0])
+    q1 = -R.matrix_to_quat_wxyz(R.axis_angle_to_matrix(np.array([0.0, 0, 1.0])))   # antipodal sign
+    mid = slerp(q0, q1, 0.5)
+    np.testing.assert_allclose(R.geodesic_angle(R.quat_wxyz_to_matrix(mid), np.eye(3)), 0.5, atol=1e-9)
+
+
+def _rec(t: float, valid: bool, angle: float, x: float) -> dict:
+    q = R.matrix_to_quat_wxyz(R.axis_angle_to_matrix(np.array([[0.0, angle, 0.0]])))
+    return dict(time=t, valid=valid, quat=q, transl=np.array([x, 0.0, 3.0]), raw=x)
+
+
+def test_gap_filler_interpolate_and_hold():
+    seq = [_rec(0, True, 0.0, 0.0), _rec(1, False, 9, 9), _rec(2, False, 9, 9), _rec(3, True, 0.3, 3.0)]
+    fill = GapFiller("interpolate", quat_keys=("quat",), linear_keys=("transl",))
+    out = []
+    for r in seq:
+        out += fill.push(dict(r))
+        if r is seq[1]:
+            assert out == [seq[0]] or len(out) == 1 and fill.pending == 1
+    out += fill.flush()
+    assert [o["time"] for o in out] == [0, 1, 2, 3]
+    np.testing.assert_allclose([o["transl"][0] for o in out], [0, 1, 2, 3])
+    angles = [float(R.geodesic_angle(R.quat_wxyz_to_matrix(o["quat"]), np.eye(3))[0]) for o in out]
+    np.testing.assert_allclose(angles, [0, 0.1, 0.2, 0.3], atol=1e-9)
+    assert [o["raw"] for o in out] == [0, 9, 9, 3.0]             # pass-through keys untouched
+
+    hold = GapFiller("hold", quat_keys=("quat",), linear_keys=("transl",))
+    out = sum((hold.push(dict(r)) for r in seq), []) + hold.flush()
+    np.testing.assert_allclose([o["transl"][0] for o in out], [0, 0, 0, 3])
+
+
+def test_gap_filler_leading_trailing_and_long_gaps():
+    fill = GapFiller("interpolate", quat_keys=("quat",), linear_keys=("transl",), max_gap=2)
+    out = fill.push(_rec(0, False, 9, 9)) + fill.push(_rec(1, True, 0.0, 1.0))
+    np.testing.assert_allclose([o["transl"][0] for o in out], [1, 1])       # leading gap: first valid
+    out = fill.push(_rec(2, False, 9, 9)) + fill.push(_rec(3, False, 9, 9))
+    assert out == [] and fill.pending == 2
+    out = fill.push(_rec(4, False, 9, 9))                                  # gap > max_gap: held
+    np.testing.assert_allclose([o["transl"][0] for o in out], [1, 1, 1])
+    out = fill.push(_rec(5, False, 9, 9)) + fill.flush()                   # trailing gap: held
+    np.testing.assert_allclose([o["transl"][0] for o in out], [1])
+    with pytest.raises(ValueError, match="fill mode"):
+        GapFiller("zero")
+
+
+# --------------------------------------------------------------------------- hands and shape
+def test_hand_swap_mask_synthetic():
+    hands = np.zeros((3, 2, 21, 3))
+    hands[:, 0, 0, :2], hands[:, 1, 0, :2] = [100, 200], [400, 200]
+    anchors = np.array([[[100, 210], [400, 190]], [[400, 200], [100, 200]], [[400, 200], [100, 200]]], float)
+    conf = np.array([[1, 1], [1, 1], [1, 0]], float)   # frame 2: only the "left" hand, near the right wrist
+    swap = hand_swap_mask(hands, conf, anchors, np.ones((3, 2), bool))
+    assert swap.tolist() == [False, True, True]
+    assert not hand_swap_mask(hands, conf, anchors, np.zeros((3, 2), bool)).any()   # no evidence
+
+
+@pytest.fixture(scope="module")
+def s20_detection(realdata):
+    from model_runtime.pipeline.detector import make_detector
+    from model_runtime.pipeline.sources import open_source
+
+    with open_source(realdata / S20, start=60, end=61) as src:
+        frame = next(iter(src))
+    det = make_detector("mediapipe")
+    try:
+        d = det.detect(frame.image)
+    finally:
+        det.close()
+    if not (d.person and (d.hands_conf > 0).all()):
+        pytest.skip("MediaPipe did not find both hands on the test frame")
+    return d
+
+
+def test_hand_side_tracker_on_real_detection(s20_detection):
+    d = s20_detection
+    tracker = HandSideTracker()
+    h2, h3, hc, swapped = tracker(d.body_2d, d.hands_2d, d.hands_3d, d.hands_conf)
+    assert not swapped                                   # MediaPipe got the sides right here
+    h2s, h3s, hcs, swapped = tracker(d.body_2d, d.hands_2d[::-1].copy(), d.hands_3d[::-1].copy(), d.hands_conf)
+    assert swapped and tracker.swaps == 1
+    np.testing.assert_array_equal(h2s, d.hands_2d)
+    np.testing.assert_array_equal(h3s, d.hands_3d)
+    # without body wrists the previous frame's hand positions decide
+    body = d.body_2d.copy()
+    body[:, 2] = 0.0
+    _, _, _, swapped = tracker(body, d.hands_2d[::-1].copy(), d.hands_3d[::-1].copy(), d.hands_conf)
+    assert swapped
+
+
+def test_shape_estimator_is_robust_and_freezes():
+    rng = np.random.default_rng(5)
+    est = ShapeEstimator(window=20)
+    truth = rng.normal(size=16)
+    for i in range(20):
+        outlier = i % 5 == 0                          # 20 % of frames wildly off
+        est.add(truth + (rng.normal(scale=5, size=16) if outlier else rng.normal(scale=0.01, size=16)),
+                1.0 + (3.0 if outlier else 0.0), weight=0.9)
+    assert est.frozen
+    np.testing.assert_allclose(est.betas, truth, atol=0.05)
+    assert est.scale == pytest.approx(1.0)
+    est.add(truth + 10, 5.0, 1.0)                     # ignored once frozen
+    np.testing.assert_allclose(est.betas, truth, atol=0.05)
+    empty = ShapeEstimator(window=5)
+    empty.freeze()
+    assert empty.scale == 1.0 and not empty.betas.any()
