@@ -1,0 +1,42 @@
+"""Build the shipped MediaPipe-468 -> built-in face correspondence.
+
+    .venv/bin/python tools/build_face_correspondence.py [--face-model builtin|BFM.mat] [--out PATH]
+
+Renders the face model's mean shape from several viewpoints, runs MediaPipe's face
+mesh on the renders and traces every landmark back to the surface (see
+:mod:`model_runtime.pipeline.face_correspondence`).  Deterministic for a given
+model and MediaPipe version; takes a few seconds on CPU.  Re-run it whenever
+``assets/face_builtin.npz`` changes (the runtime refuses a stale file by its
+model signature).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model_runtime.face_model import load_face_model  # noqa: E402
+from model_runtime.pipeline.face_correspondence import (BUILTIN_CORRESPONDENCE_PATH,  # noqa: E402
+                                                        OVAL_WEIGHT, build_correspondence)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--face-model", default="builtin", help="'builtin' or a BFM .mat file")
+    ap.add_argument("--out", type=Path, default=None, help=f"output .npz (default: {BUILTIN_CORRESPONDENCE_PATH})")
+    args = ap.parse_args(argv)
+    model = load_face_model(args.face_model)
+    corr = build_correspondence(model)
+    out = args.out or BUILTIN_CORRESPONDENCE_PATH
+    out.parent.mkdir(parents=True, exist_ok=True)
+    corr.save(out)
+    w = corr.weights
+    print(f"wrote {out}: signature {corr.model_signature}, weights mean {w.mean():.2f} "
+          f"(>0.5: {(w > 0.5).sum()} of {len(w)} points; face-oval factor {OVAL_WEIGHT})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
