@@ -154,6 +154,14 @@ def test_correspondence_roundtrip_and_mismatch(synthetic_model, tmp_path):
         load_correspondence_file(tmp_path / "absent.npz")
 
 
+def test_correspondence_build_fails_clearly_without_a_detectable_face(synthetic_model):
+    from model_runtime.pipeline.face_correspondence import build_correspondence
+
+    model, _ = synthetic_model              # a featureless cap: MediaPipe finds no face on it
+    with pytest.raises(ModelFileError, match="synthetic test face.*MediaPipe found the rendered face"):
+        build_correspondence(model, views=((0.0, 0.0), (15.0, 0.0)), size=192)
+
+
 @pytest.fixture(scope="module")
 def builtin_face():
     if not BUILTIN_FACE_PATH.is_file():

@@ -216,8 +216,6 @@ def build_correspondence(model: FaceModel, views=DEFAULT_VIEWS, size: int = 512,
     Raises :class:`ModelFileError` if MediaPipe finds the face in fewer than ``min_views``
     renders or some landmark is never traced to the surface.
     """
-    import torch
-
     from .face_render import intrinsics, project, render_face
 
     src = model.source or model.kind
