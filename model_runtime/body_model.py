@@ -78,6 +78,17 @@ class BodyModel:
     def num_vertices(self) -> int:
         return int(self.v_template.shape[0])
 
+    @property
+    def keypoint_vertices(self) -> dict[str, int]:
+        """Keypoints that are mesh vertices (nose, eyes, ears, heels, big toes, fingertips
+        ``left_thumb4``...): name -> vertex index, from the asset's ``extra_keypoint_vertices_*``
+        (empty if the model has none, e.g. an official SMPL-H file without them)."""
+        names = self.extras.get("keypoint_vertices_names")
+        ids = self.extras.get("keypoint_vertices_ids")
+        if names is None or ids is None:
+            return {}
+        return {str(n): int(i) for n, i in zip(names, ids)}
+
     def rest_joints(self, betas: np.ndarray | None = None) -> np.ndarray:
         """Rest joint positions ``(J, 3)`` for ``betas (K,)`` (zeros if None), numpy."""
         b = np.zeros((1, NUM_BETAS), np.float32) if betas is None else np.asarray(betas, np.float32).reshape(1, -1)
