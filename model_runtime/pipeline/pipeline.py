@@ -37,7 +37,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Final, Mapping, Protocol
 
@@ -49,7 +49,7 @@ from ..capture_file import CaptureWriter
 from ..errors import CancelledError, NoPersonError, RuntimeErrorBase
 from ..lbs import forward_kinematics
 from ..skeleton import (BODY_KEYPOINT_NAMES, HAND21_NAMES, JOINT_NAMES, NUM_BETAS, NUM_BODY_JOINTS,
-                        NUM_HAND_JOINTS, NUM_JOINTS)
+                        NUM_HAND_JOINTS, NUM_JOINTS, depth_levels)
 from .detector import Detection, Detector
 from .filters import FILL_MODES, FillMode, GapFiller, OneEuroFilter, RotationFilter, SmoothingConfig
 from .sources import Frame, FrameSource
@@ -71,18 +71,21 @@ MIN_BODY_CONFIDENCE: Final[float] = 0.3
 MAX_HELD_FACTOR: Final[int] = 10
 _NB = len(BODY_KEYPOINT_NAMES)
 _NH = len(HAND21_NAMES)
+_ELBOWS = np.array([JOINT_NAMES.index("left_elbow"), JOINT_NAMES.index("right_elbow")])
+_WRISTS = np.array([JOINT_NAMES.index("left_wrist"), JOINT_NAMES.index("right_wrist")])
 _BODY_WRIST_ROWS = np.array([BODY_KEYPOINT_NAMES.index("left_wrist"), BODY_KEYPOINT_NAMES.index("right_wrist")])
 
 
 # --------------------------------------------------------------------------- contracts
-class IKSolver(Protocol):
+class IKStage(Protocol):
     """BodyIKNet + HandIKNet (:mod:`model_runtime.iknet.inference`).  Inputs in camera axes."""
 
     def solve_body(self, kp3d, conf) -> Mapping[str, Any]:
         """``kp3d (B, 24, 3)``, ``conf (B, 24)`` -> ``rot6d (B, 22, 6)``, ``betas (B, 16)``, ``scale (B,)``."""
 
-    def solve_hands(self, kp3d, conf) -> Any:
-        """``kp3d (B, 2, 21, 3)``, ``conf (B, 2, 21)`` -> ``rot6d (B, 2, 15, 6)``."""
+    def solve_hands_full(self, kp3d, conf) -> Mapping[str, Any]:
+        """``kp3d (B, 2, 21, 3)``, ``conf (B, 2, 21)`` -> ``rot6d (B, 2, 15, 6)`` fingers and
+        ``wrist_global (B, 2, 3, 3)`` (each wrist's rotation in the keypoints' frame)."""
 
 
 class FaceStage(Protocol):
@@ -90,11 +93,41 @@ class FaceStage(Protocol):
 
     expression_names: tuple[str, ...]
 
+    def reset(self, K: np.ndarray) -> None:
+        """Start a new clip seen by a camera with intrinsics ``K (3, 3)``."""
+
     def fit(self, image_bgr: np.ndarray, detection: Detection) -> tuple[np.ndarray, np.ndarray] | None:
         """-> ``(expression (E,), sh (27,))`` or None when the frame has no usable face."""
 
     def clip_params(self) -> tuple[np.ndarray, np.ndarray]:
         """-> current per-clip ``(identity (Ki,), albedo (Ka,))``."""
+
+
+class FaceFitStage:
+    """Adapts :class:`face_fit.FaceFitter` (video mode: state carried between frames) to the pipeline."""
+
+    def __init__(self, fitter):
+        self.fitter = fitter
+        self.expression_names: tuple[str, ...] = tuple(fitter.model.exp_names)
+        self._state = None
+
+    def reset(self, K: np.ndarray) -> None:
+        """New clip: forget the face; use the capture's focal length so both fits share one camera."""
+        self._state = None
+        self.fitter.focal_px = float(K[0, 0])
+
+    def fit(self, image_bgr: np.ndarray, detection: Detection) -> tuple[np.ndarray, np.ndarray] | None:
+        res = self.fitter.fit(image_bgr, detection.face_landmarks, detection.face_box, self._state)
+        if not res.ok:
+            return None
+        self._state = res.state
+        return res.expression, res.sh
+
+    def clip_params(self) -> tuple[np.ndarray, np.ndarray]:
+        sizes = self.fitter.sizes
+        if self._state is None:
+            return np.zeros(sizes["identity"], np.float32), np.zeros(sizes["albedo"], np.float32)
+        return self._state.identity, self._state.albedo
 
 
 # --------------------------------------------------------------------------- options
@@ -257,15 +290,23 @@ class CapturePipeline:
 
     Args:
         detector: a :class:`Detector`.
-        ik: an :class:`IKSolver`.
+        ik: an :class:`IKStage` (:class:`model_runtime.iknet.inference.IKSolver`).
         body: the body model (rest joints for Eq. 14, joint names).
         face: a :class:`FaceStage`, or None (no face: expressions/SH stay zero).
         options: :class:`CaptureOptions`.
     """
 
-    def __init__(self, detector: Detector, ik: IKSolver, body: BodyModel, face: FaceStage | None,
+    def __init__(self, detector: Detector, ik: IKStage, body: BodyModel, face: FaceStage | None,
                  options: CaptureOptions = CaptureOptions()):
         self.detector, self.ik, self.body, self.face, self.options = detector, ik, body, face, options
+        # rest joints are linear in beta: J(beta) = J_template + J_dirs . beta (precomputed once)
+        jr = np.asarray(body.J_regressor, np.float64)
+        self._j_template = jr @ np.asarray(body.v_template, np.float64)                       # (52, 3)
+        self._j_dirs = np.einsum("jv,vck->jck", jr, np.asarray(body.shapedirs[..., :NUM_BETAS], np.float64))
+
+    def rest_joints(self, betas: np.ndarray) -> np.ndarray:
+        """Rest joints ``(52, 3)`` of the body model for ``betas (16,)``."""
+        return self._j_template + self._j_dirs @ np.asarray(betas, np.float64)
 
     # ---- public
     def run(self, source: FrameSource, output: Path | str | None, cancel: threading.Event | None = None,
@@ -283,6 +324,8 @@ class CapturePipeline:
         opts = self.options
         K = (load_calibration(opts.calibration, source.image_size) if opts.calibration
              else intrinsics_from_fov(source.image_size, opts.fov))
+        if self.face is not None:
+            self.face.reset(K)
         state = _ClipState(self, source, K, live=source.is_live)
         writer = None
         if output is not None:
@@ -400,7 +443,6 @@ class _ClipState:
         self.E = len(pipe.face.expression_names) if pipe.face is not None else 0
         self._held: list[dict] = []            # fitted frames waiting for the clip's shape (offline)
         self._last_hand_rot = np.tile(np.eye(3), (2, NUM_HAND_JOINTS, 1, 1))
-        self._rest_cache: tuple[bytes, np.ndarray] | None = None
         self._last_transl: np.ndarray | None = None
         self.valid_frames = 0
 
@@ -447,8 +489,7 @@ class _ClipState:
             self.shape.add(_np(body["betas"])[0], float(_np(body["scale"]).reshape(-1)[0]),
                            weight=float(body_conf.mean()))
             if self.pipe.options.hands and (hc > 0).any():
-                rh = R.rot6d_to_matrix(_np(ik.solve_hands(h3[None], h2[None, :, :, 2]))[0].astype(np.float64))
-                self._last_hand_rot = np.where((hc > 0)[:, None, None, None], rh, self._last_hand_rot)
+                self._solve_hands(rot, h2, h3, hc)
             rot[NUM_BODY_JOINTS:] = self._last_hand_rot.reshape(2 * NUM_HAND_JOINTS, 3, 3)
             self.valid_frames += 1
         timer.add("ik", time.perf_counter() - t0)
@@ -470,6 +511,22 @@ class _ClipState:
         timer.add("filter", time.perf_counter() - t0)
         return out
 
+    def _solve_hands(self, rot: np.ndarray, h2: np.ndarray, h3: np.ndarray, hc: np.ndarray) -> None:
+        """HandIKNet for the detected hands: finger rotations, and the wrist's rotation from the
+        hand's own orientation (relative to the body's elbow) instead of the body net's guess.
+
+        rot ``(52, 3, 3)`` (body rows filled, updated in place at the wrists); h2/h3 ``(2, 21, 3)``; hc ``(2,)``.
+        """
+        full = self.pipe.ik.solve_hands_full(h3[None], h2[None, :, :, 2])
+        fingers = R.rot6d_to_matrix(_np(full["rot6d"])[0].astype(np.float64))           # (2, 15, 3, 3)
+        seen = hc > 0
+        self._last_hand_rot = np.where(seen[:, None, None, None], fingers, self._last_hand_rot)
+        # global rotations of the body chain: the elbows' are the wrists' parents
+        glob = _global_rotations(rot[None], self.pipe.body.parents)[0]                  # (52, 3, 3)
+        wrist_global = _np(full["wrist_global"])[0].astype(np.float64)                 # (2, 3, 3)
+        rel = np.swapaxes(glob[_ELBOWS], -1, -2) @ wrist_global                        # (2, 3, 3)
+        rot[_WRISTS] = np.where(seen[:, None, None], rel, rot[_WRISTS])
+
     def finish(self, timer: StageTimer) -> list[dict]:
         """End of stream (or abort): freeze the shape and release everything held."""
         t0 = time.perf_counter()
@@ -482,11 +539,7 @@ class _ClipState:
 
     # ---- stage 2: translation, filters, gap filling
     def _rest_joints(self) -> np.ndarray:
-        betas = self.shape.betas
-        key = betas.astype(np.float32).tobytes()
-        if self._rest_cache is None or self._rest_cache[0] != key:
-            self._rest_cache = (key, self.pipe.body.rest_joints(betas).astype(np.float64))
-        return self._rest_cache[1]
+        return self.pipe.rest_joints(self.shape.betas)
 
     def _post(self, recs: list[dict]) -> list[dict]:
         if not recs:
@@ -554,6 +607,14 @@ class _ClipState:
         return out
 
 
+def _global_rotations(rot: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """Relative rotations ``(B, J, 3, 3)`` -> global ones along the tree (by tree level)."""
+    out = rot.copy()
+    for lvl in depth_levels(parents)[1:]:
+        out[:, lvl] = out[:, parents[lvl]] @ rot[:, lvl]
+    return out
+
+
 def _np(x) -> np.ndarray:
     """torch tensor or array -> numpy array (detached, on the CPU)."""
     if hasattr(x, "detach"):
@@ -568,17 +629,18 @@ def build_pipeline(options: CaptureOptions, detector: Detector | None = None) ->
     Raises :class:`~model_runtime.errors.ModelFileError` naming a missing/bad model file.
     """
     from ..body_model import load_body_model
-    from ..iknet.inference import load_ik_solver
+    from ..iknet.inference import IKSolver
     from .detector import make_detector
 
     device = options.resolved_device()
     body = load_body_model(options.body_model)
-    ik = load_ik_solver(device=device)
+    ik = IKSolver(device=device)
     face = None
     if options.face:
-        from .face_fit import make_face_stage
+        from ..face_model import load_face_model
+        from .face_fit import FaceFitter
 
-        face = make_face_stage(options.face_model, device=device)
+        face = FaceFitStage(FaceFitter(load_face_model(options.face_model), device=device))
     if detector is None:
         kw = {"model_complexity": options.model_complexity} if options.detector == "mediapipe" else {}
         detector = make_detector(options.detector, device=device, **kw)

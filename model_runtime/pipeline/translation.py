@@ -157,7 +157,8 @@ def load_calibration(path: Path | str, image_size: tuple[int, int]) -> np.ndarra
 
 # --------------------------------------------------------------------------- Eq. 14
 def solve_parent_depth(uv_p: np.ndarray, uv_c: np.ndarray, delta: np.ndarray, length: np.ndarray,
-                       K: np.ndarray, z_prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       K: np.ndarray, z_prior: np.ndarray | None = None,
+                       K_inv: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Closed-form solution of Eq. 14 for the parent's absolute depth ``z_p``.
 
     Args (any common leading shape ``S``):
@@ -166,6 +167,7 @@ def solve_parent_depth(uv_p: np.ndarray, uv_c: np.ndarray, delta: np.ndarray, le
         length: ``(*S,)`` bone length ``l_cp`` (metres).
         K: ``(3, 3)`` camera matrix.
         z_prior: ``(*S,)`` or None: depth to prefer when both roots are valid.
+        K_inv: ``inv(K)`` if already known.
 
     Returns:
         ``z_p (*S,)`` metres (NaN where no root puts both ends in front of the
@@ -173,10 +175,8 @@ def solve_parent_depth(uv_p: np.ndarray, uv_c: np.ndarray, delta: np.ndarray, le
         when both roots were valid, 0.5 for a least-squares depth (negative
         discriminant), 0 where invalid.
     """
-    Kinv = np.linalg.inv(K)
-    ones = np.ones(uv_p.shape[:-1] + (1,))
-    a = np.concatenate([uv_p, ones], -1) @ Kinv.T
-    b = np.concatenate([uv_c, ones], -1) @ Kinv.T
+    Kinv = np.linalg.inv(K) if K_inv is None else K_inv
+    a, b = _rays(uv_p, Kinv), _rays(uv_c, Kinv)
     amb = a - b
     A = (amb * amb).sum(-1)
     Bq = -2.0 * delta * (amb * b).sum(-1)
@@ -202,6 +202,22 @@ def solve_parent_depth(uv_p: np.ndarray, uv_c: np.ndarray, delta: np.ndarray, le
     quality = np.where(neg, 0.5, quality)
     quality = np.where(np.isfinite(z), quality, 0.0)
     return z, quality
+
+
+def _rays(uv: np.ndarray, K_inv: np.ndarray) -> np.ndarray:
+    """Pixels ``(..., 2)`` -> rays ``K^-1 [u v 1]`` ``(..., 3)`` (z = 1).  Written out, not a
+    BLAS call: tiny matrix products through BLAS stall when other threads keep the cores busy."""
+    u, v = uv[..., 0], uv[..., 1]
+    return np.stack([K_inv[0, 0] * u + K_inv[0, 1] * v + K_inv[0, 2],
+                     K_inv[1, 0] * u + K_inv[1, 1] * v + K_inv[1, 2],
+                     K_inv[2, 0] * u + K_inv[2, 1] * v + K_inv[2, 2]], -1)
+
+
+def _project(X: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Camera points ``(..., 3)`` -> pixels ``(..., 2)`` (NaN behind the camera)."""
+    z = np.where(X[..., 2] > 1e-6, X[..., 2], np.nan)
+    x, y = X[..., 0] / z, X[..., 1] / z
+    return np.stack([K[0, 0] * x + K[0, 1] * y + K[0, 2], K[1, 1] * y + K[1, 2]], -1)
 
 
 def weighted_median(values: np.ndarray, weights: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -234,6 +250,7 @@ class TranslationSolver:
                  fallback_bones: Sequence[tuple[str, str]] = LIMB_BONES,
                  min_confidence: float = MIN_CONFIDENCE):
         self.K = np.asarray(K, np.float64)
+        self.K_inv = np.linalg.inv(self.K)
         names = list(keypoint_names)
         self.min_confidence = float(min_confidence)
 
@@ -292,8 +309,7 @@ class TranslationSolver:
         obs = kp2d[:, self._check_kp]                                   # (B, M, 3)
         X = joints[:, self._check_jt]                                   # (B, M, 3)
         cand = t[:, :, None, :] + X[:, None]                            # (B, N, M, 3)
-        z = cand[..., 2:3]
-        uv = (cand @ self.K.T)[..., :2] / np.where(z > 1e-6, z, np.nan)
+        uv = _project(cand, self.K)
         res = np.linalg.norm(uv - obs[:, None, :, :2], axis=-1)         # (B, N, M)
         px = np.linalg.norm(kp2d[:, self._bone_kp[:, 1], :2] - kp2d[:, self._bone_kp[:, 0], :2], axis=-1)
         scale = weighted_median(px, w)                                  # (B,) typical bone in px
@@ -315,11 +331,8 @@ class TranslationSolver:
         zp_prior = None
         if z_prior is not None:
             zp_prior = np.asarray(z_prior, np.float64)[:, None] + P[..., 2]
-        z_p, quality = solve_parent_depth(p2[..., :2], c2[..., :2], delta, length, self.K, zp_prior)
-        Kinv = np.linalg.inv(self.K)
-        ones = np.ones(p2.shape[:-1] + (1,))
-        ray_p = np.concatenate([p2[..., :2], ones], -1) @ Kinv.T
-        ray_c = np.concatenate([c2[..., :2], ones], -1) @ Kinv.T
+        z_p, quality = solve_parent_depth(p2[..., :2], c2[..., :2], delta, length, self.K, zp_prior, self.K_inv)
+        ray_p, ray_c = _rays(p2[..., :2], self.K_inv), _rays(c2[..., :2], self.K_inv)
         # the two ends each give the translation; average them
         t = 0.5 * ((z_p[..., None] * ray_p - P) + ((z_p + delta)[..., None] * ray_c - C))
         conf = np.minimum(p2[..., 2], c2[..., 2])
