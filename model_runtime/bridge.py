@@ -324,36 +324,64 @@ def align_loops(src_pts: np.ndarray, dst_pts: np.ndarray, m: int = 128) -> tuple
 
 
 # ------------------------------------------------------------------ stitching
-def bridge_loops(loop_a: np.ndarray, pts_a: np.ndarray, loop_b: np.ndarray, pts_b: np.ndarray) -> np.ndarray:
+def bridge_loops(loop_a: np.ndarray, pts_a: np.ndarray, loop_b: np.ndarray, pts_b: np.ndarray,
+                 normals_a: np.ndarray | None = None, normals_b: np.ndarray | None = None) -> np.ndarray:
     """Triangles ``(La + Lb, 3)`` joining two closed loops that walk the same way.
 
     ``loop_a`` ``(La,)`` ids of the *outer* loop (the hole: the strip lies on its
     left, like the cut-away surface did) with positions ``pts_a (La, 3)``;
     ``loop_b`` ``(Lb,)`` ids of the *inner* loop (the face rim: the face lies on
     its left, the strip on its right) with ``pts_b (Lb, 3)``.  Each triangle
-    uses one loop edge and adds one diagonal; the sequence minimising the total
-    diagonal length is found by dynamic programming over the ``(La+1, Lb+1)``
-    grid (rows vectorised with a running minimum).  Loop edges are used in the
-    orientation their meshes need, so the result is consistently oriented.
+    uses one loop edge and adds one diagonal.  The sequence is found by dynamic
+    programming over the ``(La+1, Lb+1)`` grid (rows vectorised with a running
+    minimum), minimising the summed diagonal lengths, each weighted up by how
+    far the triangle's normal turns from the surface normals ``normals_a (La, 3)``
+    / ``normals_b (Lb, 3)`` at its corners (if given); a triangle facing away
+    from them costs as much as the whole seam, so folds are taken only if
+    unavoidable.  Loop edges are used in the orientation their meshes need, so
+    the result is consistently oriented.
     """
     La, Lb = len(loop_a), len(loop_b)
     pa, pb = np.asarray(pts_a, np.float64), np.asarray(pts_b, np.float64)
     j0 = int(np.argmin(np.linalg.norm(pb - pa[0], axis=1)))        # start at the closest pair
     ib = (np.arange(Lb + 1) + j0) % Lb
     ia = np.arange(La + 1) % La
-    d = np.linalg.norm(pa[ia][:, None, :] - pb[ib][None, :, :], axis=-1)  # diagonal lengths (La+1, Lb+1)
-    cost = np.empty_like(d)
-    cost[0] = np.concatenate([[0.0], np.cumsum(d[0, 1:])])
-    for i in range(1, La + 1):  # row i: cost[i, j] = d[i, j] + min(cost[i-1, j], cost[i, j-1])
-        D = np.cumsum(d[i])
-        cost[i] = D + np.minimum.accumulate(cost[i - 1] - np.concatenate([[0.0], D[:-1]]))
+    A, Bp = pa[ia][:, None, :], pb[ib][None, :, :]                  # (La+1, 1, 3), (1, Lb+1, 3)
+    diag = np.linalg.norm(A - Bp, axis=-1)                          # (La+1, Lb+1): |a_i - b_j|
+    # cu[i, j]: triangle (a_{i-1}, a_i, b_j) entering (i, j) from (i-1, j); cl[i, j]: (b_j, b_{j-1}, a_i)
+    A_prev, B_prev = np.roll(A, 1, axis=0), np.roll(Bp, 1, axis=1)
+    cu = diag * _fold_factor(np.cross(A - A_prev, Bp - A_prev), normals_a, normals_b, ia, ib, "a")
+    cl = diag * _fold_factor(np.cross(B_prev - Bp, A - Bp), normals_a, normals_b, ia, ib, "b")
+    big = loop_length(pa) + loop_length(pb)
+    cu, cl = np.where(np.isfinite(cu), cu, big), np.where(np.isfinite(cl), cl, big)
+    cl[:, 0] = 0.0
+    cost = np.empty_like(diag)
+    cost[0] = np.concatenate([[0.0], np.cumsum(cl[0, 1:])])
+    for i in range(1, La + 1):  # cost[i, j] = min(cost[i-1, j] + cu[i, j], cost[i, j-1] + cl[i, j])
+        L = np.cumsum(cl[i])
+        cost[i] = L + np.minimum.accumulate(cost[i - 1] + cu[i] - L)
     tris = []
     i, j = La, Lb
     while i > 0 or j > 0:  # build-time backtrack, La + Lb steps
-        if j == 0 or (i > 0 and cost[i - 1, j] <= cost[i, j - 1]):
+        if j == 0 or (i > 0 and cost[i - 1, j] + cu[i, j] <= cost[i, j - 1] + cl[i, j]):
             tris.append((loop_a[ia[i - 1]], loop_a[ia[i]], loop_b[ib[j]]))    # advance on the hole
             i -= 1
         else:
             tris.append((loop_b[ib[j]], loop_b[ib[j - 1]], loop_a[ia[i]]))    # advance on the face rim
             j -= 1
     return np.asarray(tris[::-1], np.int64)
+
+
+def _fold_factor(tri_n: np.ndarray, normals_a, normals_b, ia: np.ndarray, ib: np.ndarray, moving: str) -> np.ndarray:
+    """Cost multiplier ``(La+1, Lb+1)``: 1 + 2 (1 - cos) against the corners' mean normal, inf if facing away
+    or degenerate.  ``moving`` says which loop contributes two corners (``"a"``: a_{i-1}, a_i, b_j)."""
+    n = np.linalg.norm(tri_n, axis=-1)
+    if normals_a is None or normals_b is None:
+        return np.where(n > 0, 1.0, np.inf)
+    na, nb = np.asarray(normals_a, np.float64)[ia][:, None], np.asarray(normals_b, np.float64)[ib][None]
+    if moving == "a":
+        ref = na + np.roll(na, 1, axis=0) + nb
+    else:
+        ref = nb + np.roll(nb, 1, axis=1) + na
+    cos = (tri_n * ref).sum(-1) / np.maximum(n * np.linalg.norm(ref, axis=-1), 1e-30)
+    return np.where((n > 0) & (cos > 0), 1.0 + 2.0 * (1.0 - cos), np.inf)

@@ -219,7 +219,10 @@ def build_full_model(body: BodyModel, face: FaceModel) -> FullBodyModel:
     if (hole_m < 0).any():
         raise ModelFileError(src, "head_region", "hole rim vertices were cut away")
     weights = br.seam_skin_weights(body.weights, bfaces[~cut], hole, HEAD_JOINT)
-    strip = br.bridge_loops(hole_m, bverts[hole], rim_m, sim.apply(fverts[face_rim]))
+    aligned = sim.apply(fverts)
+    body_n = br.vertex_normals_np(bverts, kept_faces)
+    face_n = br.vertex_normals_np(aligned, ffaces)
+    strip = br.bridge_loops(hole_m, bverts[hole], rim_m, aligned[face_rim], body_n[hole], face_n[face_rim])
     merged = np.concatenate([remap[kept_faces], ffaces + off, strip]).astype(np.int32)
     return FullBodyModel(body=body, face=face, body_vertex_ids=keep, merged_faces=merged,
                          bridge_faces=strip.astype(np.int32), hole_loop=hole_m, face_loop=rim_m,
