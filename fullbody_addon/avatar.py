@@ -118,7 +118,8 @@ def _set_colors(obj, data: AvatarData) -> None:
 
 def _albedo_material(name: str):
     mat = bpy.data.materials.new(name)
-    mat.use_nodes = True
+    if mat.node_tree is None:  # Blender < 5.0 creates materials without nodes
+        mat.use_nodes = True
     nt = mat.node_tree
     bsdf = next(n for n in nt.nodes if n.type == "BSDF_PRINCIPLED")
     attr = nt.nodes.new("ShaderNodeVertexColor")

@@ -77,7 +77,9 @@ def bone_channels(pose_6d: np.ndarray, transl: np.ndarray, bone_rest: np.ndarray
     (in-place animation) but keeps its rotation.
     """
     Rl = local_rotations(pose_6d, bone_rest)
-    q = rotations.quat_continuity(rotations.matrix_to_quat_wxyz(Rl), axis=0)
+    q = rotations.matrix_to_quat_wxyz(Rl)
+    if q.shape[0] > 1:  # rotations.quat_continuity returns an empty array for a single frame
+        q = rotations.quat_continuity(q, axis=0)
     T = q.shape[0]
     if root_translation:
         loc = root_locations(transl, root_rest_joint, root_head, bone_rest[0], scale)

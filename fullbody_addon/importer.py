@@ -63,6 +63,19 @@ def set_scene_timing(scene, fps: float, frame_start: int, num_frames: int) -> No
     scene.frame_end = frame_start + max(num_frames, 1) - 1
 
 
+def bone_order(arm_obj, joint_names) -> np.ndarray:
+    """For each bone of ``arm_obj`` in Blender's order (``data.bones`` / ``pose.bones``,
+    depth-first, root first), the index of its joint in ``joint_names``: ``(J,)``."""
+    names = [str(n) for n in joint_names]
+    try:
+        order = np.array([names.index(b.name) for b in arm_obj.data.bones])
+    except ValueError as e:
+        raise ValueError(f"armature '{arm_obj.name}' has a bone the capture does not name ({e})") from None
+    if arm_obj.data.bones[0].parent is not None:
+        raise ValueError(f"armature '{arm_obj.name}': the first bone is not the root")
+    return order
+
+
 def apply_capture(scene, arm_obj, mesh_obj, capture, options: ImportOptions = ImportOptions()) -> dict:
     """Key every frame of ``capture`` on ``arm_obj`` (bones) and ``mesh_obj`` (expressions).
 
@@ -72,8 +85,7 @@ def apply_capture(scene, arm_obj, mesh_obj, capture, options: ImportOptions = Im
     pose_6d = np.asarray(capture["pose_6d"])
     T = pose_6d.shape[0]
     names = [b.name for b in arm_obj.data.bones]
-    joint_names = [str(n) for n in capture["joint_names"]]
-    order = np.array([joint_names.index(n) for n in names])          # capture joint per bone
+    order = bone_order(arm_obj, capture["joint_names"])               # capture joint per bone
     rest = bone_rest_matrices(arm_obj)
     scale = float(np.asarray(capture["scale"]).reshape(-1)[0]) if np.asarray(capture["scale"]).size else 1.0
     ch = convert.bone_channels(pose_6d[:, order], capture["transl"], rest[:, :3, :3], rest[0, :3, 3],

@@ -17,7 +17,7 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from . import avatar, axes, convert, importer, preferences, runtime_setup, session
 from ._runtime import body_model as body_model_mod
-from ._runtime import capture_file, errors, protocol
+from ._runtime import capture_file, errors, protocol, skeleton
 from .avatar_data import avatar_data_from_capture
 from .runtime_client import CaptureJob, HealthCheck, RuntimeNotSetUp, serve_argv, check_interpreter
 
@@ -244,6 +244,7 @@ class LiveDriver:
         self.arm_name = arm_obj.name
         self.mesh_name = mesh_obj.name if mesh_obj else None
         self.recorded: list[dict] = []
+        self.order: np.ndarray | None = None
         self.record_start = bpy.context.scene.frame_current
 
     def on_frame(self, ev: dict) -> None:
@@ -260,7 +261,9 @@ class LiveDriver:
 
     def apply(self, arm, ev: dict) -> None:
         rest = avatar.bone_rest_matrices(arm)
-        pose = np.asarray(ev["pose_6d"], np.float64).reshape(1, 52, 6)
+        if self.order is None:
+            self.order = importer.bone_order(arm, ev.get("joint_names") or skeleton.JOINT_NAMES)
+        pose = np.asarray(ev["pose_6d"], np.float64).reshape(1, 52, 6)[:, self.order]
         scale = float(ev.get("scale") or 1.0)
         ch = convert.bone_channels(pose, np.asarray(ev["transl"], np.float64).reshape(1, 3), rest[:, :3, :3],
                                    rest[0, :3, 3], np.asarray(arm["rest_root_model"]), scale=scale,
@@ -288,13 +291,12 @@ class LiveDriver:
         evs, self.recorded = self.recorded, []
         T = len(evs)
         mesh = bpy.data.objects.get(self.mesh_name) if self.mesh_name else None
-        names = [b.name for b in arm.data.bones]
         E = len(evs[0].get("expression") or [])
         exp_names = [kb.name for kb in mesh.data.shape_keys.key_blocks[1:1 + E]] if mesh and mesh.data.shape_keys else []
         data = {
             "pose_6d": np.asarray([e["pose_6d"] for e in evs], np.float32).reshape(T, 52, 6),
             "transl": np.asarray([e["transl"] for e in evs], np.float32).reshape(T, 3),
-            "joint_names": np.asarray(names), "scale": np.float32(evs[-1].get("scale") or 1.0),
+            "joint_names": np.asarray(evs[0].get("joint_names") or skeleton.JOINT_NAMES), "scale": np.float32(evs[-1].get("scale") or 1.0),
             "fps": np.float32(bpy.context.scene.render.fps / bpy.context.scene.render.fps_base),
             "expression_names": np.asarray(exp_names, dtype=str),
             "face_expression": np.asarray([(e.get("expression") or [])[:len(exp_names)] for e in evs], np.float32).reshape(T, len(exp_names)),

@@ -164,6 +164,8 @@ class CaptureJob:
     the runtime's message (None on success).
     """
 
+    CANCEL_GRACE_S = 10.0
+
     def __init__(self, client: RuntimeClient, request: dict, on_finish: Callable[["CaptureJob"], None] | None = None,
                  on_frame: Callable[[dict], None] | None = None, on_progress: Callable[["CaptureJob"], None] | None = None):
         self.client = client
@@ -184,6 +186,7 @@ class CaptureJob:
         self.latency_ms: float | None = None
         self.ticks = 0
         self._requested_output = self.request.get("output")
+        self._cancel_deadline: float | None = None
 
     def start(self) -> "CaptureJob":
         if self.client.proc is None:
@@ -192,9 +195,13 @@ class CaptureJob:
         return self
 
     def cancel(self) -> None:
-        """Ask the runtime to stop; what it finished is kept and imported."""
+        """Ask the runtime to stop; what it finished is kept and imported.
+
+        A runtime that has not confirmed within :attr:`CANCEL_GRACE_S` is
+        terminated by :meth:`tick` (its partial capture is still imported)."""
         self.cancelled = True
         self.message = "cancelling"
+        self._cancel_deadline = time.monotonic() + self.CANCEL_GRACE_S
         self.client.send(protocol.request("cancel", id=self.id))
 
     def tick(self) -> bool:
@@ -205,7 +212,13 @@ class CaptureJob:
         for ev in self.client.poll():
             self._handle(ev)
             if self.finished:
-                break
+                return False
+        if self._cancel_deadline is not None and time.monotonic() > self._cancel_deadline:
+            self.client.close(timeout=1.0)
+            self.error = f"the runtime did not stop within {self.CANCEL_GRACE_S:.0f} s of the cancel and was terminated"
+            self.output = self._partial_output()
+            self.message = "cancelled"
+            self._finish()
         return not self.finished
 
     def _handle(self, ev: dict) -> None:

@@ -82,7 +82,7 @@ def pump() -> float | None:
             _log(traceback.format_exc())
             running = False
             _job.finished = True
-            st.error = "internal error while importing; see the text block " + LOG_TEXT
+            st.error = "internal error while handling the runtime's results; see the text block " + LOG_TEXT
         st.progress = 100.0 * _job.progress
         st.message = _job.message
         if _job.latency_ms is not None:
@@ -119,11 +119,11 @@ def finish_capture(job: CaptureJob, import_fn) -> None:
         try:
             summary = import_fn(job.output)
             kept = f"imported {summary['frames']} frames"
-            st.message = kept + (" (partial)" if job.error or job.cancelled else "")
+            job.message = kept + (" (partial)" if job.error or job.cancelled else "")
         except Exception as e:  # a bad partial file must not break the session
             st.error = (st.error + "; " if st.error else "") + f"import failed: {e}"
     elif job.error:
-        st.message = "nothing was captured"
+        job.message = "nothing was captured"
 
 
 # --- runtime setup ------------------------------------------------------------------------

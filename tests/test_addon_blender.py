@@ -1,0 +1,192 @@
+"""The add-on inside real Blender (bpy 5.0.1 as a module): avatar, import, bad input.
+
+The decisive check: the mesh Blender poses (armature modifier, evaluated through
+the depsgraph) equals the model layer's LBS for the same capture frame.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+import blender_helpers as H  # noqa: E402
+import fullbody_addon  # noqa: E402
+from fullbody_addon import avatar, axes, convert  # noqa: E402
+from model_runtime import rotations  # noqa: E402
+from model_runtime.capture_file import load_capture  # noqa: E402
+
+ARKIT_SAMPLE = ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "browInnerUp")
+
+
+@pytest.fixture(scope="module")
+def addon():
+    fullbody_addon.register()
+    yield
+    fullbody_addon.unregister()
+
+
+@pytest.fixture(scope="module")
+def body_file(tmp_path_factory):
+    body = H.synthetic_body_model()
+    return body, H.write_smplh_npz(tmp_path_factory.mktemp("body") / "smplh_test.npz", body)
+
+
+@pytest.fixture
+def scene(addon, body_file):
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    s = bpy.context.scene
+    s.fullbody.body_model = "SMPLH"
+    s.fullbody.smplh_path = str(body_file[1])
+    bpy.context.window_manager.fullbody_status.error = ""
+    return s
+
+
+def world_vertices(obj) -> np.ndarray:
+    """Evaluated (deformed) vertices ``(V, 3)`` of ``obj`` in world space."""
+    dg = bpy.context.evaluated_depsgraph_get()
+    ev = obj.evaluated_get(dg)
+    me = ev.to_mesh()
+    co = np.empty(len(me.vertices) * 3, np.float32)
+    me.vertices.foreach_get("co", co)
+    ev.to_mesh_clear()
+    mw = np.array(obj.matrix_world)
+    return co.reshape(-1, 3) @ mw[:3, :3].T + mw[:3, 3]
+
+
+def test_posed_mesh_equals_model_lbs(scene, body_file, tmp_path):
+    body, _ = body_file
+    path = H.write_capture(tmp_path / "c.npz", T=24, seed=4, scale=1.1)
+    assert bpy.ops.fullbody.import_capture(filepath=str(path)) == {"FINISHED"}
+    cap = load_capture(path)
+    arm = avatar.find_avatar(bpy.context)
+    mesh = avatar.avatar_mesh(arm)
+    for t in (0, 11, 23):
+        scene.frame_set(scene.frame_start + t)
+        R = rotations.rot6d_to_matrix(cap["pose_6d"][t:t + 1].astype(np.float64))
+        v, _, _ = body.forward(cap["betas"][None].astype(np.float64), R, cap["transl"][t:t + 1].astype(np.float64),
+                               np.array([1.1]))
+        err = np.abs(world_vertices(mesh) - axes.camera_points_to_blender(v[0])).max()
+        assert err < 1e-3, f"frame {t}: Blender mesh differs from LBS by {err * 1000:.3f} mm"
+
+
+def test_merged_face_avatar_matches_full_model_with_expressions(scene, tmp_path):
+    full_model = pytest.importorskip("model_runtime.full_model")
+    from model_runtime.body_model import BUILTIN_BODY_PATH, load_builtin_body
+    from model_runtime.face_model import BUILTIN_FACE_PATH, load_builtin_face
+
+    if not (BUILTIN_BODY_PATH.exists() and BUILTIN_FACE_PATH.exists()):
+        pytest.skip("built-in body/face assets are not built in this checkout")
+    face = load_builtin_face()
+    scene.fullbody.body_model = "BUILTIN"
+    path = H.write_capture(tmp_path / "f.npz", T=6, seed=5, expression_names=face.exp_names)
+    assert bpy.ops.fullbody.import_capture(filepath=str(path)) == {"FINISHED"}
+    cap = load_capture(path)
+    mesh = avatar.avatar_mesh(avatar.find_avatar(bpy.context))
+    assert len(mesh.data.shape_keys.key_blocks) == 1 + len(face.exp_names)
+    assert mesh.data.color_attributes.get(avatar.COLOR_ATTRIBUTE) is not None
+    full = full_model.build_full_model(load_builtin_body(), face)
+    t = 3
+    scene.frame_set(scene.frame_start + t)
+    R = rotations.rot6d_to_matrix(cap["pose_6d"][t:t + 1].astype(np.float64))
+    ident = np.zeros((1, face.sizes["identity"]))
+    v, _ = full.forward(cap["betas"][None].astype(np.float64), R, ident,
+                        cap["face_expression"][t:t + 1].astype(np.float64), cap["transl"][t:t + 1].astype(np.float64),
+                        np.asarray(cap["scale"], np.float64).reshape(1))
+    err = np.abs(world_vertices(mesh) - axes.camera_points_to_blender(v[0])).max()
+    assert err < 1e-3, f"merged mesh differs from the full model by {err * 1000:.3f} mm"
+
+
+def test_import_1000_frames_keys_every_channel(scene, tmp_path):
+    path = H.write_capture(tmp_path / "long.npz", T=1000, seed=6, fps=29.97)
+    t0 = time.perf_counter()
+    assert bpy.ops.fullbody.import_capture(filepath=str(path)) == {"FINISHED"}
+    elapsed = time.perf_counter() - t0
+    arm = avatar.find_avatar(bpy.context)
+    assert (scene.render.fps, round(scene.render.fps_base, 6)) == (30, round(30 / 29.97, 6))
+    assert (scene.frame_start, scene.frame_end) == (1, 1000)
+    bag = arm.animation_data.action.layers[0].strips[0].channelbag(arm.animation_data.action_slot)
+    assert len(bag.fcurves) == 52 * 4 + 3
+    cap = load_capture(path)
+    rest = avatar.bone_rest_matrices(arm)
+    ch = convert.bone_channels(cap["pose_6d"], cap["transl"], rest[:, :3, :3], rest[0, :3, 3],
+                               np.asarray(arm["rest_root_model"]), scale=1.0)
+    b = 40  # a finger bone
+    fc = bag.fcurves.find(f'pose.bones["{arm.data.bones[b].name}"].rotation_quaternion', index=2)
+    co = np.empty(2000, np.float32)
+    fc.keyframe_points.foreach_get("co", co)
+    np.testing.assert_allclose(co[1::2], ch.quaternions[:, b, 2], atol=1e-6)
+    assert all(k.interpolation == "LINEAR" for k in fc.keyframe_points[:5])
+    print(f"1000-frame import: {elapsed:.2f} s")
+
+
+def test_fps_and_range_follow_the_capture(scene, tmp_path):
+    path = H.write_capture(tmp_path / "c25.npz", T=40, seed=1, fps=25.0)
+    bpy.ops.fullbody.import_capture(filepath=str(path))
+    assert (scene.render.fps, scene.render.fps_base, scene.frame_end) == (25, 1.0, 40)
+
+
+@pytest.mark.parametrize("defect", ["version", "missing_key"])
+def test_bad_capture_is_reported_and_scene_untouched(scene, tmp_path, defect):
+    good = H.write_capture(tmp_path / "good.npz", T=5)
+    with np.load(good) as z:
+        d = {k: z[k] for k in z.files}
+    if defect == "version":
+        d["version"] = np.int32(99)
+    else:
+        del d["pose_6d"]
+    bad = tmp_path / f"{defect}.npz"
+    np.savez(bad, **d)
+    before = sorted(o.name for o in bpy.data.objects)
+    with pytest.raises(RuntimeError) as ei:
+        bpy.ops.fullbody.import_capture(filepath=str(bad))
+    msg = str(ei.value)
+    assert str(bad) in msg and ("version" in msg if defect == "version" else "pose_6d" in msg)
+    assert sorted(o.name for o in bpy.data.objects) == before
+    assert not bpy.data.actions
+
+
+def test_unfinished_capture_is_recovered_and_imported(scene, tmp_path):
+    out = H.write_capture(tmp_path / "crashed.npz", T=70, finish=False)  # chunks on disk, never consolidated
+    assert not out.exists()
+    assert bpy.ops.fullbody.import_capture(filepath=str(out)) == {"FINISHED"}
+    assert out.exists() and scene.frame_end == 70
+
+
+def test_create_avatar_has_52_smplh_bones_weights_and_albedo_material(scene):
+    assert bpy.ops.fullbody.create_avatar() == {"FINISHED"}
+    arm = avatar.find_avatar(bpy.context)
+    mesh = avatar.avatar_mesh(arm)
+    from model_runtime.skeleton import JOINT_NAMES, PARENTS
+
+    bones = arm.data.bones
+    assert sorted(b.name for b in bones) == sorted(JOINT_NAMES)
+    parents = [JOINT_NAMES.index(bones[n].parent.name) if bones[n].parent else -1 for n in JOINT_NAMES]
+    assert parents == PARENTS.tolist()
+    assert [g.name for g in mesh.vertex_groups] == list(JOINT_NAMES)
+    assert all(pb.rotation_mode == "QUATERNION" for pb in arm.pose.bones)
+    mod = mesh.modifiers["Armature"]
+    assert mod.object == arm
+    mat = mesh.data.materials[0]
+    node = next(n for n in mat.node_tree.nodes if n.type == "VERTEX_COLOR")
+    assert node.layer_name == avatar.COLOR_ATTRIBUTE and node.outputs["Color"].is_linked
+    # undo support: the operator is registered with UNDO
+    assert "UNDO" in bpy.ops.fullbody.create_avatar.bl_options
+
+
+def test_capture_without_runtime_reports_setup_hint(scene, tmp_path):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\x00")
+    scene.fullbody.source_type = "VIDEO"
+    scene.fullbody.video_path = str(video)
+    from fullbody_addon import preferences
+
+    assert preferences.prefs() is None  # not enabled as an extension: default venv path, which does not exist
+    before = sorted(o.name for o in bpy.data.objects)
+    with pytest.raises(RuntimeError, match="Set up runtime"):
+        bpy.ops.fullbody.capture_video()
+    assert "Set up runtime" in bpy.context.window_manager.fullbody_status.error
+    assert sorted(o.name for o in bpy.data.objects) == before
