@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+BUILTIN_ASSETS = ("body_builtin.npz", "face_builtin.npz")
 EXCLUDE = ("__pycache__", "*.pyc", "*.pyo", "*.partial", "*.tmp", ".pytest_cache")
 
 
@@ -87,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     path = build(args.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    missing = [a for a in BUILTIN_ASSETS if not (ROOT / "model_runtime" / "assets" / a).is_file()]
+    if missing:
+        print(f"warning: built-in assets not built yet, not in the zip: {', '.join(missing)} "
+              "(run tools/build_builtin_assets.py)", file=sys.stderr)
     if not args.no_validate:
         validate(path)
     return 0

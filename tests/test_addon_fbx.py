@@ -1,0 +1,69 @@
+"""FBX round trip: export the captured avatar, import it into an empty scene, compare."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+import blender_helpers as H  # noqa: E402
+import fullbody_addon  # noqa: E402
+from fullbody_addon import avatar, avatar_data, importer  # noqa: E402
+from model_runtime.capture_file import load_capture  # noqa: E402
+
+EXPRESSIONS = ("jawOpen", "eyeBlinkLeft", "mouthSmileRight")
+FRAMES = (1, 9, 20)
+
+
+@pytest.fixture(scope="module")
+def addon():
+    fullbody_addon.register()
+    yield
+    fullbody_addon.unregister()
+
+
+def bone_world(arm) -> dict[str, np.ndarray]:
+    return {pb.name: np.array(arm.matrix_world @ pb.matrix) for pb in arm.pose.bones}
+
+
+def sample(arm, mesh) -> list[tuple[dict, dict]]:
+    scene = bpy.context.scene
+    out = []
+    for f in FRAMES:
+        scene.frame_set(f)
+        keys = {kb.name: kb.value for kb in mesh.data.shape_keys.key_blocks[1:]}
+        out.append((bone_world(arm), keys))
+    return out
+
+
+@pytest.mark.parametrize("preset", ["BLENDER", "UNITY", "UNREAL"])
+def test_fbx_round_trip_preserves_bones_and_shape_key_animation(addon, tmp_path, preset):
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    cap_path = H.write_capture(tmp_path / "c.npz", T=20, seed=9, scale=1.05, expression_names=EXPRESSIONS)
+    cap = load_capture(cap_path)
+    data = avatar_data.avatar_data_from_body(H.synthetic_body_model(), cap["betas"])
+    H.add_test_expressions(data, EXPRESSIONS)
+    arm, mesh = avatar.create_avatar(data, name="Actor")
+    importer.apply_capture(bpy.context.scene, arm, mesh, cap)
+    bpy.context.view_layer.objects.active = arm
+    before = sample(arm, mesh)
+    out = tmp_path / f"actor_{preset.lower()}.fbx"
+    assert bpy.ops.fullbody.export_fbx(filepath=str(out), preset=preset) == {"FINISHED"}
+    assert out.stat().st_size > 10_000
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.import_scene.fbx(filepath=str(out), automatic_bone_orientation=False, primary_bone_axis="Y",
+                             secondary_bone_axis="X", use_anim=True, anim_offset=0.0, **({"axis_forward": "-Z", "axis_up": "Y"}
+                                                                         if preset == "UNITY" else {}))
+    arm2 = next(o for o in bpy.data.objects if o.type == "ARMATURE")
+    mesh2 = next(o for o in bpy.data.objects if o.type == "MESH")
+    assert len(mesh2.data.shape_keys.key_blocks) == 1 + len(EXPRESSIONS)
+    after = sample(arm2, mesh2)
+    for f, ((bw0, k0), (bw1, k1)) in zip(FRAMES, zip(before, after)):
+        assert bw0.keys() == bw1.keys()
+        err = max(np.abs(bw0[n] - bw1[n]).max() for n in bw0)
+        assert err < 1e-3, f"frame {f}: bone world matrices differ by {err:.2e}"
+        assert k0.keys() == k1.keys()
+        np.testing.assert_allclose([k1[n] for n in k0], [k0[n] for n in k0], atol=1e-3, err_msg=f"frame {f}")
