@@ -110,12 +110,13 @@ def avatar_data_from_capture(capture, body=None, face=None) -> AvatarData:
     capture's, or a BFM path) and ``model_runtime.full_model`` importable, the
     mesh is the merged body + bridged face with the capture's identity applied
     to the basis, one shape key per expression and the captured albedo;
-    otherwise the body alone.  ``body`` overrides the capture's body model.
+    otherwise (or with ``face=False``) the body alone.  ``body`` overrides the
+    capture's body model.
     """
     betas = np.asarray(capture["betas"], np.float32).reshape(-1)
     if body is None:
         body = _body_model.load_body_model(_model_spec(capture, "body_model"))
-    full = optional_module("full_model")
+    full = optional_module("full_model") if face is not False else None
     if full is None:
         return avatar_data_from_body(body, betas)
     if face is None or isinstance(face, str):

@@ -29,7 +29,10 @@ def _body_spec(settings) -> str | None:
     return None
 
 
-def _face_spec(settings) -> str | None:
+def _face_spec(settings) -> str | None | bool:
+    """BFM path, None for the built-in face, False when the Face option is off (body-only avatar)."""
+    if not settings.face:
+        return False
     if settings.face_model == "BFM":
         return bpy.path.abspath(settings.bfm_path)
     return None

@@ -57,8 +57,17 @@ def world_vertices(obj) -> np.ndarray:
     return co.reshape(-1, 3) @ mw[:3, :3].T + mw[:3, 3]
 
 
-def test_posed_mesh_equals_model_lbs(scene, body_file, tmp_path):
+@pytest.mark.parametrize("which", ["smplh_file", "builtin"])
+def test_posed_mesh_equals_model_lbs(scene, body_file, tmp_path, which):
     body, _ = body_file
+    if which == "builtin":
+        from model_runtime.body_model import BUILTIN_BODY_PATH, load_builtin_body
+
+        if not BUILTIN_BODY_PATH.exists():
+            pytest.skip("built-in body asset not built in this checkout")
+        body = load_builtin_body()
+        scene.fullbody.body_model = "BUILTIN"
+        scene.fullbody.face = False
     path = H.write_capture(tmp_path / "c.npz", T=24, seed=4, scale=1.1)
     assert bpy.ops.fullbody.import_capture(filepath=str(path)) == {"FINISHED"}
     cap = load_capture(path)
