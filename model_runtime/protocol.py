@@ -9,8 +9,13 @@ Requests (Blender -> runtime), field ``cmd``:
       source: a video path, an image folder, or a camera index (int).
       options: start, end, device, detector, body_model, face_model, fov,
                smoothing (min_cutoff, beta), hands, face, fill ("hold"|"interpolate").
+               (all keys of ``model_runtime.pipeline.pipeline.CaptureOptions``; also
+               calibration, max_gap, shape_window, folder_fps, model_complexity.)
   ``{"cmd": "live", "id": str, "camera": int, "options": {...}}``
       streams ``frame`` events; ``record`` on/off is decided on the Blender side.
+      Optional: ``"output": path`` also records the frames into a capture file
+      (kept, with every finished frame, if the camera disconnects); ``"source": path``
+      instead of ``camera`` streams a video/folder the same way (preview).
   ``{"cmd": "cancel", "id": str}``   stop the job; the partial capture is kept.
   ``{"cmd": "health"}``              versions, torch device, detector status.
   ``{"cmd": "shutdown"}``
@@ -21,7 +26,7 @@ Events (runtime -> Blender), field ``event``:
   ``progress`` {id, frame, total, fps, message}
   ``frame``    {id, index, time, valid, pose_6d (52*6 list), transl (3), betas, scale,
                 expression (E list), latency_ms}  (live mode)
-  ``done``     {id, output, frames, cancelled}
+  ``done``     {id, output, frames, cancelled}  (cancelled: output = the partial capture or null)
   ``error``    {id, message, kind, exit_code, traceback, output (partial capture or null)}
   ``log``      {level, message}
 """
@@ -64,11 +69,11 @@ def decode(line: bytes | str) -> dict[str, Any]:
     return msg
 
 
-def event(kind: Event, **fields) -> dict[str, Any]:
+def event(kind: Event, /, **fields) -> dict[str, Any]:
     return {"event": kind, **fields}
 
 
-def request(cmd: Command, **fields) -> dict[str, Any]:
+def request(cmd: Command, /, **fields) -> dict[str, Any]:
     return {"cmd": cmd, **fields}
 
 

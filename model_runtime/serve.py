@@ -66,13 +66,19 @@ class Server:
         self._job: threading.Thread | None = None
         self._job_id: str | None = None
         self._cancel = threading.Event()
+        self._busy = threading.Event()     # cleared just before a job's last event is sent
         self._pipes: dict[tuple, Any] = {}
 
     # ---- output
-    def send(self, kind: P.Event, **fields) -> None:
-        msg = P.event(kind, **fields)
+    def send(self, event: P.Event, /, **fields) -> None:
+        msg = P.event(event, **fields)
         with self._lock:
             P.write(self.out, msg)
+
+    def _finish(self, event: P.Event, /, **fields) -> None:
+        """A job's last event: the server is free again once the client can see it."""
+        self._busy.clear()
+        self.send(event, **fields)
 
     # ---- main loop
     def serve(self) -> int:
@@ -100,7 +106,7 @@ class Server:
         if cmd == "shutdown":
             return False
         if cmd == "cancel":
-            if self._job is not None and self._job.is_alive() and req.get("id") in (None, self._job_id):
+            if self._busy.is_set() and req.get("id") in (None, self._job_id):
                 self._cancel.set()
             else:
                 self.send("log", level="warning", message=f"cancel: no running job with id {req.get('id')!r}")
@@ -110,12 +116,13 @@ class Server:
             return True
         # capture / live
         job_id = str(req.get("id", ""))
-        if self._job is not None and self._job.is_alive():
+        if self._busy.is_set():
             self.send("error", id=job_id, message=f"busy with job {self._job_id!r}; cancel it first",
                       kind="Busy", exit_code=2, traceback=None, output=None)
             return True
         self._cancel = threading.Event()
         self._job_id = job_id
+        self._busy.set()
         self._job = threading.Thread(target=self._run_job, args=(req,), name=f"job-{job_id}", daemon=True)
         self._job.start()
         return True
@@ -183,10 +190,12 @@ class Server:
         output = req.get("output")
         try:
             options = CaptureOptions.from_mapping(req.get("options") or {})
-            source_spec = req.get("camera") if live else req.get("source")
+            # live: a camera index; a video/folder given as "source" is streamed the same way (preview)
+            source_spec = req.get("camera", req.get("source")) if live else req.get("source")
             if source_spec is None:
                 raise ValueError(f"'{req['cmd']}' needs {'camera' if live else 'source'}")
-            if live and not isinstance(source_spec, int):
+            camera = req.get("camera")
+            if live and "camera" in req and (isinstance(camera, bool) or not isinstance(camera, int)):
                 raise ValueError("'live' needs an integer 'camera' index")
             if not live and not output:
                 raise ValueError("'capture' needs 'output' (a .npz path)")
@@ -209,20 +218,21 @@ class Server:
                     def on_frame(rec: dict) -> None:
                         self.send("frame", **frame_event(job_id, rec))
 
-                result = pipe.run(source, output, cancel=cancel, on_progress=on_progress, on_frame=on_frame)
+                result = pipe.run(source, output, cancel=cancel, on_progress=on_progress, on_frame=on_frame,
+                                  live=live)
             finally:
                 source.close()
-            self.send("done", id=job_id, output=str(result.output) if result.output else None,
-                      frames=result.frames, cancelled=False)
+            self._finish("done", id=job_id, output=str(result.output) if result.output else None,
+                         frames=result.frames, cancelled=False)
         except CancelledError as e:
             partial = getattr(e, "partial_output", None)
-            self.send("done", id=job_id, output=str(partial) if partial else None,
-                      frames=_frames_in(partial), cancelled=True)
+            self._finish("done", id=job_id, output=str(partial) if partial else None,
+                         frames=_frames_in(partial), cancelled=True)
         except BaseException as e:  # noqa: BLE001 - every failure becomes an error event
             partial = getattr(e, "partial_output", None)
             code = e.exit_code if isinstance(e, RuntimeErrorBase) else (2 if isinstance(e, ValueError) else EXIT_INTERNAL)
-            self.send("error", id=job_id, message=str(e), kind=type(e).__name__, exit_code=code,
-                      traceback=traceback.format_exc(), output=str(partial) if partial else None)
+            self._finish("error", id=job_id, message=str(e), kind=type(e).__name__, exit_code=code,
+                         traceback=traceback.format_exc(), output=str(partial) if partial else None)
 
 
 def frame_event(job_id: str | None, rec: dict) -> dict[str, Any]:

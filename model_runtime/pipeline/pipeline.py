@@ -311,14 +311,16 @@ class CapturePipeline:
     # ---- public
     def run(self, source: FrameSource, output: Path | str | None, cancel: threading.Event | None = None,
             on_progress: ProgressCallback | None = None, on_frame: FrameCallback | None = None,
-            static_extra: Mapping[str, Any] | None = None) -> CaptureResult:
+            static_extra: Mapping[str, Any] | None = None, live: bool | None = None) -> CaptureResult:
         """Capture ``source`` into ``output`` (``.npz``; None = do not write).
 
         ``on_progress(frames_done, total_or_None, fps)`` and ``on_frame(record)`` are
         called from this thread after every written frame.  Returns a
         :class:`CaptureResult`; raises :class:`CancelledError` when ``cancel`` is set,
         the source's error (e.g. :class:`SourceLostError`), or :class:`NoPersonError`
-        when no frame had a person -- each with ``partial_output`` set.
+        when no frame had a person -- each with ``partial_output`` set.  ``live``
+        (default: ``source.is_live``) emits every frame at once (running shape
+        estimate, hold-filling) instead of holding frames back for the clip's shape.
         """
         cancel = cancel or threading.Event()
         opts = self.options
@@ -326,7 +328,7 @@ class CapturePipeline:
              else intrinsics_from_fov(source.image_size, opts.fov))
         if self.face is not None:
             self.face.reset(K)
-        state = _ClipState(self, source, K, live=source.is_live)
+        state = _ClipState(self, source, K, live=source.is_live if live is None else live)
         writer = None
         if output is not None:
             writer = CaptureWriter(output, static=state.static_values(static_extra), chunk_frames=opts.chunk_frames)
