@@ -14,7 +14,6 @@ import collections
 import os
 import queue
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -277,11 +276,6 @@ class CaptureJob:
         self.finished = True
         if self.on_finish:
             self.on_finish(self)
-
-
-def python_executable_for_setup() -> str:
-    """The interpreter used to *create* a venv: Blender's bundled Python (never installed into)."""
-    return sys.executable
 
 
 class HealthCheck:

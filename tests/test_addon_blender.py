@@ -6,7 +6,6 @@ the depsgraph) equals the model layer's LBS for the same capture frame.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +17,6 @@ import fullbody_addon  # noqa: E402
 from fullbody_addon import avatar, axes, convert  # noqa: E402
 from model_runtime import rotations  # noqa: E402
 from model_runtime.capture_file import load_capture  # noqa: E402
-
-ARKIT_SAMPLE = ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "browInnerUp")
-
 
 @pytest.fixture(scope="module")
 def addon():

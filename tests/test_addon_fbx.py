@@ -1,7 +1,6 @@
 """FBX round trip: export the captured avatar, import it into an empty scene, compare."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
