@@ -174,8 +174,9 @@ def region_to_disk(faces: np.ndarray, face_mask: np.ndarray, max_iter: int = 20)
     """Grow/trim a triangle mask ``(F,)`` into one disk whose boundary is one simple loop.
 
     Keeps the largest edge-connected component, adds enclosed islands of the
-    complement (holes in the region), triangles with two edges on the region
-    (notches), and the triangles around pinched boundary vertices.
+    complement (holes in the region), removes spikes (region triangles with two
+    boundary edges), adds notches (outside triangles with two edges on the
+    region) and the triangles around pinched boundary vertices, until stable.
     """
     faces = np.asarray(faces, np.int64)
     adj = _face_adjacency(faces)
@@ -198,14 +199,19 @@ def region_to_disk(faces: np.ndarray, face_mask: np.ndarray, max_iter: int = 20)
             main = touching[np.argmax(sizes[touching])]
             islands = np.isin(lab, touching[touching != main])
             mask[np.nonzero(comp)[0][islands]] = True
-        # 3. notches: outside triangles with >= 2 edges on the region
-        notch = (~mask) & (np.asarray(adj[:, mask].sum(1)).ravel() >= 2)
+        # 3. spikes (region triangles with >= 2 boundary edges) out, notches (outside ones with >= 2 edges
+        #    on the region) in: a smooth rim, so the strip's fans do not fold on a zig-zag loop
+        n_in = np.asarray(adj[:, mask].sum(1)).ravel()
+        spike = mask & (n_in <= 1) & (mask.sum() > 1)
+        mask &= ~spike
+        n_in = np.asarray(adj[:, mask].sum(1)).ravel()
+        notch = (~mask) & (n_in >= 2)
         # 4. pinched vertices on the region boundary
         he = boundary_half_edges(faces[mask])
         starts, counts = np.unique(he[:, 0], return_counts=True)
         pinched = starts[counts > 1]
         pinch_faces = np.isin(faces, pinched).any(1) & ~mask
-        if not notch.any() and not pinch_faces.any():
+        if not notch.any() and not pinch_faces.any() and not spike.any():
             return mask
         mask |= notch | pinch_faces
     raise ValueError("face region did not settle into a disk")
