@@ -289,3 +289,151 @@ def test_shape_estimator_is_robust_and_freezes():
     empty = ShapeEstimator(window=5)
     empty.freeze()
     assert empty.scale == 1.0 and not empty.betas.any()
+
+
+# --------------------------------------------------------------------------- the capture command
+TENNIS = "GVHMR/docs/example_video/tennis.mp4"     # full body, 812x720, 29.83 fps
+
+
+def _ik_available() -> bool:
+    from model_runtime.iknet.train import WEIGHTS_DIR
+
+    return all((WEIGHTS_DIR / f"{p}.pt").is_file() for p in ("body", "hand"))
+
+
+needs_ik = pytest.mark.skipif(not _ik_available(), reason="IK weights (model_runtime/iknet/weights) not built")
+
+
+def _cli(*argv: str) -> int:
+    from model_runtime.cli import main
+
+    return main(list(argv))
+
+
+def test_capture_cli_bad_input_exit_codes(tmp_path, capsys):
+    from model_runtime.errors import EXIT_INPUT_MISSING, EXIT_INPUT_UNREADABLE
+
+    out = str(tmp_path / "o.npz")
+    assert _cli("capture", str(tmp_path / "missing.mp4"), "-o", out, "--quiet") == EXIT_INPUT_MISSING
+    assert "missing.mp4: no such file" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert _cli("capture", str(tmp_path / "empty"), "-o", out, "--quiet") == EXIT_INPUT_UNREADABLE
+    assert "contains no images" in capsys.readouterr().err
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(np.random.default_rng(1).integers(0, 256, 30_000, dtype=np.uint8).tobytes())
+    assert _cli("capture", str(junk), "-o", out, "--quiet") == EXIT_INPUT_UNREADABLE
+    assert "junk.mp4" in capsys.readouterr().err
+    assert _cli("capture", "99", "-o", out, "--quiet") == EXIT_INPUT_MISSING
+    assert "camera 99" in capsys.readouterr().err
+    assert not (tmp_path / "o.npz").exists()
+
+
+@pytest.fixture(scope="module")
+def pipeline_cpu():
+    """The real components (MediaPipe, IK nets, built-in body), no face, shared by the tests below."""
+    if not _ik_available():
+        pytest.skip("IK weights (model_runtime/iknet/weights) not built")
+    from model_runtime.pipeline.pipeline import CaptureOptions, build_pipeline
+
+    pipe = build_pipeline(CaptureOptions(device="cpu", face=False, shape_window=8))
+    yield pipe
+    pipe.detector.close()
+
+
+@needs_ik
+def test_capture_real_video_lands_on_the_person(pipeline_cpu, realdata, tmp_path):
+    """Model joints posed with pose_6d, scaled, translated and projected with camera_K land on the
+    detected 2D keypoints: the root rotation maps the model into the camera frame (y down)."""
+    from model_runtime.capture_file import REQUIRED_KEYS, load_capture
+    from model_runtime.pipeline.sources import open_source
+
+    with open_source(realdata / TENNIS, start=40, end=56) as src:
+        res = pipeline_cpu.run(src, tmp_path / "t.npz")
+    assert res.frames == 16 and res.valid_frames == 16
+    cap = load_capture(res.output)
+    assert set(REQUIRED_KEYS) <= set(cap.data)
+    assert cap["keypoints_2d"].shape == (16, 66, 3) and cap["image_size"].tolist() == [812, 720]
+    body = pipeline_cpu.body
+    rot = R.rot6d_to_matrix(cap["pose_6d"].astype(np.float64))
+    np.testing.assert_allclose(R.matrix_to_rot6d(rot), cap["pose_6d"], atol=1e-5)   # orthonormal 6D
+    betas = np.broadcast_to(cap["betas"], (16, 16)).astype(np.float64)
+    _, joints, _ = body.forward(betas, rot, transl=cap["transl"].astype(np.float64),
+                                scale=np.full(16, float(cap["scale"])))
+    assert (joints[:, 0, 2] > 0.5).all() and (joints[:, 0, 2] < 30).all()          # in front of the camera
+    uv = project(joints[:, BODY_ROWS[:15]], cap["camera_K"].astype(np.float64))
+    kp = cap["keypoints_2d"][:, :15]
+    torso = [BODY_KEYPOINT_NAMES.index(n) for n in ("left_hip", "right_hip", "left_shoulder", "right_shoulder")]
+    err = np.linalg.norm(uv[:, torso] - kp[:, torso, :2], axis=-1)
+    height_px = np.ptp(kp[..., 1], axis=1).mean()
+    assert np.median(err) < 0.08 * height_px, (np.median(err), height_px)
+    # head above pelvis in the image (camera y down): not upside down
+    head = BODY_KEYPOINT_NAMES.index("head")
+    assert (uv[:, head, 1] < uv[:, 0, 1]).all()
+
+
+@needs_ik
+def test_no_person_keeps_file_and_exit_code(pipeline_cpu, tmp_path):
+    from model_runtime.capture_file import load_capture
+    from model_runtime.errors import EXIT_NO_PERSON, NoPersonError
+    from model_runtime.pipeline.sources import open_source
+
+    blank = tmp_path / "blank.mp4"
+    vw = cv2.VideoWriter(str(blank), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 120))
+    for i in range(8):
+        img = np.full((120, 160, 3), 90, np.uint8)
+        cv2.rectangle(img, (10 + 5 * i, 40), (40 + 5 * i, 80), (30, 160, 200), -1)   # a moving box, no person
+        vw.write(img)
+    vw.release()
+    with open_source(blank) as src, pytest.raises(NoPersonError, match=r"blank\.mp4.*no person.*8 frames") as e:
+        pipeline_cpu.run(src, tmp_path / "b.npz")
+    assert e.value.exit_code == EXIT_NO_PERSON and e.value.partial_output == tmp_path / "b.npz"
+    cap = load_capture(tmp_path / "b.npz")
+    assert cap.num_frames == 8 and not cap["valid"].any()
+
+
+@needs_ik
+def test_cancel_and_source_loss_keep_finished_frames(pipeline_cpu, realdata, tmp_path):
+    import threading
+
+    from model_runtime.capture_file import load_capture
+    from model_runtime.errors import CancelledError
+    from model_runtime.pipeline.sources import open_source
+
+    cancel = threading.Event()
+
+    def stop_after_6(done, total, fps):
+        if done >= 6:
+            cancel.set()
+
+    with open_source(realdata / TENNIS, start=0, end=200) as src, pytest.raises(CancelledError) as e:
+        pipeline_cpu.run(src, tmp_path / "c.npz", cancel=cancel, on_progress=stop_after_6)
+    assert e.value.partial_output == tmp_path / "c.npz" and "kept in" in str(e.value)
+    cap = load_capture(tmp_path / "c.npz")
+    assert 6 <= cap.num_frames < 200 and cap["valid"].all()
+    assert not (tmp_path / "c.npz.partial").exists()
+
+
+@needs_ik
+def test_source_lost_mid_stream_keeps_finished_frames(pipeline_cpu, realdata, tmp_path):
+    """A real clip re-encoded as MJPG whose second half is destroyed: SourceLostError (exit 7)
+    names the file and frame; the frames decoded before are in the kept capture."""
+    from model_runtime.capture_file import load_capture
+    from model_runtime.errors import EXIT_SOURCE_LOST, SourceLostError
+    from model_runtime.pipeline.sources import open_source
+
+    avi = tmp_path / "clip.avi"
+    with open_source(realdata / TENNIS, start=40, end=64) as src:
+        vw = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), src.fps, src.image_size)
+        for f in src:
+            vw.write(f.image)
+        vw.release()
+    data = bytearray(avi.read_bytes())
+    movi, idx1 = data.find(b"movi"), data.rfind(b"idx1")
+    mid = movi + (idx1 - movi) // 2
+    data[mid:idx1] = bytes(idx1 - mid)
+    avi.write_bytes(bytes(data))
+    with open_source(avi) as src, pytest.raises(SourceLostError, match=r"clip\.avi: decoding stopped at frame") as e:
+        pipeline_cpu.run(src, tmp_path / "lost.npz")
+    assert e.value.exit_code == EXIT_SOURCE_LOST and "kept in" in str(e.value)
+    cap = load_capture(e.value.partial_output)
+    assert 5 <= cap.num_frames < 24 and cap["valid"].mean() > 0.8
