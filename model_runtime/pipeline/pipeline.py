@@ -635,6 +635,13 @@ def build_pipeline(options: CaptureOptions, detector: Detector | None = None) ->
     from .detector import make_detector
 
     device = options.resolved_device()
+    if device == "cpu":
+        import os
+
+        import torch
+
+        # the detect thread keeps one core busy; torch's intra-op pool would fight it for it
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     body = load_body_model(options.body_model)
     ik = IKSolver(device=device)
     face = None
