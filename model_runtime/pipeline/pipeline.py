@@ -195,6 +195,7 @@ class StageTimer:
 
     total: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in STAGES})
     count: dict[str, int] = field(default_factory=lambda: {s: 0 for s in STAGES})
+    dropped: int = 0      # live frames dropped because the fitting fell behind
 
     def add(self, stage: str, seconds: float, n: int = 1) -> None:
         self.total[stage] += seconds
@@ -215,6 +216,7 @@ class CaptureResult:
     wall_s: float
     stage_ms: dict[str, float]
     hand_swaps: int = 0
+    dropped_frames: int = 0
 
     @property
     def fps(self) -> float:
@@ -243,7 +245,10 @@ def _put(q: queue.Queue, item, cancel: threading.Event) -> bool:
     return False
 
 
-def _decode_worker(source: FrameSource, out: queue.Queue, cancel: threading.Event, timer: StageTimer) -> None:
+def _decode_worker(source: FrameSource, out: queue.Queue, cancel: threading.Event, timer: StageTimer,
+                   drop_when_full: bool = False) -> None:
+    """Read frames into ``out``.  ``drop_when_full`` (cameras): when the fitting falls behind, the
+    oldest waiting frame is dropped instead of letting latency grow."""
     it = iter(source)
     try:
         while not cancel.is_set():
@@ -253,7 +258,18 @@ def _decode_worker(source: FrameSource, out: queue.Queue, cancel: threading.Even
             except StopIteration:
                 break
             timer.add("decode", time.perf_counter() - t0)
-            if not _put(out, (frame, time.perf_counter()), cancel):
+            item = (frame, time.perf_counter())
+            if drop_when_full:
+                try:
+                    out.put_nowait(item)
+                    continue
+                except queue.Full:
+                    try:
+                        out.get_nowait()
+                        timer.dropped += 1
+                    except queue.Empty:
+                        pass
+            if not _put(out, item, cancel):
                 return
         _put(out, _End(), cancel)
     except BaseException as e:  # forwarded, raised in the caller's thread after earlier frames
@@ -337,7 +353,7 @@ class CapturePipeline:
         q_dets: queue.Queue = queue.Queue(maxsize=opts.queue_size)
         worker_cancel = threading.Event()
         threads = [
-            threading.Thread(target=_decode_worker, args=(source, q_frames, worker_cancel, timer),
+            threading.Thread(target=_decode_worker, args=(source, q_frames, worker_cancel, timer, source.is_live),
                              name="capture-decode", daemon=True),
             threading.Thread(target=_detect_worker, args=(self.detector, q_frames, q_dets, worker_cancel, timer),
                              name="capture-detect", daemon=True),
@@ -411,7 +427,8 @@ class CapturePipeline:
             _attach_partial(err, out_path, emitted)
             raise err
         return CaptureResult(output=out_path, frames=emitted, valid_frames=state.valid_frames, cancelled=False,
-                             wall_s=wall, stage_ms=timer.mean_ms(), hand_swaps=state.hands.swaps)
+                             wall_s=wall, stage_ms=timer.mean_ms(), hand_swaps=state.hands.swaps,
+                             dropped_frames=timer.dropped)
 
 
 def _attach_partial(error: BaseException, partial: Path | None, frames: int) -> None:
