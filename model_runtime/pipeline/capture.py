@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from ..errors import EXIT_OK
+from ..errors import EXIT_OK, EXIT_USAGE
 from .detector import DETECTOR_NAMES
 from .filters import FILL_MODES, SmoothingConfig
 from .translation import DEFAULT_FOV_DEG
@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     out = Path(args.output)
     if out.suffix.lower() != ".npz":
-        raise SystemExit(f"error: output {out} must end in .npz")
+        print(f"error: output {out} must end in .npz", file=sys.stderr)
+        return EXIT_USAGE
     out.parent.mkdir(parents=True, exist_ok=True)
     source = open_source(args.source, start=options.start, end=options.end, fps=options.folder_fps)
     bar = None if args.quiet else ProgressBar()
