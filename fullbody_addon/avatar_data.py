@@ -47,6 +47,7 @@ class AvatarData:
     shape_key_names: tuple[str, ...] = ()
     shape_key_deltas: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 3), np.float32))
     colors: np.ndarray | None = None
+    warnings: list = field(default_factory=list)   # shown to the user by the operators
     betas: np.ndarray = field(default_factory=lambda: np.zeros(skeleton.NUM_BETAS, np.float32))
     source: str = ""
 
@@ -129,7 +130,15 @@ def avatar_data_from_capture(capture, body=None, face=None) -> AvatarData:
             return avatar_data_from_body(body, betas)  # no built-in face in this build
     identity = _coefficients(capture, "face_identity", face.sizes["identity"])
     albedo = _coefficients(capture, "face_albedo", face.sizes["albedo"])
-    return avatar_data_from_full_model(full.build_full_model(body, face), betas, identity, albedo)
+    try:
+        merged = full.build_full_model(body, face)
+    except errors.ModelFileError as e:
+        if face.kind != "builtin":
+            raise
+        data = avatar_data_from_body(body, betas)   # e.g. a body without a face region: keep the body
+        data.warnings.append(f"no face on this avatar: {e}")
+        return data
+    return avatar_data_from_full_model(merged, betas, identity, albedo)
 
 
 def _coefficients(capture, key: str, n: int) -> np.ndarray:

@@ -59,6 +59,7 @@ def import_capture_into_scene(context, path: str, settings=None, create_new: boo
     """Load ``path`` (recovering a partial capture), find or create the matching avatar, key it."""
     settings = settings or context.scene.fullbody
     cap = load_capture_checked(path)  # raises ModelFileError before the scene is touched
+    warnings: list[str] = []
     arm = None if create_new else avatar.find_avatar(context)
     if arm is not None and not betas_match(arm, cap["betas"]):
         arm = None  # another person's shape: give this capture its own avatar
@@ -66,12 +67,14 @@ def import_capture_into_scene(context, path: str, settings=None, create_new: boo
         data = avatar_data_from_capture(cap, body=body_model_mod.load_body_model(_body_spec(settings)),
                                         face=_face_spec(settings))
         arm, mesh = avatar.create_avatar(data, name=Path(path).stem)
+        warnings.extend(data.warnings)
     else:
         mesh = avatar.avatar_mesh(arm)
     opts = importer.ImportOptions(frame_start=context.scene.frame_start,
                                   root_translation=settings.root_translation)
     summary = importer.apply_capture(context.scene, arm, mesh, cap, opts)
     summary["armature"] = arm.name
+    summary["warnings"] = warnings
     if cap.num_frames:
         context.scene.frame_set(opts.frame_start)
     return summary
@@ -140,6 +143,8 @@ class FULLBODY_OT_create_avatar(bpy.types.Operator):
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
         arm, _ = avatar.create_avatar(data, name=Path(self.filepath).stem if self.filepath else "FullBody")
+        for w in data.warnings:
+            self.report({"WARNING"}, w)
         for ob in context.view_layer.objects:
             ob.select_set(False)
         arm.select_set(True)
@@ -165,6 +170,8 @@ class FULLBODY_OT_import_capture(bpy.types.Operator, ImportHelper):
         except (errors.RuntimeErrorBase, OSError, ValueError, KeyError) as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
+        for w in summary["warnings"]:
+            self.report({"WARNING"}, w)
         self.report({"INFO"}, f"imported {summary['frames']} frames onto '{summary['armature']}' "
                               f"({summary['shape_keys']} shape keys)")
         return {"FINISHED"}

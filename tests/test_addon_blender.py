@@ -36,6 +36,7 @@ def scene(addon, body_file):
     bpy.ops.wm.read_factory_settings(use_empty=True)
     s = bpy.context.scene
     s.fullbody.body_model = "SMPLH"
+    s.fullbody.face = False  # the test body has no face region: body-only avatar
     s.fullbody.smplh_path = str(body_file[1])
     bpy.context.window_manager.fullbody_status.error = ""
     return s
@@ -87,6 +88,7 @@ def test_merged_face_avatar_matches_full_model_with_expressions(scene, tmp_path)
         pytest.skip("built-in body/face assets are not built in this checkout")
     face = load_builtin_face()
     scene.fullbody.body_model = "BUILTIN"
+    scene.fullbody.face = True
     path = H.write_capture(tmp_path / "f.npz", T=6, seed=5, expression_names=face.exp_names)
     assert bpy.ops.fullbody.import_capture(filepath=str(path)) == {"FINISHED"}
     cap = load_capture(path)

@@ -71,6 +71,7 @@ def scene(addon, tmp_path):
     s = bpy.context.scene
     body = H.synthetic_body_model()
     s.fullbody.body_model = "SMPLH"
+    s.fullbody.face = False  # the test body has no face region: body-only avatar
     s.fullbody.smplh_path = str(H.write_smplh_npz(tmp_path / "smplh_test.npz", body))
     st = bpy.context.window_manager.fullbody_status
     st.error, st.message = "", ""
