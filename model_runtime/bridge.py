@@ -45,6 +45,7 @@ __all__ = [
     "Similarity", "boundary_half_edges", "boundary_loops", "loop_length", "triangle_normals",
     "vertex_normals_np", "face_region_on_body", "region_to_disk", "dilate_faces", "resample_loop",
     "align_loops", "umeyama", "bridge_loops", "outer_loop", "ring_distance", "seam_skin_weights",
+    "folded_triangles",
 ]
 
 
@@ -246,7 +247,7 @@ def ring_distance(faces: np.ndarray, n_vertices: int, seeds: np.ndarray, max_rin
 
 
 def seam_skin_weights(weights: np.ndarray, faces: np.ndarray, rim: np.ndarray, head_joint: int,
-                      rings: int = 3) -> np.ndarray:
+                      rings: int = 5) -> np.ndarray:
     """Body skin weights ``(V, J)`` ramped to the head joint near the hole rim.
 
     The face moves rigidly with the head, so the rim it is stitched to must too,
@@ -259,6 +260,25 @@ def seam_skin_weights(weights: np.ndarray, faces: np.ndarray, rim: np.ndarray, h
     onehot = np.zeros(weights.shape[1], weights.dtype)
     onehot[head_joint] = 1
     return ((1 - a) * weights + a * onehot).astype(weights.dtype)
+
+
+def folded_triangles(verts: np.ndarray, faces: np.ndarray, which: np.ndarray, min_cos: float = 0.0) -> np.ndarray:
+    """Of the triangles ``faces[which]``, those whose normal turns by more than
+    ``arccos(min_cos)`` from a neighbour across one of their edges: ``(len(which),)`` bool."""
+    faces = np.asarray(faces, np.int64)
+    n = triangle_normals(verts, faces)
+    n = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-30)
+    he = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    V = int(faces.max()) + 1
+    key = _edge_keys(he[:, 0], he[:, 1], V)
+    order = np.argsort(key)
+    sel = he.reshape(-1, 3, 2)[which].reshape(-1, 2)                     # (3W, 2) directed edges
+    pos = np.searchsorted(key[order], _edge_keys(sel[:, 1], sel[:, 0], V))
+    pos = np.minimum(pos, len(order) - 1)
+    found = key[order][pos] == _edge_keys(sel[:, 1], sel[:, 0], V)
+    nb = order[pos] // 3
+    cos = np.where(found, (np.repeat(n[which], 3, axis=0) * n[nb]).sum(1), 1.0)
+    return (cos < min_cos).reshape(-1, 3).any(1)
 
 
 # ------------------------------------------------------------------ alignment

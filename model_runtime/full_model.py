@@ -13,7 +13,7 @@ once by :mod:`bridge`), fitted to the body's shape (a similarity that follows
 the hole rim as beta changes), and then moved rigidly by the head joint:
 for LBS this is skin weight 1.0 on ``head`` (:meth:`FullBodyModel.skin_weights`).
 So that the rim the face is stitched to moves with it, the body's weights are
-ramped to ``head`` over three rings around the hole (:func:`bridge.seam_skin_weights`).
+ramped to ``head`` over five rings around the hole (:func:`bridge.seam_skin_weights`).
 """
 from __future__ import annotations
 
@@ -29,7 +29,10 @@ from .errors import ModelFileError
 from .face_model import FaceModel, face_geometry
 from .skeleton import HEAD_JOINT, NUM_BETAS, NUM_JOINTS
 
-__all__ = ["FullBodyModel", "build_full_model"]
+__all__ = ["FullBodyModel", "build_full_model", "MAX_CUT_GROWTH"]
+
+#: how often the cut may be widened around folded strip triangles
+MAX_CUT_GROWTH = 8
 
 
 @dataclass(frozen=True)
@@ -195,35 +198,46 @@ def build_full_model(body: BodyModel, face: FaceModel) -> FullBodyModel:
         face_rim, _ = br.outer_loop(ffaces, fverts)
     except ValueError as e:
         raise ModelFileError(face.source or "<face model>", "faces", f"has no usable outer boundary ({e})") from e
-    # --- region on the body: one disk, and a one-ring wider cut
+    # --- region on the body as one disk; face rim aligned to its rim (beta = 0 rest frame)
     vmask = br.face_region_on_body(body)
     try:
         region = br.region_to_disk(bfaces, vmask[bfaces].all(1))
-        cut = br.region_to_disk(bfaces, br.dilate_faces(bfaces, region))
         (region_rim,) = br.boundary_loops(bfaces[region]) or [None]
-        hole_loops = br.boundary_loops(bfaces[cut])
     except ValueError as e:
         raise ModelFileError(src, "head_region", f"does not give a usable face region ({e})") from e
-    if region_rim is None or len(hole_loops) != 1:
+    if region_rim is None:
         raise ModelFileError(src, "head_region", "face region is not a disk with one boundary loop")
-    hole = hole_loops[0]
-    # --- similarity: face rim -> region rim (beta = 0 rest frame)
     sim, rms = br.align_loops(fverts[face_rim], bverts[region_rim])
-    # --- merged mesh: kept body vertices, then the face
-    kept_faces = bfaces[~cut]
-    keep = np.unique(kept_faces)
-    remap = np.full(body.num_vertices, -1, np.int64)
-    remap[keep] = np.arange(len(keep))
-    off = len(keep)
-    hole_m, rim_m = remap[hole], face_rim + off
-    if (hole_m < 0).any():
-        raise ModelFileError(src, "head_region", "hole rim vertices were cut away")
-    weights = br.seam_skin_weights(body.weights, bfaces[~cut], hole, HEAD_JOINT)
     aligned = sim.apply(fverts)
-    body_n = br.vertex_normals_np(bverts, kept_faces)
     face_n = br.vertex_normals_np(aligned, ffaces)
-    strip = br.bridge_loops(hole_m, bverts[hole], rim_m, aligned[face_rim], body_n[hole], face_n[face_rim])
-    merged = np.concatenate([remap[kept_faces], ffaces + off, strip]).astype(np.int32)
+    # --- cut one ring wider than the region; where the strip folds (the face rim lies on kept
+    #     body surface), widen the cut around the fold and stitch again
+    cut = br.dilate_faces(bfaces, region)
+    for _ in range(MAX_CUT_GROWTH):
+        try:
+            cut = br.region_to_disk(bfaces, cut)
+            hole_loops = br.boundary_loops(bfaces[cut])
+        except ValueError as e:
+            raise ModelFileError(src, "head_region", f"does not give a usable face region ({e})") from e
+        if len(hole_loops) != 1:
+            raise ModelFileError(src, "head_region", "the cut for the face is not a disk with one boundary loop")
+        hole = hole_loops[0]
+        kept_faces = bfaces[~cut]
+        keep = np.unique(kept_faces)
+        remap = np.full(body.num_vertices, -1, np.int64)
+        remap[keep] = np.arange(len(keep))
+        off = len(keep)
+        hole_m, rim_m = remap[hole], face_rim + off
+        body_n = br.vertex_normals_np(bverts, kept_faces)
+        strip = br.bridge_loops(hole_m, bverts[hole], rim_m, aligned[face_rim], body_n[hole], face_n[face_rim])
+        merged = np.concatenate([remap[kept_faces], ffaces + off, strip]).astype(np.int32)
+        rest = np.concatenate([bverts[keep], aligned])
+        folds = br.folded_triangles(rest, merged, np.arange(len(merged) - len(strip), len(merged)))
+        if not folds.any():
+            break
+        bad_body = keep[np.unique(strip[folds])[np.unique(strip[folds]) < off]]
+        cut = cut | np.isin(bfaces, bad_body).any(1)
+    weights = br.seam_skin_weights(body.weights, kept_faces, hole, HEAD_JOINT)
     return FullBodyModel(body=body, face=face, body_vertex_ids=keep, merged_faces=merged,
                          bridge_faces=strip.astype(np.int32), hole_loop=hole_m, face_loop=rim_m,
                          face_to_body=sim, alignment_rms=rms, face_flipped=flipped,

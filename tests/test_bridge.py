@@ -174,7 +174,8 @@ def assert_clean_seam(model: FullBodyModel, label: str) -> None:
         v = forward_np(model, pose_with_head(aa))[0]
         q = strip_quality(v, model.merged_faces, model.bridge_faces)
         assert q["min_area"] > 1e-8, (label, name, q)
-        assert q["min_angle"] > 2.0, (label, name, q)
+        # > 1.5 deg: fans from a hole vertex onto a rim twice as dense give thin but valid triangles
+        assert q["min_angle"] > 1.5, (label, name, q)
         assert q["min_cos_neighbour"] > 0.0, (label, name, q)
 
 
@@ -306,13 +307,27 @@ def builtin_pair():
 def test_builtin_body_and_face_bridge_cleanly(builtin_pair):
     body, face = builtin_pair
     m = build_full_model(body, face)
+    assert m.alignment_rms < 0.01
     assert_clean_seam(m, "built-in")
+
+
+def test_builtin_body_automatic_region_with_mismatched_face(builtin_pair):
+    """No head_region annotation (as for SMPL-H): the automatic region differs from the
+    face's rim in size and shape, the cut grows where needed and the seam is still clean."""
+    body, face = builtin_pair
+    auto = BodyModel(**{**{k: getattr(body, k) for k in ("kind", "v_template", "shapedirs", "J_regressor",
+                                                          "weights", "faces", "source")}, "extras": {}})
+    m = build_full_model(auto, face)
+    assert m.alignment_rms > 0.005  # the rims really differ
+    assert_clean_seam(m, "built-in body, automatic region")
 
 
 def test_builtin_densified_face_bridges_cleanly(builtin_pair):
     body, face = builtin_pair
-    m = build_full_model(body, subdivide_face(face))
-    assert len(m.face_loop) >= 2 * len(m.hole_loop) - 2 or len(m.face_loop) != len(m.hole_loop)
+    dense = subdivide_face(face)
+    m = build_full_model(body, dense)
+    (rim,) = [lp for lp in br.boundary_loops(face.faces) if len(lp) == len(m.face_loop) // 2]
+    assert len(m.face_loop) == 2 * len(rim) and len(m.face_loop) > 1.5 * len(m.hole_loop)
     assert_clean_seam(m, "built-in, subdivided face")
 
 
