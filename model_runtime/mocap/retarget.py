@@ -14,7 +14,7 @@ root rotation by Kabsch on the hips/spine/shoulders, then bones aimed at their
 target child level by level (swing only), so lying or upside-down poses start
 in the right basin.  Results are cached (``$FULLBODY_CACHE`` or
 ``~/.cache/fullbody/retarget``), keyed by the clips' bytes, the body model and
-the solver settings.
+the solver settings and the joint maps.
 """
 from __future__ import annotations
 
@@ -267,7 +267,7 @@ def retarget_clips(clips: list[MocapClip], kin: PartKinematics, settings: Solver
     out: list[Retargeted | None] = [None] * len(clips)
     msig = model_signature(kin)
     for sid, idxs in groups.items():
-        h = hashlib.sha1(f"{RETARGET_VERSION}|{msig}|{settings.key()}|{sid}".encode())
+        h = hashlib.sha1(f"{RETARGET_VERSION}|{msig}|{settings.key()}|{JOINT_MAPS!r}|{sid}".encode())
         for i in idxs:
             h.update(f"|{_file_digest(clips[i].path)}:{clips[i].fps:.3f}:{clips[i].num_frames}".encode())
         f = cache_dir() / f"{h.hexdigest()[:20]}.npz"

@@ -1,0 +1,79 @@
+"""Runtime API of the IK networks, used by the capture pipeline.
+
+>>> ik = IKSolver("cpu")
+>>> body = ik.solve_body(kp3d, conf)     # kp3d (B, 24, 3), conf (B, 24)
+>>> body["rot6d"].shape, body["betas"].shape, body["scale"].shape
+((B, 22, 6), (B, 16), (B,))
+>>> ik.solve_hands(hand_kp, hand_conf).shape   # (B, 2, 21, 3), (B, 2, 21); [:, 0] left, [:, 1] right
+(B, 2, 15, 6)
+
+Inputs may be numpy or torch, in any frame (model space Y-up, or camera space
+y-down); outputs are numpy if the input was numpy.  The body root rotation is
+the global orientation in the keypoints' frame.  Keypoints with ``conf == 0``
+are ignored (legs out of view, a failed hand detection: the nets fall back on
+their learned prior).  Left hands are mirrored to right hands (see
+:mod:`.inputs`) so one HandIKNet serves both.  Rotations are returned as
+orthonormal 6D (first two columns, column after column).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputUnreadableError
+from ..rotations import matrix_to_rot6d, rot6d_to_matrix
+from .inputs import body_input, hand_input, mirror_points, mirror_rotations
+from .train import WEIGHTS_DIR, load_net
+
+
+def _as_tensor(x, name: str, shape: tuple, device) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=torch.float32, device=device)
+    if t.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape)):
+        want = "(" + ", ".join("B" if s is None else str(s) for s in shape) + ")"
+        raise InputUnreadableError(f"IKSolver: '{name}' has shape {tuple(t.shape)}, expected {want}")
+    if not torch.isfinite(t).all():
+        raise InputUnreadableError(f"IKSolver: '{name}' contains NaN/inf (zero the confidence of missing points instead)")
+    return t
+
+
+class IKSolver:
+    """BodyIKNet + HandIKNet with the shipped weights (``model_runtime/iknet/weights``)."""
+
+    def __init__(self, device: str | torch.device = "cpu", weights_dir: Path | str = WEIGHTS_DIR):
+        self.device = torch.device(device)
+        self.body_net, self.body_info = load_net("body", Path(weights_dir), self.device)
+        self.hand_net, self.hand_info = load_net("hand", Path(weights_dir), self.device)
+
+    @torch.inference_mode()
+    def solve_body(self, kp3d, conf) -> dict:
+        """kp3d ``(B, 24, 3)`` (BODY_KEYPOINT_NAMES order, metres), conf ``(B, 24)`` ->
+        ``rot6d (B, 22, 6)``, ``betas (B, 16)``, ``scale (B,)``."""
+        numpy_out = not torch.is_tensor(kp3d)
+        kp = _as_tensor(kp3d, "kp3d", (None, 24, 3), self.device)
+        c = _as_tensor(conf, "conf", (kp.shape[0], 24), self.device)
+        out = self.body_net(*body_input(kp, c))
+        res = {"rot6d": matrix_to_rot6d(rot6d_to_matrix(out["rot6d"])), "betas": out["betas"], "scale": out["scale"]}
+        return {k: v.cpu().numpy() for k, v in res.items()} if numpy_out else res
+
+    @torch.inference_mode()
+    def solve_hands_full(self, kp3d, conf) -> dict:
+        """kp3d ``(B, 2, 21, 3)`` (HAND21 order; ``[:, 0]`` left, ``[:, 1]`` right), conf ``(B, 2, 21)`` ->
+        ``rot6d (B, 2, 15, 6)`` SMPL-H finger joints (relative) and ``wrist_global (B, 2, 3, 3)``: each
+        wrist's rotation in the keypoints' frame (the pipeline turns it into the wrist's relative
+        rotation once the body is known)."""
+        numpy_out = not torch.is_tensor(kp3d)
+        kp = _as_tensor(kp3d, "kp3d", (None, 2, 21, 3), self.device)
+        B = kp.shape[0]
+        c = _as_tensor(conf, "conf", (B, 2, 21), self.device)
+        kp = torch.cat([mirror_points(kp[:, 0]), kp[:, 1]], 0)          # (2B, 21, 3): mirrored lefts, rights
+        x, cc, _ = hand_input(kp, c.transpose(0, 1).reshape(2 * B, 21))
+        R = rot6d_to_matrix(self.hand_net(x, cc)["rot6d"])               # (2B, 16, 3, 3)
+        R = torch.cat([mirror_rotations(R[:B]), R[B:]], 0).reshape(2, B, 16, 3, 3).transpose(0, 1)
+        res = {"rot6d": matrix_to_rot6d(R[:, :, 1:]), "wrist_global": R[:, :, 0]}
+        return {k: v.cpu().numpy() for k, v in res.items()} if numpy_out else res
+
+    def solve_hands(self, kp3d, conf):
+        """kp3d ``(B, 2, 21, 3)``, conf ``(B, 2, 21)`` -> finger rotations ``rot6d (B, 2, 15, 6)``."""
+        return self.solve_hands_full(kp3d, conf)["rot6d"]
