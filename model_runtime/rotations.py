@@ -169,14 +169,14 @@ def quat_continuity(q, axis: int = 0):
         qt = q.movedim(axis, 0)
         dots = (qt[1:] * qt[:-1]).sum(-1, keepdim=True)
         flips = torch.where(dots < 0, -1.0, 1.0).to(q.dtype)
-        signs = torch.cat([torch.ones_like(flips[:1]), torch.cumprod(flips, 0)], 0)
+        signs = torch.cat([torch.ones_like(qt[:1, ..., :1]), torch.cumprod(flips, 0)], 0)
         return (qt * signs).movedim(0, axis)
     import numpy as np
 
     qt = np.moveaxis(q, axis, 0)
     dots = (qt[1:] * qt[:-1]).sum(-1, keepdims=True)
     flips = np.where(dots < 0, -1.0, 1.0).astype(q.dtype)
-    signs = np.concatenate([np.ones_like(flips[:1]), np.cumprod(flips, 0)], 0)
+    signs = np.concatenate([np.ones_like(qt[:1, ..., :1]), np.cumprod(flips, 0)], 0)
     return np.moveaxis(qt * signs, 0, axis)
 
 

@@ -64,3 +64,11 @@ def test_geodesic_angle():
     a = Rotation.from_euler("z", 0.3).as_matrix()
     b = Rotation.from_euler("z", 1.0).as_matrix()
     assert R.geodesic_angle(a, b) == pytest.approx(0.7)
+
+
+def test_quat_continuity_single_frame_and_torch():
+    q = R.matrix_to_quat_wxyz(Rotation.random(1, random_state=2).as_matrix())
+    np.testing.assert_allclose(R.quat_continuity(q), q)
+    qt = torch.tensor(np.stack([q[0], -q[0], q[0]]))
+    out = R.quat_continuity(qt)
+    assert out.shape == (3, 4) and bool(((out[1:] * out[:-1]).sum(-1) > 0).all())
