@@ -84,7 +84,8 @@ def test_body_keypoint_vertices_and_head_region(body):
     assert head.shape == (body.num_vertices,) and 1000 < head.sum() < 5000
     assert head[kp["nose"]] and not head[kp["left_ear"]]
     hv = v[head]
-    assert hv[:, 1].min() > j[J("neck")][1] and hv[:, 2].min() > j[J("head")][2] - 0.02, "face front only"
+    # face front: chin underside down to the neck joint at most (jawOpen moves it), not the back of the head
+    assert hv[:, 1].min() > j[J("neck")][1] - 0.01 and hv[:, 2].min() > j[J("head")][2] - 0.02, "face front only"
 
 
 # ------------------------------------------------------------------------- body: shape space
@@ -134,6 +135,17 @@ def test_asset_wrong_version_is_rejected(tmp_path, body):
         load_builtin_body(tmp_path / "nover.npz")
     with pytest.raises(ModelFileError, match="missing"):
         load_builtin_body(tmp_path / "absent.npz")
+
+
+def test_face_asset_wrong_version_is_rejected(tmp_path):
+    from model_runtime.face_model import BUILTIN_FACE_PATH, load_builtin_face
+
+    with np.load(BUILTIN_FACE_PATH) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["asset_version"] = np.array(0)
+    np.savez(tmp_path / "face_v0.npz", **arrays)
+    with pytest.raises(ModelFileError, match=r"face_v0.npz.*asset_version.*is 0"):
+        load_builtin_face(tmp_path / "face_v0.npz")
 
 
 # ------------------------------------------------------------------------- body vs anny's own LBS
@@ -191,3 +203,111 @@ def test_body_template_is_anny_tposed(body, anny_rig):
         out = AR.tposed(model, coeffs)
     v = (out["vertices"][0] @ M.T - out["bone_poses"][0, 0, :3, 3] @ M.T).numpy()
     np.testing.assert_allclose(v, body.v_template, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------ face
+ARKIT_52 = (
+    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff",
+    "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft",
+    "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight",
+    "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight",
+    "jawForward", "jawLeft", "jawOpen", "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight",
+    "mouthFrownLeft", "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft",
+    "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthRight",
+    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft",
+    "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+    "noseSneerLeft", "noseSneerRight", "tongueOut",
+)
+
+
+@pytest.fixture(scope="module")
+def face():
+    from model_runtime.face_model import load_builtin_face
+
+    return load_builtin_face()
+
+
+def _edges_boundary_loops(faces: np.ndarray) -> list[list[int]]:
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    _, inv, cnt = np.unique(np.sort(e, 1), axis=0, return_inverse=True, return_counts=True)
+    nxt = dict(map(tuple, e[cnt[inv.ravel()] == 1].tolist()))
+    assert len(nxt) == (cnt == 1).sum(), "a boundary vertex is visited twice (non-manifold boundary)"
+    loops, seen = [], set()
+    for s in nxt:
+        if s not in seen:
+            loop, v = [], s
+            while v not in seen:
+                seen.add(v)
+                loop.append(v)
+                v = nxt[v]
+            loops.append(loop)
+    return loops
+
+
+def test_face_bases_and_names(face):
+    N = face.num_vertices
+    assert 2000 < N < 5000
+    assert face.id_basis.shape == (N, 3, 80)
+    assert face.exp_basis.shape == (N, 3, 52) and face.exp_names == ARKIT_52
+    assert face.mean_albedo.shape == (N, 3) and face.albedo_basis.shape[:2] == (N, 3)
+    assert face.albedo_basis.shape[2] >= 27
+    # identity components ordered by decreasing variance, rigid-free (centred, first one biggest)
+    norms = np.linalg.norm(face.id_basis.reshape(-1, 80), axis=0)
+    assert np.all(np.diff(norms) <= 1e-5) and norms[0] > 0.05 and norms[-1] > 0
+    np.testing.assert_allclose(face.id_basis.mean(0), 0.0, atol=2e-3)
+    # albedo: plausible skin in linear RGB, basis columns orthogonal, N(0,1) stays in range
+    assert np.all((face.mean_albedo > 0) & (face.mean_albedo < 1))
+    med = np.median(face.mean_albedo, 0)
+    assert med[0] > med[1] > med[2] > 0.1, "skin: red > green > blue"
+    G = face.albedo_basis.reshape(-1, face.albedo_basis.shape[2])
+    gram = G.T @ G
+    np.testing.assert_allclose(gram - np.diag(np.diag(gram)), 0.0, atol=1e-3 * gram.max())
+    rng = np.random.default_rng(0)
+    skin = face.mean_albedo[:, 0] > 0.5                            # not lips / mouth interior
+    samples = face.mean_albedo[None] + np.einsum("nck,bk->bnc", face.albedo_basis, rng.normal(size=(50, G.shape[1])))
+    assert np.percentile(samples[:, skin], 1) > 0.0 and np.percentile(samples[:, skin], 99) < 1.05
+    assert np.std(samples[:, skin].mean(1), 0).min() > 0.01        # coefficients change the skin tone
+
+
+def test_face_patch_is_one_piece_with_one_boundary_loop(face, body):
+    loops = _edges_boundary_loops(face.faces)
+    assert len(loops) == 1, [len(l) for l in loops]
+    used = np.zeros(face.num_vertices, bool)
+    used[face.faces.ravel()] = True
+    assert used.all()
+    # the built-in face is the body's head region, in the body's frame
+    ids = face.extras["body_vertex_ids"]
+    np.testing.assert_array_equal(np.sort(ids), np.nonzero(body.extras["head_region"])[0])
+    np.testing.assert_allclose(face.mean_shape, body.v_template[ids], atol=1e-6)
+
+
+def test_face_landmarks_are_ibug68_ordered(face):
+    lm = face.landmarks68
+    assert lm.min() >= 0 and lm.max() < face.num_vertices and len(set(lm.tolist())) >= 66
+    P = face.mean_shape[lm]
+    x, y = P[:, 0], P[:, 1]
+    # subject's right (-X) is the image's left: jaw runs right -> left, eyes 36-41 on -X
+    assert x[0] < x[8] < x[16] and abs(x[8]) < 0.01 and y[8] < y[57] < y[51] < y[33] < y[30]
+    assert x[36:42].mean() < 0 < x[42:48].mean()
+    assert x[36] < x[39] < x[42] < x[45]                         # eye corners in order
+    assert y[37] > y[41] and y[44] > y[46]                       # upper lids above lower lids
+    assert y[17:27].min() > y[36:48].max()                       # brows above the eyes
+    assert abs(x[27:31]).max() < 0.003 and np.all(np.diff(y[27:31]) < 0)   # nose bridge down the midline
+    assert x[48] < x[54] and y[51] > y[62] >= y[66] > y[57]       # mouth: outer/inner lips stacked
+    assert P[30, 2] == face.mean_shape[:, 2].max() or P[30, 2] > np.percentile(face.mean_shape[:, 2], 99.5)
+
+
+def test_face_expressions_move_the_right_parts(face):
+    lm = face.landmarks68
+    E = dict(zip(face.exp_names, np.moveaxis(face.exp_basis, 2, 0)))
+    jaw = E["jawOpen"]
+    assert jaw[lm[8], 1] < -0.01 and jaw[lm[57], 1] < -0.01       # chin and lower lip go down
+    assert jaw[lm[7], 1] < -0.003 and jaw[lm[9], 1] < -0.003
+    assert abs(jaw[lm[27], 1]) < 0.001                            # nose bridge stays
+    blink = E["eyeBlinkLeft"]
+    upper_left = lm[43:45]
+    assert (blink[upper_left, 1] < -0.002).all()                  # left upper lid comes down
+    assert np.abs(blink[lm[37:39]]).max() < 1e-4                  # right eye untouched
+    smile = E["mouthSmileLeft"]
+    assert smile[lm[54], 1] > 0.002 and np.abs(smile[lm[48]]).max() < 0.002
+    assert np.abs(E["tongueOut"]).max() < 1e-4                    # moves only the tongue (on the body)

@@ -231,32 +231,48 @@ def keypoint_vertices(model, template: np.ndarray, heads: np.ndarray, weights: n
     return out
 
 
-def head_region(template: np.ndarray, faces: np.ndarray, nose: int, keep: np.ndarray,
-                radius: float = 0.105, behind_nose: float = 0.10) -> np.ndarray:
-    """Face patch replaced by the 3DMM: ``(V,)`` bool.
+def head_region(model, template: np.ndarray, faces: np.ndarray, nose: int, skin: np.ndarray,
+                on_head: np.ndarray, phenotype: torch.Tensor, radius: float = 0.105,
+                behind_nose: float = 0.10, moved_mm: float = 0.5) -> np.ndarray:
+    """Face patch replaced by the 3DMM: ``(V,)`` bool, one connected piece of the skin
+    whose only open boundary is its outer loop.
 
-    The face front of the skin component (``keep``: skin vertices skinned mainly to
-    the head joint, so the neck and the underside of the jaw stay on the body): vertices within ``radius`` of a centre
-    placed ``behind_nose`` behind the nose tip (model frame, -Z), in front of that
-    centre, keeping only whole triangles and the connected piece holding the nose.
-    Eyeballs and tongue are separate mesh components and are never included; the
-    eye sockets and mouth cavity are part of the skin and are.
+    Union of (a) the face front: skin vertices skinned mainly to the head joint
+    (``on_head``) within ``radius`` of a centre ``behind_nose`` behind the nose tip
+    and in front of it; (b) every skin vertex that anny's facial actions move by
+    more than ``moved_mm`` (except ``tongueOut`` and ``eyeLook*``, which move the
+    tongue and eyeballs); (c) the eye sockets and the mouth cavity (closed
+    pockets behind the lids and lips).  Holes are then filled and only the piece
+    holding the nose is kept.  Eyeballs and tongue are separate mesh components
+    and stay on the body.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    from anny.face_segmentation import get_face_segmentation_mask
 
-    c = template[nose] - np.array([0.0, 0.0, behind_nose])
-    d = template - c
-    inside = keep & (np.linalg.norm(d, axis=1) < radius) & (d[:, 2] > 0.0)
-    # keep faces fully inside, then the connected part holding the nose
-    fm = inside[faces].all(1)
-    F = faces[fm]
     V = template.shape[0]
-    A = coo_matrix((np.ones(F.size), (F.ravel(), F[:, [1, 2, 0]].ravel())), shape=(V, V))
-    _, lab = connected_components(A, directed=False)
-    region = np.zeros(V, bool)
-    region[np.unique(F.ravel())] = True
-    return region & (lab == lab[nose])
+    d = template - (template[nose] - np.array([0.0, 0.0, behind_nose]))
+    front = skin & on_head & (np.linalg.norm(d, axis=1) < radius) & (d[:, 2] > 0.0)
+    names = list(model.facial_action_labels)
+    acts = [i for i, n in enumerate(names) if n != "tongueOut" and not n.startswith("eyeLook")]
+    with torch.no_grad():   # phenotype (1, 11); facial actions are linear blendshapes
+        base = model.get_rest_vertices(AR.blendshape_coeffs(model, phenotype))
+        fa = torch.eye(len(names), dtype=phenotype.dtype)[acts]
+        ex = model.get_rest_vertices(AR.blendshape_coeffs(model, phenotype.expand(len(acts), -1), facial_actions=fa))
+    moved = skin & ((ex - base).norm(dim=2).amax(0).numpy() > moved_mm / 1000)
+    cav_faces = get_face_segmentation_mask(model, ["mouth_cavity", "eye_cavity.L", "eye_cavity.R"]).numpy()
+    cavity = np.zeros(V, bool)
+    cavity[faces[cav_faces].ravel()] = True
+    region = front | moved | (cavity & skin)
+    # fill holes: complement pieces other than the body's main piece join the region
+    rest = skin & ~region
+    lab = mesh_components(faces[rest[faces].all(1)], V)
+    main = np.bincount(lab[rest]).argmax()
+    region |= rest & (lab != main)
+    # whole triangles only, the connected piece holding the nose
+    F = faces[region[faces].all(1)]
+    lab = mesh_components(F, V)
+    out = np.zeros(V, bool)
+    out[np.unique(F.ravel())] = True
+    return out & (lab == lab[nose])
 
 
 def mesh_components(faces: np.ndarray, V: int) -> np.ndarray:
@@ -301,7 +317,8 @@ def build_body(model, num_samples: int, seed: int, log=print) -> dict[str, np.nd
     kp = keypoint_vertices(model, template, template_heads, weights)
     comp = mesh_components(faces, V)
     skin = comp == np.bincount(comp).argmax()
-    region = head_region(template, faces, kp["nose"], skin & (weights[:, JOINT_NAMES.index("head")] > 0.5))
+    region = head_region(model, template, faces, kp["nose"], skin,
+                         weights[:, JOINT_NAMES.index("head")] > 0.5, ref)
     log(f"head region: {region.sum()} vertices")
     names = np.array(list(kp.keys()))
     return {
