@@ -96,11 +96,12 @@ class FullBodyModel:
         w[self.face_vertex_slice, HEAD_JOINT] = 1.0
         return w
 
-    def vertex_colors(self, body_rgb=(0.72, 0.6, 0.52)) -> np.ndarray:
-        """Linear RGB ``(Vm, 3)``: face mean albedo, body a constant skin tone."""
+    def vertex_colors(self, body_rgb=None) -> np.ndarray:
+        """Linear RGB ``(Vm, 3)``: face = mean albedo; body = ``body_rgb`` (default: the face's median albedo)."""
+        face_rgb = np.clip(self.face.mean_albedo, 0.0, 1.0)
         c = np.empty((self.num_vertices, 3), np.float32)
-        c[: self.num_body_vertices] = body_rgb
-        c[self.face_vertex_slice] = np.clip(self.face.mean_albedo, 0.0, 1.0)
+        c[: self.num_body_vertices] = np.median(face_rgb, axis=0) if body_rgb is None else body_rgb
+        c[self.face_vertex_slice] = face_rgb
         return c
 
     def rest_vertices(self) -> np.ndarray:
