@@ -135,8 +135,10 @@ def albedo_model(model, vid: np.ndarray, faces: np.ndarray, k: int) -> tuple[np.
         + MOUTH_RGB[None] * mouth_s[:, None]
     # smooth spatial functions: the lowest eigenvectors of the graph Laplacian (first = constant)
     n_sp = int(np.ceil(k / 3))
-    _, phi = spla.eigsh(L.tocsc() + 1e-8 * sp.eye(n), k=n_sp, sigma=-1e-3, which="LM")
+    lam, phi = spla.eigsh(L.tocsc() + 1e-8 * sp.eye(n), k=n_sp, sigma=-1e-3, which="LM", v0=np.ones(n))
+    phi = phi[:, np.argsort(lam)]
     phi = phi / np.linalg.norm(phi, axis=0, keepdims=True)
+    phi *= np.sign(phi[np.abs(phi).argmax(0), np.arange(n_sp)])[None]     # deterministic signs
     # colour axes of skin-tone variation (light-dark, red-yellow, residual), orthonormal
     axes = np.linalg.qr(np.array([[0.75, 0.48, 0.37], [0.30, -0.15, -0.55], [0.0, 1.0, -1.0]]).T)[0].T
     axis_std = np.array([0.12, 0.04, 0.02])           # per-vertex std of the global (constant) part
