@@ -44,6 +44,9 @@ def add_capture_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-smoothing", action="store_true", help="disable the One Euro filter")
     p.add_argument("--no-hands", action="store_true", help="skip hand IK (fingers stay at rest)")
     p.add_argument("--no-face", action="store_true", help="skip face fitting")
+    p.add_argument("--face-every", type=int, default=0,
+                   help="fit the face on every N-th frame and interpolate between (1 = every frame, best "
+                        "quality, slow on a CPU); 0 (default) = adaptive: whenever the face worker is free")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate of an image folder (default 30)")
 
 
@@ -62,7 +65,7 @@ def options_from_args(args: argparse.Namespace):
         model_complexity=args.model_complexity, body_model=args.body_model, face_model=args.face_model,
         fov=args.fov, calibration=args.calibration, fill=args.fill,
         smoothing=SmoothingConfig(min_cutoff=args.min_cutoff, beta=args.beta, enabled=not args.no_smoothing),
-        hands=not args.no_hands, face=not args.no_face, folder_fps=args.fps,
+        hands=not args.no_hands, face=not args.no_face, face_every=args.face_every, folder_fps=args.fps,
     )
 
 

@@ -129,9 +129,9 @@ def slerp(q0: np.ndarray, q1: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 class GapFiller:
-    """Fills frames without a person, streaming.
+    """Fills frames without a person (or without a face fit), streaming.
 
-    Records are dicts with a bool ``"valid"``, a float ``"time"`` and arrays.
+    Records are dicts with a bool flag (``flag``, default ``"valid"``), a float ``"time"`` and arrays.
     Keys in ``quat_keys`` hold WXYZ quaternions ``(..., 4)`` (slerped); keys in
     ``linear_keys`` are lerped; other keys pass through untouched (e.g. the raw
     keypoints, which stay as detected).  ``push`` returns the records that are
@@ -140,13 +140,17 @@ class GapFiller:
     Records before the first valid frame are filled with the first valid one
     (when it arrives within ``max_gap`` frames); records of a gap longer than
     ``max_gap`` hold the last valid values (or keep their own if none yet).
+    ``lookahead=False`` (live): never wait for a future frame; gaps are held at
+    once and records before the first valid one pass unchanged.
     """
 
     def __init__(self, mode: FillMode = "interpolate", quat_keys: Sequence[str] = (),
-                 linear_keys: Sequence[str] = (), max_gap: int = 60):
+                 linear_keys: Sequence[str] = (), max_gap: int = 60, flag: str = "valid",
+                 lookahead: bool = True):
         if mode not in FILL_MODES:
             raise ValueError(f"fill mode must be one of {FILL_MODES}, got {mode!r}")
-        self.mode = mode
+        self.mode = mode if lookahead else "hold"
+        self.flag, self.lookahead = flag, lookahead
         self.quat_keys, self.linear_keys = tuple(quat_keys), tuple(linear_keys)
         self.max_gap = int(max_gap)
         self._last: dict | None = None
@@ -162,9 +166,9 @@ class GapFiller:
             rec[k] = np.array(src[k], copy=True)
 
     def push(self, rec: dict) -> list[dict]:
-        if not rec["valid"]:
+        if not rec[self.flag]:
             self._gap.append(rec)
-            if len(self._gap) > self.max_gap:
+            if not self.lookahead or len(self._gap) > self.max_gap:
                 return self._release_held()
             return []
         out = self._gap

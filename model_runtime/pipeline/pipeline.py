@@ -34,9 +34,11 @@ shifted by ``transl`` lands on the person in the camera frame::
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Final, Mapping, Protocol
@@ -149,6 +151,7 @@ class CaptureOptions:
     max_gap: int = 60                    # longer gaps are held, not interpolated
     hands: bool = True
     face: bool = True
+    face_every: int = 0                  # 0 = adaptive (whenever the face worker is free), N = every N-th frame
     shape_window: int = 30               # valid frames for the per-clip beta/alpha
     folder_fps: float = 30.0             # frame rate of image folders
     queue_size: int = 8                  # frames in flight per queue
@@ -159,8 +162,8 @@ class CaptureOptions:
             raise ValueError(f"fill must be one of {FILL_MODES}, got {self.fill!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if self.shape_window < 1 or self.queue_size < 1 or self.max_gap < 0:
-            raise ValueError("shape_window and queue_size must be >= 1, max_gap >= 0")
+        if self.shape_window < 1 or self.queue_size < 1 or self.max_gap < 0 or self.face_every < 0:
+            raise ValueError("shape_window and queue_size must be >= 1, max_gap and face_every >= 0")
 
     @classmethod
     def from_mapping(cls, opts: Mapping[str, Any]) -> "CaptureOptions":
@@ -217,6 +220,7 @@ class CaptureResult:
     stage_ms: dict[str, float]
     hand_swaps: int = 0
     dropped_frames: int = 0
+    face_fits: int = 0       # frames whose face was fitted (others interpolated); stage_ms["face"] is per fit
 
     @property
     def fps(self) -> float:
@@ -344,14 +348,15 @@ class CapturePipeline:
              else intrinsics_from_fov(source.image_size, opts.fov))
         if self.face is not None:
             self.face.reset(K)
-        state = _ClipState(self, source, K, live=source.is_live if live is None else live)
+        timer = StageTimer()
+        worker_cancel = threading.Event()
+        state = _ClipState(self, source, K, live=source.is_live if live is None else live,
+                           worker_cancel=worker_cancel, timer=timer)
         writer = None
         if output is not None:
             writer = CaptureWriter(output, static=state.static_values(static_extra), chunk_frames=opts.chunk_frames)
-        timer = StageTimer()
         q_frames: queue.Queue = queue.Queue(maxsize=opts.queue_size)
         q_dets: queue.Queue = queue.Queue(maxsize=opts.queue_size)
-        worker_cancel = threading.Event()
         threads = [
             threading.Thread(target=_decode_worker, args=(source, q_frames, worker_cancel, timer, source.is_live),
                              name="capture-decode", daemon=True),
@@ -407,6 +412,8 @@ class CapturePipeline:
                 emit(state.finish(timer))   # finish what was fitted: held gap/shape buffers
             except Exception:  # noqa: BLE001 - keep the first error
                 log.exception("could not finish the held frames")
+        state.close()
+        if error is not None:
             if writer is not None:
                 state.update_static(writer)
                 partial = writer.abort()
@@ -428,7 +435,7 @@ class CapturePipeline:
             raise err
         return CaptureResult(output=out_path, frames=emitted, valid_frames=state.valid_frames, cancelled=False,
                              wall_s=wall, stage_ms=timer.mean_ms(), hand_swaps=state.hands.swaps,
-                             dropped_frames=timer.dropped)
+                             dropped_frames=timer.dropped, face_fits=timer.count["face"])
 
 
 def _attach_partial(error: BaseException, partial: Path | None, frames: int) -> None:
@@ -443,11 +450,93 @@ def _attach_partial(error: BaseException, partial: Path | None, frames: int) -> 
         error.args = (error.args[0] + note,) + error.args[1:]
 
 
+# --------------------------------------------------------------------------- face worker
+FACE_THREAD_NICE: Final[int] = 10
+
+
+class _FaceWorker:
+    """Fits faces in a background thread of lower OS priority, one job at a time.
+
+    The face fit costs several detector frames on a CPU, so in adaptive mode
+    (:meth:`try_submit`) a frame's face is fitted only if the worker is idle and
+    the frames in between get interpolated expressions: decoding, detection and
+    IK keep their speed and the face uses the CPU time left over (the thread's
+    nice value is raised on Linux).  ``submit`` blocks instead (``face_every=N``:
+    deterministic, slower).
+    """
+
+    def __init__(self, stage: "FaceStage", cancel: threading.Event, timer: StageTimer):
+        self.stage, self.cancel, self.timer = stage, cancel, timer
+        self._jobs: queue.Queue = queue.Queue(maxsize=1)
+        self._done: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
+        self._cond = threading.Condition()
+        self._busy = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="capture-face", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:  # lower this thread's priority (Linux: per-thread nice); elsewhere run as is
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FACE_THREAD_NICE)
+        except (AttributeError, OSError):
+            pass
+        while not self.cancel.is_set():
+            try:
+                key, image, det = self._jobs.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            t0 = time.perf_counter()
+            try:
+                res = self.stage.fit(image, det)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the pipeline's thread
+                res, self.error = None, e
+            self.timer.add("face", time.perf_counter() - t0)
+            with self._cond:
+                self._done[key] = res
+                self._busy = False
+                self._cond.notify_all()
+
+    def try_submit(self, key: int, image: np.ndarray, det: Detection) -> bool:
+        with self._cond:
+            if self._busy:
+                return False
+            self._busy = True
+        self._jobs.put((key, image, det))
+        return True
+
+    def submit(self, key: int, image: np.ndarray, det: Detection) -> None:
+        with self._cond:
+            while self._busy and not self.cancel.is_set():
+                self._cond.wait(0.05)
+            self._busy = True
+        self._jobs.put((key, image, det))
+
+    def ready(self, key: int) -> bool:
+        with self._cond:
+            return key in self._done
+
+    def result(self, key: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Wait for job ``key`` and return (and forget) its result."""
+        with self._cond:
+            while key not in self._done:
+                if self.cancel.is_set() or not self._thread.is_alive():
+                    return None
+                self._cond.wait(0.05)
+            if self.error is not None:
+                raise self.error
+            return self._done.pop(key)
+
+    def close(self) -> None:
+        self.cancel.set()
+        self._thread.join(timeout=10.0)
+
+
 # --------------------------------------------------------------------------- per-clip state
 class _ClipState:
     """Everything carried from frame to frame within one capture (runs in the caller's thread)."""
 
-    def __init__(self, pipe: CapturePipeline, source: FrameSource, K: np.ndarray, live: bool):
+    def __init__(self, pipe: CapturePipeline, source: FrameSource, K: np.ndarray, live: bool,
+                 worker_cancel: threading.Event, timer: StageTimer):
         o = pipe.options
         self.pipe, self.source, self.K, self.live = pipe, source, K, live
         self.hands = HandSideTracker()
@@ -456,11 +545,16 @@ class _ClipState:
         self.rot_filter = RotationFilter(o.smoothing)
         self.transl_filter = OneEuroFilter(o.smoothing, group_last_axis=True)
         self.expr_filter = OneEuroFilter(o.smoothing)
-        self.filler = GapFiller("hold" if live else o.fill, quat_keys=("quat",),
-                                linear_keys=("transl", "expression", "sh"), max_gap=o.max_gap)
-        self.face = pipe.face if o.face else None
+        # body gaps (no person) and face gaps (frames between face fits, or without a face)
+        self.filler = GapFiller(o.fill, quat_keys=("quat",), linear_keys=("transl",), max_gap=o.max_gap,
+                                lookahead=not live)
+        self.face_filler = GapFiller("interpolate", linear_keys=("expression", "sh"), max_gap=o.max_gap,
+                                     flag="face_ok", lookahead=not live)
+        self.face_worker = (_FaceWorker(pipe.face, worker_cancel, timer)
+                            if pipe.face is not None and o.face else None)
         self.E = len(pipe.face.expression_names) if pipe.face is not None else 0
-        self._held: list[dict] = []            # fitted frames waiting for the clip's shape (offline)
+        self._pending: deque[dict] = deque()   # fitted frames waiting for the clip's shape / their face fit
+        self._face_count = 0
         self._last_hand_rot = np.tile(np.eye(3), (2, NUM_HAND_JOINTS, 1, 1))
         self._last_transl: np.ndarray | None = None
         self.valid_frames = 0
@@ -497,7 +591,7 @@ class _ClipState:
         rec: dict[str, Any] = dict(index=frame.index, time=frame.time, valid=valid, t_read=t_read,
                                    body_2d=det.body_2d, body_3d=det.body_3d, hands_2d=h2, hands_3d=h3,
                                    hands_conf=hc, expression=np.zeros(self.E), sh=np.zeros(27),
-                                   face_ok=False, rot=np.tile(np.eye(3), (NUM_JOINTS, 1, 1)))
+                                   face_ok=False, face_job=False, rot=np.tile(np.eye(3), (NUM_JOINTS, 1, 1)))
         t0 = time.perf_counter()
         if valid:
             ik = self.pipe.ik
@@ -512,22 +606,37 @@ class _ClipState:
             rot[NUM_BODY_JOINTS:] = self._last_hand_rot.reshape(2 * NUM_HAND_JOINTS, 3, 3)
             self.valid_frames += 1
         timer.add("ik", time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        if valid and self.face is not None and det.face_landmarks is not None:
-            fitted = self.face.fit(frame.image, det)
-            if fitted is not None:
-                rec["expression"], rec["sh"] = (np.asarray(a, np.float64) for a in fitted)
-                rec["face_ok"] = True
-        timer.add("face", time.perf_counter() - t0)
-
-        t0 = time.perf_counter()
-        self._held.append(rec)
-        if len(self._held) > MAX_HELD_FACTOR * self.shape.window:
+        if valid and self.face_worker is not None and det.face_landmarks is not None:
+            every = self.pipe.options.face_every
+            if every == 0:
+                rec["face_job"] = self.face_worker.try_submit(frame.index, frame.image, det)
+            elif self._face_count % every == 0:
+                self.face_worker.submit(frame.index, frame.image, det)
+                rec["face_job"] = True
+            self._face_count += 1
+        self._pending.append(rec)
+        if len(self._pending) > MAX_HELD_FACTOR * self.shape.window:
             self.shape.freeze()      # a long start without a person: do not wait forever
-        out: list[dict] = []
-        if self.live or self.shape.frozen:
-            out, self._held = self._post(self._held), []
-        timer.add("filter", time.perf_counter() - t0)
+        if not (self.live or self.shape.frozen):
+            return []
+        return self._release(timer, final=False)
+
+    def _release(self, timer: StageTimer, final: bool) -> list[dict]:
+        """Post-process the leading pending records whose face fit is done (all if ``final``)."""
+        ready: list[dict] = []
+        while self._pending:
+            rec = self._pending[0]
+            if rec["face_job"]:
+                if not final and not self.face_worker.ready(rec["index"]):
+                    break
+                fitted = self.face_worker.result(rec["index"])
+                if fitted is not None:
+                    rec["expression"], rec["sh"] = (np.asarray(a, np.float64) for a in fitted)
+                    rec["face_ok"] = True
+            ready.append(self._pending.popleft())
+        t0 = time.perf_counter()
+        out = self._post(ready)
+        timer.add("filter", time.perf_counter() - t0, n=len(ready))
         return out
 
     def _solve_hands(self, rot: np.ndarray, h2: np.ndarray, h3: np.ndarray, hc: np.ndarray) -> None:
@@ -547,14 +656,19 @@ class _ClipState:
         rot[_WRISTS] = np.where(seen[:, None, None], rel, rot[_WRISTS])
 
     def finish(self, timer: StageTimer) -> list[dict]:
-        """End of stream (or abort): freeze the shape and release everything held."""
-        t0 = time.perf_counter()
+        """End of stream (or abort): freeze the shape, wait for the face fits, release everything."""
         self.shape.freeze()
-        out = self._post(self._held)
-        self._held = []
+        out = self._release(timer, final=True)
+        t0 = time.perf_counter()
+        for rec in self.face_filler.flush():
+            out += self.filler.push(rec)
         out += self.filler.flush()
-        timer.add("filter", time.perf_counter() - t0)
+        timer.add("filter", time.perf_counter() - t0, n=0)
         return out
+
+    def close(self) -> None:
+        if self.face_worker is not None:
+            self.face_worker.close()
 
     # ---- stage 2: translation, filters, gap filling
     def _rest_joints(self) -> np.ndarray:
@@ -572,11 +686,8 @@ class _ClipState:
             joints = joints * self.shape.scale                                           # (B, 52, 3)
             for r, j in zip(valid, joints):
                 r["joints"] = j
-            prior = None
-            for r in valid:  # sequential: each frame's depth prior is the previous frame's
-                if self._last_transl is not None:
-                    prior = np.array([self._last_transl[2]])
-                t, ok = self.translation.solve(r["body_2d"][None], r["joints"][None], prior)
+                prior = None if self._last_transl is None else np.array([self._last_transl[2]])
+                t, ok = self.translation.solve(r["body_2d"][None], j[None], prior)
                 r["transl_ok"] = bool(ok[0])
                 if ok[0]:
                     self._last_transl = t[0]
@@ -587,13 +698,17 @@ class _ClipState:
             if r["valid"]:
                 r["quat"] = R.matrix_to_quat_wxyz(self.rot_filter(r["rot"], r["time"]))
                 r["transl"] = self.transl_filter(r["transl"], r["time"])
-                if r["face_ok"] and self.E:
-                    r["expression"] = self.expr_filter(r["expression"], r["time"])
             else:
                 r["quat"] = R.matrix_to_quat_wxyz(r["rot"])
                 r["transl"] = np.zeros(3) if self._last_transl is None else self._last_transl.copy()
                 r["joints"] = None
-            out += self.filler.push(r)
+            if r["face_ok"] and self.E:
+                r["expression"] = self.expr_filter(r["expression"], r["time"])
+            if self.face_worker is None:
+                out += self.filler.push(r)
+                continue
+            for f in self.face_filler.push(r):          # face gaps first (frames between fits) ...
+                out += self.filler.push(f)              # ... then body gaps
         return out
 
     # ---- output
