@@ -555,6 +555,7 @@ class _ClipState:
         self.E = len(pipe.face.expression_names) if pipe.face is not None else 0
         self._pending: deque[dict] = deque()   # fitted frames waiting for the clip's shape / their face fit
         self._face_count = 0
+        self._live_jobs: list[int] = []        # live mode: face jobs whose result has not been used yet
         self._last_hand_rot = np.tile(np.eye(3), (2, NUM_HAND_JOINTS, 1, 1))
         self._last_transl: np.ndarray | None = None
         self.valid_frames = 0
@@ -626,13 +627,19 @@ class _ClipState:
         ready: list[dict] = []
         while self._pending:
             rec = self._pending[0]
-            if rec["face_job"]:
+            if self.live and not final:
+                # never wait: a face fit that finished since the last frame goes to this frame
+                if rec["face_job"]:
+                    self._live_jobs.append(rec["index"])
+                fitted = None
+                for key in [k for k in self._live_jobs if self.face_worker.ready(k)]:
+                    fitted = self.face_worker.result(key)
+                    self._live_jobs.remove(key)
+                _set_face(rec, fitted)
+            elif rec["face_job"]:
                 if not final and not self.face_worker.ready(rec["index"]):
                     break
-                fitted = self.face_worker.result(rec["index"])
-                if fitted is not None:
-                    rec["expression"], rec["sh"] = (np.asarray(a, np.float64) for a in fitted)
-                    rec["face_ok"] = True
+                _set_face(rec, self.face_worker.result(rec["index"]))
             ready.append(self._pending.popleft())
         t0 = time.perf_counter()
         out = self._post(ready)
@@ -739,6 +746,13 @@ class _ClipState:
         out[:_NB] = body
         out[_NB:] = hands.reshape(2 * _NH, 3)
         return out
+
+
+def _set_face(rec: dict, fitted: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """Store a face fit ``(expression (E,), sh (27,))`` in a record (None: no fit for it)."""
+    if fitted is not None:
+        rec["expression"], rec["sh"] = (np.asarray(a, np.float64) for a in fitted)
+        rec["face_ok"] = True
 
 
 def _global_rotations(rot: np.ndarray, parents: np.ndarray) -> np.ndarray:
