@@ -348,6 +348,9 @@ class CapturePipeline:
              else intrinsics_from_fov(source.image_size, opts.fov))
         if self.face is not None:
             self.face.reset(K)
+        reset = getattr(self.detector, "reset", None)   # optional in the Detector protocol: forget tracking
+        if callable(reset):
+            reset()
         timer = StageTimer()
         worker_cancel = threading.Event()
         state = _ClipState(self, source, K, live=source.is_live if live is None else live,
