@@ -437,3 +437,29 @@ def test_source_lost_mid_stream_keeps_finished_frames(pipeline_cpu, realdata, tm
     assert e.value.exit_code == EXIT_SOURCE_LOST and "kept in" in str(e.value)
     cap = load_capture(e.value.partial_output)
     assert 5 <= cap.num_frames < 24 and cap["valid"].mean() > 0.8
+
+
+@needs_ik
+def test_capture_with_face_every_frame(realdata, tmp_path):
+    """Face fitting inside the pipeline on a talking-head clip: per-frame expression and SH,
+    per-clip identity and albedo in the file."""
+    from model_runtime.capture_file import load_capture
+    from model_runtime.pipeline.pipeline import CaptureOptions, build_pipeline
+    from model_runtime.pipeline.sources import open_source
+
+    pipe = build_pipeline(CaptureOptions(device="cpu", face=True, face_every=1, shape_window=4, hands=False))
+    try:
+        with open_source(realdata / "SadTalker/examples/ref_video/WDA_AlexandriaOcasioCortez_000.mp4",
+                         start=20, end=26) as src:
+            res = pipe.run(src, tmp_path / "f.npz")
+    finally:
+        pipe.detector.close()
+    cap = load_capture(res.output)
+    E = len(cap["expression_names"])
+    assert E == 52 and "jawOpen" in cap["expression_names"].tolist()
+    assert res.face_fits == 6 and cap["face_expression"].shape == (6, E)
+    expr = cap["face_expression"]
+    assert np.isfinite(expr).all() and (expr >= -1e-6).all() and (expr <= 1 + 1e-6).all()
+    assert np.abs(np.diff(expr, axis=0)).max() > 1e-4          # expressions change over frames
+    assert np.abs(cap["face_identity"]).sum() > 0 and np.abs(cap["face_albedo"]).sum() > 0
+    assert np.isfinite(cap["face_sh"]).all() and np.abs(cap["face_sh"]).sum(-1).min() > 0
