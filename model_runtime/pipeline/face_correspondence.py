@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Final
 
 import numpy as np
+import torch
 
 from .. import _backend as Bk
 from ..errors import ModelFileError
@@ -53,6 +54,9 @@ MP468_TO_IBUG68: Final[np.ndarray] = np.array([
 # Weight factor for landmarks on MediaPipe's face oval (they follow the silhouette,
 # not a fixed surface point, as the head turns).
 OVAL_WEIGHT: Final[float] = 0.3
+# A landmark's weight is exp(-(spread / (SPREAD_SCALE * eye-corner distance))^2), at least MIN_WEIGHT.
+SPREAD_SCALE: Final[float] = 0.05
+MIN_WEIGHT: Final[float] = 0.05
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,9 @@ class FaceCorrespondence:
     """468 MediaPipe landmarks as barycentric points on a face model's triangles.
 
     vertex_ids ``(468, 3)`` int64, bary ``(468, 3)`` float32, weights ``(468,)`` float32;
-    ``model_signature`` identifies the face model it was built for (:func:`model_signature`).
+    ``model_signature`` identifies the face model it was built for (:func:`model_signature`);
+    spread_m ``(468,)`` (optional, for inspection): RMS distance in metres of the per-view
+    surface points from their median when the file was built.
     """
 
     vertex_ids: np.ndarray
@@ -68,6 +74,7 @@ class FaceCorrespondence:
     weights: np.ndarray
     model_signature: str
     version: int = CORRESPONDENCE_VERSION
+    spread_m: np.ndarray | None = None
 
     def points(self, verts):
         """Surface points of the landmarks: verts ``(B, N, 3)`` -> ``(B, 468, 3)`` (torch or numpy)."""
@@ -96,7 +103,8 @@ class FaceCorrespondence:
     def save(self, path: str | Path) -> None:
         np.savez_compressed(path, version=np.int64(self.version), vertex_ids=self.vertex_ids.astype(np.int32),
                             bary=self.bary.astype(np.float32), weights=self.weights.astype(np.float32),
-                            model_signature=np.array(self.model_signature))
+                            model_signature=np.array(self.model_signature),
+                            **({} if self.spread_m is None else {"spread_m": self.spread_m.astype(np.float32)}))
 
 
 def load_correspondence_file(path: str | Path) -> FaceCorrespondence:
@@ -107,7 +115,8 @@ def load_correspondence_file(path: str | Path) -> FaceCorrespondence:
             return FaceCorrespondence(
                 vertex_ids=z["vertex_ids"].astype(np.int64), bary=z["bary"].astype(np.float32),
                 weights=z["weights"].astype(np.float32), model_signature=str(z["model_signature"]),
-                version=int(z["version"]))
+                version=int(z["version"]),
+                spread_m=z["spread_m"].astype(np.float32) if "spread_m" in z.files else None)
     except FileNotFoundError:
         raise ModelFileError(path, None, "is missing; run tools/build_face_correspondence.py") from None
     except KeyError as e:
@@ -152,6 +161,80 @@ def correspondence_for(model: FaceModel) -> FaceCorrespondence:
 DEFAULT_VIEWS: Final[tuple[tuple[float, float], ...]] = tuple(
     (yaw, pitch) for yaw in (-24.0, -12.0, 0.0, 12.0, 24.0) for pitch in (-10.0, 0.0, 10.0))
 
+# Eyeball colours (linear RGB) and the angular radii (deg, from the eye's centre about +Z) of
+# pupil and iris (human iris ~12 mm across on a ~24 mm eyeball).
+_PUPIL, _IRIS, _SCLERA = (0.01, 0.01, 0.01), (0.09, 0.045, 0.02), (0.70, 0.66, 0.62)
+_PUPIL_DEG, _IRIS_DEG = 11.0, 30.0
+_BACKGROUND: Final[tuple[float, float, float]] = (0.18, 0.18, 0.2)
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Scenery drawn around the face in the correspondence renders but never traced to.
+
+    MediaPipe places its landmarks on a whole head (eyes, ears, neck) far more consistently
+    than on a floating, eyeless face mask, so the built-in face is rendered inside the
+    built-in body's head (:func:`builtin_render_context`).  All in the face model's frame:
+    verts ``(M, 3)``; faces ``(G, 3)`` into verts, wound like the face model's triangles;
+    albedo ``(M, 3)`` linear RGB; eye_faces ``(G,)`` bool, eyeball triangles, coloured per
+    pixel (sclera, iris, pupil) by the angle about +Z around the nearest of eye_centres ``(E, 3)``.
+    """
+
+    verts: np.ndarray
+    faces: np.ndarray
+    albedo: np.ndarray
+    eye_faces: np.ndarray
+    eye_centres: np.ndarray
+
+
+def builtin_render_context(model: FaceModel, below_chin_m: float = 0.2) -> RenderContext | None:
+    """The built-in body's head, neck, shoulders and eyeballs around the built-in face.
+
+    The built-in face is the body template's head region (``extras['body_vertex_ids']``,
+    same frame), so the body's triangles outside that region frame it exactly.  Skin takes
+    the face's median albedo.  Returns None for a model that is not embedded in the
+    built-in body (then the face is rendered alone).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from ..body_model import load_builtin_body
+
+    ids = model.extras.get("body_vertex_ids")
+    if model.kind != "builtin" or ids is None:
+        return None
+    body = load_builtin_body()
+    V, F = np.asarray(body.v_template, np.float64), np.asarray(body.faces, np.int64)
+    ids = np.asarray(ids, np.int64)
+    if ids.shape != (model.num_vertices,) or ids.max() >= len(V) \
+            or np.abs(V[ids] - model.mean_shape).max() > 1e-4:
+        return None
+    in_face = np.zeros(len(V), bool)
+    in_face[ids] = True
+    low = float(model.mean_shape[:, 1].min()) - below_chin_m
+    keep = ~in_face[F].all(1) & (V[F][..., 1] > low).all(1)             # (F,) body around the face
+    n = len(V)
+    adj = coo_matrix((np.ones(F.size), (F.ravel(), np.roll(F, 1, 1).ravel())), shape=(n, n))
+    _, comp = connected_components(adj, directed=False)
+    skin = np.asarray(body.extras.get("skin_component", np.ones(n, bool)), bool)
+    kp = body.keypoint_vertices
+    eye_comps = {int(comp[kp[k]]) for k in ("left_eye", "right_eye") if k in kp and not skin[kp[k]]}
+    if len(eye_comps) != 2:                              # keypoints on the lids: nearest eyeball parts
+        others = np.unique(comp[~skin])
+        sizes = np.array([(comp == c).sum() for c in others])
+        eye_comps = set(others[np.argsort(np.abs(sizes - np.median(sizes)))[:2]].tolist())
+    is_eye_v = np.isin(comp, list(eye_comps))
+    keep &= skin[F].all(1) | is_eye_v[F].all(1)                       # drop the tongue and teeth
+    used = np.unique(F[keep])
+    remap = np.full(n, -1)
+    remap[used] = np.arange(len(used))
+    faces = remap[F[keep]]
+    skin_tone = np.median(np.asarray(model.mean_albedo, np.float64), axis=0)
+    albedo = np.tile(skin_tone, (len(used), 1))
+    centres = np.stack([V[comp == c].mean(0) for c in sorted(eye_comps)])
+    return RenderContext(verts=V[used], faces=faces, albedo=albedo, eye_faces=is_eye_v[F[keep]].all(1),
+                         eye_centres=centres)
+
 
 def _view_rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
     """Model (Y up, face +Z) -> camera (x right, y down, z forward) for a head turned by yaw/pitch."""
@@ -162,21 +245,63 @@ def _view_rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
     return flip @ Rx @ Ry
 
 
-def _front_light() -> np.ndarray:
-    """SH ``(27,)``: soft ambient plus a light from the camera, white, in camera axes."""
+def _studio_light() -> np.ndarray:
+    """SH ``(27,)``: soft white ambient plus a key light from the camera and slightly above
+    (camera axes: normals facing the camera are -z, facing up are -y)."""
     mu = np.zeros(NUM_SH)
-    mu[0] = 0.8                                 # times pi/sqrt(4 pi) in sh_basis -> ~0.71 ambient
-    mu[2] = -0.35                               # z band: normals facing the camera (-z) get more light
+    mu[0] = 0.7                                 # times pi/sqrt(4 pi) in sh_basis -> ~0.62 ambient
+    mu[2] = -0.12                               # y band: from above
+    mu[3] = -0.35                               # z band: from the camera
     return np.tile(mu, 3)
 
 
+def render_view(model: FaceModel, context: RenderContext | None, R: np.ndarray, t: np.ndarray,
+                K: np.ndarray, size: int):
+    """Render the mean face (mean albedo) and its context: ``(image_bgr (size, size, 3) uint8, face_id)``.
+
+    face_id ``(size, size)`` int64: the face model's triangle under each pixel, -1 on the
+    context or background.  R ``(3, 3)``, t ``(3,)``: face model -> camera; K ``(3, 3)``.
+    """
+    from ..face_model import sh_shading, vertex_normals
+    from .face_render import linear_to_bgr8, outward_sign, render_mesh
+
+    mean = np.asarray(model.mean_shape, np.float64)
+    faces = np.asarray(model.faces, np.int64)
+    verts, tris, albedo = mean, faces, np.asarray(model.mean_albedo, np.float64)
+    sign = outward_sign(model)
+    normals = sign * vertex_normals(mean[None], faces)[0]
+    if context is not None:
+        cn = sign * vertex_normals(context.verts[None], context.faces)[0]
+        verts = np.concatenate([mean, context.verts])
+        tris = np.concatenate([faces, context.faces + len(mean)])
+        albedo = np.concatenate([albedo, context.albedo])
+        normals = np.concatenate([normals, cn])
+    irr = sh_shading(np.ones_like(albedo)[None], (normals @ R.T)[None], _studio_light()[None])[0]
+    T = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    chans, raster = render_mesh(T(verts @ R.T + t), tris, T(np.concatenate([albedo, irr, verts], 1)), T(K),
+                                size, size, background=(*_BACKGROUND, 1, 1, 1, 0, 0, 0))
+    alb, light, pos = chans[..., :3], chans[..., 3:6], chans[..., 6:]
+    fid = raster.face_id.numpy().copy()
+    if context is not None and context.eye_faces.any():
+        ctx_id = fid - len(faces)
+        eye = (ctx_id >= 0) & context.eye_faces[np.clip(ctx_id, 0, None)]
+        p = pos[torch.as_tensor(eye)].numpy()                                   # (P, 3)
+        c = context.eye_centres[np.linalg.norm(p[:, None] - context.eye_centres[None], axis=-1).argmin(1)]
+        d = p - c
+        ang = np.degrees(np.arccos(np.clip(d[:, 2] / np.maximum(np.linalg.norm(d, axis=1), 1e-12), -1, 1)))
+        col = np.where((ang < _PUPIL_DEG)[:, None], _PUPIL, np.where((ang < _IRIS_DEG)[:, None], _IRIS, _SCLERA))
+        alb[torch.as_tensor(eye)] = T(col)
+    fid[fid >= len(faces)] = -1
+    return linear_to_bgr8(alb * light), fid
+
+
 def _detect_mediapipe(images_bgr: list[np.ndarray]) -> list[np.ndarray | None]:
-    """MediaPipe face mesh (still-image mode) on each image -> ``(468, 2)`` px or None."""
+    """MediaPipe face mesh (still images, attention mesh as in the shared detector) -> ``(468, 2)`` px or None."""
     import cv2
     import mediapipe as mp
 
     out: list[np.ndarray | None] = []
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
                                          min_detection_confidence=0.3) as fm:
         for img in images_bgr:
             h, w = img.shape[:2]
@@ -208,52 +333,54 @@ def _barycentric(p: np.ndarray, tri: np.ndarray) -> np.ndarray:
     return bary / np.maximum(bary.sum(-1, keepdims=True), 1e-12)
 
 
-def build_correspondence(model: FaceModel, views=DEFAULT_VIEWS, size: int = 512,
-                         min_views: int = 2) -> FaceCorrespondence:
+def _trace(lm: np.ndarray, fid: np.ndarray, snap_px: float) -> np.ndarray:
+    """Face triangle under each landmark ``(468, 2)`` px, or under the nearest face pixel within
+    ``snap_px`` (landmarks just off the patch's edge); -1 where there is none -> ``(468,)``."""
+    h, w = fid.shape
+    r = np.clip(np.floor(lm[:, 1]).astype(int), 0, h - 1)
+    c = np.clip(np.floor(lm[:, 0]).astype(int), 0, w - 1)
+    tri = fid[r, c]
+    miss = np.nonzero(tri < 0)[0]
+    if len(miss):
+        ys, xs = np.nonzero(fid >= 0)
+        d2 = (ys[None] - r[miss, None]) ** 2 + (xs[None] - c[miss, None]) ** 2     # (miss, covered)
+        k = d2.argmin(1)
+        tri[miss] = np.where(d2[np.arange(len(k)), k] <= snap_px ** 2, fid[ys[k], xs[k]], -1)
+    return tri
+
+
+def build_correspondence(model: FaceModel, views=DEFAULT_VIEWS, size: int = 512, min_views: int = 2,
+                         context: RenderContext | None | str = "auto") -> FaceCorrespondence:
     """Measure the MediaPipe-468 correspondence of ``model`` by running MediaPipe on renders of it.
 
-    ``views``: (yaw, pitch) degrees of the rendered mean face; ``size``: render side in px.
+    ``views``: (yaw, pitch) degrees of the rendered mean face; ``size``: render side in px;
+    ``context``: scenery around the face (``"auto"``: :func:`builtin_render_context`).
     Raises :class:`ModelFileError` if MediaPipe finds the face in fewer than ``min_views``
     renders or some landmark is never traced to the surface.
     """
-    from .face_render import intrinsics, project, render_face
+    from .face_render import intrinsics, project
 
     src = model.source or model.kind
+    if isinstance(context, str):
+        context = builtin_render_context(model)
     mean = np.asarray(model.mean_shape, np.float64)
     centre = 0.5 * (mean.min(0) + mean.max(0))
-    extent = float(np.linalg.norm(mean.max(0) - mean.min(0)))
     K = intrinsics(size, size, fov_deg=20.0)
-    dist = K[0, 0] * extent / (0.75 * size)                 # the model spans ~75% of the image
-    zeros = {k: np.zeros(n) for k, n in (("identity", model.id_basis.shape[2]),
-                                         ("expression", model.exp_basis.shape[2]),
-                                         ("albedo", model.albedo_basis.shape[2]))}
+    dist = K[0, 0] * float(np.ptp(mean[:, 1])) / (0.5 * size)   # the face is half the image tall
     faces = np.asarray(model.faces, np.int64)
     renders, projections = [], []
     for yaw, pitch in views:
         R = _view_rotation(yaw, pitch)
         t = np.array([0.0, 0.0, dist]) - R @ centre
-        img, raster = render_face(model, zeros["identity"], zeros["expression"], zeros["albedo"],
-                                  _front_light(), R, t, K, size, size, background=(0.18, 0.18, 0.2))
-        renders.append((img, raster))
+        renders.append(render_view(model, context, R, t, K, size))
         projections.append(project(mean @ R.T + t, K))       # (N, 2) px
 
     detections = _detect_mediapipe([img for img, _ in renders])
     samples_tri, samples_bary, samples_pt = [], [], []       # per view: (468,), (468,3), (468,3)
-    for (img, raster), lm, proj in zip(renders, detections, projections):
+    for (img, fid), lm, proj in zip(renders, detections, projections):
         if lm is None:
             continue
-        fid = raster.face_id.numpy()
-        r = np.clip(np.floor(lm[:, 1]).astype(int), 0, size - 1)
-        c = np.clip(np.floor(lm[:, 0]).astype(int), 0, size - 1)
-        tri = fid[r, c]
-        miss = tri < 0
-        if miss.any():                                       # landmark just off the silhouette:
-            ys, xs = np.nonzero(fid >= 0)                    # nearest covered pixel within 4 px
-            d2 = (ys[None] - r[miss, None]) ** 2 + (xs[None] - c[miss, None]) ** 2
-            k = d2.argmin(1)
-            near = d2[np.arange(len(k)), k] <= 16
-            tri_m = np.where(near, fid[ys[k], xs[k]], -1)
-            tri[miss] = tri_m
+        tri = _trace(lm, fid, snap_px=0.01 * size)
         ok = tri >= 0
         bary = np.zeros((NUM_MP_LANDMARKS, 3))
         bary[ok] = _barycentric(lm[ok], proj[faces[tri[ok]]])
@@ -283,8 +410,9 @@ def build_correspondence(model: FaceModel, views=DEFAULT_VIEWS, size: int = 512,
     # reliability: spread of the per-view samples relative to the eye-corner distance
     iod = float(np.linalg.norm(med[33] - med[263]))
     spread = np.sqrt(np.nanmean(dist_to_med ** 2, axis=0))
-    weights = np.exp(-((spread / (0.05 * iod)) ** 2)) * np.minimum(1.0, n_ok / max(3, len(P) // 2))
+    weights = np.exp(-((spread / (SPREAD_SCALE * iod)) ** 2)) * np.minimum(1.0, n_ok / max(3, len(P) // 2))
     weights[_oval_indices()] *= OVAL_WEIGHT
-    weights = np.clip(weights, 0.05, 1.0)
+    weights = np.clip(weights, MIN_WEIGHT, 1.0)
     return FaceCorrespondence(vertex_ids=vertex_ids.astype(np.int64), bary=bary.astype(np.float32),
-                              weights=weights.astype(np.float32), model_signature=model_signature(model))
+                              weights=weights.astype(np.float32), model_signature=model_signature(model),
+                              spread_m=spread.astype(np.float32))

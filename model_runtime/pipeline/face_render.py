@@ -78,13 +78,29 @@ def render_face(model: FaceModel, identity, expression, albedo, sh, rotation, tr
     cam = verts[0] @ R.T + t(translation)                                  # (N, 3)
     normals = outward_sign(model) * vertex_normals(verts, model.faces)[0] @ R.T   # camera axes
     colour = sh_shading(refl, normals[None], t(sh)[None])[0]
-    px = project(cam, t(K))
-    raster = rasterize(torch.cat([px, cam[:, 2:3]], -1), model.faces, height, width)
-    img = raster.interpolate(colour, torch.as_tensor(model.faces, dtype=torch.long))
-    img = torch.where(raster.mask[..., None], img, t(background))
-    srgb = img.clamp(0, 1) ** (1 / 2.2)
-    bgr = (srgb.numpy()[..., ::-1] * 255.0 + 0.5).astype(np.uint8)
-    return np.ascontiguousarray(bgr), raster
+    linear, raster = render_mesh(cam, model.faces, colour, t(K), width, height, background)
+    return linear_to_bgr8(linear), raster
+
+
+def render_mesh(verts_cam: torch.Tensor, faces, vertex_colour: torch.Tensor, K: torch.Tensor,
+                width: int, height: int, background=(0.5, 0.5, 0.5)):
+    """Rasterise a mesh with per-vertex linear colours.
+
+    verts_cam ``(N, 3)`` camera space, faces ``(F, 3)``, vertex_colour ``(N, C)``, K ``(3, 3)``
+    (torch, same dtype) -> ``(image (H, W, C) linear, raster)``; background ``(C,)`` where no
+    triangle covers a pixel.
+    """
+    px = project(verts_cam, K)
+    raster = rasterize(torch.cat([px, verts_cam[:, 2:3]], -1), faces, height, width)
+    img = raster.interpolate(vertex_colour, torch.as_tensor(np.asarray(faces), dtype=torch.long))
+    bg = torch.as_tensor(np.asarray(background), dtype=img.dtype)
+    return torch.where(raster.mask[..., None], img, bg), raster
+
+
+def linear_to_bgr8(linear: torch.Tensor) -> np.ndarray:
+    """Linear RGB ``(H, W, 3)`` -> sRGB-ish (gamma 2.2) BGR uint8 ``(H, W, 3)``."""
+    srgb = linear.clamp(0, 1) ** (1 / 2.2)
+    return np.ascontiguousarray((srgb.numpy()[..., ::-1] * 255.0 + 0.5).astype(np.uint8))
 
 
 @dataclass(frozen=True)
