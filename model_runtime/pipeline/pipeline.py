@@ -1,15 +1,19 @@
 """The capture pipeline: frames -> detector -> IK -> face -> translation -> filters -> capture file.
 
-Three threads overlap the work, joined by bounded queues (so memory stays
+Four threads overlap the work, joined by bounded queues (so memory stays
 flat whatever the clip length)::
 
     [decode thread]  source frames ──q──> [detect thread] detector ──q──> [caller's thread]
-                                                                           hand sides, IK, face fit,
-                                                                           shape, Eq. 14, filters,
-                                                                           gap filling, writer
+                                                                           hand sides, IK, shape,
+                                                                           Eq. 14, filters, gap
+                                                                           filling, writer
+                                                  [face thread, low priority] face fit <──┘
 
 OpenCV decoding and MediaPipe release the GIL, so on two cores decoding and
-detection of frame t+1 run while frame t is fitted.  Cancellation (an
+detection of frame t+1 run while frame t is fitted.  The face fit (several
+detector frames of CPU) runs at a lower OS priority on the frames it has time
+for (or every N-th frame, ``face_every``); the frames in between get
+interpolated expressions, so it does not slow the body capture down.  Cancellation (an
 :class:`threading.Event`, set by ``serve``'s cancel or by Ctrl-C) is checked
 between frames in every stage.  On cancel, a source error or a crash the
 frames already fitted are finished (held gap/shape buffers drained) and
@@ -357,7 +361,12 @@ class CapturePipeline:
                            worker_cancel=worker_cancel, timer=timer)
         writer = None
         if output is not None:
-            writer = CaptureWriter(output, static=state.static_values(static_extra), chunk_frames=opts.chunk_frames)
+            try:
+                writer = CaptureWriter(output, static=state.static_values(static_extra),
+                                       chunk_frames=opts.chunk_frames)
+            except BaseException:
+                state.close()
+                raise
         q_frames: queue.Queue = queue.Queue(maxsize=opts.queue_size)
         q_dets: queue.Queue = queue.Queue(maxsize=opts.queue_size)
         threads = [
