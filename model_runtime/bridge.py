@@ -2,8 +2,9 @@
 
 The paper annotates the face boundary on SMPL-H and on the 3DMM by hand, sets
 a similarity transform by hand and bridges the gap in Blender.  Here every step
-is a pure function on arrays, run once when a :class:`~model_runtime.full_model.FullBodyModel`
-is built:
+is a pure function on numpy arrays, run once when a
+:class:`~model_runtime.full_model.FullBodyModel` is built.  numpy only (no
+scipy), so the merged model also builds inside Blender's Python:
 
 1. :func:`face_region_on_body` - which body vertices are "face": the asset's
    ``extras["head_region"]`` mask if present, else an automatic rule (head
@@ -32,8 +33,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
 
 from .errors import ModelFileError
 from .skeleton import HEAD_JOINT
@@ -45,7 +44,7 @@ __all__ = [
     "Similarity", "boundary_half_edges", "boundary_loops", "loop_length", "triangle_normals",
     "vertex_normals_np", "face_region_on_body", "region_to_disk", "dilate_faces", "resample_loop",
     "align_loops", "umeyama", "bridge_loops", "outer_loop", "ring_distance", "seam_skin_weights",
-    "folded_triangles",
+    "folded_triangles", "connected_components",
 ]
 
 
@@ -122,8 +121,12 @@ def vertex_normals_np(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
-def _face_adjacency(faces: np.ndarray) -> sp.csr_matrix:
-    """Triangles sharing an (undirected) edge, as a sparse ``(F, F)`` matrix."""
+def _face_pairs(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Triangles sharing an (undirected) edge: ids ``a (P,)``, ``b (P,)``, one pair per shared edge.
+
+    An edge shared by three or more triangles (non-manifold) links consecutive
+    ones in sorted order, which keeps them in one component.
+    """
     F = len(faces)
     e = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
     key = _edge_keys(e[:, 0], e[:, 1], int(faces.max()) + 1)
@@ -131,15 +134,50 @@ def _face_adjacency(faces: np.ndarray) -> sp.csr_matrix:
     order = np.argsort(key, kind="stable")
     k, f = key[order], fid[order]
     same = k[1:] == k[:-1]
-    a, b = f[:-1][same], f[1:][same]
-    return sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(F, F)).tocsr() + \
-        sp.coo_matrix((np.ones(len(a)), (b, a)), shape=(F, F)).tocsr()
+    return f[:-1][same], f[1:][same]
 
 
-def _vertex_face_incidence(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
-    F = len(faces)
-    return sp.coo_matrix((np.ones(3 * F), (faces.reshape(-1), np.repeat(np.arange(F), 3))),
-                         shape=(n_vertices, F)).tocsr()
+def _neighbours_in(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per triangle, how many of its edge-neighbours (pairs ``a``-``b``) lie in ``mask (F,)``: ``(F,)`` int."""
+    n = len(mask)
+    m = mask.astype(np.int64)
+    return np.bincount(a, weights=m[b], minlength=n).astype(np.int64) + \
+        np.bincount(b, weights=m[a], minlength=n).astype(np.int64)
+
+
+def connected_components(n: int, a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray]:
+    """Components of the undirected graph on ``n`` nodes with edges ``a (E,)``-``b (E,)``.
+
+    Returns ``(count, labels (n,))``, labels ``0..count-1`` numbered by each
+    component's smallest node (the numbering of ``scipy.sparse.csgraph``).
+    Vectorised union-find: every round hooks, for each edge joining two
+    trees, the larger root under the smaller one (``np.minimum.at``), then
+    compresses all paths by pointer jumping; it stops when no edge joins two
+    trees (a few rounds on a mesh).  numpy only, so it runs in Blender.
+    """
+    parent = np.arange(n)
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    while True:
+        ra, rb = parent[a], parent[b]
+        split = ra != rb
+        if not split.any():
+            break
+        lo, hi = np.minimum(ra[split], rb[split]), np.maximum(ra[split], rb[split])
+        np.minimum.at(parent, hi, lo)              # parent[x] <= x always: no cycles
+        while True:                                # full path compression
+            up = parent[parent]
+            if np.array_equal(up, parent):
+                break
+            parent = up
+    roots, labels = np.unique(parent, return_inverse=True)
+    return len(roots), labels.reshape(-1)
+
+
+def _subgraph(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """The pairs with both ends in ``mask``, renumbered to ``0..mask.sum()-1``."""
+    ids = np.cumsum(mask) - 1
+    both = mask[a] & mask[b]
+    return int(mask.sum()), ids[a[both]], ids[b[both]]
 
 
 # ------------------------------------------------------------------ the face region
@@ -180,21 +218,21 @@ def region_to_disk(faces: np.ndarray, face_mask: np.ndarray, max_iter: int = 20)
     region) and the triangles around pinched boundary vertices, until stable.
     """
     faces = np.asarray(faces, np.int64)
-    adj = _face_adjacency(faces)
+    pa, pb = _face_pairs(faces)
     mask = np.asarray(face_mask, bool).copy()
     for _ in range(max_iter):
         if not mask.any():
             raise ValueError("empty face region")
         # 1. largest connected component of the region
-        n, lab = connected_components(adj[mask][:, mask], directed=False)
+        n, lab = connected_components(*_subgraph(pa, pb, mask))
         sizes = np.bincount(lab, minlength=n)
         keep = np.zeros_like(mask)
         keep[np.nonzero(mask)[0][lab == np.argmax(sizes)]] = True
         mask = keep
         # 2. fill enclosed islands: complement components touching the region, except the largest
         comp = ~mask
-        n, lab = connected_components(adj[comp][:, comp], directed=False)
-        touching = np.unique(lab[np.asarray(adj[comp][:, mask].sum(1)).ravel() > 0])
+        n, lab = connected_components(*_subgraph(pa, pb, comp))
+        touching = np.unique(lab[_neighbours_in(pa, pb, mask)[comp] > 0])
         if len(touching) > 1:
             sizes = np.bincount(lab, minlength=n)
             main = touching[np.argmax(sizes[touching])]
@@ -202,10 +240,10 @@ def region_to_disk(faces: np.ndarray, face_mask: np.ndarray, max_iter: int = 20)
             mask[np.nonzero(comp)[0][islands]] = True
         # 3. spikes (region triangles with >= 2 boundary edges) out, notches (outside ones with >= 2 edges
         #    on the region) in: a smooth rim, so the strip's fans do not fold on a zig-zag loop
-        n_in = np.asarray(adj[:, mask].sum(1)).ravel()
+        n_in = _neighbours_in(pa, pb, mask)
         spike = mask & (n_in <= 1) & (mask.sum() > 1)
         mask &= ~spike
-        n_in = np.asarray(adj[:, mask].sum(1)).ravel()
+        n_in = _neighbours_in(pa, pb, mask)
         notch = (~mask) & (n_in >= 2)
         # 4. pinched vertices on the region boundary
         he = boundary_half_edges(faces[mask])
@@ -221,27 +259,27 @@ def region_to_disk(faces: np.ndarray, face_mask: np.ndarray, max_iter: int = 20)
 def dilate_faces(faces: np.ndarray, face_mask: np.ndarray, rings: int = 1) -> np.ndarray:
     """Add every triangle sharing a vertex with the mask, ``rings`` times: ``(F,)`` bool."""
     faces = np.asarray(faces, np.int64)
-    inc = _vertex_face_incidence(faces, int(faces.max()) + 1)
     mask = np.asarray(face_mask, bool).copy()
+    vmask = np.zeros(int(faces.max()) + 1, bool)
     for _ in range(rings):
-        vmask = np.zeros(inc.shape[0], bool)
         vmask[faces[mask].reshape(-1)] = True
-        mask |= np.asarray(inc[vmask].sum(0)).ravel() > 0
+        mask |= vmask[faces].any(1)
     return mask
 
 
 def ring_distance(faces: np.ndarray, n_vertices: int, seeds: np.ndarray, max_rings: int) -> np.ndarray:
     """Edge-hop distance ``(V,)`` from the ``seeds`` vertices, capped at ``max_rings + 1``."""
     faces = np.asarray(faces, np.int64)
-    e = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    adj = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_vertices, n_vertices)).tocsr()
-    adj = adj + adj.T
+    u, v = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2).T          # directed edges, both ways below
     dist = np.full(n_vertices, max_rings + 1, np.int64)
     front = np.zeros(n_vertices, bool)
     front[seeds] = True
     dist[front] = 0
     for r in range(1, max_rings + 1):
-        front = (np.asarray(adj @ front.astype(np.float64)).ravel() > 0) & (dist > r)
+        reached = np.zeros(n_vertices, bool)
+        reached[v[front[u]]] = True
+        reached[u[front[v]]] = True
+        front = reached & (dist > r)
         dist[front] = r
     return dist
 

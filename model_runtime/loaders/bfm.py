@@ -67,10 +67,14 @@ def load_bfm(path: Path | str, expression_basis: Path | str | None = None) -> Fa
 
 
 def _loadmat(path: Path) -> dict:
-    import scipy.io
-
+    """All variables of a MATLAB v5/v7 file (scipy.io; the only loader that needs scipy)."""
     if not path.exists():
         raise ModelFileError(str(path), None, "does not exist")
+    try:
+        import scipy.io
+    except ImportError as e:  # e.g. Blender's own Python: the add-on converts through the runtime instead
+        raise ModelFileError(str(path), None, f"needs scipy to be read, which this Python lacks ({e}); "
+                             "convert it with 'python -m model_runtime model export --format npz'") from e
     try:
         return scipy.io.loadmat(str(path))
     except NotImplementedError as e:  # MATLAB v7.3 (HDF5)

@@ -17,7 +17,10 @@ outside a short allow-list:
 
 Any other global raises :class:`~model_runtime.errors.ModelFileError` naming
 the file and the refused ``module.name`` *before* anything is called.
-:func:`to_plain` then converts placeholders to numpy arrays / scipy matrices.
+:func:`to_plain` then converts placeholders to numpy arrays; a sparse matrix
+becomes a dense ``np.ndarray`` built from its pickled ``data``/``indices``/``indptr``
+(CSC/CSR) or ``row``/``col`` (COO), so nothing here needs scipy (the loaders
+also run in Blender's Python, which has numpy only).
 """
 from __future__ import annotations
 
@@ -131,7 +134,7 @@ def safe_load_pickle(path: Path | str) -> Any:
 
 
 def to_plain(obj: Any, source: str, field: str | None = None) -> Any:
-    """Recursively replace placeholders: chumpy -> ``np.ndarray``, sparse -> ``scipy.sparse`` matrix."""
+    """Recursively replace placeholders: chumpy -> ``np.ndarray``, sparse -> dense ``np.ndarray``."""
     if isinstance(obj, dict):
         return {k: to_plain(v, source, str(k)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -146,17 +149,36 @@ def to_plain(obj: Any, source: str, field: str | None = None) -> Any:
     return obj
 
 
-def _sparse_from_state(obj: SparsePlaceholder, source: str, field: str | None):
-    import scipy.sparse as sp
-
+def _sparse_from_state(obj: SparsePlaceholder, source: str, field: str | None) -> np.ndarray:
+    """Dense ``(M, N)`` array of a pickled scipy CSC/CSR/COO matrix (duplicates summed, as ``toarray``)."""
     st = obj.state if isinstance(obj.state, dict) else {}
-    shape = st.get("_shape", st.get("shape"))
     kind = obj.qualname.rsplit(".", 1)[-1]
     try:
+        shape = tuple(int(n) for n in st.get("_shape", st.get("shape")))
+        if len(shape) != 2 or min(shape) < 0:
+            raise ValueError(f"shape {shape} is not 2-D")
+        data = np.asarray(st["data"])
+        if not np.issubdtype(data.dtype, np.number):
+            raise ValueError(f"data has dtype {data.dtype}")
         if kind == "coo_matrix":
-            return sp.coo_matrix((st["data"], (st["row"], st["col"])), shape=tuple(shape)).tocsc()
-        ctor = sp.csc_matrix if kind == "csc_matrix" else sp.csr_matrix
-        return ctor((np.asarray(st["data"]), np.asarray(st["indices"]), np.asarray(st["indptr"])), shape=tuple(shape))
+            coords = st["coords"] if "coords" in st else (st["row"], st["col"])  # scipy >= 1.13 stores coords
+            rows, cols = (np.asarray(c, np.int64).reshape(-1) for c in coords)
+        else:
+            indices = np.asarray(st["indices"], np.int64).reshape(-1)
+            indptr = np.asarray(st["indptr"], np.int64).reshape(-1)
+            n_major = shape[1] if kind == "csc_matrix" else shape[0]
+            if len(indptr) != n_major + 1 or indptr[0] != 0 or (np.diff(indptr) < 0).any() or indptr[-1] != len(indices):
+                raise ValueError(f"indptr of length {len(indptr)} does not index {len(indices)} entries "
+                                 f"in {n_major} {'columns' if kind == 'csc_matrix' else 'rows'}")
+            major = np.repeat(np.arange(n_major), np.diff(indptr))
+            rows, cols = (indices, major) if kind == "csc_matrix" else (major, indices)
+        data = data.reshape(-1)
+        if not len(rows) == len(cols) == len(data):
+            raise ValueError(f"{len(data)} values for {len(rows)} row and {len(cols)} column indices")
+        if len(rows) and (rows.min() < 0 or rows.max() >= shape[0] or cols.min() < 0 or cols.max() >= shape[1]):
+            raise ValueError(f"indices outside the shape {shape}")
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(source, field, f"is a malformed sparse matrix ({e})") from e
-
+    dense = np.zeros(shape, data.dtype)
+    np.add.at(dense, (rows, cols), data)
+    return dense

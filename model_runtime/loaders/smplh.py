@@ -6,13 +6,13 @@ features)::
     v_template    (V, 3)            metres
     shapedirs     (V, 3, K)         K = 16 (AMASS npz) or 10 (MANO-site pkl)
     posedirs      (V, 3, 459)       pose correctives, 9 * 51 features
-    J_regressor   (52, V)           dense (npz) or scipy.sparse csc (pkl)
+    J_regressor   (52, V)           dense (npz) or scipy.sparse csc (pkl; densified by safe_pickle)
     weights       (V, 52)
     kintree_table (2, 52)           row 0 = parent ids (root: -1 or 2**32-1)
     f             (F, 3)            triangles, 0-based
 
 The ``.pkl`` stores ``v_template``/``shapedirs`` as chumpy objects and is read
-with :mod:`.safe_pickle` (no chumpy, no code execution).  The result is a
+with :mod:`.safe_pickle` (no chumpy, no scipy, no code execution).  The result is a
 :class:`~model_runtime.body_model.BodyModel` with ``kind="smplh"``: ``posedirs``
 reshaped to ``(459, V*3)`` (the layout :func:`lbs.lbs` multiplies by), ``J_regressor``
 densified, ``shapedirs`` truncated (or zero-padded) to 16 components, and for the
@@ -89,8 +89,6 @@ def _field(fields: Mapping, src: str, name: str) -> np.ndarray:
     if name not in fields:
         raise ModelFileError(src, name, "is missing")
     value = fields[name]
-    if hasattr(value, "toarray"):  # scipy.sparse (J_regressor in the .pkl)
-        value = value.toarray()
     try:
         arr = np.asarray(value)
     except Exception as e:  # noqa: BLE001 - any unconvertible object
