@@ -137,6 +137,12 @@ def run(args) -> int:
 
     if not args.dir.is_dir():
         raise InputMissingError(f"{args.dir}: no such folder")
+    if args.device == "cpu":
+        import torch
+
+        # small per-image problems: one intra-op thread is fastest, and it leaves a core
+        # to MediaPipe (two threads ran ~25x slower on the shared 2-core machine)
+        torch.set_num_threads(1)
     fitter = FaceFitter(load_face_model(args.face_model), device=args.device)
     detector = detector_from_args(args)
     try:

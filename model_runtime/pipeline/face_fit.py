@@ -148,11 +148,18 @@ class FaceFitter:
     :func:`face_correspondence.correspondence_for`; ``expression_range``: box constraint of the
     expression coefficients, default ``(0, 1)`` for the built-in face (ARKit weights) and none
     for PCA expression bases.  ``focal_px``: camera focal length if known (else 30 deg FOV).
+    ``landmarks68``: where :attr:`FaceResult.landmarks68_px` are read off the fitted mesh:
+    ``"model"``: the model's own ``landmarks68`` vertex ids; ``"correspondence"``: the
+    correspondence points of MediaPipe's standard 468->68 indices (measured on renders, so
+    they follow the iBUG convention as a landmark detector sees it); ``"auto"``: the model's
+    ids for a BFM model that has all 68, otherwise the correspondence (the built-in face's
+    ids are geometric heuristics: its brows sit ~1 cm high, see docs/evaluation_face.md).
     """
 
     def __init__(self, face_model: FaceModel, device: str = "cpu", *,
                  correspondence: FaceCorrespondence | None = None, config: FaceFitConfig | None = None,
-                 expression_range: tuple[float, float] | None | str = "auto", focal_px: float | None = None):
+                 expression_range: tuple[float, float] | None | str = "auto", focal_px: float | None = None,
+                 landmarks68: str = "auto"):
         self.model = face_model
         self.device = torch.device(device)
         self.config = config or FaceFitConfig()
@@ -171,7 +178,12 @@ class FaceFitter:
         n = face_model.num_vertices
         step = max(1, int(np.ceil(n / self.config.max_photo_vertices)))
         self._photo_idx = torch.arange(0, n, step, device=self.device)
+        if landmarks68 not in ("auto", "model", "correspondence"):
+            raise ValueError(f"landmarks68 must be 'auto', 'model' or 'correspondence', got {landmarks68!r}")
         lm68 = np.asarray(face_model.landmarks68)
+        if landmarks68 == "correspondence" or (
+                landmarks68 == "auto" and not (face_model.kind == "bfm" and (lm68 >= 0).all())):
+            lm68 = np.full(68, -1, np.int64)              # every point from the correspondence
         self._lm68_vertex = t(np.where(lm68 >= 0, lm68, 0), torch.long)
         self._lm68_has_vertex = t(lm68 >= 0, torch.bool)
         self._lm68_mp = t(MP468_TO_IBUG68, torch.long)
