@@ -105,11 +105,16 @@ class RotationFilter:
 
     def __call__(self, rot: np.ndarray, t: float) -> np.ndarray:
         """``rot (J, 3, 3)`` at ``t`` s -> smoothed ``(J, 3, 3)``."""
+        return R.quat_wxyz_to_matrix(self.quaternions(rot, t))
+
+    def quaternions(self, rot: np.ndarray, t: float) -> np.ndarray:
+        """``rot (J, 3, 3)`` at ``t`` s -> smoothed unit quaternions ``(J, 4)`` WXYZ, each in the
+        hemisphere of the previous frame's (continuous over time)."""
         q = align_hemisphere(R.matrix_to_quat_wxyz(np.asarray(rot, np.float64)), self._prev)
         qf = self._f(q, t)
         qf = qf / np.maximum(np.linalg.norm(qf, axis=-1, keepdims=True), 1e-12)
         self._prev = qf
-        return R.quat_wxyz_to_matrix(qf)
+        return qf
 
 
 def slerp(q0: np.ndarray, q1: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -55,7 +55,7 @@ from ..capture_file import CaptureWriter
 from ..errors import CancelledError, NoPersonError, RuntimeErrorBase
 from ..lbs import forward_kinematics
 from ..skeleton import (BODY_KEYPOINT_NAMES, HAND21_NAMES, JOINT_NAMES, NUM_BETAS, NUM_BODY_JOINTS,
-                        NUM_HAND_JOINTS, NUM_JOINTS, depth_levels)
+                        NUM_HAND_JOINTS, NUM_JOINTS, PARENTS)
 from .detector import Detection, Detector
 from .filters import FILL_MODES, FillMode, GapFiller, OneEuroFilter, RotationFilter, SmoothingConfig
 from .sources import Frame, FrameSource
@@ -77,7 +77,17 @@ MIN_BODY_CONFIDENCE: Final[float] = 0.3
 MAX_HELD_FACTOR: Final[int] = 10
 _NB = len(BODY_KEYPOINT_NAMES)
 _NH = len(HAND21_NAMES)
-_ELBOWS = np.array([JOINT_NAMES.index("left_elbow"), JOINT_NAMES.index("right_elbow")])
+
+
+def _chain_to_root(j: int) -> list[int]:
+    out = [j]
+    while PARENTS[out[-1]] >= 0:
+        out.append(int(PARENTS[out[-1]]))
+    return out[::-1]
+
+
+#: joints from the pelvis down to each elbow, ``(2, 7)`` [left, right]
+_ELBOW_CHAINS = np.array([_chain_to_root(JOINT_NAMES.index(f"{side}_elbow")) for side in ("left", "right")])
 _WRISTS = np.array([JOINT_NAMES.index("left_wrist"), JOINT_NAMES.index("right_wrist")])
 _BODY_WRIST_ROWS = np.array([BODY_KEYPOINT_NAMES.index("left_wrist"), BODY_KEYPOINT_NAMES.index("right_wrist")])
 
@@ -668,10 +678,13 @@ class _ClipState:
         fingers = R.rot6d_to_matrix(_np(full["rot6d"])[0].astype(np.float64))           # (2, 15, 3, 3)
         seen = hc > 0
         self._last_hand_rot = np.where(seen[:, None, None, None], fingers, self._last_hand_rot)
-        # global rotations of the body chain: the elbows' are the wrists' parents
-        glob = _global_rotations(rot[None], self.pipe.body.parents)[0]                  # (52, 3, 3)
+        # global rotations of the elbows (the wrists' parents): product down both arm chains at once
+        chain = rot[_ELBOW_CHAINS]                                                     # (2, 7, 3, 3)
+        elbow = chain[:, 0]
+        for k in range(1, chain.shape[1]):
+            elbow = elbow @ chain[:, k]
         wrist_global = _np(full["wrist_global"])[0].astype(np.float64)                 # (2, 3, 3)
-        rel = np.swapaxes(glob[_ELBOWS], -1, -2) @ wrist_global                        # (2, 3, 3)
+        rel = np.swapaxes(elbow, -1, -2) @ wrist_global                                # (2, 3, 3)
         rot[_WRISTS] = np.where(seen[:, None, None], rel, rot[_WRISTS])
 
     def finish(self, timer: StageTimer) -> list[dict]:
@@ -715,7 +728,7 @@ class _ClipState:
         for r in recs:
             r["betas"], r["scale"] = betas, scale
             if r["valid"]:
-                r["quat"] = R.matrix_to_quat_wxyz(self.rot_filter(r["rot"], r["time"]))
+                r["quat"] = self.rot_filter.quaternions(r["rot"], r["time"])
                 r["transl"] = self.transl_filter(r["transl"], r["time"])
             else:
                 r["quat"] = R.matrix_to_quat_wxyz(r["rot"])
@@ -765,14 +778,6 @@ def _set_face(rec: dict, fitted: tuple[np.ndarray, np.ndarray] | None) -> None:
     if fitted is not None:
         rec["expression"], rec["sh"] = (np.asarray(a, np.float64) for a in fitted)
         rec["face_ok"] = True
-
-
-def _global_rotations(rot: np.ndarray, parents: np.ndarray) -> np.ndarray:
-    """Relative rotations ``(B, J, 3, 3)`` -> global ones along the tree (by tree level)."""
-    out = rot.copy()
-    for lvl in depth_levels(parents)[1:]:
-        out[:, lvl] = out[:, parents[lvl]] @ rot[:, lvl]
-    return out
 
 
 def _np(x) -> np.ndarray:
