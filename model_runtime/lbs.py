@@ -33,6 +33,17 @@ def regress_joints(J_regressor, vertices):
     return Bk.einsum("jv,bvc->bjc", J_regressor, vertices)
 
 
+def shaped_joints(J_regressor, v_template, shapedirs, betas):
+    """Rest joints ``(B, J, 3)`` of the shape ``betas (B, K')``: the same as
+    ``regress_joints(J_regressor, shape_blend(v_template, shapedirs, betas))``
+    but regressing the template ``(V, 3)`` and the basis ``(V, 3, K)`` first
+    (both linear), so the cost per pose is ``J x K`` instead of ``J x V``."""
+    k = betas.shape[-1]
+    j_template = J_regressor @ v_template                                     # (J, 3)
+    j_dirs = Bk.einsum("jv,vck->jck", J_regressor, shapedirs[..., :k])        # (J, 3, K')
+    return j_template[None] + Bk.einsum("bk,jck->bjc", betas, j_dirs)
+
+
 @lru_cache(maxsize=8)
 def _levels(parents_key: tuple[int, ...]) -> list[np.ndarray]:
     return depth_levels(np.asarray(parents_key))
@@ -89,14 +100,33 @@ def pose_features(rot_mats):
 
 
 def skin(vertices, weights, transforms):
-    """Apply LBS (Eq. 2).
+    """Apply LBS (Eq. 2): ``v' = sum_j w[v, j] (R_j v + t_j)``.
 
     vertices: ``(B, V, 3)`` rest (shaped, pose-corrected) vertices; weights:
     ``(V, J)``; transforms: ``(B, J, 4, 4)`` from :func:`forward_kinematics`.
-    Returns ``(B, V, 3)``.
+    Returns ``(B, V, 3)`` (for torch a transposed view of a ``(B, 3, V)`` result).
+
+    The blend is one batched GEMM laid out "planar": the transforms as
+    ``(B, 12, J)`` times ``weights.T (J, V)`` give the blended ``3 x 4`` matrix
+    entries as ``(B, 12, V)``, so BLAS sees a large, unit-stride product and
+    the per-vertex matrix-vector step becomes four multiply-adds over
+    contiguous ``(B, 3, V)`` planes (no batched ``3 x 3`` matmuls, which are
+    slow for B*V tiny matrices).  Same result as the dense
+    ``einsum("vj,bjmn->bvmn")`` up to float rounding.
     """
-    T = Bk.einsum("vj,bjmn->bvmn", weights, transforms[..., :3, :])  # (B, V, 3, 4)
-    return (T[..., :3] @ vertices[..., None])[..., 0] + T[..., 3]
+    Bsz, V = vertices.shape[:2]
+    J = weights.shape[-1]
+    A = Bk.swapaxes_last2(transforms[..., :3, :].reshape(Bsz, J, 12))          # (B, 12, J)
+    T = (A @ Bk.swapaxes_last2(weights)).reshape(Bsz, 3, 4, V)                  # (B, 3, 4, V): T[b, m, n, v]
+    x = Bk.swapaxes_last2(vertices)[:, None]                                     # (B, 1, 3, V)
+    if Bk.is_torch(T):
+        import torch
+
+        out = torch.addcmul(T[:, :, 3], T[:, :, 0], x[:, :, 0])                 # (B, 3, V)
+        out = out.addcmul_(T[:, :, 1], x[:, :, 1]).addcmul_(T[:, :, 2], x[:, :, 2])
+    else:
+        out = T[:, :, 3] + T[:, :, 0] * x[:, :, 0] + T[:, :, 1] * x[:, :, 1] + T[:, :, 2] * x[:, :, 2]
+    return Bk.swapaxes_last2(out)
 
 
 def lbs(betas, rot_mats, v_template, shapedirs, J_regressor, weights, parents, posedirs=None,
@@ -112,7 +142,7 @@ def lbs(betas, rot_mats, v_template, shapedirs, J_regressor, weights, parents, p
     Returns ``(vertices (B, V, 3), joints (B, J, 3), transforms (B, J, 4, 4))``.
     """
     v_shaped = shape_blend(v_template, shapedirs, betas)
-    j_rest = regress_joints(J_regressor, v_shaped)
+    j_rest = shaped_joints(J_regressor, v_template, shapedirs, betas)
     if posedirs is not None:
         Bsz, V = v_shaped.shape[:2]
         v_shaped = v_shaped + (pose_features(rot_mats) @ posedirs).reshape(Bsz, V, 3)
