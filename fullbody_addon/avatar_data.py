@@ -1,13 +1,20 @@
 """Everything the avatar needs, as numpy arrays in Blender axes (no bpy).
 
 :func:`avatar_data_from_capture` gathers, for one capture's shape ``betas``:
-the rest joints and bone tails, the mesh (body, or the merged body + bridged face
-when ``model_runtime.full_model`` is available), skinning weights, expression
-shape keys and the albedo colours.  :mod:`avatar` turns it into Blender data.
+the rest joints and bone tails, the mesh (body, or the merged body + bridged
+face), skinning weights, expression shape keys and the albedo colours.
+:mod:`avatar` turns it into Blender data.
+
+The merged model is built here with numpy alone (``model_runtime.full_model``
+needs no scipy).  A face model this Python cannot read (a Basel ``.mat`` needs
+scipy, which Blender's Python lacks), or a build without ``full_model``, is
+converted by the runtime's interpreter into an avatar file
+(:mod:`runtime_convert`, :mod:`model_runtime.avatar_file`) that is read here.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -104,30 +111,42 @@ def avatar_data_from_body(body, betas: np.ndarray | None = None) -> AvatarData:
     )
 
 
-def avatar_data_from_capture(capture, body=None, face=None) -> AvatarData:
+def avatar_data_from_capture(capture, body=None, face=None, runtime_python: str | None = None) -> AvatarData:
     """Avatar for a loaded capture (:class:`~model_runtime.capture_file.Capture`).
 
     With a face model (``face``: a :class:`FaceModel`, ``"builtin"``/None for the
-    capture's, or a BFM path) and ``model_runtime.full_model`` importable, the
-    mesh is the merged body + bridged face with the capture's identity applied
-    to the basis, one shape key per expression and the captured albedo;
-    otherwise (or with ``face=False``) the body alone.  ``body`` overrides the
-    capture's body model.
+    capture's, or a BFM path) the mesh is the merged body + bridged face with the
+    capture's identity applied to the basis, one shape key per expression and
+    the captured albedo; with ``face=False`` the body alone.  ``body`` overrides
+    the capture's body model.  Face files this Python cannot read are converted
+    by the runtime at ``runtime_python`` (:func:`needs_runtime`); without one
+    that raises :class:`~fullbody_addon.runtime_client.RuntimeNotSetUp`.
     """
     betas = np.asarray(capture["betas"], np.float32).reshape(-1)
     if body is None:
         body = _body_model.load_body_model(_model_spec(capture, "body_model"))
-    full = optional_module("full_model") if face is not False else None
-    if full is None:
+    if face is False:
         return avatar_data_from_body(body, betas)
+    spec = None
     if face is None or isinstance(face, str):
         spec = face if isinstance(face, str) else _model_spec(capture, "face_model")
+        spec = None if spec in (None, "", "builtin") else str(spec)
+    if not isinstance(face, face_model.FaceModel):
+        if needs_runtime(spec):
+            return avatar_data_via_runtime(capture, body, spec, runtime_python)
         try:
             face = face_model.load_face_model(spec)
-        except errors.ModelFileError:
+        except errors.ModelFileError as e:
             if spec is not None:
                 raise                      # a named BFM file that cannot be read is an error
-            return avatar_data_from_body(body, betas)  # no built-in face in this build
+            data = avatar_data_from_body(body, betas)   # no built-in face in this build
+            data.warnings.append(f"no face on this avatar: {e}")
+            return data
+    full = optional_module("full_model")
+    if full is None:
+        data = avatar_data_from_body(body, betas)
+        data.warnings.append("no face on this avatar: this build has no model_runtime.full_model")
+        return data
     identity = _coefficients(capture, "face_identity", face.sizes["identity"])
     albedo = _coefficients(capture, "face_albedo", face.sizes["albedo"])
     try:
@@ -141,6 +160,33 @@ def avatar_data_from_capture(capture, body=None, face=None) -> AvatarData:
     return avatar_data_from_full_model(merged, betas, identity, albedo)
 
 
+def needs_runtime(face_spec: str | None) -> bool:
+    """Whether this Python must ask the runtime to build the avatar with face ``face_spec``
+    (None: built-in): true when ``model_runtime.full_model`` cannot be imported, or
+    for a ``.mat`` face when scipy cannot (Blender's own Python)."""
+    if optional_module("full_model") is None:
+        return True
+    if face_spec is not None and Path(face_spec).suffix.lower() == ".mat":
+        try:
+            import scipy.io  # noqa: F401
+        except ImportError:
+            return True
+    return False
+
+
+def avatar_data_via_runtime(capture, body, face_spec: str | None, runtime_python: str | None) -> AvatarData:
+    """The merged avatar written by the runtime (:func:`runtime_convert.avatar_file_via_runtime`) and read here."""
+    from .runtime_convert import avatar_file_via_runtime
+
+    person = {"betas": np.asarray(capture["betas"], np.float32).reshape(-1)[: skeleton.NUM_BETAS]}
+    for key, cap_key in (("identity", "face_identity"), ("albedo", "face_albedo")):
+        if cap_key in capture.data:
+            person[key] = np.asarray(capture[cap_key], np.float32).reshape(-1)
+    body_spec = "builtin" if body.kind == "builtin" else body.source
+    path = avatar_file_via_runtime(runtime_python, body_spec, face_spec or "builtin", person)
+    return avatar_data_from_arrays(_avatar_file().read_avatar_file(path))
+
+
 def _coefficients(capture, key: str, n: int) -> np.ndarray:
     """``capture[key]`` padded/cut to ``n`` coefficients (zeros when the capture has none)."""
     out = np.zeros(n, np.float32)
@@ -151,32 +197,48 @@ def _coefficients(capture, key: str, n: int) -> np.ndarray:
 
 
 def avatar_data_from_full_model(full, betas: np.ndarray, identity: np.ndarray, albedo: np.ndarray) -> AvatarData:
-    """Merged body + face (a ``model_runtime.full_model.FullBodyModel``) for one person.
+    """Merged body + face (a ``model_runtime.full_model.FullBodyModel``) for one person:
+    :func:`model_runtime.avatar_file.avatar_arrays` in Blender axes."""
+    return avatar_data_from_arrays(_avatar_file().avatar_arrays(full, betas, identity, albedo))
 
-    The basis is the rest mesh for ``betas (16,)`` and face ``identity (Ki,)``;
-    shape key k is the rest mesh with expression e_k minus the basis (the
-    forward pass is linear in the expression, so keys add exactly as Eq. 3).
+
+def _avatar_file():
+    """``model_runtime.avatar_file`` of this build (numpy only, always shipped)."""
+    mod = optional_module("avatar_file")
+    if mod is None:
+        raise ImportError("this build of the add-on lacks model_runtime.avatar_file")
+    return mod
+
+
+def avatar_data_from_arrays(a: dict) -> AvatarData:
+    """:class:`AvatarData` from avatar-file arrays ``a`` (model axes; see :mod:`model_runtime.avatar_file`).
+
+    The basis is the rest mesh of the person; shape key k is the mesh with
+    expression e_k minus the basis (axes conversion is linear, so deltas convert
+    like points).
     """
-    body, face = full.body, full.face
-    base = avatar_data_from_body(body, betas)
-    Ke = face.sizes["expression"]
-    B = Ke + 1
-    rot = np.broadcast_to(np.eye(3), (B, skeleton.NUM_JOINTS, 3, 3)).copy()
-    expr = np.concatenate([np.zeros((1, Ke)), np.eye(Ke)])                      # (Ke+1, Ke)
-    verts, _ = full.forward(np.broadcast_to(base.betas.astype(np.float64), (B, skeleton.NUM_BETAS)).copy(), rot,
-                            np.broadcast_to(identity.astype(np.float64), (B, len(identity))).copy(), expr)
-    verts = axes.model_points_to_blender(verts)                                  # (Ke+1, Vm, 3)
-    colors = full.vertex_colors().astype(np.float32)
-    colors[full.face_vertex_slice] = np.clip(
-        face_model.face_albedo(face.mean_albedo, face.albedo_basis, albedo[None].astype(np.float32))[0], 0.0, 1.0)
-    base.vertices = verts[0]
-    base.faces = np.asarray(full.merged_faces, np.int32)
-    base.weights = full.skin_weights().astype(np.float32)
-    base.shape_key_names = tuple(face.exp_names)
-    base.shape_key_deltas = (verts[1:] - verts[:1]).astype(np.float32)
-    base.colors = colors
-    base.source = f"{body.source} + {face.source}"
-    return base
+    names = tuple(str(n) for n in a["joint_names"])
+    parents = np.asarray(a["parents"], np.int64)
+    joints = np.asarray(a["rest_joints"], np.float64)
+    heads = axes.model_points_to_blender(joints)
+    betas = np.zeros(skeleton.NUM_BETAS, np.float32)
+    b = np.asarray(a["betas"], np.float32).reshape(-1)[: skeleton.NUM_BETAS]
+    betas[: len(b)] = b
+    return AvatarData(
+        joint_names=names,
+        parents=parents,
+        heads=heads,
+        tails=bone_tails(heads, parents, names),
+        rest_joints_model=joints,
+        vertices=axes.model_points_to_blender(np.asarray(a["vertices"], np.float64)),
+        faces=np.asarray(a["faces"], np.int32),
+        weights=np.asarray(a["skin_weights"], np.float32),
+        shape_key_names=tuple(str(n) for n in a["expression_names"]),
+        shape_key_deltas=axes.model_points_to_blender(np.asarray(a["expression_deltas"])).astype(np.float32),
+        colors=np.asarray(a["colors"], np.float32),
+        betas=betas,
+        source=str(a["source"]),
+    )
 
 
 def _model_spec(capture, key: str) -> str | None:

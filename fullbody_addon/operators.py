@@ -65,7 +65,7 @@ def import_capture_into_scene(context, path: str, settings=None, create_new: boo
         arm = None  # another person's shape: give this capture its own avatar
     if arm is None:
         data = avatar_data_from_capture(cap, body=body_model_mod.load_body_model(_body_spec(settings)),
-                                        face=_face_spec(settings))
+                                        face=_face_spec(settings), runtime_python=preferences.runtime_python(context))
         arm, mesh = avatar.create_avatar(data, name=Path(path).stem)
         warnings.extend(data.warnings)
     else:
@@ -138,8 +138,9 @@ class FULLBODY_OT_create_avatar(bpy.types.Operator):
         try:
             body = body_model_mod.load_body_model(_body_spec(settings))
             cap = load_capture_checked(bpy.path.abspath(self.filepath)) if self.filepath else neutral_capture()
-            data = avatar_data_from_capture(cap, body=body, face=_face_spec(settings))
-        except (errors.RuntimeErrorBase, OSError, ValueError) as e:
+            data = avatar_data_from_capture(cap, body=body, face=_face_spec(settings),
+                                            runtime_python=preferences.runtime_python(context))
+        except (errors.RuntimeErrorBase, RuntimeNotSetUp, OSError, ValueError) as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
         arm, _ = avatar.create_avatar(data, name=Path(self.filepath).stem if self.filepath else "FullBody")
@@ -167,7 +168,7 @@ class FULLBODY_OT_import_capture(bpy.types.Operator, ImportHelper):
         path = bpy.path.abspath(self.filepath)
         try:
             summary = import_capture_into_scene(context, path)
-        except (errors.RuntimeErrorBase, OSError, ValueError, KeyError) as e:
+        except (errors.RuntimeErrorBase, RuntimeNotSetUp, OSError, ValueError, KeyError) as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
         for w in summary["warnings"]:

@@ -1,9 +1,18 @@
-"""``python -m model_runtime model export``: write the merged body+face mesh as OBJ.
+"""``python -m model_runtime model export``: write the merged body+face mesh as OBJ or avatar ``.npz``.
 
     python -m model_runtime model export --out avatar.obj
     python -m model_runtime model export --out frame.obj --pose capture.npz --frame 120
     python -m model_runtime model export --out pose.obj --pose pose.json
+    python -m model_runtime model export --format npz --out avatar.npz --face BFM_model_front.mat --person capture.npz
     python -m model_runtime model export --bench 256          # LBS speed, no file written
+
+``--format npz`` writes the avatar file of :mod:`model_runtime.avatar_file`
+(rest mesh, triangles, skin weights, rest joints, expression shape-key deltas,
+albedo colours, names; numpy only to read) for one person: shape ``betas``,
+face ``identity`` and ``albedo`` from ``--person`` (a capture ``.npz``, or a
+``.npz``/``.json`` with any of ``betas``, ``identity``, ``albedo``; default:
+the mean person).  The Blender add-on uses it for face models its own Python
+cannot read (a Basel ``.mat`` needs scipy).
 
 ``--pose`` takes a capture ``.npz`` (frame ``--frame``) or a small ``.npz``/``.json``
 with ``pose_6d`` ``(52, 6)`` and optional ``betas`` ``(<=16,)``, ``expression``
@@ -20,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..avatar_file import avatar_arrays, write_avatar_file
 from ..capture_file import load_capture
 from ..errors import EXIT_USAGE, ModelFileError
 from ..full_model import FullBodyModel
@@ -27,14 +37,18 @@ from ..rotations import rot6d_to_matrix
 from ..skeleton import NUM_BETAS, NUM_JOINTS
 from .model_info import add_model_arguments, load_models
 
-__all__ = ["add_arguments", "run", "PoseParams", "read_pose_file", "write_obj", "bench_forward"]
+__all__ = ["add_arguments", "run", "PoseParams", "read_pose_file", "read_person_file", "write_obj", "bench_forward"]
 
 PoseParams = dict  # keys: pose_6d (52, 6), betas (16,), identity (Ki,), expression (Ke,)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
-    p.add_argument("--out", type=Path, help="OBJ file to write")
+    p.add_argument("--out", type=Path, help="file to write: OBJ mesh, or avatar .npz with --format npz")
+    p.add_argument("--format", choices=("obj", "npz"), default=None,
+                   help="obj: posed mesh with colours; npz: avatar file (default: from the --out suffix)")
+    p.add_argument("--person", type=Path, default=None,
+                   help="for --format npz: capture .npz, or .npz/.json with betas [identity albedo]; default: mean")
     p.add_argument("--pose", type=Path, default=None,
                    help="capture .npz, or .npz/.json with pose_6d [betas expression identity]; default: rest pose")
     p.add_argument("--frame", type=int, default=0, help="frame of a capture file (default 0)")
@@ -93,6 +107,41 @@ def read_pose_file(path: Path, frame: int, full: FullBodyModel) -> PoseParams:
     return out
 
 
+def read_person_file(path: Path, full: FullBodyModel) -> dict[str, np.ndarray]:
+    """``betas (16,)``, ``identity (Ki,)``, ``albedo (Ka,)`` from a capture ``.npz`` or a small ``.npz``/``.json``."""
+    src = str(path)
+    if not path.exists():
+        raise ModelFileError(src, None, "does not exist")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ModelFileError(src, None, f"is not valid JSON ({e})") from e
+        if not isinstance(data, dict):
+            raise ModelFileError(src, None, "must hold a JSON object")
+    else:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                is_capture = "version" in z.files and "pose_6d" in z.files
+                data = None if is_capture else {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise ModelFileError(src, None, f"is not a readable .npz ({e})") from e
+    sizes = {"betas": NUM_BETAS, "identity": full.face.sizes["identity"], "albedo": full.face.sizes["albedo"]}
+    if data is None:  # a capture: its coefficients are cut to the model's sizes, as the add-on does
+        cap = load_capture(path)
+        data = {k: np.asarray(cap[c], np.float32).reshape(-1)[: sizes[k]]
+                for k, c in (("betas", "betas"), ("identity", "face_identity"), ("albedo", "face_albedo"))
+                if c in cap.data}
+    try:
+        out = {k: _vector(src, data, k, n) for k, n in sizes.items()}
+    except (TypeError, ValueError) as e:
+        raise ModelFileError(src, None, f"holds non-numeric coefficients ({e})") from e
+    bad = [k for k, v in out.items() if not np.isfinite(v).all()]
+    if bad:
+        raise ModelFileError(src, bad[0], "has NaN/inf values")
+    return out
+
+
 def posed_vertices(full: FullBodyModel, params: PoseParams | None) -> np.ndarray:
     """Merged vertices ``(Vm, 3)`` for ``params`` (rest pose, mean shape if None)."""
     if params is None:
@@ -148,12 +197,22 @@ def bench_forward(full: FullBodyModel, batch: int, repeats: int = 10, threads: i
 
 def run(args: argparse.Namespace) -> int:
     if not args.out and not args.bench:
-        print("error: model export needs --out FILE.obj and/or --bench B", file=sys.stderr)
+        print("error: model export needs --out FILE.obj|FILE.npz and/or --bench B", file=sys.stderr)
+        return EXIT_USAGE
+    fmt = args.format or ("npz" if args.out and args.out.suffix.lower() == ".npz" else "obj")
+    if args.out and fmt == "npz" and args.pose:
+        print("error: --format npz writes the rest-pose avatar; --pose applies to OBJ only", file=sys.stderr)
         return EXIT_USAGE
     _, _, full = load_models(args)
     if args.bench:
         print(json.dumps(bench_forward(full, args.bench, threads=args.threads)))
-    if args.out:
+    if args.out and fmt == "npz":
+        person = read_person_file(args.person, full) if args.person else {}
+        arrays = avatar_arrays(full, **person)
+        write_avatar_file(args.out, arrays)
+        print(f"wrote {args.out} ({full.num_vertices} vertices, {len(full.merged_faces)} triangles, "
+              f"{len(arrays['expression_names'])} expressions)")
+    elif args.out:
         params = read_pose_file(args.pose, args.frame, full) if args.pose else None
         verts = posed_vertices(full, params)
         write_obj(args.out, verts, full.merged_faces, full.vertex_colors())
