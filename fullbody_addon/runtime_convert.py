@@ -34,8 +34,8 @@ CONVERT_TIMEOUT_S = 300.0
 
 
 def cache_dir() -> Path:
-    """Where converted avatar files are kept (the system temp folder)."""
-    return Path(tempfile.gettempdir()) / "fullbody_avatar_cache"
+    """Where converted avatar files are kept: ``$FULLBODY_AVATAR_CACHE``, else in the system temp folder."""
+    return Path(os.environ.get("FULLBODY_AVATAR_CACHE") or Path(tempfile.gettempdir()) / "fullbody_avatar_cache")
 
 
 def _file_identity(spec: str) -> list:
