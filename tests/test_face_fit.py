@@ -171,14 +171,76 @@ def builtin_face():
     return load_builtin_face()
 
 
+def _builtin_view(face, yaw: float, pitch: float, size: int):
+    """Camera ``(R, t, K)`` looking at the built-in face, face half the image tall."""
+    from model_runtime.pipeline.face_correspondence import _view_rotation
+
+    mean = face.mean_shape.astype(np.float64)
+    K = intrinsics(size, size)
+    R = _view_rotation(yaw, pitch)
+    t = np.array([0.0, 0.0, K[0, 0] * np.ptp(mean[:, 1]) / (0.5 * size)]) - R @ (0.5 * (mean.min(0) + mean.max(0)))
+    return R, t, K
+
+
 def test_shipped_correspondence_matches_builtin_face(builtin_face):
+    """The shipped file fits the built-in face (signature, version, sizes) and predicts where
+    MediaPipe puts its landmarks on a render from a view that was not used to build it."""
+    from model_runtime.pipeline.face_correspondence import (_detect_mediapipe, builtin_render_context,
+                                                            correspondence_for, render_view)
+
     if not BUILTIN_CORRESPONDENCE_PATH.is_file():
         pytest.fail(f"{BUILTIN_CORRESPONDENCE_PATH} missing: run tools/build_face_correspondence.py")
     corr = load_correspondence_file(BUILTIN_CORRESPONDENCE_PATH).check(builtin_face, BUILTIN_CORRESPONDENCE_PATH)
+    assert corr.version == CORRESPONDENCE_VERSION and corr.model_signature == model_signature(builtin_face)
+    assert correspondence_for(builtin_face).model_signature == corr.model_signature
     assert corr.vertex_ids.shape == (NUM_MP_LANDMARKS, 3)
     assert 0 <= corr.vertex_ids.min() and corr.vertex_ids.max() < builtin_face.num_vertices
     assert np.allclose(corr.bary.sum(1), 1.0, atol=1e-5) and (corr.bary >= 0).all()
     assert ((corr.weights > 0) & (corr.weights <= 1)).all()
+    assert (corr.weights > 0.5).sum() > 300, "most landmarks should be reliable on the built-in face"
+
+    R, t, K = _builtin_view(builtin_face, yaw=8.0, pitch=-5.0, size=384)
+    img, _ = render_view(builtin_face, builtin_render_context(builtin_face), R, t, K, 384)
+    (lm,) = _detect_mediapipe([img])
+    assert lm is not None, "MediaPipe found no face on the built-in face's render"
+    pred = project(corr.points((builtin_face.mean_shape.astype(np.float64) @ R.T + t)[None])[0], K)
+    err = np.linalg.norm(pred - lm, axis=1) / np.ptp(lm[:, 1]) * 100        # % of the face height
+    reliable = corr.weights > 0.5
+    assert np.median(err[reliable]) < 1.5 and np.percentile(err[reliable], 90) < 3.5, \
+        f"median {np.median(err[reliable]):.2f} %, p90 {np.percentile(err[reliable], 90):.2f} %"
+
+
+def test_builtin_face_render_recovers_jaw_open(builtin_face):
+    """Renders of the built-in face (inside the body's head) with jawOpen = 0 and 0.5, seen by the
+    shared MediaPipe detector and fitted: the open mouth is jawOpen, the neutral face is not."""
+    from model_runtime.pipeline.detector import make_detector
+    from model_runtime.pipeline.face_correspondence import builtin_render_context, render_view
+
+    names = list(builtin_face.exp_names)
+    jaw = names.index("jawOpen")
+    context = builtin_render_context(builtin_face)
+    R, t, K = _builtin_view(builtin_face, yaw=6.0, pitch=4.0, size=384)
+    fitter = FaceFitter(builtin_face)
+    det = make_detector("mediapipe")
+    fitted = {}
+    try:
+        for value in (0.0, 0.5):
+            e = np.zeros(len(names))
+            e[jaw] = value
+            shape = builtin_face.mean_shape + builtin_face.exp_basis @ e
+            img, _ = render_view(builtin_face, context, R, t, K, 384, shape=shape)
+            d = det.detect(img)
+            assert d.face_landmarks is not None, f"no face detected on the jawOpen={value} render"
+            res = fitter.fit(img, d.face_landmarks, d.face_box)
+            assert res.ok, res.message
+            assert _angle_deg(res.rotation, R) < 6.0
+            fitted[value] = res.expression
+    finally:
+        det.close()
+    assert fitted[0.0][jaw] < 0.15, f"neutral face: jawOpen {fitted[0.0][jaw]:.2f}"
+    assert fitted[0.5][jaw] > 0.25 and int(np.argmax(fitted[0.5])) == jaw, \
+        f"open mouth: jawOpen {fitted[0.5][jaw]:.2f}, largest {names[int(np.argmax(fitted[0.5]))]}"
+    assert fitted[0.0].sum() < 1.0, "a neutral face should need few expression coefficients"
 
 
 def test_real_image_fit_improves_on_mean_face(builtin_face, realdata):

@@ -54,8 +54,11 @@ MP468_TO_IBUG68: Final[np.ndarray] = np.array([
 # Weight factor for landmarks on MediaPipe's face oval (they follow the silhouette,
 # not a fixed surface point, as the head turns).
 OVAL_WEIGHT: Final[float] = 0.3
-# A landmark's weight is exp(-(spread / (SPREAD_SCALE * eye-corner distance))^2), at least MIN_WEIGHT.
+# A landmark's weight is exp(-(spread / (SPREAD_SCALE * eye-corner distance))^2) times
+# min(1, 2 * fraction of views that agree), at least MIN_WEIGHT.
 SPREAD_SCALE: Final[float] = 0.05
+# A view's sample further than OUTLIER_FRACTION * eye-corner distance from the median disagrees.
+OUTLIER_FRACTION: Final[float] = 0.25
 MIN_WEIGHT: Final[float] = 0.05
 
 
@@ -65,7 +68,7 @@ class FaceCorrespondence:
 
     vertex_ids ``(468, 3)`` int64, bary ``(468, 3)`` float32, weights ``(468,)`` float32;
     ``model_signature`` identifies the face model it was built for (:func:`model_signature`);
-    spread_m ``(468,)`` (optional, for inspection): RMS distance in metres of the per-view
+    spread_m ``(468,)`` (optional, for inspection): median distance in metres of the per-view
     surface points from their median when the file was built.
     """
 
@@ -256,16 +259,17 @@ def _studio_light() -> np.ndarray:
 
 
 def render_view(model: FaceModel, context: RenderContext | None, R: np.ndarray, t: np.ndarray,
-                K: np.ndarray, size: int):
-    """Render the mean face (mean albedo) and its context: ``(image_bgr (size, size, 3) uint8, face_id)``.
+                K: np.ndarray, size: int, shape: np.ndarray | None = None):
+    """Render the face (mean albedo) and its context: ``(image_bgr (size, size, 3) uint8, face_id)``.
 
     face_id ``(size, size)`` int64: the face model's triangle under each pixel, -1 on the
-    context or background.  R ``(3, 3)``, t ``(3,)``: face model -> camera; K ``(3, 3)``.
+    context or background.  R ``(3, 3)``, t ``(3,)``: face model -> camera; K ``(3, 3)``;
+    shape ``(N, 3)``: the face's vertices (default: the mean shape), e.g. with an expression.
     """
     from ..face_model import sh_shading, vertex_normals
     from .face_render import linear_to_bgr8, outward_sign, render_mesh
 
-    mean = np.asarray(model.mean_shape, np.float64)
+    mean = np.asarray(model.mean_shape if shape is None else shape, np.float64)
     faces = np.asarray(model.faces, np.int64)
     verts, tris, albedo = mean, faces, np.asarray(model.mean_albedo, np.float64)
     sign = outward_sign(model)
@@ -407,10 +411,13 @@ def build_correspondence(model: FaceModel, views=DEFAULT_VIEWS, size: int = 512,
     vertex_ids = faces[tri_best]
     bary = Bc[best, idx]
 
-    # reliability: spread of the per-view samples relative to the eye-corner distance
+    # reliability: robust spread of the per-view samples relative to the eye-corner distance
+    # (median, so that a view where the point is seen through the lip gap, deep in the mouth,
+    # does not decide it) times the fraction of views that agree with the median
     iod = float(np.linalg.norm(med[33] - med[263]))
-    spread = np.sqrt(np.nanmean(dist_to_med ** 2, axis=0))
-    weights = np.exp(-((spread / (SPREAD_SCALE * iod)) ** 2)) * np.minimum(1.0, n_ok / max(3, len(P) // 2))
+    spread = np.nanmedian(dist_to_med, axis=0)                                  # (468,)
+    agree = (np.where(np.isfinite(dist_to_med), dist_to_med, np.inf) <= OUTLIER_FRACTION * iod).sum(0) / len(P)
+    weights = np.exp(-((spread / (SPREAD_SCALE * iod)) ** 2)) * np.minimum(1.0, agree / 0.5)
     weights[_oval_indices()] *= OVAL_WEIGHT
     weights = np.clip(weights, MIN_WEIGHT, 1.0)
     return FaceCorrespondence(vertex_ids=vertex_ids.astype(np.int64), bary=bary.astype(np.float32),

@@ -71,6 +71,7 @@ class FaceFitConfig:
     w_photo: float = 0.1
     w_identity: float = 2e-3
     w_expression: float = 1e-3
+    w_expression_l1: float = 3e-2  # sparsity of box-constrained (blendshape) expressions: sum |e|
     w_albedo: float = 2e-3
     w_sh: float = 1e-2
     w_temporal: float = 5e-2        # expression change between frames (video mode only)
@@ -366,6 +367,8 @@ class FaceFitter:
         terms = {"landmark": c.w_landmark * (w * (torch.sqrt(1 + r2) - 1)).sum() / w.sum()}
         terms["identity"] = c.w_identity * (p["identity"] ** 2).sum()
         terms["expression"] = c.w_expression * (p["expression"] ** 2).sum()
+        if self.expression_range is not None and c.w_expression_l1 > 0:
+            terms["expression_l1"] = c.w_expression_l1 * p["expression"].abs().sum()
         if self.expression_range is not None:          # smooth box penalty (L-BFGS has no bounds)
             lo, hi = self.expression_range
             e = p["expression"]
