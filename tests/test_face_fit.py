@@ -3,8 +3,9 @@
 The synthetic tests build a small 3DMM from simple geometry (an ellipsoidal face
 cap with Gaussian-bump identity/expression bases and a patterned albedo), render
 it with the real rasteriser and fit it back; they do not need any asset.  The
-built-in face and its shipped correspondence, and AFLW2000 images from ../shared,
-are used where present (the tests skip otherwise, saying why).
+built-in face and its shipped correspondence (renders of it, seen by the real
+MediaPipe), and AFLW2000 images from ../shared, are used where present (the tests
+skip otherwise, saying why).
 """
 from __future__ import annotations
 

@@ -2,10 +2,11 @@
 
     .venv/bin/python tools/build_face_correspondence.py [--face-model builtin|BFM.mat] [--out PATH]
 
-Renders the face model's mean shape from several viewpoints, runs MediaPipe's face
-mesh on the renders and traces every landmark back to the surface (see
+Renders the face model's mean shape from several viewpoints (the built-in face inside
+the built-in body's head, with eyes), runs MediaPipe's attention face mesh on the
+renders and traces every landmark back to the surface (see
 :mod:`model_runtime.pipeline.face_correspondence`).  Deterministic for a given
-model and MediaPipe version; takes a few seconds on CPU.  Re-run it whenever
+model and MediaPipe version; takes ~20 s on the 2-core CPU.  Re-run it whenever
 ``assets/face_builtin.npz`` changes (the runtime refuses a stale file by its
 model signature).
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     corr.save(out)
     w = corr.weights
     print(f"wrote {out}: signature {corr.model_signature}, weights mean {w.mean():.2f} "
-          f"(>0.5: {(w > 0.5).sum()} of {len(w)} points; face-oval factor {OVAL_WEIGHT})")
+          f"(>0.5: {(w > 0.5).sum()} of {len(w)} points; face-oval factor {OVAL_WEIGHT}), "
+          f"median spread over views {1000 * float(np.median(corr.spread_m)):.1f} mm")
     return 0
 
 
