@@ -169,6 +169,7 @@ class CaptureOptions:
     shape_window: int = 30               # valid frames for the per-clip beta/alpha
     folder_fps: float = 30.0             # frame rate of image folders
     queue_size: int = 8                  # frames in flight per queue
+    ik_batch: int = 4                    # offline: frames per IK call (live: 1)
     chunk_frames: int = 32               # capture file chunk size
 
     def __post_init__(self) -> None:
@@ -176,8 +177,8 @@ class CaptureOptions:
             raise ValueError(f"fill must be one of {FILL_MODES}, got {self.fill!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if self.shape_window < 1 or self.queue_size < 1 or self.max_gap < 0 or self.face_every < 0:
-            raise ValueError("shape_window and queue_size must be >= 1, max_gap and face_every >= 0")
+        if min(self.shape_window, self.queue_size, self.ik_batch) < 1 or min(self.max_gap, self.face_every) < 0:
+            raise ValueError("shape_window, queue_size and ik_batch must be >= 1, max_gap and face_every >= 0")
 
     @classmethod
     def from_mapping(cls, opts: Mapping[str, Any]) -> "CaptureOptions":
@@ -387,6 +388,7 @@ class CapturePipeline:
         ]
         t_start = time.perf_counter()
         emitted = 0
+        batch_size = 1 if state.live else opts.ik_batch
 
         def emit(records: list[dict]) -> None:
             nonlocal emitted
@@ -417,8 +419,24 @@ class CapturePipeline:
                     if item.error is not None:
                         raise item.error
                     break
-                frame, det, t_read = item
-                emit(state.process(frame, det, t_read, timer))
+                batch = [item]
+                end = None
+                while len(batch) < batch_size:      # offline: wait for a few frames, one IK call for all
+                    try:
+                        nxt = q_dets.get(timeout=0.05)
+                    except queue.Empty:
+                        if cancel.is_set():
+                            break
+                        continue
+                    if isinstance(nxt, _End):
+                        end = nxt
+                        break
+                    batch.append(nxt)
+                emit(state.process(batch, timer))
+                if end is not None:
+                    if end.error is not None:
+                        raise end.error
+                    break
             emit(state.finish(timer))
         except BaseException as e:  # noqa: BLE001 - re-raised below with the partial output named
             error = e
@@ -476,14 +494,29 @@ def _attach_partial(error: BaseException, partial: Path | None, frames: int) -> 
 FACE_THREAD_NICE: Final[int] = 10
 
 
+def _lower_thread_priority() -> None:
+    """Let the calling thread run only on CPU time nobody else wants: Linux ``SCHED_IDLE`` for
+    this thread, else a nice value of :data:`FACE_THREAD_NICE`; elsewhere leave it as is."""
+    tid = threading.get_native_id()
+    try:
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        return
+    except (AttributeError, OSError):
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, FACE_THREAD_NICE)
+    except (AttributeError, OSError):
+        pass
+
+
 class _FaceWorker:
     """Fits faces in a background thread of lower OS priority, one job at a time.
 
     The face fit costs several detector frames on a CPU, so in adaptive mode
     (:meth:`try_submit`) a frame's face is fitted only if the worker is idle and
     the frames in between get interpolated expressions: decoding, detection and
-    IK keep their speed and the face uses the CPU time left over (the thread's
-    nice value is raised on Linux).  ``submit`` blocks instead (``face_every=N``:
+    IK keep their speed and the face uses the CPU time left over (Linux
+    ``SCHED_IDLE``; on a machine busy with other work it may get little).  ``submit`` blocks instead (``face_every=N``:
     deterministic, slower).
     """
 
@@ -498,10 +531,7 @@ class _FaceWorker:
         self._thread.start()
 
     def _run(self) -> None:
-        try:  # lower this thread's priority (Linux: per-thread nice); elsewhere run as is
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FACE_THREAD_NICE)
-        except (AttributeError, OSError):
-            pass
+        _lower_thread_priority()
         while not self.cancel.is_set():
             try:
                 key, image, det = self._jobs.get(timeout=0.05)
@@ -606,43 +636,57 @@ class _ClipState:
         writer.update_static(**vals)
 
     # ---- stage 1: fitting (IK, face) per frame
-    def process(self, frame: Frame, det: Detection, t_read: float, timer: StageTimer) -> list[dict]:
-        """Fit one detected frame; returns the records ready to write (possibly none, or several)."""
-        h2, h3, hc, _ = self.hands(det.body_2d, det.hands_2d, det.hands_3d, det.hands_conf)
-        body_conf = det.body_2d[:, 2]
-        valid = bool(det.person) and float(body_conf.mean()) >= MIN_BODY_CONFIDENCE
-        rec: dict[str, Any] = dict(index=frame.index, time=frame.time, valid=valid, t_read=t_read,
-                                   body_2d=det.body_2d, body_3d=det.body_3d, hands_2d=h2, hands_3d=h3,
-                                   hands_conf=hc, expression=np.zeros(self.E), sh=np.zeros(27),
-                                   face_ok=False, face_job=False, rot=np.tile(np.eye(3), (NUM_JOINTS, 1, 1)))
+    def process(self, items: list[tuple[Frame, Detection, float]], timer: StageTimer) -> list[dict]:
+        """Fit detected frames ``[(frame, detection, t_read), ...]`` (in order; the IK nets run once
+        for all of them); returns the records ready to write (possibly none, or several)."""
+        recs: list[dict] = []
+        for frame, det, t_read in items:
+            h2, h3, hc, _ = self.hands(det.body_2d, det.hands_2d, det.hands_3d, det.hands_conf)
+            valid = bool(det.person) and float(det.body_2d[:, 2].mean()) >= MIN_BODY_CONFIDENCE
+            recs.append(dict(index=frame.index, time=frame.time, valid=valid, t_read=t_read,
+                             body_2d=det.body_2d, body_3d=det.body_3d, hands_2d=h2, hands_3d=h3,
+                             hands_conf=hc, expression=np.zeros(self.E), sh=np.zeros(27), face_ok=False,
+                             face_job=False, rot=np.tile(np.eye(3), (NUM_JOINTS, 1, 1))))
         t0 = time.perf_counter()
-        if valid:
-            ik = self.pipe.ik
-            body = ik.solve_body(det.body_3d[None], body_conf[None])
-            rot_body = R.rot6d_to_matrix(_np(body["rot6d"])[0].astype(np.float64))     # (22, 3, 3)
-            rot = rec["rot"]
-            rot[:NUM_BODY_JOINTS] = rot_body
-            self.shape.add(_np(body["betas"])[0], float(_np(body["scale"]).reshape(-1)[0]),
-                           weight=float(body_conf.mean()))
-            if self.pipe.options.hands and (hc > 0).any():
-                self._solve_hands(rot, h2, h3, hc)
-            rot[NUM_BODY_JOINTS:] = self._last_hand_rot.reshape(2 * NUM_HAND_JOINTS, 3, 3)
-            self.valid_frames += 1
-        timer.add("ik", time.perf_counter() - t0)
-        if valid and self.face_worker is not None and det.face_landmarks is not None:
-            every = self.pipe.options.face_every
-            if every == 0:
-                rec["face_job"] = self.face_worker.try_submit(frame.index, frame.image, det)
-            elif self._face_count % every == 0:
-                self.face_worker.submit(frame.index, frame.image, det)
-                rec["face_job"] = True
-            self._face_count += 1
-        self._pending.append(rec)
+        self._solve(recs)
+        timer.add("ik", time.perf_counter() - t0, n=len(recs))
+        for rec, (frame, det, _) in zip(recs, items):
+            if rec["valid"] and self.face_worker is not None and det.face_landmarks is not None:
+                every = self.pipe.options.face_every
+                if every == 0:
+                    rec["face_job"] = self.face_worker.try_submit(frame.index, frame.image, det)
+                elif self._face_count % every == 0:
+                    self.face_worker.submit(frame.index, frame.image, det)
+                    rec["face_job"] = True
+                self._face_count += 1
+            self._pending.append(rec)
         if len(self._pending) > MAX_HELD_FACTOR * self.shape.window:
             self.shape.freeze()      # a long start without a person: do not wait forever
         if not (self.live or self.shape.frozen):
             return []
         return self._release(timer, final=False)
+
+    def _solve(self, recs: list[dict]) -> None:
+        """BodyIKNet and HandIKNet for the valid records, one batch each; fills ``rec["rot"]``."""
+        valid = [r for r in recs if r["valid"]]
+        if not valid:
+            return
+        ik = self.pipe.ik
+        body = ik.solve_body(np.stack([r["body_3d"] for r in valid]), np.stack([r["body_2d"][:, 2] for r in valid]))
+        rot_body = R.rot6d_to_matrix(_np(body["rot6d"]).astype(np.float64))           # (B, 22, 3, 3)
+        betas, scale = _np(body["betas"]), _np(body["scale"]).reshape(-1)
+        for i, r in enumerate(valid):
+            r["rot"][:NUM_BODY_JOINTS] = rot_body[i]
+            self.shape.add(betas[i], float(scale[i]), weight=float(r["body_2d"][:, 2].mean()))
+        with_hands = [r for r in valid if (r["hands_conf"] > 0).any()] if self.pipe.options.hands else []
+        if with_hands:
+            self._solve_hands(with_hands)
+        for r in valid:
+            if r.get("hand_rot") is not None:
+                self._last_hand_rot = np.where((r["hands_conf"] > 0)[:, None, None, None], r.pop("hand_rot"),
+                                               self._last_hand_rot)
+            r["rot"][NUM_BODY_JOINTS:] = self._last_hand_rot.reshape(2 * NUM_HAND_JOINTS, 3, 3)
+        self.valid_frames += len(valid)
 
     def _release(self, timer: StageTimer, final: bool) -> list[dict]:
         """Post-process the leading pending records whose face fit is done (all if ``final``)."""
@@ -668,24 +712,25 @@ class _ClipState:
         timer.add("filter", time.perf_counter() - t0, n=len(ready))
         return out
 
-    def _solve_hands(self, rot: np.ndarray, h2: np.ndarray, h3: np.ndarray, hc: np.ndarray) -> None:
-        """HandIKNet for the detected hands: finger rotations, and the wrist's rotation from the
-        hand's own orientation (relative to the body's elbow) instead of the body net's guess.
-
-        rot ``(52, 3, 3)`` (body rows filled, updated in place at the wrists); h2/h3 ``(2, 21, 3)``; hc ``(2,)``.
-        """
-        full = self.pipe.ik.solve_hands_full(h3[None], h2[None, :, :, 2])
-        fingers = R.rot6d_to_matrix(_np(full["rot6d"])[0].astype(np.float64))           # (2, 15, 3, 3)
-        seen = hc > 0
-        self._last_hand_rot = np.where(seen[:, None, None, None], fingers, self._last_hand_rot)
+    def _solve_hands(self, recs: list[dict]) -> None:
+        """HandIKNet for records with a detected hand: finger rotations (``rec["hand_rot"]``
+        ``(2, 15, 3, 3)``) and the wrists' rotation from the hand's own orientation, relative to the
+        body's elbow, instead of the body net's guess (``rec["rot"]`` updated in place)."""
+        full = self.pipe.ik.solve_hands_full(np.stack([r["hands_3d"] for r in recs]),
+                                             np.stack([r["hands_2d"][..., 2] for r in recs]))
+        fingers = R.rot6d_to_matrix(_np(full["rot6d"]).astype(np.float64))             # (B, 2, 15, 3, 3)
+        wrist_global = _np(full["wrist_global"]).astype(np.float64)                    # (B, 2, 3, 3)
+        rot = np.stack([r["rot"] for r in recs])                                       # (B, 52, 3, 3)
         # global rotations of the elbows (the wrists' parents): product down both arm chains at once
-        chain = rot[_ELBOW_CHAINS]                                                     # (2, 7, 3, 3)
-        elbow = chain[:, 0]
-        for k in range(1, chain.shape[1]):
-            elbow = elbow @ chain[:, k]
-        wrist_global = _np(full["wrist_global"])[0].astype(np.float64)                 # (2, 3, 3)
-        rel = np.swapaxes(elbow, -1, -2) @ wrist_global                                # (2, 3, 3)
-        rot[_WRISTS] = np.where(seen[:, None, None], rel, rot[_WRISTS])
+        chain = rot[:, _ELBOW_CHAINS]                                                  # (B, 2, 7, 3, 3)
+        elbow = chain[:, :, 0]
+        for k in range(1, chain.shape[2]):
+            elbow = elbow @ chain[:, :, k]
+        rel = np.swapaxes(elbow, -1, -2) @ wrist_global                                # (B, 2, 3, 3)
+        for i, r in enumerate(recs):
+            seen = r["hands_conf"] > 0
+            r["rot"][_WRISTS] = np.where(seen[:, None, None], rel[i], r["rot"][_WRISTS])
+            r["hand_rot"] = fingers[i]
 
     def finish(self, timer: StageTimer) -> list[dict]:
         """End of stream (or abort): freeze the shape, wait for the face fits, release everything."""
