@@ -174,11 +174,11 @@ def builtin_face():
 
 def _builtin_view(face, yaw: float, pitch: float, size: int):
     """Camera ``(R, t, K)`` looking at the built-in face, face half the image tall."""
-    from model_runtime.pipeline.face_correspondence import _view_rotation
+    from model_runtime.pipeline.face_correspondence import view_rotation
 
     mean = face.mean_shape.astype(np.float64)
     K = intrinsics(size, size)
-    R = _view_rotation(yaw, pitch)
+    R = view_rotation(yaw, pitch)
     t = np.array([0.0, 0.0, K[0, 0] * np.ptp(mean[:, 1]) / (0.5 * size)]) - R @ (0.5 * (mean.min(0) + mean.max(0)))
     return R, t, K
 
@@ -186,7 +186,7 @@ def _builtin_view(face, yaw: float, pitch: float, size: int):
 def test_shipped_correspondence_matches_builtin_face(builtin_face):
     """The shipped file fits the built-in face (signature, version, sizes) and predicts where
     MediaPipe puts its landmarks on a render from a view that was not used to build it."""
-    from model_runtime.pipeline.face_correspondence import (_detect_mediapipe, builtin_render_context,
+    from model_runtime.pipeline.face_correspondence import (detect_face_mesh, builtin_render_context,
                                                             correspondence_for, render_view)
 
     if not BUILTIN_CORRESPONDENCE_PATH.is_file():
@@ -202,7 +202,7 @@ def test_shipped_correspondence_matches_builtin_face(builtin_face):
 
     R, t, K = _builtin_view(builtin_face, yaw=8.0, pitch=-5.0, size=384)
     img, _ = render_view(builtin_face, builtin_render_context(builtin_face), R, t, K, 384)
-    (lm,) = _detect_mediapipe([img])
+    (lm,) = detect_face_mesh([img])
     assert lm is not None, "MediaPipe found no face on the built-in face's render"
     pred = project(corr.points((builtin_face.mean_shape.astype(np.float64) @ R.T + t)[None])[0], K)
     err = np.linalg.norm(pred - lm, axis=1) / np.ptp(lm[:, 1]) * 100        # % of the face height

@@ -239,7 +239,7 @@ def builtin_render_context(model: FaceModel, below_chin_m: float = 0.2) -> Rende
                          eye_centres=centres)
 
 
-def _view_rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
+def view_rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
     """Model (Y up, face +Z) -> camera (x right, y down, z forward) for a head turned by yaw/pitch."""
     y, p = np.radians(yaw_deg), np.radians(pitch_deg)
     Ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
@@ -299,7 +299,7 @@ def render_view(model: FaceModel, context: RenderContext | None, R: np.ndarray, 
     return linear_to_bgr8(alb * light), fid
 
 
-def _detect_mediapipe(images_bgr: list[np.ndarray]) -> list[np.ndarray | None]:
+def detect_face_mesh(images_bgr: list[np.ndarray]) -> list[np.ndarray | None]:
     """MediaPipe face mesh (still images, attention mesh as in the shared detector) -> ``(468, 2)`` px or None."""
     import cv2
     import mediapipe as mp
@@ -374,12 +374,12 @@ def build_correspondence(model: FaceModel, views=DEFAULT_VIEWS, size: int = 512,
     faces = np.asarray(model.faces, np.int64)
     renders, projections = [], []
     for yaw, pitch in views:
-        R = _view_rotation(yaw, pitch)
+        R = view_rotation(yaw, pitch)
         t = np.array([0.0, 0.0, dist]) - R @ centre
         renders.append(render_view(model, context, R, t, K, size))
         projections.append(project(mean @ R.T + t, K))       # (N, 2) px
 
-    detections = _detect_mediapipe([img for img, _ in renders])
+    detections = detect_face_mesh([img for img, _ in renders])
     samples_tri, samples_bary, samples_pt = [], [], []       # per view: (468,), (468,3), (468,3)
     for (img, fid), lm, proj in zip(renders, detections, projections):
         if lm is None:
