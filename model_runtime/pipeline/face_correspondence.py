@@ -3,13 +3,14 @@
 The fitting's landmark term needs to know *where on the 3DMM* each of MediaPipe's
 468 landmarks lies.  MediaPipe does not ship its canonical face mesh in the
 Python wheel, so the correspondence is measured the direct way: the face model's
-mean shape is rendered with its mean albedo from several viewpoints
-(:mod:`face_render`), MediaPipe's face mesh runs on every render, and each
-detected landmark is traced back through the rasteriser to the triangle and
-barycentric point under it.  Per landmark the per-view surface points are
-pooled: the sample nearest to their (component-wise) median is kept, and the
-spread of the samples gives the landmark's reliability weight.  Landmarks on
-the face oval (silhouette points that slide with the head pose) are
+mean shape is rendered with its mean albedo from several viewpoints (the built-in
+face inside the built-in body's head, with eyes: :func:`builtin_render_context`),
+MediaPipe's attention face mesh runs on every render, and each detected landmark
+is traced back through the rasteriser to the triangle and barycentric point under
+it.  Per landmark the per-view surface points are pooled: the sample nearest to
+their (component-wise) median is kept, and the robust spread of the samples and
+the share of views that agree give the landmark's reliability weight.  Landmarks
+on the face oval (silhouette points that slide with the head pose) are
 down-weighted further.
 
 * Built-in face: the result is shipped as ``assets/face_mp468_correspondence.npz``
