@@ -265,3 +265,26 @@ def test_real_image_fit_improves_on_mean_face(builtin_face, realdata):
     assert res.ok and res0.ok
     assert res.landmark_error_px < 0.7 * res0.landmark_error_px
     assert res.landmark_error_px < 0.03 * np.sqrt(d.face_box[2] * d.face_box[3])
+
+
+def test_builtin_face_exact_landmarks_recover_blink_and_jaw(builtin_face):
+    """With landmarks exactly at the correspondence points of a posed built-in face (no
+    detector noise), the fit finds the closed eyes and the open jaw."""
+    from model_runtime.pipeline.face_correspondence import builtin_render_context, render_view
+
+    names = list(builtin_face.exp_names)
+    fitter = FaceFitter(builtin_face)
+    R, t, K = _builtin_view(builtin_face, yaw=-10.0, pitch=5.0, size=320)
+    e = np.zeros(len(names))
+    e[[names.index("eyeBlinkLeft"), names.index("eyeBlinkRight"), names.index("jawOpen")]] = (1.0, 1.0, 0.5)
+    shape = builtin_face.mean_shape.astype(np.float64) + builtin_face.exp_basis @ e
+    img, _ = render_view(builtin_face, builtin_render_context(builtin_face), R, t, K, 320, shape=shape)
+    pts = fitter.corr.points((shape @ R.T + t)[None])[0]                        # (468, 3) camera
+    lm = np.c_[project(pts, K), (pts[:, 2] - pts[:, 2].mean()) * K[0, 0] / t[2]]
+    res = fitter.fit(img, lm, None)
+    assert res.ok and res.landmark_error_px < 2.0, res.landmark_error_px
+    got = {n: float(res.expression[names.index(n)]) for n in ("eyeBlinkLeft", "eyeBlinkRight", "jawOpen")}
+    assert got["eyeBlinkLeft"] > 0.65 and got["eyeBlinkRight"] > 0.65, got
+    assert abs(got["jawOpen"] - 0.5) < 0.2, got
+    others = np.delete(res.expression, [names.index(n) for n in got])
+    assert others.max() < 0.3 and others.sum() < 1.0, "the pose should not spread over other shapes"
