@@ -520,8 +520,9 @@ class _FaceWorker:
     deterministic, slower).
     """
 
-    def __init__(self, stage: "FaceStage", cancel: threading.Event, timer: StageTimer):
+    def __init__(self, stage: "FaceStage", cancel: threading.Event, timer: StageTimer, low_priority: bool = True):
         self.stage, self.cancel, self.timer = stage, cancel, timer
+        self.low_priority = low_priority      # False when the capture waits for every fit (face_every > 0)
         self._jobs: queue.Queue = queue.Queue(maxsize=1)
         self._done: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
         self._cond = threading.Condition()
@@ -531,7 +532,8 @@ class _FaceWorker:
         self._thread.start()
 
     def _run(self) -> None:
-        _lower_thread_priority()
+        if self.low_priority:
+            _lower_thread_priority()
         while not self.cancel.is_set():
             try:
                 key, image, det = self._jobs.get(timeout=0.05)
@@ -602,7 +604,7 @@ class _ClipState:
                                 lookahead=not live)
         self.face_filler = GapFiller("interpolate", linear_keys=("expression", "sh"), max_gap=o.max_gap,
                                      flag="face_ok", lookahead=not live)
-        self.face_worker = (_FaceWorker(pipe.face, worker_cancel, timer)
+        self.face_worker = (_FaceWorker(pipe.face, worker_cancel, timer, low_priority=o.face_every == 0)
                             if pipe.face is not None and o.face else None)
         self.E = len(pipe.face.expression_names) if pipe.face is not None else 0
         self._pending: deque[dict] = deque()   # fitted frames waiting for the clip's shape / their face fit
