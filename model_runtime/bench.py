@@ -21,7 +21,7 @@ is per fitted face (``face_fits`` of the frames; the others are interpolated,
 see ``--face-every``).  The runs alternate (MediaPipe, pipeline, MediaPipe, ...,
 ``--repeat`` pipeline runs); ``ratio`` is the median over the pipeline runs of
 its fps over the mean fps of the two MediaPipe runs around it (``ratios``), and
-``pipeline`` is that median run.  ``load_avg_1min`` records how busy the
+``pipeline`` is the run closest to it.  ``load_avg_1min`` records how busy the
 machine was (before, and after each pair).
 """
 from __future__ import annotations
@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         mps.append(bench_mediapipe(args.video, options))
         load.append(os.getloadavg()[0])
     ratios = [pl["fps"] / (0.5 * (a["fps"] + b["fps"])) for pl, a, b in zip(pls, mps[:-1], mps[1:])]
-    best = int(np.argsort(ratios)[len(ratios) // 2])          # the run with the median ratio
+    ratio = float(np.median(ratios))
+    best = int(np.argmin(np.abs(np.asarray(ratios) - ratio)))   # the run closest to the median
     pl = dict(pls[best], runs_fps=[p["fps"] for p in pls])
     mp = dict(frames=mps[0]["frames"], fps=float(np.mean([m["fps"] for m in mps])),
               runs_fps=[m["fps"] for m in mps],
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
               stages_ms={k: float(np.mean([m["stages_ms"][k] for m in mps])) for k in mps[0]["stages_ms"]})
     out = dict(video=str(args.video), frames=mp["frames"], start=options.start, device=options.resolved_device(),
                machine=machine(), load_avg_1min=load, mediapipe=mp, pipeline=pl,
-               ratio=ratios[best], ratios=ratios)
+               ratio=ratio, ratios=ratios)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
