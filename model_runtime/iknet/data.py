@@ -86,8 +86,9 @@ class Batch:
     """One training batch.  ``kp (B, K, 3)`` / ``conf (B, K)`` = net input;
     ``rot (B, R, 3, 3)`` target rotations; ``kp_clean (B, K, 3)`` noiseless
     root-relative keypoints; body only: ``betas (B, 16)``, ``scale (B,)``,
-    ``kp_rest (B, K, 3)`` keypoints at the reference pose; hand only:
-    ``size (B,)`` the hand size the input was divided by."""
+    ``kp_rest (B, K, 3)`` keypoints at the reference pose, ``frame (B, 3, 3)``
+    the body frame the input is expressed in; hand only: ``size (B,)`` the
+    hand size the input was divided by."""
 
     kp: torch.Tensor
     conf: torch.Tensor
@@ -97,6 +98,7 @@ class Batch:
     scale: torch.Tensor | None = None
     kp_rest: torch.Tensor | None = None
     size: torch.Tensor | None = None
+    frame: torch.Tensor | None = None
 
     def to(self, device) -> "Batch":
         return Batch(**{k: (None if v is None else v.to(device)) for k, v in self.__dict__.items()})
@@ -108,11 +110,19 @@ def _axis_rotation(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
 
 def _noise_and_dropout(kp: torch.Tensor, gen: torch.Generator, sigma_max: float, groups: list[list[int]],
                        p_group: float, p_point_max: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gaussian noise (per-sample level, larger where confidence is lower) and dropped
-    keypoints (random points, and whole groups such as legs or a finger)."""
+    """Keypoint noise that the confidence input explains, and dropped keypoints.
+
+    Half of the samples are precise (confidence 1, noise at most ``sigma_max / 8``); the other
+    half get per-keypoint confidences in (0.5, 1] and noise ``sigma_max * 2 * (1 - conf)``, so
+    a keypoint given with low confidence is trusted less and a confident one is fitted closely.
+    Dropped keypoints: random points (rate up to ``p_point_max`` on half the samples) and whole
+    ``groups`` (each with probability ``p_group``) get confidence 0.
+    """
     B, K, _ = kp.shape
-    conf = 1.0 - 0.5 * torch.rand(B, K, generator=gen) ** 2            # kept points: conf in (0.5, 1]
-    sigma = sigma_max * torch.rand(B, 1, generator=gen) * (1.0 + 2.0 * (1.0 - conf))
+    noisy = torch.rand(B, 1, generator=gen) < 0.5
+    conf = torch.where(noisy, 1.0 - 0.5 * torch.rand(B, K, generator=gen), torch.ones(B, K))
+    floor = sigma_max / 8 * torch.rand(B, 1, generator=gen)
+    sigma = floor + sigma_max * 2.0 * (1.0 - conf)
     kp = kp + torch.randn(B, K, 3, generator=gen) * sigma[..., None]
     p_point = p_point_max * torch.rand(B, 1, generator=gen) * (torch.rand(B, 1, generator=gen) < 0.5)
     drop = torch.rand(B, K, generator=gen) < p_point
@@ -177,8 +187,8 @@ class BodySampler:
             _, kp_clean = self.kin(rot, betas, scale)
             _, kp_rest = self.kin(torch.eye(3).expand(B, 22, 3, 3), betas, scale)
         kp, conf = _noise_and_dropout(kp_clean, gen, self.sigma_max, BODY_DROP_GROUPS, 0.08, 0.15)
-        kp, conf = body_input(kp, conf)
-        return Batch(kp, conf, rot, kp_clean, betas, scale, kp_rest)
+        kp, conf, frame = body_input(kp, conf)
+        return Batch(kp, conf, rot, kp_clean, betas, scale, kp_rest, frame=frame)
 
 
 class HandSampler:

@@ -53,7 +53,7 @@ class IKSolver:
         numpy_out = not torch.is_tensor(kp3d)
         kp = _as_tensor(kp3d, "kp3d", (None, 24, 3), self.device)
         c = _as_tensor(conf, "conf", (kp.shape[0], 24), self.device)
-        out = self.body_net(*body_input(kp, c))
+        out = self.body_net(*body_input(kp, c))  # (kp in the body frame, conf, frame)
         res = {"rot6d": matrix_to_rot6d(rot6d_to_matrix(out["rot6d"])), "betas": out["betas"], "scale": out["scale"]}
         return {k: v.cpu().numpy() for k, v in res.items()} if numpy_out else res
 

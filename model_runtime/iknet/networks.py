@@ -44,7 +44,7 @@ class NetConfig:
         return asdict(self)
 
 
-BODY_CONFIG = NetConfig("body", NUM_BODY_KP, NUM_BODY_JOINTS, width=512, depth=3, with_shape=True)
+BODY_CONFIG = NetConfig("body", NUM_BODY_KP, NUM_BODY_JOINTS, width=512, depth=4, with_shape=True)
 HAND_CONFIG = NetConfig("hand", NUM_HAND_KP, 1 + NUM_HAND_JOINTS, width=512, depth=3, with_shape=False)
 
 
@@ -67,13 +67,20 @@ class IKNet(nn.Module):
             self.head.weight.mul_(0.1)
         self.register_buffer("identity6d", torch.tensor([1.0, 0, 0, 0, 1.0, 0]), persistent=False)
 
-    def forward(self, kp: torch.Tensor, conf: torch.Tensor) -> dict[str, torch.Tensor]:
-        """kp ``(B, K, 3)``, conf ``(B, K)`` -> dict ``rot6d (B, R, 6)`` [, ``betas (B, 16)``, ``scale (B,)``]."""
+    def forward(self, kp: torch.Tensor, conf: torch.Tensor, frame: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """kp ``(B, K, 3)``, conf ``(B, K)``, optional frame ``(B, 3, 3)`` the keypoints were
+        expressed in (``kp_in = kp @ frame``) -> dict ``rot6d (B, R, 6)`` [, ``betas (B, 16)``,
+        ``scale (B,)``]; with a frame, the root rotation is returned in the original frame
+        (``frame @ R_root``)."""
         B = kp.shape[0]
         x = torch.cat([(kp * conf[..., None]).reshape(B, -1), conf], dim=1)
         y = self.head(self.trunk(x))
         R = self.cfg.num_rotations
-        out = {"rot6d": y[:, : 6 * R].reshape(B, R, 6) + self.identity6d}
+        rot6d = y[:, : 6 * R].reshape(B, R, 6) + self.identity6d
+        if frame is not None:
+            root = frame @ rot6d[:, 0].reshape(B, 2, 3).transpose(1, 2)      # (B, 3, 2): rotate both columns
+            rot6d = torch.cat([root.transpose(1, 2).reshape(B, 1, 6), rot6d[:, 1:]], 1)
+        out = {"rot6d": rot6d}
         if self.cfg.with_shape:
             out["betas"] = y[:, 6 * R: 6 * R + NUM_BETAS]
             out["scale"] = torch.exp(y[:, 6 * R + NUM_BETAS])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from .networks import BODY_CONFIG, HAND_CONFIG, IKNet, NetConfig, build
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_VERSION = 1
-DEFAULT_STEPS = {"body": 16000, "hand": 16000}
+DEFAULT_STEPS = {"body": 12000, "hand": 16000}
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,16 @@ def iknet_loss(part: str, out: dict, batch, kin, w: LossWeights | None = None) -
     return loss, {k: float(v.detach()) for k, v in terms.items()}
 
 
+class _WarmupCosine:
+    """LR factor: linear warm-up over 5 % of the steps, then cosine decay to 0."""
+
+    def __init__(self, total: int):
+        self.total, self.warm = total, max(1, total // 20)
+
+    def __call__(self, step: int) -> float:
+        return min(1.0, (step + 1) / self.warm) * 0.5 * (1.0 + math.cos(math.pi * min(step, self.total) / self.total))
+
+
 class Trainer:
     """Owns net, optimiser, schedule and the data generator; checkpoints all of them."""
 
@@ -81,7 +92,7 @@ class Trainer:
         torch.manual_seed(seed)
         self.net = IKNet(cfg or (BODY_CONFIG if part == "body" else HAND_CONFIG)).to(self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _WarmupCosine(steps))
         self.gen = torch.Generator().manual_seed(seed)
         self.step = 0
         self.history: list[dict] = []
@@ -115,7 +126,7 @@ class Trainer:
         t0, last = time.perf_counter(), {}
         while self.step < until:
             batch = self.sampler.sample(self.batch, self.gen).to(self.device)
-            out = self.net(batch.kp, batch.conf)
+            out = self.net(batch.kp, batch.conf, batch.frame)
             loss, terms = iknet_loss(self.part, out, batch, self.kin)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -182,7 +193,7 @@ def make_sampler(part: str, model, data_root: Path, log=None):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--part", choices=("body", "hand"), required=True)
-    p.add_argument("--steps", type=int, default=None, help="total optimisation steps (default: body/hand 16000)")
+    p.add_argument("--steps", type=int, default=None, help="total optimisation steps (default: body 12000, hand 16000)")
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)

@@ -58,6 +58,19 @@ JOINT_MAPS: dict[str, dict[str, tuple[str, float]]] = {
         "left_elbow": ("LowerArm_L", 1.0), "right_elbow": ("LowerArm_R", 1.0),
         "left_wrist": ("Hand_L", 1.0), "right_wrist": ("Hand_R", 1.0),
     },
+    # Reallusion CC3 rig (e.g. the CMU-on-iClone BVH set); no clip of it is on disk here
+    "cc3": {
+        "pelvis": ("CC_Base_Pelvis", 0.5), "left_hip": ("CC_Base_L_Thigh", 0.5), "right_hip": ("CC_Base_R_Thigh", 0.5),
+        "spine1": ("CC_Base_Waist", 0.1), "spine2": ("CC_Base_Spine01", 0.1), "spine3": ("CC_Base_Spine02", 0.1),
+        "left_knee": ("CC_Base_L_Calf", 1.0), "right_knee": ("CC_Base_R_Calf", 1.0),
+        "left_ankle": ("CC_Base_L_Foot", 1.0), "right_ankle": ("CC_Base_R_Foot", 1.0),
+        "left_foot": ("CC_Base_L_ToeBase", 0.5), "right_foot": ("CC_Base_R_ToeBase", 0.5),
+        "neck": ("CC_Base_NeckTwist01", 0.5), "head": ("CC_Base_Head", 0.5),
+        "left_collar": ("CC_Base_L_Clavicle", 0.25), "right_collar": ("CC_Base_R_Clavicle", 0.25),
+        "left_shoulder": ("CC_Base_L_Upperarm", 1.0), "right_shoulder": ("CC_Base_R_Upperarm", 1.0),
+        "left_elbow": ("CC_Base_L_Forearm", 1.0), "right_elbow": ("CC_Base_R_Forearm", 1.0),
+        "left_wrist": ("CC_Base_L_Hand", 1.0), "right_wrist": ("CC_Base_R_Hand", 1.0),
+    },
 }
 # joint -> the joint whose direction it is aimed at during initialisation
 _AIM = {
@@ -103,7 +116,7 @@ def detect_source_kind(clip: MocapClip) -> str:
         if all(src in names for src, _ in m.values()):
             return kind
     raise ValueError(f"{clip.path}: unknown source skeleton (nodes {sorted(names)[:8]}...); "
-                     f"supported: HDM05/CMU ASF and Bandai Namco BVH")
+                     f"supported: HDM05/CMU ASF, Bandai Namco BVH, Reallusion CC3 BVH")
 
 
 def _targets(clip: MocapClip) -> tuple[np.ndarray, np.ndarray]:
@@ -267,7 +280,8 @@ def retarget_clips(clips: list[MocapClip], kin: PartKinematics, settings: Solver
     out: list[Retargeted | None] = [None] * len(clips)
     msig = model_signature(kin)
     for sid, idxs in groups.items():
-        h = hashlib.sha1(f"{RETARGET_VERSION}|{msig}|{settings.key()}|{JOINT_MAPS!r}|{sid}".encode())
+        jmap = JOINT_MAPS[detect_source_kind(clips[idxs[0]])]
+        h = hashlib.sha1(f"{RETARGET_VERSION}|{msig}|{settings.key()}|{sorted(jmap.items())!r}|{sid}".encode())
         for i in idxs:
             h.update(f"|{_file_digest(clips[i].path)}:{clips[i].fps:.3f}:{clips[i].num_frames}".encode())
         f = cache_dir() / f"{h.hexdigest()[:20]}.npz"
