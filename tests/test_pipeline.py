@@ -229,6 +229,26 @@ def test_gap_filler_leading_trailing_and_long_gaps():
         GapFiller("zero")
 
 
+def test_gap_filler_live_never_waits():
+    live = GapFiller("interpolate", quat_keys=("quat",), linear_keys=("transl",), lookahead=False)
+    assert len(live.push(_rec(0, False, 9, 9))) == 1                      # nothing to hold yet: as is
+    assert len(live.push(_rec(1, True, 0.0, 1.0))) == 1
+    out = live.push(_rec(2, False, 9, 9))                                  # held at once
+    assert len(out) == 1 and out[0]["transl"][0] == 1.0 and live.pending == 0
+
+
+def test_capture_options_from_protocol_mapping():
+    from model_runtime.pipeline.pipeline import CaptureOptions
+
+    o = CaptureOptions.from_mapping({"start": 5, "smoothing": {"min_cutoff": 2.0, "beta": 0.1}, "fill": "hold"})
+    assert o.start == 5 and o.smoothing.min_cutoff == 2.0 and o.fill == "hold"
+    assert not CaptureOptions.from_mapping({"smoothing": False}).smoothing.enabled
+    with pytest.raises(ValueError, match="colour"):
+        CaptureOptions.from_mapping({"colour": 1})
+    with pytest.raises(ValueError, match="fill"):
+        CaptureOptions.from_mapping({"fill": "zero"})
+
+
 # --------------------------------------------------------------------------- hands and shape
 def test_hand_swap_mask_synthetic():
     hands = np.zeros((3, 2, 21, 3))
