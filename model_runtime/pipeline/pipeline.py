@@ -71,8 +71,10 @@ KEYPOINT_NAMES: Final[tuple[str, ...]] = (
     + tuple(f"right_hand_{n}" for n in HAND21_NAMES)
 )
 STAGES: Final[tuple[str, ...]] = ("decode", "detect", "ik", "face", "filter", "write")
-#: a frame counts as "person found" when its mean body-keypoint confidence reaches this
-MIN_BODY_CONFIDENCE: Final[float] = 0.3
+#: a frame counts as "person found" when at least MIN_CONFIDENT_KEYPOINTS body keypoints reach
+#: MIN_BODY_CONFIDENCE (6 of 24: a talking head shows only its head keypoints, and that is enough)
+MIN_BODY_CONFIDENCE: Final[float] = 0.5
+MIN_CONFIDENT_KEYPOINTS: Final[int] = 6
 #: offline mode holds at most this many times ``shape_window`` frames before freezing the shape
 MAX_HELD_FACTOR: Final[int] = 10
 _NB = len(BODY_KEYPOINT_NAMES)
@@ -644,7 +646,7 @@ class _ClipState:
         recs: list[dict] = []
         for frame, det, t_read in items:
             h2, h3, hc, _ = self.hands(det.body_2d, det.hands_2d, det.hands_3d, det.hands_conf)
-            valid = bool(det.person) and float(det.body_2d[:, 2].mean()) >= MIN_BODY_CONFIDENCE
+            valid = bool(det.person) and int((det.body_2d[:, 2] >= MIN_BODY_CONFIDENCE).sum()) >= MIN_CONFIDENT_KEYPOINTS
             recs.append(dict(index=frame.index, time=frame.time, valid=valid, t_read=t_read,
                              body_2d=det.body_2d, body_3d=det.body_3d, hands_2d=h2, hands_3d=h3,
                              hands_conf=hc, expression=np.zeros(self.E), sh=np.zeros(27), face_ok=False,
