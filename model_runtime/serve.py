@@ -32,7 +32,7 @@ from typing import IO, Any
 import numpy as np
 
 from . import protocol as P
-from .errors import EXIT_INTERNAL, EXIT_OK, CancelledError, RuntimeErrorBase
+from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, CancelledError, RuntimeErrorBase
 
 log = logging.getLogger("model_runtime.serve")
 RUNTIME_VERSION = "0.1.0"
@@ -230,7 +230,8 @@ class Server:
                          frames=_frames_in(partial), cancelled=True)
         except BaseException as e:  # noqa: BLE001 - every failure becomes an error event
             partial = getattr(e, "partial_output", None)
-            code = e.exit_code if isinstance(e, RuntimeErrorBase) else (2 if isinstance(e, ValueError) else EXIT_INTERNAL)
+            code = (e.exit_code if isinstance(e, RuntimeErrorBase)
+                    else EXIT_USAGE if isinstance(e, ValueError) else EXIT_INTERNAL)
             self._finish("error", id=job_id, message=str(e), kind=type(e).__name__, exit_code=code,
                          traceback=traceback.format_exc(), output=str(partial) if partial else None)
 

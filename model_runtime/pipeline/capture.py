@@ -39,7 +39,8 @@ def add_capture_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fill", default="interpolate", choices=FILL_MODES,
                    help="frames without a person: hold the last pose or interpolate (default)")
     d = SmoothingConfig()
-    p.add_argument("--min-cutoff", type=float, default=d.min_cutoff, help=f"One Euro min cutoff Hz (default {d.min_cutoff})")
+    p.add_argument("--min-cutoff", type=float, default=d.min_cutoff,
+                   help=f"One Euro min cutoff Hz (default {d.min_cutoff})")
     p.add_argument("--beta", type=float, default=d.beta, help=f"One Euro speed coefficient (default {d.beta})")
     p.add_argument("--no-smoothing", action="store_true", help="disable the One Euro filter")
     p.add_argument("--no-hands", action="store_true", help="skip hand IK (fingers stay at rest)")

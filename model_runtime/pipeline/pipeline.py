@@ -646,7 +646,8 @@ class _ClipState:
         recs: list[dict] = []
         for frame, det, t_read in items:
             h2, h3, hc, _ = self.hands(det.body_2d, det.hands_2d, det.hands_3d, det.hands_conf)
-            valid = bool(det.person) and int((det.body_2d[:, 2] >= MIN_BODY_CONFIDENCE).sum()) >= MIN_CONFIDENT_KEYPOINTS
+            confident = int((det.body_2d[:, 2] >= MIN_BODY_CONFIDENCE).sum())
+            valid = bool(det.person) and confident >= MIN_CONFIDENT_KEYPOINTS
             recs.append(dict(index=frame.index, time=frame.time, valid=valid, t_read=t_read,
                              body_2d=det.body_2d, body_3d=det.body_3d, hands_2d=h2, hands_3d=h3,
                              hands_conf=hc, expression=np.zeros(self.E), sh=np.zeros(27), face_ok=False,
