@@ -74,11 +74,11 @@ def hand_keypoints(joints, vertices, kp_vertex_ids: dict[str, int], side: Side):
     from . import _backend as Bk
 
     names = _hand_names(side)
-    tips = [i for i, n in enumerate(names) if n.endswith("4")]
-    out = []
-    for i, n in enumerate(names):
-        out.append(vertices[:, kp_vertex_ids[n]] if i in tips else joints[:, JOINT_NAMES.index(n)])
-    return Bk.stack(out, axis=1)
+    is_tip = np.array([n.endswith("4") for n in names])
+    j_idx = [JOINT_NAMES.index(n) for n, t in zip(names, is_tip) if not t]
+    v_idx = [kp_vertex_ids[n] for n, t in zip(names, is_tip) if t]
+    order = np.argsort(np.concatenate([np.nonzero(~is_tip)[0], np.nonzero(is_tip)[0]]))
+    return Bk.cat([joints[:, j_idx], vertices[:, v_idx]], axis=1)[:, order]
 
 
 class PartKinematics:
@@ -142,10 +142,10 @@ class PartKinematics:
         k = betas.shape[-1]
         return self.J_template + (self.J_dirs[..., :k] @ betas.T).permute(2, 0, 1)
 
-    def forward(self, rot_mats, betas, scale=None):
+    def forward(self, rot_mats, betas, scale=None, with_globals: bool = False):
         """rot_mats ``(B, Jp, 3, 3)`` relative (root: global); betas ``(B, <=16)``;
         scale ``(B,)`` or None.  Returns ``(joints (B, Jp, 3), keypoints (B, K, 3))``,
-        root-relative."""
+        root-relative, plus the global joint rotations ``(B, Jp, 3, 3)`` if ``with_globals``."""
         import torch
 
         k = betas.shape[-1]
@@ -160,6 +160,8 @@ class PartKinematics:
         if scale is not None:
             kps = kps * scale[:, None, None]
             joints = joints * scale[:, None, None]
+        if with_globals:
+            return joints, kps, T[..., :3, :3]
         return joints, kps
 
     __call__ = forward

@@ -5,8 +5,10 @@ given with ``--asf``; BVH): parse, forward kinematics, retarget to SMPL-H
 (cached; these rotations are the ground truth), compute the 24 body keypoints
 of the retargeted body, then
 
-* **IKNet**: BodyIKNet on the keypoints -> rotations, beta, alpha -> forward
-  kinematics -> keypoints;
+* **IKNet**: BodyIKNet on the keypoints -> rotations, beta, alpha (+ the
+  analytic limb refinement of :mod:`model_runtime.iknet.refine`, as
+  ``IKSolver`` ships it; ``iknet_without_refinement`` reports the bare net)
+  -> forward kinematics -> keypoints;
 * **baseline**: optimisation IK on the same frames (swing initialisation, then
   Adam on 6D rotations + beta + alpha for ``--baseline-iters`` iterations).
 
@@ -152,9 +154,12 @@ def run(args) -> int:
     conf = torch.ones(F, 24)
     kwargs = {} if args.weights_dir is None else {"weights_dir": args.weights_dir}
     ik = IKSolver(args.device, **kwargs)
+    ik_raw = IKSolver(args.device, refine=False, **kwargs)
 
     out_ik = ik.solve_body(kp, conf)
     iknet = _metrics(kin, kp, R_gt, out_ik["rot6d"], out_ik["betas"], out_ik["scale"])
+    o = ik_raw.solve_body(kp, conf)
+    raw = _metrics(kin, kp, R_gt, o["rot6d"], o["betas"], o["scale"])
     from ..iknet.data import BODY_DROP_GROUPS
 
     legs = BODY_DROP_GROUPS[0]
@@ -175,13 +180,14 @@ def run(args) -> int:
     nb = min(256, F)
     hands_b, hconf_b = np.repeat(hands1, nb, 0), np.repeat(hconf1, nb, 0)
 
-    def both(i0: int, n: int, h, hc):
-        ik.solve_body(kp_np[i0:i0 + n], conf_np[i0:i0 + n])
-        ik.solve_hands(h, hc)
+    def both(solver, i0: int, n: int, h, hc):
+        solver.solve_body(kp_np[i0:i0 + n], conf_np[i0:i0 + n])
+        solver.solve_hands(h, hc)
 
-    ms1 = _time_ms(lambda: both(0, 1, hands1, hconf1), repeats=300)
-    msb = _time_ms(lambda: both(0, nb, hands_b, hconf_b), repeats=20) / nb
-    iknet["ms_per_frame"] = {"batch1": round(ms1, 4), "batch256": round(msb, 5)}
+    for solver, res_ in ((ik, iknet), (ik_raw, raw)):
+        ms1 = _time_ms(lambda: both(solver, 0, 1, hands1, hconf1), repeats=300)
+        msb = _time_ms(lambda: both(solver, 0, nb, hands_b, hconf_b), repeats=20) / nb
+        res_["ms_per_frame"] = {"batch1": round(ms1, 4), "batch256": round(msb, 5)}
 
     # optimisation baseline on the same frames
     t = time.perf_counter()
@@ -194,11 +200,12 @@ def run(args) -> int:
 
     report = {"files": len(files), "frames": F, "body_model": model.source, "retarget_fit_mm": round(fit_mm, 2),
               **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in iknet.items()},
+              "iknet_without_refinement": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in raw.items()},
               "baseline_optimisation": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in base.items()},
               "threads": args.threads, "device": args.device}
     if not args.json:
         log(f"IKNet:    MPJPE {iknet['mpjpe_mm']:.1f} mm  PA {iknet['pa_mpjpe_mm']:.1f} mm  rot {iknet['rotation_error_deg']:.1f} deg  "
-            f"{ms1:.3f} ms/frame (batch 1)")
+            f"{iknet['ms_per_frame']['batch1']:.3f} ms/frame (batch 1)")
         log(f"baseline: MPJPE {base['mpjpe_mm']:.1f} mm  PA {base['pa_mpjpe_mm']:.1f} mm  rot {base['rotation_error_deg']:.1f} deg  "
             f"{t1:.1f} ms/frame (batch 1)")
     print(json.dumps(report, indent=None if args.json else 2))

@@ -25,6 +25,7 @@ import torch
 from ..errors import InputUnreadableError
 from ..rotations import matrix_to_rot6d, rot6d_to_matrix
 from .inputs import body_input, hand_input, mirror_points, mirror_rotations
+from .refine import refine_limbs
 from .train import WEIGHTS_DIR, load_net
 
 
@@ -41,8 +42,17 @@ def _as_tensor(x, name: str, shape: tuple, device) -> torch.Tensor:
 class IKSolver:
     """BodyIKNet + HandIKNet with the shipped weights (``model_runtime/iknet/weights``)."""
 
-    def __init__(self, device: str | torch.device = "cpu", weights_dir: Path | str = WEIGHTS_DIR):
+    def __init__(self, device: str | torch.device = "cpu", weights_dir: Path | str = WEIGHTS_DIR,
+                 body_model=None, refine: bool = True):
+        """``refine``: apply :func:`.refine.refine_limbs` after BodyIKNet (needs the body
+        model the weights were trained for; default: the built-in one)."""
         self.device = torch.device(device)
+        self.refine = refine
+        if refine:
+            from ..body_model import load_body_model
+            from ..keypoints import PartKinematics
+
+            self.kin = PartKinematics(body_model or load_body_model(), "body", device=self.device)
         self.body_net, self.body_info = load_net("body", Path(weights_dir), self.device)
         self.hand_net, self.hand_info = load_net("hand", Path(weights_dir), self.device)
 
@@ -53,8 +63,12 @@ class IKSolver:
         numpy_out = not torch.is_tensor(kp3d)
         kp = _as_tensor(kp3d, "kp3d", (None, 24, 3), self.device)
         c = _as_tensor(conf, "conf", (kp.shape[0], 24), self.device)
-        out = self.body_net(*body_input(kp, c))  # (kp in the body frame, conf, frame)
-        res = {"rot6d": matrix_to_rot6d(rot6d_to_matrix(out["rot6d"])), "betas": out["betas"], "scale": out["scale"]}
+        rel, c, frame = body_input(kp, c)                 # pelvis-relative, in the body frame
+        out = self.body_net(rel, c, frame)
+        R = rot6d_to_matrix(out["rot6d"])
+        if self.refine:
+            R = refine_limbs(self.kin, R, out["betas"], out["scale"], rel @ frame.transpose(1, 2), c)
+        res = {"rot6d": matrix_to_rot6d(R), "betas": out["betas"], "scale": out["scale"]}
         return {k: v.cpu().numpy() for k, v in res.items()} if numpy_out else res
 
     @torch.inference_mode()

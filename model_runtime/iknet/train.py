@@ -234,7 +234,7 @@ def run(args) -> int:
     trainer.train(checkpoint=ckpt, every=args.checkpoint_every, log=log)
     wall = time.perf_counter() - t0
     if not args.no_export:
-        meta = {"body_model": model.source, "body_model_signature": model_signature(PartKinematics(model, "body")),
+        meta = {"body_model": Path(model.source).name, "body_model_signature": model_signature(PartKinematics(model, "body")),
                 "wall_s": round(wall, 1), "device": device, "threads": args.threads, **data_meta}
         pt, js = export_weights(trainer, Path(args.export_dir), meta)
         log(f"wrote {pt} and {js}")

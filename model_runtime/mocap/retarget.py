@@ -190,9 +190,12 @@ def _initial_rotations(kin: PartKinematics, betas, target, w):
 
 
 def _global_rotations(R, parents):
+    """Global rotations ``(F, J, 3, 3)`` from relative ones, one tree level at a time."""
+    from ..skeleton import depth_levels
+
     G = R.clone()
-    for j in range(1, R.shape[1]):  # 22 joints, init only (not a hot path)
-        G[:, j] = G[:, parents[j]] @ R[:, j]
+    for lvl in depth_levels(parents)[1:]:
+        G[:, lvl] = G[:, parents[lvl]] @ R[:, lvl]
     return G
 
 
