@@ -856,7 +856,7 @@ def build_pipeline(options: CaptureOptions, detector: Detector | None = None) ->
         # the detect thread keeps one core busy; torch's intra-op pool would fight it for it
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     body = load_body_model(options.body_model)
-    ik = IKSolver(device=device)
+    ik = IKSolver(device=device, body_model=body)
     face = None
     if options.face:
         from ..face_model import load_face_model
