@@ -189,6 +189,9 @@ class FaceFitter:
         self._lm68_has_vertex = t(lm68 >= 0, torch.bool)
         self._lm68_mp = t(MP468_TO_IBUG68, torch.long)
         self.sizes = face_model.sizes
+        # torch.optim's first optimiser imports torch._dynamo (~1.2 s, once per process); pay it
+        # here, before a clip starts, rather than inside the first frame's fit
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
     # ------------------------------------------------------------------ public API
     def fit(self, image_bgr: np.ndarray, landmarks_px: np.ndarray | None, face_box=None,
