@@ -10,7 +10,7 @@ from model_runtime.errors import InputUnreadableError
 from model_runtime.keypoints import PartKinematics, body_keypoints, hand_keypoints, keypoint_vertex_ids
 from model_runtime.rotations import axis_angle_to_matrix, geodesic_angle, rot6d_to_matrix
 
-HELD_OUT_CLIP = "hdm05/test/1/HDM_dg_depositFloorR_007_120.amc"
+HELD_OUT_CLIP = "hdm05/train/1/HDM_dg_depositFloorR_013_120.amc"
 
 
 @pytest.fixture(scope="module")

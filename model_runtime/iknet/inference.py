@@ -55,6 +55,8 @@ class IKSolver:
             self.kin = PartKinematics(body_model or load_body_model(), "body", device=self.device)
         self.body_net, self.body_info = load_net("body", Path(weights_dir), self.device)
         self.hand_net, self.hand_info = load_net("hand", Path(weights_dir), self.device)
+        self.body_net.requires_grad_(False)
+        self.hand_net.requires_grad_(False)
 
     @torch.inference_mode()
     def solve_body(self, kp3d, conf) -> dict:
