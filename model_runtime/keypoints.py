@@ -23,9 +23,8 @@ from typing import Literal
 
 import numpy as np
 
-from . import lbs as _lbs
 from .errors import ModelFileError
-from .skeleton import (BODY_IDX, BODY_KEYPOINT_NAMES, BODY_KEYPOINTS_BASIC, HAND21_NAMES, JOINT_NAMES,
+from .skeleton import (BODY_IDX, depth_levels, BODY_KEYPOINT_NAMES, BODY_KEYPOINTS_BASIC, HAND21_NAMES, JOINT_NAMES,
                        NUM_BETAS, PARENTS, RIGHT_HAND_IDX, RIGHT_WRIST, Side)
 
 Part = Literal["body", "hand"]
@@ -133,7 +132,10 @@ class PartKinematics:
         self._order = torch.as_tensor(np.argsort(np.concatenate([np.nonzero(kp_is_joint)[0], np.nonzero(~kp_is_joint)[0]])), device=device)
         self._kpj = torch.as_tensor(kp_joint_local, device=device)
         self.joint_idx = jidx                     # (Jp,) indices into the 52 SMPL-H joints
+        levels = depth_levels(np.array([-1] + [g2l[int(PARENTS[j])] for j in jidx[1:]]))
+        self._levels = [torch.as_tensor(lv, device=device) for lv in levels]
         self.parents = np.array([-1] + [g2l[int(PARENTS[j])] for j in jidx[1:]])
+        self._parents_t = torch.as_tensor(self.parents, device=device)
         self.num_joints = len(jidx)
         self.num_keypoints = len(kp_is_joint)
 
@@ -150,10 +152,11 @@ class PartKinematics:
 
         k = betas.shape[-1]
         j_rest = self.rest_joints(betas)
-        joints, T = _lbs.forward_kinematics(rot_mats, j_rest, self.parents)
+        joints, G, t = self._fk(rot_mats, j_rest)
         v_rest = self.V_template + (self.V_dirs[..., :k] @ betas.T).permute(2, 0, 1)        # (B, Kv, 3)
-        Tv = torch.einsum("vj,bjmn->bvmn", self.V_weights, T[..., :3, :])                   # (B, Kv, 3, 4)
-        verts = (Tv[..., :3] @ v_rest[..., None])[..., 0] + Tv[..., 3]
+        Gv = torch.einsum("vj,bjmn->bvmn", self.V_weights, G)                              # (B, Kv, 3, 3)
+        tv = torch.einsum("vj,bjm->bvm", self.V_weights, t)                                 # (B, Kv, 3)
+        verts = (Gv @ v_rest[..., None])[..., 0] + tv
         root = joints[:, :1]
         kps = torch.cat([joints[:, self._kpj], verts], dim=1)[:, self._order] - root
         joints = joints - root
@@ -161,7 +164,29 @@ class PartKinematics:
             kps = kps * scale[:, None, None]
             joints = joints * scale[:, None, None]
         if with_globals:
-            return joints, kps, T[..., :3, :3]
+            return joints, kps, G
         return joints, kps
+
+    def _fk(self, R, j_rest):
+        """Forward kinematics of the part, one tree level at a time (the maths of
+        :func:`model_runtime.lbs.forward_kinematics`, with fewer copies; differentiable).
+
+        Returns posed joints ``(B, Jp, 3)``, global rotations ``(B, Jp, 3, 3)`` and the
+        skinning translations ``t = p - G @ j_rest`` ``(B, Jp, 3)``.
+        """
+        import torch
+
+        par = self._parents_t
+        rel = torch.cat([j_rest[:, :1], j_rest[:, 1:] - j_rest[:, par[1:]]], 1)
+        G = torch.empty_like(R)
+        P = torch.empty_like(j_rest)
+        root = self._levels[0]
+        G[:, root] = R[:, root]
+        P[:, root] = rel[:, root]
+        for lvl in self._levels[1:]:
+            Gp = G[:, par[lvl]]
+            G[:, lvl] = Gp @ R[:, lvl]
+            P[:, lvl] = P[:, par[lvl]] + (Gp @ rel[:, lvl, :, None])[..., 0]
+        return P, G, P - (G @ j_rest[..., None])[..., 0]
 
     __call__ = forward
