@@ -288,3 +288,24 @@ def test_builtin_face_exact_landmarks_recover_blink_and_jaw(builtin_face):
     assert abs(got["jawOpen"] - 0.5) < 0.2, got
     others = np.delete(res.expression, [names.index(n) for n in got])
     assert others.max() < 0.3 and others.sum() < 1.0, "the pose should not spread over other shapes"
+
+
+def test_aflw2000_eval_command(realdata, tmp_path, capsys):
+    """``eval aflw2000`` on two real images: JSON with the fit's and MediaPipe's NME; a folder
+    without images is a clear error naming it."""
+    import json
+
+    from model_runtime.cli import main
+
+    data = realdata / "PRNet" / "TestImages" / "AFLW2000"
+    if not data.is_dir():
+        pytest.skip(f"{data} not available")
+    assert main(["eval", "aflw2000", "--dir", str(data), "--limit", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["images"] + out["failed"] == 2 and out["images"] >= 1
+    # image00251 is one where MediaPipe itself locks onto the wrong structure (~33 %)
+    assert 0 < out["nme"] < 40 and 0 < out["mediapipe68"]["nme"] < 40
+    assert abs(out["nme"] - out["mediapipe68"]["nme"]) < 2.0, "the fit should stay close to its detector"
+    assert out["fit_ms_per_image"] > 0
+    assert main(["eval", "aflw2000", "--dir", str(tmp_path)]) != 0
+    assert str(tmp_path) in capsys.readouterr().err
