@@ -236,6 +236,44 @@ def mirror(x):
     return mirror_points(x)
 
 
+def test_numpy_path_equals_torch_path(solver, real_poses, kin_body, kin_hand):
+    """The small-batch numpy path (IKSolver's CPU default for <= 16 numpy frames) computes what the
+    torch modules compute: noisy held-out body keypoints with dropped pelvis/hips/neck/legs, and
+    hands with a mirrored left, a missing hand and missing MCPs."""
+    from model_runtime.iknet.hand_prior import anatomical_axes, random_rotations, sample_limited_poses
+    from model_runtime.iknet.inference import IKSolver
+    from model_runtime.iknet.inputs import HAND_MCP
+
+    torch_only = IKSolver("cpu", numpy_max_batch=0)
+    R, betas, scale = real_poses
+    n = 8
+    g = torch.Generator().manual_seed(5)
+    _, kp = kin_body(R[:n], betas.expand(n, -1), torch.full((n,), scale))
+    kp = (kp + 0.01 * torch.randn(kp.shape, generator=g)).numpy()
+    conf = torch.rand(n, 24, generator=g).numpy() * 0.5 + 0.5
+    conf[1, [4, 5, 6, 7]] = 0            # legs
+    conf[2, 0] = 0                       # pelvis: mid-hips stand in
+    conf[3, [1, 2]] = 0                  # hips: shoulders give the frame
+    conf[4, 12] = 0                      # neck
+    assert solver._numpy_path(kp) and not solver._numpy_path(torch.as_tensor(kp))
+    fast, ref = solver.solve_body(kp, conf), torch_only.solve_body(kp, conf)
+    for k in ("rot6d", "betas", "scale"):
+        assert fast[k].dtype == np.float32 and fast[k].shape == ref[k].shape
+        np.testing.assert_allclose(fast[k], ref[k], atol=2e-4, err_msg=k)
+
+    Rh = torch.cat([random_rotations(2 * n, g)[:, None], sample_limited_poses(2 * n, anatomical_axes(kin_hand), g)], 1)
+    _, hk = kin_hand(Rh, torch.zeros(2 * n, 16))
+    hands = hk.numpy().reshape(n, 2, 21, 3).copy()
+    hands[:, 0, :, 0] *= -1              # left hands: mirror images of right ones
+    hconf = np.ones((n, 2, 21), np.float32)
+    hconf[1, 0] = 0                      # left hand not detected
+    hconf[2, 1, HAND_MCP] = 0            # right MCPs missing: no hand size
+    fast, ref = solver.solve_hands_full(hands, hconf), torch_only.solve_hands_full(hands, hconf)
+    for k in ("rot6d", "wrist_global"):
+        assert fast[k].shape == ref[k].shape
+        np.testing.assert_allclose(fast[k], ref[k], atol=2e-4, err_msg=k)
+
+
 def test_bad_input_is_named(solver):
     with pytest.raises(InputUnreadableError, match="'kp3d' has shape"):
         solver.solve_body(np.zeros((2, 23, 3)), np.ones((2, 23)))
