@@ -170,6 +170,11 @@ class Detector(Protocol):
         """
         ...
 
+    def reset(self) -> None:
+        """Forget any tracking state (video mode) so that the next frame is treated as the first
+        of a new clip; the models stay loaded.  The capture pipeline calls it before every job."""
+        ...
+
     def close(self) -> None:
         """Release the models; the detector is unusable afterwards."""
         ...

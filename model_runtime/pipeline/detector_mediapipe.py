@@ -243,6 +243,12 @@ class MediaPipeDetector:
         if g is not None:
             g.close()
 
+    def reset(self) -> None:
+        """See :meth:`model_runtime.pipeline.detector.Detector.reset`: the video graph (MediaPipe's
+        tracking state) is dropped and rebuilt lazily by the next video-mode frame."""
+        self._reset_video()
+        self._last_ts = None
+
     def detect(self, image_bgr: np.ndarray, timestamp_ms: int | None = None) -> Detection:
         """See :meth:`model_runtime.pipeline.detector.Detector.detect`.
 

@@ -129,7 +129,7 @@ def ambient_sh(level: float = 0.8) -> np.ndarray:
     return mu.ravel()
 
 
-def _umeyama(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+def umeyama(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     """Weighted similarity ``dst ~ s R src + t`` for ``(M, 3)`` point sets; proper rotation."""
     w = w / w.sum()
     mu_s, mu_d = w @ src, w @ dst
@@ -195,14 +195,18 @@ class FaceFitter:
 
     # ------------------------------------------------------------------ public API
     def fit(self, image_bgr: np.ndarray, landmarks_px: np.ndarray | None, face_box=None,
-            state: FaceFitState | None = None) -> FaceResult:
+            state: FaceFitState | None = None, hold_identity: bool = False) -> FaceResult:
         """Fit one frame.
 
         image_bgr ``(H, W, 3)`` uint8; landmarks_px ``(468, 3)`` MediaPipe face-mesh landmarks
         (x, y px, z relative depth in px) or None; face_box ``(4,)`` x, y, w, h px (optional, only
         used as the face size when given); state: the previous frame's ``FaceResult.state``
-        (None for a single image or a clip's first frame).  Never raises on a frame without a
-        usable face: returns ``ok=False`` and the previous state instead.
+        (None for a single image or a clip's first frame), or a state seeded from a
+        :class:`face_tracker.FaceTrack` (pose, expression, identity) with ``n_identity = 0``: then
+        the lighting is first solved in closed form and the three-stage start is skipped.
+        ``hold_identity``: keep ``state.identity`` as it is (the tracker owns it) while albedo,
+        lighting, pose and expression are fitted.  Never raises on a frame without a usable
+        face: returns ``ok=False`` and the previous state instead.
         """
         problem = self._check_inputs(image_bgr, landmarks_px)
         if problem:
@@ -229,8 +233,11 @@ class FaceFitter:
         params = self._make_params(init)
         c = self.config
         if tracking:
-            self._optimise(params, ctx, c.iters_track, free=("pose", "expression", "sh")
-                           + (("identity", "albedo") if fit_identity else ()), photo=True,
+            if state.n_identity == 0:                     # seeded by the tracker: no lighting yet
+                with torch.no_grad():
+                    params["sh"].copy_(self._solve_sh(params, ctx))
+            learnt = (("albedo",) if hold_identity else ("identity", "albedo")) if fit_identity else ()
+            self._optimise(params, ctx, c.iters_track, free=("pose", "expression", "sh") + learnt, photo=True,
                            prev_expression=torch.as_tensor(state.expression, device=self.device))
         else:
             self._optimise(params, ctx, c.iters_pose, free=("pose",), photo=False)
@@ -289,7 +296,7 @@ class FaceFitter:
             mu_d = np.r_[shift + s * (w @ P[:, :2]) / w.sum(), 0.0]
             mu_s_cam = R @ ((w @ src) / w.sum())
         else:
-            R, s, _ = _umeyama(src, dst, w)
+            R, s, _ = umeyama(src, dst, w)
             mu_d = (w @ dst) / w.sum()
             mu_s_cam = R @ ((w @ src) / w.sum())
         f = K[0, 0]
@@ -484,6 +491,8 @@ class FaceFitter:
         if fit_identity and state is not None and n > 0:           # running mean over the first frames
             identity = (state.identity * n + identity) / (n + 1)
             albedo = (state.albedo * n + albedo) / (n + 1)
+        if not fit_identity and state is not None:                 # frozen: exactly the clip's values
+            identity, albedo = state.identity.copy(), state.albedo.copy()
         new_state = FaceFitState(identity=identity, albedo=albedo, n_identity=n + int(fit_identity),
                                  rotation=npf(R), translation=npf(t), expression=npf(p["expression"]),
                                  sh=npf(p["sh"]))

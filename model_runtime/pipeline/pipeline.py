@@ -5,15 +5,19 @@ flat whatever the clip length)::
 
     [decode thread]  source frames ──q──> [detect thread] detector ──q──> [caller's thread]
                                                                            hand sides, IK, shape,
-                                                                           Eq. 14, filters, gap
-                                                                           filling, writer
-                                                  [face thread, low priority] face fit <──┘
+                                                                           face tracker, Eq. 14,
+                                                                           filters, gap filling,
+                                                                           writer
+                            [face thread, low priority] keyframe face fit <──┘
 
 OpenCV decoding and MediaPipe release the GIL, so on two cores decoding and
-detection of frame t+1 run while frame t is fitted.  The face fit (several
-detector frames of CPU) runs at a lower OS priority on the frames it has time
-for (or every N-th frame, ``face_every``); the frames in between get
-interpolated expressions, so it does not slow the body capture down.  Cancellation (an
+detection of frame t+1 run while frame t is fitted.  The face is split in two:
+every frame's head pose and expression come from a fast landmark tracker
+(:mod:`face_tracker`, ~1-5 ms, inline); the slow analysis-by-synthesis fit
+(:mod:`face_fit`) runs on keyframes at a lower OS priority (adaptive: when the
+worker is free and at least :data:`KEYFRAME_GAP_S` after the last one, or every
+N-th face frame, ``face_every``) and refines the clip's albedo and the lighting,
+so it does not slow the body capture down.  Cancellation (an
 :class:`threading.Event`, set by ``serve``'s cancel or by Ctrl-C) is checked
 between frames in every stage.  On cancel, a source error or a crash the
 frames already fitted are finished (held gap/shape buffers drained) and
@@ -70,7 +74,16 @@ KEYPOINT_NAMES: Final[tuple[str, ...]] = (
     + tuple(f"left_hand_{n}" for n in HAND21_NAMES)
     + tuple(f"right_hand_{n}" for n in HAND21_NAMES)
 )
-STAGES: Final[tuple[str, ...]] = ("decode", "detect", "ik", "face", "filter", "write")
+#: ``face`` is per keyframe fit (``CaptureResult.face_fits``), ``face_track`` per tracked frame
+STAGES: Final[tuple[str, ...]] = ("decode", "detect", "ik", "face_track", "face", "filter", "write")
+#: adaptive mode: seconds of video between two keyframe fits (lighting/albedo refresh; each costs
+#: 0.1-0.8 s of background CPU on the 2-core test machine, see docs/bench.md)
+KEYFRAME_GAP_S: Final[float] = 2.0
+#: One Euro for expressions: coefficient speeds are in units/s (not rad/s); a blink or a
+#: syllable moves a coefficient by ~0.5 in ~0.1 s, so the cut-off must reach ~5 Hz while it
+#: moves and the speed estimate must see the onset within a frame or two (docs/pipeline.md)
+EXPRESSION_BETA: Final[float] = 1.0
+EXPRESSION_D_CUTOFF: Final[float] = 4.0
 #: a frame counts as "person found" when at least MIN_CONFIDENT_KEYPOINTS body keypoints reach
 #: MIN_BODY_CONFIDENCE (6 of 24: a talking head shows only its head keypoints, and that is enough)
 MIN_BODY_CONFIDENCE: Final[float] = 0.5
@@ -107,45 +120,107 @@ class IKStage(Protocol):
 
 
 class FaceStage(Protocol):
-    """Per-frame face fitting (:mod:`model_runtime.pipeline.face_fit`) as the pipeline uses it."""
+    """The capture's face (:class:`FaceFitStage`): a tracker on every frame, a fit on keyframes."""
 
     expression_names: tuple[str, ...]
 
     def reset(self, K: np.ndarray) -> None:
         """Start a new clip seen by a camera with intrinsics ``K (3, 3)``."""
 
-    def fit(self, image_bgr: np.ndarray, detection: Detection) -> tuple[np.ndarray, np.ndarray] | None:
-        """-> ``(expression (E,), sh (27,))`` or None when the frame has no usable face."""
+    def track(self, detection: Detection) -> tuple[np.ndarray, Any] | None:
+        """Inline, every frame: -> ``(expression (E,), seed)`` (``seed`` for :meth:`refine`), or
+        None when the frame has no usable face."""
+
+    def refine(self, image_bgr: np.ndarray, detection: Detection, seed: Any) -> np.ndarray | None:
+        """Background, keyframes: refine the clip's appearance on this frame; -> ``sh (27,)`` or None."""
+
+    def current_sh(self) -> np.ndarray:
+        """-> the latest lighting ``(27,)`` (white ambient before the first keyframe fit)."""
 
     def clip_params(self) -> tuple[np.ndarray, np.ndarray]:
         """-> current per-clip ``(identity (Ki,), albedo (Ka,))``."""
 
 
 class FaceFitStage:
-    """Adapts :class:`face_fit.FaceFitter` (video mode: state carried between frames) to the pipeline."""
+    """The capture's face: :class:`face_tracker.FaceTracker` on every frame, :class:`face_fit.FaceFitter`
+    on keyframes.
 
-    def __init__(self, fitter):
+    * **Identity** (per clip): estimated by the tracker from the landmarks of the first
+      ``fitter.config.identity_frames`` face frames (identity free in the Gauss-Newton solve,
+      running mean), then frozen; every expression of the clip is tracked with it.
+    * **Expression, head pose** (per frame): the tracker, warm-started from the previous frame.
+    * **Albedo, lighting**: the analysis-by-synthesis fit on keyframes, seeded with the tracked
+      pose, expression and identity (held); albedo = running mean over the first
+      ``identity_frames`` keyframes, SH = the latest keyframe's, held until the next one.
+
+    ``track`` runs in the pipeline's thread, ``refine`` in the face worker; they share only
+    the appearance (albedo, SH), under a lock.
+    """
+
+    def __init__(self, fitter, tracker=None):
+        from .face_tracker import FaceTracker
+
         self.fitter = fitter
+        self.tracker = tracker or FaceTracker(fitter.model, correspondence=fitter.corr,
+                                              expression_range=fitter.expression_range)
         self.expression_names: tuple[str, ...] = tuple(fitter.model.exp_names)
-        self._state = None
+        self._lock = threading.Lock()
+        self.reset(np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]))
 
     def reset(self, K: np.ndarray) -> None:
-        """New clip: forget the face; use the capture's focal length so both fits share one camera."""
-        self._state = None
-        self.fitter.focal_px = float(K[0, 0])
+        """New clip: forget the face; use the capture's focal length so every fit shares one camera."""
+        from .face_fit import ambient_sh
 
-    def fit(self, image_bgr: np.ndarray, detection: Detection) -> tuple[np.ndarray, np.ndarray] | None:
-        res = self.fitter.fit(image_bgr, detection.face_landmarks, detection.face_box, self._state)
+        sizes = self.fitter.sizes
+        self.K = np.asarray(K, np.float64)
+        self.fitter.focal_px = float(self.K[0, 0])
+        self._track = None
+        self._identity = np.zeros(sizes["identity"], np.float64)
+        self._n_identity = 0
+        with self._lock:
+            self._albedo = np.zeros(sizes["albedo"], np.float32)
+            self._sh = ambient_sh()
+            self._n_appearance = 0
+
+    def track(self, detection: Detection) -> tuple[np.ndarray, Any] | None:
+        lm = detection.face_landmarks
+        if lm is None or lm.shape[0] != self.tracker.corr.weights.shape[0] or not np.isfinite(lm).all():
+            self._track = None                          # lost: the next face starts afresh
+            return None
+        box = detection.face_box
+        size = float(np.sqrt(box[2] * box[3])) if box is not None and np.all(np.isfinite(box)) \
+            and min(box[2], box[3]) > 1 else None
+        learn = self._n_identity < self.fitter.config.identity_frames
+        tr = self.tracker.track(lm, self.K, self._identity, self._track, face_size=size, fit_identity=learn)
+        if learn:
+            n = self._n_identity
+            self._identity = (self._identity * n + tr.identity) / (n + 1)
+            self._n_identity = n + 1
+        self._track = tr
+        return tr.expression, (tr, self._identity.astype(np.float32))
+
+    def refine(self, image_bgr: np.ndarray, detection: Detection, seed: Any) -> np.ndarray | None:
+        from .face_fit import FaceFitState
+
+        tr, identity = seed
+        with self._lock:
+            albedo, sh, n = self._albedo, self._sh, self._n_appearance
+        state = FaceFitState(identity=identity, albedo=albedo, n_identity=n, rotation=tr.rotation,
+                             translation=tr.translation, expression=tr.expression, sh=sh)
+        res = self.fitter.fit(image_bgr, detection.face_landmarks, detection.face_box, state, hold_identity=True)
         if not res.ok:
             return None
-        self._state = res.state
-        return res.expression, res.sh
+        with self._lock:
+            self._albedo, self._sh, self._n_appearance = res.albedo, res.sh, res.state.n_identity
+        return res.sh
+
+    def current_sh(self) -> np.ndarray:
+        with self._lock:
+            return self._sh.copy()
 
     def clip_params(self) -> tuple[np.ndarray, np.ndarray]:
-        sizes = self.fitter.sizes
-        if self._state is None:
-            return np.zeros(sizes["identity"], np.float32), np.zeros(sizes["albedo"], np.float32)
-        return self._state.identity, self._state.albedo
+        with self._lock:
+            return self._identity.astype(np.float32), self._albedo.copy()
 
 
 # --------------------------------------------------------------------------- options
@@ -167,7 +242,7 @@ class CaptureOptions:
     max_gap: int = 60                    # longer gaps are held, not interpolated
     hands: bool = True
     face: bool = True
-    face_every: int = 0                  # 0 = adaptive (whenever the face worker is free), N = every N-th frame
+    face_every: int = 0                  # keyframe fits: 0 = adaptive (worker free, KEYFRAME_GAP_S apart), N = every N-th face frame
     shape_window: int = 30               # valid frames for the per-clip beta/alpha
     folder_fps: float = 30.0             # frame rate of image folders
     queue_size: int = 8                  # frames in flight per queue
@@ -237,7 +312,7 @@ class CaptureResult:
     stage_ms: dict[str, float]
     hand_swaps: int = 0
     dropped_frames: int = 0
-    face_fits: int = 0       # frames whose face was fitted (others interpolated); stage_ms["face"] is per fit
+    face_fits: int = 0       # keyframe face fits (every face frame is tracked); stage_ms["face"] is per fit
 
     @property
     def fps(self) -> float:
@@ -512,13 +587,14 @@ def _lower_thread_priority() -> None:
 
 
 class _FaceWorker:
-    """Fits faces in a background thread of lower OS priority, one job at a time.
+    """Runs keyframe face fits (:meth:`FaceStage.refine`) in a background thread of lower OS
+    priority, one job at a time.
 
-    The face fit costs several detector frames on a CPU, so in adaptive mode
-    (:meth:`try_submit`) a frame's face is fitted only if the worker is idle and
-    the frames in between get interpolated expressions: decoding, detection and
-    IK keep their speed and the face uses the CPU time left over (Linux
-    ``SCHED_IDLE``; on a machine busy with other work it may get little).  ``submit`` blocks instead (``face_every=N``:
+    A keyframe fit costs several detector frames on a CPU, so in adaptive mode
+    (:meth:`try_submit`) a keyframe is taken only if the worker is idle: decoding,
+    detection, IK and the per-frame face tracker keep their speed and the fit uses the CPU
+    time left over (Linux ``SCHED_IDLE``; on a machine busy with other work it may get
+    little, then the lighting is held longer).  ``submit`` blocks instead (``face_every=N``:
     deterministic, slower).
     """
 
@@ -526,7 +602,7 @@ class _FaceWorker:
         self.stage, self.cancel, self.timer = stage, cancel, timer
         self.low_priority = low_priority      # False when the capture waits for every fit (face_every > 0)
         self._jobs: queue.Queue = queue.Queue(maxsize=1)
-        self._done: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
+        self._done: dict[int, np.ndarray | None] = {}
         self._cond = threading.Condition()
         self._busy = False
         self.error: BaseException | None = None
@@ -538,12 +614,12 @@ class _FaceWorker:
             _lower_thread_priority()
         while not self.cancel.is_set():
             try:
-                key, image, det = self._jobs.get(timeout=0.05)
+                key, image, det, seed = self._jobs.get(timeout=0.05)
             except queue.Empty:
                 continue
             t0 = time.perf_counter()
             try:
-                res = self.stage.fit(image, det)
+                res = self.stage.refine(image, det, seed)
             except BaseException as e:  # noqa: BLE001 - re-raised in the pipeline's thread
                 res, self.error = None, e
             self.timer.add("face", time.perf_counter() - t0)
@@ -552,26 +628,26 @@ class _FaceWorker:
                 self._busy = False
                 self._cond.notify_all()
 
-    def try_submit(self, key: int, image: np.ndarray, det: Detection) -> bool:
+    def try_submit(self, key: int, image: np.ndarray, det: Detection, seed: Any) -> bool:
         with self._cond:
             if self._busy:
                 return False
             self._busy = True
-        self._jobs.put((key, image, det))
+        self._jobs.put((key, image, det, seed))
         return True
 
-    def submit(self, key: int, image: np.ndarray, det: Detection) -> None:
+    def submit(self, key: int, image: np.ndarray, det: Detection, seed: Any) -> None:
         with self._cond:
             while self._busy and not self.cancel.is_set():
                 self._cond.wait(0.05)
             self._busy = True
-        self._jobs.put((key, image, det))
+        self._jobs.put((key, image, det, seed))
 
     def ready(self, key: int) -> bool:
         with self._cond:
             return key in self._done
 
-    def result(self, key: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def result(self, key: int) -> np.ndarray | None:
         """Wait for job ``key`` and return (and forget) its result."""
         with self._cond:
             while key not in self._done:
@@ -600,8 +676,8 @@ class _ClipState:
         self.translation = TranslationSolver(K)
         self.rot_filter = RotationFilter(o.smoothing)
         self.transl_filter = OneEuroFilter(o.smoothing, group_last_axis=True)
-        self.expr_filter = OneEuroFilter(o.smoothing)
-        # body gaps (no person) and face gaps (frames between face fits, or without a face)
+        self.expr_filter = OneEuroFilter(expression_smoothing(o.smoothing))
+        # body gaps (no person) and face gaps (frames without a tracked face)
         self.filler = GapFiller(o.fill, quat_keys=("quat",), linear_keys=("transl",), max_gap=o.max_gap,
                                 lookahead=not live)
         self.face_filler = GapFiller("interpolate", linear_keys=("expression", "sh"), max_gap=o.max_gap,
@@ -611,6 +687,8 @@ class _ClipState:
         self.E = len(pipe.face.expression_names) if pipe.face is not None else 0
         self._pending: deque[dict] = deque()   # fitted frames waiting for the clip's shape / their face fit
         self._face_count = 0
+        self._last_keyframe_t = -np.inf        # time (s) of the last keyframe submitted (adaptive mode)
+        self._sh: np.ndarray | None = None     # lighting of the last keyframe released (file order)
         self._live_jobs: list[int] = []        # live mode: face jobs whose result has not been used yet
         self._last_hand_rot = np.tile(np.eye(3), (2, NUM_HAND_JOINTS, 1, 1))
         self._last_transl: np.ndarray | None = None
@@ -656,20 +734,34 @@ class _ClipState:
         self._solve(recs)
         timer.add("ik", time.perf_counter() - t0, n=len(recs))
         for rec, (frame, det, _) in zip(recs, items):
-            if rec["valid"] and self.face_worker is not None and det.face_landmarks is not None:
-                every = self.pipe.options.face_every
-                if every == 0:
-                    rec["face_job"] = self.face_worker.try_submit(frame.index, frame.image, det)
-                elif self._face_count % every == 0:
-                    self.face_worker.submit(frame.index, frame.image, det)
-                    rec["face_job"] = True
-                self._face_count += 1
+            if rec["valid"] and self.face_worker is not None:
+                self._face(rec, frame, det, timer)
             self._pending.append(rec)
         if len(self._pending) > MAX_HELD_FACTOR * self.shape.window:
             self.shape.freeze()      # a long start without a person: do not wait forever
         if not (self.live or self.shape.frozen):
             return []
         return self._release(timer, final=False)
+
+    def _face(self, rec: dict, frame: Frame, det: Detection, timer: StageTimer) -> None:
+        """Track the face of one frame (expression into ``rec``) and maybe make it a keyframe."""
+        t0 = time.perf_counter()
+        tracked = self.pipe.face.track(det)
+        timer.add("face_track", time.perf_counter() - t0)
+        if tracked is None:
+            return
+        rec["expression"], seed = np.asarray(tracked[0], np.float64), tracked[1]
+        rec["face_ok"] = True
+        every = self.pipe.options.face_every
+        if every == 0:
+            if frame.time - self._last_keyframe_t >= KEYFRAME_GAP_S:
+                rec["face_job"] = self.face_worker.try_submit(frame.index, frame.image, det, seed)
+                if rec["face_job"]:
+                    self._last_keyframe_t = frame.time
+        elif self._face_count % every == 0:
+            self.face_worker.submit(frame.index, frame.image, det, seed)
+            rec["face_job"] = True
+        self._face_count += 1
 
     def _solve(self, recs: list[dict]) -> None:
         """BodyIKNet and HandIKNet for the valid records, one batch each; fills ``rec["rot"]``."""
@@ -702,15 +794,15 @@ class _ClipState:
                 # never wait: a face fit that finished since the last frame goes to this frame
                 if rec["face_job"]:
                     self._live_jobs.append(rec["index"])
-                fitted = None
                 for key in [k for k in self._live_jobs if self.face_worker.ready(k)]:
-                    fitted = self.face_worker.result(key)
+                    self._keyframe_done(self.face_worker.result(key))
                     self._live_jobs.remove(key)
-                _set_face(rec, fitted)
             elif rec["face_job"]:
                 if not final and not self.face_worker.ready(rec["index"]):
                     break
-                _set_face(rec, self.face_worker.result(rec["index"]))
+                self._keyframe_done(self.face_worker.result(rec["index"]))
+            if rec["face_ok"]:
+                rec["sh"] = self._sh if self._sh is not None else self.pipe.face.current_sh().astype(np.float64)
             ready.append(self._pending.popleft())
         t0 = time.perf_counter()
         out = self._post(ready)
@@ -753,6 +845,11 @@ class _ClipState:
             self.face_worker.close()
 
     # ---- stage 2: translation, filters, gap filling
+    def _keyframe_done(self, sh: np.ndarray | None) -> None:
+        """A keyframe fit finished (``sh (27,)``, None if it failed): frames from here on get its lighting."""
+        if sh is not None:
+            self._sh = np.asarray(sh, np.float64)
+
     def _rest_joints(self) -> np.ndarray:
         return self.pipe.rest_joints(self.shape.betas)
 
@@ -823,11 +920,12 @@ class _ClipState:
         return out
 
 
-def _set_face(rec: dict, fitted: tuple[np.ndarray, np.ndarray] | None) -> None:
-    """Store a face fit ``(expression (E,), sh (27,))`` in a record (None: no fit for it)."""
-    if fitted is not None:
-        rec["expression"], rec["sh"] = (np.asarray(a, np.float64) for a in fitted)
-        rec["face_ok"] = True
+def expression_smoothing(config: SmoothingConfig) -> SmoothingConfig:
+    """The One Euro parameters of the expression coefficients from the capture's: the same
+    ``min_cutoff`` (jitter of a still face) and on/off switch, :data:`EXPRESSION_BETA` and
+    :data:`EXPRESSION_D_CUTOFF` for the speed (units/s of a coefficient, not rad/s)."""
+    return SmoothingConfig(min_cutoff=config.min_cutoff, beta=EXPRESSION_BETA, d_cutoff=EXPRESSION_D_CUTOFF,
+                           enabled=config.enabled)
 
 
 def _np(x) -> np.ndarray:
