@@ -76,9 +76,11 @@ KEYPOINT_NAMES: Final[tuple[str, ...]] = (
 )
 #: ``face`` is per keyframe fit (``CaptureResult.face_fits``), ``face_track`` per tracked frame
 STAGES: Final[tuple[str, ...]] = ("decode", "detect", "ik", "face_track", "face", "filter", "write")
-#: adaptive mode: seconds of video between two keyframe fits (lighting/albedo refresh; each costs
-#: 0.1-0.8 s of background CPU on the 2-core test machine, see docs/bench.md)
-KEYFRAME_GAP_S: Final[float] = 2.0
+#: adaptive mode: seconds of video between two keyframe fits (lighting/albedo refresh).  Each costs
+#: 0.1-0.5 s of CPU on the 2-core test machine, and even at SCHED_IDLE the fits slowed MediaPipe
+#: (s20.mp4: bench ratio 0.73 with a 2 s gap, 0.92 with one keyframe; docs/bench.md); indoor
+#: lighting and a person's albedo change slowly, so a refresh every 10 s is enough
+KEYFRAME_GAP_S: Final[float] = 10.0
 #: One Euro for expressions: coefficient speeds are in units/s (not rad/s); a blink or a
 #: syllable moves a coefficient by ~0.5 in ~0.1 s, so the cut-off must reach ~5 Hz while it
 #: moves and the speed estimate must see the onset within a frame or two (docs/pipeline.md)
@@ -174,6 +176,7 @@ class FaceFitStage:
         sizes = self.fitter.sizes
         self.K = np.asarray(K, np.float64)
         self.fitter.focal_px = float(self.K[0, 0])
+        self._clip = getattr(self, "_clip", 0) + 1       # a late keyframe of an earlier clip is ignored
         self._track = None
         self._identity = np.zeros(sizes["identity"], np.float64)
         self._n_identity = 0
@@ -197,12 +200,12 @@ class FaceFitStage:
             self._identity = (self._identity * n + tr.identity) / (n + 1)
             self._n_identity = n + 1
         self._track = tr
-        return tr.expression, (tr, self._identity.astype(np.float32))
+        return tr.expression, (tr, self._identity.astype(np.float32), self._clip)
 
     def refine(self, image_bgr: np.ndarray, detection: Detection, seed: Any) -> np.ndarray | None:
         from .face_fit import FaceFitState
 
-        tr, identity = seed
+        tr, identity, clip = seed
         with self._lock:
             albedo, sh, n = self._albedo, self._sh, self._n_appearance
         state = FaceFitState(identity=identity, albedo=albedo, n_identity=n, rotation=tr.rotation,
@@ -211,6 +214,8 @@ class FaceFitStage:
         if not res.ok:
             return None
         with self._lock:
+            if clip != self._clip:
+                return None
             self._albedo, self._sh, self._n_appearance = res.albedo, res.sh, res.state.n_identity
         return res.sh
 
@@ -689,7 +694,7 @@ class _ClipState:
         self._face_count = 0
         self._last_keyframe_t = -np.inf        # time (s) of the last keyframe submitted (adaptive mode)
         self._sh: np.ndarray | None = None     # lighting of the last keyframe released (file order)
-        self._live_jobs: list[int] = []        # live mode: face jobs whose result has not been used yet
+        self._live_jobs: list[int] = []        # keyframe jobs nobody waits for (live; adaptive after the first)
         self._last_hand_rot = np.tile(np.eye(3), (2, NUM_HAND_JOINTS, 1, 1))
         self._last_transl: np.ndarray | None = None
         self.valid_frames = 0
@@ -798,9 +803,17 @@ class _ClipState:
                     self._keyframe_done(self.face_worker.result(key))
                     self._live_jobs.remove(key)
             elif rec["face_job"]:
-                if not final and not self.face_worker.ready(rec["index"]):
-                    break
-                self._keyframe_done(self.face_worker.result(rec["index"]))
+                waits = self._sh is None or self.pipe.options.face_every > 0
+                if waits or self.face_worker.ready(rec["index"]):
+                    if not final and not self.face_worker.ready(rec["index"]):
+                        break
+                    self._keyframe_done(self.face_worker.result(rec["index"]))
+                elif not final:
+                    self._live_jobs.append(rec["index"])   # adaptive: later keyframes never hold frames
+            if not self.live and self._live_jobs:
+                for key in [k for k in self._live_jobs if self.face_worker.ready(k)]:
+                    self._keyframe_done(self.face_worker.result(key))
+                    self._live_jobs.remove(key)
             if rec["face_ok"]:
                 rec["sh"] = self._sh if self._sh is not None else self.pipe.face.current_sh().astype(np.float64)
             ready.append(self._pending.popleft())
@@ -936,6 +949,37 @@ def _np(x) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- wiring
+def limit_numpy_blas_threads(n: int) -> bool:
+    """Cap the OpenBLAS thread pools loaded in this process (numpy's, and the copies other wheels
+    bundle) at ``n`` (what ``OPENBLAS_NUM_THREADS`` does at start-up); returns False where none is
+    loaded (another BLAS, another OS: then nothing changes).
+
+    Why: OpenBLAS threads spin while they wait for work.  With a 936 x 58 Gauss-Newton product
+    per tracked face (and the IK's small matrices) they took the core MediaPipe runs on: on
+    the 2-core machine the face tracker went from ~3 ms to ~46 ms per frame inside a capture.
+    """
+    import ctypes
+    import re
+
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", f.read())))
+    except OSError:
+        return False
+    done = False
+    for path in libs:                       # numpy's, and copies other wheels (OpenCV, SciPy) bundle
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("openblas_set_num_threads64_", "openblas_set_num_threads"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn(ctypes.c_int(int(n)))
+                done = True
+    return done
+
+
 def build_pipeline(options: CaptureOptions, detector: Detector | None = None) -> CapturePipeline:
     """Load the real components for ``options``: detector, IK nets, body model, face fitter.
 
@@ -951,8 +995,9 @@ def build_pipeline(options: CaptureOptions, detector: Detector | None = None) ->
 
         import torch
 
-        # the detect thread keeps one core busy; torch's intra-op pool would fight it for it
+        # the detect thread keeps one core busy; torch's and numpy's BLAS pools would fight it for it
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+        limit_numpy_blas_threads(max(1, (os.cpu_count() or 2) - 1))
     body = load_body_model(options.body_model)
     ik = IKSolver(device=device, body_model=body)
     face = None
