@@ -13,6 +13,15 @@ from model_runtime.rotations import axis_angle_to_matrix, geodesic_angle, rot6d_
 HELD_OUT_CLIP = "hdm05/train/1/HDM_dg_depositFloorR_013_120.amc"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny batches: one thread is faster, and far faster when the 2 shared cores are busy."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="module")
 def model():
     return load_body_model()
@@ -90,20 +99,23 @@ def test_loss_is_differentiable_through_fk(real_poses, kin_body):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
 
-def _trainer(real_poses, kin_body, steps=12):
-    from model_runtime.iknet.train import Trainer
+def _trainer(real_poses, kin_body, part="body", steps=12):
+    from model_runtime.iknet.train import Trainer, load_net
 
-    return Trainer("body", _body_sampler(real_poses, kin_body), kin_body, steps, seed=3, batch=16)
+    first_stage = load_net("body")[0] if part == "body2" else None
+    return Trainer(part, _body_sampler(real_poses, kin_body), kin_body, steps, seed=3, batch=16, first_stage=first_stage)
 
 
-def test_training_is_deterministic_and_resumable(real_poses, kin_body, tmp_path):
-    straight = _trainer(real_poses, kin_body)
+@pytest.mark.parametrize("part", ["body", "body2"])
+def test_training_is_deterministic_and_resumable(real_poses, kin_body, tmp_path, part):
+    """BodyIKNet, and the correction stage on top of the frozen shipped BodyIKNet."""
+    straight = _trainer(real_poses, kin_body, part)
     straight.train()
-    again = _trainer(real_poses, kin_body)
+    again = _trainer(real_poses, kin_body, part)
     again.train()
-    first = _trainer(real_poses, kin_body)
+    first = _trainer(real_poses, kin_body, part)
     first.train(until=6, checkpoint=tmp_path / "ck.pt", every=6)
-    resumed = _trainer(real_poses, kin_body)
+    resumed = _trainer(real_poses, kin_body, part)
     resumed.load(tmp_path / "ck.pt")
     assert resumed.step == 6
     resumed.train()
@@ -112,6 +124,30 @@ def test_training_is_deterministic_and_resumable(real_poses, kin_body, tmp_path)
         for k, v in other.net.state_dict().items():
             assert torch.equal(v, sd[k]), k
     assert straight.history[-1]["loss"] < 50  # it trains (finite, not diverging)
+    if part == "body2":  # only the correction stage is trained; the first stage stays as shipped
+        assert all(not p.requires_grad for p in straight.first_stage.parameters())
+        assert not any(k.startswith("first") for k in sd)
+
+
+def test_correction_stage_must_match_its_first_stage(tmp_path):
+    """body2.pt was trained on one BodyIKNet; loading it next to other body weights is a named error."""
+    import json
+    import shutil
+
+    from model_runtime.errors import ModelFileError
+    from model_runtime.iknet.inference import IKSolver
+    from model_runtime.iknet.train import WEIGHTS_DIR
+
+    if not (WEIGHTS_DIR / "body2.json").is_file():
+        pytest.skip("no correction stage shipped")
+    for f in WEIGHTS_DIR.glob("*.*"):
+        shutil.copy(f, tmp_path / f.name)
+    info = json.loads((tmp_path / "body2.json").read_text())
+    info["first_stage_sha256"] = "0" * 16
+    (tmp_path / "body2.json").write_text(json.dumps(info))
+    with pytest.raises(ModelFileError, match="body2.json.*first_stage_sha256"):
+        IKSolver(weights_dir=tmp_path)
+    assert IKSolver(weights_dir=tmp_path, correct=False).body2_net is None
 
 
 def test_hand_sampler_deterministic_and_in_limits(kin_hand):
@@ -302,6 +338,7 @@ def test_eval_mocap_ik_command(mocap_dir, tmp_path, monkeypatch, capsys):
         assert 0 <= rep[key] < 60, (key, rep[key])
         assert key in rep["baseline_optimisation"] or key == "mpjpe_mm_legs_missing"
         assert key in rep["iknet_without_refinement"] or key == "mpjpe_mm_legs_missing"
+        assert key in rep["bodyiknet_only"] or key == "mpjpe_mm_legs_missing"
     assert set(rep["ms_per_frame"]) == {"batch1", "batch256"} and rep["ms_per_frame"]["batch1"] > 0
     assert rep["pa_mpjpe_mm"] <= rep["mpjpe_mm"] + 1e-6
     # a missing file is a clear error with its own exit code

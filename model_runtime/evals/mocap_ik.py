@@ -5,10 +5,12 @@ given with ``--asf``; BVH): parse, forward kinematics, retarget to SMPL-H
 (cached; these rotations are the ground truth), compute the 24 body keypoints
 of the retargeted body, then
 
-* **IKNet**: BodyIKNet on the keypoints -> rotations, beta, alpha (+ the
-  analytic limb refinement of :mod:`model_runtime.iknet.refine`, as
-  ``IKSolver`` ships it; ``iknet_without_refinement`` reports the bare net)
-  -> forward kinematics -> keypoints;
+* **IKNet**: the shipped ``IKSolver`` on the keypoints -> rotations, beta, alpha
+  -> forward kinematics -> keypoints.  ``IKSolver`` ships BodyIKNet, the
+  correction stage BodyCorrectionNet (when ``body2.pt`` exists) and the analytic
+  limb refinement of :mod:`model_runtime.iknet.refine`;
+  ``iknet_without_refinement`` reports the networks alone (both stages) and
+  ``bodyiknet_only`` BodyIKNet alone (the paper's single network);
 * **baseline**: optimisation IK on the same frames (swing initialisation, then
   Adam on 6D rotations + beta + alpha for ``--baseline-iters`` iterations).
 
@@ -183,11 +185,14 @@ def run(args) -> int:
     kwargs = {} if args.weights_dir is None else {"weights_dir": args.weights_dir}
     ik = IKSolver(args.device, **kwargs)
     ik_raw = IKSolver(args.device, refine=False, **kwargs)
+    ik_first = IKSolver(args.device, refine=False, correct=False, **kwargs)
 
     out_ik = ik.solve_body(kp, conf)
     iknet = _metrics(kin, kp, R_gt, out_ik["rot6d"], out_ik["betas"], out_ik["scale"])
     o = ik_raw.solve_body(kp, conf)
     raw = _metrics(kin, kp, R_gt, o["rot6d"], o["betas"], o["scale"])
+    o = ik_first.solve_body(kp, conf)
+    first = _metrics(kin, kp, R_gt, o["rot6d"], o["betas"], o["scale"])
     from ..iknet.data import BODY_DROP_GROUPS
 
     legs = BODY_DROP_GROUPS[0]
@@ -212,7 +217,7 @@ def run(args) -> int:
         solver.solve_body(kp_np[i0:i0 + n], conf_np[i0:i0 + n])
         solver.solve_hands(h, hc)
 
-    for solver, res_ in ((ik, iknet), (ik_raw, raw)):
+    for solver, res_ in ((ik, iknet), (ik_raw, raw), (ik_first, first)):
         ms1 = _time_ms(lambda: both(solver, 0, 1, hands1, hconf1), repeats=300)
         msb = _time_ms(lambda: both(solver, 0, nb, hands_b, hconf_b), repeats=20) / nb
         res_["ms_per_frame"] = {"batch1": round(ms1, 4), "batch256": round(msb, 5)}
@@ -228,7 +233,9 @@ def run(args) -> int:
 
     report = {"files": len(files), "frames": F, "body_model": Path(model.source).name, "retarget_fit_mm": round(fit_mm, 2),
               **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in iknet.items()},
+              "correction_stage": ik.body2_net is not None,
               "iknet_without_refinement": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in raw.items()},
+              "bodyiknet_only": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in first.items()},
               "baseline_optimisation": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in base.items()},
               "threads": args.threads, "device": args.device}
     if args.hands:

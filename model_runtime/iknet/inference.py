@@ -25,6 +25,7 @@ import torch
 from ..errors import InputUnreadableError
 from ..rotations import matrix_to_rot6d, rot6d_to_matrix
 from .inputs import body_input, hand_input, mirror_points, mirror_rotations
+from .networks import two_stage_body
 from .numpy_path import NumpyIK
 from .refine import refine_limbs
 from .train import WEIGHTS_DIR, load_net
@@ -59,23 +60,32 @@ class IKSolver:
     """
 
     def __init__(self, device: str | torch.device = "cpu", weights_dir: Path | str = WEIGHTS_DIR,
-                 body_model=None, refine: bool = True, numpy_max_batch: int = 16):
-        """``refine``: apply :func:`.refine.refine_limbs` after BodyIKNet (needs the body
-        model the weights were trained for; default: the built-in one).  ``numpy_max_batch``:
-        largest numpy batch served by :mod:`.numpy_path` on the CPU (0 turns it off)."""
+                 body_model=None, refine: bool = True, correct: bool | None = None, numpy_max_batch: int = 16):
+        """``refine``: apply :func:`.refine.refine_limbs` after the body network(s).
+        ``correct``: run the second stage :class:`.networks.BodyCorrectionNet` after BodyIKNet
+        (``None``: when ``body2.pt`` is in ``weights_dir``).  Both need the body model the weights
+        were trained for (default: the built-in one).  ``numpy_max_batch``: largest numpy batch
+        served by :mod:`.numpy_path` on the CPU (0 turns it off)."""
+        weights_dir = Path(weights_dir)
         self.device = torch.device(device)
         self.refine = refine
-        if refine:
+        self.body_net, self.body_info = load_net("body", weights_dir, self.device)
+        self.hand_net, self.hand_info = load_net("hand", weights_dir, self.device)
+        if correct is None:
+            correct = (weights_dir / "body2.pt").is_file()
+        self.body2_net, self.body2_info = load_net("body2", weights_dir, self.device) if correct else (None, None)
+        self.kin = None
+        if refine or correct:
             from ..body_model import load_body_model
             from ..keypoints import PartKinematics
 
             self.kin = PartKinematics(body_model or load_body_model(), "body", device=self.device)
-        self.body_net, self.body_info = load_net("body", Path(weights_dir), self.device)
-        self.hand_net, self.hand_info = load_net("hand", Path(weights_dir), self.device)
-        self.body_net.requires_grad_(False)
-        self.hand_net.requires_grad_(False)
+        for net in (self.body_net, self.hand_net, self.body2_net):
+            if net is not None:
+                net.requires_grad_(False)
         self.numpy_max_batch = numpy_max_batch if self.device.type == "cpu" else 0
-        self._np = NumpyIK(self.body_net, self.hand_net, self.kin if refine else None) if self.numpy_max_batch else None
+        self._np = (NumpyIK(self.body_net, self.hand_net, self.kin, self.body2_net, refine)
+                    if self.numpy_max_batch else None)
 
     def _numpy_path(self, kp3d) -> bool:
         if self._np is None or torch.is_tensor(kp3d):
@@ -94,7 +104,10 @@ class IKSolver:
         kp = _as_tensor(kp3d, "kp3d", (None, 24, 3), self.device)
         c = _as_tensor(conf, "conf", (kp.shape[0], 24), self.device)
         rel, c, frame = body_input(kp, c)                 # pelvis-relative, in the body frame
-        out = self.body_net(rel, c, frame)
+        if self.body2_net is None:
+            out = self.body_net(rel, c, frame)
+        else:
+            out = two_stage_body(self.body_net, self.body2_net, self.kin, rel, c, frame)
         R = rot6d_to_matrix(out["rot6d"])
         if self.refine:
             R = refine_limbs(self.kin, R, out["betas"], out["scale"], rel @ frame.transpose(1, 2), c)

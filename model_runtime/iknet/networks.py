@@ -12,6 +12,10 @@ are zeroed before the first layer, so the net sees ``[kp * conf, conf]``
   hands): outputs ``rot6d (B, 16, 6)``: index 0 is the wrist's *global*
   rotation in the keypoints' frame, 1..15 the SMPL-H finger joints (relative).
 
+* :class:`BodyCorrectionNet` (optional second stage, not in the paper): sees the
+  observed keypoints, BodyIKNet's rotations and the keypoints they produce
+  (forward kinematics) and returns corrected rotations (:func:`two_stage_body`).
+
 The 6D heads add the identity ``[1,0,0, 0,1,0]`` so an untrained net outputs
 the rest pose.  6D is turned into matrices by Gram-Schmidt
 (:func:`model_runtime.rotations.rot6d_to_matrix`).
@@ -46,6 +50,28 @@ class NetConfig:
 
 BODY_CONFIG = NetConfig("body", NUM_BODY_KP, NUM_BODY_JOINTS, width=512, depth=4, with_shape=True)
 HAND_CONFIG = NetConfig("hand", NUM_HAND_KP, 1 + NUM_HAND_JOINTS, width=512, depth=3, with_shape=False)
+BODY2_CONFIG = NetConfig("body2", NUM_BODY_KP, NUM_BODY_JOINTS, width=512, depth=2, with_shape=False)
+
+
+def _mlp(d_in: int, cfg: NetConfig, n_out: int) -> tuple[nn.Sequential, nn.Linear]:
+    """``depth`` hidden layers of ``width`` (SiLU) and a linear head initialised near 0."""
+    layers: list[nn.Module] = []
+    for _ in range(cfg.depth):
+        layers += [nn.Linear(d_in, cfg.width), nn.SiLU()]
+        d_in = cfg.width
+    head = nn.Linear(d_in, n_out)
+    nn.init.zeros_(head.bias)
+    with torch.no_grad():
+        head.weight.mul_(0.1)
+    return nn.Sequential(*layers), head
+
+
+def root_to_frame(rot6d: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """rot6d ``(B, R, 6)`` with the root (index 0) in a body frame ``(B, 3, 3)`` -> root in the
+    keypoints' original frame (``frame @ R_root``, both 6D columns rotated); others unchanged."""
+    B = rot6d.shape[0]
+    root = frame @ rot6d[:, 0].reshape(B, 2, 3).transpose(1, 2)          # (B, 3, 2)
+    return torch.cat([root.transpose(1, 2).reshape(B, 1, 6), rot6d[:, 1:]], 1)
 
 
 class IKNet(nn.Module):
@@ -54,17 +80,8 @@ class IKNet(nn.Module):
     def __init__(self, cfg: NetConfig):
         super().__init__()
         self.cfg = cfg
-        layers: list[nn.Module] = []
-        d = 4 * cfg.num_keypoints
-        for _ in range(cfg.depth):
-            layers += [nn.Linear(d, cfg.width), nn.SiLU()]
-            d = cfg.width
-        self.trunk = nn.Sequential(*layers)
         n_out = 6 * cfg.num_rotations + (NUM_BETAS + 1 if cfg.with_shape else 0)
-        self.head = nn.Linear(d, n_out)
-        nn.init.zeros_(self.head.bias)
-        with torch.no_grad():
-            self.head.weight.mul_(0.1)
+        self.trunk, self.head = _mlp(4 * cfg.num_keypoints, cfg, n_out)
         self.register_buffer("identity6d", torch.tensor([1.0, 0, 0, 0, 1.0, 0]), persistent=False)
 
     def forward(self, kp: torch.Tensor, conf: torch.Tensor, frame: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -78,13 +95,46 @@ class IKNet(nn.Module):
         R = self.cfg.num_rotations
         rot6d = y[:, : 6 * R].reshape(B, R, 6) + self.identity6d
         if frame is not None:
-            root = frame @ rot6d[:, 0].reshape(B, 2, 3).transpose(1, 2)      # (B, 3, 2): rotate both columns
-            rot6d = torch.cat([root.transpose(1, 2).reshape(B, 1, 6), rot6d[:, 1:]], 1)
+            rot6d = root_to_frame(rot6d, frame)
         out = {"rot6d": rot6d}
         if self.cfg.with_shape:
             out["betas"] = y[:, 6 * R: 6 * R + NUM_BETAS]
             out["scale"] = torch.exp(y[:, 6 * R + NUM_BETAS])
         return out
+
+
+class BodyCorrectionNet(nn.Module):
+    """Second stage after BodyIKNet: ``rot6d_1 (B, 22, 6) -> rot6d_1 + delta``.
+
+    Input (all in the body frame, pelvis-relative, metres): the observed keypoints
+    ``kp * conf`` (3K), their residual to the keypoints of BodyIKNet's pose
+    ``10 (kp - kp_fk) * conf`` (3K, decimetres), ``conf`` (K) and BodyIKNet's ``rot6d_1`` (6R):
+    ``7K + 6R`` features.  The zero-initialised-ish head starts at BodyIKNet's answer.
+    """
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.trunk, self.head = _mlp(7 * cfg.num_keypoints + 6 * cfg.num_rotations, cfg, 6 * cfg.num_rotations)
+
+    def forward(self, kp: torch.Tensor, conf: torch.Tensor, kp_fk: torch.Tensor, rot6d: torch.Tensor) -> torch.Tensor:
+        """kp, kp_fk ``(B, K, 3)``, conf ``(B, K)``, rot6d ``(B, R, 6)`` -> corrected rot6d ``(B, R, 6)``."""
+        B = kp.shape[0]
+        w = conf[..., None]
+        x = torch.cat([(kp * w).reshape(B, -1), (10.0 * (kp - kp_fk) * w).reshape(B, -1), conf, rot6d.reshape(B, -1)], 1)
+        return rot6d + self.head(self.trunk(x)).reshape(rot6d.shape)
+
+
+def two_stage_body(first: IKNet, second: BodyCorrectionNet, kin, kp: torch.Tensor, conf: torch.Tensor,
+                   frame: torch.Tensor) -> dict[str, torch.Tensor]:
+    """BodyIKNet then BodyCorrectionNet.  kp ``(B, 24, 3)`` / conf ``(B, 24)`` / frame ``(B, 3, 3)``
+    from :func:`.inputs.body_input`; ``kin`` the body :class:`~model_runtime.keypoints.PartKinematics`.
+    Returns the dict of :meth:`IKNet.forward` (root in the keypoints' original frame)."""
+    from ..rotations import rot6d_to_matrix
+
+    out = first(kp, conf)                                   # root in the body frame
+    _, kp_fk = kin(rot6d_to_matrix(out["rot6d"]), out["betas"], out["scale"])
+    return {**out, "rot6d": root_to_frame(second(kp, conf, kp_fk, out["rot6d"]), frame)}
 
 
 def BodyIKNet() -> IKNet:  # noqa: N802 - the paper's name
@@ -95,5 +145,6 @@ def HandIKNet() -> IKNet:  # noqa: N802
     return IKNet(HAND_CONFIG)
 
 
-def build(cfg: NetConfig | dict) -> IKNet:
-    return IKNet(cfg if isinstance(cfg, NetConfig) else NetConfig(**cfg))
+def build(cfg: NetConfig | dict) -> IKNet | BodyCorrectionNet:
+    cfg = cfg if isinstance(cfg, NetConfig) else NetConfig(**cfg)
+    return BodyCorrectionNet(cfg) if cfg.part == "body2" else IKNet(cfg)

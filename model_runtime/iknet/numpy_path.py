@@ -10,11 +10,10 @@ reference (training, large batches, GPU); this module mirrors them line by
 line and is tested against them (``tests/test_iknet.py``):
 
 * :func:`body_input` / :func:`hand_input`  <->  :mod:`.inputs`;
-* :class:`NumpyIKNet`                       <->  :class:`.networks.IKNet`;
-* :class:`NumpyLimbRefiner`                 <->  :func:`.refine.refine_limbs`
-  (+ the forward kinematics of :class:`model_runtime.keypoints.PartKinematics`,
-  restricted to what the refinement reads: joints, global rotations and the two
-  big-toe vertices).
+* :class:`NumpyIKNet`, :class:`NumpyCorrectionNet`  <->  :class:`.networks.IKNet`,
+  :class:`.networks.BodyCorrectionNet` (and :func:`.networks.two_stage_body`);
+* :class:`NumpyBodyKinematics`              <->  :class:`model_runtime.keypoints.PartKinematics` (body);
+* :class:`NumpyLimbRefiner`                 <->  :func:`.refine.refine_limbs`.
 
 All arrays are float32 and carry a leading batch dimension ``B``.
 """
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..skeleton import BODY_KEYPOINT_NAMES
 from .inputs import HAND_MCP, HIPS, NECK, PELVIS, SHOULDERS
 from .refine import _JOINTS, _PARENT0, _TARGET, _TIP
 
@@ -95,37 +93,104 @@ def hand_input(kp: np.ndarray, conf: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return rel / size[:, None, None] * (conf > 0)[..., None], conf
 
 
-class NumpyIKNet:
-    """Inference copy of an :class:`.networks.IKNet`: float32 weights ``W (out, in)`` (torch's layout),
-    features kept as columns ``h (features, B)`` so every layer is ``W @ h + b`` (BLAS gemv at
-    batch 1, and 2-3x faster than ``h.T @ W.T`` for the few-row batches served here)."""
+class _NumpyMLP:
+    """Float32 copy of a torch ``trunk`` (Linear + SiLU) and ``head``: weights ``W (out, in)`` (torch's
+    layout), features kept as columns ``h (features, B)`` so every layer is ``W @ h + b`` (BLAS gemv
+    at batch 1, and 2-3x faster than ``h.T @ W.T`` for the few-row batches served here)."""
 
     def __init__(self, net):
-        cfg = net.cfg
-        self.cfg = cfg
+        self.cfg = net.cfg
         linears = [m for m in net.trunk if hasattr(m, "weight")] + [net.head]
         self.layers = [(np.ascontiguousarray(m.weight.detach().cpu().numpy(), dtype=_F),
                         m.bias.detach().cpu().numpy().astype(_F)[:, None]) for m in linears]
+
+    def mlp(self, x: np.ndarray) -> np.ndarray:
+        """``(B, D_in) -> (B, D_out)``."""
+        h = x.T
+        for W, b in self.layers[:-1]:
+            h = W @ h + b
+            h = h / (1.0 + np.exp(-h))                                   # SiLU
+        W, b = self.layers[-1]
+        return (W @ h + b).T
+
+
+def root_to_frame(rot6d: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """As :func:`.networks.root_to_frame`: root 6D ``rot6d[:, 0]`` -> ``frame @ R_root`` (in place, returned)."""
+    B = rot6d.shape[0]
+    rot6d[:, 0] = (frame @ rot6d[:, 0].reshape(B, 2, 3).transpose(0, 2, 1)).transpose(0, 2, 1).reshape(B, 6)
+    return rot6d
+
+
+class NumpyIKNet(_NumpyMLP):
+    """Inference copy of an :class:`.networks.IKNet`."""
 
     def __call__(self, kp: np.ndarray, conf: np.ndarray, frame: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """kp ``(B, K, 3)``, conf ``(B, K)``, optional frame ``(B, 3, 3)`` -> ``rot6d (B, R, 6)``
         [, ``betas (B, 16)``, ``scale (B,)``], exactly as :meth:`.networks.IKNet.forward`."""
         B = kp.shape[0]
-        h = np.concatenate([(kp * conf[..., None]).reshape(B, -1), conf], 1).T   # (4K, B)
-        for W, b in self.layers[:-1]:
-            h = W @ h + b
-            h = h / (1.0 + np.exp(-h))                                   # SiLU
-        W, b = self.layers[-1]
-        y = (W @ h + b).T                                                # (B, n_out)
+        y = self.mlp(np.concatenate([(kp * conf[..., None]).reshape(B, -1), conf], 1))
         nR = self.cfg.num_rotations
         rot6d = y[:, :6 * nR].reshape(B, nR, 6) + _IDENTITY6D
         if frame is not None:
-            rot6d[:, 0] = (frame @ rot6d[:, 0].reshape(B, 2, 3).transpose(0, 2, 1)).transpose(0, 2, 1).reshape(B, 6)
+            rot6d = root_to_frame(rot6d, frame)
         out = {"rot6d": rot6d}
         if self.cfg.with_shape:
             out["betas"] = y[:, 6 * nR:6 * nR + 16]
             out["scale"] = np.exp(y[:, 6 * nR + 16])
         return out
+
+
+class NumpyCorrectionNet(_NumpyMLP):
+    """Inference copy of :class:`.networks.BodyCorrectionNet`."""
+
+    def __call__(self, kp: np.ndarray, conf: np.ndarray, kp_fk: np.ndarray, rot6d: np.ndarray) -> np.ndarray:
+        """kp, kp_fk ``(B, K, 3)``, conf ``(B, K)``, rot6d ``(B, R, 6)`` -> corrected rot6d ``(B, R, 6)``."""
+        B = kp.shape[0]
+        w = conf[..., None]
+        x = np.concatenate([(kp * w).reshape(B, -1), (10.0 * (kp - kp_fk) * w).reshape(B, -1), conf,
+                            rot6d.reshape(B, -1)], 1)
+        return rot6d + self.mlp(x).reshape(rot6d.shape)
+
+
+class NumpyBodyKinematics:
+    """:class:`~model_runtime.keypoints.PartKinematics` (body) forward pass in numpy, constants precomputed."""
+
+    def __init__(self, kin):
+        if kin.part != "body":
+            raise ValueError(f"NumpyBodyKinematics needs the body PartKinematics, got part {kin.part!r}")
+        g = lambda t: t.detach().cpu().numpy().astype(_F)  # noqa: E731
+        self.J_template = g(kin.J_template)                                      # (22, 3)
+        self.J_dirs = g(kin.J_dirs).reshape(-1, kin.J_dirs.shape[-1]).T          # (16, 22 * 3)
+        self.V_template = g(kin.V_template)                                      # (Kv, 3)
+        self.V_dirs = g(kin.V_dirs).reshape(-1, kin.V_dirs.shape[-1]).T          # (16, Kv * 3)
+        self.V_weights = g(kin.V_weights)                                        # (Kv, 22)
+        self.parents = kin.parents                                               # (22,)
+        self.levels = [lv.cpu().numpy() for lv in kin._levels[1:]]
+        self.level_parents = [self.parents[lv] for lv in self.levels]
+        self.kp_joint = kin._kpj.cpu().numpy()                                   # (Kj,)
+        self.order = kin._order.cpu().numpy()                                    # (K,)
+
+    def __call__(self, R: np.ndarray, betas: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """R ``(B, 22, 3, 3)`` relative (root: global), betas ``(B, 16)``, scale ``(B,)`` -> joints
+        ``(B, 22, 3)``, keypoints ``(B, 24, 3)`` (pelvis at 0, times scale), globals ``(B, 22, 3, 3)``."""
+        B = R.shape[0]
+        j_rest = self.J_template + (betas @ self.J_dirs).reshape(B, -1, 3)
+        # homogeneous local transforms [R | bone offset]: one matmul per tree level (not per joint)
+        T = np.zeros((B, R.shape[1], 4, 4), _F)
+        T[..., :3, :3] = R
+        T[:, 0, :3, 3] = j_rest[:, 0]
+        T[:, 1:, :3, 3] = j_rest[:, 1:] - j_rest[:, self.parents[1:]]
+        T[..., 3, 3] = 1.0
+        for lvl, lp in zip(self.levels, self.level_parents):
+            T[:, lvl] = T[:, lp] @ T[:, lvl]
+        G, P = T[..., :3, :3], T[..., :3, 3]
+        t = P - (G @ j_rest[..., None])[..., 0]
+        v_rest = self.V_template + (betas @ self.V_dirs).reshape(B, -1, 3)
+        Gv = (self.V_weights @ G.reshape(B, -1, 9)).reshape(B, -1, 3, 3)
+        verts = (Gv @ v_rest[..., None])[..., 0] + self.V_weights @ t
+        s = scale[:, None, None]
+        kps = (np.concatenate([P[:, self.kp_joint], verts], 1)[:, self.order] - P[:, :1]) * s
+        return (P - P[:, :1]) * s, kps, G
 
 
 def _swing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -140,67 +205,20 @@ def _swing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class NumpyLimbRefiner:
-    """:func:`.refine.refine_limbs` with the body forward kinematics it needs, constants precomputed.
+    """:func:`.refine.refine_limbs` on the output of a :class:`NumpyBodyKinematics`."""
 
-    Built from a body :class:`~model_runtime.keypoints.PartKinematics` (its 22 joints and the
-    skinning rows of the two big-toe keypoint vertices)."""
-
-    def __init__(self, kin):
-        if kin.part != "body":
-            raise ValueError(f"NumpyLimbRefiner needs the body PartKinematics, got part {kin.part!r}")
-        g = lambda t: t.detach().cpu().numpy().astype(_F)  # noqa: E731
-        self.J_template = g(kin.J_template)                                      # (22, 3)
-        self.J_dirs = g(kin.J_dirs).reshape(-1, kin.J_dirs.shape[-1]).T          # (16, 22 * 3)
-        self.parents = kin.parents                                               # (22,)
-        self.levels = [lv.cpu().numpy() for lv in kin._levels[1:]]
-        self.level_parents = [self.parents[lv] for lv in self.levels]
-        # the chain tips: big toes are skinned vertices, wrists are joints
-        order = kin._order.cpu().numpy()                     # keypoint k is row order[k] of [joint kps, vertices]
-        n_joint_kp = len(kin._kpj)
-        tips = np.asarray(_TIP)
-        self.tip_is_vertex = order[tips] >= n_joint_kp                                        # (4,)
-        v_rows = order[tips][self.tip_is_vertex] - n_joint_kp
-        self.tip_vertex = tips[self.tip_is_vertex]
-        self.tip_joint = kin._kpj.cpu().numpy()[order[tips][~self.tip_is_vertex]]
-        self.V_template = g(kin.V_template)[v_rows]                                              # (Tv, 3)
-        self.V_dirs = g(kin.V_dirs)[v_rows].reshape(-1, kin.V_dirs.shape[-1]).T                  # (16, Tv * 3)
-        self.V_weights = g(kin.V_weights)[v_rows]                                                # (Tv, 22)
-        self.joints, self.target = np.asarray(_JOINTS), np.asarray(_TARGET)                     # (4, 3)
-        self.parent0 = np.asarray(_PARENT0)                                                      # (4,)
-        assert list(np.nonzero(~self.tip_is_vertex)[0]) == [2, 3] and len(BODY_KEYPOINT_NAMES) == 24
-
-    def _fk(self, R: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """R ``(B, 22, 3, 3)``, betas ``(B, 16)`` -> joints ``(B, 22, 3)`` (pelvis at 0), globals
-        ``(B, 22, 3, 3)``, big-toe vertices ``(B, 2, 3)`` (pelvis-relative), all unscaled."""
-        B = R.shape[0]
-        j_rest = self.J_template + (betas @ self.J_dirs).reshape(B, -1, 3)
-        par = self.parents
-        rel = np.concatenate([j_rest[:, :1], j_rest[:, 1:] - j_rest[:, par[1:]]], 1)
-        G = np.empty_like(R)
-        P = np.empty_like(j_rest)
-        G[:, 0], P[:, 0] = R[:, 0], rel[:, 0]
-        for lvl, lp in zip(self.levels, self.level_parents):       # tree levels, not joints
-            Gp = G[:, lp]
-            G[:, lvl] = Gp @ R[:, lvl]
-            P[:, lvl] = P[:, lp] + (Gp @ rel[:, lvl, :, None])[..., 0]
-        t = P - (G @ j_rest[..., None])[..., 0]
-        v_rest = self.V_template + (betas @ self.V_dirs).reshape(B, -1, 3)
-        Gv = (self.V_weights @ G.reshape(B, -1, 9)).reshape(B, -1, 3, 3)
-        tv = self.V_weights @ t
-        toes = (Gv @ v_rest[..., None])[..., 0] + tv
-        return P - P[:, :1], G, toes - P[:, :1]
+    def __init__(self, kin: NumpyBodyKinematics):
+        self.kin = kin
+        self.joints, self.tip, self.target = np.asarray(_JOINTS), np.asarray(_TIP), np.asarray(_TARGET)  # (4, 3), (4,), (4, 3)
+        self.parent0 = np.asarray(_PARENT0)                                                            # (4,)
 
     def __call__(self, R: np.ndarray, betas: np.ndarray, scale: np.ndarray, kp: np.ndarray,
                  conf: np.ndarray) -> np.ndarray:
         """R ``(B, 22, 3, 3)`` relative rotations (root in the keypoints' frame); betas ``(B, 16)``;
         scale ``(B,)``; kp ``(B, 24, 3)`` pelvis-relative observed keypoints; conf ``(B, 24)``.
         Returns the refined relative rotations ``(B, 22, 3, 3)`` (a new array)."""
-        joints, G, toes = self._fk(R, betas)
-        B = R.shape[0]
-        tip = np.empty((B, 4, 3), _F)
-        tip[:, self.tip_is_vertex] = toes
-        tip[:, ~self.tip_is_vertex] = joints[:, self.tip_joint]
-        P = np.concatenate([joints[:, self.joints], tip[:, :, None]], 2) * scale[:, None, None, None]  # (B, 4, 4, 3)
+        joints, kps, G = self.kin(R, betas, scale)
+        P = np.concatenate([joints[:, self.joints], kps[:, self.tip, None]], 2)                   # (B, 4, 4, 3)
         Gc = G[:, self.joints]                                                                     # (B, 4, 3, 3)
         target = kp[:, self.target]                                                                # (B, 4, 3, 3)
         ok = (conf[:, self.target] > 0)[..., None, None]                                           # (B, 4, 3, 1, 1)
@@ -216,16 +234,25 @@ class NumpyLimbRefiner:
 
 
 class NumpyIK:
-    """Both networks (+ optional limb refinement) of an :class:`~.inference.IKSolver` in numpy."""
+    """The networks (+ optional correction stage and limb refinement) of an
+    :class:`~.inference.IKSolver` in numpy; ``kin`` (body PartKinematics) is needed by
+    ``body2_net`` and ``refine``."""
 
-    def __init__(self, body_net, hand_net, kin=None):
+    def __init__(self, body_net, hand_net, kin=None, body2_net=None, refine: bool = False):
         self.body_net, self.hand_net = NumpyIKNet(body_net), NumpyIKNet(hand_net)
-        self.refiner = NumpyLimbRefiner(kin) if kin is not None else None
+        self.body2_net = NumpyCorrectionNet(body2_net) if body2_net is not None else None
+        self.kin = NumpyBodyKinematics(kin) if kin is not None else None
+        self.refiner = NumpyLimbRefiner(self.kin) if refine else None
 
     def solve_body(self, kp: np.ndarray, conf: np.ndarray) -> dict[str, np.ndarray]:
         """kp ``(B, 24, 3)``, conf ``(B, 24)`` (float32) -> ``rot6d (B, 22, 6)``, ``betas (B, 16)``, ``scale (B,)``."""
         x, c, frame = body_input(kp, conf)
-        out = self.body_net(x, c, frame)
+        if self.body2_net is None:
+            out = self.body_net(x, c, frame)
+        else:                                                    # as networks.two_stage_body
+            out = self.body_net(x, c)
+            _, kp_fk, _ = self.kin(rot6d_to_matrix(out["rot6d"]), out["betas"], out["scale"])
+            out["rot6d"] = root_to_frame(self.body2_net(x, c, kp_fk, out["rot6d"]), frame)
         R = rot6d_to_matrix(out["rot6d"])
         if self.refiner is not None:
             R = self.refiner(R, out["betas"], out["scale"], x @ frame.transpose(0, 2, 1), c)

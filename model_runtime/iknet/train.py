@@ -13,6 +13,10 @@ Loss (paper Eq. 15), forward kinematics of the model layer inside the loss:
 * ``L_alpha``, ``L_beta``: L2 on scale and shape (body only).
 
 Positions enter in decimetres (body) or hand sizes (hand) so all terms are O(1).
+``--part body2`` trains the optional second stage :class:`.networks.BodyCorrectionNet`
+on top of the frozen shipped BodyIKNet (``<export-dir>/body.pt``; its hash is recorded
+in ``body2.json`` and checked at load time), with the body loss and sampler.
+
 Deterministic for a seed (one generator drives all sampling; deterministic
 algorithms), resumable (``--resume`` continues from ``<run-dir>/checkpoint.pt``
 and gives the same weights as a straight run), uses CUDA when present.
@@ -30,11 +34,12 @@ from pathlib import Path
 import torch
 
 from ..rotations import rot6d_to_matrix
-from .networks import BODY_CONFIG, HAND_CONFIG, IKNet, NetConfig, build
+from .networks import BODY2_CONFIG, BODY_CONFIG, HAND_CONFIG, NetConfig, build, two_stage_body
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_VERSION = 1
-DEFAULT_STEPS = {"body": 12000, "hand": 16000}
+DEFAULT_STEPS = {"body": 12000, "hand": 16000, "body2": 8000}
+CONFIGS = {"body": BODY_CONFIG, "hand": HAND_CONFIG, "body2": BODY2_CONFIG}
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,8 @@ class LossWeights:
 
 
 # HandIKNet: no shape terms; keypoints (in hand sizes) weigh more than for the body
-PART_LOSS_WEIGHTS = {"body": LossWeights(), "hand": LossWeights(alpha=0.0, beta=0.0, chi=4.0, chi_bar=0.0)}
+PART_LOSS_WEIGHTS = {"body": LossWeights(), "body2": LossWeights(),
+                     "hand": LossWeights(alpha=0.0, beta=0.0, chi=4.0, chi_bar=0.0)}
 
 def iknet_loss(part: str, out: dict, batch, kin, w: LossWeights | None = None) -> tuple[torch.Tensor, dict]:
     """Eq. 15.  ``out`` from :class:`IKNet`, ``batch`` a :class:`data.Batch` on the same device,
@@ -55,7 +61,7 @@ def iknet_loss(part: str, out: dict, batch, kin, w: LossWeights | None = None) -
     w = w or PART_LOSS_WEIGHTS[part]
     R = rot6d_to_matrix(out["rot6d"])
     terms = {"theta": ((R - batch.rot) ** 2).sum((-1, -2)).mean()}
-    if part == "body":
+    if part in ("body", "body2"):
         _, kp = kin(R, out["betas"], out["scale"])
         B, J = R.shape[:2]
         _, kp_rest = kin(torch.eye(3, device=R.device).expand(B, J, 3, 3), out["betas"], out["scale"])
@@ -85,12 +91,17 @@ class Trainer:
     """Owns net, optimiser, schedule and the data generator; checkpoints all of them."""
 
     def __init__(self, part: str, sampler, kin_loss, steps: int, seed: int = 0, batch: int = 512,
-                 lr: float = 1e-3, device: str | torch.device = "cpu", cfg: NetConfig | None = None):
+                 lr: float = 1e-3, device: str | torch.device = "cpu", cfg: NetConfig | None = None,
+                 first_stage=None):
+        """``first_stage``: the frozen BodyIKNet under a ``body2`` net (required for that part)."""
         self.part, self.sampler, self.kin, self.total, self.batch = part, sampler, kin_loss, steps, batch
         self.device = torch.device(device)
         self.seed = seed
+        if (part == "body2") != (first_stage is not None):
+            raise ValueError("part 'body2' (and only it) trains on top of a frozen first_stage BodyIKNet")
+        self.first_stage = first_stage.requires_grad_(False).eval() if first_stage is not None else None
         torch.manual_seed(seed)
-        self.net = IKNet(cfg or (BODY_CONFIG if part == "body" else HAND_CONFIG)).to(self.device)
+        self.net = build(cfg or CONFIGS[part]).to(self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _WarmupCosine(steps))
         self.gen = torch.Generator().manual_seed(seed)
@@ -126,7 +137,10 @@ class Trainer:
         t0, last = time.perf_counter(), {}
         while self.step < until:
             batch = self.sampler.sample(self.batch, self.gen).to(self.device)
-            out = self.net(batch.kp, batch.conf, batch.frame)
+            if self.first_stage is None:
+                out = self.net(batch.kp, batch.conf, batch.frame)
+            else:
+                out = two_stage_body(self.first_stage, self.net, self.kin, batch.kp, batch.conf, batch.frame)
             loss, terms = iknet_loss(self.part, out, batch, self.kin)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -158,7 +172,13 @@ def export_weights(trainer: Trainer, out_dir: Path, meta: dict) -> tuple[Path, P
     return pt, js
 
 
-def load_net(part: str, weights_dir: Path = WEIGHTS_DIR, device="cpu") -> tuple[IKNet, dict]:
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def load_net(part: str, weights_dir: Path = WEIGHTS_DIR, device="cpu"):
     """Load shipped weights; errors name the file."""
     from ..errors import ModelFileError
 
@@ -174,6 +194,9 @@ def load_net(part: str, weights_dir: Path = WEIGHTS_DIR, device="cpu") -> tuple[
         net.load_state_dict(torch.load(pt, map_location=device, weights_only=True))
     except (RuntimeError, KeyError) as e:
         raise ModelFileError(str(pt), "state_dict", f"does not match {js.name} ({e})") from e
+    if part == "body2" and info.get("first_stage_sha256") != file_sha256(Path(weights_dir) / "body.pt"):
+        raise ModelFileError(str(js), "first_stage_sha256", "does not match body.pt (the correction stage was "
+                             "trained on other BodyIKNet weights; retrain with `train iknet --part body2`)")
     net.eval()
     return net, info
 
@@ -183,8 +206,8 @@ def make_sampler(part: str, model, data_root: Path, log=None):
     from ..keypoints import PartKinematics
     from .data import BodySampler, HandSampler, load_body_poses, load_hand_prior, mocap_clip_paths
 
-    kin = PartKinematics(model, part)
-    if part == "body":
+    kin = PartKinematics(model, "body" if part == "body2" else part)
+    if part in ("body", "body2"):
         poses = load_body_poses(kin, mocap_clip_paths(data_root, "train"), log=log)
         return BodySampler(poses, kin), {"train_frames": len(poses)}
     real = load_hand_prior(kin, data_root, log=log)
@@ -192,8 +215,10 @@ def make_sampler(part: str, model, data_root: Path, log=None):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--part", choices=("body", "hand"), required=True)
-    p.add_argument("--steps", type=int, default=None, help="total optimisation steps (default: body 12000, hand 16000)")
+    p.add_argument("--part", choices=("body", "hand", "body2"), required=True,
+                   help="body2: the correction stage on top of the shipped BodyIKNet (<export-dir>/body.pt)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="total optimisation steps (default: body 12000, hand 16000, body2 8000)")
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -222,9 +247,14 @@ def run(args) -> int:
     model = load_body_model(args.body_model)
     data_root = args.data or default_data_root()
     sampler, data_meta = make_sampler(args.part, model, data_root, log=log)
-    kin_loss = PartKinematics(model, args.part, device=device)
+    kin_loss = PartKinematics(model, "body" if args.part == "body2" else args.part, device=device)
     steps = args.steps or DEFAULT_STEPS[args.part]
-    trainer = Trainer(args.part, sampler, kin_loss, steps, seed=args.seed, batch=args.batch, lr=args.lr, device=device)
+    first, extra = None, {}
+    if args.part == "body2":
+        first, _ = load_net("body", Path(args.export_dir), device)
+        extra = {"first_stage_sha256": file_sha256(Path(args.export_dir) / "body.pt")}
+    trainer = Trainer(args.part, sampler, kin_loss, steps, seed=args.seed, batch=args.batch, lr=args.lr, device=device,
+                      first_stage=first)
     run_dir = args.run_dir or Path("runs") / f"iknet_{args.part}"
     ckpt = run_dir / "checkpoint.pt"
     if args.resume and ckpt.is_file():
@@ -235,7 +265,7 @@ def run(args) -> int:
     wall = time.perf_counter() - t0
     if not args.no_export:
         meta = {"body_model": Path(model.source).name, "body_model_signature": model_signature(PartKinematics(model, "body")),
-                "wall_s": round(wall, 1), "device": device, "threads": args.threads, **data_meta}
+                "wall_s": round(wall, 1), "device": device, "threads": args.threads, **data_meta, **extra}
         pt, js = export_weights(trainer, Path(args.export_dir), meta)
         log(f"wrote {pt} and {js}")
     print(json.dumps({"part": args.part, "steps": trainer.step, "wall_s": round(wall, 1),
