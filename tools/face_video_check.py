@@ -88,7 +88,8 @@ def run_clip(video: Path, end: int | None, method: str = "fit") -> dict:
             size = float(np.sqrt(d.face_box[2] * d.face_box[3]))
             lm = d.face_landmarks[:, :2]
             gaps = {k: float(np.linalg.norm(lm[a] - lm[b]) / size) for k, (a, b) in GAPS.items()}
-            rows.append({"frame": i - 1, **{f"gap_{k}": v for k, v in gaps.items()},
+            rows.append({"frame": i - 1, "time": (i - 1) / fps, "expression": np.asarray(expression, np.float64),
+                         **{f"gap_{k}": v for k, v in gaps.items()},
                          **{c: float(expression[names.index(c)]) for c in COEFF.values()},
                          "top": [(names[k], round(float(expression[k]), 2))
                                  for k in np.argsort(-expression)[:3]]})
@@ -106,12 +107,35 @@ def run_clip(video: Path, end: int | None, method: str = "fit") -> dict:
         e = np.array([r[c] for r in rows])
         out[c] = {"corr_with_gap": float(np.corrcoef(g, e)[0, 1]) if g.std() > 0 and e.std() > 0 else None,
                   "min": float(e.min()), "max": float(e.max())}
+    out["smoothing"] = smoothing_report(rows, names)
     if last is not None:
         sh = last.sh.reshape(3, -1)
         out["sh_last"] = {"ambient_rgb": [round(float(x), 3) for x in sh[:, 0]],
                           "max_abs_other": float(np.abs(sh[:, 1:]).max())}
         out["albedo_last"] = {"norm": float(np.linalg.norm(last.albedo)), "max_abs": float(np.abs(last.albedo).max())}
     out["rows"] = rows
+    return out
+
+
+def smoothing_report(rows: list[dict], names: list[str]) -> dict:
+    """The capture's expression One Euro (and, for comparison, the body's settings) applied to the
+    per-frame coefficients: peak kept, lag (the shift in frames, 0..5, that best aligns the filtered
+    with the raw series) and jitter (mean |second difference| over all coefficients)."""
+    from model_runtime.pipeline.filters import OneEuroFilter, SmoothingConfig
+    from model_runtime.pipeline.pipeline import expression_smoothing
+
+    E = np.stack([r["expression"] for r in rows])                 # (T, Ke)
+    t = np.array([r["time"] for r in rows])
+    out = {"raw_jitter": float(np.abs(np.diff(E, 2, axis=0)).mean())}
+    for label, cfg in (("expression", expression_smoothing(SmoothingConfig())), ("body", SmoothingConfig())):
+        flt = OneEuroFilter(cfg)
+        F = np.stack([flt(e, ti) for e, ti in zip(E, t)])
+        res = {"jitter": float(np.abs(np.diff(F, 2, axis=0)).mean())}
+        for c in COEFF.values():
+            k = names.index(c)
+            lag = min(range(6), key=lambda s: float(((F[s:, k] - E[:len(E) - s, k]) ** 2).mean()))
+            res[c] = {"peak_raw": float(E[:, k].max()), "peak_filtered": float(F[:, k].max()), "lag_frames": lag}
+        out[label] = res
     return out
 
 
@@ -130,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     rows = out.pop("rows")
+    for r in rows:
+        r.pop("expression")
     if args.json:
         print(json.dumps(out if not args.frames else {**out, "rows": rows}))
         return 0
@@ -144,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         v = out[c]
         corr = "n/a" if v["corr_with_gap"] is None else f"{v['corr_with_gap']:+.2f}"
         print(f"  {c:14s} range {v['min']:.2f}..{v['max']:.2f}, correlation with its landmark gap {corr}")
+    sm = out["smoothing"]
+    for label in ("expression", "body"):
+        v = sm[label]
+        print(f"  One Euro ({label} settings): jitter {v['jitter']:.4f} (raw {sm['raw_jitter']:.4f}); " + ", ".join(
+            f"{c} peak {v[c]['peak_filtered']:.2f}/{v[c]['peak_raw']:.2f} lag {v[c]['lag_frames']}" for c in COEFF.values()))
     if "sh_last" in out:
         print(f"  last frame: SH ambient {out['sh_last']['ambient_rgb']}, other bands |.| <= "
               f"{out['sh_last']['max_abs_other']:.2f}; albedo norm {out['albedo_last']['norm']:.2f}")

@@ -57,7 +57,8 @@ class FaceTrackerConfig:
     w_temporal: float = 1e-2
     landmark_sigma: float = FaceFitConfig.landmark_sigma
     damping: float = 1e-3           # LM: lambda x diag(H), raised on a rejected step
-    step_tol: float = 1e-4          # stop when the update's max |delta| is below this
+    step_tol: float = 1e-4          # stop when the update's max |delta| is below this ...
+    energy_rtol: float = 1e-3       # ... or the energy fell by less than this fraction
 
 
 @dataclass
@@ -111,6 +112,7 @@ class FaceTracker:
         self._L0 = self.corr.points(np.asarray(face_model.mean_shape, np.float64)[None])[0]     # (468, 3)
         self._Li = pts(face_model.id_basis)                                                   # (468, 3, Ki)
         self._Le = pts(face_model.exp_basis)                                                  # (468, 3, Ke)
+        self._Le32, self._Li32 = self._Le.astype(np.float32), self._Li.astype(np.float32)
         self._w = self.corr.weights.astype(np.float64)                                        # (468,)
         # landmark normals of the mean face (model space); expression/identity barely turn them
         n = outward_sign(face_model) * vertex_normals(np.asarray(face_model.mean_shape, np.float64)[None],
@@ -176,9 +178,10 @@ class FaceTracker:
             Rn, tn, en, idn = ctx.apply(delta, Rm, t, e, identity)
             energy_n, lin_n = ctx.linearise(Rn, tn, en, idn)
             if energy_n <= energy:
+                converged = np.abs(delta).max() < c.step_tol or energy - energy_n < c.energy_rtol * energy
                 Rm, t, e, identity, energy, lin = Rn, tn, en, idn, energy_n, lin_n
                 lam = max(lam * 0.3, 1e-7)
-                if np.abs(delta).max() < c.step_tol:
+                if converged:
                     break
             else:
                 lam *= 10.0
@@ -242,21 +245,28 @@ class _Problem:
             energy += cfg.w_temporal * float(((e - self.e_prev) ** 2).sum())
         if self.fit_identity:
             energy += cfg.w_identity * float(identity @ identity)
-        # Jacobian of u: A = du/dX (468, 2, 3)
+        # Jacobian of u: A = du/dX (468, 2, 3); J (468, 2, n) in float32 (the normal equations'
+        # products dominate the cost; float32 halves it, the solve is float64)
         A = np.zeros((len(X), 2, 3))
         A[:, 0, 0] = self.f[0] / z
         A[:, 1, 1] = self.f[1] / z
         A[:, :, 2] = -(u - self.c) / z[:, None]
-        AR = A @ Rm                                                        # (468, 2, 3)
-        blocks = [A @ -_skew(RP), A, AR @ tr._Le]                          # rotation, translation, expression
-        if self.fit_identity:
-            blocks.append(AR @ tr._Li)
-        J = np.concatenate(blocks, axis=2).reshape(2 * len(X), -1)        # (936, n)
+        AR = (A @ Rm).astype(np.float32)                                   # (468, 2, 3)
+        ke = self.Ke
+        J = np.empty((len(X), 2, 6 + ke + (self.Ki if self.fit_identity else 0)), np.float32)
+        J[:, :, :3] = A @ -_skew(RP)                                       # rotation increment
+        J[:, :, 3:6] = A                                                   # translation
+        for basis, cols in ((tr._Le32, slice(6, 6 + ke)),) + (((tr._Li32, slice(6 + ke, None)),)
+                                                              if self.fit_identity else ()):
+            # (A R) B per landmark as three broadcast products: (468, 2, 1) x (468, 1, K)
+            J[:, :, cols] = (AR[:, :, 0, None] * basis[:, None, 0] + AR[:, :, 1, None] * basis[:, None, 1]
+                             + AR[:, :, 2, None] * basis[:, None, 2])
+        J = J.reshape(2 * len(X), -1)                                      # (936, n)
         # IRLS: rho(r) ~ rho(r0) + (r^2 - r0^2) / (2 sqrt(1 + r0^2)) per point
         wi = np.repeat(w / root * self.inv_s2 / (2.0 * W), 2)             # (936,)
-        Jw = J * wi[:, None]
-        H = 2.0 * Jw.T @ J
-        g = 2.0 * Jw.T @ d.reshape(-1)
+        Js = J * np.sqrt(2.0 * wi).astype(np.float32)[:, None]
+        H = (Js.T @ Js).astype(np.float64)
+        g = 2.0 * (J.T.astype(np.float64) @ (wi * d.reshape(-1)))
         se = slice(6, 6 + self.Ke)
         H[se, se] += 2.0 * cfg.w_expression * np.eye(self.Ke)
         g[se] += 2.0 * cfg.w_expression * e
