@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-dir", type=Path, default=None)
     p.add_argument("--max-frames", type=int, default=4000, help="evaluate at most this many frames (evenly spaced)")
     p.add_argument("--baseline-iters", type=int, default=200)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch and numpy BLAS threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--hands", action="store_true",
                    help="also report HandIKNet on the fitted hand-graph-cnn hands and on fresh anatomical-limit samples")
@@ -161,6 +161,11 @@ def run(args) -> int:
     from ..rotations import rot6d_to_matrix
 
     torch.set_num_threads(args.threads)
+    # numpy's BLAS too, as the capture pipeline does: IKSolver's small-batch path is numpy, and a
+    # 2-thread OpenBLAS waits for a busy core (measured: 0.5 -> 2-6 ms per frame on the shared CPU)
+    from ..pipeline.pipeline import limit_numpy_blas_threads
+
+    limit_numpy_blas_threads(args.threads)
     log = (lambda s: print(s, file=sys.stderr, flush=True))  # noqa: E731
     files = _collect(args.paths)
     model = load_body_model(args.body_model)
