@@ -5,7 +5,8 @@ MLPs, 6D -> matrices, forward kinematics, limb refinement, mirroring), and
 torch's per-operation dispatch (~5 us each on this CPU) cost more than the
 arithmetic: 1.1 ms for both networks + refinement.  numpy's per-call overhead
 is ~1 us and a 512x512 matrix-vector product costs the same in both, so the
-identical computation takes ~0.3 ms here.  The torch modules remain the
+identical computation takes ~0.6 ms here (docs/iknet.md; cap numpy's BLAS
+threads on a busy CPU, see :class:`~.inference.IKSolver`).  The torch modules remain the
 reference (training, large batches, GPU); this module mirrors them line by
 line and is tested against them (``tests/test_iknet.py``):
 
