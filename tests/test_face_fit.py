@@ -128,6 +128,38 @@ def test_synthetic_render_recovers_pose_expression_and_light(synthetic_model):
     assert np.abs(res2.expression - expression2).mean() < np.abs(res.expression - expression2).mean()
 
 
+def test_closed_form_appearance_for_a_known_pose(synthetic_model):
+    """The keyframe path of the capture: pose/expression/identity given (the tracker's), albedo and
+    lighting solved in closed form reproduce the rendered image; the albedo is a running mean."""
+    from model_runtime.pipeline.face_fit import FaceFitState
+
+    model, corr = synthetic_model
+    identity = np.array([0.8, -0.5, 0.3, 0.6, -0.4, 0.2, 0.5, -0.3])
+    expression = np.array([1.2, -0.6, 0.9, -0.8, 0.7, 0.5])
+    albedo = np.array([0.6, -0.4, 0.3, 0.5])
+    sh = ambient_sh().copy()
+    sh[2::9] -= 0.25
+    sh[3::9] += 0.12
+    R, t = _look_at_camera(-12, 6), np.array([0.0, 0.01, 0.6])
+    img, lm = _render_case(model, corr, identity, expression, albedo, sh, R, t)
+    fitter = FaceFitter(model, correspondence=corr)
+    seed = FaceFitState(identity=identity.astype(np.float32), albedo=np.zeros(4, np.float32), n_identity=0,
+                        rotation=R.astype(np.float32), translation=t.astype(np.float32),
+                        expression=expression.astype(np.float32), sh=ambient_sh())
+    res = fitter.fit_appearance(img, lm, None, seed)
+    assert res.ok and res.state.n_identity == 1
+    np.testing.assert_allclose(res.expression, expression, atol=1e-6)
+    np.testing.assert_allclose(res.rotation, R, atol=1e-5)
+    K = intrinsics(img.shape[1], img.shape[0])
+    refit, raster = render_face(model, identity, expression, res.albedo, res.sh, R, t, K, img.shape[1], img.shape[0])
+    diff = np.abs(refit.astype(float) - img.astype(float))[raster.mask.numpy()]
+    assert diff.mean() < 4.0, f"mean colour error {diff.mean():.1f}/255"
+    flat, _ = render_face(model, identity, expression, np.zeros(4), ambient_sh(), R, t, K, img.shape[1], img.shape[0])
+    assert diff.mean() < 0.5 * np.abs(flat.astype(float) - img.astype(float))[raster.mask.numpy()].mean()
+    res2 = fitter.fit_appearance(img, lm, None, res.state)            # a second keyframe: running mean
+    assert res2.state.n_identity == 2 and np.isfinite(res2.albedo).all() and np.isfinite(res2.sh).all()
+
+
 def test_bad_input_returns_not_ok(synthetic_model):
     model, corr = synthetic_model
     fitter = FaceFitter(model, correspondence=corr)

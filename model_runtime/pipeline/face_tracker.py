@@ -176,13 +176,14 @@ class FaceTracker:
             delta = np.zeros_like(g)
             delta[free] = -np.linalg.solve(Hf, g[free])
             Rn, tn, en, idn = ctx.apply(delta, Rm, t, e, identity)
-            energy_n, lin_n = ctx.linearise(Rn, tn, en, idn)
+            energy_n, _ = ctx.linearise(Rn, tn, en, idn, jacobian=False)
             if energy_n <= energy:
                 converged = np.abs(delta).max() < c.step_tol or energy - energy_n < c.energy_rtol * energy
-                Rm, t, e, identity, energy, lin = Rn, tn, en, idn, energy_n, lin_n
+                Rm, t, e, identity, energy = Rn, tn, en, idn, energy_n
                 lam = max(lam * 0.3, 1e-7)
-                if converged:
+                if converged or done == iters:
                     break
+                _, lin = ctx.linearise(Rm, t, e, identity)
             else:
                 lam *= 10.0
         return FaceTrack(rotation=Rm.astype(np.float32), translation=t.astype(np.float32),
@@ -219,8 +220,9 @@ class _Problem:
         idn = identity + delta[6 + self.Ke:] if self.fit_identity else identity
         return Rn, t + delta[3:6], en, idn
 
-    def linearise(self, Rm, t, e, identity):
-        """-> energy, (H, g) at the given parameters (IRLS weights of the Charbonnier term)."""
+    def linearise(self, Rm, t, e, identity, jacobian: bool = True):
+        """-> energy, (H, g) at the given parameters (IRLS weights of the Charbonnier term);
+        ``jacobian=False``: the energy only (a step's acceptance test), ``(None, None)``."""
         tr, cfg = self.tr, self.tr.config
         P = tr._L0 + tr._Le @ e + tr._Li @ identity                       # (468, 3) model space
         RP = P @ Rm.T
@@ -245,6 +247,8 @@ class _Problem:
             energy += cfg.w_temporal * float(((e - self.e_prev) ** 2).sum())
         if self.fit_identity:
             energy += cfg.w_identity * float(identity @ identity)
+        if not jacobian:
+            return energy, (None, None)
         # Jacobian of u: A = du/dX (468, 2, 3); J (468, 2, n) in float32 (the normal equations'
         # products dominate the cost; float32 halves it, the solve is float64)
         A = np.zeros((len(X), 2, 3))

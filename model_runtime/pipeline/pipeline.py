@@ -13,10 +13,10 @@ flat whatever the clip length)::
 OpenCV decoding and MediaPipe release the GIL, so on two cores decoding and
 detection of frame t+1 run while frame t is fitted.  The face is split in two:
 every frame's head pose and expression come from a fast landmark tracker
-(:mod:`face_tracker`, ~1-5 ms, inline); the slow analysis-by-synthesis fit
-(:mod:`face_fit`) runs on keyframes at a lower OS priority (adaptive: when the
+(:mod:`face_tracker`, ~2-4 ms, inline); the photometric part (:mod:`face_fit`,
+closed form, ~25 ms) runs on keyframes at a lower OS priority (adaptive: when the
 worker is free and at least :data:`KEYFRAME_GAP_S` after the last one, or every
-N-th face frame, ``face_every``) and refines the clip's albedo and the lighting,
+N-th face frame, ``face_every``) and gives the clip's albedo and the lighting,
 so it does not slow the body capture down.  Cancellation (an
 :class:`threading.Event`, set by ``serve``'s cancel or by Ctrl-C) is checked
 between frames in every stage.  On cancel, a source error or a crash the
@@ -76,11 +76,10 @@ KEYPOINT_NAMES: Final[tuple[str, ...]] = (
 )
 #: ``face`` is per keyframe fit (``CaptureResult.face_fits``), ``face_track`` per tracked frame
 STAGES: Final[tuple[str, ...]] = ("decode", "detect", "ik", "face_track", "face", "filter", "write")
-#: adaptive mode: seconds of video between two keyframe fits (lighting/albedo refresh).  Each costs
-#: 0.1-0.5 s of CPU on the 2-core test machine, and even at SCHED_IDLE the fits slowed MediaPipe
-#: (s20.mp4: bench ratio 0.73 with a 2 s gap, 0.92 with one keyframe; docs/bench.md); indoor
-#: lighting and a person's albedo change slowly, so a refresh every 10 s is enough
-KEYFRAME_GAP_S: Final[float] = 10.0
+#: adaptive mode: seconds of video between two keyframes (closed-form albedo + lighting, ~20-30 ms
+#: of CPU each on the 2-core test machine; the iterative fit's 0.1-1 s per keyframe every 2 s
+#: had cost ~20 % of the bench ratio on s20.mp4, docs/bench.md)
+KEYFRAME_GAP_S: Final[float] = 1.0
 #: One Euro for expressions: coefficient speeds are in units/s (not rad/s); a blink or a
 #: syllable moves a coefficient by ~0.5 in ~0.1 s, so the cut-off must reach ~5 Hz while it
 #: moves and the speed estimate must see the onset within a frame or two (docs/pipeline.md)
@@ -151,9 +150,10 @@ class FaceFitStage:
       ``fitter.config.identity_frames`` face frames (identity free in the Gauss-Newton solve,
       running mean), then frozen; every expression of the clip is tracked with it.
     * **Expression, head pose** (per frame): the tracker, warm-started from the previous frame.
-    * **Albedo, lighting**: the analysis-by-synthesis fit on keyframes, seeded with the tracked
-      pose, expression and identity (held); albedo = running mean over the first
-      ``identity_frames`` keyframes, SH = the latest keyframe's, held until the next one.
+    * **Albedo, lighting**: on keyframes, :meth:`face_fit.FaceFitter.fit_appearance` (the
+      photometric term solved in closed form: alternating ridge regressions for SH and albedo,
+      ~25 ms) for the tracked pose, expression and identity; albedo = running mean over the
+      first ``identity_frames`` keyframes, SH = the latest keyframe's, held until the next one.
 
     ``track`` runs in the pipeline's thread, ``refine`` in the face worker; they share only
     the appearance (albedo, SH), under a lock.
@@ -210,7 +210,7 @@ class FaceFitStage:
             albedo, sh, n = self._albedo, self._sh, self._n_appearance
         state = FaceFitState(identity=identity, albedo=albedo, n_identity=n, rotation=tr.rotation,
                              translation=tr.translation, expression=tr.expression, sh=sh)
-        res = self.fitter.fit(image_bgr, detection.face_landmarks, detection.face_box, state, hold_identity=True)
+        res = self.fitter.fit_appearance(image_bgr, detection.face_landmarks, detection.face_box, state)
         if not res.ok:
             return None
         with self._lock:
@@ -577,16 +577,15 @@ FACE_THREAD_NICE: Final[int] = 10
 
 
 def _lower_thread_priority() -> None:
-    """Let the calling thread run only on CPU time nobody else wants: Linux ``SCHED_IDLE`` for
-    this thread, else a nice value of :data:`FACE_THREAD_NICE`; elsewhere leave it as is."""
-    tid = threading.get_native_id()
+    """Lower the calling thread's priority to a nice value of :data:`FACE_THREAD_NICE` (Linux
+    threads have their own nice value; elsewhere leave it as is).
+
+    Not ``SCHED_IDLE``: on a machine with other (niced) work an idle-class thread is starved,
+    and a clip's first keyframe, which the offline capture needs for its albedo and lighting,
+    took 3-9 s instead of ~0.5 s (bench, tennis.mp4 and s20.mp4).  At nice 10 the worker still
+    yields ~90 % of a shared core to the capture's own threads."""
     try:
-        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-        return
-    except (AttributeError, OSError):
-        pass
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, FACE_THREAD_NICE)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FACE_THREAD_NICE)
     except (AttributeError, OSError):
         pass
 
@@ -598,7 +597,7 @@ class _FaceWorker:
     A keyframe fit costs several detector frames on a CPU, so in adaptive mode
     (:meth:`try_submit`) a keyframe is taken only if the worker is idle: decoding,
     detection, IK and the per-frame face tracker keep their speed and the fit uses the CPU
-    time left over (Linux ``SCHED_IDLE``; on a machine busy with other work it may get
+    time left over (nice 10; on a machine busy with other work it may get
     little, then the lighting is held longer).  ``submit`` blocks instead (``face_every=N``:
     deterministic, slower).
     """
