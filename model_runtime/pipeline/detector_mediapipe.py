@@ -18,17 +18,23 @@ are accepted only if their ``.tflite`` has been installed by hand, otherwise
 
 Mappings and approximations (documented in ``docs/evaluation.md`` too):
 
-* **Body keypoints** (``skeleton.BODY_KEYPOINT_NAMES``) are fixed linear
-  combinations of the 33 pose landmarks (:data:`BODY_FROM_POSE`), applied as
-  one matrix product to 2D and 3D alike.  MediaPipe hips/shoulders are
-  surface-like (COCO-style) points, not SMPL-H joint centres, so:
+* **Body keypoints** (``skeleton.BODY_KEYPOINT_NAMES``) come from the
+  calibrated :class:`BodyMap` (asset ``assets/mediapipe_body_map.npz``, fitted
+  by ``tools/fit_mediapipe_body_map.py`` on rendered ground truth of training
+  MoCap actors): per keypoint an affine combination of a few pose landmarks
+  (``weights_2d`` for pixels, ``weights_3d`` for world landmarks) plus, in 3D,
+  an offset in a body-local frame (:func:`body_local_frames`).  The fit starts
+  from (ridge prior) the hand-set :data:`BODY_FROM_POSE`, kept as the
+  uncalibrated reference (:meth:`BodyMap.handset`).  MediaPipe hips/shoulders
+  are surface-like (COCO-style) points, not SMPL-H joint centres, so the
+  hand-set map uses:
   ``pelvis`` = mid-hip moved up by :data:`PELVIS_UP` of the hip->shoulder
   vector; ``left/right_hip`` = mid-hip +- :data:`HIP_WIDTH_SCALE` x half the
   hip vector (SMPL hip joints are ~12 cm apart, MediaPipe hips ~20 cm);
   ``neck`` = mid-shoulders; ``head`` = mid-ears.  Extended keypoints are
   direct: nose, eyes, ears, heels, big toe = ``foot_index``.
   The confidence of a combined keypoint is the smallest visibility of the
-  landmarks it uses.
+  landmarks it uses (2D weight magnitude >= :data:`_USE_WEIGHT`).
 * **Hands**: MediaPipe's 21 hand landmarks are already in ``HAND21_NAMES``
   order.  Holistic's ``left_hand_landmarks`` is the *person's* left hand
   (verified on CMU Panoptic images labelled per hand side, see
@@ -49,6 +55,8 @@ Mappings and approximations (documented in ``docs/evaluation.md`` too):
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import numpy as np
@@ -113,8 +121,95 @@ for _row, _name in enumerate(BODY_KEYPOINT_NAMES):
     for _lm, _w in _body_weights()[_name].items():
         BODY_FROM_POSE[_row, _P[_lm]] = _w
 BODY_FROM_POSE.setflags(write=False)
-_BODY_USES: Final[np.ndarray] = BODY_FROM_POSE != 0   # (24, 33) landmarks each keypoint depends on
 _PELVIS_ROW: Final[int] = BODY_KEYPOINT_NAMES.index("pelvis")
+
+BODY_MAP_PATH: Final[Path] = Path(__file__).resolve().parents[1] / "assets" / "mediapipe_body_map.npz"
+BODY_MAP_VERSION: Final[int] = 1
+_USE_WEIGHT: Final[float] = 0.1
+"""A landmark whose |2D weight| reaches this counts for a keypoint's confidence."""
+
+
+def body_local_frames(world: np.ndarray) -> np.ndarray:
+    """Body-local orthonormal frames from pose world landmarks.
+
+    Args:
+        world: ``(..., 33, 3)`` MediaPipe world landmarks (metres).
+    Returns:
+        ``(..., 3, 3)`` columns = axes: x towards the person's left (hips +
+        shoulders), y from mid-hip to mid-shoulder (orthogonalised), z = x cross y.
+    """
+    lh, rh, ls, rs = (world[..., _P[n], :] for n in ("left_hip", "right_hip", "left_shoulder", "right_shoulder"))
+    x = (lh - rh) + (ls - rs)
+    x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-9)
+    y = 0.5 * (ls + rs - lh - rh)
+    y = y - (y * x).sum(-1, keepdims=True) * x
+    y = y / np.maximum(np.linalg.norm(y, axis=-1, keepdims=True), 1e-9)
+    return np.stack([x, y, np.cross(x, y)], axis=-1)
+
+
+@dataclass(frozen=True)
+class BodyMap:
+    """Pose landmarks -> body keypoints (see module docstring).
+
+    Attributes:
+        weights_2d: ``(24, 33)`` rows sum to 1, applied to pixel landmarks.
+        weights_3d: ``(24, 33)`` rows sum to 1, applied to world landmarks.
+        offsets_3d: ``(24, 3)`` metres in the :func:`body_local_frames` frame.
+        provenance: how the map was made.
+        uses_mask: ``(24, 33)`` bool, landmarks whose visibility limits each keypoint's
+            confidence; None: those with ``|weights_2d| >= _USE_WEIGHT``.
+    """
+
+    weights_2d: np.ndarray
+    weights_3d: np.ndarray
+    offsets_3d: np.ndarray
+    provenance: str = ""
+    uses_mask: np.ndarray | None = None
+
+    @classmethod
+    def handset(cls) -> "BodyMap":
+        """The uncalibrated hand-set map (:data:`BODY_FROM_POSE`, no offsets)."""
+        return cls(BODY_FROM_POSE, BODY_FROM_POSE, np.zeros((NUM_BODY_KEYPOINTS, 3), np.float32), "hand-set",
+                   uses_mask=BODY_FROM_POSE != 0)
+
+    @classmethod
+    def load(cls, path: str | Path = BODY_MAP_PATH) -> "BodyMap":
+        """Read and validate the asset; :class:`ModelFileError` names the bad field."""
+        path = Path(path)
+        if not path.exists():
+            raise ModelFileError(path, None, "is missing (rebuild: tools/fit_mediapipe_body_map.py fit)")
+        with np.load(path) as z:
+            d = {k: z[k] for k in z.files}
+        version = int(d.get("version", -1))
+        if version != BODY_MAP_VERSION:
+            raise ModelFileError(path, "version", f"is {version}, this code reads version {BODY_MAP_VERSION}")
+        for field, names in (("keypoint_names", BODY_KEYPOINT_NAMES), ("landmark_names", POSE_LANDMARK_NAMES)):
+            if field not in d or tuple(str(n) for n in d[field]) != tuple(names):
+                raise ModelFileError(path, field, "is missing or not in the order the detector uses")
+        shapes = {"weights_2d": (NUM_BODY_KEYPOINTS, 33), "weights_3d": (NUM_BODY_KEYPOINTS, 33),
+                  "offsets_3d": (NUM_BODY_KEYPOINTS, 3)}
+        for field, shape in shapes.items():
+            a = d.get(field)
+            if a is None or a.shape != shape or not np.isfinite(a).all():
+                raise ModelFileError(path, field, f"must be a finite {shape} array, got "
+                                     f"{None if a is None else a.shape}")
+        for field in ("weights_2d", "weights_3d"):
+            if not np.allclose(d[field].sum(1), 1.0, atol=1e-4):
+                raise ModelFileError(path, field, "rows must sum to 1 (affine combinations)")
+        return cls(*(d[f].astype(np.float32) for f in shapes), provenance=str(d.get("provenance", "")))
+
+    def uses(self) -> np.ndarray:
+        """``(24, 33)`` bool: landmarks whose visibility limits each keypoint's confidence."""
+        return np.abs(self.weights_2d) >= _USE_WEIGHT if self.uses_mask is None else self.uses_mask
+
+    def apply_2d(self, pose_px: np.ndarray) -> np.ndarray:
+        """``(..., 33, >=2)`` px landmarks -> ``(..., 24, 2)`` px keypoints."""
+        return self.weights_2d @ pose_px[..., :2]
+
+    def apply_3d(self, world: np.ndarray) -> np.ndarray:
+        """``(..., 33, 3)`` world landmarks -> ``(..., 24, 3)`` metres, pelvis-relative."""
+        k = self.weights_3d @ world + self.offsets_3d @ np.swapaxes(body_local_frames(world), -1, -2)
+        return k - k[..., _PELVIS_ROW:_PELVIS_ROW + 1, :]
 
 # COCO-WholeBody: 17 body keypoints and 6 foot keypoints from pose landmarks (-1 = not available).
 WHOLEBODY_BODY_FROM_POSE: Final[np.ndarray] = np.array([_P[n] for n in (
@@ -198,12 +293,14 @@ class MediaPipeDetector:
         model_complexity: pose model 0 (lite), 1 (full, shipped), 2 (heavy).
         refine_face_landmarks: use the attention face mesh (better eyes/lips, ~10 % slower).
         min_detection_confidence, min_tracking_confidence: MediaPipe thresholds.
+        body_map: landmark -> body keypoint map (default: the calibrated asset).
     """
 
     name = "mediapipe"
 
     def __init__(self, device: str = "cpu", model_complexity: int = 1, refine_face_landmarks: bool = True,
-                 min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
+                 min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
+                 body_map: BodyMap | None = None):
         if model_complexity not in (0, 1, 2):
             raise ValueError(f"model_complexity must be 0, 1 or 2, got {model_complexity}")
         path = _pose_model_path(model_complexity)
@@ -212,6 +309,8 @@ class MediaPipeDetector:
                                  "is not shipped with the mediapipe wheel and will not be downloaded; "
                                  "use model_complexity=1 or install the file by hand")
         self.device = device
+        self.body_map = BodyMap.load() if body_map is None else body_map
+        self._body_uses = self.body_map.uses()                                          # (24, 33)
         self._opts = dict(model_complexity=model_complexity, refine_face_landmarks=refine_face_landmarks,
                           min_detection_confidence=min_detection_confidence,
                           min_tracking_confidence=min_tracking_confidence)
@@ -274,12 +373,12 @@ class MediaPipeDetector:
         if res.pose_landmarks is None:
             return det
         pose = _to_pixels(_landmarks(res.pose_landmarks, True), width, height)          # (33, 4)
-        conf = np.where(_BODY_USES, pose[None, :, 3], np.inf).min(axis=1)               # (24,)
+        conf = np.where(self._body_uses, pose[None, :, 3], np.inf).min(axis=1)          # (24,)
         det.person = True
-        det.body_2d = np.concatenate([BODY_FROM_POSE @ pose[:, :2], conf[:, None]], 1).astype(np.float32)
+        det.body_2d = np.concatenate([self.body_map.apply_2d(pose), conf[:, None]], 1).astype(np.float32)
         world = _landmarks(res.pose_world_landmarks, True)[:, :3]                       # (33, 3) m, y down
-        body3 = BODY_FROM_POSE @ world
-        det.body_3d = (body3 - body3[_PELVIS_ROW]).astype(np.float32)
+        det.body_3d = self.body_map.apply_3d(world).astype(np.float32)
+        det.extras["pose_world_landmarks"] = world
 
         wb = det.wholebody_2d
         wb[:17] = pose[WHOLEBODY_BODY_FROM_POSE][:, [0, 1, 3]]
