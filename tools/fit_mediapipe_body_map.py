@@ -47,7 +47,7 @@ CALIB_FPS, CALIB_MAX_FRAMES, CALIB_EVERY = 15.0, 40, 4
 ASSET = REPO / "model_runtime/assets/mediapipe_body_map.npz"
 RIDGE, RIDGE3 = 0.1, 100.0
 """Prior strength towards the hand-set weights, 2D and 3D (multiply RIDGE_2D / RIDGE_3D); chosen by
-``crossval``: 2D is best at 0.01-0.1; 3D is flat from 0.01 to 100, so the strongest prior that does not
+``crossval``: 2D is best at 0.01-0.1; 3D is flat from 0.01 to 300, so a strong prior that does not
 hurt keeps the 3D weights near the hand-set ones (interpretable, no trading of weights against offsets)."""
 RIDGE_2D, RIDGE_3D = 1e2, 1e-4
 """Per-row ridge scales: a weight change of 0.1 on landmarks ~50 px (2D) or ~0.1 m (3D)
