@@ -76,10 +76,10 @@ KEYPOINT_NAMES: Final[tuple[str, ...]] = (
 )
 #: ``face`` is per keyframe fit (``CaptureResult.face_fits``), ``face_track`` per tracked frame
 STAGES: Final[tuple[str, ...]] = ("decode", "detect", "ik", "face_track", "face", "filter", "write")
-#: adaptive mode: seconds of video between two keyframes (closed-form albedo + lighting, ~20-30 ms
-#: of CPU each on the 2-core test machine; the iterative fit's 0.1-1 s per keyframe every 2 s
-#: had cost ~20 % of the bench ratio on s20.mp4, docs/bench.md)
-KEYFRAME_GAP_S: Final[float] = 1.0
+#: adaptive mode: seconds of video between two keyframes (closed-form albedo + lighting, ~25-50 ms
+#: of CPU each on the 2-core test machine).  Lighting and albedo change slowly; a keyframe every
+#: second cost a few % of the bench ratio at load 5-7 (docs/bench.md), every 5 s is within noise
+KEYFRAME_GAP_S: Final[float] = 5.0
 #: One Euro for expressions: coefficient speeds are in units/s (not rad/s); a blink or a
 #: syllable moves a coefficient by ~0.5 in ~0.1 s, so the cut-off must reach ~5 Hz while it
 #: moves and the speed estimate must see the onset within a frame or two (docs/pipeline.md)
