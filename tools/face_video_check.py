@@ -173,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     sm = out["smoothing"]
     for label in ("expression", "body"):
         v = sm[label]
-        print(f"  One Euro ({label} settings): jitter {v['jitter']:.4f} (raw {sm['raw_jitter']:.4f}); " + ", ".join(
-            f"{c} peak {v[c]['peak_filtered']:.2f}/{v[c]['peak_raw']:.2f} lag {v[c]['lag_frames']}" for c in COEFF.values()))
+        peaks = ", ".join(f"{c} peak {v[c]['peak_filtered']:.2f}/{v[c]['peak_raw']:.2f} lag {v[c]['lag_frames']}"
+                          for c in COEFF.values())
+        print(f"  One Euro ({label} settings): jitter {v['jitter']:.4f} (raw {sm['raw_jitter']:.4f}); {peaks}")
     if "sh_last" in out:
         print(f"  last frame: SH ambient {out['sh_last']['ambient_rgb']}, other bands |.| <= "
               f"{out['sh_last']['max_abs_other']:.2f}; albedo norm {out['albedo_last']['norm']:.2f}")

@@ -108,7 +108,9 @@ class FaceTracker:
         if expression_range == "auto":
             expression_range = (0.0, 1.0) if face_model.kind == "builtin" else None
         self.expression_range = expression_range
-        pts = lambda b: np.moveaxis(self.corr.points(np.moveaxis(np.asarray(b, np.float64), -1, 0)), 0, -1)  # noqa: E731
+        def pts(basis):   # (N, 3, K) -> landmark points of every component (468, 3, K)
+            return np.moveaxis(self.corr.points(np.moveaxis(np.asarray(basis, np.float64), -1, 0)), 0, -1)
+
         self._L0 = self.corr.points(np.asarray(face_model.mean_shape, np.float64)[None])[0]     # (468, 3)
         self._Li = pts(face_model.id_basis)                                                   # (468, 3, Ki)
         self._Le = pts(face_model.exp_basis)                                                  # (468, 3, Ke)

@@ -247,7 +247,7 @@ class CaptureOptions:
     max_gap: int = 60                    # longer gaps are held, not interpolated
     hands: bool = True
     face: bool = True
-    face_every: int = 0                  # keyframe fits: 0 = adaptive (worker free, KEYFRAME_GAP_S apart), N = every N-th face frame
+    face_every: int = 0                  # keyframes: 0 = adaptive (KEYFRAME_GAP_S apart), N = every N-th face frame
     shape_window: int = 30               # valid frames for the per-clip beta/alpha
     folder_fps: float = 30.0             # frame rate of image folders
     queue_size: int = 8                  # frames in flight per queue
