@@ -16,9 +16,9 @@ Output (``--json``)::
      "ratio": pipeline fps / mediapipe fps}
 
 ``stages_ms`` are mean milliseconds per frame spent *in* each stage (stages
-overlap across threads, so they do not add up to ``ms_per_frame``); ``face``
-is per fitted face (``face_fits`` of the frames; the others are interpolated,
-see ``--face-every``).  The runs alternate (MediaPipe, pipeline, MediaPipe, ...,
+overlap across threads, so they do not add up to ``ms_per_frame``);
+``face_track`` is the per-frame expression/pose tracker, ``face`` is per
+keyframe (albedo and lighting; ``face_fits`` counts them, see ``--face-every``).  The runs alternate (MediaPipe, pipeline, MediaPipe, ...,
 ``--repeat`` pipeline runs); ``ratio`` is the median over the pipeline runs of
 its fps over the mean fps of the two MediaPipe runs around it (``ratios``), and
 ``pipeline`` is the run closest to it.  ``load_avg_1min`` records how busy the

@@ -46,8 +46,8 @@ def add_capture_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-hands", action="store_true", help="skip hand IK (fingers stay at rest)")
     p.add_argument("--no-face", action="store_true", help="skip face fitting")
     p.add_argument("--face-every", type=int, default=0,
-                   help="fit the face on every N-th frame and interpolate between (1 = every frame, best "
-                        "quality, slow on a CPU); 0 (default) = adaptive: whenever the face worker is free")
+                   help="face keyframes (albedo and lighting) on every N-th face frame; 0 (default) = "
+                        "adaptive, about every 5 s; expressions and head pose are tracked on every frame")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate of an image folder (default 30)")
 
 
