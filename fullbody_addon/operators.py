@@ -462,11 +462,4 @@ CLASSES = (
 )
 
 
-def register() -> None:
-    for c in CLASSES:
-        bpy.utils.register_class(c)
-
-
-def unregister() -> None:
-    for c in reversed(CLASSES):
-        bpy.utils.unregister_class(c)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

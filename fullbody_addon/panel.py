@@ -98,11 +98,4 @@ def _wrap(text: str, width: int) -> list[str]:
 CLASSES = (FULLBODY_PT_capture,)
 
 
-def register() -> None:
-    for c in CLASSES:
-        bpy.utils.register_class(c)
-
-
-def unregister() -> None:
-    for c in reversed(CLASSES):
-        bpy.utils.unregister_class(c)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

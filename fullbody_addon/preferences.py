@@ -84,11 +84,4 @@ class FULLBODY_AP_preferences(bpy.types.AddonPreferences):
 CLASSES = (FULLBODY_AP_preferences,)
 
 
-def register() -> None:
-    for c in CLASSES:
-        bpy.utils.register_class(c)
-
-
-def unregister() -> None:
-    for c in reversed(CLASSES):
-        bpy.utils.unregister_class(c)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -56,9 +56,11 @@ class FULLBODY_PG_status(bpy.types.PropertyGroup):
 CLASSES = (FULLBODY_PG_settings, FULLBODY_PG_status)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)
+
+
 def register() -> None:
-    for c in CLASSES:
-        bpy.utils.register_class(c)
+    _register_classes()
     bpy.types.Scene.fullbody = bpy.props.PointerProperty(type=FULLBODY_PG_settings)
     bpy.types.WindowManager.fullbody_status = bpy.props.PointerProperty(type=FULLBODY_PG_status)
 
@@ -66,5 +68,4 @@ def register() -> None:
 def unregister() -> None:
     del bpy.types.WindowManager.fullbody_status
     del bpy.types.Scene.fullbody
-    for c in reversed(CLASSES):
-        bpy.utils.unregister_class(c)
+    _unregister_classes()

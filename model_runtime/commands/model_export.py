@@ -68,12 +68,9 @@ def _vector(src: str, data: dict, key: str, size: int, default_zero: bool = True
     return np.concatenate([v, np.zeros(size - v.size, np.float32)])
 
 
-def read_pose_file(path: Path, frame: int, full: FullBodyModel) -> PoseParams:
-    """Pose parameters from a capture ``.npz`` (one frame) or a small ``.npz``/``.json``."""
+def _read_param_file(path: Path) -> dict | None:
+    """A small parameter file as a dict (``.json`` object or ``.npz`` arrays); ``None`` for a capture ``.npz``."""
     src = str(path)
-    if not path.exists():
-        raise ModelFileError(src, None, "does not exist")
-    ki, ke = full.face.sizes["identity"], full.face.sizes["expression"]
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(path.read_text())
@@ -81,20 +78,29 @@ def read_pose_file(path: Path, frame: int, full: FullBodyModel) -> PoseParams:
             raise ModelFileError(src, None, f"is not valid JSON ({e})") from e
         if not isinstance(data, dict):
             raise ModelFileError(src, None, "must hold a JSON object")
-    else:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                is_capture = "version" in z.files and "pose_6d" in z.files and z["pose_6d"].ndim == 3
-                data = None if is_capture else {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise ModelFileError(src, None, f"is not a readable .npz ({e})") from e
-        if data is None:
-            cap = load_capture(path)
-            if not 0 <= frame < cap.num_frames:
-                raise ModelFileError(src, f"frame {frame}", f"is out of range (the capture has {cap.num_frames} frames)")
-            data = {"pose_6d": cap["pose_6d"][frame], "betas": cap["betas"], "identity": cap["face_identity"],
-                    "expression": cap["face_expression"][frame]}
-            src = f"{path} frame {frame}"
+        return data
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            is_capture = "version" in z.files and "pose_6d" in z.files and z["pose_6d"].ndim == 3
+            return None if is_capture else {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise ModelFileError(src, None, f"is not a readable .npz ({e})") from e
+
+
+def read_pose_file(path: Path, frame: int, full: FullBodyModel) -> PoseParams:
+    """Pose parameters from a capture ``.npz`` (one frame) or a small ``.npz``/``.json``."""
+    src = str(path)
+    if not path.exists():
+        raise ModelFileError(src, None, "does not exist")
+    ki, ke = full.face.sizes["identity"], full.face.sizes["expression"]
+    data = _read_param_file(path)
+    if data is None:
+        cap = load_capture(path)
+        if not 0 <= frame < cap.num_frames:
+            raise ModelFileError(src, f"frame {frame}", f"is out of range (the capture has {cap.num_frames} frames)")
+        data = {"pose_6d": cap["pose_6d"][frame], "betas": cap["betas"], "identity": cap["face_identity"],
+                "expression": cap["face_expression"][frame]}
+        src = f"{path} frame {frame}"
     if "pose_6d" not in data:
         raise ModelFileError(src, "pose_6d", "is missing")
     pose = np.asarray(data["pose_6d"], np.float32)
@@ -112,20 +118,7 @@ def read_person_file(path: Path, full: FullBodyModel) -> dict[str, np.ndarray]:
     src = str(path)
     if not path.exists():
         raise ModelFileError(src, None, "does not exist")
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ModelFileError(src, None, f"is not valid JSON ({e})") from e
-        if not isinstance(data, dict):
-            raise ModelFileError(src, None, "must hold a JSON object")
-    else:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                is_capture = "version" in z.files and "pose_6d" in z.files
-                data = None if is_capture else {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise ModelFileError(src, None, f"is not a readable .npz ({e})") from e
+    data = _read_param_file(path)
     sizes = {"betas": NUM_BETAS, "identity": full.face.sizes["identity"], "albedo": full.face.sizes["albedo"]}
     if data is None:  # a capture: its coefficients are cut to the model's sizes, as the add-on does
         cap = load_capture(path)
