@@ -477,11 +477,10 @@ class FaceFitter:
         for n in names:
             p[n].requires_grad_(False)
 
-    def _solve_sh(self, p, ctx) -> torch.Tensor:
-        """Closed-form lighting for the current shape/pose/albedo: per-channel ridge regression of
-        the sampled colours on albedo x SH basis, towards ambient light -> ``(27,)``."""
-        from ..face_model import sh_basis
-
+    def _photo_samples(self, p, ctx):
+        """The photometric vertices under the current parameters: ``(idx (V,), px (N, 2), normals (N, 3),
+        vis (V,))`` with ``px``/``normals`` for all N vertices (camera frame) and ``vis`` in {0, 1} for
+        ``idx`` (front-facing, not occluded, inside the face mask)."""
         R, t = self._pose(p)
         idx = self._photo_idx
         verts = self._geometry(p)
@@ -490,6 +489,14 @@ class FaceFitter:
         normals = self._sign * vertex_normals(verts[None], self._faces)[0] @ R.T
         vis = self._visible(cam[idx], px[idx], normals[idx], ctx) * \
             (self._sample(ctx.mask, px[idx], ctx)[:, 0] > 0.5).float()
+        return idx, px, normals, vis
+
+    def _solve_sh(self, p, ctx) -> torch.Tensor:
+        """Closed-form lighting for the current shape/pose/albedo: per-channel ridge regression of
+        the sampled colours on albedo x SH basis, towards ambient light -> ``(27,)``."""
+        from ..face_model import sh_basis
+
+        idx, px, normals, vis = self._photo_samples(p, ctx)
         prior = torch.as_tensor(ambient_sh(), device=self.device).view(3, NUM_SH)
         if vis.sum() < 20:
             return prior.reshape(-1)
@@ -513,14 +520,7 @@ class FaceFitter:
         from ..face_model import sh_basis
 
         c = self.config
-        R, t = self._pose(p)
-        idx = self._photo_idx
-        verts = self._geometry(p)
-        cam = verts @ R.T + t
-        px = project(cam, ctx.K)
-        normals = self._sign * vertex_normals(verts[None], self._faces)[0] @ R.T
-        vis = self._visible(cam[idx], px[idx], normals[idx], ctx) * \
-            (self._sample(ctx.mask, px[idx], ctx)[:, 0] > 0.5).float()
+        idx, px, normals, vis = self._photo_samples(p, ctx)
         if vis.sum() < 20:
             return p["albedo"].clone()
         irr = sh_basis(normals[idx]) @ p["sh"].view(3, NUM_SH).T                          # (V, 3)
