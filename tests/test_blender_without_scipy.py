@@ -27,13 +27,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("bpy")
-scipy_io = pytest.importorskip("scipy.io")  # only this test process writes the .mat
+pytest.importorskip("scipy.io")  # only this test process writes the .mat
 
 from model_runtime.body_model import BUILTIN_BODY_PATH  # noqa: E402
 from model_runtime.face_model import BUILTIN_FACE_PATH  # noqa: E402
-from model_runtime.skeleton import NUM_JOINTS, PARENTS  # noqa: E402
 
-from test_bridge import cap_face, sphere_body  # noqa: E402
+from test_bridge import write_official_layout_files  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCKED = ("scipy", "torch", "cv2", "mediapipe")
@@ -111,20 +110,7 @@ def model_info(*args: str) -> dict:
 @pytest.fixture(scope="module")
 def official_layout_files(tmp_path_factory) -> tuple[Path, Path]:
     """The sphere body as an AMASS-style SMPL-H ``.npz``, the cap face as a ``BFM_model_front.mat``."""
-    d = tmp_path_factory.mktemp("official")
-    body = sphere_body()
-    V = body.num_vertices
-    np.savez(d / "smplh_model.npz", v_template=body.v_template, shapedirs=body.shapedirs,
-             posedirs=np.zeros((V, 3, 459), np.float32), J_regressor=body.J_regressor, weights=body.weights,
-             kintree_table=np.stack([PARENTS, np.arange(NUM_JOINTS)]).astype(np.int64), f=body.faces)
-    face = cap_face(frame_scale=1.2)
-    N = face.num_vertices
-    rng = np.random.default_rng(5)
-    scipy_io.savemat(d / "BFM_model_front.mat", {
-        "meanshape": face.mean_shape.reshape(1, -1) * 10.0, "idBase": face.id_basis.reshape(N * 3, -1) * 10.0,
-        "exBase": face.exp_basis.reshape(N * 3, -1) * 10.0, "meantex": face.mean_albedo.reshape(1, -1) * 255.0,
-        "texBase": rng.normal(scale=5.0, size=(N * 3, 2)), "tri": face.faces + 1.0, "keypoints": np.ones((1, 68))})
-    return d / "smplh_model.npz", d / "BFM_model_front.mat"
+    return write_official_layout_files(tmp_path_factory.mktemp("official"))
 
 
 def test_builtin_body_and_face_merge_inside_a_python_without_scipy(tmp_path):

@@ -99,6 +99,29 @@ def cap_face(n_lat: int = 40, n_lon: int = 72, phase: float = 0.1, frame_scale: 
                      landmarks68=np.full(68, -1, np.int64), source="<cap face>")
 
 
+
+def write_official_layout_files(d) -> tuple:
+    """:func:`sphere_body` as an AMASS-style SMPL-H ``model.npz`` and :func:`cap_face` as a
+    ``BFM_model_front.mat`` (decimetres, albedo x255, 1-based triangles) in folder ``d``."""
+    import scipy.io
+
+    from model_runtime.skeleton import PARENTS
+
+    body = sphere_body()
+    V = body.num_vertices
+    np.savez(d / "smplh_model.npz", v_template=body.v_template, shapedirs=body.shapedirs,
+             posedirs=np.zeros((V, 3, 459), np.float32), J_regressor=body.J_regressor, weights=body.weights,
+             kintree_table=np.stack([PARENTS, np.arange(NUM_JOINTS)]).astype(np.int64), f=body.faces)
+    face = cap_face(frame_scale=1.2)
+    N = face.num_vertices
+    flat = lambda b: (b.reshape(N * 3, -1) * 10.0)  # noqa: E731 - metres -> decimetres
+    scipy.io.savemat(d / "BFM_model_front.mat", {
+        "meanshape": face.mean_shape.reshape(1, -1) * 10.0, "idBase": flat(face.id_basis),
+        "exBase": flat(face.exp_basis), "meantex": face.mean_albedo.reshape(1, -1) * 255.0,
+        "texBase": face.albedo_basis.reshape(N * 3, -1) * 255.0, "tri": face.faces + 1.0,
+        "keypoints": np.ones((1, 68))})
+    return d / "smplh_model.npz", d / "BFM_model_front.mat"
+
 def subdivide_face(face: FaceModel) -> FaceModel:
     """Midpoint subdivision (each triangle -> 4); per-vertex arrays averaged on new edge vertices."""
     f = face.faces.astype(np.int64)

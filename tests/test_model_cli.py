@@ -14,35 +14,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.io
 
 from model_runtime.capture_file import CaptureWriter
 from model_runtime.cli import main
 from model_runtime.rotations import matrix_to_rot6d
-from model_runtime.skeleton import JOINT_NAMES, NUM_JOINTS, PARENTS
+from model_runtime.skeleton import JOINT_NAMES
 
-from test_bridge import cap_face, pose_with_head, sphere_body
+from test_bridge import pose_with_head, write_official_layout_files
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("models")
-    body = sphere_body()
-    V = body.num_vertices
-    np.savez(d / "smplh_model.npz", v_template=body.v_template, shapedirs=body.shapedirs,
-             posedirs=np.zeros((V, 3, 459), np.float32), J_regressor=body.J_regressor, weights=body.weights,
-             kintree_table=np.stack([PARENTS, np.arange(NUM_JOINTS)]).astype(np.int64), f=body.faces)
-    face = cap_face(frame_scale=1.2)
-    N = face.num_vertices
-    flat = lambda b: (b.reshape(N * 3, -1) * 10.0)  # noqa: E731 - metres -> decimetres
-    scipy.io.savemat(d / "BFM_model_front.mat", {
-        "meanshape": face.mean_shape.reshape(1, -1) * 10.0, "idBase": flat(face.id_basis),
-        "exBase": flat(face.exp_basis), "meantex": face.mean_albedo.reshape(1, -1) * 255.0,
-        "texBase": face.albedo_basis.reshape(N * 3, -1) * 255.0, "tri": face.faces + 1.0,
-        "keypoints": np.ones((1, 68))})
-    return d / "smplh_model.npz", d / "BFM_model_front.mat"
+    return write_official_layout_files(tmp_path_factory.mktemp("models"))
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
