@@ -31,3 +31,15 @@ def mocap_dir() -> Path:
     if not MOCAP.is_dir():
         pytest.skip(f"MoCap data not available at {MOCAP}")
     return MOCAP
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small per-frame torch batches (IK, retargeting): one thread is faster, and far faster when
+    the two shared cores are busy.  Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

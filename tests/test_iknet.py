@@ -13,13 +13,7 @@ from model_runtime.rotations import axis_angle_to_matrix, geodesic_angle, rot6d_
 HELD_OUT_CLIP = "hdm05/train/1/HDM_dg_depositFloorR_013_120.amc"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny batches: one thread is faster, and far faster when the 2 shared cores are busy."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,7 @@ HDM_CLIP = "hdm05/train/1/HDM_bd_depositFloorR_001_120.amc"
 BANDAI_CLIP = "bandai_namco/dataset/Bandai-Namco-Research-Motiondataset-1/data/dataset-1_walk_normal_001.bvh"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small per-frame batches (retargeting): one thread is faster, far faster on busy shared cores."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _manifest_frames(mocap_dir, rel: str) -> int:
