@@ -17,7 +17,6 @@ rotation relative to its parent, column after column (:mod:`rotations`).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -205,7 +204,3 @@ def load_capture(path: Path | str) -> Capture:
         raise ModelFileError(str(path), "joint_names", "must list the 52 SMPL-H joints")
     return Capture(path=path, data=data)
 
-
-def save_meta_json(path: Path | str, meta: Mapping) -> None:
-    """Small helper for sidecar metadata (e.g. bench results)."""
-    Path(path).write_text(json.dumps(meta, indent=2))

@@ -33,7 +33,6 @@ Events (runtime -> Blender), field ``event``:
 from __future__ import annotations
 
 import json
-import sys
 from typing import IO, Any, Final, Literal
 
 PROTOCOL_VERSION: Final[int] = 1
@@ -81,6 +80,3 @@ def write(stream: IO[bytes], msg: dict[str, Any]) -> None:
     stream.write(encode(msg))
     stream.flush()
 
-
-def stdout_binary() -> IO[bytes]:
-    return sys.stdout.buffer

@@ -54,18 +54,6 @@ RIGHT_WRIST: Final[int] = JOINT_NAMES.index("right_wrist")
 Side = Literal["left", "right"]
 
 
-def mirror_joint_name(name: str) -> str:
-    """``left_x`` <-> ``right_x``; names without a side are returned unchanged."""
-    if name.startswith("left_"):
-        return "right_" + name[5:]
-    if name.startswith("right_"):
-        return "left_" + name[6:]
-    return name
-
-
-MIRROR_PERM: Final[np.ndarray] = np.array([JOINT_NAMES.index(mirror_joint_name(n)) for n in JOINT_NAMES])
-
-
 def depth_levels(parents: np.ndarray) -> list[np.ndarray]:
     """Group joint indices by tree depth (root = level 0).
 
@@ -106,6 +94,3 @@ BODY_KEYPOINT_NAMES: Final[tuple[str, ...]] = BODY_KEYPOINTS_BASIC + BODY_KEYPOI
 # Hand keypoints given to HandIKNet: HAND21_NAMES (wrist + 4 per finger, base -> tip).
 # Joints map to SMPL-H hand joints (finger1..3), the tips ("*4") are vertices
 # with ids in BodyModel.extras["keypoint_vertices"] under "left_thumb4", "right_index4", ...
-HAND21_TO_SMPLH_SUFFIX: Final[dict[str, str]] = {
-    f"{f}{i}": f"{f}{i}" for f in ("thumb", "index", "middle", "ring", "pinky") for i in (1, 2, 3)
-}
