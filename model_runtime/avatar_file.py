@@ -28,7 +28,6 @@ vertices, ``Fm`` triangles, ``J = 52`` joints, ``E`` expressions)::
 """
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -37,6 +36,7 @@ import numpy as np
 from . import lbs as _lbs
 from .errors import ModelFileError
 from .face_model import face_albedo
+from .safe_npz import load_npz
 from .skeleton import JOINT_NAMES, NUM_BETAS, NUM_JOINTS
 
 if TYPE_CHECKING:
@@ -117,11 +117,7 @@ def read_avatar_file(path: Path | str) -> dict[str, np.ndarray]:
     src = str(path)
     if not path.is_file():
         raise ModelFileError(src, None, "does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            a = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise ModelFileError(src, None, f"is not a readable avatar .npz (truncated or corrupt: {e})") from e
+    a = load_npz(path, what="avatar .npz")
     if str(a.get("format", "")) != AVATAR_FORMAT:
         raise ModelFileError(src, "format", f"is not '{AVATAR_FORMAT}' (not an avatar file)")
     if int(a.get("version", -1)) != AVATAR_FILE_VERSION:

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import ModelFileError
 from ..face_model import FaceModel
+from ..safe_npz import load_npz
 
 __all__ = ["load_bfm", "read_expression_basis", "NUM_ID", "NUM_EXP", "NUM_ALBEDO"]
 
@@ -79,6 +80,9 @@ def _loadmat(path: Path) -> dict:
         return scipy.io.loadmat(str(path))
     except NotImplementedError as e:  # MATLAB v7.3 (HDF5)
         raise ModelFileError(str(path), None, f"is a MATLAB v7.3 file; save it with -v7 ({e})") from e
+    except (MemoryError, RecursionError) as e:  # sizes or nesting declared by a corrupt or hostile file
+        raise ModelFileError(str(path), None, f"is not a readable .mat file ({type(e).__name__}: "
+                             f"{e or 'declares more data than fits in memory'})") from e
     except Exception as e:  # noqa: BLE001 - scipy raises many types on truncated/corrupt files
         raise ModelFileError(str(path), None, f"is not a readable .mat file (truncated or corrupt: {e})") from e
 
@@ -219,14 +223,7 @@ def read_expression_basis(path: Path, n_shape: int) -> tuple[np.ndarray, np.ndar
     if suffix == ".bin":
         flat, ev = _read_exp_pca_bin(path)
     elif suffix in (".npz", ".mat"):
-        if suffix == ".npz":
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    fields = {k: z[k] for k in z.files}
-            except Exception as e:  # noqa: BLE001
-                raise ModelFileError(str(path), None, f"is not a readable .npz ({e})") from e
-        else:
-            fields = _loadmat(path)
+        fields = load_npz(path, ("basis",), optional=("ev",)) if suffix == ".npz" else _loadmat(path)
         flat = _get(fields, str(path), "basis", (None, None))
         ev = fields.get("ev")
         if ev is not None:

@@ -21,20 +21,26 @@ the file and the refused ``module.name`` *before* anything is called.
 becomes a dense ``np.ndarray`` built from its pickled ``data``/``indices``/``indptr``
 (CSC/CSR) or ``row``/``col`` (COO), so nothing here needs scipy (the loaders
 also run in Blender's Python, which has numpy only).
+
+Hostile files: arrays are only built from bytes stored in the file (``numpy.ndarray``
+cannot be called), a densified sparse matrix holds at most :data:`MAX_DENSE_ELEMENTS`,
+nesting deeper than :data:`MAX_DEPTH` is refused, and every failure (including
+``MemoryError``/``RecursionError``) is a :class:`ModelFileError` naming the file.
 """
 from __future__ import annotations
 
 import _codecs
 import io
+import math
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from ..errors import ModelFileError
 
-__all__ = ["Placeholder", "SafeUnpickler", "safe_load_pickle", "to_plain"]
+__all__ = ["MAX_DENSE_ELEMENTS", "MAX_DEPTH", "Placeholder", "SafeUnpickler", "safe_load_pickle", "to_plain"]
 
 
 class Placeholder:
@@ -82,12 +88,29 @@ def _safe_reconstructor(cls: type, base: type, state: Any) -> Any:
     return cls()
 
 
+class _NdarrayClass:
+    """What ``numpy.ndarray`` resolves to: only :func:`_reconstruct_array` accepts it, and calling it
+    fails, so a pickle cannot allocate an array of a shape it merely names (``ndarray((2**40,))``)."""
+
+    __slots__ = ()
+
+
+def _reconstruct_array(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """numpy's ``_reconstruct`` as pickled arrays use it: an empty ndarray that BUILD then fills
+    from the bytes stored in the file (numpy always pickles the shape ``(0,)`` here)."""
+    if subtype is not _NdarrayClass:
+        raise pickle.UnpicklingError(f"numpy _reconstruct refused for {subtype!r}")
+    if math.prod(int(n) for n in shape) > 1:
+        raise pickle.UnpicklingError(f"numpy _reconstruct refused for the initial shape {tuple(shape)}")
+    return np.core.multiarray._reconstruct(np.ndarray, shape, dtype)
+
+
 _NUMPY_MODULES = ("numpy", "numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric",
                   "numpy._core.numeric")
 _ALLOWED: dict[tuple[str, str], Any] = {
-    **{(m, "_reconstruct"): np.core.multiarray._reconstruct for m in _NUMPY_MODULES},
+    **{(m, "_reconstruct"): _reconstruct_array for m in _NUMPY_MODULES},
     **{(m, "scalar"): np.core.multiarray.scalar for m in _NUMPY_MODULES},
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NdarrayClass,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _codecs.encode,
     ("copy_reg", "_reconstructor"): _safe_reconstructor,
@@ -118,35 +141,71 @@ class SafeUnpickler(pickle.Unpickler):
 
 
 def safe_load_pickle(path: Path | str) -> Any:
-    """Load ``path`` with :class:`SafeUnpickler` (Python 2 pickles via ``latin1``) and :func:`to_plain`."""
+    """Load ``path`` with :class:`SafeUnpickler` (Python 2 pickles via ``latin1``) and :func:`to_plain`.
+
+    Every failure (truncated or corrupt data, a refused global, out of memory,
+    nesting deeper than :data:`MAX_DEPTH`) is a :class:`ModelFileError` naming the file.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ModelFileError(str(path), None, "does not exist") from None
+    except (OSError, MemoryError) as e:
+        raise ModelFileError(str(path), None, f"cannot be read ({type(e).__name__}: {e})") from e
     try:
         obj = SafeUnpickler(io.BytesIO(data), str(path)).load()
     except ModelFileError:
         raise
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+    except (MemoryError, RecursionError) as e:
+        raise ModelFileError(str(path), None, f"is not a readable pickle ({type(e).__name__}: "
+                             f"{e or 'declares more data than fits in memory'})") from e
+    except Exception as e:  # noqa: BLE001 - EOFError, UnpicklingError, struct/Value/TypeError... from the data
         raise ModelFileError(str(path), None, f"is not a readable pickle (truncated or corrupt: {e})") from e
     return to_plain(obj, str(path))
 
 
+#: deepest nesting of containers/placeholders :func:`to_plain` accepts (model pickles use < 10)
+MAX_DEPTH: Final[int] = 100
+#: largest densified sparse matrix (SMPL-H ``J_regressor``: 52 x 6890 = 358k)
+MAX_DENSE_ELEMENTS: Final[int] = 1 << 27
+
+
 def to_plain(obj: Any, source: str, field: str | None = None) -> Any:
-    """Recursively replace placeholders: chumpy -> ``np.ndarray``, sparse -> dense ``np.ndarray``."""
-    if isinstance(obj, dict):
-        return {k: to_plain(v, source, str(k)) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_plain(v, source, field) for v in obj)
-    if isinstance(obj, ChumpyPlaceholder):
-        state = obj.state if isinstance(obj.state, dict) else {}
-        if "x" in state:
-            return np.asarray(to_plain(state["x"], source, field))
-        raise ModelFileError(source, field, f"is a chumpy expression ({obj.qualname}) without a stored value 'x'")
-    if isinstance(obj, SparsePlaceholder):
-        return _sparse_from_state(obj, source, field)
-    return obj
+    """Replace placeholders: chumpy -> ``np.ndarray``, sparse -> dense ``np.ndarray``; dicts, lists
+    and tuples are rebuilt around the converted values.
+
+    Each distinct object is converted once (a pickle may share one list many
+    times: no exponential walk); nesting deeper than :data:`MAX_DEPTH` (or a
+    cycle) raises :class:`ModelFileError` instead of ``RecursionError``.
+    """
+    done: dict[int, Any] = {}
+
+    def plain(o: Any, field: str | None, depth: int) -> Any:
+        if not isinstance(o, (dict, list, tuple, Placeholder)):
+            return o
+        if id(o) in done:
+            return done[id(o)]
+        if depth > MAX_DEPTH:
+            raise ModelFileError(source, field, f"is nested more than {MAX_DEPTH} levels deep (or cyclic): "
+                                                "not a model file")
+        if isinstance(o, dict):
+            out = {k: plain(v, str(k), depth + 1) for k, v in o.items()}
+        elif isinstance(o, (list, tuple)):
+            out = type(o)([plain(v, field, depth + 1) for v in o])
+        elif isinstance(o, ChumpyPlaceholder):
+            state = o.state if isinstance(o.state, dict) else {}
+            if "x" not in state:
+                raise ModelFileError(source, field, f"is a chumpy expression ({o.qualname}) without a stored value 'x'")
+            out = np.asarray(plain(state["x"], field, depth + 1))
+        elif isinstance(o, SparsePlaceholder):
+            out = _sparse_from_state(o, source, field)
+        else:
+            out = o
+        done[id(o)] = out
+        return out
+
+    return plain(obj, field, 0)
 
 
 def _sparse_from_state(obj: SparsePlaceholder, source: str, field: str | None) -> np.ndarray:
@@ -177,7 +236,9 @@ def _sparse_from_state(obj: SparsePlaceholder, source: str, field: str | None) -
             raise ValueError(f"{len(data)} values for {len(rows)} row and {len(cols)} column indices")
         if len(rows) and (rows.min() < 0 or rows.max() >= shape[0] or cols.min() < 0 or cols.max() >= shape[1]):
             raise ValueError(f"indices outside the shape {shape}")
-    except (KeyError, TypeError, ValueError) as e:
+        if shape[0] * shape[1] > MAX_DENSE_ELEMENTS:
+            raise ValueError(f"shape {shape} is larger than {MAX_DENSE_ELEMENTS} dense elements")
+    except (KeyError, TypeError, ValueError, OverflowError, MemoryError) as e:
         raise ModelFileError(source, field, f"is a malformed sparse matrix ({e})") from e
     dense = np.zeros(shape, data.dtype)
     np.add.at(dense, (rows, cols), data)

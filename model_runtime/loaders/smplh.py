@@ -21,7 +21,6 @@ in ``extras["keypoint_vertices"]``.
 """
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Final, Mapping
 
@@ -29,6 +28,7 @@ import numpy as np
 
 from ..body_model import BodyModel
 from ..errors import ModelFileError
+from ..safe_npz import load_npz
 from ..skeleton import NUM_BETAS, NUM_JOINTS, PARENTS
 from .safe_pickle import safe_load_pickle
 
@@ -68,21 +68,9 @@ def load_smplh(path: Path | str) -> BodyModel:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """The SMPL-H fields of an ``.npz`` (other members, e.g. strings, are not touched)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            out = {}
-            for k in _REQUIRED:
-                if k in z.files:
-                    try:
-                        out[k] = z[k]
-                    except ValueError as e:  # object array: would need pickle
-                        raise ModelFileError(str(path), k, f"cannot be read without pickle ({e})") from e
-            return out
-    except ModelFileError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise ModelFileError(str(path), None, f"is not a readable .npz (truncated or corrupt: {e})") from e
+    """The SMPL-H fields of an ``.npz`` (:func:`~model_runtime.safe_npz.load_npz`; other members,
+    e.g. strings, are not touched; a missing field is reported by :func:`smplh_from_fields`)."""
+    return load_npz(path, (), optional=_REQUIRED)
 
 
 def _field(fields: Mapping, src: str, name: str) -> np.ndarray:

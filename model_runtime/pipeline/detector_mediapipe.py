@@ -62,6 +62,7 @@ from typing import Final
 import numpy as np
 
 from ..errors import ModelFileError
+from ..safe_npz import load_npz
 from ..skeleton import BODY_KEYPOINT_NAMES
 from .detector import (
     NUM_BODY_KEYPOINTS, NUM_FACE_LANDMARKS, NUM_HAND_KEYPOINTS, NUM_WHOLEBODY_KEYPOINTS,
@@ -178,8 +179,7 @@ class BodyMap:
         path = Path(path)
         if not path.exists():
             raise ModelFileError(path, None, "is missing (rebuild: tools/fit_mediapipe_body_map.py fit)")
-        with np.load(path) as z:
-            d = {k: z[k] for k in z.files}
+        d = load_npz(path)
         version = int(d.get("version", -1))
         if version != BODY_MAP_VERSION:
             raise ModelFileError(path, "version", f"is {version}, this code reads version {BODY_MAP_VERSION}")

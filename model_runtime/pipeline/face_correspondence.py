@@ -36,6 +36,7 @@ import torch
 from .. import _backend as Bk
 from ..errors import ModelFileError
 from ..face_model import NUM_SH, FaceModel
+from ..safe_npz import load_npz
 
 CORRESPONDENCE_VERSION: Final[int] = 1
 NUM_MP_LANDMARKS: Final[int] = 468
@@ -114,18 +115,16 @@ class FaceCorrespondence:
 def load_correspondence_file(path: str | Path) -> FaceCorrespondence:
     """Read a correspondence ``.npz`` (no model check; see :meth:`FaceCorrespondence.check`)."""
     path = Path(path)
+    if not path.exists():
+        raise ModelFileError(path, None, "is missing; run tools/build_face_correspondence.py")
+    z = load_npz(path, ("vertex_ids", "bary", "weights", "model_signature", "version"), optional=("spread_m",))
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return FaceCorrespondence(
-                vertex_ids=z["vertex_ids"].astype(np.int64), bary=z["bary"].astype(np.float32),
-                weights=z["weights"].astype(np.float32), model_signature=str(z["model_signature"]),
-                version=int(z["version"]),
-                spread_m=z["spread_m"].astype(np.float32) if "spread_m" in z.files else None)
-    except FileNotFoundError:
-        raise ModelFileError(path, None, "is missing; run tools/build_face_correspondence.py") from None
-    except KeyError as e:
-        raise ModelFileError(path, str(e.args[0]), "is missing") from None
-    except Exception as e:  # truncated zip, bad dtype, ...
+        return FaceCorrespondence(
+            vertex_ids=z["vertex_ids"].astype(np.int64), bary=z["bary"].astype(np.float32),
+            weights=z["weights"].astype(np.float32), model_signature=str(z["model_signature"]),
+            version=int(z["version"]),
+            spread_m=z["spread_m"].astype(np.float32) if "spread_m" in z else None)
+    except (TypeError, ValueError) as e:  # a string where numbers belong, a non-scalar version, ...
         raise ModelFileError(path, None, f"cannot read ({e})") from e
 
 

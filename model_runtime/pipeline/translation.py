@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputMissingError, ModelFileError
+from ..safe_npz import load_npz
 from ..skeleton import BODY_KEYPOINT_NAMES, JOINT_NAMES
 
 DEFAULT_FOV_DEG: Final[float] = 60.0
@@ -128,13 +129,13 @@ def load_calibration(path: Path | str, image_size: tuple[int, int]) -> np.ndarra
                 calib_size = (wn.real(), hn.real())
             fs.release()
         elif ext == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                field = "K" if "K" in z.files else "camera_K"
-                if field not in z.files:
-                    raise ModelFileError(str(path), "K", "is missing (give K or camera_K)")
-                K = np.asarray(z[field], np.float64)
-                if "image_size" in z.files:
-                    calib_size = tuple(float(v) for v in z["image_size"])
+            z = load_npz(path, (), optional=("K", "camera_K", "image_size"))
+            field = "K" if "K" in z else "camera_K"
+            if field not in z:
+                raise ModelFileError(str(path), "K", "is missing (give K or camera_K)")
+            K = np.asarray(z[field], np.float64)
+            if "image_size" in z:
+                calib_size = tuple(float(v) for v in z["image_size"])
         else:
             raise ModelFileError(str(path), None, f"has an unknown calibration format '{ext}' "
                                                   "(use .json, .yml/.yaml/.xml or .npz)")
