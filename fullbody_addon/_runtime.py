@@ -12,10 +12,12 @@ from pathlib import Path
 ADDON_DIR = Path(__file__).resolve().parent
 
 if (ADDON_DIR / "model_runtime" / "__init__.py").is_file():
-    from .model_runtime import body_model, capture_file, errors, face_model, lbs, protocol, rotations, skeleton  # noqa: F401
+    from .model_runtime import (body_model, capture_file, errors, face_model, lbs, options, protocol,  # noqa: F401
+                                rotations, skeleton)
     RUNTIME_PARENT = ADDON_DIR
 else:
-    from model_runtime import body_model, capture_file, errors, face_model, lbs, protocol, rotations, skeleton  # noqa: F401
+    from model_runtime import (body_model, capture_file, errors, face_model, lbs, options, protocol,  # noqa: F401
+                                rotations, skeleton)
     RUNTIME_PARENT = ADDON_DIR.parent
 
 #: the folder to put on ``PYTHONPATH`` so ``python -m model_runtime`` finds this copy

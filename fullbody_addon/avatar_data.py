@@ -123,14 +123,36 @@ def avatar_data_from_capture(capture, body=None, face=None, runtime_python: str 
     that raises :class:`~fullbody_addon.runtime_client.RuntimeNotSetUp`.
     """
     betas = np.asarray(capture["betas"], np.float32).reshape(-1)
+    # the model names stored in a capture are only compared, never opened: a file is opened only
+    # when the user picked it (``body``/``face`` given by the panel)
+    notes = []
     if body is None:
-        body = _body_model.load_body_model(_model_spec(capture, "body_model"))
+        body = _body_model.load_body_model(None)
+    notes += _model_mismatch(capture, "body_model", "builtin" if body.kind == "builtin" else body.source)
     if face is False:
-        return avatar_data_from_body(body, betas)
+        data = avatar_data_from_body(body, betas)
+        data.warnings.extend(notes)
+        return data
     spec = None
     if face is None or isinstance(face, str):
-        spec = face if isinstance(face, str) else _model_spec(capture, "face_model")
-        spec = None if spec in (None, "", "builtin") else str(spec)
+        spec = None if face in (None, "", "builtin") else str(face)
+        notes += _model_mismatch(capture, "face_model", spec or "builtin")
+    data = _avatar_data_with_face(capture, body, face, spec, betas, runtime_python)
+    data.warnings.extend(notes)
+    return data
+
+
+def _model_mismatch(capture, key: str, used: str) -> list[str]:
+    """A warning when the capture names another model file than the one used (never opened)."""
+    stored = _model_spec(capture, key) or "builtin"
+    if stored == used or Path(stored).name == Path(used).name:
+        return []
+    what = key.replace("_", " ")
+    return [f"this capture was made with the {what} '{stored}'; the avatar uses '{used}' "
+            f"(pick that file in the panel to use it)"]
+
+
+def _avatar_data_with_face(capture, body, face, spec, betas, runtime_python) -> AvatarData:
     if not isinstance(face, face_model.FaceModel):
         if needs_runtime(spec):
             return avatar_data_via_runtime(capture, body, spec, runtime_python)

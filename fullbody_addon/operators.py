@@ -17,7 +17,7 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from . import avatar, axes, convert, importer, preferences, runtime_setup, session
 from ._runtime import body_model as body_model_mod
-from ._runtime import capture_file, errors, protocol, skeleton
+from ._runtime import capture_file, errors, options, protocol, skeleton
 from .avatar_data import avatar_data_from_capture
 from .runtime_client import CaptureJob, HealthCheck, RuntimeNotSetUp, serve_argv, check_interpreter
 
@@ -55,24 +55,61 @@ def betas_match(arm_obj, betas: np.ndarray, tol: float = 1e-4) -> bool:
     return n > 0 and np.allclose(cur[:n], b[:n], atol=tol) and np.allclose(b[n:], 0, atol=tol)
 
 
+#: datablock collections an import may add to; :class:`SceneTransaction` removes what a failed one added
+_DATA_KINDS = ("objects", "meshes", "armatures", "actions", "materials", "images", "collections")
+
+
+class SceneTransaction:
+    """All or nothing: on an exception inside the ``with``, every datablock created since it began is
+    removed and the animation of the objects given is restored, so the scene is as it was."""
+
+    def __init__(self, *objects):
+        self.objects = [o for o in objects if o is not None]
+
+    def __enter__(self) -> "SceneTransaction":
+        self.before = {k: set(getattr(bpy.data, k)) for k in _DATA_KINDS}
+        self.actions = {o.name: (o.animation_data.action if o.animation_data else None) for o in self.objects}
+        self.frames = (bpy.context.scene.frame_start, bpy.context.scene.frame_end)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            return False
+        for name, action in self.actions.items():
+            ob = bpy.data.objects.get(name)
+            if ob is not None and ob.animation_data is not None:
+                ob.animation_data.action = action
+        for kind in _DATA_KINDS:   # objects first: their meshes/armatures are then unused
+            coll = getattr(bpy.data, kind)
+            for block in [b for b in coll if b not in self.before[kind]]:
+                coll.remove(block)
+        bpy.context.scene.frame_start, bpy.context.scene.frame_end = self.frames
+        return False
+
+
 def import_capture_into_scene(context, path: str, settings=None, create_new: bool = False) -> dict:
-    """Load ``path`` (recovering a partial capture), find or create the matching avatar, key it."""
+    """Load ``path`` (recovering a partial capture), find or create the matching avatar, key it.
+
+    The capture is validated before the scene is touched, and the import is all or nothing
+    (:class:`SceneTransaction`): on any error the scene is as it was."""
     settings = settings or context.scene.fullbody
     cap = load_capture_checked(path)  # raises ModelFileError before the scene is touched
-    warnings: list[str] = []
+    warnings: list[str] = list(cap.notes)
     arm = None if create_new else avatar.find_avatar(context)
     if arm is not None and not betas_match(arm, cap["betas"]):
         arm = None  # another person's shape: give this capture its own avatar
-    if arm is None:
+    mesh = avatar.avatar_mesh(arm) if arm is not None else None
+    data = None
+    if arm is None:   # everything that can fail on the model files happens before the scene changes
         data = avatar_data_from_capture(cap, body=body_model_mod.load_body_model(_body_spec(settings)),
                                         face=_face_spec(settings), runtime_python=preferences.runtime_python(context))
-        arm, mesh = avatar.create_avatar(data, name=Path(path).stem)
         warnings.extend(data.warnings)
-    else:
-        mesh = avatar.avatar_mesh(arm)
     opts = importer.ImportOptions(frame_start=context.scene.frame_start,
                                   root_translation=settings.root_translation)
-    summary = importer.apply_capture(context.scene, arm, mesh, cap, opts)
+    with SceneTransaction(arm, mesh):
+        if data is not None:
+            arm, mesh = avatar.create_avatar(data, name=Path(path).stem)
+        summary = importer.apply_capture(context.scene, arm, mesh, cap, opts)
     summary["armature"] = arm.name
     summary["warnings"] = warnings
     if cap.num_frames:
@@ -88,23 +125,22 @@ def capture_output_path(settings) -> Path:
     return Path(base) / time.strftime("capture_%Y%m%d_%H%M%S.npz")
 
 
-def capture_options(settings, prefs) -> dict:
-    """The ``options`` of a capture/live request (see :mod:`model_runtime.protocol`)."""
-    s = float(settings.smoothing)
-    return {
-        "start": int(settings.frame_start),
-        "end": None if settings.frame_end < 0 else int(settings.frame_end),
-        "device": prefs.device if prefs is not None else "auto",
-        "body_model": _body_spec(settings) or "builtin",
-        "face_model": _face_spec(settings) or "builtin",
-        # smoothing strength 0..1 -> One Euro parameters: 0 = raw (10 Hz cutoff), 1 = strong (0.01 Hz)
-        "smoothing": {"strength": s, "min_cutoff": float(10.0 ** (1.0 - 3.0 * s)), "beta": float(0.5 * (1.0 - s) + 0.005)},
-        "hands": bool(settings.hands),
-        "face": bool(settings.face),
-        "root_translation": bool(settings.root_translation),
-        "fps": float(settings.fps) or None,
-        "fill": "interpolate",
-    }
+def capture_options(settings, prefs) -> "options.CaptureOptions":
+    """The panel's settings as the runtime's typed :class:`~model_runtime.options.CaptureOptions`
+    (validated here: a bad value is reported before the runtime starts).  ``frame_end`` is the
+    last frame to capture, inclusive (the runtime's ``end`` is exclusive)."""
+    defaults = options.CaptureOptions()
+    return options.CaptureOptions(
+        start=int(settings.frame_start),
+        end=None if settings.frame_end < 0 else int(settings.frame_end) + 1,
+        device=prefs.device if prefs is not None else defaults.device,
+        body_model=_body_spec(settings) or "builtin",
+        face_model=(_face_spec(settings) or "builtin") if settings.face else "builtin",
+        smoothing=options.SmoothingConfig.from_strength(float(settings.smoothing)),
+        hands=bool(settings.hands),
+        face=bool(settings.face),
+        folder_fps=float(settings.fps) if settings.fps > 0 else defaults.folder_fps,
+    )
 
 
 def capture_source(settings):
@@ -205,9 +241,9 @@ class FULLBODY_OT_capture_video(bpy.types.Operator):
             client = session.new_client(preferences.runtime_python(context))
             out = capture_output_path(settings)
             req = protocol.request("capture", source=source, output=str(out),
-                                   options=capture_options(settings, preferences.prefs(context)))
+                                   options=capture_options(settings, preferences.prefs(context)).to_mapping())
             session.start_job(CaptureJob(client, req, on_finish=_on_capture_finished))
-        except (RuntimeNotSetUp, ValueError, RuntimeError) as e:
+        except (RuntimeNotSetUp, ValueError, RuntimeError, errors.RuntimeErrorBase) as e:
             session.status(context).error = str(e)
             self.report({"ERROR"}, str(e))
             return False
@@ -320,7 +356,7 @@ class LiveDriver:
 
 
 class FULLBODY_OT_live_capture(bpy.types.Operator):
-    """Drive the avatar live from the camera; toggle Record to write keyframes"""
+    """Drive the avatar live from the camera (or stream the video/folder source); toggle Record to write keyframes"""
 
     bl_idname = "fullbody.live_capture"
     bl_label = "Live"
@@ -328,6 +364,17 @@ class FULLBODY_OT_live_capture(bpy.types.Operator):
 
     def execute(self, context):
         settings = context.scene.fullbody
+        # everything that can fail without touching the scene comes first: runtime, source, options
+        try:
+            client = session.new_client(preferences.runtime_python(context))
+            source = capture_source(settings)
+            opts = capture_options(settings, preferences.prefs(context)).to_mapping()
+            if session.active_job() is not None:
+                raise RuntimeError("a capture is already running: stop it first")
+        except (RuntimeNotSetUp, ValueError, RuntimeError, errors.RuntimeErrorBase) as e:
+            session.status(context).error = str(e)
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
         arm = avatar.find_avatar(context)
         if arm is None:
             bpy.ops.fullbody.create_avatar()
@@ -342,10 +389,10 @@ class FULLBODY_OT_live_capture(bpy.types.Operator):
             if job.error:
                 session.status().error = job.error
 
+        # a camera index, or a video/folder streamed the same way (preview)
+        req = (protocol.request("live", camera=source, options=opts) if isinstance(source, int)
+               else protocol.request("live", source=source, options=opts))
         try:
-            client = session.new_client(preferences.runtime_python(context))
-            req = protocol.request("live", camera=int(settings.camera_index),
-                                   options=capture_options(settings, preferences.prefs(context)))
             session.start_job(CaptureJob(client, req, on_finish=finished, on_frame=driver.on_frame), live=True)
         except (RuntimeNotSetUp, RuntimeError) as e:
             session.status(context).error = str(e)

@@ -1,6 +1,7 @@
 """Add-on preferences: where the runtime's Python is, and its setup/health."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import bpy
@@ -27,8 +28,16 @@ def default_venv_dir() -> Path:
         return Path(bpy.utils.user_resource("CONFIG", path="fullbody_capture", create=False)) / "runtime-venv"
 
 
+#: environment variable naming the runtime's interpreter; it wins over the preferences (a studio's
+#: shared CUDA environment, a render farm, the test suite)
+RUNTIME_PYTHON_ENV = "FULLBODY_RUNTIME_PYTHON"
+
+
 def runtime_python(context=None) -> str:
-    """The interpreter captures run with: the chosen one, else the set-up venv's (may not exist)."""
+    """The interpreter captures run with: ``$FULLBODY_RUNTIME_PYTHON``, else the one chosen in the
+    preferences, else the set-up venv's (which may not exist yet)."""
+    if os.environ.get(RUNTIME_PYTHON_ENV):
+        return os.environ[RUNTIME_PYTHON_ENV]
     p = prefs(context)
     if p is not None and p.interpreter_mode == "CUSTOM":
         return bpy.path.abspath(p.python_path)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import collections
 import os
 import queue
+import re
+import signal
 import subprocess
 import threading
 import time
@@ -45,6 +47,37 @@ def check_interpreter(python: str | os.PathLike | None) -> str:
         raise RuntimeNotSetUp(f"runtime interpreter {p} does not exist or is not executable: "
                               "run 'Set up runtime' in the add-on preferences")
     return str(p)
+
+
+#: stderr lines of libraries (MediaPipe/absl/glog, TensorFlow Lite, Python warnings) that are never
+#: the runtime's own error
+_NOISE = re.compile(r"^([IWEF]\d{4} |INFO: |WARNING: |W0000|I0000|.*Warning: |\s)")
+_ERROR = re.compile(r"^(error: |[\w.]*(Error|Exception|Interrupt)\b.*:|.* ERROR )")
+
+
+def runtime_error_line(stderr_tail: str) -> str:
+    """The runtime's own last error in its stderr tail: a ``error: ...`` line, an exception line
+    or an ERROR log line; else the last line that is not library noise; else ''."""
+    lines = [ln.rstrip() for ln in stderr_tail.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if _ERROR.match(ln):
+            return ln[len("error: "):] if ln.startswith("error: ") else ln
+    return next((ln for ln in reversed(lines) if not _NOISE.match(ln)), "")
+
+
+def exit_message(code: int | None, stderr_tail: str, when: str) -> str:
+    """One line for a runtime that ended: 'killed by signal 9 (SIGKILL)' or 'exited with code N',
+    and its own last error (:func:`runtime_error_line`)."""
+    if code is not None and code < 0:
+        try:
+            name = f" ({signal.Signals(-code).name})"
+        except ValueError:
+            name = ""
+        how = f"was killed by signal {-code}{name}"
+    else:
+        how = f"exited with code {code}"
+    last = runtime_error_line(stderr_tail)
+    return f"the runtime {how} {when}" + (f": {last}" if last else "")
 
 
 class RuntimeClient:
@@ -257,8 +290,7 @@ class CaptureJob:
             self._finish()
         elif kind == EXIT_EVENT:
             tail = (ev.get("stderr") or "").strip()
-            last = tail.splitlines()[-1] if tail else ""
-            self.error = f"the runtime exited with code {ev.get('code')} during the capture" + (f": {last}" if last else "")
+            self.error = exit_message(ev.get("code"), tail, "during the capture")
             self.traceback = tail or None
             self.output = self._partial_output()
             self.message = f"error: {self.error}"
@@ -313,8 +345,7 @@ class HealthCheck:
                 elif ev["event"] == "error":
                     self.error = str(ev.get("message"))
                 elif ev["event"] == EXIT_EVENT:
-                    tail = (ev.get("stderr") or "").strip().splitlines()
-                    self.error = f"runtime exited with code {ev['code']}" + (f": {tail[-1]}" if tail else "")
+                    self.error = exit_message(ev.get("code"), ev.get("stderr") or "", "before answering")
             if self.result is None and self.error is None:
                 self.error = f"no answer within {self.timeout:.0f} s"
         except RuntimeNotSetUp as e:

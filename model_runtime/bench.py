@@ -42,7 +42,7 @@ from .errors import EXIT_OK
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .pipeline.capture import add_capture_options
+    from .options import add_arguments as add_capture_options
 
     p.add_argument("video", help="video file (or image folder) to benchmark on")
     p.add_argument("--frames", type=int, default=150, help="number of frames from --start (default 150)")
@@ -110,7 +110,7 @@ def machine() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .pipeline.capture import options_from_args
+    from .options import from_args as options_from_args
 
     args.end = args.start + args.frames if args.end is None else args.end
     options = options_from_args(args)

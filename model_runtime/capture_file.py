@@ -10,6 +10,24 @@ first, :func:`recover` (or :func:`load_capture`, which calls it) builds the
 
 This module needs only numpy, so Blender can read captures without torch.
 
+Nothing is lost and nothing is silently replaced:
+
+* a finished capture is consolidated to a temporary name and renamed, so a
+  failed run never leaves a half-written ``OUT.npz``;
+* a run that fails (cancel, crash, no person) keeps its frames in ``OUT.npz``
+  only when no capture is there yet, else next to it (``OUT.partial-N.npz``);
+* an unfinished ``OUT.npz.partial/`` found when a new run starts is recovered
+  next to the output (``OUT.recovered-N.npz``), never deleted;
+* a chunk that cannot be read (a damaged disk block) becomes invalid frames of
+  the same count (its file name records its first frame and length): every
+  other chunk is kept and the timing is unchanged;
+* :func:`load_capture` of a path that has both a finished file and an
+  unfinished folder loads the newer of the two and says which
+  (:attr:`Capture.notes`);
+* every float value is finite, ``scale`` and ``fps`` are positive, the joint
+  names are the 52 SMPL-H joints: a file that breaks this is refused naming
+  the field, before anything uses it.
+
 Keys (T frames, K keypoints, E expressions) - see :data:`PER_FRAME_KEYS` and
 :data:`STATIC_KEYS`.  ``pose_6d[t, j]`` is the first two columns of joint j's
 rotation relative to its parent, column after column (:mod:`rotations`).
@@ -17,15 +35,21 @@ rotation relative to its parent, column after column (:mod:`rotations`).
 """
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Mapping
 
 import numpy as np
 
-from .errors import ModelFileError
+from .errors import ModelFileError, OutputError
+from .skeleton import JOINT_NAMES
+
+log = logging.getLogger(__name__)
 
 CAPTURE_VERSION: Final[int] = 1
 
@@ -52,6 +76,44 @@ def partial_dir(path: Path | str) -> Path:
     return Path(str(path) + ".partial")
 
 
+def sibling(path: Path | str, tag: str) -> Path:
+    """A free name next to ``path``: ``STEM.TAG-N.npz`` with the smallest N >= 1."""
+    path = Path(path)
+    for n in range(1, 100000):
+        cand = path.with_name(f"{path.stem}.{tag}-{n}{path.suffix}")
+        if not cand.exists() and not partial_dir(cand).exists():
+            return cand
+    raise OutputError(f"{path}: no free name for the {tag} capture next to it")
+
+
+def check_output(path: Path | str, overwrite: bool = False) -> Path:
+    """Check an output capture path before any work starts; returns it as a Path.
+
+    Raises :class:`OutputError` (one line naming the path) when it does not end in
+    ``.npz``, is a folder, its folder is missing or not writable, or it exists and
+    ``overwrite`` is false."""
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        raise OutputError(f"{path}: the output must be a .npz file")
+    if path.is_dir():
+        raise OutputError(f"{path}: the output is a folder; give a file name ending in .npz")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise OutputError(f"{path}: the output folder {parent} does not exist")
+    if not parent.is_dir():
+        raise OutputError(f"{path}: {parent} is not a folder")
+    try:   # the real test (os.access is wrong for root and for read-only mounts)
+        fd, probe = tempfile.mkstemp(prefix=".fullbody-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write in the output folder {parent} ({e.strerror or e})") from None
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: the output exists; choose another name or pass --overwrite "
+                          "(a failed run never replaces it)")
+    return path
+
+
 def _atomic_savez(target: Path, arrays: Mapping[str, np.ndarray]) -> None:
     tmp = target.with_name(target.name + ".tmp")
     with open(tmp, "wb") as fh:
@@ -61,6 +123,9 @@ def _atomic_savez(target: Path, arrays: Mapping[str, np.ndarray]) -> None:
     os.replace(tmp, target)
 
 
+_CHUNK = re.compile(r"chunk_(\d+)_(\d+)\.npz$")
+
+
 class CaptureWriter:
     """Append frames; flush every ``chunk_frames``; ``close()`` writes the final ``.npz``.
 
@@ -68,20 +133,23 @@ class CaptureWriter:
 
         w = CaptureWriter(out, static={...})
         w.append(pose_6d=..., transl=..., valid=..., ...)   # once per frame
-        w.update_static(betas=...)                           # any time
-        w.close()                                            # or w.abort() keeps partial
+        w.update_static(betas=...)                           # as soon as a per-clip value is known
+        w.close()                                            # or w.abort() keeps what is finished
+
+    A hard kill loses at most the frames of the unflushed chunk (``chunk_frames - 1``).
+    Values must be finite (``ValueError`` names the key otherwise).
     """
 
-    def __init__(self, path: Path | str, static: Mapping[str, object], chunk_frames: int = 32):
+    def __init__(self, path: Path | str, static: Mapping[str, object], chunk_frames: int = 8):
         self.path = Path(path)
         self.dir = partial_dir(self.path)
-        if self.dir.exists():
-            shutil.rmtree(self.dir)
+        self.recovered: Path | None = None
+        if self.dir.exists():   # an earlier run died here: keep its frames next to the output
+            self.recovered = _recover_aside(self.path)
         self.dir.mkdir(parents=True)
         self.chunk_frames = int(chunk_frames)
         self._static: dict[str, np.ndarray] = {"version": np.int32(CAPTURE_VERSION)}
         self._buf: dict[str, list] = {k: [] for k in PER_FRAME_KEYS}
-        self._n_chunks = 0
         self.frames_written = 0
         self.update_static(**static)
 
@@ -89,7 +157,10 @@ class CaptureWriter:
         for k, v in values.items():
             if k not in STATIC_KEYS:
                 raise KeyError(f"unknown static capture key {k!r}")
-            self._static[k] = np.asarray(v)
+            a = np.asarray(v)
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise ValueError(f"{self.path}: static value '{k}' is not finite")
+            self._static[k] = a
         _atomic_savez(self.dir / "static.npz", self._static)
 
     def append(self, **frame) -> None:
@@ -97,7 +168,11 @@ class CaptureWriter:
         if missing:
             raise KeyError(f"frame lacks {sorted(missing)}")
         for k, (_, dt) in PER_FRAME_KEYS.items():
-            self._buf[k].append(np.asarray(frame[k], dtype=dt))
+            a = np.asarray(frame[k], dtype=dt)
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise ValueError(f"{self.path}: frame {self.frames_written + len(self._buf['valid'])} "
+                                 f"'{k}' is not finite")
+            self._buf[k].append(a)
         if len(self._buf["valid"]) >= self.chunk_frames:
             self.flush()
 
@@ -106,61 +181,123 @@ class CaptureWriter:
         if not n:
             return
         arrays = {k: np.stack(v) for k, v in self._buf.items()}
-        _atomic_savez(self.dir / f"chunk_{self._n_chunks:06d}.npz", arrays)
-        self._n_chunks += 1
+        _atomic_savez(self.dir / f"chunk_{self.frames_written:08d}_{n:05d}.npz", arrays)
         self.frames_written += n
         self._buf = {k: [] for k in PER_FRAME_KEYS}
 
     def close(self) -> Path:
-        """Flush and consolidate into ``path``; returns it."""
+        """Flush and consolidate into ``path`` (temporary name, then rename); returns it."""
         self.flush()
         return recover(self.path)
 
     def abort(self) -> Path | None:
-        """Keep what is finished (used on cancel/crash): same as close when frames exist."""
+        """Keep what is finished (cancel/crash/no person): in ``path`` if nothing is there yet,
+        else in a free sibling name (a failed run never replaces a capture); None if no frame."""
         self.flush()
         if self.frames_written == 0:
             shutil.rmtree(self.dir, ignore_errors=True)
             return None
-        return recover(self.path)
+        target = self.path if not self.path.exists() else sibling(self.path, "partial")
+        return recover(self.path, target)
 
 
-def recover(path: Path | str) -> Path:
-    """Consolidate ``path.partial/`` into ``path`` (streamed chunk by chunk) and remove it."""
+def _recover_aside(path: Path) -> Path | None:
+    """Recover ``path.partial/`` next to ``path``; a folder with nothing to recover is renamed."""
+    d = partial_dir(path)
+    target = sibling(path, "recovered")
+    try:
+        recover(path, target)
+        log.warning("%s: an unfinished earlier capture was recovered into %s", d, target)
+        return target
+    except ModelFileError as e:
+        stale = d.with_name(f"{d.name}.stale-{target.stem.rsplit('-', 1)[-1]}")
+        d.rename(stale)
+        log.warning("%s: could not be recovered (%s); kept as %s", d, e, stale)
+        return None
+
+
+def _hold_fill(n: int, like: Mapping[str, np.ndarray] | None, shapes: Mapping[str, tuple]) -> dict:
+    """``n`` invalid frames for a chunk that could not be read: the previous frame held, or zeros."""
+    out = {}
+    for k, (_, dt) in PER_FRAME_KEYS.items():
+        if like is not None and len(like[k]):
+            out[k] = np.repeat(like[k][-1:], n, axis=0)
+        else:
+            out[k] = np.zeros((n, *shapes[k]), dtype=dt)
+            if k == "pose_6d":
+                out[k][..., 0] = 1.0
+                out[k][..., 4] = 1.0   # identity rotations: columns (1,0,0), (0,1,0)
+    out["valid"] = np.zeros(n, bool)
+    return out
+
+
+def recover(path: Path | str, target: Path | str | None = None) -> Path:
+    """Consolidate ``path.partial/`` into ``target`` (default ``path``), chunk by chunk, then remove it.
+
+    A chunk that cannot be read is replaced by invalid frames of its length (logged)."""
     path = Path(path)
+    target = path if target is None else Path(target)
     d = partial_dir(path)
     static_f = d / "static.npz"
     if not static_f.exists():
         raise ModelFileError(str(d), "static.npz", "is missing: nothing to recover")
-    with np.load(static_f, allow_pickle=False) as z:
-        out = {k: z[k] for k in z.files}
-    chunks = sorted(d.glob("chunk_*.npz"))
+    try:
+        with np.load(static_f, allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files}
+    except Exception as e:  # noqa: BLE001 - any damage: the caller keeps the folder
+        raise ModelFileError(str(static_f), None, f"cannot be read ({e})") from e
+    chunks = sorted((int(m.group(1)), int(m.group(2)), c) for c in d.glob("chunk_*.npz")
+                    if (m := _CHUNK.match(c.name)))
     parts: dict[str, list] = {k: [] for k in PER_FRAME_KEYS}
-    for c in chunks:
+    shapes: dict[str, tuple] = {}
+    damaged: list[str] = []
+    prev: dict | None = None
+    expect = 0
+    for start, n, c in chunks:
+        if start != expect:   # a chunk file is gone altogether: same treatment
+            damaged.append(f"frames {expect}..{start - 1} (no chunk)")
+            filled = _hold_fill(start - expect, prev, shapes) if shapes else None
+            if filled is not None:
+                for k, v in filled.items():
+                    parts[k].append(v)
         try:
             with np.load(c, allow_pickle=False) as z:
                 loaded = {k: z[k] for k in PER_FRAME_KEYS}
-        except Exception:  # a chunk that was being written when the process died
-            break
+            if any(len(v) != n for v in loaded.values()):
+                raise ValueError(f"holds {len(loaded['valid'])} frames, its name says {n}")
+        except Exception as e:  # noqa: BLE001 - a chunk damaged on disk: skip only it
+            damaged.append(f"{c.name} ({e})")
+            if not shapes:
+                continue
+            loaded = _hold_fill(n, prev, shapes)
+        shapes = {k: v.shape[1:] for k, v in loaded.items()}
         for k, v in loaded.items():
             parts[k].append(v)
+        prev, expect = loaded, start + n
+    if damaged:
+        log.warning("%s: %d damaged or missing chunk(s) became invalid frames: %s", d, len(damaged),
+                    "; ".join(damaged))
     for k, (shape, dt) in PER_FRAME_KEYS.items():
         if parts[k]:
             out[k] = np.concatenate(parts[k])
         else:
             concrete = tuple(0 if isinstance(s, str) else s for s in shape)
             out[k] = np.zeros((0, *concrete), dtype=dt)
-    _atomic_savez(path, out)
+    _atomic_savez(target, out)
     shutil.rmtree(d, ignore_errors=True)
-    return path
+    return target
 
 
 @dataclass(frozen=True)
 class Capture:
-    """A loaded capture; ``data`` maps every key of :data:`REQUIRED_KEYS` to an array."""
+    """A loaded capture; ``data`` maps every key of :data:`REQUIRED_KEYS` to an array.
+
+    ``notes``: what :func:`load_capture` decided (e.g. which of a finished file and an
+    unfinished folder it loaded), to be shown to the user."""
 
     path: Path
     data: dict
+    notes: tuple[str, ...] = ()
 
     @property
     def num_frames(self) -> int:
@@ -170,16 +307,91 @@ class Capture:
         return self.data[k]
 
 
-def load_capture(path: Path | str) -> Capture:
-    """Read and validate a capture; recovers an unfinished one first.
+def _newest_mtime(d: Path) -> float:
+    return max((f.stat().st_mtime for f in d.iterdir()), default=d.stat().st_mtime)
 
-    Raises :class:`ModelFileError` naming the file and the missing/mis-shaped key.
-    """
-    path = Path(path)
-    if not path.exists() and partial_dir(path).exists():
+
+def _resolve(path: Path) -> tuple[Path, tuple[str, ...]]:
+    """Which file :func:`load_capture` reads for ``path``, recovering an unfinished capture."""
+    d = partial_dir(path)
+    if not d.exists():
+        return path, ()
+    if not path.exists():
         recover(path)
+        return path, (f"{path}: recovered from the unfinished capture {d}",)
+    if _newest_mtime(d) > path.stat().st_mtime:
+        target = recover(path, sibling(path, "recovered"))
+        return target, (f"{path}: loaded the newer unfinished capture {d} (recovered into {target}); "
+                        f"the older finished capture {path} is left as it was",)
+    return path, (f"{path}: loaded this finished capture; an older unfinished one is left in {d}",)
+
+
+def _check_finite(path: Path, data: dict) -> None:
+    for k, v in data.items():
+        if v.dtype.kind in "fc" and not np.isfinite(v).all():
+            bad = np.argwhere(~np.isfinite(v))[0]
+            where = f" (frame {bad[0]})" if k in PER_FRAME_KEYS and len(bad) else ""
+            raise ModelFileError(str(path), k, f"has a non-finite value{where}")
+
+
+def validate(path: Path | str, data: dict) -> None:
+    """Check every field of a capture (shapes, finiteness, positive scale/fps, joint names);
+    raises :class:`ModelFileError` naming ``path`` and the field."""
+    path = Path(path)
+    for k in data:
+        if data[k].dtype.hasobject:
+            raise ModelFileError(str(path), k, "holds Python objects")
+    _check_finite(path, data)
+    T = data["pose_6d"].shape[0] if data["pose_6d"].ndim else -1
+    if data["pose_6d"].shape[1:] != (52, 6) or data["pose_6d"].ndim != 3:
+        raise ModelFileError(str(path), "pose_6d", f"has shape {data['pose_6d'].shape}, expected (T, 52, 6)")
+    for k, (shape, _) in PER_FRAME_KEYS.items():
+        v = data[k]
+        if v.shape[:1] != (T,):
+            raise ModelFileError(str(path), k, f"has {v.shape[0] if v.ndim else 0} frames, pose_6d has {T}")
+        if v.ndim != 1 + len(shape) or any(not isinstance(s, str) and s != a for s, a in zip(shape, v.shape[1:])):
+            want = "(T, " + ", ".join(str(s) for s in shape) + ")" if shape else "(T,)"
+            raise ModelFileError(str(path), k, f"has shape {v.shape}, expected {want}")
+    if data["valid"].dtype != bool:
+        raise ModelFileError(str(path), "valid", f"has dtype {data['valid'].dtype}, expected bool")
+    names = [str(n) for n in np.atleast_1d(data["joint_names"])]
+    if names != list(JOINT_NAMES):
+        bad = next((i for i, (a, b) in enumerate(zip(names, JOINT_NAMES)) if a != b), min(len(names), 52))
+        raise ModelFileError(str(path), "joint_names", f"must list the 52 SMPL-H joints in order "
+                             f"(entry {bad}: {names[bad] if bad < len(names) else 'missing'!r})")
+    for k in ("fps", "scale"):
+        v = data[k]
+        if v.size != 1 or v.dtype.kind not in "fiu" or not float(v.reshape(-1)[0]) > 0:
+            raise ModelFileError(str(path), k, f"must be one positive number, got {v.reshape(-1)[:3].tolist()}")
+    if data["camera_K"].shape != (3, 3):
+        raise ModelFileError(str(path), "camera_K", f"has shape {data['camera_K'].shape}, expected (3, 3)")
+    size = data["image_size"]
+    if size.shape != (2,) or size.dtype.kind not in "iu" or (size <= 0).any():
+        raise ModelFileError(str(path), "image_size", f"must be (width, height) > 0, got {size.tolist()}")
+    if data["betas"].ndim != 1 or data["betas"].dtype.kind != "f":
+        raise ModelFileError(str(path), "betas", f"has shape {data['betas'].shape}, expected (B,)")
+    E = len(np.atleast_1d(data["expression_names"])) if data["expression_names"].size else 0
+    if data["face_expression"].shape[1] != E:
+        raise ModelFileError(str(path), "face_expression", f"has {data['face_expression'].shape[1]} "
+                             f"coefficients, expression_names lists {E}")
+    K = len(np.atleast_1d(data["keypoint_names"])) if data["keypoint_names"].size else 0
+    for k in ("keypoints_2d", "keypoints_3d"):
+        if data[k].shape[1] != K:
+            raise ModelFileError(str(path), k, f"has {data[k].shape[1]} keypoints, keypoint_names lists {K}")
+
+
+def load_capture(path: Path | str) -> Capture:
+    """Read and validate a capture (:func:`validate`); recovers an unfinished one first.
+
+    When both ``path`` and ``path.partial/`` exist, the newer is loaded (the partial is
+    recovered next to ``path``) and :attr:`Capture.notes` says which.  Raises
+    :class:`ModelFileError` naming the file and the missing/mis-shaped/non-finite key.
+    """
+    path, notes = _resolve(Path(path))
     if not path.exists():
         raise ModelFileError(str(path), None, "does not exist")
+    if path.is_dir():
+        raise ModelFileError(str(path), None, "is a folder, not a capture file")
     try:
         z = np.load(path, allow_pickle=False)
     except Exception as e:
@@ -187,20 +399,19 @@ def load_capture(path: Path | str) -> Capture:
     with z:
         if "version" not in z.files:
             raise ModelFileError(str(path), "version", "is missing: not a capture file")
-        ver = int(z["version"])
-        if ver != CAPTURE_VERSION:
-            raise ModelFileError(str(path), "version", f"is {ver}; this build reads capture version {CAPTURE_VERSION}")
-        missing = [k for k in REQUIRED_KEYS if k not in z.files]
-        if missing:
-            raise ModelFileError(str(path), missing[0], f"is missing (all missing: {', '.join(missing)})")
-        data = {k: z[k] for k in z.files}
-    T = data["pose_6d"].shape[0]
-    if data["pose_6d"].shape[1:] != (52, 6):
-        raise ModelFileError(str(path), "pose_6d", f"has shape {data['pose_6d'].shape}, expected (T, 52, 6)")
-    for k in PER_FRAME_KEYS:
-        if data[k].shape[:1] != (T,):
-            raise ModelFileError(str(path), k, f"has {data[k].shape[0] if data[k].ndim else 0} frames, pose_6d has {T}")
-    if len(data["joint_names"]) != 52:
-        raise ModelFileError(str(path), "joint_names", "must list the 52 SMPL-H joints")
-    return Capture(path=path, data=data)
-
+        try:
+            ver = int(z["version"])
+            missing = [k for k in REQUIRED_KEYS if k not in z.files]
+            if missing:
+                raise ModelFileError(str(path), missing[0], f"is missing (all missing: {', '.join(missing)})")
+            data = {k: z[k] for k in z.files}
+        except ModelFileError:
+            raise
+        except Exception as e:  # noqa: BLE001 - damaged member, object array, ...
+            raise ModelFileError(str(path), None, f"cannot be read ({e})") from e
+    if ver != CAPTURE_VERSION:
+        raise ModelFileError(str(path), "version", f"is {ver}; this build reads capture version {CAPTURE_VERSION}")
+    validate(path, data)
+    for n in notes:
+        log.warning("%s", n)
+    return Capture(path=path, data=data, notes=notes)

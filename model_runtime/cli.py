@@ -13,7 +13,7 @@ import importlib
 import sys
 import traceback
 
-from .errors import EXIT_INTERNAL, RuntimeErrorBase
+from .errors import EXIT_INTERNAL, EXIT_USAGE, RuntimeErrorBase
 
 # (command path, module, help)
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
@@ -33,9 +33,16 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
 ]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr (``prog: error: ...``) and exit code 2, no usage dump."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m model_runtime", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = OneLineParser(prog="python -m model_runtime", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     groups: dict[str, argparse._SubParsersAction] = {}
     for path, module, help_ in COMMANDS:
         parent = sub
@@ -43,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
             key = " ".join(path[: i + 1])
             if key not in groups:
                 gp = parent.add_parser(name, help=f"{name} commands")
-                groups[key] = gp.add_subparsers(dest=f"sub_{i}", required=True)
+                groups[key] = gp.add_subparsers(dest=f"sub_{i}", required=True, parser_class=OneLineParser)
             parent = groups[key]
         sp = parent.add_parser(path[-1], help=help_)
         sp.set_defaults(_module=module)

@@ -16,6 +16,7 @@ EXIT_MODEL_FILE: Final[int] = 5         # malformed body/face model file or capt
 EXIT_NO_PERSON: Final[int] = 6          # no person found in any frame
 EXIT_SOURCE_LOST: Final[int] = 7        # camera disconnected / stream ended early
 EXIT_CANCELLED: Final[int] = 8          # cancelled by the user (partial result kept)
+EXIT_OUTPUT: Final[int] = 9             # the output cannot be written (folder, read-only, exists)
 EXIT_INTERNAL: Final[int] = 10          # unexpected crash (traceback printed)
 
 
@@ -52,3 +53,9 @@ class SourceLostError(RuntimeErrorBase):
 
 class CancelledError(RuntimeErrorBase):
     exit_code = EXIT_CANCELLED
+
+
+class OutputError(RuntimeErrorBase):
+    """The output cannot be written (a folder, a missing or read-only folder, an existing file)."""
+
+    exit_code = EXIT_OUTPUT

@@ -5,12 +5,13 @@ one JSON object per line, UTF-8.  Requests go to the runtime's stdin; events
 come back on its stdout.  Human-readable logs go to stderr, never stdout.
 
 Requests (Blender -> runtime), field ``cmd``:
-  ``{"cmd": "capture", "id": str, "source": str|int, "output": path, "options": {...}}``
+  ``{"cmd": "capture", "id": str, "source": str|int, "output": path, "overwrite": bool, "options": {...}}``
       source: a video path, an image folder, or a camera index (int).
-      options: start, end, device, detector, body_model, face_model, fov,
-               smoothing (min_cutoff, beta), hands, face, fill ("hold"|"interpolate").
-               (all keys of ``model_runtime.pipeline.pipeline.CaptureOptions``; also
-               calibration, max_gap, shape_window, folder_fps, model_complexity.)
+      output: a ``.npz`` in an existing, writable folder; an existing file is an error
+              unless ``overwrite`` (default false), and a failed run never replaces it.
+      options: the fields of :class:`model_runtime.options.CaptureOptions` (the one schema;
+               unknown keys, wrong types and out-of-range or non-finite values are an
+               ``error`` event with kind ``OptionError`` and exit_code 2 naming the key).
   ``{"cmd": "live", "id": str, "camera": int, "options": {...}}``
       streams ``frame`` events; ``record`` on/off is decided on the Blender side.
       Optional: ``"output": path`` also records the frames into a capture file
@@ -28,6 +29,8 @@ Events (runtime -> Blender), field ``event``:
                 expression (E list), latency_ms}  (live mode)
   ``done``     {id, output, frames, cancelled}  (cancelled: output = the partial capture or null)
   ``error``    {id, message, kind, exit_code, traceback, output (partial capture or null)}
+               (also for a line that is not a valid request: id null, kind ProtocolError;
+               the server and a running job go on)
   ``log``      {level, message}
 """
 from __future__ import annotations
@@ -52,18 +55,33 @@ def encode(msg: dict[str, Any]) -> bytes:
     return (json.dumps(msg, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
 
 
+#: longest line accepted (a request is a few hundred bytes; a live frame event ~10 KB)
+MAX_LINE_BYTES: Final[int] = 1 << 20
+
+
 def decode(line: bytes | str) -> dict[str, Any]:
+    """One line -> one message; anything that is not a valid message raises :class:`ProtocolError`
+    (bad UTF-8, not JSON, too deep or too long, not an object, unknown ``cmd``/``event``)."""
+    if len(line) > MAX_LINE_BYTES:
+        raise ProtocolError(f"line of {len(line)} bytes is longer than {MAX_LINE_BYTES}")
     if isinstance(line, bytes):
-        line = line.decode("utf-8")
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ProtocolError(f"not UTF-8: {line[:60]!r} ({e.reason} at byte {e.start})") from None
     try:
         msg = json.loads(line)
     except json.JSONDecodeError as e:
-        raise ProtocolError(f"not a JSON line: {line[:200]!r} ({e})") from e
+        raise ProtocolError(f"not a JSON line: {line[:200]!r} ({e})") from None
+    except RecursionError:
+        raise ProtocolError(f"JSON nested too deeply: {line[:60]!r}...") from None
+    except ValueError as e:   # e.g. an integer with more digits than Python converts
+        raise ProtocolError(f"not a valid JSON line: {line[:60]!r} ({e})") from None
     if not isinstance(msg, dict) or not ({"cmd", "event"} & msg.keys()):
         raise ProtocolError(f"message without 'cmd' or 'event': {line[:200]!r}")
-    if "cmd" in msg and msg["cmd"] not in COMMANDS:
+    if "cmd" in msg and (not isinstance(msg["cmd"], str) or msg["cmd"] not in COMMANDS):
         raise ProtocolError(f"unknown command {msg['cmd']!r}")
-    if "event" in msg and msg["event"] not in EVENTS:
+    if "event" in msg and (not isinstance(msg["event"], str) or msg["event"] not in EVENTS):
         raise ProtocolError(f"unknown event {msg['event']!r}")
     return msg
 

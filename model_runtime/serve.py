@@ -14,7 +14,10 @@ Job outcomes:
   (e.g. a camera that disconnects: kind ``SourceLostError``, exit_code 7).
 
 Loaded components (detector, IK, body/face models) are cached between jobs
-with the same options.  stdin closing (Blender quit) cancels the job and exits.
+with the same options.  stdin closing (Blender quit) cancels the job and exits;
+so does SIGTERM (the job's finished frames are kept, exit code 8).  A line that
+is not a valid request (bad UTF-8, not JSON, nested too deeply, wrong types)
+gets an ``error`` event and the server, and any running job, go on.
 """
 from __future__ import annotations
 
@@ -22,17 +25,17 @@ import argparse
 import logging
 import os
 import platform
+import signal
 import sys
 import threading
 import time
 import traceback
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
 from . import protocol as P
-from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, CancelledError, RuntimeErrorBase
+from .errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, CancelledError, RuntimeErrorBase
 
 log = logging.getLogger("model_runtime.serve")
 RUNTIME_VERSION = "0.1.0"
@@ -83,22 +86,30 @@ class Server:
     # ---- main loop
     def serve(self) -> int:
         self.send("hello", **versions())
-        for raw in self.inp:
-            if not raw.strip():
-                continue
-            try:
-                req = P.decode(raw)
-                if "cmd" not in req:
-                    raise P.ProtocolError("a request needs 'cmd'")
-            except P.ProtocolError as e:
-                self.send("error", id=None, message=str(e), kind="ProtocolError", exit_code=2,
-                          traceback=None, output=None)
-                continue
-            if not self.handle(req):
-                break
+        interrupted = False
+        try:
+            for raw in self.inp:
+                if not raw.strip():
+                    continue
+                try:
+                    req = P.decode(raw)
+                    if "cmd" not in req:
+                        raise P.ProtocolError("a request needs 'cmd'")
+                    if not self.handle(req):
+                        break
+                except P.ProtocolError as e:
+                    self.send("error", id=None, message=str(e), kind="ProtocolError", exit_code=EXIT_USAGE,
+                              traceback=None, output=None)
+                except Exception as e:  # noqa: BLE001 - a bad request never ends the server
+                    log.exception("request failed")
+                    self.send("error", id=None, message=f"bad request: {e}", kind=type(e).__name__,
+                              exit_code=EXIT_USAGE, traceback=traceback.format_exc(), output=None)
+        except KeyboardInterrupt:   # SIGTERM or Ctrl-C: stop the job like a cancel, keep its frames
+            interrupted = True
+        busy = self._busy.is_set()
         self.stop_job()
         self._close_pipes()
-        return EXIT_OK
+        return EXIT_CANCELLED if interrupted and busy else EXIT_OK
 
     def handle(self, req: dict) -> bool:
         """Handle one request; False means shut down."""
@@ -115,15 +126,24 @@ class Server:
             self.send("health", **self.health())
             return True
         # capture / live
-        job_id = str(req.get("id", ""))
+        job_id = req.get("id", "")
+        if not isinstance(job_id, (str, int)) or isinstance(job_id, bool):
+            raise P.ProtocolError(f"'id' must be a string, got {job_id!r}")
+        job_id = str(job_id)
         if self._busy.is_set():
             self.send("error", id=job_id, message=f"busy with job {self._job_id!r}; cancel it first",
                       kind="Busy", exit_code=2, traceback=None, output=None)
             return True
+        try:
+            checked = self.check_job(req)
+        except RuntimeErrorBase as e:
+            self.send("error", id=job_id, message=str(e), kind=type(e).__name__, exit_code=e.exit_code,
+                      traceback=None, output=None)
+            return True
         self._cancel = threading.Event()
         self._job_id = job_id
         self._busy.set()
-        self._job = threading.Thread(target=self._run_job, args=(req,), name=f"job-{job_id}", daemon=True)
+        self._job = threading.Thread(target=self._run_job, args=(req, *checked), name=f"job-{job_id}", daemon=True)
         self._job.start()
         return True
 
@@ -180,27 +200,45 @@ class Server:
             pipe.detector.close()
         self._pipes.clear()
 
-    def _run_job(self, req: dict) -> None:
-        from .pipeline.pipeline import CaptureOptions
+    @staticmethod
+    def check_job(req: dict):
+        """Validate a capture/live request before any model loads (main thread, so a usage error
+        comes back at once): -> ``(options, source_spec, output)``; raises :class:`OptionError`
+        or :class:`OutputError` naming the field."""
+        from .capture_file import check_output
+        from .options import CaptureOptions, OptionError
+
+        live = req["cmd"] == "live"
+        output = req.get("output")
+            # everything is checked before a model loads: options, source, output
+        options = CaptureOptions.from_mapping(req.get("options"))
+        # live: a camera index; a video/folder given as "source" is streamed the same way (preview)
+        source_spec = req.get("camera", req.get("source")) if live else req.get("source")
+        if source_spec is None:
+            raise OptionError("camera" if live else "source", f"is required by '{req['cmd']}'")
+        if isinstance(source_spec, bool) or not isinstance(source_spec, (str, int)):
+            raise OptionError("source", f"must be a path or a camera index, got {source_spec!r}")
+        camera = req.get("camera")
+        if live and "camera" in req and (isinstance(camera, bool) or not isinstance(camera, int)):
+            raise OptionError("camera", f"must be an integer camera index, got {camera!r}")
+        if not live and not output:
+            raise OptionError("output", "is required by 'capture' (a .npz path)")
+        if output is not None and not isinstance(output, str):
+            raise OptionError("output", f"must be a path, got {output!r}")
+        overwrite = req.get("overwrite", False)
+        if not isinstance(overwrite, bool):
+            raise OptionError("overwrite", f"must be true or false, got {overwrite!r}")
+        if output:
+            check_output(output, overwrite=overwrite)
+        return options, source_spec, output
+
+    def _run_job(self, req: dict, options, source_spec, output) -> None:
         from .pipeline.sources import open_source
 
         job_id = self._job_id
         cancel = self._cancel
         live = req["cmd"] == "live"
-        output = req.get("output")
         try:
-            options = CaptureOptions.from_mapping(req.get("options") or {})
-            # live: a camera index; a video/folder given as "source" is streamed the same way (preview)
-            source_spec = req.get("camera", req.get("source")) if live else req.get("source")
-            if source_spec is None:
-                raise ValueError(f"'{req['cmd']}' needs {'camera' if live else 'source'}")
-            camera = req.get("camera")
-            if live and "camera" in req and (isinstance(camera, bool) or not isinstance(camera, int)):
-                raise ValueError("'live' needs an integer 'camera' index")
-            if not live and not output:
-                raise ValueError("'capture' needs 'output' (a .npz path)")
-            if output:
-                Path(output).parent.mkdir(parents=True, exist_ok=True)
             source = open_source(source_spec, start=options.start, end=options.end, fps=options.folder_fps)
             try:
                 pipe = self._pipeline(options)
@@ -230,10 +268,13 @@ class Server:
                          frames=_frames_in(partial), cancelled=True)
         except BaseException as e:  # noqa: BLE001 - every failure becomes an error event
             partial = getattr(e, "partial_output", None)
-            code = (e.exit_code if isinstance(e, RuntimeErrorBase)
-                    else EXIT_USAGE if isinstance(e, ValueError) else EXIT_INTERNAL)
-            self._finish("error", id=job_id, message=str(e), kind=type(e).__name__, exit_code=code,
-                         traceback=traceback.format_exc(), output=str(partial) if partial else None)
+            known = isinstance(e, RuntimeErrorBase)
+            code = e.exit_code if known else EXIT_INTERNAL
+            if not known:
+                log.exception("job %s failed", job_id)
+            self._finish("error", id=job_id, message=str(e) if known else f"internal error: {type(e).__name__}: {e}",
+                         kind=type(e).__name__, exit_code=code, traceback=None if known else traceback.format_exc(),
+                         output=str(partial) if partial else None)
 
 
 def frame_event(job_id: str | None, rec: dict) -> dict[str, Any]:
@@ -271,6 +312,11 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
+
+    def on_term(signum, frame):   # SIGTERM like Ctrl-C: cancel the job, keep what it finished, exit
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         return Server(sys.stdin.buffer, proto).serve()
     finally:

@@ -338,6 +338,7 @@ def cmd_fit(args) -> int:
 
 def _capture(video: Path, out: Path, body_map) -> None:
     """The real capture pipeline (``capture VIDEO -o OUT --no-face`` defaults) with a given body map."""
+    from model_runtime.options import from_args as options_from_args
     from model_runtime.pipeline import capture
     from model_runtime.pipeline.detector_mediapipe import MediaPipeDetector
     from model_runtime.pipeline.pipeline import build_pipeline
@@ -345,7 +346,7 @@ def _capture(video: Path, out: Path, body_map) -> None:
 
     p = argparse.ArgumentParser()
     capture.add_arguments(p)
-    options = capture.options_from_args(p.parse_args([str(video), "-o", str(out), "--no-face", "--quiet"]))
+    options = options_from_args(p.parse_args([str(video), "-o", str(out), "--no-face", "--quiet", "--overwrite"]))
     source = open_source(str(video), start=options.start, end=options.end, fps=options.folder_fps)
     try:
         pipe = build_pipeline(options, detector=MediaPipeDetector(body_map=body_map))

@@ -16,31 +16,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Final, Literal, Sequence
 
 import numpy as np
 
 from .. import rotations as R
 
+from ..options import FILL_MODES, SmoothingConfig  # noqa: F401 - re-exported: the schema lives in options
+
 FillMode = Literal["hold", "interpolate"]
-FILL_MODES: Final[tuple[str, ...]] = ("hold", "interpolate")
-
-
-@dataclass(frozen=True)
-class SmoothingConfig:
-    """One Euro parameters: ``min_cutoff`` Hz (lower = smoother when still), ``beta``
-    (higher = less lag when fast), ``d_cutoff`` Hz for the speed estimate.
-    ``enabled=False`` passes values through unchanged."""
-
-    min_cutoff: float = 1.5
-    beta: float = 0.3
-    d_cutoff: float = 1.0
-    enabled: bool = True
-
-    def __post_init__(self) -> None:
-        if self.min_cutoff <= 0 or self.d_cutoff <= 0 or self.beta < 0:
-            raise ValueError(f"smoothing needs min_cutoff > 0, d_cutoff > 0, beta >= 0; got {self}")
 
 
 def _alpha(cutoff, dt: float):

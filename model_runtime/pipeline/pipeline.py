@@ -61,10 +61,11 @@ from ..lbs import forward_kinematics
 from ..skeleton import (BODY_KEYPOINT_NAMES, HAND21_NAMES, JOINT_NAMES, NUM_BETAS, NUM_BODY_JOINTS,
                         NUM_HAND_JOINTS, NUM_JOINTS, PARENTS)
 from .detector import Detection, Detector
-from .filters import FILL_MODES, FillMode, GapFiller, OneEuroFilter, RotationFilter, SmoothingConfig
+from ..options import CaptureOptions, SmoothingConfig
+from .filters import GapFiller, OneEuroFilter, RotationFilter
 from .sources import Frame, FrameSource
 from .tracking import HandSideTracker, ShapeEstimator
-from .translation import DEFAULT_FOV_DEG, TranslationSolver, intrinsics_from_fov, load_calibration
+from .translation import TranslationSolver, intrinsics_from_fov, load_calibration
 
 log = logging.getLogger(__name__)
 
@@ -229,63 +230,8 @@ class FaceFitStage:
 
 
 # --------------------------------------------------------------------------- options
-@dataclass(frozen=True)
-class CaptureOptions:
-    """Everything a capture can be asked for (``capture`` flags, ``serve`` options)."""
-
-    start: int = 0
-    end: int | None = None
-    device: str = "auto"                 # auto | cpu | cuda
-    detector: str = "mediapipe"
-    model_complexity: int = 1
-    body_model: str = "builtin"          # "builtin" or an official SMPL-H file
-    face_model: str = "builtin"          # "builtin" or a Basel face model file
-    fov: float = DEFAULT_FOV_DEG         # degrees across the longer image side
-    calibration: str | None = None       # calibration file; overrides fov
-    smoothing: SmoothingConfig = SmoothingConfig()
-    fill: FillMode = "interpolate"       # frames without a person
-    max_gap: int = 60                    # longer gaps are held, not interpolated
-    hands: bool = True
-    face: bool = True
-    face_every: int = 0                  # keyframes: 0 = adaptive (KEYFRAME_GAP_S apart), N = every N-th face frame
-    shape_window: int = 30               # valid frames for the per-clip beta/alpha
-    folder_fps: float = 30.0             # frame rate of image folders
-    queue_size: int = 8                  # frames in flight per queue
-    ik_batch: int = 4                    # offline: frames per IK call (live: 1)
-    chunk_frames: int = 32               # capture file chunk size
-
-    def __post_init__(self) -> None:
-        if self.fill not in FILL_MODES:
-            raise ValueError(f"fill must be one of {FILL_MODES}, got {self.fill!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if min(self.shape_window, self.queue_size, self.ik_batch) < 1 or min(self.max_gap, self.face_every) < 0:
-            raise ValueError("shape_window, queue_size and ik_batch must be >= 1, max_gap and face_every >= 0")
-
-    @classmethod
-    def from_mapping(cls, opts: Mapping[str, Any]) -> "CaptureOptions":
-        """Build from a protocol ``options`` object; unknown keys raise ``ValueError`` naming them."""
-        opts = dict(opts or {})
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(opts) - known)
-        if unknown:
-            raise ValueError(f"unknown capture option(s) {unknown} (known: {sorted(known)})")
-        sm = opts.pop("smoothing", None)
-        if isinstance(sm, Mapping):
-            opts["smoothing"] = SmoothingConfig(**sm)
-        elif sm is False:
-            opts["smoothing"] = SmoothingConfig(enabled=False)
-        return cls(**opts)
-
-    def resolved_device(self) -> str:
-        import torch
-
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            log.warning("device %s asked but CUDA is not available: running on the CPU", self.device)
-            return "cpu"
-        return self.device
+#: the schema lives in :mod:`model_runtime.options` (shared with ``serve`` and the add-on)
+__all__ = ["CaptureOptions", "CapturePipeline", "CaptureResult", "build_pipeline"]
 
 
 # --------------------------------------------------------------------------- results
@@ -515,6 +461,8 @@ class CapturePipeline:
                         break
                     batch.append(nxt)
                 emit(state.process(batch, timer))
+                if writer is not None:
+                    state.update_static(writer)
                 if end is not None:
                     if end.error is not None:
                         raise end.error
@@ -549,7 +497,8 @@ class CapturePipeline:
         out_path = None
         if writer is not None:
             state.update_static(writer)
-            out_path = writer.close()
+            # no person anywhere: keep the frames like a failed run (never replacing a capture)
+            out_path = writer.close() if state.valid_frames else writer.abort()
         if state.valid_frames == 0:
             err = NoPersonError(f"{source.description}: no person found in any of the {emitted} frames "
                                 f"({source.start}..{source.start + emitted - 1})")
@@ -696,6 +645,7 @@ class _ClipState:
         self._live_jobs: list[int] = []        # keyframe jobs nobody waits for (live; adaptive after the first)
         self._last_hand_rot = np.tile(np.eye(3), (2, NUM_HAND_JOINTS, 1, 1))
         self._last_transl: np.ndarray | None = None
+        self._static_written: dict[str, np.ndarray] | None = None
         self.valid_frames = 0
 
     # ---- static values
@@ -715,11 +665,20 @@ class _ClipState:
         return vals
 
     def update_static(self, writer: CaptureWriter) -> None:
+        """Write the per-clip values (shape, scale, face identity/albedo) as soon as they change, so a
+        killed capture keeps them (:class:`CaptureWriter` writes ``static.npz`` atomically)."""
         vals = dict(betas=self.shape.betas.astype(np.float32), scale=np.float32(self.shape.scale))
         if self.pipe.face is not None:
             ident, alb = self.pipe.face.clip_params()
             vals.update(face_identity=np.asarray(ident, np.float32), face_albedo=np.asarray(alb, np.float32))
+        if not all(np.isfinite(v).all() for v in vals.values()) or not vals["scale"] > 0:
+            log.warning("per-clip values are not finite yet; the file keeps the last finite ones")
+            return
+        if self._static_written is not None and all(
+                np.array_equal(v, self._static_written.get(k)) for k, v in vals.items()):
+            return
         writer.update_static(**vals)
+        self._static_written = vals
 
     # ---- stage 1: fitting (IK, face) per frame
     def process(self, items: list[tuple[Frame, Detection, float]], timer: StageTimer) -> list[dict]:
@@ -727,11 +686,14 @@ class _ClipState:
         for all of them); returns the records ready to write (possibly none, or several)."""
         recs: list[dict] = []
         for frame, det, t_read in items:
-            h2, h3, hc, _ = self.hands(det.body_2d, det.hands_2d, det.hands_3d, det.hands_conf)
-            confident = int((det.body_2d[:, 2] >= MIN_BODY_CONFIDENCE).sum())
+            body_2d, body_3d = _finite_points(det.body_2d, det.body_3d, frame.index, "body")
+            hands_2d, hands_3d = _finite_points(det.hands_2d, det.hands_3d, frame.index, "hand")
+            hands_conf = np.where(np.isfinite(det.hands_conf), det.hands_conf, 0.0)
+            h2, h3, hc, _ = self.hands(body_2d, hands_2d, hands_3d, hands_conf)
+            confident = int((body_2d[:, 2] >= MIN_BODY_CONFIDENCE).sum())
             valid = bool(det.person) and confident >= MIN_CONFIDENT_KEYPOINTS
             recs.append(dict(index=frame.index, time=frame.time, valid=valid, t_read=t_read,
-                             body_2d=det.body_2d, body_3d=det.body_3d, hands_2d=h2, hands_3d=h3,
+                             body_2d=body_2d, body_3d=body_3d, hands_2d=h2, hands_3d=h3,
                              hands_conf=hc, expression=np.zeros(self.E), sh=np.zeros(27), face_ok=False,
                              face_job=False, rot=np.tile(np.eye(3), (NUM_JOINTS, 1, 1))))
         t0 = time.perf_counter()
@@ -755,6 +717,11 @@ class _ClipState:
         if tracked is None:
             return
         rec["expression"], seed = np.asarray(tracked[0], np.float64), tracked[1]
+        if not np.isfinite(rec["expression"]).all():
+            log.warning("frame %d: the face tracker gave a non-finite expression; the face gap is filled",
+                        rec["index"])
+            rec["expression"] = np.zeros(self.E)
+            return
         rec["face_ok"] = True
         every = self.pipe.options.face_every
         if every == 0:
@@ -777,15 +744,20 @@ class _ClipState:
         rot_body = R.rot6d_to_matrix(_np(body["rot6d"]).astype(np.float64))           # (B, 22, 3, 3)
         betas, scale = _np(body["betas"]), _np(body["scale"]).reshape(-1)
         for i, r in enumerate(valid):
+            if not (np.isfinite(rot_body[i]).all() and np.isfinite(betas[i]).all() and np.isfinite(scale[i])):
+                log.warning("frame %d: the body IK gave non-finite values; marked invalid and filled", r["index"])
+                r["valid"] = False
+                continue
             r["rot"][:NUM_BODY_JOINTS] = rot_body[i]
             self.shape.add(betas[i], float(scale[i]), weight=float(r["body_2d"][:, 2].mean()))
+        valid = [r for r in valid if r["valid"]]
         with_hands = [r for r in valid if (r["hands_conf"] > 0).any()] if self.pipe.options.hands else []
         if with_hands:
             self._solve_hands(with_hands)
         for r in valid:
             if r.get("hand_rot") is not None:
-                self._last_hand_rot = np.where((r["hands_conf"] > 0)[:, None, None, None], r.pop("hand_rot"),
-                                               self._last_hand_rot)
+                seen = (r["hands_conf"] > 0) & np.isfinite(r["hand_rot"]).all(axis=(1, 2, 3))
+                self._last_hand_rot = np.where(seen[:, None, None, None], r.pop("hand_rot"), self._last_hand_rot)
             r["rot"][NUM_BODY_JOINTS:] = self._last_hand_rot.reshape(2 * NUM_HAND_JOINTS, 3, 3)
         self.valid_frames += len(valid)
 
@@ -838,6 +810,7 @@ class _ClipState:
         rel = np.swapaxes(elbow, -1, -2) @ wrist_global                                # (B, 2, 3, 3)
         for i, r in enumerate(recs):
             seen = r["hands_conf"] > 0
+            seen = seen & np.isfinite(rel[i]).all(axis=(1, 2))
             r["rot"][_WRISTS] = np.where(seen[:, None, None], rel[i], r["rot"][_WRISTS])
             r["hand_rot"] = fingers[i]
 
@@ -879,8 +852,8 @@ class _ClipState:
                 r["joints"] = j
                 prior = None if self._last_transl is None else np.array([self._last_transl[2]])
                 t, ok = self.translation.solve(r["body_2d"][None], j[None], prior)
-                r["transl_ok"] = bool(ok[0])
-                if ok[0]:
+                r["transl_ok"] = bool(ok[0]) and bool(np.isfinite(t[0]).all())
+                if r["transl_ok"]:
                     self._last_transl = t[0]
                 r["transl"] = self._last_transl if self._last_transl is not None else np.array([0.0, 0.0, 3.0])
         betas, scale = self.shape.betas, self.shape.scale
@@ -907,9 +880,18 @@ class _ClipState:
         """One record -> the per-frame keys of the capture file."""
         rot = R.quat_wxyz_to_matrix(rec["quat"])
         kp2d = np.concatenate([rec["body_2d"], rec["hands_2d"].reshape(2 * _NH, 3)], 0)
-        return dict(pose_6d=R.matrix_to_rot6d(rot), transl=rec["transl"], valid=rec["valid"],
-                    keypoints_2d=kp2d, keypoints_3d=self._keypoints_3d(rec),
-                    face_expression=rec["expression"], face_sh=rec["sh"])
+        row = dict(pose_6d=R.matrix_to_rot6d(rot), transl=rec["transl"], valid=rec["valid"],
+                   keypoints_2d=kp2d, keypoints_3d=self._keypoints_3d(rec),
+                   face_expression=rec["expression"], face_sh=rec["sh"])
+        bad = [k for k, v in row.items() if not np.isfinite(np.asarray(v, np.float64)).all()]
+        if bad:   # last line of defence: a capture file never holds NaN/inf
+            log.warning("frame %d: non-finite %s; written as an invalid frame", rec["index"], ", ".join(bad))
+            row = {k: np.nan_to_num(np.asarray(v, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+                   for k, v in row.items()}
+            if "pose_6d" in bad:
+                row["pose_6d"] = R.matrix_to_rot6d(np.tile(np.eye(3), (NUM_JOINTS, 1, 1)))
+            row["valid"] = False
+        return row
 
     def _keypoints_3d(self, rec: dict) -> np.ndarray:
         """Detected 3D keypoints placed in the camera frame, ``(66, 3)`` metres.
@@ -930,6 +912,16 @@ class _ClipState:
         out[:_NB] = body
         out[_NB:] = hands.reshape(2 * _NH, 3)
         return out
+
+
+def _finite_points(p2d: np.ndarray, p3d: np.ndarray, index: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Detector points ``(..., N, 3)`` 2D (x, y, conf) and 3D: rows with a NaN/inf become unseen
+    (zeros, confidence 0), so nothing non-finite reaches the fit."""
+    ok = np.isfinite(p2d).all(-1) & np.isfinite(p3d).all(-1)
+    if ok.all():
+        return p2d, p3d
+    log.warning("frame %d: %d %s keypoint(s) with non-finite values treated as unseen", index, int((~ok).sum()), what)
+    return np.where(ok[..., None], p2d, 0.0), np.where(ok[..., None], p3d, 0.0)
 
 
 def expression_smoothing(config: SmoothingConfig) -> SmoothingConfig:
