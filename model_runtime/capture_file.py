@@ -47,6 +47,7 @@ from typing import Final, Mapping
 import numpy as np
 
 from .errors import ModelFileError, OutputError
+from .safe_npz import load_npz, npz_members
 from .skeleton import JOINT_NAMES
 
 log = logging.getLogger(__name__)
@@ -241,11 +242,7 @@ def recover(path: Path | str, target: Path | str | None = None) -> Path:
     static_f = d / "static.npz"
     if not static_f.exists():
         raise ModelFileError(str(d), "static.npz", "is missing: nothing to recover")
-    try:
-        with np.load(static_f, allow_pickle=False) as z:
-            out = {k: z[k] for k in z.files}
-    except Exception as e:  # noqa: BLE001 - any damage: the caller keeps the folder
-        raise ModelFileError(str(static_f), None, f"cannot be read ({e})") from e
+    out = load_npz(static_f)   # ModelFileError on any damage: the caller keeps the folder
     chunks = sorted((int(m.group(1)), int(m.group(2)), c) for c in d.glob("chunk_*.npz")
                     if (m := _CHUNK.match(c.name)))
     parts: dict[str, list] = {k: [] for k in PER_FRAME_KEYS}
@@ -261,8 +258,7 @@ def recover(path: Path | str, target: Path | str | None = None) -> Path:
                 for k, v in filled.items():
                     parts[k].append(v)
         try:
-            with np.load(c, allow_pickle=False) as z:
-                loaded = {k: z[k] for k in PER_FRAME_KEYS}
+            loaded = load_npz(c, PER_FRAME_KEYS)
             if any(len(v) != n for v in loaded.values()):
                 raise ValueError(f"holds {len(loaded['valid'])} frames, its name says {n}")
         except Exception as e:  # noqa: BLE001 - a chunk damaged on disk: skip only it
@@ -388,27 +384,16 @@ def load_capture(path: Path | str) -> Capture:
     :class:`ModelFileError` naming the file and the missing/mis-shaped/non-finite key.
     """
     path, notes = _resolve(Path(path))
-    if not path.exists():
-        raise ModelFileError(str(path), None, "does not exist")
     if path.is_dir():
         raise ModelFileError(str(path), None, "is a folder, not a capture file")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise ModelFileError(str(path), None, f"is not a readable .npz ({e})") from e
-    with z:
-        if "version" not in z.files:
-            raise ModelFileError(str(path), "version", "is missing: not a capture file")
-        try:
-            ver = int(z["version"])
-            missing = [k for k in REQUIRED_KEYS if k not in z.files]
-            if missing:
-                raise ModelFileError(str(path), missing[0], f"is missing (all missing: {', '.join(missing)})")
-            data = {k: z[k] for k in z.files}
-        except ModelFileError:
-            raise
-        except Exception as e:  # noqa: BLE001 - damaged member, object array, ...
-            raise ModelFileError(str(path), None, f"cannot be read ({e})") from e
+    members = npz_members(path)   # headers only: a missing/corrupt/hostile file fails here, naming it
+    if "version" not in members:
+        raise ModelFileError(str(path), "version", "is missing: not a capture file")
+    missing = [k for k in REQUIRED_KEYS if k not in members]
+    if missing:
+        raise ModelFileError(str(path), missing[0], f"is missing (all missing: {', '.join(missing)})")
+    data = load_npz(path, what="capture file (.npz)")
+    ver = int(data["version"]) if data["version"].size == 1 and data["version"].dtype.kind in "iu" else -1
     if ver != CAPTURE_VERSION:
         raise ModelFileError(str(path), "version", f"is {ver}; this build reads capture version {CAPTURE_VERSION}")
     validate(path, data)

@@ -287,17 +287,18 @@ def from_args(args: argparse.Namespace, **overrides) -> CaptureOptions:
     """The :class:`CaptureOptions` of parsed :func:`add_arguments` flags (validated)."""
     kw = {f.name: getattr(args, f.name) for f in fields(CaptureOptions)
           if f.metadata.get("cli", True) and hasattr(args, f.name)}
-    sm = (SmoothingConfig() if args.smoothing is None else SmoothingConfig.from_strength(args.smoothing))
-    if args.min_cutoff is not None or args.beta is not None:
-        sm = SmoothingConfig(min_cutoff=sm.min_cutoff if args.min_cutoff is None else args.min_cutoff,
-                             beta=sm.beta if args.beta is None else args.beta, d_cutoff=sm.d_cutoff)
-    if args.no_smoothing:
-        sm = dataclasses.replace(sm, enabled=False)
-    kw["smoothing"] = sm
-    kw.update(overrides)
     try:
+        sm = (SmoothingConfig() if args.smoothing is None else SmoothingConfig.from_strength(args.smoothing))
+        if args.min_cutoff is not None or args.beta is not None:
+            sm = SmoothingConfig(min_cutoff=sm.min_cutoff if args.min_cutoff is None else args.min_cutoff,
+                                 beta=sm.beta if args.beta is None else args.beta, d_cutoff=sm.d_cutoff)
+        if args.no_smoothing:
+            sm = dataclasses.replace(sm, enabled=False)
+        kw["smoothing"] = sm
+        kw.update(overrides)
         return CaptureOptions(**kw)
     except OptionError as e:   # name the flag the user typed, not the field
         flags = {f.name: f.metadata.get("flag") or _flag(f.name) for f in fields(CaptureOptions)}
-        flags.update({"smoothing.min_cutoff": "--min-cutoff", "smoothing.beta": "--beta"})
+        flags.update({"smoothing.min_cutoff": "--min-cutoff", "smoothing.beta": "--beta",
+                      "smoothing strength": "--smoothing"})
         raise OptionError(flags.get(e.option, e.option), str(e).split("' ", 1)[1]) from None

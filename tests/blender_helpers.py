@@ -112,7 +112,7 @@ def random_pose_6d(T: int, seed: int = 0, max_angle: float = 0.8) -> np.ndarray:
 
 
 def write_capture(path: Path, T: int = 30, seed: int = 0, expression_names=(), fps: float = 30.0,
-                  scale: float = 1.0, finish: bool = True) -> Path:
+                  scale: float = 1.0, finish: bool = True, chunk_frames: int = 64) -> Path:
     """A real capture file (or, with ``finish=False``, an unfinished ``.partial`` one)."""
     rng = np.random.default_rng(seed)
     E = len(expression_names)
@@ -123,7 +123,7 @@ def write_capture(path: Path, T: int = 30, seed: int = 0, expression_names=(), f
         scale=np.float32(scale), keypoint_names=np.array(["pelvis"]),
         face_identity=np.zeros(8, np.float32), face_albedo=np.zeros(8, np.float32),
         expression_names=np.array(list(expression_names), dtype=str), body_model=np.array("builtin"),
-        face_model=np.array("builtin")), chunk_frames=64)
+        face_model=np.array("builtin")), chunk_frames=chunk_frames)
     pose = random_pose_6d(T, seed)
     transl = np.stack([0.3 * np.sin(np.linspace(0, 3, T)), 0.1 * np.cos(np.linspace(0, 2, T)),
                        np.linspace(2.5, 3.5, T)], 1).astype(np.float32)

@@ -136,24 +136,71 @@ def test_fps_and_range_follow_the_capture(scene, tmp_path):
     assert (scene.render.fps, scene.render.fps_base, scene.frame_end) == (25, 1.0, 40)
 
 
-@pytest.mark.parametrize("defect", ["version", "missing_key"])
+def scene_counts() -> tuple[int, ...]:
+    return tuple(len(getattr(bpy.data, k)) for k in ("objects", "meshes", "armatures", "actions", "materials"))
+
+
+BAD_CAPTURES = {   # defect -> (change to a good capture's arrays, field the message must name)
+    "version": (lambda d: d.update(version=np.int32(99)), "version"),
+    "missing_key": (lambda d: d.pop("pose_6d"), "pose_6d"),
+    "nan_pose": (lambda d: d["pose_6d"].__setitem__((2, 5, 1), np.nan), "pose_6d"),
+    "inf_transl": (lambda d: d["transl"].__setitem__((0, 2), np.inf), "transl"),
+    "zero_scale": (lambda d: d.update(scale=np.float32(0.0)), "scale"),
+    "negative_scale": (lambda d: d.update(scale=np.float32(-1.0)), "scale"),
+    "nan_scale": (lambda d: d.update(scale=np.float32(np.nan)), "scale"),
+    "inf_fps": (lambda d: d.update(fps=np.float32(np.inf)), "fps"),
+    "transl_T4": (lambda d: d.update(transl=np.zeros((len(d["valid"]), 4), np.float32)), "transl"),
+    "joint_names": (lambda d: d.update(joint_names=np.array(["hips"] + [str(n) for n in d["joint_names"][1:]])),
+                    "joint_names"),
+    "object_array": (lambda d: d.update(betas=np.array([None, 1], dtype=object)), "betas"),
+}
+
+
+@pytest.mark.parametrize("defect", sorted(BAD_CAPTURES))
 def test_bad_capture_is_reported_and_scene_untouched(scene, tmp_path, defect):
+    """Issue 8.1/8.4: every defect is refused naming the file and field; nothing is added to the scene."""
     good = H.write_capture(tmp_path / "good.npz", T=5)
     with np.load(good) as z:
         d = {k: z[k] for k in z.files}
-    if defect == "version":
-        d["version"] = np.int32(99)
-    else:
-        del d["pose_6d"]
+    change, field = BAD_CAPTURES[defect]
+    change(d)
     bad = tmp_path / f"{defect}.npz"
     np.savez(bad, **d)
-    before = sorted(o.name for o in bpy.data.objects)
+    before = scene_counts()
     with pytest.raises(RuntimeError) as ei:
         bpy.ops.fullbody.import_capture(filepath=str(bad))
     msg = str(ei.value)
-    assert str(bad) in msg and ("version" in msg if defect == "version" else "pose_6d" in msg)
-    assert sorted(o.name for o in bpy.data.objects) == before
-    assert not bpy.data.actions
+    assert str(bad) in msg and field in msg, msg
+    assert scene_counts() == before
+
+
+def test_a_failing_import_removes_everything_it_created(scene, tmp_path):
+    """The import's transaction: an error after the avatar was built leaves the scene as it was."""
+    from fullbody_addon import operators
+    from fullbody_addon.avatar_data import avatar_data_from_capture
+
+    cap = load_capture(H.write_capture(tmp_path / "ok.npz", T=5))
+    before = scene_counts()
+    with pytest.raises(ZeroDivisionError):
+        with operators.SceneTransaction():
+            arm, mesh = avatar.create_avatar(avatar_data_from_capture(cap, face=False), name="doomed")
+            assert scene_counts() != before
+            1 / 0
+    assert scene_counts() == before and bpy.data.objects.get("doomed") is None
+
+
+def test_model_files_named_in_a_capture_are_never_opened(scene, tmp_path):
+    """Issue 8.11: a capture naming /etc/passwd as its models gets the panel's models and a warning."""
+    good = H.write_capture(tmp_path / "good.npz", T=5)
+    with np.load(good) as z:
+        d = {k: z[k] for k in z.files}
+    d["body_model"], d["face_model"] = np.array("/etc/passwd"), np.array("/etc/passwd")
+    np.savez(tmp_path / "named.npz", **d)
+    from fullbody_addon import operators
+
+    summary = operators.import_capture_into_scene(bpy.context, str(tmp_path / "named.npz"))
+    assert summary["frames"] == 5
+    assert any("/etc/passwd" in w and "pick that file" in w for w in summary["warnings"]), summary["warnings"]
 
 
 def test_unfinished_capture_is_recovered_and_imported(scene, tmp_path):

@@ -44,10 +44,9 @@ import cv2
 import numpy as np
 
 from ..errors import InputMissingError, ModelFileError
+from ..options import DEFAULT_FOV_DEG  # noqa: F401 - the one documented default lives in options
 from ..safe_npz import load_npz
 from ..skeleton import BODY_KEYPOINT_NAMES, JOINT_NAMES
-
-DEFAULT_FOV_DEG: Final[float] = 60.0
 
 #: rigid torso bones (parent, child) in BODY_KEYPOINT_NAMES names, all SMPL-H joints
 TORSO_BONES: Final[tuple[tuple[str, str], ...]] = (
