@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from .errors import EXIT_INTERNAL, InputMissingError
+from .options import DEVICES, CaptureOptions
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "demo_clip.mp4"
@@ -29,7 +30,7 @@ SAMPLE_GT = REPO / "samples" / "demo_clip_gt.npz"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     p.add_argument("--clip", default=str(SAMPLE), help="video to capture (default: the shipped sample)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default=CaptureOptions().device, choices=DEVICES)
     p.add_argument("--preset", default="BLENDER", choices=("BLENDER", "UNITY", "UNREAL"), help="FBX target")
     p.add_argument("--blender", default=None,
                    help="a Blender executable for the .blend/.fbx step (default: this Python's bpy module)")
@@ -54,7 +55,7 @@ def run(args) -> int:
     py = sys.executable
     try:
         t_cap = _step("capture", [py, "-m", "model_runtime", "capture", str(clip), "-o", str(cap),
-                                  "--device", args.device])
+                                  "--device", args.device, "--overwrite"])
         headless = ["-m", "fullbody_addon.headless", str(cap), "--blend", str(blend), "--fbx", str(fbx),
                     "--preset", args.preset]
         if args.blender:

@@ -216,18 +216,22 @@ class CaptureOptions:
         return dataclasses.asdict(self)
 
     def resolved_device(self) -> str:
-        """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one -> ``cpu``."""
-        import torch
+        return resolve_device(self.device)
 
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            import logging
 
-            logging.getLogger(__name__).warning("device %s asked but CUDA is not available: running on the CPU",
-                                                self.device)
-            return "cpu"
-        return self.device
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one -> ``cpu``
+    (with a warning).  Every command's ``--device`` goes through here (default ``auto``)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        import logging
+
+        logging.getLogger(__name__).warning("device %s asked but CUDA is not available: running on the CPU", device)
+        return "cpu"
+    return device
 
 
 # ----------------------------------------------------------------------------- command line

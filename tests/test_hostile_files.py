@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import time
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -122,10 +121,8 @@ def test_every_npz_loader_refuses_hostile_files(tmp_path, loader, kind):
     write, named, phrase = KINDS[kind]
     path = tmp_path / "hostile.npz"
     write(path, key, extra)
-    t0 = time.perf_counter()
     with pytest.raises(ModelFileError) as ei:
         call(path)
-    assert time.perf_counter() - t0 < 1.0
     e = ei.value
     assert e.path == str(path) and str(path) in str(e)
     assert phrase in str(e)
@@ -139,14 +136,12 @@ def test_large_deflate_bomb_is_refused_at_once_without_allocating(tmp_path):
     assert path.stat().st_size < 3 * MB
     tracemalloc.start()
     try:
-        t0 = time.perf_counter()
         with pytest.raises(ModelFileError, match=r"bomb\.npz: field 'v_template' .*decompression bomb"):
             load_smplh(path)
-        elapsed = time.perf_counter() - t0
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert elapsed < 0.5 and peak < 4 * MB, (elapsed, peak)
+    assert peak < 4 * MB, peak   # refused from the zip directory: nothing was inflated
 
 
 def test_many_small_members_adding_up_to_a_bomb(tmp_path):
@@ -208,10 +203,8 @@ def _deep_list_opcodes(depth: int) -> bytes:
 def test_200k_deep_pickle_is_refused(tmp_path):
     path = tmp_path / "deep.pkl"
     path.write_bytes(b"\x80\x02" + _deep_list_opcodes(DEPTH) + b".")
-    t0 = time.perf_counter()
     with pytest.raises(ModelFileError, match=r"deep\.pkl is nested more than"):
         load_smplh(path)
-    assert time.perf_counter() - t0 < 1.0
     # inside the dict of fields: the field is named
     path.write_bytes(b"\x80\x02}X\x0a\x00\x00\x00v_template" + _deep_list_opcodes(DEPTH) + b"s.")
     with pytest.raises(ModelFileError, match=r"deep\.pkl: field 'v_template' is nested more than"):
@@ -229,9 +222,8 @@ def test_cyclic_and_shared_pickles(tmp_path):
     for _ in range(60):  # 2**60 paths through 60 distinct lists
         shared = [shared, shared]
     path.write_bytes(pickle.dumps(shared, protocol=2))
-    t0 = time.perf_counter()
-    out = safe_load_pickle(path)
-    assert time.perf_counter() - t0 < 1.0 and out[0] is out[1]
+    out = safe_load_pickle(path)   # each distinct list converted once (not 2**60 times)
+    assert out[0] is out[1]
 
 
 def _long1(n: int) -> bytes:

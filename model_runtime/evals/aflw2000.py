@@ -137,6 +137,9 @@ def run(args) -> int:
 
     if not args.dir.is_dir():
         raise InputMissingError(f"{args.dir}: no such folder")
+    from ..options import resolve_device
+
+    args.device = resolve_device(args.device)
     if args.device == "cpu":
         import torch
 

@@ -46,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=4000, help="evaluate at most this many frames (evenly spaced)")
     p.add_argument("--baseline-iters", type=int, default=200)
     p.add_argument("--threads", type=int, default=2, help="torch and numpy BLAS threads")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="torch device (default auto: CUDA if available)")
     p.add_argument("--hands", action="store_true",
                    help="also report HandIKNet on the fitted hand-graph-cnn hands and on fresh anatomical-limit samples")
 
@@ -188,6 +189,9 @@ def run(args) -> int:
     F = len(kp)
     conf = torch.ones(F, 24)
     kwargs = {} if args.weights_dir is None else {"weights_dir": args.weights_dir}
+    from ..options import resolve_device
+
+    args.device = resolve_device(args.device)
     ik = IKSolver(args.device, **kwargs)
     ik_raw = IKSolver(args.device, refine=False, **kwargs)
     ik_first = IKSolver(args.device, refine=False, correct=False, **kwargs)

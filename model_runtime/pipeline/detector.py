@@ -40,6 +40,7 @@ from typing import Final, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import ModelFileError
+from ..options import DETECTORS, DEVICES, CaptureOptions, resolve_device
 from ..skeleton import BODY_KEYPOINT_NAMES, HAND21_NAMES
 
 NUM_BODY_KEYPOINTS: Final[int] = len(BODY_KEYPOINT_NAMES)   # 24
@@ -48,7 +49,7 @@ NUM_FACE_LANDMARKS: Final[int] = 468                        # MediaPipe face mes
 NUM_WHOLEBODY_KEYPOINTS: Final[int] = 133                   # COCO-WholeBody
 HAND_SIDES: Final[tuple[str, str]] = ("left", "right")      # index 0 / 1 of the hand arrays
 
-DETECTOR_NAMES: Final[tuple[str, ...]] = ("mediapipe", "detnet")
+DETECTOR_NAMES: Final[tuple[str, ...]] = DETECTORS   # the schema lists them (model_runtime.options)
 DETNET_WEIGHTS: Final[Path] = Path(__file__).resolve().parent.parent / "assets" / "detnet.pt"
 
 
@@ -212,7 +213,8 @@ def add_detector_arguments(parser) -> None:
     """Add the ``--detector``/``--device``/``--model-complexity`` options shared by capture and evals."""
     parser.add_argument("--detector", choices=DETECTOR_NAMES, default="mediapipe",
                         help="keypoint detector backend (default: mediapipe)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--device", default=CaptureOptions().device, choices=DEVICES,
+                        help="torch device (default auto: CUDA if available)")
     parser.add_argument("--model-complexity", type=int, choices=(0, 1, 2), default=1,
                         help="MediaPipe pose model complexity: 0 lite, 1 full, 2 heavy (default: 1, the "
                              "only one the mediapipe wheel ships; 0/2 need their .tflite installed by hand)")
@@ -223,4 +225,4 @@ def detector_from_args(args) -> Detector:
     opts = {}
     if args.detector == "mediapipe":
         opts["model_complexity"] = args.model_complexity
-    return make_detector(args.detector, device=args.device, **opts)
+    return make_detector(args.detector, device=resolve_device(args.device), **opts)
