@@ -12,12 +12,12 @@ from pathlib import Path
 ADDON_DIR = Path(__file__).resolve().parent
 
 if (ADDON_DIR / "model_runtime" / "__init__.py").is_file():
-    from .model_runtime import (body_model, capture_file, errors, face_model, lbs, options, protocol,  # noqa: F401
-                                rotations, skeleton)
+    from .model_runtime.core import capture_file, errors, lbs, options, protocol, rotations, skeleton  # noqa: F401
+    from .model_runtime.models import body_model, face_model  # noqa: F401
     RUNTIME_PARENT = ADDON_DIR
 else:
-    from model_runtime import (body_model, capture_file, errors, face_model, lbs, options, protocol,  # noqa: F401
-                                rotations, skeleton)
+    from model_runtime.core import capture_file, errors, lbs, options, protocol, rotations, skeleton  # noqa: F401
+    from model_runtime.models import body_model, face_model  # noqa: F401
     RUNTIME_PARENT = ADDON_DIR.parent
 
 #: the folder to put on ``PYTHONPATH`` so ``python -m model_runtime`` finds this copy
@@ -25,7 +25,7 @@ RUNTIME_PATH = str(RUNTIME_PARENT)
 
 
 def optional_module(name: str):
-    """Import ``model_runtime.<name>`` if this build has it (e.g. ``full_model``), else None."""
+    """Import ``model_runtime.models.<name>`` if this build has it (e.g. ``full_model``), else None."""
     import importlib
 
     pkg = body_model.__package__

@@ -5,11 +5,11 @@ the rest joints and bone tails, the mesh (body, or the merged body + bridged
 face), skinning weights, expression shape keys and the albedo colours.
 :mod:`avatar` turns it into Blender data.
 
-The merged model is built here with numpy alone (``model_runtime.full_model``
+The merged model is built here with numpy alone (``model_runtime.models.full_model``
 needs no scipy).  A face model this Python cannot read (a Basel ``.mat`` needs
 scipy, which Blender's Python lacks), or a build without ``full_model``, is
 converted by the runtime's interpreter into an avatar file
-(:mod:`runtime_convert`, :mod:`model_runtime.avatar_file`) that is read here.
+(:mod:`runtime_convert`, :mod:`model_runtime.models.avatar_file`) that is read here.
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def bone_tails(heads: np.ndarray, parents: np.ndarray, names: tuple[str, ...]) -
 
 
 def avatar_data_from_body(body, betas: np.ndarray | None = None) -> AvatarData:
-    """Body-only avatar for a :class:`~model_runtime.body_model.BodyModel` and ``betas (<=16,)``."""
+    """Body-only avatar for a :class:`~model_runtime.models.body_model.BodyModel` and ``betas (<=16,)``."""
     b = np.zeros(skeleton.NUM_BETAS, np.float32)
     if betas is not None:
         bb = np.asarray(betas, np.float32).reshape(-1)[: skeleton.NUM_BETAS]
@@ -112,7 +112,7 @@ def avatar_data_from_body(body, betas: np.ndarray | None = None) -> AvatarData:
 
 
 def avatar_data_from_capture(capture, body=None, face=None, runtime_python: str | None = None) -> AvatarData:
-    """Avatar for a loaded capture (:class:`~model_runtime.capture_file.Capture`).
+    """Avatar for a loaded capture (:class:`~model_runtime.core.capture_file.Capture`).
 
     With a face model (``face``: a :class:`FaceModel`, ``"builtin"``/None for the
     capture's, or a BFM path) the mesh is the merged body + bridged face with the
@@ -167,7 +167,7 @@ def _avatar_data_with_face(capture, body, face, spec, betas, runtime_python) -> 
     full = optional_module("full_model")
     if full is None:
         data = avatar_data_from_body(body, betas)
-        data.warnings.append("no face on this avatar: this build has no model_runtime.full_model")
+        data.warnings.append("no face on this avatar: this build has no model_runtime.models.full_model")
         return data
     identity = _coefficients(capture, "face_identity", face.sizes["identity"])
     albedo = _coefficients(capture, "face_albedo", face.sizes["albedo"])
@@ -184,7 +184,7 @@ def _avatar_data_with_face(capture, body, face, spec, betas, runtime_python) -> 
 
 def needs_runtime(face_spec: str | None) -> bool:
     """Whether this Python must ask the runtime to build the avatar with face ``face_spec``
-    (None: built-in): true when ``model_runtime.full_model`` cannot be imported, or
+    (None: built-in): true when ``model_runtime.models.full_model`` cannot be imported, or
     for a ``.mat`` face when scipy cannot (Blender's own Python)."""
     if optional_module("full_model") is None:
         return True
@@ -219,21 +219,21 @@ def _coefficients(capture, key: str, n: int) -> np.ndarray:
 
 
 def avatar_data_from_full_model(full, betas: np.ndarray, identity: np.ndarray, albedo: np.ndarray) -> AvatarData:
-    """Merged body + face (a ``model_runtime.full_model.FullBodyModel``) for one person:
-    :func:`model_runtime.avatar_file.avatar_arrays` in Blender axes."""
+    """Merged body + face (a ``model_runtime.models.full_model.FullBodyModel``) for one person:
+    :func:`model_runtime.models.avatar_file.avatar_arrays` in Blender axes."""
     return avatar_data_from_arrays(_avatar_file().avatar_arrays(full, betas, identity, albedo))
 
 
 def _avatar_file():
-    """``model_runtime.avatar_file`` of this build (numpy only, always shipped)."""
+    """``model_runtime.models.avatar_file`` of this build (numpy only, always shipped)."""
     mod = optional_module("avatar_file")
     if mod is None:
-        raise ImportError("this build of the add-on lacks model_runtime.avatar_file")
+        raise ImportError("this build of the add-on lacks model_runtime.models.avatar_file")
     return mod
 
 
 def avatar_data_from_arrays(a: dict) -> AvatarData:
-    """:class:`AvatarData` from avatar-file arrays ``a`` (model axes; see :mod:`model_runtime.avatar_file`).
+    """:class:`AvatarData` from avatar-file arrays ``a`` (model axes; see :mod:`model_runtime.models.avatar_file`).
 
     The basis is the rest mesh of the person; shape key k is the mesh with
     expression e_k minus the basis (axes conversion is linear, so deltas convert

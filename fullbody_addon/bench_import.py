@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         face_names = tuple(f"expr_{i:02d}" for i in range(52))
         try:
-            from model_runtime.face_model import load_builtin_face
+            from model_runtime.models.face_model import load_builtin_face
 
             face_names = load_builtin_face().exp_names[:52]
         except Exception:  # noqa: BLE001 - no built-in face in this build

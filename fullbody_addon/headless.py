@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     import bpy
 
     import fullbody_addon
-    from model_runtime.errors import ModelFileError
+    from model_runtime.core.errors import ModelFileError
 
     from .operators import import_capture_into_scene
 

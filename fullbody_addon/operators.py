@@ -126,7 +126,7 @@ def capture_output_path(settings) -> Path:
 
 
 def capture_options(settings, prefs) -> "options.CaptureOptions":
-    """The panel's settings as the runtime's typed :class:`~model_runtime.options.CaptureOptions`
+    """The panel's settings as the runtime's typed :class:`~model_runtime.core.options.CaptureOptions`
     (validated here: a bad value is reported before the runtime starts).  ``frame_end`` is the
     last frame to capture, inclusive (the runtime's ``end`` is exclusive)."""
     defaults = options.CaptureOptions()

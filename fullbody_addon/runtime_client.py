@@ -85,7 +85,7 @@ class RuntimeClient:
 
     argv: the command (default :func:`serve_argv`); the runtime package shipped
     with the add-on is put first on ``PYTHONPATH``.  Events are dicts as defined
-    in :mod:`model_runtime.protocol`, plus ``{"event": "exit", "code", "stderr"}``.
+    in :mod:`model_runtime.core.protocol`, plus ``{"event": "exit", "code", "stderr"}``.
     """
 
     def __init__(self, argv: Sequence[str], env: dict | None = None, cwd: str | None = None):

@@ -6,7 +6,7 @@ interpreter once::
 
     python -m model_runtime model export --format npz --out AVATAR.npz --body B --face F --person P.json
 
-and returns the path of the avatar file (:mod:`model_runtime.avatar_file`),
+and returns the path of the avatar file (:mod:`model_runtime.models.avatar_file`),
 which the add-on reads with numpy alone.  Files are cached by interpreter,
 runtime folder, the model files' identity (path, size, mtime) and the person's
 coefficients, so creating the same avatar again does not start the runtime.  Errors name the model file:

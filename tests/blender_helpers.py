@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model_runtime import rotations
-from model_runtime.body_model import BUILTIN_BODY_PATH, BodyModel, load_builtin_body
-from model_runtime.capture_file import CaptureWriter
-from model_runtime.skeleton import JOINT_NAMES, NUM_BETAS, PARENTS
+from model_runtime.core import rotations
+from model_runtime.models.body_model import BUILTIN_BODY_PATH, BodyModel, load_builtin_body
+from model_runtime.core.capture_file import CaptureWriter
+from model_runtime.core.skeleton import JOINT_NAMES, NUM_BETAS, PARENTS
 
 # Approximate SMPL-H T-pose offsets from the parent (model axes: Y up, faces +Z, left = +X).
 _BODY_OFFSETS = {

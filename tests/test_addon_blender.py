@@ -15,8 +15,8 @@ bpy = pytest.importorskip("bpy")
 import blender_helpers as H  # noqa: E402
 import fullbody_addon  # noqa: E402
 from fullbody_addon import avatar, axes, convert  # noqa: E402
-from model_runtime import rotations  # noqa: E402
-from model_runtime.capture_file import load_capture  # noqa: E402
+from model_runtime.core import rotations  # noqa: E402
+from model_runtime.core.capture_file import load_capture  # noqa: E402
 
 @pytest.fixture(scope="module")
 def addon():
@@ -58,7 +58,7 @@ def world_vertices(obj) -> np.ndarray:
 def test_posed_mesh_equals_model_lbs(scene, body_file, tmp_path, which):
     body, _ = body_file
     if which == "builtin":
-        from model_runtime.body_model import BUILTIN_BODY_PATH, load_builtin_body
+        from model_runtime.models.body_model import BUILTIN_BODY_PATH, load_builtin_body
 
         if not BUILTIN_BODY_PATH.exists():
             pytest.skip("built-in body asset not built in this checkout")
@@ -80,9 +80,9 @@ def test_posed_mesh_equals_model_lbs(scene, body_file, tmp_path, which):
 
 
 def test_merged_face_avatar_matches_full_model_with_expressions(scene, tmp_path):
-    full_model = pytest.importorskip("model_runtime.full_model")
-    from model_runtime.body_model import BUILTIN_BODY_PATH, load_builtin_body
-    from model_runtime.face_model import BUILTIN_FACE_PATH, load_builtin_face
+    full_model = pytest.importorskip("model_runtime.models.full_model")
+    from model_runtime.models.body_model import BUILTIN_BODY_PATH, load_builtin_body
+    from model_runtime.models.face_model import BUILTIN_FACE_PATH, load_builtin_face
 
     if not (BUILTIN_BODY_PATH.exists() and BUILTIN_FACE_PATH.exists()):
         pytest.skip("built-in body/face assets are not built in this checkout")
@@ -214,7 +214,7 @@ def test_create_avatar_has_52_smplh_bones_weights_and_albedo_material(scene):
     assert bpy.ops.fullbody.create_avatar() == {"FINISHED"}
     arm = avatar.find_avatar(bpy.context)
     mesh = avatar.avatar_mesh(arm)
-    from model_runtime.skeleton import JOINT_NAMES, PARENTS
+    from model_runtime.core.skeleton import JOINT_NAMES, PARENTS
 
     bones = arm.data.bones
     assert sorted(b.name for b in bones) == sorted(JOINT_NAMES)

@@ -5,8 +5,8 @@ import numpy as np
 
 from fullbody_addon import axes, convert
 from fullbody_addon.avatar_data import bone_tails
-from model_runtime import rotations
-from model_runtime.skeleton import JOINT_NAMES, PARENTS
+from model_runtime.core import rotations
+from model_runtime.core.skeleton import JOINT_NAMES, PARENTS
 
 
 def test_axis_matrices_are_proper_rotations_and_documented_mappings():

@@ -10,7 +10,7 @@ bpy = pytest.importorskip("bpy")
 import blender_helpers as H  # noqa: E402
 import fullbody_addon  # noqa: E402
 from fullbody_addon import avatar, avatar_data, importer  # noqa: E402
-from model_runtime.capture_file import load_capture  # noqa: E402
+from model_runtime.core.capture_file import load_capture  # noqa: E402
 
 EXPRESSIONS = ("jawOpen", "eyeBlinkLeft", "mouthSmileRight")
 FRAMES = (1, 9, 20)

@@ -59,8 +59,8 @@ def test_built_zip_installs_enables_and_unregisters_cleanly(tmp_path):
     zips = list(tmp_path.glob("fullbody_capture-*.zip"))
     assert len(zips) == 1
     names = set(zipfile.ZipFile(zips[0]).namelist())
-    assert {"blender_manifest.toml", "__init__.py", "axes.py", "model_runtime/capture_file.py",
-            "model_runtime/protocol.py", "requirements/runtime.txt", "requirements/constraints.txt"} <= names
+    assert {"blender_manifest.toml", "__init__.py", "axes.py", "model_runtime/core/capture_file.py",
+            "model_runtime/core/protocol.py", "requirements/runtime.txt", "requirements/constraints.txt"} <= names
     assets = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "model_runtime" / "assets").glob("*.npz"))
     assert set(assets) <= names, "built-in model assets missing from the zip"
     assert not any("__pycache__" in n for n in names)

@@ -23,7 +23,7 @@ bpy = pytest.importorskip("bpy")
 import fullbody_addon  # noqa: E402
 from fullbody_addon import avatar, operators, preferences, runtime_setup, session  # noqa: E402
 from fullbody_addon.runtime_client import CaptureJob, HealthCheck, RuntimeClient, serve_argv  # noqa: E402
-from model_runtime.capture_file import load_capture  # noqa: E402
+from model_runtime.core.capture_file import load_capture  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO / "samples" / "demo_clip.mp4"

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from model_runtime.body_model import BUILTIN_BODY_PATH, load_builtin_body
-from model_runtime.errors import ModelFileError
-from model_runtime.face_model import BUILTIN_FACE_PATH, load_builtin_face
+from model_runtime.models.body_model import BUILTIN_BODY_PATH, load_builtin_body
+from model_runtime.core.errors import ModelFileError
+from model_runtime.models.face_model import BUILTIN_FACE_PATH, load_builtin_face
 
 
 @pytest.mark.parametrize("loader,src", [(load_builtin_body, BUILTIN_BODY_PATH), (load_builtin_face, BUILTIN_FACE_PATH)])

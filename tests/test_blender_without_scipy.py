@@ -29,8 +29,8 @@ import pytest
 pytest.importorskip("bpy")
 pytest.importorskip("scipy.io")  # only this test process writes the .mat
 
-from model_runtime.body_model import BUILTIN_BODY_PATH  # noqa: E402
-from model_runtime.face_model import BUILTIN_FACE_PATH  # noqa: E402
+from model_runtime.models.body_model import BUILTIN_BODY_PATH  # noqa: E402
+from model_runtime.models.face_model import BUILTIN_FACE_PATH  # noqa: E402
 
 from test_bridge import write_official_layout_files  # noqa: E402
 
@@ -131,8 +131,8 @@ def test_builtin_body_and_face_merge_inside_a_python_without_scipy(tmp_path):
 def test_bfm_face_is_converted_by_the_runtime_and_errors_name_the_file(tmp_path, official_layout_files):
     from fullbody_addon import axes
     from fullbody_addon.avatar_data import avatar_data_from_capture
-    from model_runtime.body_model import load_body_model
-    from model_runtime.capture_file import Capture
+    from model_runtime.models.body_model import load_body_model
+    from model_runtime.core.capture_file import Capture
 
     body_file, bfm_file = official_layout_files
     bad = tmp_path / "truncated_BFM.mat"

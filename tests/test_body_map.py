@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_runtime.errors import ModelFileError
-from model_runtime.pipeline.detector_mediapipe import (
+from model_runtime.core.errors import ModelFileError
+from model_runtime.detectors.mediapipe import (
     BODY_FROM_POSE, BODY_MAP_PATH, BODY_MAP_VERSION, BodyMap, body_local_frames,
 )
-from model_runtime.skeleton import BODY_KEYPOINT_NAMES
+from model_runtime.core.skeleton import BODY_KEYPOINT_NAMES
 
 H36M_ROOT = Path(__file__).resolve().parents[2] / "shared/data/realdata/mmpose/tests/data"
 
@@ -60,7 +60,7 @@ def test_calibrated_map_not_worse_on_real_h36m_frames():
         pytest.skip(f"{H36M_ROOT} is absent (shared research data)")
     from model_runtime.evals.body3d import _GT_INDEX, SHARED_JOINTS
     from model_runtime.evals.common import mpjpe, procrustes_align, read_image
-    from model_runtime.pipeline.detector_mediapipe import MediaPipeDetector
+    from model_runtime.detectors.mediapipe import MediaPipeDetector
 
     kp = np.array([BODY_KEYPOINT_NAMES.index(n) for n in SHARED_JOINTS])
     limbs = np.array([i for i, n in enumerate(SHARED_JOINTS) if n.endswith(("knee", "ankle", "elbow", "wrist"))])

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from model_runtime import bridge as br
-from model_runtime.body_model import BodyModel
-from model_runtime.errors import ModelFileError
-from model_runtime.face_model import FaceModel
-from model_runtime.full_model import FullBodyModel, build_full_model
-from model_runtime.rotations import axis_angle_to_matrix
-from model_runtime.skeleton import HEAD_JOINT, JOINT_NAMES, NUM_JOINTS
+from model_runtime.models import bridge as br
+from model_runtime.models.body_model import BodyModel
+from model_runtime.core.errors import ModelFileError
+from model_runtime.models.face_model import FaceModel
+from model_runtime.models.full_model import FullBodyModel, build_full_model
+from model_runtime.core.rotations import axis_angle_to_matrix
+from model_runtime.core.skeleton import HEAD_JOINT, JOINT_NAMES, NUM_JOINTS
 
 NECK = JOINT_NAMES.index("neck")
 
@@ -105,7 +105,7 @@ def write_official_layout_files(d) -> tuple:
     ``BFM_model_front.mat`` (decimetres, albedo x255, 1-based triangles) in folder ``d``."""
     import scipy.io
 
-    from model_runtime.skeleton import PARENTS
+    from model_runtime.core.skeleton import PARENTS
 
     body = sphere_body()
     V = body.num_vertices
@@ -319,8 +319,8 @@ def test_bad_region_is_reported():
 # ------------------------------------------------------------------ built-in assets
 @pytest.fixture(scope="module")
 def builtin_pair():
-    from model_runtime.body_model import BUILTIN_BODY_PATH, load_builtin_body
-    from model_runtime.face_model import BUILTIN_FACE_PATH, load_builtin_face
+    from model_runtime.models.body_model import BUILTIN_BODY_PATH, load_builtin_body
+    from model_runtime.models.face_model import BUILTIN_FACE_PATH, load_builtin_face
 
     if not (BUILTIN_BODY_PATH.exists() and BUILTIN_FACE_PATH.exists()):
         pytest.skip("built-in assets not built yet (tools/build_builtin_assets.py)")
@@ -356,7 +356,7 @@ def test_builtin_densified_face_bridges_cleanly(builtin_pair):
 
 def test_exported_skin_weights_reproduce_forward(sphere_model):
     """Blender skins the merged rest mesh with skin_weights(): that must equal forward()."""
-    from model_runtime import lbs
+    from model_runtime.core import lbs
 
     m = sphere_model
     rot = pose_with_head(np.array([0.2, 0.9, 0.1]))

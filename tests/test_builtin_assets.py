@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from model_runtime import rotations as R
-from model_runtime.body_model import BUILTIN_BODY_PATH, load_builtin_body
-from model_runtime.errors import ModelFileError
-from model_runtime.skeleton import JOINT_NAMES, NUM_BETAS
+from model_runtime.core import rotations as R
+from model_runtime.models.body_model import BUILTIN_BODY_PATH, load_builtin_body
+from model_runtime.core.errors import ModelFileError
+from model_runtime.core.skeleton import JOINT_NAMES, NUM_BETAS
 
 REPO = Path(__file__).resolve().parents[1]
 J = JOINT_NAMES.index
@@ -138,7 +138,7 @@ def test_asset_wrong_version_is_rejected(tmp_path, body):
 
 
 def test_face_asset_wrong_version_is_rejected(tmp_path):
-    from model_runtime.face_model import BUILTIN_FACE_PATH, load_builtin_face
+    from model_runtime.models.face_model import BUILTIN_FACE_PATH, load_builtin_face
 
     with np.load(BUILTIN_FACE_PATH) as z:
         arrays = {k: z[k] for k in z.files}
@@ -222,7 +222,7 @@ ARKIT_52 = (
 
 @pytest.fixture(scope="module")
 def face():
-    from model_runtime.face_model import load_builtin_face
+    from model_runtime.models.face_model import load_builtin_face
 
     return load_builtin_face()
 

@@ -7,9 +7,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from model_runtime import capture_file as cf
-from model_runtime.errors import ModelFileError
-from model_runtime.skeleton import JOINT_NAMES
+from model_runtime.core import capture_file as cf
+from model_runtime.core.errors import ModelFileError
+from model_runtime.core.skeleton import JOINT_NAMES
 
 K, E = 24, 52
 
@@ -50,7 +50,7 @@ def test_hard_kill_keeps_finished_chunks(tmp_path):
         import numpy as np, os, sys
         sys.path.insert(0, {str(os.getcwd())!r})
         from tests.test_capture_file import _static, _frame
-        from model_runtime.capture_file import CaptureWriter
+        from model_runtime.core.capture_file import CaptureWriter
         w = CaptureWriter({str(out)!r}, _static(), chunk_frames=5)
         for i in range(13):
             w.append(**_frame(i))

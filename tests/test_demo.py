@@ -5,10 +5,10 @@ import sys
 import numpy as np
 import pytest
 
-from model_runtime.capture_file import load_capture
+from model_runtime.core.capture_file import load_capture
 from model_runtime.evals.capture_gt import score
-from model_runtime.rotations import axis_angle_to_matrix, matrix_to_rot6d, rot6d_to_matrix
-from model_runtime.skeleton import JOINT_NAMES
+from model_runtime.core.rotations import axis_angle_to_matrix, matrix_to_rot6d, rot6d_to_matrix
+from model_runtime.core.skeleton import JOINT_NAMES
 
 from conftest import REPO
 

@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from model_runtime.errors import ModelFileError
-from model_runtime.pipeline.detector import Detection, Detector, make_detector
-from model_runtime.pipeline.detector_mediapipe import (
+from model_runtime.core.errors import ModelFileError
+from model_runtime.detectors.base import Detection, Detector, make_detector
+from model_runtime.detectors.mediapipe import (
     BODY_FROM_POSE, HAND_PALM_LENGTH_M, MEDIAPIPE_TO_IBUG68, _pose_model_path,
 )
-from model_runtime.skeleton import BODY_KEYPOINT_NAMES
+from model_runtime.core.skeleton import BODY_KEYPOINT_NAMES
 
 COCO_WB = "mmpose/tests/data/coco"
 PANOPTIC = "mmpose/tests/data/panoptic"

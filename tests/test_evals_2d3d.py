@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from model_runtime import cli
-from model_runtime.errors import EXIT_MODEL_FILE, InputMissingError, InputUnreadableError
+from model_runtime.cli import main as cli
+from model_runtime.core.errors import EXIT_MODEL_FILE, InputMissingError, InputUnreadableError
 from model_runtime.evals.coco_wholebody import HALPE_TO_WHOLEBODY, annotation_keypoints, score
 from model_runtime.evals.common import detection_rate, enlarged_box, mpjpe, pck, pck_hits, procrustes_align
 

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from model_runtime.errors import ModelFileError
-from model_runtime.face_model import BUILTIN_FACE_PATH, FaceModel
-from model_runtime.pipeline.face_correspondence import (BUILTIN_CORRESPONDENCE_PATH, CORRESPONDENCE_VERSION,
-                                                        NUM_MP_LANDMARKS, FaceCorrespondence,
-                                                        load_correspondence_file, model_signature)
-from model_runtime.pipeline.face_fit import FaceFitConfig, FaceFitter, ambient_sh
-from model_runtime.pipeline.face_render import intrinsics, project, render_face
+from model_runtime.core.errors import ModelFileError
+from model_runtime.models.face_model import BUILTIN_FACE_PATH, FaceModel
+from model_runtime.face.correspondence import (
+    BUILTIN_CORRESPONDENCE_PATH, CORRESPONDENCE_VERSION, NUM_MP_LANDMARKS, FaceCorrespondence, load_correspondence_file, model_signature,
+)
+from model_runtime.face.fit import FaceFitConfig, FaceFitter, ambient_sh
+from model_runtime.face.render import intrinsics, project, render_face
 
 torch.set_num_threads(1)
 
@@ -132,7 +132,7 @@ def test_synthetic_render_recovers_pose_expression_and_light(synthetic_model):
 def test_closed_form_appearance_for_a_known_pose(synthetic_model):
     """The keyframe path of the capture: pose/expression/identity given (the tracker's), albedo and
     lighting solved in closed form reproduce the rendered image; the albedo is a running mean."""
-    from model_runtime.pipeline.face_fit import FaceFitState
+    from model_runtime.face.fit import FaceFitState
 
     model, corr = synthetic_model
     identity = np.array([0.8, -0.5, 0.3, 0.6, -0.4, 0.2, 0.5, -0.3])
@@ -189,7 +189,7 @@ def test_correspondence_roundtrip_and_mismatch(synthetic_model, tmp_path):
 
 
 def test_correspondence_build_fails_clearly_without_a_detectable_face(synthetic_model):
-    from model_runtime.pipeline.face_correspondence import build_correspondence
+    from model_runtime.face.correspondence import build_correspondence
 
     model, _ = synthetic_model              # a featureless cap: MediaPipe finds no face on it
     with pytest.raises(ModelFileError, match="synthetic test face.*MediaPipe found the rendered face"):
@@ -200,14 +200,14 @@ def test_correspondence_build_fails_clearly_without_a_detectable_face(synthetic_
 def builtin_face():
     if not BUILTIN_FACE_PATH.is_file():
         pytest.skip(f"built-in face asset not built yet ({BUILTIN_FACE_PATH})")
-    from model_runtime.face_model import load_builtin_face
+    from model_runtime.models.face_model import load_builtin_face
 
     return load_builtin_face()
 
 
 def _builtin_view(face, yaw: float, pitch: float, size: int):
     """Camera ``(R, t, K)`` looking at the built-in face, face half the image tall."""
-    from model_runtime.pipeline.face_correspondence import view_rotation
+    from model_runtime.face.correspondence import view_rotation
 
     mean = face.mean_shape.astype(np.float64)
     K = intrinsics(size, size)
@@ -219,8 +219,9 @@ def _builtin_view(face, yaw: float, pitch: float, size: int):
 def test_shipped_correspondence_matches_builtin_face(builtin_face):
     """The shipped file fits the built-in face (signature, version, sizes) and predicts where
     MediaPipe puts its landmarks on a render from a view that was not used to build it."""
-    from model_runtime.pipeline.face_correspondence import (detect_face_mesh, builtin_render_context,
-                                                            correspondence_for, render_view)
+    from model_runtime.face.correspondence import (
+        detect_face_mesh, builtin_render_context, correspondence_for, render_view,
+    )
 
     if not BUILTIN_CORRESPONDENCE_PATH.is_file():
         pytest.fail(f"{BUILTIN_CORRESPONDENCE_PATH} missing: run tools/build_face_correspondence.py")
@@ -247,8 +248,8 @@ def test_shipped_correspondence_matches_builtin_face(builtin_face):
 def test_builtin_face_render_recovers_jaw_open(builtin_face):
     """Renders of the built-in face (inside the body's head) with jawOpen = 0 and 0.5, seen by the
     shared MediaPipe detector and fitted: the open mouth is jawOpen, the neutral face is not."""
-    from model_runtime.pipeline.detector import make_detector
-    from model_runtime.pipeline.face_correspondence import builtin_render_context, render_view
+    from model_runtime.detectors.base import make_detector
+    from model_runtime.face.correspondence import builtin_render_context, render_view
 
     names = list(builtin_face.exp_names)
     jaw = names.index("jawOpen")
@@ -280,7 +281,7 @@ def test_builtin_face_render_recovers_jaw_open(builtin_face):
 def test_real_image_fit_improves_on_mean_face(builtin_face, realdata):
     import cv2
 
-    from model_runtime.pipeline.detector import make_detector
+    from model_runtime.detectors.base import make_detector
 
     path = realdata / "PRNet" / "TestImages" / "AFLW2000" / "image00050.jpg"
     if not path.is_file():
@@ -303,7 +304,7 @@ def test_real_image_fit_improves_on_mean_face(builtin_face, realdata):
 def test_builtin_face_exact_landmarks_recover_blink_and_jaw(builtin_face):
     """With landmarks exactly at the correspondence points of a posed built-in face (no
     detector noise), the fit finds the closed eyes and the open jaw."""
-    from model_runtime.pipeline.face_correspondence import builtin_render_context, render_view
+    from model_runtime.face.correspondence import builtin_render_context, render_view
 
     names = list(builtin_face.exp_names)
     fitter = FaceFitter(builtin_face)
@@ -328,7 +329,7 @@ def test_aflw2000_eval_command(realdata, tmp_path, capsys):
     without images is a clear error naming it."""
     import json
 
-    from model_runtime.cli import main
+    from model_runtime.cli.main import main
 
     data = realdata / "PRNet" / "TestImages" / "AFLW2000"
     if not data.is_dir():

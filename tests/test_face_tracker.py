@@ -1,4 +1,4 @@
-"""The fast landmark face tracker (:mod:`model_runtime.pipeline.face_tracker`).
+"""The fast landmark face tracker (:mod:`model_runtime.face.tracker`).
 
 Built-in face + shipped correspondence (skipped if the asset is not built): exact
 landmarks of posed faces, the analytic gradient against finite differences, identity
@@ -11,23 +11,23 @@ import copy
 import numpy as np
 import pytest
 
-from model_runtime.face_model import BUILTIN_FACE_PATH
-from model_runtime.pipeline.face_render import intrinsics, project
-from model_runtime.pipeline.face_tracker import FaceTrack, FaceTracker, _Problem, _rodrigues
+from model_runtime.models.face_model import BUILTIN_FACE_PATH
+from model_runtime.face.render import intrinsics, project
+from model_runtime.face.tracker import FaceTrack, FaceTracker, _Problem, _rodrigues
 
 
 @pytest.fixture(scope="module")
 def tracker() -> FaceTracker:
     if not BUILTIN_FACE_PATH.is_file():
         pytest.skip(f"built-in face asset not built yet ({BUILTIN_FACE_PATH})")
-    from model_runtime.face_model import load_builtin_face
+    from model_runtime.models.face_model import load_builtin_face
 
     return FaceTracker(load_builtin_face())
 
 
 def _view(yaw: float, pitch: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Camera ``(R, t, K)`` (320 px image, face ~half the image tall)."""
-    from model_runtime.pipeline.face_correspondence import view_rotation
+    from model_runtime.face.correspondence import view_rotation
 
     K = intrinsics(320, 320)
     return view_rotation(yaw, pitch), np.array([0.0, 0.0, 0.75]), K

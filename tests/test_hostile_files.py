@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from model_runtime.asset_io import read_versioned_npz
-from model_runtime.avatar_file import read_avatar_file
-from model_runtime.errors import ModelFileError
-from model_runtime.loaders import load_smplh, safe_load_pickle
-from model_runtime.loaders.bfm import read_expression_basis
-from model_runtime.pipeline.detector_mediapipe import BodyMap
-from model_runtime.pipeline.face_correspondence import load_correspondence_file
-from model_runtime.pipeline.translation import load_calibration
-from model_runtime.safe_npz import BOMB_MIN_BYTES, load_npz, npz_members
+from model_runtime.core.asset_io import read_versioned_npz
+from model_runtime.models.avatar_file import read_avatar_file
+from model_runtime.core.errors import ModelFileError
+from model_runtime.models.loaders import load_smplh, safe_load_pickle
+from model_runtime.models.loaders.bfm import read_expression_basis
+from model_runtime.detectors.mediapipe import BodyMap
+from model_runtime.face.correspondence import load_correspondence_file
+from model_runtime.capture.translation import load_calibration
+from model_runtime.core.safe_npz import BOMB_MIN_BYTES, load_npz, npz_members
 
 MB = 1 << 20
 

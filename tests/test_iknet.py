@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from model_runtime.body_model import load_body_model
-from model_runtime.errors import InputUnreadableError
-from model_runtime.keypoints import PartKinematics, body_keypoints, hand_keypoints, keypoint_vertex_ids
-from model_runtime.rotations import axis_angle_to_matrix, geodesic_angle, rot6d_to_matrix
+from model_runtime.models.body_model import load_body_model
+from model_runtime.core.errors import InputUnreadableError
+from model_runtime.models.keypoints import PartKinematics, body_keypoints, hand_keypoints, keypoint_vertex_ids
+from model_runtime.core.rotations import axis_angle_to_matrix, geodesic_angle, rot6d_to_matrix
 
 HELD_OUT_CLIP = "hdm05/train/1/HDM_dg_depositFloorR_013_120.amc"
 
@@ -70,14 +70,14 @@ def test_part_kinematics_matches_full_forward(model, kin_body, kin_hand):
 
 
 def _body_sampler(real_poses, kin_body):
-    from model_runtime.iknet.data import BodySampler
+    from model_runtime.ik.data import BodySampler
 
     return BodySampler(real_poses[0], kin_body)
 
 
 def test_loss_is_differentiable_through_fk(real_poses, kin_body):
-    from model_runtime.iknet.networks import BodyIKNet
-    from model_runtime.iknet.train import LossWeights, iknet_loss
+    from model_runtime.ik.networks import BodyIKNet
+    from model_runtime.ik.train import LossWeights, iknet_loss
 
     torch.manual_seed(0)
     net = BodyIKNet()
@@ -94,7 +94,7 @@ def test_loss_is_differentiable_through_fk(real_poses, kin_body):
 
 
 def _trainer(real_poses, kin_body, part="body", steps=12):
-    from model_runtime.iknet.train import Trainer, load_net
+    from model_runtime.ik.train import Trainer, load_net
 
     first_stage = load_net("body")[0] if part == "body2" else None
     return Trainer(part, _body_sampler(real_poses, kin_body), kin_body, steps, seed=3, batch=16, first_stage=first_stage)
@@ -128,9 +128,9 @@ def test_correction_stage_must_match_its_first_stage(tmp_path):
     import json
     import shutil
 
-    from model_runtime.errors import ModelFileError
-    from model_runtime.iknet.inference import IKSolver
-    from model_runtime.iknet.train import WEIGHTS_DIR
+    from model_runtime.core.errors import ModelFileError
+    from model_runtime.ik.inference import IKSolver
+    from model_runtime.ik.train import WEIGHTS_DIR
 
     if not (WEIGHTS_DIR / "body2.json").is_file():
         pytest.skip("no correction stage shipped")
@@ -145,8 +145,8 @@ def test_correction_stage_must_match_its_first_stage(tmp_path):
 
 
 def test_hand_sampler_deterministic_and_in_limits(kin_hand):
-    from model_runtime.iknet.data import HandSampler
-    from model_runtime.iknet.hand_prior import LIMITS_DEG
+    from model_runtime.ik.data import HandSampler
+    from model_runtime.ik.hand_prior import LIMITS_DEG
 
     real = axis_angle_to_matrix(torch.zeros(4, 15, 3))
     s = HandSampler(real, kin_hand, p_real=0.0)
@@ -160,7 +160,7 @@ def test_hand_sampler_deterministic_and_in_limits(kin_hand):
 
 @pytest.fixture(scope="module")
 def solver():
-    from model_runtime.iknet.inference import IKSolver
+    from model_runtime.ik.inference import IKSolver
 
     return IKSolver("cpu")
 
@@ -178,7 +178,7 @@ def test_iksolver_on_real_retargeted_frames(solver, real_poses, kin_body):
 
 
 def test_limb_refinement_fixes_limbs_and_keeps_truth(real_poses, kin_body):
-    from model_runtime.iknet.refine import refine_limbs
+    from model_runtime.ik.refine import refine_limbs
 
     R, betas, scale = real_poses
     F = len(R)
@@ -198,7 +198,7 @@ def test_limb_refinement_fixes_limbs_and_keeps_truth(real_poses, kin_body):
 
 
 def test_missing_legs_still_give_a_sane_pose(solver, real_poses, kin_body):
-    from model_runtime.iknet.data import BODY_DROP_GROUPS
+    from model_runtime.ik.data import BODY_DROP_GROUPS
 
     R, betas, scale = real_poses
     F = len(R)
@@ -222,8 +222,8 @@ def test_missing_legs_still_give_a_sane_pose(solver, real_poses, kin_body):
 
 
 def test_hands_mirror_and_missing(solver, kin_hand):
-    from model_runtime.iknet.hand_prior import anatomical_axes, random_rotations, sample_limited_poses
-    from model_runtime.iknet.inputs import mirror_points, mirror_rotations
+    from model_runtime.ik.hand_prior import anatomical_axes, random_rotations, sample_limited_poses
+    from model_runtime.ik.inputs import mirror_points, mirror_rotations
 
     g = torch.Generator().manual_seed(2)
     R = torch.cat([random_rotations(6, g)[:, None], sample_limited_poses(6, anatomical_axes(kin_hand), g)], 1)
@@ -248,7 +248,7 @@ def test_hands_mirror_and_missing(solver, kin_hand):
 
 def test_hand_ik_on_real_hand_poses(solver, kin_hand, realdata):
     """Real 3D hands (hand-graph-cnn GT, fitted with the SMPL-H hand) -> HandIKNet -> FK."""
-    from model_runtime.iknet.hand_prior import fit_hand_poses, load_hgc_hands
+    from model_runtime.ik.hand_prior import fit_hand_poses, load_hgc_hands
 
     kp = load_hgc_hands(realdata.parent)[::25]
     rot6d, err = fit_hand_poses(kp, kin_hand, iters=200)
@@ -261,7 +261,7 @@ def test_hand_ik_on_real_hand_poses(solver, kin_hand, realdata):
 
 
 def mirror(x):
-    from model_runtime.iknet.inputs import mirror_points
+    from model_runtime.ik.inputs import mirror_points
 
     return mirror_points(x)
 
@@ -270,9 +270,9 @@ def test_numpy_path_equals_torch_path(solver, real_poses, kin_body, kin_hand):
     """The small-batch numpy path (IKSolver's CPU default for <= 16 numpy frames) computes what the
     torch modules compute: noisy held-out body keypoints with dropped pelvis/hips/neck/legs, and
     hands with a mirrored left, a missing hand and missing MCPs."""
-    from model_runtime.iknet.hand_prior import anatomical_axes, random_rotations, sample_limited_poses
-    from model_runtime.iknet.inference import IKSolver
-    from model_runtime.iknet.inputs import HAND_MCP
+    from model_runtime.ik.hand_prior import anatomical_axes, random_rotations, sample_limited_poses
+    from model_runtime.ik.inference import IKSolver
+    from model_runtime.ik.inputs import HAND_MCP
 
     torch_only = IKSolver("cpu", numpy_max_batch=0)
     R, betas, scale = real_poses
@@ -319,7 +319,7 @@ def test_eval_mocap_ik_command(mocap_dir, tmp_path, monkeypatch, capsys):
     """`eval mocap-ik` on an unseen clip (held-out actor dg) prints the documented JSON."""
     import json
 
-    from model_runtime.cli import main
+    from model_runtime.cli.main import main
 
     monkeypatch.setenv("FULLBODY_CACHE", str(tmp_path))
     clip = next((mocap_dir / "hdm05").rglob("HDM_dg_*.amc"))

@@ -2,8 +2,8 @@
 import numpy as np
 import torch
 
-from model_runtime import lbs, rotations as R
-from model_runtime.skeleton import JOINT_NAMES, PARENTS, depth_levels
+from model_runtime.core import lbs, rotations as R
+from model_runtime.core.skeleton import JOINT_NAMES, PARENTS, depth_levels
 
 
 def _random_model(V=500, seed=0):

@@ -17,10 +17,10 @@ import pytest
 import scipy.io
 import scipy.sparse
 
-from model_runtime.errors import ModelFileError
-from model_runtime.loaders import load_bfm, load_smplh, safe_load_pickle
-from model_runtime.loaders.smplh import SMPLH_KEYPOINT_VERTICES
-from model_runtime.skeleton import BODY_KEYPOINTS_EXTENDED, NUM_JOINTS, PARENTS
+from model_runtime.core.errors import ModelFileError
+from model_runtime.models.loaders import load_bfm, load_smplh, safe_load_pickle
+from model_runtime.models.loaders.smplh import SMPLH_KEYPOINT_VERTICES
+from model_runtime.core.skeleton import BODY_KEYPOINTS_EXTENDED, NUM_JOINTS, PARENTS
 
 P = 9 * (NUM_JOINTS - 1)
 

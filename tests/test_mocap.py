@@ -6,7 +6,7 @@ import csv
 import numpy as np
 import pytest
 
-from model_runtime.errors import InputMissingError, InputUnreadableError
+from model_runtime.core.errors import InputMissingError, InputUnreadableError
 from model_runtime.mocap.asf_amc import find_asf_for, load_amc_clip, parse_asf
 from model_runtime.mocap.bvh import load_bvh_clip, parse_bvh
 from model_runtime.mocap.fk import euler_to_matrix
@@ -102,10 +102,10 @@ def test_retarget_real_clip(mocap_dir, tmp_path, monkeypatch):
     """Retargeting a real clip to the built-in SMPL-H body lands near the source joints."""
     import torch
 
-    from model_runtime.body_model import load_body_model
-    from model_runtime.keypoints import PartKinematics
+    from model_runtime.models.body_model import load_body_model
+    from model_runtime.models.keypoints import PartKinematics
     from model_runtime.mocap.retarget import SolverSettings, retarget_clips
-    from model_runtime.rotations import rot6d_to_matrix
+    from model_runtime.core.rotations import rot6d_to_matrix
 
     monkeypatch.setenv("FULLBODY_CACHE", str(tmp_path))
     kin = PartKinematics(load_body_model(), "body")

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_runtime.capture_file import CaptureWriter
-from model_runtime.cli import main
-from model_runtime.rotations import matrix_to_rot6d
-from model_runtime.skeleton import JOINT_NAMES
+from model_runtime.core.capture_file import CaptureWriter
+from model_runtime.cli.main import main
+from model_runtime.core.rotations import matrix_to_rot6d
+from model_runtime.core.skeleton import JOINT_NAMES
 
 from test_bridge import pose_with_head, write_official_layout_files
 

@@ -18,14 +18,14 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components as scipy_components
 
-from model_runtime.avatar_file import avatar_arrays, read_avatar_file, write_avatar_file
-from model_runtime.body_model import BUILTIN_BODY_PATH, load_builtin_body
-from model_runtime.bridge import connected_components
-from model_runtime.cli import main
-from model_runtime.errors import ModelFileError
-from model_runtime.face_model import BUILTIN_FACE_PATH, load_builtin_face
-from model_runtime.full_model import build_full_model
-from model_runtime.loaders import safe_load_pickle
+from model_runtime.models.avatar_file import avatar_arrays, read_avatar_file, write_avatar_file
+from model_runtime.models.body_model import BUILTIN_BODY_PATH, load_builtin_body
+from model_runtime.models.bridge import connected_components
+from model_runtime.cli.main import main
+from model_runtime.core.errors import ModelFileError
+from model_runtime.models.face_model import BUILTIN_FACE_PATH, load_builtin_face
+from model_runtime.models.full_model import build_full_model
+from model_runtime.models.loaders import safe_load_pickle
 
 from test_bridge import cap_face, sphere_body
 

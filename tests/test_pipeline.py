@@ -8,14 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
-from model_runtime import rotations as R
-from model_runtime.errors import InputMissingError, ModelFileError
-from model_runtime.lbs import forward_kinematics
-from model_runtime.pipeline.filters import GapFiller, OneEuroFilter, RotationFilter, SmoothingConfig, slerp
-from model_runtime.pipeline.tracking import HandSideTracker, ShapeEstimator, hand_swap_mask
-from model_runtime.pipeline.translation import (TranslationSolver, intrinsics_from_fov, load_calibration,
-                                                solve_parent_depth, weighted_median)
-from model_runtime.skeleton import BODY_KEYPOINT_NAMES, JOINT_NAMES, PARENTS
+from model_runtime.core import rotations as R
+from model_runtime.core.errors import InputMissingError, ModelFileError
+from model_runtime.core.lbs import forward_kinematics
+from model_runtime.capture.filters import GapFiller, OneEuroFilter, RotationFilter, SmoothingConfig, slerp
+from model_runtime.capture.tracking import HandSideTracker, ShapeEstimator, hand_swap_mask
+from model_runtime.capture.translation import (
+    TranslationSolver, intrinsics_from_fov, load_calibration, solve_parent_depth, weighted_median,
+)
+from model_runtime.core.skeleton import BODY_KEYPOINT_NAMES, JOINT_NAMES, PARENTS
 
 S20 = "LivePortrait/assets/examples/source/s20.mp4"     # upper body, both hands visible
 
@@ -238,7 +239,7 @@ def test_gap_filler_live_never_waits():
 
 
 def test_capture_options_from_protocol_mapping():
-    from model_runtime.pipeline.pipeline import CaptureOptions
+    from model_runtime.capture.pipeline import CaptureOptions
 
     o = CaptureOptions.from_mapping({"start": 5, "smoothing": {"min_cutoff": 2.0, "beta": 0.1}, "fill": "hold"})
     assert o.start == 5 and o.smoothing.min_cutoff == 2.0 and o.fill == "hold"
@@ -262,8 +263,8 @@ def test_hand_swap_mask_synthetic():
 
 @pytest.fixture(scope="module")
 def s20_detection(realdata):
-    from model_runtime.pipeline.detector import make_detector
-    from model_runtime.pipeline.sources import open_source
+    from model_runtime.detectors.base import make_detector
+    from model_runtime.capture.sources import open_source
 
     with open_source(realdata / S20, start=60, end=61) as src:
         frame = next(iter(src))
@@ -316,22 +317,22 @@ TENNIS = "GVHMR/docs/example_video/tennis.mp4"     # full body, 812x720, 29.83 f
 
 
 def _ik_available() -> bool:
-    from model_runtime.iknet.train import WEIGHTS_DIR
+    from model_runtime.ik.train import WEIGHTS_DIR
 
     return all((WEIGHTS_DIR / f"{p}.pt").is_file() for p in ("body", "hand"))
 
 
-needs_ik = pytest.mark.skipif(not _ik_available(), reason="IK weights (model_runtime/iknet/weights) not built")
+needs_ik = pytest.mark.skipif(not _ik_available(), reason="IK weights (model_runtime/ik/weights) not built")
 
 
 def _cli(*argv: str) -> int:
-    from model_runtime.cli import main
+    from model_runtime.cli.main import main
 
     return main(list(argv))
 
 
 def test_capture_cli_bad_input_exit_codes(tmp_path, capsys):
-    from model_runtime.errors import EXIT_INPUT_MISSING, EXIT_INPUT_UNREADABLE
+    from model_runtime.core.errors import EXIT_INPUT_MISSING, EXIT_INPUT_UNREADABLE
 
     out = str(tmp_path / "o.npz")
     assert _cli("capture", str(tmp_path / "missing.mp4"), "-o", out, "--quiet") == EXIT_INPUT_MISSING
@@ -352,8 +353,8 @@ def test_capture_cli_bad_input_exit_codes(tmp_path, capsys):
 def pipeline_cpu():
     """The real components (MediaPipe, IK nets, built-in body), no face, shared by the tests below."""
     if not _ik_available():
-        pytest.skip("IK weights (model_runtime/iknet/weights) not built")
-    from model_runtime.pipeline.pipeline import CaptureOptions, build_pipeline
+        pytest.skip("IK weights (model_runtime/ik/weights) not built")
+    from model_runtime.capture.pipeline import CaptureOptions, build_pipeline
 
     pipe = build_pipeline(CaptureOptions(device="cpu", face=False, shape_window=8))
     yield pipe
@@ -364,8 +365,8 @@ def pipeline_cpu():
 def test_capture_real_video_lands_on_the_person(pipeline_cpu, realdata, tmp_path):
     """Model joints posed with pose_6d, scaled, translated and projected with camera_K land on the
     detected 2D keypoints: the root rotation maps the model into the camera frame (y down)."""
-    from model_runtime.capture_file import REQUIRED_KEYS, load_capture
-    from model_runtime.pipeline.sources import open_source
+    from model_runtime.core.capture_file import REQUIRED_KEYS, load_capture
+    from model_runtime.capture.sources import open_source
 
     with open_source(realdata / TENNIS, start=40, end=56) as src:
         res = pipeline_cpu.run(src, tmp_path / "t.npz")
@@ -393,9 +394,9 @@ def test_capture_real_video_lands_on_the_person(pipeline_cpu, realdata, tmp_path
 
 @needs_ik
 def test_no_person_keeps_file_and_exit_code(pipeline_cpu, tmp_path):
-    from model_runtime.capture_file import load_capture
-    from model_runtime.errors import EXIT_NO_PERSON, NoPersonError
-    from model_runtime.pipeline.sources import open_source
+    from model_runtime.core.capture_file import load_capture
+    from model_runtime.core.errors import EXIT_NO_PERSON, NoPersonError
+    from model_runtime.capture.sources import open_source
 
     blank = tmp_path / "blank.mp4"
     vw = cv2.VideoWriter(str(blank), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 120))
@@ -415,9 +416,9 @@ def test_no_person_keeps_file_and_exit_code(pipeline_cpu, tmp_path):
 def test_cancel_and_source_loss_keep_finished_frames(pipeline_cpu, realdata, tmp_path):
     import threading
 
-    from model_runtime.capture_file import load_capture
-    from model_runtime.errors import CancelledError
-    from model_runtime.pipeline.sources import open_source
+    from model_runtime.core.capture_file import load_capture
+    from model_runtime.core.errors import CancelledError
+    from model_runtime.capture.sources import open_source
 
     cancel = threading.Event()
 
@@ -437,9 +438,9 @@ def test_cancel_and_source_loss_keep_finished_frames(pipeline_cpu, realdata, tmp
 def test_source_lost_mid_stream_keeps_finished_frames(pipeline_cpu, realdata, tmp_path):
     """A real clip re-encoded as MJPG whose second half is destroyed: SourceLostError (exit 7)
     names the file and frame; the frames decoded before are in the kept capture."""
-    from model_runtime.capture_file import load_capture
-    from model_runtime.errors import EXIT_SOURCE_LOST, SourceLostError
-    from model_runtime.pipeline.sources import open_source
+    from model_runtime.core.capture_file import load_capture
+    from model_runtime.core.errors import EXIT_SOURCE_LOST, SourceLostError
+    from model_runtime.capture.sources import open_source
 
     avi = tmp_path / "clip.avi"
     with open_source(realdata / TENNIS, start=40, end=64) as src:
@@ -463,9 +464,9 @@ def test_source_lost_mid_stream_keeps_finished_frames(pipeline_cpu, realdata, tm
 def test_capture_with_face_every_frame(realdata, tmp_path):
     """Face fitting inside the pipeline on a talking-head clip: per-frame expression and SH,
     per-clip identity and albedo in the file."""
-    from model_runtime.capture_file import load_capture
-    from model_runtime.pipeline.pipeline import CaptureOptions, build_pipeline
-    from model_runtime.pipeline.sources import open_source
+    from model_runtime.core.capture_file import load_capture
+    from model_runtime.capture.pipeline import CaptureOptions, build_pipeline
+    from model_runtime.capture.sources import open_source
 
     pipe = build_pipeline(CaptureOptions(device="cpu", face=True, face_every=1, shape_window=4, hands=False))
     try:
@@ -490,9 +491,9 @@ def test_capture_talking_face_expressions_follow_the_lips(realdata, tmp_path):
     """Default (adaptive) face mode on a real talking-face clip whose lips open: every frame gets
     its own tracked expression (not one fit held over the clip), and jawOpen follows the inner-lip
     gap that MediaPipe's landmarks show."""
-    from model_runtime.capture_file import load_capture
-    from model_runtime.pipeline.pipeline import CaptureOptions, build_pipeline
-    from model_runtime.pipeline.sources import open_source
+    from model_runtime.core.capture_file import load_capture
+    from model_runtime.capture.pipeline import CaptureOptions, build_pipeline
+    from model_runtime.capture.sources import open_source
 
     clip = realdata / "LivePortrait/assets/examples/driving/d0.mp4"
     pipe = build_pipeline(CaptureOptions(device="cpu", face=True, shape_window=4, hands=False))

@@ -2,7 +2,7 @@ import io
 
 import pytest
 
-from model_runtime import protocol as P
+from model_runtime.core import protocol as P
 
 
 def test_roundtrip_and_one_line_per_message():

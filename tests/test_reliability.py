@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 
 import blender_helpers as H
-from model_runtime import protocol as P
-from model_runtime.capture_file import CaptureWriter, load_capture, partial_dir, recover
-from model_runtime.errors import (EXIT_CANCELLED, EXIT_MODEL_FILE, EXIT_NO_PERSON, EXIT_OUTPUT, EXIT_USAGE,
-                                  ModelFileError)
-from model_runtime.options import CaptureOptions, OptionError, SmoothingConfig
+from model_runtime.core import protocol as P
+from model_runtime.core.capture_file import CaptureWriter, load_capture, partial_dir, recover
+from model_runtime.core.errors import (
+    EXIT_CANCELLED, EXIT_MODEL_FILE, EXIT_NO_PERSON, EXIT_OUTPUT, EXIT_USAGE, ModelFileError,
+)
+from model_runtime.core.options import CaptureOptions, OptionError, SmoothingConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO / "samples" / "demo_clip.mp4"
@@ -58,7 +59,7 @@ def test_usage_errors_are_one_line_and_exit_2(case, tmp_path):
     """Through the real entry point: no traceback, one line naming the flag, no file, no model loaded."""
     out = tmp_path / "o.npz"
     args = ["capture", str(CLIP), "-o", str(out), *USAGE_CASES[case]]
-    r = subprocess.run([sys.executable, "-c", "import sys; from model_runtime.cli import main; "
+    r = subprocess.run([sys.executable, "-c", "import sys; from model_runtime.cli.main import main; "
                         f"rc = main({args!r}); print('mediapipe' in sys.modules); "
                         "sys.exit(rc)"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == EXIT_USAGE, r.stderr
@@ -96,7 +97,7 @@ def test_output_problems_are_found_before_models_load(tmp_path):
     cases = {str(folder): "is a folder", str(tmp_path / "missing" / "o.npz"): "does not exist",
              "/proc/fullbody.npz": "cannot write", str(existing): "exists", str(tmp_path / "o.txt"): ".npz"}
     for out, words in cases.items():
-        r = subprocess.run([sys.executable, "-c", "import sys; from model_runtime.cli import main; "
+        r = subprocess.run([sys.executable, "-c", "import sys; from model_runtime.cli.main import main; "
                             f"rc = main(['capture', {str(CLIP)!r}, '-o', {out!r}]); "
                             "print('mediapipe' in sys.modules); sys.exit(rc)"],
                            cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -139,7 +140,7 @@ def test_writer_refuses_non_finite_values_naming_frame_and_key(tmp_path):
 
 
 def test_detector_points_with_nan_become_unseen():
-    from model_runtime.pipeline.pipeline import _finite_points
+    from model_runtime.capture.pipeline import _finite_points
 
     p2 = np.array([[10.0, 20.0, 0.9], [np.nan, 5.0, 0.8], [1.0, 2.0, 0.7]])
     p3 = np.array([[0.1, 0.2, 0.3], [0.0, 0.0, 0.0], [np.inf, 0.0, 0.0]])

@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from model_runtime import rotations as R
+from model_runtime.core import rotations as R
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_runtime import protocol as P
-from model_runtime.capture_file import load_capture
-from model_runtime.errors import EXIT_INPUT_MISSING, EXIT_INPUT_UNREADABLE
+from model_runtime.core import protocol as P
+from model_runtime.core.capture_file import load_capture
+from model_runtime.core.errors import EXIT_INPUT_MISSING, EXIT_INPUT_UNREADABLE
 
 REPO = Path(__file__).resolve().parents[1]
 TENNIS = "GVHMR/docs/example_video/tennis.mp4"
@@ -77,12 +77,12 @@ def server():
 
 
 def _ik_available() -> bool:
-    from model_runtime.iknet.train import WEIGHTS_DIR
+    from model_runtime.ik.train import WEIGHTS_DIR
 
     return (Path(WEIGHTS_DIR) / "body.pt").is_file() and (Path(WEIGHTS_DIR) / "hand.pt").is_file()
 
 
-needs_ik = pytest.mark.skipif(not _ik_available(), reason="IK weights (model_runtime/iknet/weights) not built")
+needs_ik = pytest.mark.skipif(not _ik_available(), reason="IK weights (model_runtime/ik/weights) not built")
 
 
 def test_hello_reports_versions(server):

@@ -8,9 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from model_runtime.errors import (EXIT_INPUT_MISSING, EXIT_INPUT_UNREADABLE, InputMissingError,
-                                  InputUnreadableError, SourceLostError)
-from model_runtime.pipeline.sources import CameraSource, ImageFolderSource, VideoSource, open_source
+from model_runtime.core.errors import (
+    EXIT_INPUT_MISSING, EXIT_INPUT_UNREADABLE, InputMissingError, InputUnreadableError, SourceLostError,
+)
+from model_runtime.capture.sources import CameraSource, ImageFolderSource, VideoSource, open_source
 
 TENNIS = "GVHMR/docs/example_video/tennis.mp4"   # 812x720, 29.83 fps, 312 frames
 

@@ -23,7 +23,7 @@ from typing import Final
 import numpy as np
 import torch
 
-from model_runtime.skeleton import JOINT_NAMES, PARENTS
+from model_runtime.core.skeleton import JOINT_NAMES, PARENTS
 
 # --- anny bone -> SMPL-H joint (left side and centre written out; right side mirrored) ---------
 _ANNY_TO_SMPLH_CENTRE_AND_LEFT: Final[dict[str, str]] = {

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.optimize
 import torch
 
-from model_runtime.skeleton import JOINT_NAMES, NUM_JOINTS
+from model_runtime.core.skeleton import JOINT_NAMES, NUM_JOINTS
 
 from . import anny_rig as AR
 
@@ -133,7 +133,7 @@ def joint_support(template: np.ndarray, template_joints: np.ndarray, weights: np
     (half-width 15% of that bone, 4-30 mm), thinned evenly to ``max_support``.
     A ring surrounds the joint, so a convex combination can reach the joint centre.
     """
-    from model_runtime.skeleton import PARENTS
+    from model_runtime.core.skeleton import PARENTS
 
     out = []
     for j in range(NUM_JOINTS):

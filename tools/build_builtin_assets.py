@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from model_runtime.body_model import BODY_ASSET_VERSION, BUILTIN_BODY_PATH  # noqa: E402
-from model_runtime.face_model import BUILTIN_FACE_PATH, FACE_ASSET_VERSION  # noqa: E402
+from model_runtime.models.body_model import BODY_ASSET_VERSION, BUILTIN_BODY_PATH  # noqa: E402
+from model_runtime.models.face_model import BUILTIN_FACE_PATH, FACE_ASSET_VERSION  # noqa: E402
 
 # storage dtypes: the loaders cast everything to float32 / int
 _FLOAT16 = {"shapedirs", "id_basis", "exp_basis", "albedo_basis"}
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         size = write_asset(args.out_dir / BUILTIN_BODY_PATH.name, body, BODY_ASSET_VERSION)
         log(f"wrote {args.out_dir / BUILTIN_BODY_PATH.name} ({size / 1e6:.2f} MB)")
     if args.only in ("face", "all"):
-        from model_runtime.body_model import load_builtin_body
+        from model_runtime.models.body_model import load_builtin_body
         from tools.build_face_asset import build_face
 
         body = load_builtin_body(args.out_dir / BUILTIN_BODY_PATH.name)

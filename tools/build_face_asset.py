@@ -19,7 +19,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
-from model_runtime.body_model import BodyModel
+from model_runtime.models.body_model import BodyModel
 
 from . import anny_rig as AR
 from .build_body_asset import sample_phenotypes, symmetric_local_changes

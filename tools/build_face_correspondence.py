@@ -5,7 +5,7 @@
 Renders the face model's mean shape from several viewpoints (the built-in face inside
 the built-in body's head, with eyes), runs MediaPipe's attention face mesh on the
 renders and traces every landmark back to the surface (see
-:mod:`model_runtime.pipeline.face_correspondence`).  Deterministic for a given
+:mod:`model_runtime.face.correspondence`).  Deterministic for a given
 model and MediaPipe version; takes ~20 s on the 2-core CPU.  Re-run it whenever
 ``assets/face_builtin.npz`` changes (the runtime refuses a stale file by its
 model signature).
@@ -20,9 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model_runtime.face_model import load_face_model  # noqa: E402
-from model_runtime.pipeline.face_correspondence import (BUILTIN_CORRESPONDENCE_PATH,  # noqa: E402
-                                                        OVAL_WEIGHT, build_correspondence)
+from model_runtime.models.face_model import load_face_model  # noqa: E402
+from model_runtime.face.correspondence import BUILTIN_CORRESPONDENCE_PATH, OVAL_WEIGHT, build_correspondence
 
 
 def main(argv: list[str] | None = None) -> int:

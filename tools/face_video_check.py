@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model_runtime.errors import InputMissingError  # noqa: E402
+from model_runtime.core.errors import InputMissingError  # noqa: E402
 
 # MediaPipe face-mesh landmark pairs whose distance measures an opening
 GAPS = {"mouth": (13, 14), "eye_left": (386, 374), "eye_right": (159, 145)}
@@ -39,9 +39,9 @@ def run_clip(video: Path, end: int | None, method: str = "fit") -> dict:
     import cv2
     import torch
 
-    from model_runtime.face_model import load_builtin_face
-    from model_runtime.pipeline.detector import make_detector
-    from model_runtime.pipeline.face_fit import FaceFitter
+    from model_runtime.models.face_model import load_builtin_face
+    from model_runtime.detectors.base import make_detector
+    from model_runtime.face.fit import FaceFitter
 
     torch.set_num_threads(1)
     cap = cv2.VideoCapture(str(video))
@@ -53,8 +53,8 @@ def run_clip(video: Path, end: int | None, method: str = "fit") -> dict:
     fitter = FaceFitter(model)
     stage = None
     if method == "track":
-        from model_runtime.pipeline.pipeline import FaceFitStage, limit_numpy_blas_threads
-        from model_runtime.pipeline.translation import DEFAULT_FOV_DEG, intrinsics_from_fov
+        from model_runtime.capture.pipeline import FaceFitStage, limit_numpy_blas_threads
+        from model_runtime.capture.translation import DEFAULT_FOV_DEG, intrinsics_from_fov
 
         size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         limit_numpy_blas_threads(1)                  # one core, as inside a capture on 2 cores
@@ -121,8 +121,8 @@ def smoothing_report(rows: list[dict], names: list[str]) -> dict:
     """The capture's expression One Euro (and, for comparison, the body's settings) applied to the
     per-frame coefficients: peak kept, lag (the shift in frames, 0..5, that best aligns the filtered
     with the raw series) and jitter (mean |second difference| over all coefficients)."""
-    from model_runtime.pipeline.filters import OneEuroFilter, SmoothingConfig
-    from model_runtime.pipeline.pipeline import expression_smoothing
+    from model_runtime.capture.filters import OneEuroFilter, SmoothingConfig
+    from model_runtime.capture.pipeline import expression_smoothing
 
     E = np.stack([r["expression"] for r in rows])                 # (T, Ke)
     t = np.array([r["time"] for r in rows])

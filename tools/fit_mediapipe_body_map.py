@@ -1,7 +1,7 @@
 """Calibrate MediaPipe pose landmarks -> SMPL-H body keypoints on rendered ground truth.
 
 Rebuilds ``model_runtime/assets/mediapipe_body_map.npz`` (loaded by
-:mod:`model_runtime.pipeline.detector_mediapipe`) in three steps::
+:mod:`model_runtime.detectors.mediapipe`) in three steps::
 
     nice .venv/bin/python tools/fit_mediapipe_body_map.py render   # ~1000 frames, ~15 min on 2 cores
     nice .venv/bin/python tools/fit_mediapipe_body_map.py detect   # MediaPipe on every frame, ~2 min
@@ -126,10 +126,10 @@ def gt_keypoints(gt_path: Path) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         ``(T, 24, 3)`` camera-frame metres and ``(T, 24, 2)`` pixels (BODY_KEYPOINT_NAMES order).
     """
-    from model_runtime.body_model import load_builtin_body
-    from model_runtime.capture_file import load_capture
-    from model_runtime.keypoints import body_keypoints, keypoint_vertex_ids
-    from model_runtime.rotations import rot6d_to_matrix
+    from model_runtime.models.body_model import load_builtin_body
+    from model_runtime.core.capture_file import load_capture
+    from model_runtime.models.keypoints import body_keypoints, keypoint_vertex_ids
+    from model_runtime.core.rotations import rot6d_to_matrix
 
     body, cap = load_builtin_body(), load_capture(gt_path)
     T = cap.num_frames
@@ -151,7 +151,7 @@ def detect_clip(video: Path, fps: float) -> tuple[np.ndarray, np.ndarray, np.nda
     """
     import cv2
 
-    from model_runtime.pipeline.detector_mediapipe import BodyMap, MediaPipeDetector
+    from model_runtime.detectors.mediapipe import BodyMap, MediaPipeDetector
 
     cap = cv2.VideoCapture(str(video))
     found, px, world = [], [], []
@@ -173,7 +173,7 @@ def detect_clip(video: Path, fps: float) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def cmd_detect(args) -> int:
     """runs/calib/*.mp4 -> runs/calib/landmarks.npz (landmarks + GT keypoints, per frame)."""
-    from model_runtime.capture_file import load_capture
+    from model_runtime.core.capture_file import load_capture
 
     out = {k: [] for k in ("clip", "pose_px", "world", "gt_3d", "gt_2d")}
     videos = sorted(CALIB_DIR.glob("*.mp4"))
@@ -240,10 +240,8 @@ def fit_map(px: np.ndarray, world: np.ndarray, gt2: np.ndarray, gt3: np.ndarray,
         gt3: ``(F, 24, 3)`` ground-truth keypoints, camera metres (any origin).
         ridge, ridge_3d: prior strength towards the hand-set weights, 2D and 3D.
     """
-    from model_runtime.pipeline.detector_mediapipe import (
-        BODY_FROM_POSE, POSE_LANDMARK_NAMES, BodyMap, body_local_frames,
-    )
-    from model_runtime.skeleton import BODY_KEYPOINT_NAMES
+    from model_runtime.detectors.mediapipe import BODY_FROM_POSE, POSE_LANDMARK_NAMES, BodyMap, body_local_frames
+    from model_runtime.core.skeleton import BODY_KEYPOINT_NAMES
 
     pel = BODY_KEYPOINT_NAMES.index("pelvis")
     # 3D targets: root-relative GT, moved to MediaPipe's world origin (mid-hip) by the hand-set pelvis
@@ -267,7 +265,7 @@ def fit_map(px: np.ndarray, world: np.ndarray, gt2: np.ndarray, gt3: np.ndarray,
 
 def map_errors(m, px, world, gt2, gt3) -> tuple[np.ndarray, np.ndarray]:
     """``(F, 24)`` 2D error px and ``(F, 24)`` root-relative 3D error mm of map ``m``."""
-    from model_runtime.skeleton import BODY_KEYPOINT_NAMES
+    from model_runtime.core.skeleton import BODY_KEYPOINT_NAMES
 
     pel = BODY_KEYPOINT_NAMES.index("pelvis")
     e2 = np.linalg.norm(m.apply_2d(px) - gt2, axis=-1)
@@ -283,7 +281,7 @@ def _load_landmarks():
 
 def cmd_crossval(args) -> int:
     """2-fold cross-validation over clips (even / odd clip index) for a few ridge strengths."""
-    from model_runtime.pipeline.detector_mediapipe import BodyMap
+    from model_runtime.detectors.mediapipe import BodyMap
 
     clip, _, arrays = _load_landmarks()
     folds = [(clip % 2 == 0), (clip % 2 == 1)]
@@ -301,8 +299,8 @@ def cmd_fit(args) -> int:
     import datetime
     import subprocess
 
-    from model_runtime.pipeline.detector_mediapipe import BODY_MAP_VERSION, POSE_LANDMARK_NAMES, BodyMap
-    from model_runtime.skeleton import BODY_KEYPOINT_NAMES
+    from model_runtime.detectors.mediapipe import BODY_MAP_VERSION, POSE_LANDMARK_NAMES, BodyMap
+    from model_runtime.core.skeleton import BODY_KEYPOINT_NAMES
 
     _, names, arrays = _load_landmarks()
     fitted = fit_map(*arrays, args.ridge, args.ridge_3d)
@@ -338,11 +336,11 @@ def cmd_fit(args) -> int:
 
 def _capture(video: Path, out: Path, body_map) -> None:
     """The real capture pipeline (``capture VIDEO -o OUT --no-face`` defaults) with a given body map."""
-    from model_runtime.options import from_args as options_from_args
-    from model_runtime.pipeline import capture
-    from model_runtime.pipeline.detector_mediapipe import MediaPipeDetector
-    from model_runtime.pipeline.pipeline import build_pipeline
-    from model_runtime.pipeline.sources import open_source
+    from model_runtime.core.options import from_args as options_from_args
+    from model_runtime.cli import capture
+    from model_runtime.detectors.mediapipe import MediaPipeDetector
+    from model_runtime.capture.pipeline import build_pipeline
+    from model_runtime.capture.sources import open_source
 
     p = argparse.ArgumentParser()
     capture.add_arguments(p)
@@ -363,7 +361,7 @@ def cmd_evaluate(args) -> int:
     import json
 
     from model_runtime.evals.capture_gt import score
-    from model_runtime.pipeline.detector_mediapipe import BodyMap
+    from model_runtime.detectors.mediapipe import BodyMap
 
     clips = [(REPO / "samples/demo_clip.mp4", REPO / "samples/demo_clip_gt.npz")]
     clips += [(v, v.with_name(v.stem + "_gt.npz")) for v in sorted(HOLDOUT_DIR.glob("*.mp4"))]

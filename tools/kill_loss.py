@@ -24,8 +24,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from model_runtime import protocol as P  # noqa: E402
-from model_runtime.capture_file import load_capture  # noqa: E402
+from model_runtime.core import protocol as P  # noqa: E402
+from model_runtime.core.capture_file import load_capture  # noqa: E402
 
 
 def one_kill(video: str, at: int, out: Path, face: bool) -> dict:

@@ -60,13 +60,13 @@ def ground_truth(amc: Path, fps: float = FPS, yaw_offset_deg: float = 0.0, dista
             skeleton then differs slightly from the MoCap actor's, the pose does not).
         max_frames: keep at most this many frames (from the start).
     """
-    from model_runtime.body_model import load_builtin_body
-    from model_runtime.keypoints import PartKinematics
+    from model_runtime.models.body_model import load_builtin_body
+    from model_runtime.models.keypoints import PartKinematics
     from model_runtime.mocap.asf_amc import load_amc_clip
     from model_runtime.mocap.bvh import load_bvh_clip
     from model_runtime.mocap.retarget import retarget_clips
-    from model_runtime.pipeline.translation import intrinsics_from_fov
-    from model_runtime.rotations import matrix_to_rot6d, rot6d_to_matrix
+    from model_runtime.capture.translation import intrinsics_from_fov
+    from model_runtime.core.rotations import matrix_to_rot6d, rot6d_to_matrix
 
     body = load_builtin_body()
     clip = (load_bvh_clip(amc) if Path(amc).suffix.lower() == ".bvh" else load_amc_clip(amc)).subsample(fps)
@@ -99,9 +99,9 @@ def ground_truth(amc: Path, fps: float = FPS, yaw_offset_deg: float = 0.0, dista
 
 
 def write_gt_capture(path: Path, gt: dict) -> None:
-    from model_runtime.capture_file import CaptureWriter
-    from model_runtime.face_model import load_builtin_face
-    from model_runtime.skeleton import BODY_KEYPOINT_NAMES, JOINT_NAMES
+    from model_runtime.core.capture_file import CaptureWriter
+    from model_runtime.models.face_model import load_builtin_face
+    from model_runtime.core.skeleton import BODY_KEYPOINT_NAMES, JOINT_NAMES
 
     face = load_builtin_face()
     E = len(face.exp_names)
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     yaw, distance, betas_offset = args.yaw_deg, args.distance, None
     if args.random_view:
-        from model_runtime.skeleton import NUM_BETAS
+        from model_runtime.core.skeleton import NUM_BETAS
 
         rng = np.random.default_rng(args.seed)
         yaw, distance = float(rng.uniform(-60, 60)), float(rng.uniform(2.8, 4.5))

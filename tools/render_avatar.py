@@ -4,7 +4,7 @@
     .venv/bin/python tools/render_avatar.py --closeup out.png # posed face/seam close-up (for checking)
 
 Vertex colours: face = mean albedo of the 3DMM, body = one skin tone.  The
-mesh comes from :class:`model_runtime.full_model.FullBodyModel` (model space,
+mesh comes from :class:`model_runtime.models.full_model.FullBodyModel` (model space,
 Y up, facing +Z) and is turned into Blender's Z-up frame by
 ``fullbody_addon.axes.MODEL_TO_BLENDER``.
 """
@@ -21,11 +21,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from fullbody_addon.axes import MODEL_TO_BLENDER  # noqa: E402
-from model_runtime.body_model import load_body_model  # noqa: E402
-from model_runtime.face_model import load_face_model  # noqa: E402
-from model_runtime.full_model import FullBodyModel, build_full_model  # noqa: E402
-from model_runtime.rotations import axis_angle_to_matrix  # noqa: E402
-from model_runtime.skeleton import JOINT_NAMES, NUM_BETAS, NUM_JOINTS  # noqa: E402
+from model_runtime.models.body_model import load_body_model  # noqa: E402
+from model_runtime.models.face_model import load_face_model  # noqa: E402
+from model_runtime.models.full_model import FullBodyModel, build_full_model  # noqa: E402
+from model_runtime.core.rotations import axis_angle_to_matrix  # noqa: E402
+from model_runtime.core.skeleton import JOINT_NAMES, NUM_BETAS, NUM_JOINTS  # noqa: E402
 
 #: a relaxed pose (axis-angle in radians per joint, relative to the parent, model frame)
 POSE: dict[str, tuple[float, float, float]] = {

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputMissingError, InputUnreadableError, ModelFileError
+from ..core.errors import InputMissingError, InputUnreadableError, ModelFileError
 
 YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
 
 
 def add_arguments(parser) -> None:
-    from ..pipeline.detector import add_detector_arguments
+    from ..detectors.base import add_detector_arguments
 
     parser.add_argument("--dir", required=True, type=Path, help="folder of AFLW2000 imageNNNNN.jpg + .mat")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -89,7 +89,7 @@ def _summary(errors: list[float], yaws: list[float]) -> dict:
 def evaluate(dirpath: Path, detector, fitter, limit: int = 0, reannotated=None) -> dict:
     import cv2
 
-    from ..pipeline.face_correspondence import MP468_TO_IBUG68
+    from ..face.correspondence import MP468_TO_IBUG68
 
     images = sorted(p for p in dirpath.glob("image*.jpg") if p.with_suffix(".mat").is_file())
     if limit:
@@ -131,13 +131,13 @@ def evaluate(dirpath: Path, detector, fitter, limit: int = 0, reannotated=None) 
 
 
 def run(args) -> int:
-    from ..face_model import load_face_model
-    from ..pipeline.detector import detector_from_args
-    from ..pipeline.face_fit import FaceFitter
+    from ..models.face_model import load_face_model
+    from ..detectors.base import detector_from_args
+    from ..face.fit import FaceFitter
 
     if not args.dir.is_dir():
         raise InputMissingError(f"{args.dir}: no such folder")
-    from ..options import resolve_device
+    from ..core.options import resolve_device
 
     args.device = resolve_device(args.device)
     if args.device == "cpu":

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputMissingError, InputUnreadableError
-from ..skeleton import BODY_KEYPOINT_NAMES
+from ..core.errors import InputMissingError, InputUnreadableError
+from ..core.skeleton import BODY_KEYPOINT_NAMES
 from .common import mean_or_none, mpjpe, print_result, procrustes_align, read_image
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[3] / "shared/data/realdata/mmpose/tests/data"
@@ -97,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline.detector_mediapipe import BodyMap, MediaPipeDetector
+    from ..detectors.mediapipe import BodyMap, MediaPipeDetector
 
     body_map = BodyMap.handset() if args.body_map == "handset" else None
     with MediaPipeDetector(body_map=body_map) as detector:

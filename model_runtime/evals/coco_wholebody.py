@@ -35,10 +35,9 @@ from typing import Final
 
 import numpy as np
 
-from ..errors import InputMissingError, InputUnreadableError
-from ..pipeline.detector import add_detector_arguments, detector_from_args
-from .common import (detection_rate, enlarged_box, load_json, note, pck, print_result,
-                     read_image)
+from ..core.errors import InputMissingError, InputUnreadableError
+from ..detectors.base import add_detector_arguments, detector_from_args
+from .common import detection_rate, enlarged_box, load_json, note, pck, print_result, read_image
 
 PARTS: Final[dict[str, slice]] = {
     "body": slice(0, 17), "feet": slice(17, 23), "face": slice(23, 91),

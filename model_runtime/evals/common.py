@@ -11,7 +11,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from ..errors import InputMissingError, InputUnreadableError
+from ..core.errors import InputMissingError, InputUnreadableError
 
 
 # ----------------------------------------------------------------------------- 2D metrics

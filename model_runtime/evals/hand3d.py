@@ -17,7 +17,7 @@ Metrics over the detected images (misses only lower ``detection_rate``):
 
 * ``mpjpe_mm``: mean wrist-aligned joint error, mm (absolute scale matters: the
   detector's metric scale comes from an assumed hand size, see
-  :data:`model_runtime.pipeline.detector_mediapipe.HAND_PALM_LENGTH_M`);
+  :data:`model_runtime.detectors.mediapipe.HAND_PALM_LENGTH_M`);
 * ``pa_mpjpe_mm``: after a per-image similarity (Procrustes) alignment, mm;
 * ``detection_rate``: detected images / evaluated images; ``images``: evaluated images.
 
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputMissingError, InputUnreadableError
-from ..pipeline.detector import add_detector_arguments, detector_from_args
+from ..core.errors import InputMissingError, InputUnreadableError
+from ..detectors.base import add_detector_arguments, detector_from_args
 from .common import mean_or_none, mpjpe, note, print_result, procrustes_align, read_image
 
 GT_SIDE = "left"   # chirality of the GT in camera space (see module docstring)

@@ -8,7 +8,7 @@ of the retargeted body, then
 * **IKNet**: the shipped ``IKSolver`` on the keypoints -> rotations, beta, alpha
   -> forward kinematics -> keypoints.  ``IKSolver`` ships BodyIKNet, the
   correction stage BodyCorrectionNet (when ``body2.pt`` exists) and the analytic
-  limb refinement of :mod:`model_runtime.iknet.refine`;
+  limb refinement of :mod:`model_runtime.ik.refine`;
   ``iknet_without_refinement`` reports the networks alone (both stages) and
   ``bodyiknet_only`` BodyIKNet alone (the paper's single network);
 * **baseline**: optimisation IK on the same frames (swing initialisation, then
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputMissingError
+from ..core.errors import InputMissingError
 from .common import mpjpe, procrustes_align
 
 
@@ -56,10 +56,10 @@ def hand_prior_metrics(ik, model, n_samples: int = 2000, seed: int = 123) -> dic
     """HandIKNet MPJPE (mm) of the 21 keypoints after IK + FK on clean right hands:
     the 300 real hand-graph-cnn poses fitted with the SMPL-H hand (part of the training prior)
     and ``n_samples`` fresh anatomical-limit poses (a seed never used in training)."""
-    from ..iknet.data import HandSampler, default_data_root, load_hand_prior
-    from ..iknet.hand_prior import random_rotations
-    from ..keypoints import PartKinematics
-    from ..rotations import rot6d_to_matrix
+    from ..ik.data import HandSampler, default_data_root, load_hand_prior
+    from ..ik.hand_prior import random_rotations
+    from ..models.keypoints import PartKinematics
+    from ..core.rotations import rot6d_to_matrix
 
     kin = PartKinematics(model, "hand")
     real = load_hand_prior(kin, default_data_root())
@@ -94,7 +94,7 @@ def _collect(paths: list[Path]) -> list[Path]:
 
 def _metrics(kin, kp, R_gt, rot6d, betas, scale) -> dict:
     """IK result vs ground truth: MPJPE / PA-MPJPE (mm) of the 24 keypoints, rotation error (deg)."""
-    from ..rotations import geodesic_angle, rot6d_to_matrix
+    from ..core.rotations import geodesic_angle, rot6d_to_matrix
 
     R = rot6d_to_matrix(rot6d)
     _, kp_pred = kin(R, betas, scale)
@@ -112,8 +112,8 @@ def optimisation_ik(kin, kp: torch.Tensor, iters: int) -> tuple[torch.Tensor, to
     kp ``(B, 24, 3)`` pelvis-relative -> ``rot6d (B, 22, 6)``, ``betas (B, 16)``, ``scale (B,)``.
     """
     from ..mocap.retarget import _initial_rotations
-    from ..rotations import matrix_to_rot6d, rot6d_to_matrix
-    from ..skeleton import BODY_JOINT_NAMES, BODY_KEYPOINT_NAMES
+    from ..core.rotations import matrix_to_rot6d, rot6d_to_matrix
+    from ..core.skeleton import BODY_JOINT_NAMES, BODY_KEYPOINT_NAMES
 
     B = kp.shape[0]
     # keypoint joints scattered into the 22-joint layout for the initialisation
@@ -154,17 +154,17 @@ def _time_ms(fn, repeats: int, warmup: int = 10) -> float:
 
 
 def run(args) -> int:
-    from ..body_model import load_body_model
-    from ..iknet.data import BODY_FPS, load_clip
-    from ..iknet.inference import IKSolver
-    from ..keypoints import PartKinematics
+    from ..models.body_model import load_body_model
+    from ..ik.data import BODY_FPS, load_clip
+    from ..ik.inference import IKSolver
+    from ..models.keypoints import PartKinematics
     from ..mocap.retarget import retarget_clips
-    from ..rotations import rot6d_to_matrix
+    from ..core.rotations import rot6d_to_matrix
 
     torch.set_num_threads(args.threads)
     # numpy's BLAS too, as the capture pipeline does: IKSolver's small-batch path is numpy, and a
     # 2-thread OpenBLAS waits for a busy core (measured: 0.5 -> 2-6 ms per frame on the shared CPU)
-    from ..pipeline.pipeline import limit_numpy_blas_threads
+    from ..capture.pipeline import limit_numpy_blas_threads
 
     limit_numpy_blas_threads(args.threads)
     log = (lambda s: print(s, file=sys.stderr, flush=True))  # noqa: E731
@@ -189,7 +189,7 @@ def run(args) -> int:
     F = len(kp)
     conf = torch.ones(F, 24)
     kwargs = {} if args.weights_dir is None else {"weights_dir": args.weights_dir}
-    from ..options import resolve_device
+    from ..core.options import resolve_device
 
     args.device = resolve_device(args.device)
     ik = IKSolver(args.device, **kwargs)
@@ -202,7 +202,7 @@ def run(args) -> int:
     raw = _metrics(kin, kp, R_gt, o["rot6d"], o["betas"], o["scale"])
     o = ik_first.solve_body(kp, conf)
     first = _metrics(kin, kp, R_gt, o["rot6d"], o["betas"], o["scale"])
-    from ..iknet.data import BODY_DROP_GROUPS
+    from ..ik.data import BODY_DROP_GROUPS
 
     legs = BODY_DROP_GROUPS[0]
     conf_legs = conf.clone()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputMissingError, InputUnreadableError
+from ..core.errors import InputMissingError, InputUnreadableError
 from .clip import MocapClip
 from .fk import euler_to_matrix, skeleton_fk
 

@@ -9,14 +9,14 @@ translation ``t_n`` from its parent.  Two conventions exist and both are here:
 * ASF/AMC: a bone's *own* rotation orients the bone it spans,
   ``G_n = G_par @ L_n`` and ``p_n = p_par + G_n @ t_n`` (``p_n`` is the bone's end).
 
-The loop runs over tree depth levels (like :func:`model_runtime.lbs.forward_kinematics`),
+The loop runs over tree depth levels (like :func:`model_runtime.core.lbs.forward_kinematics`),
 each level vectorised over its nodes and all frames.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..skeleton import depth_levels
+from ..core.skeleton import depth_levels
 
 
 def euler_to_matrix(angles_deg: np.ndarray, order: str) -> np.ndarray:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..keypoints import PartKinematics
-from ..rotations import matrix_to_rot6d, rot6d_to_matrix
-from ..skeleton import BODY_JOINT_NAMES, NUM_BETAS, PARENTS
+from ..models.keypoints import PartKinematics
+from ..core.rotations import matrix_to_rot6d, rot6d_to_matrix
+from ..core.skeleton import BODY_JOINT_NAMES, NUM_BETAS, PARENTS
 from .clip import MocapClip
 
 RETARGET_VERSION = 1
@@ -172,7 +172,7 @@ def _initial_rotations(kin: PartKinematics, betas, target, w):
     wt = (w[torso] > 0).to(rest.dtype)
     R[:, 0] = _kabsch(rest[torso].expand(F, -1, -1), tgt[:, torso], wt)
     parents = np.asarray(PARENTS[:22])
-    from ..skeleton import depth_levels
+    from ..core.skeleton import depth_levels
 
     for lvl in depth_levels(parents)[1:]:
         js = [int(j) for j in lvl if BODY_JOINT_NAMES[j] in _AIM and w[idx[_AIM[BODY_JOINT_NAMES[j]]]] > 0]
@@ -191,7 +191,7 @@ def _initial_rotations(kin: PartKinematics, betas, target, w):
 
 def _global_rotations(R, parents):
     """Global rotations ``(F, J, 3, 3)`` from relative ones, one tree level at a time."""
-    from ..skeleton import depth_levels
+    from ..core.skeleton import depth_levels
 
     G = R.clone()
     for lvl in depth_levels(parents)[1:]:

@@ -1,0 +1,140 @@
+"""Per-clip state carried across frames: hand sides and the body's shape.
+
+* :func:`hand_swap_mask` / :class:`HandSideTracker`: detectors sometimes label
+  the person's left hand as the right one (MediaPipe Holistic does when hands
+  cross or the person turns).  A hand belongs to the side whose *anchor* is
+  nearer: the body detector's wrist keypoint when it is confident, else the
+  hand's position in the previous frame.  The two hands (or a single one) are
+  swapped when the crossed assignment is clearly cheaper (hysteresis
+  :data:`SWAP_RATIO`).
+* :class:`ShapeEstimator`: beta and scale alpha are per clip.  The IK gives
+  them per frame; the clip's value is the confidence-weighted median over the
+  first ``window`` valid frames (robust to the frames where the pose is
+  unusual or the detection poor), then frozen.
+"""
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+
+from ..core.skeleton import BODY_KEYPOINT_NAMES
+from .translation import weighted_median
+
+SWAP_RATIO: Final[float] = 0.5
+MIN_CONFIDENCE: Final[float] = 0.3
+_LW, _RW = BODY_KEYPOINT_NAMES.index("left_wrist"), BODY_KEYPOINT_NAMES.index("right_wrist")
+
+
+def hand_swap_mask(hands_2d: np.ndarray, hands_conf: np.ndarray, anchors: np.ndarray,
+                   anchors_ok: np.ndarray, ratio: float = SWAP_RATIO) -> np.ndarray:
+    """Which frames have their hands on the wrong side.
+
+    Args:
+        hands_2d: ``(B, 2, 21, 3)`` [left, right] hand keypoints (row 0 = wrist), px + conf.
+        hands_conf: ``(B, 2)`` per-hand confidence (0 = not detected).
+        anchors: ``(B, 2, 2)`` expected [left, right] wrist positions, px.
+        anchors_ok: ``(B, 2)`` bool, whether each anchor is known.
+        ratio: swap when ``cost_swapped < ratio * cost_kept``.
+
+    Returns:
+        ``(B,)`` bool: True where the two hand slots should be exchanged.
+    """
+    present = hands_conf > 0                                                    # (B, 2)
+    wrist = hands_2d[:, :, 0, :2]                                               # (B, 2, 2)
+    d = np.linalg.norm(wrist[:, :, None, :] - anchors[:, None, :, :], axis=-1)  # (B, hand, anchor)
+    usable = present[:, :, None] & anchors_ok[:, None, :]
+    d = np.where(usable, d, 0.0)
+    keep = d[:, 0, 0] + d[:, 1, 1]
+    swap = d[:, 0, 1] + d[:, 1, 0]
+    # evidence exists only if some hand can be compared with both anchors
+    informative = (usable[:, :, 0] & usable[:, :, 1]).any(-1)
+    return informative & (swap < ratio * keep)
+
+
+class HandSideTracker:
+    """Stateful per-frame hand-side correction (see :func:`hand_swap_mask`)."""
+
+    def __init__(self, ratio: float = SWAP_RATIO, min_confidence: float = MIN_CONFIDENCE):
+        self.ratio, self.min_confidence = ratio, min_confidence
+        self._prev = np.zeros((2, 2))
+        self._prev_ok = np.zeros(2, bool)
+        self.swaps = 0
+
+    def __call__(self, body_2d: np.ndarray, hands_2d: np.ndarray, hands_3d: np.ndarray,
+                 hands_conf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """Correct one frame.
+
+        Args: body_2d ``(24, 3)``; hands_2d ``(2, 21, 3)``; hands_3d ``(2, 21, 3)``; hands_conf ``(2,)``.
+        Returns: ``(hands_2d, hands_3d, hands_conf, swapped)`` with the slots in the person's
+        [left, right] order.
+        """
+        body_w = body_2d[[_LW, _RW]]                                   # (2, 3)
+        body_ok = body_w[:, 2] >= self.min_confidence
+        anchors = np.where(body_ok[:, None], body_w[:, :2], self._prev)
+        anchors_ok = body_ok | self._prev_ok
+        swapped = bool(hand_swap_mask(hands_2d[None], hands_conf[None], anchors[None],
+                                      anchors_ok[None], self.ratio)[0])
+        if swapped:
+            hands_2d, hands_3d, hands_conf = hands_2d[::-1].copy(), hands_3d[::-1].copy(), hands_conf[::-1].copy()
+            self.swaps += 1
+        present = hands_conf > 0
+        self._prev = np.where(present[:, None], hands_2d[:, 0, :2], self._prev)
+        self._prev_ok = self._prev_ok | present
+        return hands_2d, hands_3d, hands_conf, swapped
+
+
+class ShapeEstimator:
+    """Clip-level shape ``betas (16,)`` and scale ``alpha`` from per-frame IK estimates.
+
+    ``add`` accumulates until ``window`` valid frames were seen, then the
+    estimate is frozen (:attr:`frozen`).  Before that, :attr:`betas`/:attr:`scale`
+    return the running weighted median (or the defaults if nothing was added).
+    """
+
+    def __init__(self, window: int = 30, num_betas: int = 16):
+        self.window = int(window)
+        self._betas: list[np.ndarray] = []
+        self._scale: list[float] = []
+        self._w: list[float] = []
+        self._frozen: tuple[np.ndarray, float] | None = None
+        self._nb = num_betas
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen is not None
+
+    @property
+    def count(self) -> int:
+        return len(self._w)
+
+    def add(self, betas: np.ndarray, scale: float, weight: float) -> None:
+        """Add one frame's ``betas (16,)``, ``scale`` and ``weight`` (e.g. mean body confidence)."""
+        if self._frozen is not None or not weight > 0:
+            return
+        self._betas.append(np.asarray(betas, np.float64).reshape(self._nb))
+        self._scale.append(float(scale))
+        self._w.append(float(weight))
+        if len(self._w) >= self.window:
+            self._frozen = self._estimate()
+
+    def freeze(self) -> None:
+        """Freeze with whatever was seen (end of the clip)."""
+        if self._frozen is None:
+            self._frozen = self._estimate()
+
+    def _estimate(self) -> tuple[np.ndarray, float]:
+        if not self._w:
+            return np.zeros(self._nb), 1.0
+        w = np.asarray(self._w)
+        b = weighted_median(np.stack(self._betas, -1), w)           # (16,)
+        s = float(weighted_median(np.asarray(self._scale), w))
+        return b, s
+
+    @property
+    def betas(self) -> np.ndarray:
+        return (self._frozen or self._estimate())[0]
+
+    @property
+    def scale(self) -> float:
+        return (self._frozen or self._estimate())[1]

@@ -1,0 +1,342 @@
+"""Camera intrinsics and global translation from a known bone length (paper Sec. 3.2.5, Eq. 14).
+
+Monocular keypoints are root-relative; the absolute depth follows from the
+camera matrix ``C`` and the length ``l_cp`` of a bone from parent ``p`` to
+child ``c``::
+
+    l_cp = || C^-1 z_p [u_p v_p 1]^T - C^-1 (z_p + d_c - d_p) [u_c v_c 1]^T ||      (Eq. 14)
+
+With ``a = C^-1 [u_p v_p 1]``, ``b = C^-1 [u_c v_c 1]`` and ``delta = d_c - d_p``
+this is the quadratic ``A z^2 + B z + C0 = 0`` in ``z = z_p``::
+
+    A  = |a - b|^2,   B = -2 delta (a - b).b,   C0 = delta^2 |b|^2 - l^2
+
+We take the 3D bone (``l`` and ``delta``) from the *posed body model* with the
+clip's shape beta and scale alpha, so length and depth offset are consistent
+with the skeleton that is finally animated.  Robustness:
+
+* several rigid torso bones (shoulder-hip on both sides, the two diagonals,
+  shoulder and hip widths) each give an estimate; they are combined by a
+  weighted median (weights: keypoint confidence times projected bone length in
+  px: longer bones in the image give relatively more precise depth);
+* the physically valid root is chosen: both endpoints in front of the camera
+  (``z_p > 0`` and ``z_p + delta > 0``); when both roots are valid (a bone
+  nearly along the viewing ray) the one nearer the previous frame's depth is
+  used and the bone's weight is cut; a negative discriminant (noisy 2D longer
+  than the bone can project) uses the least-squares depth ``-B / 2A``;
+* a consensus step drops the bones that disagree with the best-supported
+  estimate (its reprojection of all joint keypoints), so one wrong keypoint
+  cannot move the median;
+* if no torso bone is visible, limb bones (upper arms, thighs) are used.
+
+Intrinsics: ``--fov`` (degrees across the *longer* image side, principal point
+at the image centre; default :data:`DEFAULT_FOV_DEG` = 60, a typical webcam/phone
+main camera) or a calibration file (:func:`load_calibration`).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Final, Sequence
+
+import cv2
+import numpy as np
+
+from ..core.errors import InputMissingError, ModelFileError
+from ..core.options import DEFAULT_FOV_DEG  # noqa: F401 - the one documented default lives in options
+from ..core.safe_npz import load_npz
+from ..core.skeleton import BODY_KEYPOINT_NAMES, JOINT_NAMES
+
+#: rigid torso bones (parent, child) in BODY_KEYPOINT_NAMES names, all SMPL-H joints
+TORSO_BONES: Final[tuple[tuple[str, str], ...]] = (
+    ("left_hip", "left_shoulder"), ("right_hip", "right_shoulder"),
+    ("left_hip", "right_shoulder"), ("right_hip", "left_shoulder"),
+    ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"),
+)
+#: used only when no torso bone is visible
+LIMB_BONES: Final[tuple[tuple[str, str], ...]] = (
+    ("left_shoulder", "left_elbow"), ("right_shoulder", "right_elbow"),
+    ("left_hip", "left_knee"), ("right_hip", "right_knee"),
+)
+MIN_CONFIDENCE: Final[float] = 0.3
+AMBIGUOUS_WEIGHT: Final[float] = 0.1
+#: consensus tolerance: a fraction of the typical projected bone length, at least CONSENSUS_MIN_PX
+CONSENSUS_TOL: Final[float] = 0.15
+CONSENSUS_MIN_PX: Final[float] = 4.0
+
+
+# --------------------------------------------------------------------------- intrinsics
+def intrinsics_from_fov(image_size: tuple[int, int], fov_deg: float = DEFAULT_FOV_DEG) -> np.ndarray:
+    """Pinhole ``K (3, 3)`` float64 for ``image_size = (width, height)`` px.
+
+    ``fov_deg`` spans the longer image side; square pixels; principal point at
+    the image centre ``(W/2, H/2)`` (pixel (0, 0)'s top-left corner is the origin).
+    """
+    if not 1.0 <= fov_deg <= 179.0:
+        raise ValueError(f"--fov must be in [1, 179] degrees, got {fov_deg}")
+    w, h = image_size
+    f = 0.5 * max(w, h) / math.tan(math.radians(fov_deg) / 2.0)
+    return np.array([[f, 0.0, w / 2.0], [0.0, f, h / 2.0], [0.0, 0.0, 1.0]])
+
+
+def load_calibration(path: Path | str, image_size: tuple[int, int]) -> np.ndarray:
+    """Read ``K (3, 3)`` from a calibration file and fit it to ``image_size (W, H)``.
+
+    Formats:
+      * ``.json``: ``{"K": [[fx,0,cx],[0,fy,cy],[0,0,1]]}`` (or ``"camera_matrix"``), or
+        ``{"fx":..,"fy":..,"cx":..,"cy":..}``; optional ``"image_size": [W, H]``.
+      * ``.yml/.yaml/.xml`` (OpenCV ``FileStorage``, e.g. from ``calibrateCamera``): node
+        ``camera_matrix`` or ``K``; optional ``image_width``/``image_height``.
+      * ``.npz``: array ``K`` or ``camera_K`` (a capture file works); optional ``image_size``.
+
+    If the file gives an image size different from the source's with the same
+    aspect ratio, K is rescaled; a different aspect ratio is an error.
+
+    Raises:
+        InputMissingError: no such file.
+        ModelFileError: unreadable file, missing/mis-shaped field, incompatible size.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputMissingError(f"{path}: calibration file does not exist")
+    ext = path.suffix.lower()
+    calib_size: tuple[float, float] | None = None
+    try:
+        if ext == ".json":
+            d = json.loads(path.read_text())
+            if "K" in d or "camera_matrix" in d:
+                field = "K" if "K" in d else "camera_matrix"
+                K = np.asarray(d[field], dtype=np.float64)
+            elif all(k in d for k in ("fx", "fy", "cx", "cy")):
+                field = "fx"
+                K = np.array([[d["fx"], 0, d["cx"]], [0, d["fy"], d["cy"]], [0, 0, 1]], np.float64)
+            else:
+                raise ModelFileError(str(path), "K", "is missing (give K, camera_matrix or fx/fy/cx/cy)")
+            if "image_size" in d:
+                calib_size = tuple(float(v) for v in d["image_size"])
+        elif ext in (".yml", ".yaml", ".xml"):
+            fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_READ)
+            if not fs.isOpened():
+                raise ModelFileError(str(path), None, "is not a readable OpenCV FileStorage file")
+            field = "camera_matrix" if not fs.getNode("camera_matrix").empty() else "K"
+            K = fs.getNode(field).mat()
+            if K is None:
+                raise ModelFileError(str(path), "camera_matrix", "is missing")
+            wn, hn = fs.getNode("image_width"), fs.getNode("image_height")
+            if not wn.empty() and not hn.empty():
+                calib_size = (wn.real(), hn.real())
+            fs.release()
+        elif ext == ".npz":
+            z = load_npz(path, (), optional=("K", "camera_K", "image_size"))
+            field = "K" if "K" in z else "camera_K"
+            if field not in z:
+                raise ModelFileError(str(path), "K", "is missing (give K or camera_K)")
+            K = np.asarray(z[field], np.float64)
+            if "image_size" in z:
+                calib_size = tuple(float(v) for v in z["image_size"])
+        else:
+            raise ModelFileError(str(path), None, f"has an unknown calibration format '{ext}' "
+                                                  "(use .json, .yml/.yaml/.xml or .npz)")
+    except ModelFileError:
+        raise
+    except Exception as e:  # JSON syntax, bad zip, bad numbers
+        raise ModelFileError(str(path), None, f"cannot be read as a calibration ({e})") from e
+    K = np.asarray(K, np.float64)
+    if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise ModelFileError(str(path), field, f"must be a finite 3x3 matrix with fx, fy > 0, got {K.tolist()}")
+    if calib_size is not None and tuple(calib_size) != tuple(float(s) for s in image_size):
+        sx, sy = image_size[0] / calib_size[0], image_size[1] / calib_size[1]
+        if abs(sx - sy) > 1e-3 * max(sx, sy):
+            raise ModelFileError(str(path), "image_size",
+                                 f"is {calib_size[0]:g}x{calib_size[1]:g}, the source is "
+                                 f"{image_size[0]}x{image_size[1]}: different aspect ratio")
+        K = np.diag([sx, sy, 1.0]) @ K
+    return K
+
+
+# --------------------------------------------------------------------------- Eq. 14
+def solve_parent_depth(uv_p: np.ndarray, uv_c: np.ndarray, delta: np.ndarray, length: np.ndarray,
+                       K: np.ndarray, z_prior: np.ndarray | None = None,
+                       K_inv: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Closed-form solution of Eq. 14 for the parent's absolute depth ``z_p``.
+
+    Args (any common leading shape ``S``):
+        uv_p, uv_c: ``(*S, 2)`` parent / child pixels.
+        delta: ``(*S,)`` ``d_c - d_p``, the child's depth minus the parent's (metres).
+        length: ``(*S,)`` bone length ``l_cp`` (metres).
+        K: ``(3, 3)`` camera matrix.
+        z_prior: ``(*S,)`` or None: depth to prefer when both roots are valid.
+        K_inv: ``inv(K)`` if already known.
+
+    Returns:
+        ``z_p (*S,)`` metres (NaN where no root puts both ends in front of the
+        camera) and ``quality (*S,)``: 1 for a unique valid root, ``AMBIGUOUS_WEIGHT``
+        when both roots were valid, 0.5 for a least-squares depth (negative
+        discriminant), 0 where invalid.
+    """
+    Kinv = np.linalg.inv(K) if K_inv is None else K_inv
+    a, b = _rays(uv_p, Kinv), _rays(uv_c, Kinv)
+    amb = a - b
+    A = (amb * amb).sum(-1)
+    Bq = -2.0 * delta * (amb * b).sum(-1)
+    C0 = delta * delta * (b * b).sum(-1) - length * length
+    disc = Bq * Bq - 4.0 * A * C0
+    A_safe = np.where(A > 1e-12, A, np.nan)
+    sq = np.sqrt(np.maximum(disc, 0.0))
+    r_hi = (-Bq + sq) / (2.0 * A_safe)
+    r_lo = (-Bq - sq) / (2.0 * A_safe)
+    ok_hi = (r_hi > 0) & (r_hi + delta > 0)
+    ok_lo = (r_lo > 0) & (r_lo + delta > 0)
+    both = ok_hi & ok_lo
+    if z_prior is not None:
+        prefer_lo = np.abs(r_lo - z_prior) < np.abs(r_hi - z_prior)
+    else:
+        prefer_lo = np.zeros_like(both)
+    z = np.where(ok_hi & ~(both & prefer_lo), r_hi, np.where(ok_lo, r_lo, np.nan))
+    quality = np.where(both, AMBIGUOUS_WEIGHT, np.where(ok_hi | ok_lo, 1.0, 0.0))
+    # negative discriminant: least-squares depth (vertex of the parabola), if in front
+    z_ls = -Bq / (2.0 * A_safe)
+    neg = (disc < 0) & (z_ls > 0) & (z_ls + delta > 0)
+    z = np.where(neg, z_ls, z)
+    quality = np.where(neg, 0.5, quality)
+    quality = np.where(np.isfinite(z), quality, 0.0)
+    return z, quality
+
+
+def _rays(uv: np.ndarray, K_inv: np.ndarray) -> np.ndarray:
+    """Pixels ``(..., 2)`` -> rays ``K^-1 [u v 1]`` ``(..., 3)`` (z = 1).  Written out, not a
+    BLAS call: tiny matrix products through BLAS stall when other threads keep the cores busy."""
+    u, v = uv[..., 0], uv[..., 1]
+    return np.stack([K_inv[0, 0] * u + K_inv[0, 1] * v + K_inv[0, 2],
+                     K_inv[1, 0] * u + K_inv[1, 1] * v + K_inv[1, 2],
+                     K_inv[2, 0] * u + K_inv[2, 1] * v + K_inv[2, 2]], -1)
+
+
+def _project(X: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Camera points ``(..., 3)`` -> pixels ``(..., 2)`` (NaN behind the camera)."""
+    z = np.where(X[..., 2] > 1e-6, X[..., 2], np.nan)
+    x, y = X[..., 0] / z, X[..., 1] / z
+    return np.stack([K[0, 0] * x + K[0, 1] * y + K[0, 2], K[1, 1] * y + K[1, 2]], -1)
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Weighted median along ``axis`` (NaN where all weights are 0); vectorised."""
+    v = np.moveaxis(values, axis, -1)
+    w = np.moveaxis(np.broadcast_to(weights, values.shape), axis, -1)
+    v = np.where(w > 0, v, np.inf)
+    order = np.argsort(v, axis=-1)
+    vs = np.take_along_axis(v, order, -1)
+    ws = np.take_along_axis(w, order, -1)
+    cw = np.cumsum(ws, -1)
+    total = cw[..., -1:]
+    idx = np.argmax(cw >= 0.5 * total, axis=-1)[..., None]
+    med = np.take_along_axis(vs, idx, -1)[..., 0]
+    return np.where(total[..., 0] > 0, med, np.nan)
+
+
+class TranslationSolver:
+    """Global translation of the model from 2D keypoints and the posed model's joints.
+
+    Args:
+        K: ``(3, 3)`` camera matrix.
+        keypoint_names: names of the 2D keypoint rows (default BODY_KEYPOINT_NAMES).
+        bones: (parent, child) name pairs; default :data:`TORSO_BONES` then :data:`LIMB_BONES`
+            as fallback.
+    """
+
+    def __init__(self, K: np.ndarray, keypoint_names: Sequence[str] = BODY_KEYPOINT_NAMES,
+                 bones: Sequence[tuple[str, str]] = TORSO_BONES,
+                 fallback_bones: Sequence[tuple[str, str]] = LIMB_BONES,
+                 min_confidence: float = MIN_CONFIDENCE):
+        self.K = np.asarray(K, np.float64)
+        self.K_inv = np.linalg.inv(self.K)
+        names = list(keypoint_names)
+        self.min_confidence = float(min_confidence)
+
+        def idx(pairs):
+            kp = np.array([[names.index(p), names.index(c)] for p, c in pairs], np.int64).reshape(-1, 2)
+            jt = np.array([[JOINT_NAMES.index(p), JOINT_NAMES.index(c)] for p, c in pairs], np.int64).reshape(-1, 2)
+            return kp, jt
+
+        self._primary = idx(bones)
+        self._fallback = idx(fallback_bones)
+        # joints checked by the consensus: every keypoint that is an SMPL-H joint
+        check = [n for n in names if n in JOINT_NAMES]
+        self._check_kp = np.array([names.index(n) for n in check], np.int64)
+        self._check_jt = np.array([JOINT_NAMES.index(n) for n in check], np.int64)
+        self._bone_kp = np.concatenate([self._primary[0], self._fallback[0]], 0)           # (N, 2) kp rows
+        self._bone_check = np.searchsorted(self._check_kp, self._bone_kp)                  # (N, 2) into check
+        assert np.array_equal(self._check_kp[self._bone_check], self._bone_kp)
+
+    def solve(self, kp2d: np.ndarray, joints: np.ndarray, z_prior: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Translation per frame.
+
+        Args:
+            kp2d: ``(B, Kp, 3)`` px + confidence, rows in ``keypoint_names`` order.
+            joints: ``(B, 52, 3)`` the posed, scaled model joints in camera axes *without*
+                translation (``alpha * FK(R, J(beta))``), metres.
+            z_prior: ``(B,)`` the previous frame's ``transl[:, 2]`` (to pick between two valid
+                roots) or None.
+
+        Returns:
+            ``transl (B, 3)`` metres, camera frame (NaN rows where unsolvable) and
+            ``ok (B,)`` bool.  ``alpha * FK + transl`` puts the joints on the rays of
+            their 2D keypoints.
+        """
+        kp2d = np.asarray(kp2d, np.float64)
+        joints = np.asarray(joints, np.float64)
+        t, w = self._per_bone(kp2d, joints, *self._primary, z_prior)
+        t2, w2 = self._per_bone(kp2d, joints, *self._fallback, z_prior)
+        none = w.sum(-1, keepdims=True) <= 0          # fallback bones only where no torso bone
+        t = np.concatenate([t, t2], 1)                 # (B, N, 3)
+        w = np.concatenate([w, w2 * none], 1)          # (B, N)
+        w = w * self._consensus(kp2d, joints, t, w)
+        transl = np.stack([weighted_median(t[..., i], w) for i in range(3)], -1)
+        ok = np.all(np.isfinite(transl), -1)
+        return transl, ok
+
+    def _consensus(self, kp2d: np.ndarray, joints: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Keep the bones that agree with the best-supported estimate, ``(B, N)`` 0/1.
+
+        Every bone's translation reprojects all checked joints; the estimate whose
+        reprojection matches the most (confidence-weighted) keypoints within a
+        tolerance wins, and only bones whose two ends are among its inliers stay.
+        One wrong keypoint thus cannot drag the median (it touches up to 4 of the
+        6 torso bones).
+        """
+        obs = kp2d[:, self._check_kp]                                   # (B, M, 3)
+        X = joints[:, self._check_jt]                                   # (B, M, 3)
+        cand = t[:, :, None, :] + X[:, None]                            # (B, N, M, 3)
+        uv = _project(cand, self.K)
+        res = np.linalg.norm(uv - obs[:, None, :, :2], axis=-1)         # (B, N, M)
+        px = np.linalg.norm(kp2d[:, self._bone_kp[:, 1], :2] - kp2d[:, self._bone_kp[:, 0], :2], axis=-1)
+        scale = weighted_median(px, w)                                  # (B,) typical bone in px
+        tol = np.maximum(CONSENSUS_MIN_PX, CONSENSUS_TOL * np.nan_to_num(scale))[:, None, None]
+        conf = np.where(obs[..., 2] >= self.min_confidence, obs[..., 2], 0.0)   # (B, M)
+        inl = (res < tol) & (conf[:, None] > 0)                          # NaN compares False
+        score = np.where(w > 0, (inl * conf[:, None]).sum(-1), -1.0)    # (B, N)
+        best = np.argmax(score, -1)                                     # (B,)
+        inl_best = np.take_along_axis(inl, best[:, None, None], 1)[:, 0]        # (B, M)
+        ends = inl_best[:, self._bone_check[:, 0]] & inl_best[:, self._bone_check[:, 1]]   # (B, N)
+        return ends.astype(np.float64)
+
+    def _per_bone(self, kp2d, joints, kp_idx, jt_idx, z_prior):
+        """Per-bone translation estimates ``(B, N, 3)`` and weights ``(B, N)``."""
+        p2, c2 = kp2d[:, kp_idx[:, 0]], kp2d[:, kp_idx[:, 1]]          # (B, N, 3)
+        P, C = joints[:, jt_idx[:, 0]], joints[:, jt_idx[:, 1]]         # (B, N, 3)
+        delta = C[..., 2] - P[..., 2]
+        length = np.linalg.norm(C - P, axis=-1)
+        zp_prior = None
+        if z_prior is not None:
+            zp_prior = np.asarray(z_prior, np.float64)[:, None] + P[..., 2]
+        z_p, quality = solve_parent_depth(p2[..., :2], c2[..., :2], delta, length, self.K, zp_prior, self.K_inv)
+        ray_p, ray_c = _rays(p2[..., :2], self.K_inv), _rays(c2[..., :2], self.K_inv)
+        # the two ends each give the translation; average them
+        t = 0.5 * ((z_p[..., None] * ray_p - P) + ((z_p + delta)[..., None] * ray_c - C))
+        conf = np.minimum(p2[..., 2], c2[..., 2])
+        px_len = np.linalg.norm(c2[..., :2] - p2[..., :2], axis=-1)
+        w = np.where(conf >= self.min_confidence, conf * px_len * quality, 0.0)
+        w = np.where(np.isfinite(t).all(-1), w, 0.0)
+        return np.nan_to_num(t), w

@@ -1,0 +1,148 @@
+"""``python -m model_runtime bench VIDEO [--frames N] --json``: MediaPipe alone vs the whole pipeline.
+
+In one run, on the same frames of VIDEO:
+
+1. **mediapipe**: decode + MediaPipe Holistic, one frame after the other (what
+   running the detector alone costs);
+2. **pipeline**: the full capture (decode, detect, IK, face fit, translation,
+   filters, writing a capture file to a temporary folder), with its threads.
+
+Each run uses a fresh detector, so both pay MediaPipe's graph start-up.
+Output (``--json``)::
+
+    {"video", "frames", "device", "machine",
+     "mediapipe": {"fps", "ms_per_frame", "stages_ms": {"decode", "detect"}},
+     "pipeline": {"fps", "ms_per_frame", "stages_ms": {"decode", "detect", "ik", "face", "filter", "write"}},
+     "ratio": pipeline fps / mediapipe fps}
+
+``stages_ms`` are mean milliseconds per frame spent *in* each stage (stages
+overlap across threads, so they do not add up to ``ms_per_frame``);
+``face_track`` is the per-frame expression/pose tracker, ``face`` is per
+keyframe (albedo and lighting; ``face_fits`` counts them, see ``--face-every``).  The runs alternate (MediaPipe, pipeline, MediaPipe, ...,
+``--repeat`` pipeline runs); ``ratio`` is the median over the pipeline runs of
+its fps over the mean fps of the two MediaPipe runs around it (``ratios``), and
+``pipeline`` is the run closest to it.  ``load_avg_1min`` records how busy the
+machine was (before, and after each pair).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import EXIT_OK
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..core.options import add_arguments as add_capture_options
+
+    p.add_argument("video", help="video file (or image folder) to benchmark on")
+    p.add_argument("--frames", type=int, default=150, help="number of frames from --start (default 150)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (default: a short table)")
+    p.add_argument("--repeat", type=int, default=2, help="pipeline runs, each between two MediaPipe runs (default 2)")
+    add_capture_options(p)
+
+
+def bench_mediapipe(spec: str, options) -> dict[str, Any]:
+    """Decode + detect sequentially; returns ``{fps, ms_per_frame, stages_ms, frames}``."""
+    from ..detectors.base import make_detector
+    from ..capture.sources import open_source
+
+    kw = {"model_complexity": options.model_complexity} if options.detector == "mediapipe" else {}
+    det = make_detector(options.detector, device=options.resolved_device(), **kw)
+    dec = detect = 0.0
+    n = 0
+    try:
+        with open_source(spec, start=options.start, end=options.end, fps=options.folder_fps) as src:
+            t_start = time.perf_counter()
+            it = iter(src)
+            last_ts = -1
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    frame = next(it)
+                except StopIteration:
+                    break
+                t1 = time.perf_counter()
+                ts = max(int(round(frame.time * 1000.0)), last_ts + 1)
+                last_ts = ts
+                det.detect(frame.image, timestamp_ms=ts)
+                t2 = time.perf_counter()
+                dec += t1 - t0
+                detect += t2 - t1
+                n += 1
+            wall = time.perf_counter() - t_start
+    finally:
+        det.close()
+    return dict(frames=n, fps=n / wall, ms_per_frame=1000.0 * wall / n,
+                stages_ms=dict(decode=1000.0 * dec / n, detect=1000.0 * detect / n))
+
+
+def bench_pipeline(spec: str, options) -> dict[str, Any]:
+    """The whole capture into a temporary file; returns ``{fps, ms_per_frame, stages_ms, frames}``."""
+    from ..capture.pipeline import build_pipeline
+    from ..capture.sources import open_source
+
+    pipe = build_pipeline(options)
+    try:
+        with tempfile.TemporaryDirectory() as tmp, \
+                open_source(spec, start=options.start, end=options.end, fps=options.folder_fps) as src:
+            res = pipe.run(src, Path(tmp) / "bench.npz")
+    finally:
+        pipe.detector.close()
+    return dict(frames=res.frames, fps=res.fps, ms_per_frame=1000.0 * res.wall_s / res.frames,
+                stages_ms=res.stage_ms, valid_frames=res.valid_frames, face_fits=res.face_fits)
+
+
+def machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), {gpu}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.options import from_args as options_from_args
+
+    args.end = args.start + args.frames if args.end is None else args.end
+    options = options_from_args(args)
+    # MediaPipe alone, pipeline, MediaPipe alone, pipeline, ..., MediaPipe alone: each pipeline run
+    # is compared with the mean of the MediaPipe runs around it, and the median ratio is reported,
+    # so a load change on a shared machine during the bench biases the result less.
+    load = [os.getloadavg()[0]]
+    mps = [bench_mediapipe(args.video, options)]
+    pls = []
+    for _ in range(args.repeat):
+        pls.append(bench_pipeline(args.video, options))
+        mps.append(bench_mediapipe(args.video, options))
+        load.append(os.getloadavg()[0])
+    ratios = [pl["fps"] / (0.5 * (a["fps"] + b["fps"])) for pl, a, b in zip(pls, mps[:-1], mps[1:])]
+    ratio = float(np.median(ratios))
+    best = int(np.argmin(np.abs(np.asarray(ratios) - ratio)))   # the run closest to the median
+    pl = dict(pls[best], runs_fps=[p["fps"] for p in pls])
+    mp = dict(frames=mps[0]["frames"], fps=float(np.mean([m["fps"] for m in mps])),
+              runs_fps=[m["fps"] for m in mps],
+              ms_per_frame=float(np.mean([m["ms_per_frame"] for m in mps])),
+              stages_ms={k: float(np.mean([m["stages_ms"][k] for m in mps])) for k in mps[0]["stages_ms"]})
+    out = dict(video=str(args.video), frames=mp["frames"], start=options.start, device=options.resolved_device(),
+               machine=machine(), load_avg_1min=load, mediapipe=mp, pipeline=pl,
+               ratio=ratio, ratios=ratios)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{out['video']}: {out['frames']} frames on {out['machine']}")
+        print(f"  mediapipe alone : {mp['fps']:6.1f} fps  ({mp['ms_per_frame']:.1f} ms/frame), runs "
+              + ", ".join(f"{f:.1f}" for f in mp["runs_fps"]))
+        print(f"  whole pipeline  : {pl['fps']:6.1f} fps  ({pl['ms_per_frame']:.1f} ms/frame)")
+        print("  stages (ms/frame): " + ", ".join(f"{k} {v:.1f}" for k, v in pl["stages_ms"].items()))
+        print(f"  ratio           : {out['ratio']:.2f} (runs " + ", ".join(f"{r:.2f}" for r in ratios) + ")")
+    sys.stdout.flush()
+    return EXIT_OK

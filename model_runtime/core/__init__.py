@@ -1,0 +1,2 @@
+"""Shared foundations (numpy/stdlib only; Blender imports these): errors, options, protocol,
+capture file, safe .npz reading, skeleton, rotations, LBS."""

@@ -1,0 +1,1 @@
+"""Keypoint detectors behind one interface (:mod:`.base`); ``make_detector`` picks one."""

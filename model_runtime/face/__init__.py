@@ -1,0 +1,2 @@
+"""Face stages: landmark tracker (every frame), analysis-by-synthesis fit (keyframes),
+the MediaPipe-468 correspondence and the face renderer."""

@@ -1,0 +1,1 @@
+"""Body, face and merged full-body models, the bridge, official-file loaders."""

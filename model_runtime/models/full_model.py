@@ -1,0 +1,245 @@
+"""The merged full-body model: SMPL-H-structured body with its face replaced by a 3DMM (paper Sec. 3.1).
+
+Merged mesh (``Vm = Vb' + N`` vertices)::
+
+    vertices [0, Vb')      body vertices outside the cut (``body_vertex_ids`` into the body)
+    vertices [Vb', Vm)     the N 3DMM face vertices, in the face model's order
+    merged_faces           kept body triangles + face triangles + bridge strip
+
+The bridge strip has no vertices of its own.  Body vertices are skinned by LBS
+(:mod:`lbs`); the face is Eq. 3 geometry (:func:`face_model.face_geometry`)
+mapped into the body's rest frame by :attr:`FullBodyModel.face_to_body` (found
+once by :mod:`bridge`), fitted to the body's shape (a similarity that follows
+the hole rim as beta changes), and then moved rigidly by the head joint:
+for LBS this is skin weight 1.0 on ``head`` (:meth:`FullBodyModel.skin_weights`).
+So that the rim the face is stitched to moves with it, the body's weights are
+ramped to ``head`` over five rings around the hole (:func:`bridge.seam_skin_weights`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core import backend as Bk
+from . import bridge as br
+from ..core import lbs as _lbs
+from .body_model import BodyModel
+from ..core.errors import ModelFileError
+from .face_model import FaceModel, face_geometry
+from ..core.skeleton import HEAD_JOINT, NUM_BETAS, NUM_JOINTS
+
+__all__ = ["FullBodyModel", "build_full_model", "MAX_CUT_GROWTH"]
+
+#: how often the cut may be widened around folded strip triangles
+MAX_CUT_GROWTH = 8
+
+
+@dataclass(frozen=True)
+class FullBodyModel:
+    """Body + bridged 3DMM face.  Build with :func:`build_full_model`.
+
+    body_vertex_ids ``(Vb',)`` body vertices kept; merged_faces ``(Fm, 3)``;
+    bridge_faces ``(Fs, 3)`` the strip (merged ids, also in merged_faces);
+    hole_loop ``(La,)`` / face_loop ``(Lb,)`` merged ids of the seam's two rims;
+    face_to_body similarity from face-model coordinates to the body rest frame
+    (beta = 0); face_flipped: the face triangles were re-oriented to face +Z;
+    body_weights ``(V, 52)`` the body's skin weights ramped to ``head`` near the
+    hole rim (:func:`bridge.seam_skin_weights`), used for the body part.
+    """
+
+    body: BodyModel
+    face: FaceModel
+    body_vertex_ids: np.ndarray
+    merged_faces: np.ndarray
+    bridge_faces: np.ndarray
+    hole_loop: np.ndarray
+    face_loop: np.ndarray
+    face_to_body: br.Similarity
+    alignment_rms: float
+    face_flipped: bool
+    body_weights: np.ndarray
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    # ------------------------------------------------------------ sizes
+    @property
+    def num_body_vertices(self) -> int:
+        return int(len(self.body_vertex_ids))
+
+    @property
+    def num_vertices(self) -> int:
+        return self.num_body_vertices + self.face.num_vertices
+
+    @property
+    def face_vertex_slice(self) -> slice:
+        return slice(self.num_body_vertices, self.num_vertices)
+
+    # ------------------------------------------------------------ seam checks
+    def open_boundary_edges(self) -> np.ndarray:
+        """Directed open boundary half-edges ``(E, 2)`` of the merged mesh."""
+        return br.boundary_half_edges(self.merged_faces)
+
+    def num_open_boundary_edges_on_seam(self) -> int:
+        """Open edges touching a seam vertex (0 = watertight seam)."""
+        seam = np.concatenate([self.hole_loop, self.face_loop])
+        return int(np.isin(self.open_boundary_edges(), seam).any(1).sum())
+
+    def num_open_boundary_edges_elsewhere(self) -> int:
+        """Open edges away from the seam (e.g. eye/mouth openings of the 3DMM)."""
+        return int(len(self.open_boundary_edges())) - self.num_open_boundary_edges_on_seam()
+
+    # ------------------------------------------------------------ per-vertex data
+    def skin_weights(self) -> np.ndarray:
+        """LBS weights ``(Vm, 52)``: the body's for kept vertices, 1.0 on ``head`` for the face."""
+        w = np.zeros((self.num_vertices, NUM_JOINTS), np.float32)
+        w[: self.num_body_vertices] = self.body_weights[self.body_vertex_ids]
+        w[self.face_vertex_slice, HEAD_JOINT] = 1.0
+        return w
+
+    def vertex_colors(self, body_rgb=None) -> np.ndarray:
+        """Linear RGB ``(Vm, 3)``: face = mean albedo; body = ``body_rgb`` (default: the face's median albedo)."""
+        face_rgb = np.clip(self.face.mean_albedo, 0.0, 1.0)
+        c = np.empty((self.num_vertices, 3), np.float32)
+        c[: self.num_body_vertices] = np.median(face_rgb, axis=0) if body_rgb is None else body_rgb
+        c[self.face_vertex_slice] = face_rgb
+        return c
+
+    def rest_vertices(self) -> np.ndarray:
+        """Merged vertices ``(Vm, 3)`` at rest, mean shape, neutral face (numpy)."""
+        rot = np.broadcast_to(np.eye(3, dtype=np.float32), (1, NUM_JOINTS, 3, 3)).copy()
+        z = lambda n: np.zeros((1, n), np.float32)  # noqa: E731
+        return self.forward(z(NUM_BETAS), rot, z(self.face.sizes["identity"]), z(self.face.sizes["expression"]))[0][0]
+
+    # ------------------------------------------------------------ forward
+    def _consts(self, like):
+        """Arrays the forward pass needs, on ``like``'s backend/dtype/device (cached)."""
+        key = (type(like).__module__, str(getattr(like, "device", "")), str(like.dtype))
+        if key not in self._cache:
+            b, f, s = self.body, self.face, self.face_to_body
+            rim = self._rim_body_ids()
+            sd = b.shapedirs[..., :NUM_BETAS]
+            c = {
+                "mean": f.mean_shape, "id": f.id_basis, "exp": f.exp_basis,
+                "M": (s.scale * s.R).astype(np.float32), "t": s.t.astype(np.float32),
+                "rim0": b.v_template[rim], "rim_dirs": b.shapedirs[rim, :, :NUM_BETAS],
+                "keep": self.body_vertex_ids,
+                "v_template": b.v_template, "shapedirs": sd, "J_regressor": b.J_regressor,
+                "weights": self.body_weights, "posedirs": b.posedirs,
+            }
+            self._cache[key] = {k: (v if k == "keep" or v is None else Bk.asarray_like(np.ascontiguousarray(v), like))
+                                for k, v in c.items()}
+        return self._cache[key]
+
+    def _rim_body_ids(self) -> np.ndarray:
+        return self.body_vertex_ids[self.hole_loop]
+
+    def forward(self, betas, rot_mats, identity, expression, transl=None, scale=None):
+        """Posed merged mesh.
+
+        betas ``(B, <=16)``; rot_mats ``(B, 52, 3, 3)`` relative rotations;
+        identity ``(B, Ki)``; expression ``(B, Ke)``; transl ``(B, 3)``; scale ``(B,)``
+        (torch or numpy, all the same backend).  Returns
+        ``(vertices (B, Vm, 3), joints (B, 52, 3))``.
+        """
+        c = self._consts(rot_mats)
+        Bsz = rot_mats.shape[0]
+        k = betas.shape[-1]
+        body_v, joints, T = _lbs.lbs(betas, rot_mats, c["v_template"], c["shapedirs"], c["J_regressor"],
+                                     c["weights"], self.body.parents, c["posedirs"])  # (B,V,3), (B,J,3), (B,J,4,4)
+        # face in the body rest frame at beta = 0, then fitted to the beta-shaped hole rim
+        fv = face_geometry(c["mean"], c["id"], c["exp"], identity, expression)   # (B, N, 3)
+        fv = Bk.einsum("ij,bnj->bni", c["M"], fv) + c["t"]
+        rim_b = c["rim0"][None] + Bk.einsum("bk,vck->bvc", betas, c["rim_dirs"][..., :k])  # (B, L, 3)
+        s, R, t = _similarity_batch(c["rim0"], rim_b)
+        fv = s[:, None, None] * Bk.einsum("bij,bnj->bni", R, fv) + t[:, None, :]
+        # rigid with the head: T_head already removes the beta-shaped rest head joint
+        Th = T[:, HEAD_JOINT]                                                # (B, 4, 4)
+        fv = Bk.einsum("bij,bnj->bni", Th[:, :3, :3], fv) + Th[:, None, :3, 3]
+        verts = Bk.cat([body_v[:, c["keep"]], fv], axis=1)
+        if scale is not None:
+            verts, joints = verts * scale[:, None, None], joints * scale[:, None, None]
+        if transl is not None:
+            verts, joints = verts + transl[:, None, :], joints + transl[:, None, :]
+        assert verts.shape[:2] == (Bsz, self.num_vertices)
+        return verts, joints
+
+
+def _similarity_batch(src, dst):
+    """Umeyama per batch element, torch or numpy: src ``(L, 3)``, dst ``(B, L, 3)`` ->
+    scale ``(B,)``, R ``(B, 3, 3)``, t ``(B, 3)`` with ``dst ~ s R src + t``."""
+    if not Bk.is_torch(dst):
+        s, R, t, _ = br.umeyama(np.broadcast_to(src, dst.shape), dst)
+        return s.astype(dst.dtype), R.astype(dst.dtype), t.astype(dst.dtype)
+    import torch
+
+    ms, md = src.mean(0), dst.mean(1)                                   # (3,), (B, 3)
+    a, b = src - ms, dst - md[:, None]
+    H = torch.einsum("bli,lj->bij", b, a) / src.shape[0]
+    U, S, Vt = torch.linalg.svd(H)
+    d = torch.sign(torch.linalg.det(U @ Vt))
+    D = torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1)    # (B, 3)
+    R = U @ (D[..., :, None] * Vt)
+    s = (S * D).sum(-1) / (a ** 2).sum(-1).mean()
+    t = md - s[:, None] * (R @ ms)
+    return s, R, t
+
+
+def build_full_model(body: BodyModel, face: FaceModel) -> FullBodyModel:
+    """Find the face region on ``body``, align ``face`` to it and bridge the seam (see :mod:`bridge`)."""
+    bfaces = body.faces.astype(np.int64)
+    bverts = body.v_template.astype(np.float64)
+    src = body.source or "<body model>"
+    # --- face triangles oriented like the body (outward = +Z for the face)
+    ffaces = face.faces.astype(np.int64)
+    fverts = face.mean_shape.astype(np.float64)
+    flipped = bool(br.triangle_normals(fverts, ffaces).sum(0)[2] < 0)
+    if flipped:
+        ffaces = ffaces[:, [0, 2, 1]]
+    try:
+        face_rim, _ = br.outer_loop(ffaces, fverts)
+    except ValueError as e:
+        raise ModelFileError(face.source or "<face model>", "faces", f"has no usable outer boundary ({e})") from e
+    # --- region on the body as one disk; face rim aligned to its rim (beta = 0 rest frame)
+    vmask = br.face_region_on_body(body)
+    try:
+        region = br.region_to_disk(bfaces, vmask[bfaces].all(1))
+        (region_rim,) = br.boundary_loops(bfaces[region]) or [None]
+    except ValueError as e:
+        raise ModelFileError(src, "head_region", f"does not give a usable face region ({e})") from e
+    if region_rim is None:
+        raise ModelFileError(src, "head_region", "face region is not a disk with one boundary loop")
+    sim, rms = br.align_loops(fverts[face_rim], bverts[region_rim])
+    aligned = sim.apply(fverts)
+    face_n = br.vertex_normals_np(aligned, ffaces)
+    # --- cut one ring wider than the region; where the strip folds (the face rim lies on kept
+    #     body surface), widen the cut around the fold and stitch again
+    cut = br.dilate_faces(bfaces, region)
+    for _ in range(MAX_CUT_GROWTH):
+        try:
+            cut = br.region_to_disk(bfaces, cut)
+            hole_loops = br.boundary_loops(bfaces[cut])
+        except ValueError as e:
+            raise ModelFileError(src, "head_region", f"does not give a usable face region ({e})") from e
+        if len(hole_loops) != 1:
+            raise ModelFileError(src, "head_region", "the cut for the face is not a disk with one boundary loop")
+        hole = hole_loops[0]
+        kept_faces = bfaces[~cut]
+        keep = np.unique(kept_faces)
+        remap = np.full(body.num_vertices, -1, np.int64)
+        remap[keep] = np.arange(len(keep))
+        off = len(keep)
+        hole_m, rim_m = remap[hole], face_rim + off
+        body_n = br.vertex_normals_np(bverts, kept_faces)
+        strip = br.bridge_loops(hole_m, bverts[hole], rim_m, aligned[face_rim], body_n[hole], face_n[face_rim])
+        merged = np.concatenate([remap[kept_faces], ffaces + off, strip]).astype(np.int32)
+        rest = np.concatenate([bverts[keep], aligned])
+        folds = br.folded_triangles(rest, merged, np.arange(len(merged) - len(strip), len(merged)))
+        if not folds.any():
+            break
+        bad_body = keep[np.unique(strip[folds])[np.unique(strip[folds]) < off]]
+        cut = cut | np.isin(bfaces, bad_body).any(1)
+    weights = br.seam_skin_weights(body.weights, kept_faces, hole, HEAD_JOINT)
+    return FullBodyModel(body=body, face=face, body_vertex_ids=keep, merged_faces=merged,
+                         bridge_faces=strip.astype(np.int32), hole_loop=hole_m, face_loop=rim_m,
+                         face_to_body=sim, alignment_rms=rms, face_flipped=flipped,
+                         body_weights=weights)
