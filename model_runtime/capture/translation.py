@@ -35,18 +35,13 @@ main camera) or a calibration file (:func:`load_calibration`).
 """
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
 from typing import Final, Sequence
 
-import cv2
 import numpy as np
 
-from ..core.errors import InputMissingError, ModelFileError
 from ..core.options import DEFAULT_FOV_DEG  # noqa: F401 - the one documented default lives in options
-from ..core.safe_npz import load_npz
 from ..core.skeleton import BODY_KEYPOINT_NAMES, JOINT_NAMES
+from ..geometry.camera import intrinsics_from_fov, load_calibration  # noqa: F401 - moved to geometry
 
 #: rigid torso bones (parent, child) in BODY_KEYPOINT_NAMES names, all SMPL-H joints
 TORSO_BONES: Final[tuple[tuple[str, str], ...]] = (
@@ -64,95 +59,6 @@ AMBIGUOUS_WEIGHT: Final[float] = 0.1
 #: consensus tolerance: a fraction of the typical projected bone length, at least CONSENSUS_MIN_PX
 CONSENSUS_TOL: Final[float] = 0.15
 CONSENSUS_MIN_PX: Final[float] = 4.0
-
-
-# --------------------------------------------------------------------------- intrinsics
-def intrinsics_from_fov(image_size: tuple[int, int], fov_deg: float = DEFAULT_FOV_DEG) -> np.ndarray:
-    """Pinhole ``K (3, 3)`` float64 for ``image_size = (width, height)`` px.
-
-    ``fov_deg`` spans the longer image side; square pixels; principal point at
-    the image centre ``(W/2, H/2)`` (pixel (0, 0)'s top-left corner is the origin).
-    """
-    if not 1.0 <= fov_deg <= 179.0:
-        raise ValueError(f"--fov must be in [1, 179] degrees, got {fov_deg}")
-    w, h = image_size
-    f = 0.5 * max(w, h) / math.tan(math.radians(fov_deg) / 2.0)
-    return np.array([[f, 0.0, w / 2.0], [0.0, f, h / 2.0], [0.0, 0.0, 1.0]])
-
-
-def load_calibration(path: Path | str, image_size: tuple[int, int]) -> np.ndarray:
-    """Read ``K (3, 3)`` from a calibration file and fit it to ``image_size (W, H)``.
-
-    Formats:
-      * ``.json``: ``{"K": [[fx,0,cx],[0,fy,cy],[0,0,1]]}`` (or ``"camera_matrix"``), or
-        ``{"fx":..,"fy":..,"cx":..,"cy":..}``; optional ``"image_size": [W, H]``.
-      * ``.yml/.yaml/.xml`` (OpenCV ``FileStorage``, e.g. from ``calibrateCamera``): node
-        ``camera_matrix`` or ``K``; optional ``image_width``/``image_height``.
-      * ``.npz``: array ``K`` or ``camera_K`` (a capture file works); optional ``image_size``.
-
-    If the file gives an image size different from the source's with the same
-    aspect ratio, K is rescaled; a different aspect ratio is an error.
-
-    Raises:
-        InputMissingError: no such file.
-        ModelFileError: unreadable file, missing/mis-shaped field, incompatible size.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputMissingError(f"{path}: calibration file does not exist")
-    ext = path.suffix.lower()
-    calib_size: tuple[float, float] | None = None
-    try:
-        if ext == ".json":
-            d = json.loads(path.read_text())
-            if "K" in d or "camera_matrix" in d:
-                field = "K" if "K" in d else "camera_matrix"
-                K = np.asarray(d[field], dtype=np.float64)
-            elif all(k in d for k in ("fx", "fy", "cx", "cy")):
-                field = "fx"
-                K = np.array([[d["fx"], 0, d["cx"]], [0, d["fy"], d["cy"]], [0, 0, 1]], np.float64)
-            else:
-                raise ModelFileError(str(path), "K", "is missing (give K, camera_matrix or fx/fy/cx/cy)")
-            if "image_size" in d:
-                calib_size = tuple(float(v) for v in d["image_size"])
-        elif ext in (".yml", ".yaml", ".xml"):
-            fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_READ)
-            if not fs.isOpened():
-                raise ModelFileError(str(path), None, "is not a readable OpenCV FileStorage file")
-            field = "camera_matrix" if not fs.getNode("camera_matrix").empty() else "K"
-            K = fs.getNode(field).mat()
-            if K is None:
-                raise ModelFileError(str(path), "camera_matrix", "is missing")
-            wn, hn = fs.getNode("image_width"), fs.getNode("image_height")
-            if not wn.empty() and not hn.empty():
-                calib_size = (wn.real(), hn.real())
-            fs.release()
-        elif ext == ".npz":
-            z = load_npz(path, (), optional=("K", "camera_K", "image_size"))
-            field = "K" if "K" in z else "camera_K"
-            if field not in z:
-                raise ModelFileError(str(path), "K", "is missing (give K or camera_K)")
-            K = np.asarray(z[field], np.float64)
-            if "image_size" in z:
-                calib_size = tuple(float(v) for v in z["image_size"])
-        else:
-            raise ModelFileError(str(path), None, f"has an unknown calibration format '{ext}' "
-                                                  "(use .json, .yml/.yaml/.xml or .npz)")
-    except ModelFileError:
-        raise
-    except Exception as e:  # JSON syntax, bad zip, bad numbers
-        raise ModelFileError(str(path), None, f"cannot be read as a calibration ({e})") from e
-    K = np.asarray(K, np.float64)
-    if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise ModelFileError(str(path), field, f"must be a finite 3x3 matrix with fx, fy > 0, got {K.tolist()}")
-    if calib_size is not None and tuple(calib_size) != tuple(float(s) for s in image_size):
-        sx, sy = image_size[0] / calib_size[0], image_size[1] / calib_size[1]
-        if abs(sx - sy) > 1e-3 * max(sx, sy):
-            raise ModelFileError(str(path), "image_size",
-                                 f"is {calib_size[0]:g}x{calib_size[1]:g}, the source is "
-                                 f"{image_size[0]}x{image_size[1]}: different aspect ratio")
-        K = np.diag([sx, sy, 1.0]) @ K
-    return K
 
 
 # --------------------------------------------------------------------------- Eq. 14
