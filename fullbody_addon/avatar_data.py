@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import axes
-from ._runtime import body_model as _body_model
-from ._runtime import errors, face_model, lbs, optional_module, skeleton
+from ._runtime import errors, face_model, lbs, load_body_model, load_face_model, optional_module, skeleton
 
 #: joints with several children: which child the bone points at
 PRIMARY_CHILD: dict[str, str] = {
@@ -127,7 +126,7 @@ def avatar_data_from_capture(capture, body=None, face=None, runtime_python: str 
     # when the user picked it (``body``/``face`` given by the panel)
     notes = []
     if body is None:
-        body = _body_model.load_body_model(None)
+        body = load_body_model(None)
     notes += _model_mismatch(capture, "body_model", "builtin" if body.kind == "builtin" else body.source)
     if face is False:
         data = avatar_data_from_body(body, betas)
@@ -157,7 +156,7 @@ def _avatar_data_with_face(capture, body, face, spec, betas, runtime_python) -> 
         if needs_runtime(spec):
             return avatar_data_via_runtime(capture, body, spec, runtime_python)
         try:
-            face = face_model.load_face_model(spec)
+            face = load_face_model(spec)
         except errors.ModelFileError as e:
             if spec is not None:
                 raise                      # a named BFM file that cannot be read is an error

@@ -16,8 +16,7 @@ from bpy.props import EnumProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from . import avatar, axes, convert, importer, preferences, runtime_setup, session
-from ._runtime import body_model as body_model_mod
-from ._runtime import capture_file, errors, options, protocol, skeleton
+from ._runtime import capture_file, errors, load_body_model, options, protocol, skeleton
 from .avatar_data import avatar_data_from_capture
 from .runtime_client import CaptureJob, HealthCheck, RuntimeNotSetUp, serve_argv, check_interpreter
 
@@ -101,7 +100,7 @@ def import_capture_into_scene(context, path: str, settings=None, create_new: boo
     mesh = avatar.avatar_mesh(arm) if arm is not None else None
     data = None
     if arm is None:   # everything that can fail on the model files happens before the scene changes
-        data = avatar_data_from_capture(cap, body=body_model_mod.load_body_model(_body_spec(settings)),
+        data = avatar_data_from_capture(cap, body=load_body_model(_body_spec(settings)),
                                         face=_face_spec(settings), runtime_python=preferences.runtime_python(context))
         warnings.extend(data.warnings)
     opts = importer.ImportOptions(frame_start=context.scene.frame_start,
@@ -172,7 +171,7 @@ class FULLBODY_OT_create_avatar(bpy.types.Operator):
     def execute(self, context):
         settings = context.scene.fullbody
         try:
-            body = body_model_mod.load_body_model(_body_spec(settings))
+            body = load_body_model(_body_spec(settings))
             cap = load_capture_checked(bpy.path.abspath(self.filepath)) if self.filepath else neutral_capture()
             data = avatar_data_from_capture(cap, body=body, face=_face_spec(settings),
                                             runtime_python=preferences.runtime_python(context))

@@ -131,7 +131,7 @@ def test_builtin_body_and_face_merge_inside_a_python_without_scipy(tmp_path):
 def test_bfm_face_is_converted_by_the_runtime_and_errors_name_the_file(tmp_path, official_layout_files):
     from fullbody_addon import axes
     from fullbody_addon.avatar_data import avatar_data_from_capture
-    from model_runtime.models.body_model import load_body_model
+    from model_runtime.models.load import load_body_model
     from model_runtime.core.capture_file import Capture
 
     body_file, bfm_file = official_layout_files

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from model_runtime.core.errors import ModelFileError
-from model_runtime.detectors.base import Detection, Detector, make_detector
+from model_runtime.detectors import Detection, Detector, make_detector
 from model_runtime.detectors.mediapipe import (
     BODY_FROM_POSE, HAND_PALM_LENGTH_M, MEDIAPIPE_TO_IBUG68, _pose_model_path,
 )
@@ -147,11 +147,23 @@ def test_bad_input_and_unknown_backends(detector):
         detector.detect(np.zeros((10, 10), np.uint8))
     with pytest.raises(ValueError, match="side_hint"):
         detector.detect_hand(np.zeros((10, 10, 3), np.uint8), side_hint="up")
-    with pytest.raises(ModelFileError, match="detnet.pt"):
-        make_detector("detnet")
     with pytest.raises(ValueError, match="unknown detector"):
         make_detector("openpose")
     assert isinstance(detector, Detector)
+
+
+def test_every_schema_choice_is_a_registered_backend():
+    """``--detector`` choices (the options schema) and the registry name the same backends, and
+    every registered ``module:class`` exists."""
+    import importlib
+
+    from model_runtime.core.options import DETECTORS
+    from model_runtime.detectors import BACKENDS
+
+    assert tuple(BACKENDS) == DETECTORS
+    for target in BACKENDS.values():
+        module, cls = target.split(":")
+        assert isinstance(getattr(importlib.import_module(module, "model_runtime.detectors"), cls), type)
 
 
 @pytest.mark.parametrize("complexity", [0, 2])

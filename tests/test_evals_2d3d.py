@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from model_runtime.cli import main as cli
-from model_runtime.core.errors import EXIT_MODEL_FILE, InputMissingError, InputUnreadableError
+from model_runtime.core.errors import EXIT_USAGE, InputMissingError, InputUnreadableError
 from model_runtime.evals.coco_wholebody import HALPE_TO_WHOLEBODY, annotation_keypoints, score
 from model_runtime.evals.common import detection_rate, enlarged_box, mpjpe, pck, pck_hits, procrustes_align
 
@@ -135,10 +135,11 @@ def test_eval_hand3d_cli_on_ten_images(capsys, realdata):
     assert 5.0 < r["pa_mpjpe_mm"] < r["mpjpe_mm"] < 40.0
 
 
-def test_eval_bad_dir_and_detnet(capsys, tmp_path, realdata):
+def test_eval_bad_dir_and_unknown_detector(capsys, tmp_path):
     from model_runtime.evals.hand3d import load_testset
 
     with pytest.raises(InputMissingError, match="params.mat"):
         load_testset(tmp_path)
-    code = cli.main(["eval", "hand3d", "--dir", str(realdata / HGC), "--detector", "detnet"])
-    assert code == EXIT_MODEL_FILE and "detnet.pt" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", "hand3d", "--dir", str(tmp_path), "--detector", "openpose"])
+    assert e.value.code == EXIT_USAGE and "invalid choice: 'openpose'" in capsys.readouterr().err

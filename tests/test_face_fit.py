@@ -248,7 +248,7 @@ def test_shipped_correspondence_matches_builtin_face(builtin_face):
 def test_builtin_face_render_recovers_jaw_open(builtin_face):
     """Renders of the built-in face (inside the body's head) with jawOpen = 0 and 0.5, seen by the
     shared MediaPipe detector and fitted: the open mouth is jawOpen, the neutral face is not."""
-    from model_runtime.detectors.base import make_detector
+    from model_runtime.detectors import make_detector
     from model_runtime.face.correspondence import builtin_render_context, render_view
 
     names = list(builtin_face.exp_names)
@@ -281,7 +281,7 @@ def test_builtin_face_render_recovers_jaw_open(builtin_face):
 def test_real_image_fit_improves_on_mean_face(builtin_face, realdata):
     import cv2
 
-    from model_runtime.detectors.base import make_detector
+    from model_runtime.detectors import make_detector
 
     path = realdata / "PRNet" / "TestImages" / "AFLW2000" / "image00050.jpg"
     if not path.is_file():

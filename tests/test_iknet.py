@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_runtime.models.body_model import load_body_model
+from model_runtime.models.load import load_body_model
 from model_runtime.core.errors import InputUnreadableError
 from model_runtime.models.keypoints import PartKinematics, body_keypoints, hand_keypoints, keypoint_vertex_ids
 from model_runtime.core.rotations import axis_angle_to_matrix, geodesic_angle, rot6d_to_matrix

@@ -102,7 +102,7 @@ def test_retarget_real_clip(mocap_dir, tmp_path, monkeypatch):
     """Retargeting a real clip to the built-in SMPL-H body lands near the source joints."""
     import torch
 
-    from model_runtime.models.body_model import load_body_model
+    from model_runtime.models.load import load_body_model
     from model_runtime.models.keypoints import PartKinematics
     from model_runtime.mocap.retarget import SolverSettings, retarget_clips
     from model_runtime.core.rotations import rot6d_to_matrix

@@ -263,7 +263,7 @@ def test_hand_swap_mask_synthetic():
 
 @pytest.fixture(scope="module")
 def s20_detection(realdata):
-    from model_runtime.detectors.base import make_detector
+    from model_runtime.detectors import make_detector
     from model_runtime.capture.sources import open_source
 
     with open_source(realdata / S20, start=60, end=61) as src:

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model_runtime.models.face_model import load_face_model  # noqa: E402
+from model_runtime.models.load import load_face_model  # noqa: E402
 from model_runtime.face.correspondence import BUILTIN_CORRESPONDENCE_PATH, OVAL_WEIGHT, build_correspondence
 
 

@@ -40,7 +40,7 @@ def run_clip(video: Path, end: int | None, method: str = "fit") -> dict:
     import torch
 
     from model_runtime.models.face_model import load_builtin_face
-    from model_runtime.detectors.base import make_detector
+    from model_runtime.detectors import make_detector
     from model_runtime.face.fit import FaceFitter
 
     torch.set_num_threads(1)

@@ -21,8 +21,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from fullbody_addon.axes import MODEL_TO_BLENDER  # noqa: E402
-from model_runtime.models.body_model import load_body_model  # noqa: E402
-from model_runtime.models.face_model import load_face_model  # noqa: E402
+from model_runtime.models.load import load_body_model, load_face_model  # noqa: E402
 from model_runtime.models.full_model import FullBodyModel, build_full_model  # noqa: E402
 from model_runtime.core.rotations import axis_angle_to_matrix  # noqa: E402
 from model_runtime.core.skeleton import JOINT_NAMES, NUM_BETAS, NUM_JOINTS  # noqa: E402

@@ -978,9 +978,9 @@ def build_pipeline(options: CaptureOptions, detector: Detector | None = None) ->
 
     Raises :class:`~model_runtime.core.errors.ModelFileError` naming a missing/bad model file.
     """
-    from ..models.body_model import load_body_model
+    from ..models.load import load_body_model
     from ..ik.inference import IKSolver
-    from ..detectors.base import make_detector
+    from ..detectors import make_detector
 
     device = options.resolved_device()
     if device == "cpu":
@@ -995,7 +995,7 @@ def build_pipeline(options: CaptureOptions, detector: Detector | None = None) ->
     ik = IKSolver(device=device, body_model=body)
     face = None
     if options.face:
-        from ..models.face_model import load_face_model
+        from ..models.load import load_face_model
         from ..face.fit import FaceFitter
 
         face = FaceFitStage(FaceFitter(load_face_model(options.face_model), device=device))

@@ -53,11 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def bench_mediapipe(spec: str, options) -> dict[str, Any]:
     """Decode + detect sequentially; returns ``{fps, ms_per_frame, stages_ms, frames}``."""
-    from ..detectors.base import make_detector
+    from ..detectors import detector_from_options
     from ..capture.sources import open_source
 
-    kw = {"model_complexity": options.model_complexity} if options.detector == "mediapipe" else {}
-    det = make_detector(options.detector, device=options.resolved_device(), **kw)
+    det = detector_from_options(options)
     dec = detect = 0.0
     n = 0
     try:

@@ -14,8 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-from ..models.body_model import BodyModel, load_body_model
-from ..models.face_model import FaceModel, load_face_model
+from ..models.body_model import BodyModel
+from ..models.face_model import FaceModel
+from ..models.load import load_body_model, load_face_model
 from ..models.full_model import FullBodyModel, build_full_model
 from ..core.skeleton import NUM_BETAS
 

@@ -159,7 +159,7 @@ class Server:
         info: dict[str, Any] = dict(torch=v["torch"], cuda=v["cuda"], mediapipe=v["mediapipe"],
                                     device="cuda" if v["cuda"] else "cpu")
         try:
-            from ..detectors.base import make_detector
+            from ..detectors import make_detector
 
             make_detector("mediapipe").close()
             info["detector_ok"] = True
@@ -169,11 +169,11 @@ class Server:
         for name in ("body_model", "face_model"):
             try:
                 if name == "body_model":
-                    from ..models.body_model import load_body_model
+                    from ..models.load import load_body_model
 
                     info[name] = load_body_model("builtin").source
                 else:
-                    from ..models.face_model import load_face_model
+                    from ..models.load import load_face_model
 
                     info[name] = str(getattr(load_face_model("builtin"), "source", "builtin"))
             except Exception as e:  # noqa: BLE001

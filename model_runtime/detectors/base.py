@@ -1,14 +1,8 @@
 """Keypoint detector interface: one frame in, one :class:`Detection` (the main subject) out.
 
 The capture pipeline, the face fitting and the evaluations only see this
-module.  Backends:
-
-* ``"mediapipe"`` -- MediaPipe Holistic (legacy ``mediapipe.solutions`` API,
-  models ship inside the wheel, nothing is downloaded), see
-  :mod:`model_runtime.detectors.mediapipe`.
-* ``"detnet"`` -- the paper's DetNet; its weights are not part of this build
-  yet, so :func:`make_detector` raises :class:`~model_runtime.core.errors.ModelFileError`
-  naming the missing weights file.
+module; backends (MediaPipe Holistic, :mod:`model_runtime.detectors.mediapipe`)
+are created by name with :func:`model_runtime.detectors.make_detector`.
 
 Conventions (all arrays ``float32``):
 
@@ -20,38 +14,20 @@ Conventions (all arrays ``float32``):
   camera), metres.  Body: relative to the pelvis keypoint; hands: relative to
   the wrist.
 * ``left``/``right`` always mean the *person's* left/right (never image left).
-
-Example::
-
-    det = make_detector("mediapipe", device="cpu")
-    try:
-        d = det.detect(frame_bgr, timestamp_ms=33 * i)
-        if d.person:
-            xy = d.body_2d[:, :2]
-    finally:
-        det.close()
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..core.errors import ModelFileError
-from ..core.options import DETECTORS, DEVICES, CaptureOptions, resolve_device
 from ..core.skeleton import BODY_KEYPOINT_NAMES, HAND21_NAMES
-from ..core.asset_io import ASSET_DIR as _ASSET_DIR
 
 NUM_BODY_KEYPOINTS: Final[int] = len(BODY_KEYPOINT_NAMES)   # 24
 NUM_HAND_KEYPOINTS: Final[int] = len(HAND21_NAMES)          # 21
 NUM_FACE_LANDMARKS: Final[int] = 468                        # MediaPipe face mesh (without iris)
 NUM_WHOLEBODY_KEYPOINTS: Final[int] = 133                   # COCO-WholeBody
-HAND_SIDES: Final[tuple[str, str]] = ("left", "right")      # index 0 / 1 of the hand arrays
-
-DETECTOR_NAMES: Final[tuple[str, ...]] = DETECTORS   # the schema lists them (model_runtime.core.options)
-DETNET_WEIGHTS: Final[Path] = _ASSET_DIR / "detnet.pt"
 
 
 @dataclass
@@ -180,50 +156,3 @@ class Detector(Protocol):
     def close(self) -> None:
         """Release the models; the detector is unusable afterwards."""
         ...
-
-
-def make_detector(name: str = "mediapipe", device: str = "cpu", **options) -> Detector:
-    """Create a detector by name.
-
-    Args:
-        name: one of :data:`DETECTOR_NAMES`.
-        device: ``"cpu"`` or ``"cuda"``; MediaPipe's Python solutions run on CPU here
-            whatever is asked.
-        **options: backend options, e.g. ``model_complexity=1`` (0, 1, 2; only 1 ships
-            with the wheel, the others raise ModelFileError instead of downloading),
-            ``refine_face_landmarks=False`` for MediaPipe.
-
-    Raises:
-        ValueError: unknown detector name.
-        ModelFileError: the backend's weights file is missing (DetNet).
-    """
-    if name == "mediapipe":
-        from .mediapipe import MediaPipeDetector
-
-        return MediaPipeDetector(device=device, **options)
-    if name == "detnet":
-        raise ModelFileError(
-            DETNET_WEIGHTS, None,
-            "is missing: the DetNet detector needs trained weights that this build does not "
-            "include; use --detector mediapipe",
-        )
-    raise ValueError(f"unknown detector '{name}' (choose from {', '.join(DETECTOR_NAMES)})")
-
-
-def add_detector_arguments(parser) -> None:
-    """Add the ``--detector``/``--device``/``--model-complexity`` options shared by capture and evals."""
-    parser.add_argument("--detector", choices=DETECTOR_NAMES, default="mediapipe",
-                        help="keypoint detector backend (default: mediapipe)")
-    parser.add_argument("--device", default=CaptureOptions().device, choices=DEVICES,
-                        help="torch device (default auto: CUDA if available)")
-    parser.add_argument("--model-complexity", type=int, choices=(0, 1, 2), default=1,
-                        help="MediaPipe pose model complexity: 0 lite, 1 full, 2 heavy (default: 1, the "
-                             "only one the mediapipe wheel ships; 0/2 need their .tflite installed by hand)")
-
-
-def detector_from_args(args) -> Detector:
-    """Build the detector chosen by :func:`add_detector_arguments` options."""
-    opts = {}
-    if args.detector == "mediapipe":
-        opts["model_complexity"] = args.model_complexity
-    return make_detector(args.detector, device=resolve_device(args.device), **opts)

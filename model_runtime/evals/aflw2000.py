@@ -24,7 +24,7 @@ YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
 
 
 def add_arguments(parser) -> None:
-    from ..detectors.base import add_detector_arguments
+    from ..detectors import add_detector_arguments
 
     parser.add_argument("--dir", required=True, type=Path, help="folder of AFLW2000 imageNNNNN.jpg + .mat")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -131,8 +131,8 @@ def evaluate(dirpath: Path, detector, fitter, limit: int = 0, reannotated=None) 
 
 
 def run(args) -> int:
-    from ..models.face_model import load_face_model
-    from ..detectors.base import detector_from_args
+    from ..models.load import load_face_model
+    from ..detectors import detector_from_options
     from ..face.fit import FaceFitter
 
     if not args.dir.is_dir():
@@ -147,7 +147,7 @@ def run(args) -> int:
         # to MediaPipe (two threads ran ~25x slower on the shared 2-core machine)
         torch.set_num_threads(1)
     fitter = FaceFitter(load_face_model(args.face_model), device=args.device)
-    detector = detector_from_args(args)
+    detector = detector_from_options(args)
     try:
         out = evaluate(args.dir, detector, fitter, args.limit,
                        _find_reannotated(args.dir, args.reannotated, args.index_map))

@@ -19,7 +19,7 @@ import json
 
 import numpy as np
 
-from ..models.body_model import load_body_model
+from ..models.load import load_body_model
 from ..core.capture_file import load_capture
 from ..core.rotations import geodesic_angle, rot6d_to_matrix
 from .common import mpjpe, procrustes_align

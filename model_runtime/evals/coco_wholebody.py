@@ -36,7 +36,7 @@ from typing import Final
 import numpy as np
 
 from ..core.errors import InputMissingError, InputUnreadableError
-from ..detectors.base import add_detector_arguments, detector_from_args
+from ..detectors import add_detector_arguments, detector_from_options
 from .common import detection_rate, enlarged_box, load_json, note, pck, print_result, read_image
 
 PARTS: Final[dict[str, slice]] = {
@@ -157,7 +157,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     images = args.images if args.images is not None else args.ann.parent
-    detector = detector_from_args(args)
+    detector = detector_from_options(args)
     try:
         result = evaluate(detector, args.ann, images)
     finally:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputMissingError, InputUnreadableError
-from ..detectors.base import add_detector_arguments, detector_from_args
+from ..detectors import add_detector_arguments, detector_from_options
 from .common import mean_or_none, mpjpe, note, print_result, procrustes_align, read_image
 
 GT_SIDE = "left"   # chirality of the GT in camera space (see module docstring)
@@ -114,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    detector = detector_from_args(args)
+    detector = detector_from_options(args)
     try:
         result = evaluate(detector, args.dir, args.limit, args.hand_3d)
     finally:

@@ -154,7 +154,7 @@ def _time_ms(fn, repeats: int, warmup: int = 10) -> float:
 
 
 def run(args) -> int:
-    from ..models.body_model import load_body_model
+    from ..models.load import load_body_model
     from ..ik.data import BODY_FPS, load_clip
     from ..ik.inference import IKSolver
     from ..models.keypoints import PartKinematics

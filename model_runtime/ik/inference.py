@@ -79,7 +79,7 @@ class IKSolver:
         self.body2_net, self.body2_info = load_net("body2", weights_dir, self.device) if correct else (None, None)
         self.kin = None
         if refine or correct:
-            from ..models.body_model import load_body_model
+            from ..models.load import load_body_model
             from ..models.keypoints import PartKinematics
 
             self.kin = PartKinematics(body_model or load_body_model(), "body", device=self.device)

@@ -234,7 +234,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..models.body_model import load_body_model
+    from ..models.load import load_body_model
     from ..models.keypoints import PartKinematics
     from ..mocap.retarget import model_signature
     from .data import default_data_root

