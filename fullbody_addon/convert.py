@@ -49,9 +49,8 @@ def local_rotations(pose_6d: np.ndarray, bone_rest: np.ndarray) -> np.ndarray:
     rotations (``bone.matrix_local.to_3x3()``), joint order of ``pose_6d``.
     """
     R = rotations.rot6d_to_matrix(np.asarray(pose_6d, np.float64))            # (T, J, 3, 3)
-    A, W = axes.MODEL_TO_BLENDER, axes.CAMERA_TO_BLENDER
-    R_b = A @ R @ A.T                                                          # model -> Blender axes
-    R_b[:, 0] = W @ R[:, 0] @ A.T                                              # root: camera -> Blender
+    R_b = axes.model_rotation_to_blender(R)                                    # A R A^T
+    R_b[:, 0] = axes.root_rotation_to_blender(R[:, 0])                         # root: W R A^T
     Bm = np.asarray(bone_rest, np.float64)
     return np.swapaxes(Bm, -1, -2)[None] @ R_b @ Bm[None]
 

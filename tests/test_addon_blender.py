@@ -58,10 +58,8 @@ def world_vertices(obj) -> np.ndarray:
 def test_posed_mesh_equals_model_lbs(scene, body_file, tmp_path, which):
     body, _ = body_file
     if which == "builtin":
-        from model_runtime.models.body_model import BUILTIN_BODY_PATH, load_builtin_body
+        from model_runtime.models.body_model import load_builtin_body
 
-        if not BUILTIN_BODY_PATH.exists():
-            pytest.skip("built-in body asset not built in this checkout")
         body = load_builtin_body()
         scene.fullbody.body_model = "BUILTIN"
         scene.fullbody.face = False
@@ -80,12 +78,10 @@ def test_posed_mesh_equals_model_lbs(scene, body_file, tmp_path, which):
 
 
 def test_merged_face_avatar_matches_full_model_with_expressions(scene, tmp_path):
-    full_model = pytest.importorskip("model_runtime.models.full_model")
-    from model_runtime.models.body_model import BUILTIN_BODY_PATH, load_builtin_body
-    from model_runtime.models.face_model import BUILTIN_FACE_PATH, load_builtin_face
+    from model_runtime.models import full_model
+    from model_runtime.models.body_model import load_builtin_body
+    from model_runtime.models.face_model import load_builtin_face
 
-    if not (BUILTIN_BODY_PATH.exists() and BUILTIN_FACE_PATH.exists()):
-        pytest.skip("built-in body/face assets are not built in this checkout")
     face = load_builtin_face()
     scene.fullbody.body_model = "BUILTIN"
     scene.fullbody.face = True

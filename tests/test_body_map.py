@@ -1,8 +1,6 @@
 """The calibrated MediaPipe landmark -> body keypoint map (assets/mediapipe_body_map.npz)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,7 +10,7 @@ from model_runtime.detectors.mediapipe import (
 )
 from model_runtime.core.skeleton import BODY_KEYPOINT_NAMES
 
-H36M_ROOT = Path(__file__).resolve().parents[2] / "shared/data/realdata/mmpose/tests/data"
+H36M = "mmpose/tests/data/h36m"   # Human3.6M frames and 3D ground truth, under the realdata fixture
 
 
 def test_asset_loads_with_expected_shapes_and_provenance():
@@ -50,28 +48,26 @@ def test_local_frames_are_rotations():
     np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-9)
 
 
-def test_calibrated_map_not_worse_on_real_h36m_frames():
+def test_calibrated_map_not_worse_on_real_h36m_frames(realdata):
     """Human3.6M frames (2D px and camera-metre 3D GT): the calibrated map is not worse than the hand-set one.
 
     2D on the limb joints (knees, ankles, elbows, wrists: defined alike in H36M and SMPL-H;
     H36M's root/hips/shoulders are other points), 3D after a similarity alignment.
     """
-    if not H36M_ROOT.is_dir():
-        pytest.skip(f"{H36M_ROOT} is absent (shared research data)")
     from model_runtime.evals.body3d import _GT_INDEX, SHARED_JOINTS
     from model_runtime.evals.common import mpjpe, procrustes_align, read_image
     from model_runtime.detectors.mediapipe import MediaPipeDetector
 
     kp = np.array([BODY_KEYPOINT_NAMES.index(n) for n in SHARED_JOINTS])
     limbs = np.array([i for i, n in enumerate(SHARED_JOINTS) if n.endswith(("knee", "ankle", "elbow", "wrist"))])
-    z = np.load(H36M_ROOT / "h36m/test_h36m_body3d.npz")
+    z = np.load(realdata / H36M / "test_h36m_body3d.npz")
     gt_idx = list(_GT_INDEX["h36m"])
     calibrated, handset = BodyMap.load(), BodyMap.handset()
     err2 = {"calibrated": [], "handset": []}
     pa3 = {"calibrated": [], "handset": []}
     with MediaPipeDetector(refine_face_landmarks=False) as det:
         for name, part, S in zip(z["imgname"], z["part"], z["S"]):
-            d = det.detect(read_image(H36M_ROOT / "h36m" / str(name)))
+            d = det.detect(read_image(realdata / H36M / str(name)))
             assert d.person, name
             px, world = d.extras["pose_landmarks_px"], d.extras["pose_world_landmarks"]
             np.testing.assert_allclose(d.body_2d[:, :2], calibrated.apply_2d(px), atol=1e-3)

@@ -96,11 +96,11 @@ def test_loss_is_differentiable_through_fk(real_poses, kin_body):
 def _trainer(real_poses, kin_body, part="body", steps=12):
     from model_runtime.ik.train import Trainer, load_net
 
-    first_stage = load_net("body")[0] if part == "body2" else None
+    first_stage = load_net("body")[0] if part == "correction" else None
     return Trainer(part, _body_sampler(real_poses, kin_body), kin_body, steps, seed=3, batch=16, first_stage=first_stage)
 
 
-@pytest.mark.parametrize("part", ["body", "body2"])
+@pytest.mark.parametrize("part", ["body", "correction"])
 def test_training_is_deterministic_and_resumable(real_poses, kin_body, tmp_path, part):
     """BodyIKNet, and the correction stage on top of the frozen shipped BodyIKNet."""
     straight = _trainer(real_poses, kin_body, part)
@@ -118,13 +118,13 @@ def test_training_is_deterministic_and_resumable(real_poses, kin_body, tmp_path,
         for k, v in other.net.state_dict().items():
             assert torch.equal(v, sd[k]), k
     assert straight.history[-1]["loss"] < 50  # it trains (finite, not diverging)
-    if part == "body2":  # only the correction stage is trained; the first stage stays as shipped
+    if part == "correction":  # only the correction stage is trained; the first stage stays as shipped
         assert all(not p.requires_grad for p in straight.first_stage.parameters())
         assert not any(k.startswith("first") for k in sd)
 
 
 def test_correction_stage_must_match_its_first_stage(tmp_path):
-    """body2.pt was trained on one BodyIKNet; loading it next to other body weights is a named error."""
+    """correction.pt was trained on one BodyIKNet; loading it next to other body weights is a named error."""
     import json
     import shutil
 
@@ -132,16 +132,14 @@ def test_correction_stage_must_match_its_first_stage(tmp_path):
     from model_runtime.ik.inference import IKSolver
     from model_runtime.ik.train import WEIGHTS_DIR
 
-    if not (WEIGHTS_DIR / "body2.json").is_file():
-        pytest.skip("no correction stage shipped")
     for f in WEIGHTS_DIR.glob("*.*"):
         shutil.copy(f, tmp_path / f.name)
-    info = json.loads((tmp_path / "body2.json").read_text())
+    info = json.loads((tmp_path / "correction.json").read_text())
     info["first_stage_sha256"] = "0" * 16
-    (tmp_path / "body2.json").write_text(json.dumps(info))
-    with pytest.raises(ModelFileError, match="body2.json.*first_stage_sha256"):
+    (tmp_path / "correction.json").write_text(json.dumps(info))
+    with pytest.raises(ModelFileError, match="correction.json.*first_stage_sha256"):
         IKSolver(weights_dir=tmp_path)
-    assert IKSolver(weights_dir=tmp_path, correct=False).body2_net is None
+    assert IKSolver(weights_dir=tmp_path, correct=False).correction_net is None
 
 
 def test_hand_sampler_deterministic_and_in_limits(kin_hand):

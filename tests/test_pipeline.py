@@ -316,15 +316,6 @@ def test_shape_estimator_is_robust_and_freezes():
 TENNIS = "GVHMR/docs/example_video/tennis.mp4"     # full body, 812x720, 29.83 fps
 
 
-def _ik_available() -> bool:
-    from model_runtime.ik.train import WEIGHTS_DIR
-
-    return all((WEIGHTS_DIR / f"{p}.pt").is_file() for p in ("body", "hand"))
-
-
-needs_ik = pytest.mark.skipif(not _ik_available(), reason="IK weights (model_runtime/ik/weights) not built")
-
-
 def _cli(*argv: str) -> int:
     from model_runtime.cli.main import main
 
@@ -352,8 +343,6 @@ def test_capture_cli_bad_input_exit_codes(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def pipeline_cpu():
     """The real components (MediaPipe, IK nets, built-in body), no face, shared by the tests below."""
-    if not _ik_available():
-        pytest.skip("IK weights (model_runtime/ik/weights) not built")
     from model_runtime.capture.pipeline import CaptureOptions, build_pipeline
 
     pipe = build_pipeline(CaptureOptions(device="cpu", face=False, shape_window=8))
@@ -361,7 +350,6 @@ def pipeline_cpu():
     pipe.detector.close()
 
 
-@needs_ik
 def test_capture_real_video_lands_on_the_person(pipeline_cpu, realdata, tmp_path):
     """Model joints posed with pose_6d, scaled, translated and projected with camera_K land on the
     detected 2D keypoints: the root rotation maps the model into the camera frame (y down)."""
@@ -392,7 +380,6 @@ def test_capture_real_video_lands_on_the_person(pipeline_cpu, realdata, tmp_path
     assert (uv[:, head, 1] < uv[:, 0, 1]).all()
 
 
-@needs_ik
 def test_no_person_keeps_file_and_exit_code(pipeline_cpu, tmp_path):
     from model_runtime.core.capture_file import load_capture
     from model_runtime.core.errors import EXIT_NO_PERSON, NoPersonError
@@ -412,7 +399,6 @@ def test_no_person_keeps_file_and_exit_code(pipeline_cpu, tmp_path):
     assert cap.num_frames == 8 and not cap["valid"].any()
 
 
-@needs_ik
 def test_cancel_and_source_loss_keep_finished_frames(pipeline_cpu, realdata, tmp_path):
     import threading
 
@@ -434,7 +420,6 @@ def test_cancel_and_source_loss_keep_finished_frames(pipeline_cpu, realdata, tmp
     assert not (tmp_path / "c.npz.partial").exists()
 
 
-@needs_ik
 def test_source_lost_mid_stream_keeps_finished_frames(pipeline_cpu, realdata, tmp_path):
     """A real clip re-encoded as MJPG whose second half is destroyed: SourceLostError (exit 7)
     names the file and frame; the frames decoded before are in the kept capture."""
@@ -460,7 +445,6 @@ def test_source_lost_mid_stream_keeps_finished_frames(pipeline_cpu, realdata, tm
     assert 5 <= cap.num_frames < 24 and cap["valid"].mean() > 0.8
 
 
-@needs_ik
 def test_capture_with_face_every_frame(realdata, tmp_path):
     """Face fitting inside the pipeline on a talking-head clip: per-frame expression and SH,
     per-clip identity and albedo in the file."""
@@ -486,7 +470,6 @@ def test_capture_with_face_every_frame(realdata, tmp_path):
     assert np.isfinite(cap["face_sh"]).all() and np.abs(cap["face_sh"]).sum(-1).min() > 0
 
 
-@needs_ik
 def test_capture_talking_face_expressions_follow_the_lips(realdata, tmp_path):
     """Default (adaptive) face mode on a real talking-face clip whose lips open: every frame gets
     its own tracked expression (not one fit held over the clip), and jawOpen follows the inner-lip

@@ -34,6 +34,10 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
+#: printed by a child process after a CLI call: the heavy libraries it imported (``[]`` = none)
+PRINT_HEAVY = "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'cv2', 'mediapipe', 'scipy'}))"
+
+
 def own_lines(stderr: str) -> list[str]:
     """stderr lines of the project itself (MediaPipe/absl/TFLite chatter left out)."""
     return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith(("W0000", "I0000", "INFO:", "WARNING:"))]
@@ -60,15 +64,50 @@ def test_usage_errors_are_one_line_and_exit_2(case, tmp_path):
     out = tmp_path / "o.npz"
     args = ["capture", str(CLIP), "-o", str(out), *USAGE_CASES[case]]
     r = subprocess.run([sys.executable, "-c", "import sys; from model_runtime.cli.main import main; "
-                        f"rc = main({args!r}); print('mediapipe' in sys.modules); "
-                        "sys.exit(rc)"], cwd=REPO, capture_output=True, text=True, timeout=120)
+                        f"rc = main({args!r}); {PRINT_HEAVY}; sys.exit(rc)"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == EXIT_USAGE, r.stderr
     lines = own_lines(r.stderr)
     assert len(lines) == 1 and "error" in lines[0] and "Traceback" not in r.stderr, r.stderr
     flag = [a for a in USAGE_CASES[case] if a.startswith("--")][-1]
     assert flag in lines[0] or flag.lstrip("-").replace("-", "_") in lines[0], lines[0]
-    assert r.stdout.split() in ([], ["False"])   # the detector library was never loaded
+    assert r.stdout.split() in ([], ["[]"])   # no torch, cv2 or detector library was loaded
     assert not out.exists() and not partial_dir(out).exists()
+
+
+def test_every_command_has_help(capsys):
+    """``--help`` of every command prints its usage (an empty argparse group once broke capture's)."""
+    from model_runtime.cli.main import COMMANDS, main
+
+    for path, _, _ in COMMANDS:
+        with pytest.raises(SystemExit) as e:
+            main([*path, "--help"])
+        assert e.value.code == 0 and f"usage: python -m model_runtime {' '.join(path)}" in capsys.readouterr().out
+    main_help = subprocess.run([sys.executable, "-c", "import sys; from model_runtime.cli.main import main\n"
+                                f"try:\n    main(['capture', '--help'])\nexcept SystemExit:\n    {PRINT_HEAVY}"],
+                               cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert "--calibration" in main_help.stdout and main_help.stdout.split()[-1] == "[]", main_help.stderr
+
+
+def test_progress_without_a_terminal_is_one_line_per_redraw():
+    """In a log file or a pipe the capture progress is whole lines (no carriage returns)."""
+    import io
+
+    from model_runtime.cli.capture import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(stream, log_interval=0)
+    for done in range(1, 6):
+        bar(done, 5, 30.0)
+    bar.close()
+    text = stream.getvalue()
+    assert "\r" not in text and text.endswith("\n")
+    assert "5/5" in text.splitlines()[-1] and "frame/s" in text.splitlines()[-1]
+    live = io.StringIO()                       # a camera: no total
+    bar = ProgressBar(live, log_interval=0)
+    bar(3, None, 30.0)
+    bar.close()
+    assert live.getvalue().splitlines()[-1].startswith("3 frames")
 
 
 def test_options_schema_refuses_bad_values_and_keys_by_name():
@@ -98,12 +137,11 @@ def test_output_problems_are_found_before_models_load(tmp_path):
              "/proc/fullbody.npz": "cannot write", str(existing): "exists", str(tmp_path / "o.txt"): ".npz"}
     for out, words in cases.items():
         r = subprocess.run([sys.executable, "-c", "import sys; from model_runtime.cli.main import main; "
-                            f"rc = main(['capture', {str(CLIP)!r}, '-o', {out!r}]); "
-                            "print('mediapipe' in sys.modules); sys.exit(rc)"],
+                            f"rc = main(['capture', {str(CLIP)!r}, '-o', {out!r}]); {PRINT_HEAVY}; sys.exit(rc)"],
                            cwd=REPO, capture_output=True, text=True, timeout=120)
         lines = own_lines(r.stderr)
         assert r.returncode == EXIT_OUTPUT and len(lines) == 1 and words in lines[0] and out in lines[0], r.stderr
-        assert r.stdout.split() == ["False"]
+        assert r.stdout.split() == ["[]"]
     assert existing.read_bytes() == b"precious"
 
 
@@ -140,11 +178,11 @@ def test_writer_refuses_non_finite_values_naming_frame_and_key(tmp_path):
 
 
 def test_detector_points_with_nan_become_unseen():
-    from model_runtime.capture.pipeline import _finite_points
+    from model_runtime.capture.fitting import finite_keypoints
 
     p2 = np.array([[10.0, 20.0, 0.9], [np.nan, 5.0, 0.8], [1.0, 2.0, 0.7]])
     p3 = np.array([[0.1, 0.2, 0.3], [0.0, 0.0, 0.0], [np.inf, 0.0, 0.0]])
-    a, b = _finite_points(p2, p3, 7, "body")
+    a, b = finite_keypoints(p2, p3, 7, "body")
     assert np.isfinite(a).all() and np.isfinite(b).all()
     assert a[:, 2].tolist() == [0.9, 0.0, 0.0] and (a[0] == p2[0]).all()
 

@@ -76,15 +76,6 @@ def server():
     assert s.close() == 0
 
 
-def _ik_available() -> bool:
-    from model_runtime.ik.train import WEIGHTS_DIR
-
-    return (Path(WEIGHTS_DIR) / "body.pt").is_file() and (Path(WEIGHTS_DIR) / "hand.pt").is_file()
-
-
-needs_ik = pytest.mark.skipif(not _ik_available(), reason="IK weights (model_runtime/ik/weights) not built")
-
-
 def test_hello_reports_versions(server):
     h = server.hello
     assert h["protocol"] == P.PROTOCOL_VERSION
@@ -129,7 +120,6 @@ def test_bad_requests_are_answered_not_fatal(server, tmp_path):
     assert "no running job" in ev["message"]
 
 
-@needs_ik
 def test_capture_progress_and_done(server, realdata, tmp_path):
     out = tmp_path / "cap.npz"
     server.send(P.request("capture", id="ok", source=str(realdata / TENNIS), output=str(out),
@@ -145,7 +135,6 @@ def test_capture_progress_and_done(server, realdata, tmp_path):
     assert cap.num_frames == 12 and cap["valid"].all()
 
 
-@needs_ik
 def test_live_frames_and_cancel_keeps_partial(server, realdata, tmp_path):
     """A video streamed in live mode: frame events with latency; cancel keeps the recorded frames."""
     out = tmp_path / "live.npz"

@@ -26,11 +26,6 @@ from . import anny_rig as AR
 
 NUM_SHAPE_COMPONENTS = 16
 J_REGRESSOR_SUPPORT = 160        # at most this many candidate vertices per joint
-KEYPOINT_NAMES = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_heel", "right_heel", "left_big_toe", "right_big_toe",
-    *(f"{s}_{f}4" for s in ("left", "right") for f in ("thumb", "index", "middle", "ring", "pinky")),
-)
 # local changes that are not left/right symmetric displacements of a whole part
 _EXCLUDED_LOCAL_CHANGES = ("trans-out", "angle-out")
 LOCAL_CHANGE_SIGMA = 0.2

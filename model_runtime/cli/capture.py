@@ -15,10 +15,9 @@ import argparse
 import signal
 import sys
 import threading
-import time
 from typing import TextIO
 
-from ..core import options as O
+from ..core import options
 from ..core.errors import EXIT_OK
 
 
@@ -27,41 +26,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="output capture file (.npz)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output (only when the run succeeds; a failed run never replaces it)")
-    O.add_arguments(p)
+    options.add_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-class ProgressBar:
-    """A one-line progress bar on a stream (redrawn at most every ``interval`` s).
+class _Lines:
+    """A stream for tqdm that is not a terminal (a log file, a pipe): each redraw becomes one line
+    instead of ``\\r``-separated redraws piling up on a single line."""
 
-    On a terminal it redraws in place; otherwise it prints a line every 5 s.
-    """
+    def __init__(self, stream: TextIO):
+        self.stream = stream
 
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 30, interval: float = 0.2):
-        self.stream, self.width = stream, width
-        self.tty = stream.isatty()
-        self.interval = interval if self.tty else 5.0
-        self._last = 0.0
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if line:
+            self.stream.write(line + "\n")
 
-    def __call__(self, done: int, total: int | None, fps: float) -> None:
-        now = time.monotonic()
-        if now - self._last < self.interval and (total is None or done < total):
-            return
-        self._last = now
-        if total:
-            filled = int(self.width * done / total)
-            eta = (total - done) / fps if fps > 0 else float("nan")
-            line = (f"[{'#' * filled}{'-' * (self.width - filled)}] {done}/{total} frames "
-                    f"{fps:5.1f} fps  ETA {eta:4.0f} s")
-        else:
-            line = f"{done} frames {fps:5.1f} fps"
-        self.stream.write(("\r" + line) if self.tty else (line + "\n"))
+    def flush(self) -> None:
         self.stream.flush()
 
+
+class ProgressBar:
+    """The pipeline's ``on_progress(done, total, fps)`` drawn by tqdm on ``stream``: redrawn in place
+    on a terminal (at most every 0.2 s), else one line every ``log_interval`` s.  The bar starts at
+    the first frame, so model loading does not count in its rate and ETA."""
+
+    def __init__(self, stream: TextIO = sys.stderr, log_interval: float = 5.0):
+        self.stream, self.log_interval = stream, log_interval
+        self.bar = None
+
+    def __call__(self, done: int, total: int | None, fps: float) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            tty = self.stream.isatty()
+            self.bar = tqdm(total=total, unit="frame", file=self.stream if tty else _Lines(self.stream),
+                            mininterval=0.2 if tty else self.log_interval, ascii=not tty, dynamic_ncols=tty,
+                            bar_format=None if total else "{n_fmt} frames [{elapsed}, {rate_fmt}]")
+        self.bar.update(done - self.bar.n)
+
     def close(self) -> None:
-        if self.tty and self._last:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def terminate_as_interrupt() -> None:
@@ -76,16 +82,17 @@ def terminate_as_interrupt() -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.capture_file import check_output
-    from ..capture.pipeline import build_pipeline
+
+    opts = options.from_args(args)                             # usage errors (exit 2) before anything loads
+    out = check_output(args.output, overwrite=args.overwrite)   # output problems (exit 9) too
+    from ..capture.pipeline import build_pipeline             # torch, cv2, mediapipe: only now
     from ..capture.sources import open_source
 
-    options = O.from_args(args)                          # usage errors (exit 2) before anything loads
-    out = check_output(args.output, overwrite=args.overwrite)   # output problems (exit 9) too
-    source = open_source(args.source, start=options.start, end=options.end, fps=options.folder_fps)
+    source = open_source(args.source, start=opts.start, end=opts.end, fps=opts.folder_fps)
     terminate_as_interrupt()
     bar = None if args.quiet else ProgressBar()
     try:
-        pipe = build_pipeline(options)
+        pipe = build_pipeline(opts)
         try:
             result = pipe.run(source, out, on_progress=bar)
         finally:

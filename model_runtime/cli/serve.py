@@ -34,7 +34,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..core import protocol as P
+from ..core import protocol
 from ..core.errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, CancelledError, RuntimeErrorBase
 
 log = logging.getLogger("model_runtime.cli.serve")
@@ -56,7 +56,7 @@ def versions() -> dict[str, Any]:
         mp_version = mediapipe.__version__
     except Exception as e:  # noqa: BLE001 - reported, not fatal
         mp_version = f"unavailable ({e})"
-    return dict(protocol=P.PROTOCOL_VERSION, runtime_version=RUNTIME_VERSION, python=platform.python_version(),
+    return dict(protocol=protocol.PROTOCOL_VERSION, runtime_version=RUNTIME_VERSION, python=platform.python_version(),
                 torch=torch.__version__, cuda=bool(torch.cuda.is_available()), mediapipe=mp_version)
 
 
@@ -73,12 +73,12 @@ class Server:
         self._pipes: dict[tuple, Any] = {}
 
     # ---- output
-    def send(self, event: P.Event, /, **fields) -> None:
-        msg = P.event(event, **fields)
+    def send(self, event: protocol.Event, /, **fields) -> None:
+        msg = protocol.event(event, **fields)
         with self._lock:
-            P.write(self.out, msg)
+            protocol.write(self.out, msg)
 
-    def _finish(self, event: P.Event, /, **fields) -> None:
+    def _finish(self, event: protocol.Event, /, **fields) -> None:
         """A job's last event: the server is free again once the client can see it."""
         self._busy.clear()
         self.send(event, **fields)
@@ -92,12 +92,12 @@ class Server:
                 if not raw.strip():
                     continue
                 try:
-                    req = P.decode(raw)
+                    req = protocol.decode(raw)
                     if "cmd" not in req:
-                        raise P.ProtocolError("a request needs 'cmd'")
+                        raise protocol.ProtocolError("a request needs 'cmd'")
                     if not self.handle(req):
                         break
-                except P.ProtocolError as e:
+                except protocol.ProtocolError as e:
                     self.send("error", id=None, message=str(e), kind="ProtocolError", exit_code=EXIT_USAGE,
                               traceback=None, output=None)
                 except Exception as e:  # noqa: BLE001 - a bad request never ends the server
@@ -128,7 +128,7 @@ class Server:
         # capture / live
         job_id = req.get("id", "")
         if not isinstance(job_id, (str, int)) or isinstance(job_id, bool):
-            raise P.ProtocolError(f"'id' must be a string, got {job_id!r}")
+            raise protocol.ProtocolError(f"'id' must be a string, got {job_id!r}")
         job_id = str(job_id)
         if self._busy.is_set():
             self.send("error", id=job_id, message=f"busy with job {self._job_id!r}; cancel it first",
@@ -279,9 +279,9 @@ class Server:
 
 def frame_event(job_id: str | None, rec: dict) -> dict[str, Any]:
     """A live-mode ``frame`` event from a pipeline record (JSON-safe lists)."""
-    from ..core import rotations as R
+    from ..core import rotations
 
-    pose = R.matrix_to_rot6d(R.quat_wxyz_to_matrix(rec["quat"]))
+    pose = rotations.matrix_to_rot6d(rotations.quat_wxyz_to_matrix(rec["quat"]))
     betas, scale = rec.get("betas", np.zeros(16)), rec.get("scale", 1.0)
     return dict(id=job_id, index=int(rec["index"]), time=float(rec["time"]), valid=bool(rec["valid"]),
                 pose_6d=_list(pose), transl=_list(rec["transl"]), betas=_list(betas), scale=float(scale),

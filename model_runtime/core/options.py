@@ -261,7 +261,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             continue
         target = p
         if md.get("group"):
-            target = groups.setdefault(md["group"], p.add_mutually_exclusive_group())
+            if md["group"] not in groups:   # one group per name (an empty group breaks --help)
+                groups[md["group"]] = p.add_mutually_exclusive_group()
+            target = groups[md["group"]]
         flag = md.get("flag") or _flag(f.name)
         default = getattr(d, f.name)
         if isinstance(default, bool):

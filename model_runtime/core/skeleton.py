@@ -45,10 +45,8 @@ PARENTS: Final[np.ndarray] = np.array(
 PARENTS.setflags(write=False)
 
 BODY_IDX: Final[np.ndarray] = np.arange(0, 22)
-LEFT_HAND_IDX: Final[np.ndarray] = np.arange(22, 37)
 RIGHT_HAND_IDX: Final[np.ndarray] = np.arange(37, 52)
 HEAD_JOINT: Final[int] = JOINT_NAMES.index("head")
-LEFT_WRIST: Final[int] = JOINT_NAMES.index("left_wrist")
 RIGHT_WRIST: Final[int] = JOINT_NAMES.index("right_wrist")
 
 Side = Literal["left", "right"]

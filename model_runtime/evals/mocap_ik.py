@@ -7,7 +7,7 @@ of the retargeted body, then
 
 * **IKNet**: the shipped ``IKSolver`` on the keypoints -> rotations, beta, alpha
   -> forward kinematics -> keypoints.  ``IKSolver`` ships BodyIKNet, the
-  correction stage BodyCorrectionNet (when ``body2.pt`` exists) and the analytic
+  correction stage BodyCorrectionNet (when ``correction.pt`` exists) and the analytic
   limb refinement of :mod:`model_runtime.ik.refine`;
   ``iknet_without_refinement`` reports the networks alone (both stages) and
   ``bodyiknet_only`` BodyIKNet alone (the paper's single network);
@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..core.errors import InputMissingError
 from .common import mpjpe, procrustes_align
@@ -56,6 +55,8 @@ def hand_prior_metrics(ik, model, n_samples: int = 2000, seed: int = 123) -> dic
     """HandIKNet MPJPE (mm) of the 21 keypoints after IK + FK on clean right hands:
     the 300 real hand-graph-cnn poses fitted with the SMPL-H hand (part of the training prior)
     and ``n_samples`` fresh anatomical-limit poses (a seed never used in training)."""
+    import torch
+
     from ..ik.data import HandSampler, default_data_root, load_hand_prior
     from ..ik.hand_prior import random_rotations
     from ..models.keypoints import PartKinematics
@@ -111,6 +112,8 @@ def optimisation_ik(kin, kp: torch.Tensor, iters: int) -> tuple[torch.Tensor, to
 
     kp ``(B, 24, 3)`` pelvis-relative -> ``rot6d (B, 22, 6)``, ``betas (B, 16)``, ``scale (B,)``.
     """
+    import torch
+
     from ..mocap.retarget import _initial_rotations
     from ..core.rotations import matrix_to_rot6d, rot6d_to_matrix
     from ..core.skeleton import BODY_JOINT_NAMES, BODY_KEYPOINT_NAMES
@@ -154,6 +157,8 @@ def _time_ms(fn, repeats: int, warmup: int = 10) -> float:
 
 
 def run(args) -> int:
+    import torch
+
     from ..models.load import load_body_model
     from ..ik.data import BODY_FPS, load_clip
     from ..ik.inference import IKSolver
@@ -242,7 +247,7 @@ def run(args) -> int:
 
     report = {"files": len(files), "frames": F, "body_model": Path(model.source).name, "retarget_fit_mm": round(fit_mm, 2),
               **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in iknet.items()},
-              "correction_stage": ik.body2_net is not None,
+              "correction_stage": ik.correction_net is not None,
               "iknet_without_refinement": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in raw.items()},
               "bodyiknet_only": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in first.items()},
               "baseline_optimisation": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in base.items()},

@@ -66,7 +66,7 @@ class IKSolver:
                  body_model=None, refine: bool = True, correct: bool | None = None, numpy_max_batch: int = 16):
         """``refine``: apply :func:`.refine.refine_limbs` after the body network(s).
         ``correct``: run the second stage :class:`.networks.BodyCorrectionNet` after BodyIKNet
-        (``None``: when ``body2.pt`` is in ``weights_dir``).  Both need the body model the weights
+        (``None``: when ``correction.pt`` is in ``weights_dir``).  Both need the body model the weights
         were trained for (default: the built-in one).  ``numpy_max_batch``: largest numpy batch
         served by :mod:`.numpy_path` on the CPU (0 turns it off)."""
         weights_dir = Path(weights_dir)
@@ -75,19 +75,20 @@ class IKSolver:
         self.body_net, self.body_info = load_net("body", weights_dir, self.device)
         self.hand_net, self.hand_info = load_net("hand", weights_dir, self.device)
         if correct is None:
-            correct = (weights_dir / "body2.pt").is_file()
-        self.body2_net, self.body2_info = load_net("body2", weights_dir, self.device) if correct else (None, None)
+            correct = (weights_dir / "correction.pt").is_file()
+        self.correction_net, self.correction_info = (load_net("correction", weights_dir, self.device) if correct
+                                                     else (None, None))
         self.kin = None
         if refine or correct:
             from ..models.load import load_body_model
             from ..models.keypoints import PartKinematics
 
             self.kin = PartKinematics(body_model or load_body_model(), "body", device=self.device)
-        for net in (self.body_net, self.hand_net, self.body2_net):
+        for net in (self.body_net, self.hand_net, self.correction_net):
             if net is not None:
                 net.requires_grad_(False)
         self.numpy_max_batch = numpy_max_batch if self.device.type == "cpu" else 0
-        self._np = (NumpyIK(self.body_net, self.hand_net, self.kin, self.body2_net, refine)
+        self._np = (NumpyIK(self.body_net, self.hand_net, self.kin, self.correction_net, refine)
                     if self.numpy_max_batch else None)
 
     def _numpy_path(self, kp3d) -> bool:
@@ -107,10 +108,10 @@ class IKSolver:
         kp = _as_tensor(kp3d, "kp3d", (None, 24, 3), self.device)
         c = _as_tensor(conf, "conf", (kp.shape[0], 24), self.device)
         rel, c, frame = body_input(kp, c)                 # pelvis-relative, in the body frame
-        if self.body2_net is None:
+        if self.correction_net is None:
             out = self.body_net(rel, c, frame)
         else:
-            out = two_stage_body(self.body_net, self.body2_net, self.kin, rel, c, frame)
+            out = two_stage_body(self.body_net, self.correction_net, self.kin, rel, c, frame)
         R = rot6d_to_matrix(out["rot6d"])
         if self.refine:
             R = refine_limbs(self.kin, R, out["betas"], out["scale"], rel @ frame.transpose(1, 2), c)

@@ -50,7 +50,7 @@ class NetConfig:
 
 BODY_CONFIG = NetConfig("body", NUM_BODY_KP, NUM_BODY_JOINTS, width=512, depth=4, with_shape=True)
 HAND_CONFIG = NetConfig("hand", NUM_HAND_KP, 1 + NUM_HAND_JOINTS, width=512, depth=3, with_shape=False)
-BODY2_CONFIG = NetConfig("body2", NUM_BODY_KP, NUM_BODY_JOINTS, width=512, depth=2, with_shape=False)
+CORRECTION_CONFIG = NetConfig("correction", NUM_BODY_KP, NUM_BODY_JOINTS, width=512, depth=2, with_shape=False)
 
 
 def _mlp(d_in: int, cfg: NetConfig, n_out: int) -> tuple[nn.Sequential, nn.Linear]:
@@ -147,4 +147,4 @@ def HandIKNet() -> IKNet:  # noqa: N802
 
 def build(cfg: NetConfig | dict) -> IKNet | BodyCorrectionNet:
     cfg = cfg if isinstance(cfg, NetConfig) else NetConfig(**cfg)
-    return BodyCorrectionNet(cfg) if cfg.part == "body2" else IKNet(cfg)
+    return BodyCorrectionNet(cfg) if cfg.part == "correction" else IKNet(cfg)

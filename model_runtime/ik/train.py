@@ -1,4 +1,5 @@
-"""``python -m model_runtime train iknet --part body|hand``: train BodyIKNet / HandIKNet.
+"""Training of BodyIKNet / HandIKNet (command line: ``python -m model_runtime train iknet``,
+:mod:`model_runtime.cli.train_iknet`).
 
 Loss (paper Eq. 15), forward kinematics of the model layer inside the loss:
 
@@ -13,9 +14,9 @@ Loss (paper Eq. 15), forward kinematics of the model layer inside the loss:
 * ``L_alpha``, ``L_beta``: L2 on scale and shape (body only).
 
 Positions enter in decimetres (body) or hand sizes (hand) so all terms are O(1).
-``--part body2`` trains the optional second stage :class:`.networks.BodyCorrectionNet`
+``--part correction`` trains the optional second stage :class:`.networks.BodyCorrectionNet`
 on top of the frozen shipped BodyIKNet (``<export-dir>/body.pt``; its hash is recorded
-in ``body2.json`` and checked at load time), with the body loss and sampler.
+in ``correction.json`` and checked at load time), with the body loss and sampler.
 
 Deterministic for a seed (one generator drives all sampling; deterministic
 algorithms), resumable (``--resume`` continues from ``<run-dir>/checkpoint.pt``
@@ -23,10 +24,8 @@ and gives the same weights as a straight run), uses CUDA when present.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +33,12 @@ from pathlib import Path
 import torch
 
 from ..core.rotations import rot6d_to_matrix
-from .networks import BODY2_CONFIG, BODY_CONFIG, HAND_CONFIG, NetConfig, build, two_stage_body
+from .networks import BODY_CONFIG, CORRECTION_CONFIG, HAND_CONFIG, NetConfig, build, two_stage_body
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_VERSION = 1
-DEFAULT_STEPS = {"body": 12000, "hand": 16000, "body2": 8000}
-CONFIGS = {"body": BODY_CONFIG, "hand": HAND_CONFIG, "body2": BODY2_CONFIG}
+DEFAULT_STEPS = {"body": 12000, "hand": 16000, "correction": 8000}
+CONFIGS = {"body": BODY_CONFIG, "hand": HAND_CONFIG, "correction": CORRECTION_CONFIG}
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class LossWeights:
 
 
 # HandIKNet: no shape terms; keypoints (in hand sizes) weigh more than for the body
-PART_LOSS_WEIGHTS = {"body": LossWeights(), "body2": LossWeights(),
+PART_LOSS_WEIGHTS = {"body": LossWeights(), "correction": LossWeights(),
                      "hand": LossWeights(alpha=0.0, beta=0.0, chi=4.0, chi_bar=0.0)}
 
 def iknet_loss(part: str, out: dict, batch, kin, w: LossWeights | None = None) -> tuple[torch.Tensor, dict]:
@@ -61,7 +60,7 @@ def iknet_loss(part: str, out: dict, batch, kin, w: LossWeights | None = None) -
     w = w or PART_LOSS_WEIGHTS[part]
     R = rot6d_to_matrix(out["rot6d"])
     terms = {"theta": ((R - batch.rot) ** 2).sum((-1, -2)).mean()}
-    if part in ("body", "body2"):
+    if part in ("body", "correction"):
         _, kp = kin(R, out["betas"], out["scale"])
         B, J = R.shape[:2]
         _, kp_rest = kin(torch.eye(3, device=R.device).expand(B, J, 3, 3), out["betas"], out["scale"])
@@ -93,12 +92,12 @@ class Trainer:
     def __init__(self, part: str, sampler, kin_loss, steps: int, seed: int = 0, batch: int = 512,
                  lr: float = 1e-3, device: str | torch.device = "cpu", cfg: NetConfig | None = None,
                  first_stage=None):
-        """``first_stage``: the frozen BodyIKNet under a ``body2`` net (required for that part)."""
+        """``first_stage``: the frozen BodyIKNet under a ``correction`` net (required for that part)."""
         self.part, self.sampler, self.kin, self.total, self.batch = part, sampler, kin_loss, steps, batch
         self.device = torch.device(device)
         self.seed = seed
-        if (part == "body2") != (first_stage is not None):
-            raise ValueError("part 'body2' (and only it) trains on top of a frozen first_stage BodyIKNet")
+        if (part == "correction") != (first_stage is not None):
+            raise ValueError("part 'correction' (and only it) trains on top of a frozen first_stage BodyIKNet")
         self.first_stage = first_stage.requires_grad_(False).eval() if first_stage is not None else None
         torch.manual_seed(seed)
         self.net = build(cfg or CONFIGS[part]).to(self.device)
@@ -194,9 +193,9 @@ def load_net(part: str, weights_dir: Path = WEIGHTS_DIR, device="cpu"):
         net.load_state_dict(torch.load(pt, map_location=device, weights_only=True))
     except (RuntimeError, KeyError) as e:
         raise ModelFileError(str(pt), "state_dict", f"does not match {js.name} ({e})") from e
-    if part == "body2" and info.get("first_stage_sha256") != file_sha256(Path(weights_dir) / "body.pt"):
+    if part == "correction" and info.get("first_stage_sha256") != file_sha256(Path(weights_dir) / "body.pt"):
         raise ModelFileError(str(js), "first_stage_sha256", "does not match body.pt (the correction stage was "
-                             "trained on other BodyIKNet weights; retrain with `train iknet --part body2`)")
+                             "trained on other BodyIKNet weights; retrain with `train iknet --part correction`)")
     net.eval()
     return net, info
 
@@ -206,68 +205,10 @@ def make_sampler(part: str, model, data_root: Path, log=None):
     from ..models.keypoints import PartKinematics
     from .data import BodySampler, HandSampler, load_body_poses, load_hand_prior, mocap_clip_paths
 
-    kin = PartKinematics(model, "body" if part == "body2" else part)
-    if part in ("body", "body2"):
+    kin = PartKinematics(model, "body" if part == "correction" else part)
+    if part in ("body", "correction"):
         poses = load_body_poses(kin, mocap_clip_paths(data_root, "train"), log=log)
         return BodySampler(poses, kin), {"train_frames": len(poses)}
     real = load_hand_prior(kin, data_root, log=log)
     return HandSampler(real, kin), {"real_hand_poses": len(real)}
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--part", choices=("body", "hand", "body2"), required=True,
-                   help="body2: the correction stage on top of the shipped BodyIKNet (<export-dir>/body.pt)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="total optimisation steps (default: body 12000, hand 16000, body2 8000)")
-    p.add_argument("--batch", type=int, default=512)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--run-dir", type=Path, default=None, help="checkpoints (default runs/iknet_<part>)")
-    p.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
-    p.add_argument("--checkpoint-every", type=int, default=1000)
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
-    p.add_argument("--data", type=Path, default=None, help="data root (default ../shared/data)")
-    p.add_argument("--body-model", default="builtin")
-    p.add_argument("--export-dir", type=Path, default=WEIGHTS_DIR, help="where <part>.pt/.json go")
-    p.add_argument("--no-export", action="store_true")
-
-
-def run(args) -> int:
-    from ..models.load import load_body_model
-    from ..models.keypoints import PartKinematics
-    from ..mocap.retarget import model_signature
-    from .data import default_data_root
-
-    torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    t0 = time.perf_counter()
-    model = load_body_model(args.body_model)
-    data_root = args.data or default_data_root()
-    sampler, data_meta = make_sampler(args.part, model, data_root, log=log)
-    kin_loss = PartKinematics(model, "body" if args.part == "body2" else args.part, device=device)
-    steps = args.steps or DEFAULT_STEPS[args.part]
-    first, extra = None, {}
-    if args.part == "body2":
-        first, _ = load_net("body", Path(args.export_dir), device)
-        extra = {"first_stage_sha256": file_sha256(Path(args.export_dir) / "body.pt")}
-    trainer = Trainer(args.part, sampler, kin_loss, steps, seed=args.seed, batch=args.batch, lr=args.lr, device=device,
-                      first_stage=first)
-    run_dir = args.run_dir or Path("runs") / f"iknet_{args.part}"
-    ckpt = run_dir / "checkpoint.pt"
-    if args.resume and ckpt.is_file():
-        trainer.load(ckpt)
-        log(f"resumed from {ckpt} at step {trainer.step}")
-    log(f"training {args.part} on {device} for {steps} steps (data ready in {time.perf_counter() - t0:.0f} s)")
-    trainer.train(checkpoint=ckpt, every=args.checkpoint_every, log=log)
-    wall = time.perf_counter() - t0
-    if not args.no_export:
-        meta = {"body_model": Path(model.source).name, "body_model_signature": model_signature(PartKinematics(model, "body")),
-                "wall_s": round(wall, 1), "device": device, "threads": args.threads, **data_meta, **extra}
-        pt, js = export_weights(trainer, Path(args.export_dir), meta)
-        log(f"wrote {pt} and {js}")
-    print(json.dumps({"part": args.part, "steps": trainer.step, "wall_s": round(wall, 1),
-                      "final": trainer.history[-1] if trainer.history else {}}))
-    return 0
