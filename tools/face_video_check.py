@@ -53,7 +53,8 @@ def run_clip(video: Path, end: int | None, method: str = "fit") -> dict:
     fitter = FaceFitter(model)
     stage = None
     if method == "track":
-        from model_runtime.capture.pipeline import FaceFitStage, limit_numpy_blas_threads
+        from model_runtime.capture.workers import limit_numpy_blas_threads
+        from model_runtime.face.stage import FaceFitStage
         from model_runtime.capture.translation import DEFAULT_FOV_DEG, intrinsics_from_fov
 
         size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
@@ -74,7 +75,7 @@ def run_clip(video: Path, end: int | None, method: str = "fit") -> dict:
                 continue
             t0 = time.perf_counter()
             if stage is not None:
-                tracked = stage.track(d)
+                tracked = stage.track(img, d)
                 times.append(time.perf_counter() - t0)
                 if tracked is None:
                     continue
@@ -122,7 +123,7 @@ def smoothing_report(rows: list[dict], names: list[str]) -> dict:
     per-frame coefficients: peak kept, lag (the shift in frames, 0..5, that best aligns the filtered
     with the raw series) and jitter (mean |second difference| over all coefficients)."""
     from model_runtime.capture.filters import OneEuroFilter, SmoothingConfig
-    from model_runtime.capture.pipeline import expression_smoothing
+    from model_runtime.capture.postprocess import expression_smoothing
 
     E = np.stack([r["expression"] for r in rows])                 # (T, Ke)
     t = np.array([r["time"] for r in rows])

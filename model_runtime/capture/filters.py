@@ -20,7 +20,7 @@ from typing import Final, Literal, Sequence
 
 import numpy as np
 
-from ..core import rotations as R
+from ..core import rotations
 
 from ..core.options import FILL_MODES, SmoothingConfig  # noqa: F401 - re-exported: the schema lives in options
 
@@ -89,12 +89,12 @@ class RotationFilter:
 
     def __call__(self, rot: np.ndarray, t: float) -> np.ndarray:
         """``rot (J, 3, 3)`` at ``t`` s -> smoothed ``(J, 3, 3)``."""
-        return R.quat_wxyz_to_matrix(self.quaternions(rot, t))
+        return rotations.quat_wxyz_to_matrix(self.quaternions(rot, t))
 
     def quaternions(self, rot: np.ndarray, t: float) -> np.ndarray:
         """``rot (J, 3, 3)`` at ``t`` s -> smoothed unit quaternions ``(J, 4)`` WXYZ, each in the
         hemisphere of the previous frame's (continuous over time)."""
-        q = align_hemisphere(R.matrix_to_quat_wxyz(np.asarray(rot, np.float64)), self._prev)
+        q = align_hemisphere(rotations.matrix_to_quat_wxyz(np.asarray(rot, np.float64)), self._prev)
         qf = self._f(q, t)
         qf = qf / np.maximum(np.linalg.norm(qf, axis=-1, keepdims=True), 1e-12)
         self._prev = qf
@@ -120,8 +120,8 @@ def slerp(q0: np.ndarray, q1: np.ndarray, w: np.ndarray) -> np.ndarray:
 class GapFiller:
     """Fills frames without a person (or without a face fit), streaming.
 
-    Records are dicts with a bool flag (``flag``, default ``"valid"``), a float ``"time"`` and arrays.
-    Keys in ``quat_keys`` hold WXYZ quaternions ``(..., 4)`` (slerped); keys in
+    Records are dicts, or objects with these names as attributes (:class:`records.FrameRecord`),
+    with a bool flag (``flag``, default ``"valid"``), a float ``"time"`` and arrays.  Keys in ``quat_keys`` hold WXYZ quaternions ``(..., 4)`` (slerped); keys in
     ``linear_keys`` are lerped; other keys pass through untouched (e.g. the raw
     keypoints, which stay as detected).  ``push`` returns the records that are
     ready, in order; ``flush`` returns the rest (a trailing gap is held).
@@ -142,20 +142,20 @@ class GapFiller:
         self.flag, self.lookahead = flag, lookahead
         self.quat_keys, self.linear_keys = tuple(quat_keys), tuple(linear_keys)
         self.max_gap = int(max_gap)
-        self._last: dict | None = None
-        self._gap: list[dict] = []
+        self._last = None           # the last valid record
+        self._gap: list = []
 
     @property
     def pending(self) -> int:
         """Number of records held back (waiting for the end of a gap)."""
         return len(self._gap)
 
-    def _fill(self, rec: dict, src: dict) -> None:
+    def _fill(self, rec, src) -> None:
         for k in self.quat_keys + self.linear_keys:
-            rec[k] = np.array(src[k], copy=True)
+            _set(rec, k, np.array(_get(src, k), copy=True))
 
-    def push(self, rec: dict) -> list[dict]:
-        if not rec[self.flag]:
+    def push(self, rec) -> list:
+        if not _get(rec, self.flag):
             self._gap.append(rec)
             if not self.lookahead or len(self._gap) > self.max_gap:
                 return self._release_held()
@@ -171,27 +171,39 @@ class GapFiller:
         self._last = rec
         return out + [rec]
 
-    def _release_held(self) -> list[dict]:
+    def _release_held(self) -> list:
         out, self._gap = self._gap, []
         if self._last is not None:
             for g in out:
                 self._fill(g, self._last)
         return out
 
-    def flush(self) -> list[dict]:
+    def flush(self) -> list:
         return self._release_held()
 
-    def _interpolate(self, gap: list[dict], a: dict, b: dict) -> None:
-        t0, t1 = a["time"], b["time"]
-        w = np.array([(g["time"] - t0) / (t1 - t0) if t1 > t0 else 0.5 for g in gap])  # (G,)
+    def _interpolate(self, gap: list, a, b) -> None:
+        t0, t1 = _get(a, "time"), _get(b, "time")
+        w = np.array([(_get(g, "time") - t0) / (t1 - t0) if t1 > t0 else 0.5 for g in gap])  # (G,)
         for k in self.quat_keys:
-            q = slerp(np.asarray(a[k])[None], np.asarray(b[k])[None],
-                      w.reshape((-1,) + (1,) * (np.ndim(a[k]) - 1)))
+            qa = _get(a, k)
+            q = slerp(np.asarray(qa)[None], np.asarray(_get(b, k))[None],
+                      w.reshape((-1,) + (1,) * (np.ndim(qa) - 1)))
             for g, qi in zip(gap, q):
-                g[k] = qi
+                _set(g, k, qi)
         for k in self.linear_keys:
-            va, vb = np.asarray(a[k], np.float64), np.asarray(b[k], np.float64)
+            va, vb = np.asarray(_get(a, k), np.float64), np.asarray(_get(b, k), np.float64)
             ww = w.reshape((-1,) + (1,) * va.ndim)
             v = (1.0 - ww) * va[None] + ww * vb[None]
             for g, vi in zip(gap, v):
-                g[k] = vi
+                _set(g, k, vi)
+
+
+def _get(rec, key: str):
+    return rec[key] if isinstance(rec, dict) else getattr(rec, key)
+
+
+def _set(rec, key: str, value) -> None:
+    if isinstance(rec, dict):
+        rec[key] = value
+    else:
+        setattr(rec, key, value)

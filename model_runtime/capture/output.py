@@ -1,0 +1,155 @@
+"""What a capture writes: the capture file's per-frame rows (:func:`file_frame`) and per-clip values
+(:class:`ClipValues`), and :class:`CaptureOutput`, which hands each finished frame to the file and
+the callbacks."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Final, Mapping
+
+import numpy as np
+
+from ..core import rotations
+from ..core.capture_file import CaptureWriter
+from ..core.skeleton import BODY_KEYPOINT_NAMES, HAND21_NAMES, JOINT_NAMES, NUM_JOINTS
+from ..face.stage import FaceStage
+from .records import FrameCallback, FrameRecord, ProgressCallback, StageTimer
+from .sources import FrameSource
+from .tracking import ShapeEstimator
+
+log = logging.getLogger(__name__)
+
+#: keypoint rows of ``keypoints_2d``/``keypoints_3d`` in capture files
+KEYPOINT_NAMES: Final[tuple[str, ...]] = (
+    BODY_KEYPOINT_NAMES
+    + tuple(f"left_hand_{n}" for n in HAND21_NAMES)
+    + tuple(f"right_hand_{n}" for n in HAND21_NAMES)
+)
+_NB = len(BODY_KEYPOINT_NAMES)
+_NH = len(HAND21_NAMES)
+#: body keypoint rows of the two wrists [left, right] (the hand rows are placed relative to them)
+_BODY_WRIST_ROWS = np.array([BODY_KEYPOINT_NAMES.index("left_wrist"), BODY_KEYPOINT_NAMES.index("right_wrist")])
+
+
+# --------------------------------------------------------------------------- per-frame rows
+def file_frame(rec: FrameRecord) -> dict[str, np.ndarray]:
+    """One record -> the per-frame keys of the capture file.  Non-finite values (a last line of
+    defence: a capture file never holds NaN/inf) are written as zeros of an invalid frame."""
+    rot = rotations.quat_wxyz_to_matrix(rec.quat)
+    kp2d = np.concatenate([rec.body_2d, rec.hands_2d.reshape(2 * _NH, 3)], 0)
+    row = dict(pose_6d=rotations.matrix_to_rot6d(rot), transl=rec.transl, valid=rec.valid,
+               keypoints_2d=kp2d, keypoints_3d=keypoints_3d(rec),
+               face_expression=rec.expression, face_sh=rec.sh)
+    bad = [k for k, v in row.items() if not np.isfinite(np.asarray(v, np.float64)).all()]
+    if bad:
+        log.warning("frame %d: non-finite %s; written as an invalid frame", rec.index, ", ".join(bad))
+        row = {k: np.nan_to_num(np.asarray(v, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+               for k, v in row.items()}
+        if "pose_6d" in bad:
+            row["pose_6d"] = rotations.matrix_to_rot6d(np.tile(np.eye(3), (NUM_JOINTS, 1, 1)))
+        row["valid"] = False
+    return row
+
+
+def keypoints_3d(rec: FrameRecord) -> np.ndarray:
+    """Detected 3D keypoints placed in the camera frame, ``(66, 3)`` metres.
+
+    Body rows: the detector's pelvis-relative points plus the fitted model's
+    pelvis (``scale * FK + transl``); hand rows: the detector's wrist-relative
+    points plus the body row of the same wrist.  Rows with confidence 0 are 0.
+    """
+    out = np.zeros((len(KEYPOINT_NAMES), 3))
+    if not rec.valid or rec.joints is None:
+        return out
+    pelvis = rec.joints[0] + rec.transl
+    body = rec.body_3d + pelvis
+    body = np.where(rec.body_2d[:, 2:3] > 0, body, 0.0)
+    hands = rec.hands_3d + body[_BODY_WRIST_ROWS][:, None, :]
+    hands = np.where(rec.hands_2d[..., 2:3] > 0, hands, 0.0)
+    out[:_NB] = body
+    out[_NB:] = hands.reshape(2 * _NH, 3)
+    return out
+
+
+# --------------------------------------------------------------------------- per-clip values
+class ClipValues:
+    """The capture file's per-clip values: camera, names, the clip's shape and face."""
+
+    def __init__(self, shape: ShapeEstimator, face: FaceStage | None, body_model: str, face_model: str):
+        self.shape, self.face, self.body_model, self.face_model = shape, face, body_model, face_model
+        self._written: dict[str, np.ndarray] | None = None
+
+    def initial(self, source: FrameSource, K: np.ndarray, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+        """All per-clip values as known at the start (``extra`` added, e.g. the source's name)."""
+        face = self.face
+        ident, alb = face.clip_params() if face is not None else (np.zeros(0, np.float32), np.zeros(0, np.float32))
+        vals = dict(
+            fps=np.float32(source.fps), image_size=np.asarray(source.image_size, np.int32),
+            camera_K=K.astype(np.float32), joint_names=np.asarray(JOINT_NAMES),
+            betas=self.shape.betas.astype(np.float32), scale=np.float32(self.shape.scale),
+            keypoint_names=np.asarray(KEYPOINT_NAMES),
+            face_identity=np.asarray(ident, np.float32), face_albedo=np.asarray(alb, np.float32),
+            expression_names=np.asarray(face.expression_names if face is not None else (), dtype=str),
+            body_model=np.asarray(self.body_model), face_model=np.asarray(self.face_model),
+        )
+        vals.update(extra or {})
+        return vals
+
+    def write_changes(self, writer: CaptureWriter) -> None:
+        """Write the per-clip values (shape, scale, face identity/albedo) as soon as they change, so a
+        killed capture keeps them (:class:`CaptureWriter` writes ``static.npz`` atomically)."""
+        vals = dict(betas=self.shape.betas.astype(np.float32), scale=np.float32(self.shape.scale))
+        if self.face is not None:
+            ident, alb = self.face.clip_params()
+            vals.update(face_identity=np.asarray(ident, np.float32), face_albedo=np.asarray(alb, np.float32))
+        if not all(np.isfinite(v).all() for v in vals.values()) or not vals["scale"] > 0:
+            log.warning("per-clip values are not finite yet; the file keeps the last finite ones")
+            return
+        if self._written is not None and all(np.array_equal(v, self._written.get(k)) for k, v in vals.items()):
+            return
+        writer.update_static(**vals)
+        self._written = vals
+
+
+# --------------------------------------------------------------------------- writing
+class CaptureOutput:
+    """Hands finished frames to the capture file (``output``; None = no file) and the callbacks.
+
+    ``on_frame(record.as_dict())`` and ``on_progress(frames_done, total_or_None, fps)`` are
+    called after every written frame.  Raises what :class:`CaptureWriter` raises for a bad path.
+    """
+
+    def __init__(self, output: Path | str | None, values: ClipValues, source: FrameSource, K: np.ndarray,
+                 extra: Mapping[str, Any] | None, chunk_frames: int, timer: StageTimer,
+                 on_frame: FrameCallback | None, on_progress: ProgressCallback | None):
+        self.values, self.timer, self.on_frame, self.on_progress = values, timer, on_frame, on_progress
+        self.total = source.num_frames
+        self.writer = None if output is None else CaptureWriter(output, static=values.initial(source, K, extra),
+                                                                chunk_frames=chunk_frames)
+        self.frames = 0
+        self.t_start = time.perf_counter()
+
+    def emit(self, records: list[FrameRecord]) -> None:
+        for rec in records:
+            t0 = time.perf_counter()
+            if self.writer is not None:
+                self.writer.append(**file_frame(rec))
+            self.timer.add("write", time.perf_counter() - t0)
+            self.frames += 1
+            if self.on_frame is not None:
+                self.on_frame(rec.as_dict())
+            if self.on_progress is not None:
+                el = time.perf_counter() - self.t_start
+                self.on_progress(self.frames, self.total, self.frames / el if el > 0 else 0.0)
+
+    def write_clip_values(self) -> None:
+        if self.writer is not None:
+            self.values.write_changes(self.writer)
+
+    def close(self, keep: bool) -> Path | None:
+        """Finish the file (``keep``: as the capture; else as a kept partial capture); -> its path."""
+        if self.writer is None:
+            return None
+        self.write_clip_values()
+        return self.writer.close() if keep else self.writer.abort()

@@ -1,0 +1,117 @@
+"""Post-processing of fitted frames, in file order: forward kinematics and the global translation
+(Eq. 14), One Euro filters (rotations, translation, expressions), gap filling (body and face)."""
+from __future__ import annotations
+
+from typing import Callable, Final
+
+import numpy as np
+
+from ..core import rotations
+from ..core.lbs import forward_kinematics
+from ..core.options import CaptureOptions, SmoothingConfig
+from ..core.skeleton import NUM_JOINTS
+from .filters import GapFiller, OneEuroFilter, RotationFilter
+from .records import FrameRecord
+from .tracking import ShapeEstimator
+from .translation import TranslationSolver
+
+#: One Euro for expressions: coefficient speeds are in units/s (not rad/s); a blink or a
+#: syllable moves a coefficient by ~0.5 in ~0.1 s, so the cut-off must reach ~5 Hz while it
+#: moves and the speed estimate must see the onset within a frame or two (docs/pipeline.md)
+EXPRESSION_BETA: Final[float] = 1.0
+EXPRESSION_D_CUTOFF: Final[float] = 4.0
+#: depth (m) of a person whose translation could not be solved yet
+DEFAULT_TRANSL: Final[tuple[float, float, float]] = (0.0, 0.0, 3.0)
+
+
+def expression_smoothing(config: SmoothingConfig) -> SmoothingConfig:
+    """The One Euro parameters of the expression coefficients from the capture's: the same
+    ``min_cutoff`` (jitter of a still face) and on/off switch, :data:`EXPRESSION_BETA` and
+    :data:`EXPRESSION_D_CUTOFF` for the speed (units/s of a coefficient, not rad/s)."""
+    return SmoothingConfig(min_cutoff=config.min_cutoff, beta=EXPRESSION_BETA, d_cutoff=EXPRESSION_D_CUTOFF,
+                           enabled=config.enabled)
+
+
+class MotionPostprocessor:
+    """Translation, filters and gap filling of one clip's frames (:meth:`push` in file order,
+    :meth:`flush` at the end).
+
+    Args:
+        K: camera intrinsics ``(3, 3)``.
+        shape: the clip's shape (betas and scale of the skeleton that is translated).
+        rest_joints: ``betas (16,)`` -> rest joints ``(52, 3)`` of the body model.
+        parents: ``(52,)`` the body model's joint parents.
+        options: smoothing, fill mode, ``max_gap``.
+        live: never wait for a future frame (gaps are held, not interpolated).
+        face: fill the face gaps (frames without a tracked face) before the body gaps.
+    """
+
+    def __init__(self, K: np.ndarray, shape: ShapeEstimator, rest_joints: Callable[[np.ndarray], np.ndarray],
+                 parents: np.ndarray, options: CaptureOptions, live: bool, face: bool):
+        o = options
+        self.shape, self.rest_joints, self.parents, self.face = shape, rest_joints, parents, face
+        self.translation = TranslationSolver(K)
+        self.rot_filter = RotationFilter(o.smoothing)
+        self.transl_filter = OneEuroFilter(o.smoothing, group_last_axis=True)
+        self.expr_filter = OneEuroFilter(expression_smoothing(o.smoothing))
+        # body gaps (no person) and face gaps (frames without a tracked face)
+        self.body_gaps = GapFiller(o.fill, quat_keys=("quat",), linear_keys=("transl",), max_gap=o.max_gap,
+                                   lookahead=not live)
+        self.face_gaps = GapFiller("interpolate", linear_keys=("expression", "sh"), max_gap=o.max_gap,
+                                   flag="face_ok", lookahead=not live)
+        self._last_transl: np.ndarray | None = None
+
+    def push(self, recs: list[FrameRecord]) -> list[FrameRecord]:
+        """Translate, smooth and gap-fill the next frames; -> the frames ready to write."""
+        if not recs:
+            return []
+        self._translate([r for r in recs if r.valid])
+        out: list[FrameRecord] = []
+        betas, scale = self.shape.betas, self.shape.scale
+        for r in recs:
+            r.betas, r.scale = betas, scale
+            self._smooth(r)
+            if not self.face:
+                out += self.body_gaps.push(r)
+                continue
+            for f in self.face_gaps.push(r):          # face gaps first (frames between fits) ...
+                out += self.body_gaps.push(f)         # ... then body gaps
+        return out
+
+    def flush(self) -> list[FrameRecord]:
+        """End of the clip: the frames held in gaps (trailing gaps are held)."""
+        out: list[FrameRecord] = []
+        for rec in self.face_gaps.flush():
+            out += self.body_gaps.push(rec)
+        return out + self.body_gaps.flush()
+
+    def _translate(self, valid: list[FrameRecord]) -> None:
+        """Posed joints (``rec.joints``, scaled) and the translation (Eq. 14, ``rec.transl``; the
+        last solved one where a frame has no solution)."""
+        if not valid:
+            return
+        rots = np.stack([r.rot for r in valid])                                          # (B, 52, 3, 3)
+        j_rest = np.broadcast_to(self.rest_joints(self.shape.betas), (len(valid), NUM_JOINTS, 3))
+        joints, _ = forward_kinematics(rots, np.ascontiguousarray(j_rest), self.parents)
+        joints = joints * self.shape.scale                                               # (B, 52, 3)
+        for r, j in zip(valid, joints):
+            r.joints = j
+            prior = None if self._last_transl is None else np.array([self._last_transl[2]])
+            t, ok = self.translation.solve(r.body_2d[None], j[None], prior)
+            r.transl_ok = bool(ok[0]) and bool(np.isfinite(t[0]).all())
+            if r.transl_ok:
+                self._last_transl = t[0]
+            r.transl = self._last_transl if self._last_transl is not None else np.array(DEFAULT_TRANSL)
+
+    def _smooth(self, r: FrameRecord) -> None:
+        """Filtered quaternions and translation (invalid frames: unfiltered, filled later) and
+        expression."""
+        if r.valid:
+            r.quat = self.rot_filter.quaternions(r.rot, r.time)
+            r.transl = self.transl_filter(r.transl, r.time)
+        else:
+            r.quat = rotations.matrix_to_quat_wxyz(r.rot)
+            r.transl = np.zeros(3) if self._last_transl is None else self._last_transl.copy()
+            r.joints = None
+        if r.face_ok and self.face:
+            r.expression = self.expr_filter(r.expression, r.time)

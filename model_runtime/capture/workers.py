@@ -1,0 +1,258 @@
+"""The capture's background threads, and the BLAS thread cap.
+
+* :class:`DetectionStream`: a decode thread and a detect thread joined by bounded queues (memory
+  stays flat whatever the clip length); the caller takes :class:`DetectedFrame` batches.  They are
+  daemon threads, not an executor's: a camera read that never returns must not keep the process
+  alive at exit.
+* :class:`KeyframeFaceWorker`: the keyframe face fits (:meth:`FaceStage.fit_appearance`) on a
+  one-thread :class:`~concurrent.futures.ThreadPoolExecutor` of lower OS priority; each fit is a
+  :class:`~concurrent.futures.Future`.
+* :func:`limit_numpy_blas_threads`: cap OpenBLAS's spinning thread pools.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from typing import Any, Final
+
+import numpy as np
+
+from ..detectors.base import Detection, Detector
+from ..face.stage import FaceStage
+from .records import DetectedFrame, StageTimer
+from .sources import FrameSource
+
+#: nice value of the keyframe face thread (adaptive mode)
+FACE_THREAD_NICE: Final[int] = 10
+#: seconds between two looks at a queue or the stop event
+POLL_S: Final[float] = 0.05
+
+
+# --------------------------------------------------------------------------- decode / detect
+class _End:
+    """Queue sentinel: the stream ended (``error`` is the exception that ended it, if any)."""
+
+    def __init__(self, error: BaseException | None = None):
+        self.error = error
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _decode_frames(source: FrameSource, out: queue.Queue, stop: threading.Event, timer: StageTimer,
+                   drop_when_full: bool) -> None:
+    """Read frames into ``out`` as ``(frame, t_read)``.  ``drop_when_full`` (cameras): when the
+    fitting falls behind, the oldest waiting frame is dropped instead of letting latency grow."""
+    it = iter(source)
+    try:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                frame = next(it)
+            except StopIteration:
+                break
+            timer.add("decode", time.perf_counter() - t0)
+            item = (frame, time.perf_counter())
+            if drop_when_full:
+                try:
+                    out.put_nowait(item)
+                    continue
+                except queue.Full:
+                    try:
+                        out.get_nowait()
+                        timer.dropped += 1
+                    except queue.Empty:
+                        pass
+            if not _put(out, item, stop):
+                return
+        _put(out, _End(), stop)
+    except BaseException as e:  # forwarded, raised in the caller's thread after earlier frames
+        _put(out, _End(e), stop)
+
+
+def _detect_frames(detector: Detector, inp: queue.Queue, out: queue.Queue, stop: threading.Event,
+                   timer: StageTimer) -> None:
+    """Detect the frames of ``inp`` into ``out`` as :class:`DetectedFrame`."""
+    last_ts = -1
+    try:
+        while not stop.is_set():
+            try:
+                item = inp.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            if isinstance(item, _End):
+                _put(out, item, stop)
+                return
+            frame, t_read = item
+            ts = max(int(round(frame.time * 1000.0)), last_ts + 1)  # strictly increasing for tracking
+            last_ts = ts
+            t0 = time.perf_counter()
+            det = detector.detect(frame.image, timestamp_ms=ts)
+            timer.add("detect", time.perf_counter() - t0)
+            if not _put(out, DetectedFrame(frame, det, t_read), stop):
+                return
+    except BaseException as e:
+        _put(out, _End(e), stop)
+
+
+class DetectionStream:
+    """Decodes ``source`` and detects its frames in two threads; :meth:`next_batch` takes them.
+
+    ``stop`` ends both threads (set it, then :meth:`join`).
+    """
+
+    def __init__(self, source: FrameSource, detector: Detector, timer: StageTimer, queue_size: int,
+                 stop: threading.Event):
+        frames: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._detected: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._end: _End | None = None
+        self._threads = [
+            threading.Thread(target=_decode_frames, args=(source, frames, stop, timer, source.is_live),
+                             name="capture-decode", daemon=True),
+            threading.Thread(target=_detect_frames, args=(detector, frames, self._detected, stop, timer),
+                             name="capture-detect", daemon=True),
+        ]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def next_batch(self, size: int, cancel: threading.Event) -> list[DetectedFrame] | None:
+        """Up to ``size`` detected frames, in order: waits for the first, then for more until
+        ``size`` or the end of the stream.  -> ``[]`` when ``cancel`` is set before a frame came,
+        None at the end of the stream; raises the error that ended the stream (decoding,
+        detection) once the frames before it were taken."""
+        batch: list[DetectedFrame] = []
+        while self._end is None and len(batch) < size:
+            if not batch and cancel.is_set():
+                return batch
+            try:
+                item = self._detected.get(timeout=POLL_S)
+            except queue.Empty:
+                if batch and cancel.is_set():
+                    break
+                continue
+            if isinstance(item, _End):
+                self._end = item
+            else:
+                batch.append(item)
+        if not batch and self._end is not None:
+            if self._end.error is not None:
+                raise self._end.error
+            return None
+        return batch
+
+    def join(self, timeout: float = 5.0) -> None:
+        for t in self._threads:
+            t.join(timeout=timeout)
+
+
+# --------------------------------------------------------------------------- keyframe face fits
+def lower_thread_priority() -> None:
+    """Lower the calling thread's priority to a nice value of :data:`FACE_THREAD_NICE` (Linux
+    threads have their own nice value; elsewhere leave it as is).
+
+    Not ``SCHED_IDLE``: on a machine with other (niced) work an idle-class thread is starved,
+    and a clip's first keyframe, which the offline capture needs for its albedo and lighting,
+    took 3-9 s instead of ~0.5 s (bench, tennis.mp4 and s20.mp4).  At nice 10 the worker still
+    yields ~90 % of a shared core to the capture's own threads."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FACE_THREAD_NICE)
+    except (AttributeError, OSError):
+        pass
+
+
+class KeyframeFaceWorker:
+    """Runs keyframe face fits (:meth:`FaceStage.fit_appearance`) one at a time in a background
+    thread; each submitted fit is a :class:`Future` of the lighting ``(27,)`` (None if it failed).
+
+    A keyframe fit costs several detector frames on a CPU, so in adaptive mode
+    (:meth:`submit_if_idle`) a keyframe is taken only if the worker is idle: decoding, detection,
+    IK and the per-frame face tracker keep their speed and the fit uses the CPU time left over
+    (``low_priority``: nice :data:`FACE_THREAD_NICE`; on a machine busy with other work it may get
+    little, then the lighting is held longer).  :meth:`submit` waits for the previous fit instead
+    (``face_every=N``: deterministic, slower).  Once ``stop`` is set, fits not started are skipped
+    and :meth:`result` no longer waits.
+    """
+
+    def __init__(self, stage: FaceStage, stop: threading.Event, timer: StageTimer, low_priority: bool = True):
+        self.stage, self.stop, self.timer = stage, stop, timer
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-face",
+                                            initializer=lower_thread_priority if low_priority else None)
+        self._last: Future | None = None
+
+    def _fit(self, image: np.ndarray, detection: Detection, seed: Any) -> np.ndarray | None:
+        if self.stop.is_set():
+            return None
+        t0 = time.perf_counter()
+        try:
+            return self.stage.fit_appearance(image, detection, seed)
+        finally:
+            self.timer.add("face", time.perf_counter() - t0)
+
+    def submit_if_idle(self, image: np.ndarray, detection: Detection, seed: Any) -> Future | None:
+        """Start a fit if none is running; -> its future, or None (busy: no keyframe here)."""
+        if self._last is not None and not self._last.done():
+            return None
+        return self.submit(image, detection, seed)
+
+    def submit(self, image: np.ndarray, detection: Detection, seed: Any) -> Future:
+        """Start a fit once the previous one has finished; -> its future."""
+        if self._last is not None:
+            wait_futures([self._last])
+        self._last = self._executor.submit(self._fit, image, detection, seed)
+        return self._last
+
+    def result(self, fit: Future) -> np.ndarray | None:
+        """Wait for ``fit``; -> its lighting, or None (the fit failed, or the capture stopped before
+        it finished).  Re-raises the fit's error."""
+        if fit.cancelled() or (self.stop.is_set() and not fit.done()):
+            return None
+        return fit.result()
+
+    def close(self) -> None:
+        self.stop.set()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+# --------------------------------------------------------------------------- BLAS threads
+def limit_numpy_blas_threads(n: int) -> bool:
+    """Cap the OpenBLAS thread pools loaded in this process (numpy's, and the copies other wheels
+    bundle) at ``n`` (what ``OPENBLAS_NUM_THREADS`` does at start-up); returns False where none is
+    loaded (another BLAS, another OS: then nothing changes).
+
+    Why: OpenBLAS threads spin while they wait for work.  With a 936 x 58 Gauss-Newton product
+    per tracked face (and the IK's small matrices) they took the core MediaPipe runs on: on
+    the 2-core machine the face tracker went from ~3 ms to ~46 ms per frame inside a capture.
+    """
+    import ctypes
+    import re
+
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", f.read())))
+    except OSError:
+        return False
+    done = False
+    for path in libs:                       # numpy's, and copies other wheels (OpenCV, SciPy) bundle
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("openblas_set_num_threads64_", "openblas_set_num_threads"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn(ctypes.c_int(int(n)))
+                done = True
+    return done

@@ -1,0 +1,124 @@
+"""The capture's face stage: a landmark tracker on every frame, an appearance fit on keyframes.
+
+:class:`FaceStage` is what the capture pipeline (:mod:`model_runtime.capture`) calls;
+:class:`FaceFitStage` implements it with :class:`.tracker.FaceTracker` and :class:`.fit.FaceFitter`.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..detectors.base import Detection
+
+
+class FaceStage(Protocol):
+    """The capture's face: :meth:`track` inline on every frame, :meth:`fit_appearance` on keyframes
+    in a background thread."""
+
+    expression_names: tuple[str, ...]
+
+    def reset(self, K: np.ndarray) -> None:
+        """Start a new clip seen by a camera with intrinsics ``K (3, 3)``."""
+
+    def track(self, image_bgr: np.ndarray, detection: Detection) -> tuple[np.ndarray, Any] | None:
+        """Inline, every frame (``image_bgr (H, W, 3)`` uint8, its detection): -> ``(expression (E,),
+        seed)`` (``seed`` for :meth:`fit_appearance`), or None when the frame has no usable face."""
+
+    def fit_appearance(self, image_bgr: np.ndarray, detection: Detection, seed: Any) -> np.ndarray | None:
+        """Background, keyframes: fit the clip's albedo and the lighting to this frame (tracked as
+        ``seed``); -> the lighting ``sh (27,)``, or None when the fit failed."""
+
+    def current_sh(self) -> np.ndarray:
+        """-> the latest lighting ``(27,)`` (white ambient before the first keyframe fit)."""
+
+    def clip_params(self) -> tuple[np.ndarray, np.ndarray]:
+        """-> current per-clip ``(identity (Ki,), albedo (Ka,))``."""
+
+
+class FaceFitStage:
+    """The capture's face: :class:`.tracker.FaceTracker` on every frame, :class:`.fit.FaceFitter`
+    on keyframes.
+
+    * **Identity** (per clip): estimated by the tracker from the landmarks of the first
+      ``fitter.config.identity_frames`` face frames (identity free in the Gauss-Newton solve,
+      running mean), then frozen; every expression of the clip is tracked with it.
+    * **Expression, head pose** (per frame): the tracker, warm-started from the previous frame.
+    * **Albedo, lighting**: on keyframes, :meth:`.fit.FaceFitter.fit_appearance` (the
+      photometric term solved in closed form: alternating ridge regressions for SH and albedo,
+      ~25 ms) for the tracked pose, expression and identity; albedo = running mean over the
+      first ``identity_frames`` keyframes, SH = the latest keyframe's, held until the next one.
+
+    ``track`` runs in the pipeline's thread (the landmark tracker does not look at the image;
+    a network that does can), ``fit_appearance`` in the face worker; they share only the
+    appearance (albedo, SH), under a lock.
+    """
+
+    def __init__(self, fitter, tracker=None):
+        from .tracker import FaceTracker
+
+        self.fitter = fitter
+        self.tracker = tracker or FaceTracker(fitter.model, correspondence=fitter.corr,
+                                              expression_range=fitter.expression_range)
+        self.expression_names: tuple[str, ...] = tuple(fitter.model.exp_names)
+        self._lock = threading.Lock()
+        self.reset(np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]))
+
+    def reset(self, K: np.ndarray) -> None:
+        """New clip: forget the face; use the capture's focal length so every fit shares one camera."""
+        from .fit import ambient_sh
+
+        sizes = self.fitter.sizes
+        self.K = np.asarray(K, np.float64)
+        self.fitter.focal_px = float(self.K[0, 0])
+        self._clip = getattr(self, "_clip", 0) + 1       # a late keyframe of an earlier clip is ignored
+        self._track = None
+        self._identity = np.zeros(sizes["identity"], np.float64)
+        self._n_identity = 0
+        with self._lock:
+            self._albedo = np.zeros(sizes["albedo"], np.float32)
+            self._sh = ambient_sh()
+            self._n_appearance = 0
+
+    def track(self, image_bgr: np.ndarray, detection: Detection) -> tuple[np.ndarray, Any] | None:
+        lm = detection.face_landmarks
+        if lm is None or lm.shape[0] != self.tracker.corr.weights.shape[0] or not np.isfinite(lm).all():
+            self._track = None                          # lost: the next face starts afresh
+            return None
+        box = detection.face_box
+        size = float(np.sqrt(box[2] * box[3])) if box is not None and np.all(np.isfinite(box)) \
+            and min(box[2], box[3]) > 1 else None
+        learn = self._n_identity < self.fitter.config.identity_frames
+        tr = self.tracker.track(lm, self.K, self._identity, self._track, face_size=size, fit_identity=learn)
+        if learn:
+            n = self._n_identity
+            self._identity = (self._identity * n + tr.identity) / (n + 1)
+            self._n_identity = n + 1
+        self._track = tr
+        return tr.expression, (tr, self._identity.astype(np.float32), self._clip)
+
+    def fit_appearance(self, image_bgr: np.ndarray, detection: Detection, seed: Any) -> np.ndarray | None:
+        from .fit import FaceFitState
+
+        tr, identity, clip = seed
+        with self._lock:
+            albedo, sh, n = self._albedo, self._sh, self._n_appearance
+        state = FaceFitState(identity=identity, albedo=albedo, n_identity=n, rotation=tr.rotation,
+                             translation=tr.translation, expression=tr.expression, sh=sh)
+        res = self.fitter.fit_appearance(image_bgr, detection.face_landmarks, detection.face_box, state)
+        if not res.ok:
+            return None
+        with self._lock:
+            if clip != self._clip:
+                return None
+            self._albedo, self._sh, self._n_appearance = res.albedo, res.sh, res.state.n_identity
+        return res.sh
+
+    def current_sh(self) -> np.ndarray:
+        with self._lock:
+            return self._sh.copy()
+
+    def clip_params(self) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            return self._identity.astype(np.float32), self._albedo.copy()
