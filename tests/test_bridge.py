@@ -319,11 +319,9 @@ def test_bad_region_is_reported():
 # ------------------------------------------------------------------ built-in assets
 @pytest.fixture(scope="module")
 def builtin_pair():
-    from model_runtime.models.body_model import BUILTIN_BODY_PATH, load_builtin_body
-    from model_runtime.models.face_model import BUILTIN_FACE_PATH, load_builtin_face
+    from model_runtime.models.body_model import load_builtin_body
+    from model_runtime.models.face_model import load_builtin_face
 
-    if not (BUILTIN_BODY_PATH.exists() and BUILTIN_FACE_PATH.exists()):
-        pytest.skip("built-in assets not built yet (tools/build_builtin_assets.py)")
     return load_builtin_body(), load_builtin_face()
 
 

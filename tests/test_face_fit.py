@@ -4,8 +4,8 @@ The synthetic tests build a small 3DMM from simple geometry (an ellipsoidal face
 cap with Gaussian-bump identity/expression bases and a patterned albedo), render
 it with the real rasteriser and fit it back; they do not need any asset.  The
 built-in face and its shipped correspondence (renders of it, seen by the real
-MediaPipe), and AFLW2000 images from ../shared, are used where present (the tests
-skip otherwise, saying why).
+MediaPipe) are committed; AFLW2000 images from ../shared are used where present
+(the tests skip otherwise, saying why).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from model_runtime.core.errors import ModelFileError
-from model_runtime.models.face_model import BUILTIN_FACE_PATH, FaceModel
+from model_runtime.models.face_model import FaceModel
 from model_runtime.face.correspondence import (
     BUILTIN_CORRESPONDENCE_PATH, CORRESPONDENCE_VERSION, NUM_MP_LANDMARKS, FaceCorrespondence, load_correspondence_file, model_signature,
 )
@@ -198,8 +198,6 @@ def test_correspondence_build_fails_clearly_without_a_detectable_face(synthetic_
 
 @pytest.fixture(scope="module")
 def builtin_face():
-    if not BUILTIN_FACE_PATH.is_file():
-        pytest.skip(f"built-in face asset not built yet ({BUILTIN_FACE_PATH})")
     from model_runtime.models.face_model import load_builtin_face
 
     return load_builtin_face()

@@ -1,6 +1,6 @@
 """The fast landmark face tracker (:mod:`model_runtime.face.tracker`).
 
-Built-in face + shipped correspondence (skipped if the asset is not built): exact
+Built-in face + shipped correspondence (both committed): exact
 landmarks of posed faces, the analytic gradient against finite differences, identity
 learning, warm-started tracking of a change, bad input.
 """
@@ -11,15 +11,12 @@ import copy
 import numpy as np
 import pytest
 
-from model_runtime.models.face_model import BUILTIN_FACE_PATH
 from model_runtime.face.render import intrinsics, project
 from model_runtime.face.tracker import FaceTrack, FaceTracker, _Problem, _rodrigues
 
 
 @pytest.fixture(scope="module")
 def tracker() -> FaceTracker:
-    if not BUILTIN_FACE_PATH.is_file():
-        pytest.skip(f"built-in face asset not built yet ({BUILTIN_FACE_PATH})")
     from model_runtime.models.face_model import load_builtin_face
 
     return FaceTracker(load_builtin_face())
