@@ -19,9 +19,10 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
+from model_runtime.geometry import alignment
 from model_runtime.models.body_model import BodyModel
 
-from . import anny_rig as AR
+from . import anny_rig
 from .build_body_asset import sample_phenotypes, symmetric_local_changes
 
 NUM_ID = 80
@@ -95,19 +96,6 @@ def sample_mask(name: str, uv: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------- shape spaces
-def rigid_align(X: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Rotate/translate each ``X (S, N, 3)`` onto ``ref (N, 3)`` (Kabsch, no scale)."""
-    mx, mr = X.mean(1, keepdims=True), ref.mean(0)
-    Xc, Rc = X - mx, ref - mr
-    H = np.einsum("snc,nd->scd", Xc, Rc)
-    U, _, Vt = np.linalg.svd(H)
-    d = np.sign(np.linalg.det(U @ Vt))
-    D = np.broadcast_to(np.eye(3), H.shape).copy()
-    D[:, 2, 2] = d
-    Rm = U @ D @ Vt                                   # x_aligned = x @ Rm
-    return Xc @ Rm + mr
-
-
 def pca_basis(X: np.ndarray, mean: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``X (S, N, 3)`` about ``mean`` -> basis ``(N, 3, k)`` scaled by the std, explained fraction ``(k,)``."""
     S = X.shape[0]
@@ -294,10 +282,10 @@ def build_face(model, body: BodyModel, num_samples: int, seed: int, log=print) -
     loops = boundary_loops(faces)
     log(f"face patch: {len(vid)} vertices, {len(faces)} triangles, boundary loops {[len(l) for l in loops]}")
 
-    M = torch.tensor(AR.ANNY_TO_MODEL, dtype=model.dtype)
+    M = torch.tensor(anny_rig.ANNY_TO_MODEL, dtype=model.dtype)
     ref = torch.tensor(body.extras["reference_phenotype"], dtype=model.dtype)[None]
     with torch.no_grad():
-        rest0 = model.get_rest_model(AR.blendshape_coeffs(model, ref))
+        rest0 = model.get_rest_model(anny_rig.blendshape_coeffs(model, ref))
         root0 = rest0["rest_bone_heads"][0, 0]
         rest_face = ((rest0["rest_vertices"][0] - root0) @ M.T).numpy()[vid]
     mean = body.v_template[vid].astype(np.float64)   # exactly the body's face, T-posed
@@ -310,18 +298,19 @@ def build_face(model, body: BodyModel, num_samples: int, seed: int, log=print) -
     X = []
     with torch.no_grad():
         for s in range(0, num_samples, 250):
-            c = AR.blendshape_coeffs(model, phen[s:s + 250], local[s:s + 250])
+            c = anny_rig.blendshape_coeffs(model, phen[s:s + 250], local[s:s + 250])
             X.append((model.get_rest_vertices(c) @ M.T).numpy()[:, vid])
-    X = rigid_align(np.concatenate(X), mean)
+    X = np.concatenate(X)
+    X = alignment.fit_similarity(X, mean, scale=False).apply(X)        # Kabsch onto the mean
     id_basis, explained = pca_basis(X, mean, NUM_ID)
     log(f"identity: {NUM_ID} components explain {explained.sum():.4f}; first {np.round(explained[:4], 3).tolist()}")
 
     # expressions: anny's facial-action targets (linear blendshapes), model frame
     names = list(model.facial_action_labels)
     with torch.no_grad():
-        base = model.get_rest_vertices(AR.blendshape_coeffs(model, ref))
+        base = model.get_rest_vertices(anny_rig.blendshape_coeffs(model, ref))
         onehot = torch.eye(len(names), dtype=model.dtype)
-        ex = model.get_rest_vertices(AR.blendshape_coeffs(model, ref.expand(len(names), -1), facial_actions=onehot))
+        ex = model.get_rest_vertices(anny_rig.blendshape_coeffs(model, ref.expand(len(names), -1), facial_actions=onehot))
     exp_basis = ((ex - base) @ M.T).numpy()[:, vid].transpose(1, 2, 0)      # (N, 3, 52)
     face_acts = [i for i, n in enumerate(names) if n != "tongueOut" and not n.startswith("eyeLook")]
     outside = np.abs(((ex - base) @ M.T).numpy()[face_acts]).max(2)[:, ~region & body.extras["skin_component"].astype(bool)].max()

@@ -14,10 +14,18 @@ Conventions (named, never implied):
   XYZW order used by scipy/roma happen only in :func:`wxyz_to_xyzw` and
   :func:`xyzw_to_wxyz`.
 * **Axis-angle** ``(..., 3)``: unit axis times angle in radians (SMPL ``pose``).
+
+Backends: torch tensors go to `roma <https://naver.github.io/roma/>`_ (imported on first
+use) wherever roma has the same operation; only the conventions are adapted here (roma's
+Gram-Schmidt takes the two columns as a ``(..., 3, 2)`` matrix; its quaternions are XYZW,
+converted by :func:`wxyz_to_xyzw` / :func:`xyzw_to_wxyz`).  numpy arrays use the numpy code
+below, which needs nothing but numpy (Blender's Python imports this module).
 """
 from __future__ import annotations
 
-from . import backend as B
+import numpy as np
+
+from . import backend
 
 __all__ = [
     "rot6d_to_matrix",
@@ -40,33 +48,39 @@ def rot6d_to_matrix(d6):
     The first column is the normalised first 3-vector; the second is the second
     3-vector made orthogonal to it; the third is their cross product.
     """
+    if backend.is_torch(d6):   # the 6D layout is column-major: (..., 2, 3) rows are the columns
+        return _roma().special_gramschmidt(d6.unflatten(-1, (2, 3)).transpose(-1, -2), epsilon=1e-8)
     a1 = d6[..., 0:3]
     a2 = d6[..., 3:6]
-    b1 = a1 / B.clamp_min(B.norm(a1), 1e-8)
-    b2 = a2 - B.dot(b1, a2) * b1
-    b2 = b2 / B.clamp_min(B.norm(b2), 1e-8)
-    b3 = B.cross(b1, b2)
-    return B.stack([b1, b2, b3], axis=-1)
+    b1 = a1 / backend.clamp_min(backend.norm(a1), 1e-8)
+    b2 = a2 - backend.dot(b1, a2) * b1
+    b2 = b2 / backend.clamp_min(backend.norm(b2), 1e-8)
+    b3 = backend.cross(b1, b2)
+    return backend.stack([b1, b2, b3], axis=-1)
 
 
 def matrix_to_rot6d(R):
     """Rotation matrix ``(..., 3, 3)`` -> 6D ``(..., 6)`` (first two columns, column-major)."""
-    return B.cat([R[..., :, 0], R[..., :, 1]], axis=-1)
+    return backend.cat([R[..., :, 0], R[..., :, 1]], axis=-1)
 
 
 def matrix_to_quat_wxyz(R):
     """Rotation matrix ``(..., 3, 3)`` -> unit quaternion ``(..., 4)`` WXYZ, w >= 0.
 
     Branch-free variant of Shepperd's method: computes all four candidates and
-    picks the best-conditioned one per element (no Python loop, batched).
+    picks the best-conditioned one per element (no Python loop, batched); torch: roma's
+    (Markley's variant of the same method).
     """
+    if backend.is_torch(R):
+        q = xyzw_to_wxyz(_roma().rotmat_to_unitquat(R))
+        return backend.where(q[..., 0:1] < 0, -q, q)
     m00, m01, m02 = R[..., 0, 0], R[..., 0, 1], R[..., 0, 2]
     m10, m11, m12 = R[..., 1, 0], R[..., 1, 1], R[..., 1, 2]
     m20, m21, m22 = R[..., 2, 0], R[..., 2, 1], R[..., 2, 2]
     # 4*q_i^2 for i = w, x, y, z
-    q_abs = B.sqrt(
-        B.clamp_min(
-            B.stack(
+    q_abs = backend.sqrt(
+        backend.clamp_min(
+            backend.stack(
                 [
                     1.0 + m00 + m11 + m22,
                     1.0 + m00 - m11 - m22,
@@ -79,42 +93,35 @@ def matrix_to_quat_wxyz(R):
         )
     )
     # candidate quaternions, each row scaled by 2*q_i (row i is exact when q_i is largest)
-    cands = B.stack(
+    cands = backend.stack(
         [
-            B.stack([q_abs[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], axis=-1),
-            B.stack([m21 - m12, q_abs[..., 1] ** 2, m10 + m01, m02 + m20], axis=-1),
-            B.stack([m02 - m20, m10 + m01, q_abs[..., 2] ** 2, m12 + m21], axis=-1),
-            B.stack([m10 - m01, m20 + m02, m21 + m12, q_abs[..., 3] ** 2], axis=-1),
+            backend.stack([q_abs[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], axis=-1),
+            backend.stack([m21 - m12, q_abs[..., 1] ** 2, m10 + m01, m02 + m20], axis=-1),
+            backend.stack([m02 - m20, m10 + m01, q_abs[..., 2] ** 2, m12 + m21], axis=-1),
+            backend.stack([m10 - m01, m20 + m02, m21 + m12, q_abs[..., 3] ** 2], axis=-1),
         ],
         axis=-2,
     )
-    denom = 2.0 * B.clamp_min(q_abs, 0.1)
+    denom = 2.0 * backend.clamp_min(q_abs, 0.1)
     cands = cands / denom[..., :, None]
-    if B.is_torch(R):
-        idx = q_abs.argmax(dim=-1)
-        import torch
-
-        q = torch.gather(cands, -2, idx[..., None, None].expand(*idx.shape, 1, 4)).squeeze(-2)
-    else:
-        import numpy as np
-
-        idx = q_abs.argmax(axis=-1)
-        q = np.take_along_axis(cands, idx[..., None, None], axis=-2)[..., 0, :]
-    q = q / B.clamp_min(B.norm(q), 1e-12)
-    sign = B.where(q[..., 0:1] < 0, -B.ones_like(q[..., 0:1]), B.ones_like(q[..., 0:1]))
+    q = np.take_along_axis(cands, q_abs.argmax(axis=-1)[..., None, None], axis=-2)[..., 0, :]
+    q = q / backend.clamp_min(backend.norm(q), 1e-12)
+    sign = backend.where(q[..., 0:1] < 0, -backend.ones_like(q[..., 0:1]), backend.ones_like(q[..., 0:1]))
     return q * sign
 
 
 def quat_wxyz_to_matrix(q):
     """Quaternion ``(..., 4)`` WXYZ (need not be unit) -> rotation matrix ``(..., 3, 3)``."""
-    q = q / B.clamp_min(B.norm(q), 1e-12)
+    q = q / backend.clamp_min(backend.norm(q), 1e-12)
+    if backend.is_torch(q):
+        return _roma().unitquat_to_rotmat(wxyz_to_xyzw(q))
     w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
     rows = [
-        B.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], axis=-1),
-        B.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], axis=-1),
-        B.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], axis=-1),
+        backend.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], axis=-1),
+        backend.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], axis=-1),
+        backend.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], axis=-1),
     ]
-    return B.stack(rows, axis=-2)
+    return backend.stack(rows, axis=-2)
 
 
 def rot6d_to_quat_wxyz(d6):
@@ -124,36 +131,40 @@ def rot6d_to_quat_wxyz(d6):
 
 def wxyz_to_xyzw(q):
     """The one place WXYZ (Blender) becomes XYZW (scipy/roma)."""
-    return B.cat([q[..., 1:4], q[..., 0:1]], axis=-1)
+    return backend.cat([q[..., 1:4], q[..., 0:1]], axis=-1)
 
 
 def xyzw_to_wxyz(q):
     """The one place XYZW (scipy/roma) becomes WXYZ (Blender)."""
-    return B.cat([q[..., 3:4], q[..., 0:3]], axis=-1)
+    return backend.cat([q[..., 3:4], q[..., 0:3]], axis=-1)
 
 
 def axis_angle_to_matrix(aa):
     """Axis-angle ``(..., 3)`` (radians) -> rotation matrix ``(..., 3, 3)`` (Rodrigues)."""
-    angle = B.norm(aa)  # (..., 1)
+    if backend.is_torch(aa):
+        return _roma().rotvec_to_rotmat(aa)
+    angle = backend.norm(aa)  # (..., 1)
     small = angle < 1e-8
-    safe = B.where(small, B.ones_like(angle), angle)
+    safe = backend.where(small, backend.ones_like(angle), angle)
     axis = aa / safe
     half = 0.5 * angle
-    w = B.cos(half)
-    xyz = axis * B.sin(half)
+    w = backend.cos(half)
+    xyz = axis * backend.sin(half)
     # for tiny angles use the first-order quaternion (1, aa/2)
-    xyz = B.where(small, 0.5 * aa, xyz)
-    return quat_wxyz_to_matrix(B.cat([w, xyz], axis=-1))
+    xyz = backend.where(small, 0.5 * aa, xyz)
+    return quat_wxyz_to_matrix(backend.cat([w, xyz], axis=-1))
 
 
 def matrix_to_axis_angle(R):
     """Rotation matrix ``(..., 3, 3)`` -> axis-angle ``(..., 3)``, angle in [0, pi]."""
+    if backend.is_torch(R):
+        return _roma().rotmat_to_rotvec(R)
     q = matrix_to_quat_wxyz(R)
     xyz = q[..., 1:4]
-    s = B.norm(xyz)
-    angle = 2.0 * B.atan2(s, q[..., 0:1])
+    s = backend.norm(xyz)
+    angle = 2.0 * backend.atan2(s, q[..., 0:1])
     small = s < 1e-8
-    factor = B.where(small, 2.0 * B.ones_like(s), angle / B.where(small, B.ones_like(s), s))
+    factor = backend.where(small, 2.0 * backend.ones_like(s), angle / backend.where(small, backend.ones_like(s), s))
     return xyz * factor
 
 
@@ -163,7 +174,7 @@ def quat_continuity(q, axis: int = 0):
     ``q``: ``(..., 4)`` with time along ``axis``; returns the same shape.  The
     flip is cumulative (vectorised with a cumulative product of signs).
     """
-    if B.is_torch(q):
+    if backend.is_torch(q):
         import torch
 
         qt = q.movedim(axis, 0)
@@ -171,8 +182,6 @@ def quat_continuity(q, axis: int = 0):
         flips = torch.where(dots < 0, -1.0, 1.0).to(q.dtype)
         signs = torch.cat([torch.ones_like(qt[:1, ..., :1]), torch.cumprod(flips, 0)], 0)
         return (qt * signs).movedim(0, axis)
-    import numpy as np
-
     qt = np.moveaxis(q, axis, 0)
     dots = (qt[1:] * qt[:-1]).sum(-1, keepdims=True)
     flips = np.where(dots < 0, -1.0, 1.0).astype(q.dtype)
@@ -181,9 +190,20 @@ def quat_continuity(q, axis: int = 0):
 
 
 def geodesic_angle(Ra, Rb):
-    """Angle in radians ``(...)`` of ``Ra^T Rb`` for matrices ``(..., 3, 3)``."""
-    rel = B.swapaxes_last2(Ra) @ Rb
+    """Angle in radians ``(...)`` of ``Ra^T Rb`` for matrices ``(..., 3, 3)``.
+
+    ``atan2(|sin|, cos)`` from the relative rotation: accurate over the whole range in float32,
+    unlike roma's ``rotmat_geodesic_distance`` (arcsine of a chord: ~1e-3 rad off near pi).
+    """
+    rel = backend.swapaxes_last2(Ra) @ Rb
     tr = rel[..., 0, 0] + rel[..., 1, 1] + rel[..., 2, 2]
-    c = B.clip((tr - 1.0) * 0.5, -1.0, 1.0)
-    s = B.norm(B.stack([rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0], rel[..., 1, 0] - rel[..., 0, 1]], axis=-1), keepdims=False) * 0.5
-    return B.atan2(s, c)
+    c = backend.clip((tr - 1.0) * 0.5, -1.0, 1.0)
+    s = backend.norm(backend.stack([rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0], rel[..., 1, 0] - rel[..., 0, 1]], axis=-1), keepdims=False) * 0.5
+    return backend.atan2(s, c)
+
+
+def _roma():
+    """roma, for torch tensors only (never imported for numpy: Blender has no torch)."""
+    import roma
+
+    return roma

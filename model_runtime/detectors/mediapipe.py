@@ -50,7 +50,7 @@ Mappings and approximations (documented in ``docs/evaluation.md`` too):
   x image width); box = landmark extent.  Holistic gives no face score: 1.
 * **COCO-WholeBody 133**: body 17 from the pose landmarks; feet: big toe =
   ``foot_index``, heel = ``heel``, small toe is not available (confidence 0);
-  face 68 via :data:`MEDIAPIPE_TO_IBUG68`; hands as above.
+  face 68 via :data:`model_runtime.face.landmarks.MP468_TO_IBUG68`; hands as above.
 """
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ import numpy as np
 from ..core.errors import ModelFileError
 from ..core.safe_npz import load_npz
 from ..core.skeleton import BODY_KEYPOINT_NAMES
+from ..face.landmarks import MP468_TO_IBUG68
 from .base import (
     NUM_BODY_KEYPOINTS, NUM_FACE_LANDMARKS, NUM_HAND_KEYPOINTS, NUM_WHOLEBODY_KEYPOINTS, Detection,
     HandDetection
@@ -221,20 +222,8 @@ WHOLEBODY_FEET_FROM_POSE: Final[np.ndarray] = np.array([
     _P["left_foot_index"], -1, _P["left_heel"], _P["right_foot_index"], -1, _P["right_heel"]])
 """left_big_toe, left_small_toe, left_heel, right_big_toe, right_small_toe, right_heel."""
 
-MEDIAPIPE_TO_IBUG68: Final[np.ndarray] = np.array([
-    162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,  # 0-16 jaw
-    71, 63, 105, 66, 107,                                   # 17-21 brow (subject's right)
-    336, 296, 334, 293, 301,                                # 22-26 brow (subject's left)
-    168, 197, 5, 4,                                         # 27-30 nose bridge
-    75, 97, 2, 326, 305,                                    # 31-35 nostrils
-    33, 160, 158, 133, 153, 144,                            # 36-41 eye (subject's right)
-    362, 385, 387, 263, 373, 380,                           # 42-47 eye (subject's left)
-    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,    # 48-59 outer lips
-    78, 82, 13, 312, 308, 317, 14, 87,                      # 60-67 inner lips
-])
-"""Face-mesh vertex for each iBUG-68 point: the widely used MediaPipe->dlib-68 table (e.g.
-ByteDance LatentSync 1.5, Apache-2.0, ``LM68_FROM_MP478``).  Jaw and brow points of iBUG-68
-lie on the face contour/brow ridge, which the mesh only approximates."""
+MEDIAPIPE_TO_IBUG68: Final[np.ndarray] = MP468_TO_IBUG68
+"""The detector's name for :data:`model_runtime.face.landmarks.MP468_TO_IBUG68` (the same array)."""
 
 _WB_FACE: Final[slice] = slice(23, 91)
 _WB_LHAND: Final[slice] = slice(91, 112)
@@ -401,7 +390,7 @@ class MediaPipeDetector:
             lo, hi = face[:, :2].min(0), face[:, :2].max(0)
             det.face_box = np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]], np.float32)
             det.face_conf = 1.0
-            wb[_WB_FACE] = face[MEDIAPIPE_TO_IBUG68][:, [0, 1, 3]]
+            wb[_WB_FACE] = face[MP468_TO_IBUG68][:, [0, 1, 3]]
         det.extras["pose_landmarks_px"] = pose
         return det
 

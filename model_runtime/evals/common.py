@@ -12,6 +12,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from ..core.errors import InputMissingError, InputUnreadableError
+from ..geometry import alignment
 
 
 # ----------------------------------------------------------------------------- 2D metrics
@@ -58,19 +59,10 @@ def procrustes_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     Args:
         pred, gt: ``(N, K, 3)``.
     Returns:
-        ``(N, K, 3)`` aligned ``pred`` (Umeyama 1991; a reflection is never used).
+        ``(N, K, 3)`` aligned ``pred`` (:func:`model_runtime.geometry.alignment.fit_similarity`,
+        Umeyama 1991; a reflection is never used).
     """
-    mu_p, mu_g = pred.mean(1, keepdims=True), gt.mean(1, keepdims=True)
-    p, g = pred - mu_p, gt - mu_g
-    cov = np.einsum("nki,nkj->nij", g, p)                       # (N, 3, 3) = G^T P
-    u, s, vt = np.linalg.svd(cov)
-    d = np.sign(np.linalg.det(u @ vt))                          # (N,)
-    fix = np.ones_like(s)
-    fix[:, -1] = d
-    rot = u @ (fix[:, :, None] * vt)                            # (N, 3, 3)
-    var_p = (p ** 2).sum((1, 2))
-    scale = (s * fix).sum(1) / np.maximum(var_p, 1e-12)         # (N,)
-    return scale[:, None, None] * np.einsum("nij,nkj->nki", rot, p) + mu_g
+    return alignment.fit_similarity(pred, gt).apply(pred)
 
 
 def mpjpe(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:

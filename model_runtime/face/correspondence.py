@@ -33,26 +33,17 @@ from typing import Final
 import numpy as np
 import torch
 
-from ..core import backend as Bk
+from ..core import backend
 from ..core.errors import ModelFileError
 from ..models.face_model import NUM_SH, FaceModel
 from ..core.safe_npz import load_npz
 from ..core.asset_io import ASSET_DIR as _ASSET_DIR
+from .landmarks import MP468_TO_IBUG68  # noqa: F401 - the one table, re-exported for the fit
 
 CORRESPONDENCE_VERSION: Final[int] = 1
 NUM_MP_LANDMARKS: Final[int] = 468
 BUILTIN_CORRESPONDENCE_PATH: Final[Path] = (
     _ASSET_DIR / "face_mp468_correspondence.npz")
-
-# The standard MediaPipe-468 -> iBUG-68 index map (jaw 0-16, brows 17-26, nose 27-35,
-# eyes 36-47, mouth 48-67), as used across the MediaPipe community.
-MP468_TO_IBUG68: Final[np.ndarray] = np.array([
-    162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,
-    71, 63, 105, 66, 107, 336, 296, 334, 293, 301,
-    168, 197, 5, 4, 75, 97, 2, 326, 305,
-    33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
-    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181, 78, 82, 13, 312, 308, 317, 14, 87,
-], dtype=np.int64)
 
 # Weight factor for landmarks on MediaPipe's face oval (they follow the silhouette,
 # not a fixed surface point, as the head turns).
@@ -84,8 +75,8 @@ class FaceCorrespondence:
 
     def points(self, verts):
         """Surface points of the landmarks: verts ``(B, N, 3)`` -> ``(B, 468, 3)`` (torch or numpy)."""
-        ids = Bk.asarray_like(self.vertex_ids, verts) if Bk.is_torch(verts) else self.vertex_ids
-        bary = Bk.asarray_like(self.bary, verts)
+        ids = backend.asarray_like(self.vertex_ids, verts) if backend.is_torch(verts) else self.vertex_ids
+        bary = backend.asarray_like(self.bary, verts)
         return (verts[:, ids] * bary[None, :, :, None]).sum(-2)
 
     def check(self, model: FaceModel, path: str | Path = "<correspondence>") -> "FaceCorrespondence":

@@ -43,6 +43,7 @@ import torch
 
 from ..models.face_model import NUM_SH, FaceModel, face_albedo, face_geometry, sh_shading, vertex_normals
 from ..core.rotations import matrix_to_rot6d, rot6d_to_matrix
+from ..geometry import alignment
 from .correspondence import MP468_TO_IBUG68, NUM_MP_LANDMARKS, FaceCorrespondence, correspondence_for
 from .render import intrinsics, outward_sign, project
 
@@ -128,26 +129,14 @@ def ambient_sh(level: float = 0.8) -> np.ndarray:
     return mu.ravel()
 
 
-def umeyama(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    """Weighted similarity ``dst ~ s R src + t`` for ``(M, 3)`` point sets; proper rotation."""
-    w = w / w.sum()
-    mu_s, mu_d = w @ src, w @ dst
-    S, D = src - mu_s, dst - mu_d
-    C = (D * w[:, None]).T @ S
-    U, sig, Vt = np.linalg.svd(C)
-    E = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
-    R = U @ E @ Vt
-    s = float((sig * np.diag(E)).sum() / (w @ (S ** 2).sum(1)))
-    return R, s, mu_d - s * R @ mu_s
-
-
 class FaceFitter:
     """Analysis-by-synthesis 3DMM fitting for one face model (see the module docstring).
 
     ``face_model``: any :class:`FaceModel` (built-in or BFM); ``correspondence``: defaults to
     :func:`face_correspondence.correspondence_for`; ``expression_range``: box constraint of the
     expression coefficients, default ``(0, 1)`` for the built-in face (ARKit weights) and none
-    for PCA expression bases.  ``focal_px``: camera focal length if known (else 30 deg FOV).
+    for PCA expression bases.  ``focal_px``: camera focal length if known (else
+    :data:`.render.FACE_CROP_FOV_DEG` across the image).
     ``landmarks68``: where :attr:`FaceResult.landmarks68_px` are read off the fitted mesh:
     ``"model"``: the model's own ``landmarks68`` vertex ids; ``"correspondence"``: the
     correspondence points of MediaPipe's standard 468->68 indices (measured on renders, so
@@ -323,7 +312,8 @@ class FaceFitter:
             mu_d = np.r_[shift + s * (w @ P[:, :2]) / w.sum(), 0.0]
             mu_s_cam = R @ ((w @ src) / w.sum())
         else:
-            R, s, _ = umeyama(src, dst, w)
+            fit = alignment.fit_similarity(src, dst, w)
+            R, s = fit.R, float(fit.scale)
             mu_d = (w @ dst) / w.sum()
             mu_s_cam = R @ ((w @ src) / w.sum())
         f = K[0, 0]

@@ -16,10 +16,12 @@ bounding box is expanded into candidate pixels at once, and the z-test is a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import torch
 
+from ..geometry import camera
 from ..models.face_model import FaceModel, face_albedo, face_geometry, sh_shading, vertex_normals
 
 
@@ -34,14 +36,20 @@ def outward_sign(model: FaceModel) -> float:
     return 1.0 if float(((v[0] - v[0].mean(0)) * n).sum()) >= 0 else -1.0
 
 
-def intrinsics(width: int, height: int, focal_px: float | None = None, fov_deg: float = 30.0) -> np.ndarray:
-    """Pinhole ``K`` ``(3, 3)`` for an image; principal point at the image centre.
+#: field of view (degrees across the longer image side) assumed for a face image whose camera is
+#: unknown: a face *crop* (a tight box around one face, as in the synthetic tests, a photo
+#: dataset or a cut-out of a frame) spans a narrow angle, ~30 degrees, like a 65 mm lens on full
+#: frame.  Not the camera default of captures (:data:`model_runtime.core.options.DEFAULT_FOV_DEG`,
+#: the whole frame): the capture pipeline always passes its camera's focal length (``focal_px``),
+#: so this default never applies to captures.
+FACE_CROP_FOV_DEG: Final[float] = 30.0
 
-    ``focal_px`` wins when given; otherwise the focal length gives ``fov_deg`` over the
-    larger image side (30 degrees ~ a 65 mm lens on full frame, typical for face crops).
-    """
-    f = float(focal_px) if focal_px else 0.5 * max(width, height) / np.tan(np.radians(fov_deg) / 2)
-    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+
+def intrinsics(width: int, height: int, focal_px: float | None = None,
+               fov_deg: float = FACE_CROP_FOV_DEG) -> np.ndarray:
+    """Pinhole ``K`` ``(3, 3)`` of a face image: :func:`model_runtime.geometry.camera.intrinsics_from_fov`
+    with the face-crop default :data:`FACE_CROP_FOV_DEG`; ``focal_px`` wins when given."""
+    return camera.intrinsics_from_fov((width, height), fov_deg, focal_px)
 
 
 def project(points_cam, K):

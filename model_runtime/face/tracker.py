@@ -39,7 +39,8 @@ import numpy as np
 
 from ..models.face_model import FaceModel, vertex_normals
 from .correspondence import NUM_MP_LANDMARKS, FaceCorrespondence, correspondence_for
-from .fit import FaceFitConfig, umeyama
+from ..geometry import alignment
+from .fit import FaceFitConfig
 from .render import outward_sign
 
 
@@ -135,7 +136,8 @@ class FaceTracker:
             Rm = np.diag([1.0, -1.0, -1.0])
             s = float(np.sqrt(np.prod(np.ptp(lm[:, :2], 0)) / max(np.prod(np.ptp(src[:, :2], 0)), 1e-12)))
         else:
-            Rm, s, _ = umeyama(src, lm[:, :3], self._w)
+            fit = alignment.fit_similarity(src, lm[:, :3], self._w)
+            Rm, s = fit.R, float(fit.scale)
         f = float(K[0, 0])
         z = f / max(s, 1e-9)
         mu_d = (self._w @ lm[:, :2]) / self._w.sum()

@@ -29,6 +29,7 @@ from ..core.errors import InputMissingError
 from ..models.keypoints import PartKinematics
 from ..core.rotations import axis_angle_to_matrix, matrix_to_rot6d, rot6d_to_matrix
 from ..core.skeleton import HAND21_NAMES, HAND_JOINT_SUFFIXES
+from ..geometry import alignment
 
 HGC_POSE_FILE = Path("realdata/hand-graph-cnn/data/real_world_testset/pose_gt.mat")
 
@@ -118,8 +119,6 @@ def fit_hand_poses(kp: np.ndarray, kin: PartKinematics, iters: int = 400) -> tup
     frame with Adam; a weak pull to the rest pose fixes finger twist.  Returns
     ``(rot6d, fit error per frame in mm (N,))``.
     """
-    from ..mocap.retarget import _kabsch
-
     target = torch.as_tensor(kp)
     N = target.shape[0]
     betas = torch.zeros(N, 16)
@@ -127,7 +126,8 @@ def fit_hand_poses(kp: np.ndarray, kin: PartKinematics, iters: int = 400) -> tup
     palm = [HAND21_NAMES.index(n) for n in ("index1", "middle1", "ring1", "pinky1", "thumb1")]
     size = lambda k: k[:, palm[:4]].norm(dim=-1).mean(1)  # noqa: E731
     scale0 = size(target) / size(rest_kp)
-    R0 = _kabsch(rest_kp[:, palm] * scale0[:, None, None], target[:, palm], torch.ones(len(palm)))
+    R0 = alignment.fit_similarity(rest_kp[:, palm] * scale0[:, None, None], target[:, palm],
+                                  scale=False, translation=False).R            # Kabsch about the wrist
     rot = torch.cat([R0[:, None], torch.eye(3).expand(N, 15, 3, 3)], 1)
     rot6d = matrix_to_rot6d(rot).clone().requires_grad_(True)
     log_s = scale0.log().clone().requires_grad_(True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core import backend, lbs, rotations
 from .inputs import HAND_MCP, HIPS, NECK, PELVIS, SHOULDERS
 from .refine import _JOINTS, _PARENT0, _TARGET, _TIP
 
@@ -31,30 +32,8 @@ _EYE = np.eye(3, dtype=_F)
 _IDENTITY6D = np.array([1, 0, 0, 0, 1, 0], _F)
 
 
-# np.cross and np.linalg.norm cost ~10 and ~4 us per call on tiny arrays; these cost ~1-2 us
-_I1, _I2 = [1, 2, 0], [2, 0, 1]
-
-
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a x b`` over the last axis ``(..., 3)``."""
-    return a[..., _I1] * b[..., _I2] - a[..., _I2] * b[..., _I1]
-
-
-def _norm(v: np.ndarray) -> np.ndarray:
-    """Euclidean norm over the last axis, kept: ``(..., 3) -> (..., 1)``."""
-    return np.sqrt((v * v).sum(-1, keepdims=True))
-
-
 def _unit(v: np.ndarray, eps: float = 1e-8) -> np.ndarray:
-    return v / np.maximum(_norm(v), eps)
-
-
-def rot6d_to_matrix(d6: np.ndarray) -> np.ndarray:
-    """6D ``(..., 6)`` -> ``(..., 3, 3)``: :func:`model_runtime.core.rotations.rot6d_to_matrix` (Gram-Schmidt)."""
-    b1 = _unit(d6[..., 0:3])
-    a2 = d6[..., 3:6]
-    b2 = _unit(a2 - (b1 * a2).sum(-1, keepdims=True) * b1)
-    return np.stack([b1, b2, _cross(b1, b2)], axis=-1)
+    return v / np.maximum(backend.norm(v), eps)
 
 
 def body_input(kp: np.ndarray, conf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -74,10 +53,10 @@ def body_input(kp: np.ndarray, conf: np.ndarray) -> tuple[np.ndarray, np.ndarray
     y = np.where(ok[:, NECK, None], rel[:, NECK], np.where(has_sh & has_hips, up_pair, _EYE[1]))
     x = _unit(x)
     y = y - (x * y).sum(-1, keepdims=True) * x
-    n = _norm(y)
-    y = np.where(n > 1e-6, y / np.maximum(n, 1e-8), _cross(_EYE[2], x))
+    n = backend.norm(y)
+    y = np.where(n > 1e-6, y / np.maximum(n, 1e-8), backend.cross(_EYE[2], x))
     y = _unit(y)
-    frame = np.stack([x, y, _cross(x, y)], axis=-1)
+    frame = np.stack([x, y, backend.cross(x, y)], axis=-1)
     return rel @ frame, conf, frame
 
 
@@ -88,7 +67,7 @@ def hand_input(kp: np.ndarray, conf: np.ndarray) -> tuple[np.ndarray, np.ndarray
     present = (conf[:, HAND_MCP] > 0).astype(_F)
     n = present.sum(1)
     usable = (n > 0) & (conf[:, 0] > 0)
-    size = (_norm(rel[:, HAND_MCP])[..., 0] * present).sum(1) / np.maximum(n, 1)
+    size = (backend.norm(rel[:, HAND_MCP])[..., 0] * present).sum(1) / np.maximum(n, 1)
     size = np.maximum(np.where(usable, size, 1.0), 1e-4).astype(_F)
     conf = conf * usable[:, None]
     return rel / size[:, None, None] * (conf > 0)[..., None], conf
@@ -154,20 +133,20 @@ class NumpyCorrectionNet(_NumpyMLP):
 
 
 class NumpyBodyKinematics:
-    """:class:`~model_runtime.models.keypoints.PartKinematics` (body) forward pass in numpy, constants precomputed."""
+    """:class:`~model_runtime.models.keypoints.PartKinematics` (body) forward pass in numpy, constants precomputed;
+    rest joints and forward kinematics are :func:`~model_runtime.core.lbs.shape_blend` and
+    :func:`~model_runtime.core.lbs.forward_kinematics_rt` (their numpy branch is the fast one)."""
 
     def __init__(self, kin):
         if kin.part != "body":
             raise ValueError(f"NumpyBodyKinematics needs the body PartKinematics, got part {kin.part!r}")
         g = lambda t: t.detach().cpu().numpy().astype(_F)  # noqa: E731
         self.J_template = g(kin.J_template)                                      # (22, 3)
-        self.J_dirs = g(kin.J_dirs).reshape(-1, kin.J_dirs.shape[-1]).T          # (16, 22 * 3)
+        self.J_dirs = g(kin.J_dirs)                                              # (22, 3, 16)
         self.V_template = g(kin.V_template)                                      # (Kv, 3)
-        self.V_dirs = g(kin.V_dirs).reshape(-1, kin.V_dirs.shape[-1]).T          # (16, Kv * 3)
+        self.V_dirs = g(kin.V_dirs)                                              # (Kv, 3, 16)
         self.V_weights = g(kin.V_weights)                                        # (Kv, 22)
         self.parents = kin.parents                                               # (22,)
-        self.levels = [lv.cpu().numpy() for lv in kin._levels[1:]]
-        self.level_parents = [self.parents[lv] for lv in self.levels]
         self.kp_joint = kin._kpj.cpu().numpy()                                   # (Kj,)
         self.order = kin._order.cpu().numpy()                                    # (K,)
 
@@ -175,18 +154,8 @@ class NumpyBodyKinematics:
         """R ``(B, 22, 3, 3)`` relative (root: global), betas ``(B, 16)``, scale ``(B,)`` -> joints
         ``(B, 22, 3)``, keypoints ``(B, 24, 3)`` (pelvis at 0, times scale), globals ``(B, 22, 3, 3)``."""
         B = R.shape[0]
-        j_rest = self.J_template + (betas @ self.J_dirs).reshape(B, -1, 3)
-        # homogeneous local transforms [R | bone offset]: one matmul per tree level (not per joint)
-        T = np.zeros((B, R.shape[1], 4, 4), _F)
-        T[..., :3, :3] = R
-        T[:, 0, :3, 3] = j_rest[:, 0]
-        T[:, 1:, :3, 3] = j_rest[:, 1:] - j_rest[:, self.parents[1:]]
-        T[..., 3, 3] = 1.0
-        for lvl, lp in zip(self.levels, self.level_parents):
-            T[:, lvl] = T[:, lp] @ T[:, lvl]
-        G, P = T[..., :3, :3], T[..., :3, 3]
-        t = P - (G @ j_rest[..., None])[..., 0]
-        v_rest = self.V_template + (betas @ self.V_dirs).reshape(B, -1, 3)
+        P, G, t = lbs.forward_kinematics_rt(R, lbs.shape_blend(self.J_template, self.J_dirs, betas), self.parents)
+        v_rest = lbs.shape_blend(self.V_template, self.V_dirs, betas)
         Gv = (self.V_weights @ G.reshape(B, -1, 9)).reshape(B, -1, 3, 3)
         verts = (Gv @ v_rest[..., None])[..., 0] + self.V_weights @ t
         s = scale[:, None, None]
@@ -197,7 +166,7 @@ class NumpyBodyKinematics:
 def _swing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Smallest rotations ``(..., 3, 3)`` taking directions ``a`` to ``b`` (``(..., 3)``), as :func:`.refine._swing`."""
     a, b = _unit(a, 1e-9), _unit(b, 1e-9)
-    v = _cross(a, b)
+    v = backend.cross(a, b)
     c = (a * b).sum(-1)[..., None, None]
     K = np.zeros(v.shape[:-1] + (3, 3), _F)
     K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -v[..., 2], v[..., 1], -v[..., 0]
@@ -252,12 +221,12 @@ class NumpyIK:
             out = self.body_net(x, c, frame)
         else:                                                    # as networks.two_stage_body
             out = self.body_net(x, c)
-            _, kp_fk, _ = self.kin(rot6d_to_matrix(out["rot6d"]), out["betas"], out["scale"])
+            _, kp_fk, _ = self.kin(rotations.rot6d_to_matrix(out["rot6d"]), out["betas"], out["scale"])
             out["rot6d"] = root_to_frame(self.body2_net(x, c, kp_fk, out["rot6d"]), frame)
-        R = rot6d_to_matrix(out["rot6d"])
+        R = rotations.rot6d_to_matrix(out["rot6d"])
         if self.refiner is not None:
             R = self.refiner(R, out["betas"], out["scale"], x @ frame.transpose(0, 2, 1), c)
-        rot6d = np.concatenate([R[..., :, 0], R[..., :, 1]], -1)
+        rot6d = rotations.matrix_to_rot6d(R)
         return {"rot6d": rot6d, "betas": out["betas"], "scale": out["scale"]}
 
     def solve_hands_full(self, kp: np.ndarray, conf: np.ndarray) -> dict[str, np.ndarray]:
@@ -265,9 +234,9 @@ class NumpyIK:
         B = kp.shape[0]
         kp = np.concatenate([kp[:, 0] * MIRROR, kp[:, 1]], 0)                   # (2B, 21, 3): mirrored lefts, rights
         x, c = hand_input(kp, conf.transpose(1, 0, 2).reshape(2 * B, 21))
-        R = rot6d_to_matrix(self.hand_net(x, c)["rot6d"])                       # (2B, 16, 3, 3)
+        R = rotations.rot6d_to_matrix(self.hand_net(x, c)["rot6d"])                       # (2B, 16, 3, 3)
         R[:B] *= MIRROR[:, None] * MIRROR[None, :]                              # left: M R M
         R = R.reshape(2, B, 16, 3, 3).transpose(1, 0, 2, 3, 4)
         fingers = R[:, :, 1:]
-        return {"rot6d": np.concatenate([fingers[..., :, 0], fingers[..., :, 1]], -1),
+        return {"rot6d": rotations.matrix_to_rot6d(fingers),
                 "wrist_global": np.ascontiguousarray(R[:, :, 0])}

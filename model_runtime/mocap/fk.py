@@ -15,37 +15,23 @@ each level vectorised over its nodes and all frames.
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from ..core.skeleton import depth_levels
 
 
 def euler_to_matrix(angles_deg: np.ndarray, order: str) -> np.ndarray:
-    """Intrinsic Euler angles ``(..., len(order))`` in degrees -> ``(..., 3, 3)``.
+    """Intrinsic Euler angles ``(..., len(order))`` in degrees -> ``(..., 3, 3)`` float64.
 
     ``order`` names the axes in the order they are *composed left to right*,
     e.g. ``"ZXY"`` gives ``Rz @ Rx @ Ry`` (the BVH channel convention).  An
     ASF ``axis XYZ`` / AMC ``rx ry rz`` rotation is ``Rz @ Ry @ Rx``, i.e.
-    ``order="ZYX"`` with the angles given in z, y, x order.
+    ``order="ZYX"`` with the angles given in z, y, x order.  This is scipy's
+    intrinsic (upper-case) sequence: :meth:`scipy.spatial.transform.Rotation.from_euler`.
     """
-    a = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
-    out = np.broadcast_to(np.eye(3), a.shape[:-1] + (3, 3)).copy()
-    for i, ax in enumerate(order.upper()):
-        out = out @ _axis_rotation(a[..., i], ax)
-    return out
-
-
-def _axis_rotation(theta: np.ndarray, axis: str) -> np.ndarray:
-    c, s = np.cos(theta), np.sin(theta)
-    o, z = np.ones_like(theta), np.zeros_like(theta)
-    if axis == "X":
-        m = [o, z, z, z, c, -s, z, s, c]
-    elif axis == "Y":
-        m = [c, z, s, z, o, z, -s, z, c]
-    elif axis == "Z":
-        m = [c, -s, z, s, c, z, z, z, o]
-    else:
-        raise ValueError(f"unknown rotation axis {axis!r}")
-    return np.stack(m, axis=-1).reshape(theta.shape + (3, 3))
+    a = np.asarray(angles_deg, dtype=np.float64)
+    flat = a.reshape(-1, a.shape[-1])
+    return Rotation.from_euler(order.upper(), flat, degrees=True).as_matrix().reshape(a.shape[:-1] + (3, 3))
 
 
 def skeleton_fk(local_rot: np.ndarray, trans: np.ndarray, parents: np.ndarray, root_pos: np.ndarray,

@@ -28,6 +28,7 @@ import numpy as np
 from ..models.keypoints import PartKinematics
 from ..core.rotations import matrix_to_rot6d, rot6d_to_matrix
 from ..core.skeleton import BODY_JOINT_NAMES, NUM_BETAS, PARENTS
+from ..geometry import alignment
 from .clip import MocapClip
 
 RETARGET_VERSION = 1
@@ -132,17 +133,6 @@ def _targets(clip: MocapClip) -> tuple[np.ndarray, np.ndarray]:
     return P, w
 
 
-def _kabsch(A, Bm, w):
-    """Rotation ``(F, 3, 3)`` minimising sum w |R a - b|^2 for ``A, Bm (F, n, 3)``, ``w (n,)``."""
-    import torch
-
-    H = torch.einsum("n,fni,fnj->fij", w, A, Bm)
-    U, _, Vt = torch.linalg.svd(H)
-    d = torch.sign(torch.linalg.det(Vt.transpose(-1, -2) @ U.transpose(-1, -2)))
-    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-    return Vt.transpose(-1, -2) @ D @ U.transpose(-1, -2)
-
-
 def _rotation_between(a, b):
     """Smallest rotation ``(..., 3, 3)`` taking direction ``a`` to ``b`` (``(..., 3)``)."""
     import torch
@@ -170,7 +160,8 @@ def _initial_rotations(kin: PartKinematics, betas, target, w):
     R = torch.eye(3).repeat(F, 22, 1, 1)
     torso = [idx[n] for n in ("left_hip", "right_hip", "spine3", "neck", "left_shoulder", "right_shoulder")]
     wt = (w[torso] > 0).to(rest.dtype)
-    R[:, 0] = _kabsch(rest[torso].expand(F, -1, -1), tgt[:, torso], wt)
+    R[:, 0] = alignment.fit_similarity(rest[torso].expand(F, -1, -1), tgt[:, torso], wt,
+                                       scale=False, translation=False).R   # Kabsch about the pelvis
     parents = np.asarray(PARENTS[:22])
     from ..core.skeleton import depth_levels
 
@@ -179,24 +170,13 @@ def _initial_rotations(kin: PartKinematics, betas, target, w):
         if not js:
             continue
         aims = [idx[_AIM[BODY_JOINT_NAMES[j]]] for j in js]
-        joints, _ = kin(R, betas.expand(F, -1))
-        G = _global_rotations(R, parents)
+        joints, _, G = kin(R, betas.expand(F, -1), with_globals=True)
         cur = joints[:, aims] - joints[:, js]
         want = tgt[:, aims] - tgt[:, js]
         D = _rotation_between(cur, want)                       # global swing
         Gp = G[:, parents[js]]
         R[:, js] = Gp.transpose(-1, -2) @ D @ G[:, js]
     return R
-
-
-def _global_rotations(R, parents):
-    """Global rotations ``(F, J, 3, 3)`` from relative ones, one tree level at a time."""
-    from ..core.skeleton import depth_levels
-
-    G = R.clone()
-    for lvl in depth_levels(parents)[1:]:
-        G[:, lvl] = G[:, parents[lvl]] @ R[:, lvl]
-    return G
 
 
 def solve_skeleton(clips: list[MocapClip], kin: PartKinematics, settings: SolverSettings = SolverSettings(),

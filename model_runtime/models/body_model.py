@@ -19,7 +19,7 @@ from typing import Final, Literal
 
 import numpy as np
 
-from ..core import backend, lbs as _lbs
+from ..core import backend, lbs
 from ..core.asset_io import read_versioned_npz
 from ..core.errors import ModelFileError
 from ..core.skeleton import JOINT_NAMES, NUM_BETAS, NUM_JOINTS, PARENTS
@@ -92,11 +92,32 @@ class BodyModel:
             return {}
         return {str(n): int(i) for n, i in zip(names, ids)}
 
+    def joint_shape_basis(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(j_template (J, 3), j_dirs (J, 3, 16))`` float64: ``J(beta) = j_template + j_dirs . beta``
+        (:func:`model_runtime.core.lbs.joint_shape_basis`, computed once and cached)."""
+        if "_joint_shape_basis" not in self.extras:
+            jr = np.asarray(self.J_regressor, np.float64)
+            basis = lbs.joint_shape_basis(jr, np.asarray(self.v_template, np.float64),
+                                          np.asarray(self.shapedirs[..., :NUM_BETAS], np.float64))
+            for a in basis:
+                a.setflags(write=False)
+            self.extras["_joint_shape_basis"] = basis
+        return self.extras["_joint_shape_basis"]
+
     def rest_joints(self, betas: np.ndarray | None = None) -> np.ndarray:
-        """Rest joint positions ``(J, 3)`` for ``betas (K,)`` (zeros if None), numpy."""
-        b = np.zeros((1, NUM_BETAS), np.float32) if betas is None else np.asarray(betas, np.float32).reshape(1, -1)
-        v = _lbs.shape_blend(self.v_template, self.shapedirs, b)
-        return _lbs.regress_joints(self.J_regressor, v)[0]
+        """Rest joint positions, float64: ``(J, 3)`` for ``betas (K,)`` (zeros if None), or
+        ``(B, J, 3)`` for ``(B, K)``; ``K <= 16`` (missing coefficients are zero).
+
+        The one rest-joints function: the IK keypoints (:class:`~model_runtime.models.keypoints.PartKinematics`,
+        the same basis rows) and the capture pipeline use it; the result equals regressing the
+        shaped mesh (:func:`model_runtime.core.lbs.shaped_joints`).
+        """
+        j_template, j_dirs = self.joint_shape_basis()
+        if betas is None:
+            return j_template.copy()
+        b = np.asarray(betas, np.float64)
+        out = lbs.shape_blend(j_template, j_dirs, b.reshape(-1, b.shape[-1]))
+        return out[0] if b.ndim == 1 else out
 
     def tensors(self, device="cpu", dtype=None) -> "BodyTensors":
         """The arrays as torch tensors on ``device`` (cached per device/dtype)."""
@@ -125,13 +146,13 @@ class BodyModel:
         """
         if backend.is_torch(rot_mats):
             T = self.tensors(rot_mats.device, rot_mats.dtype)
-            return _lbs.lbs(betas, rot_mats, T.v_template, T.shapedirs, T.J_regressor, T.weights,
-                            T.parents, T.posedirs, transl, scale)
+            return lbs.lbs(betas, rot_mats, T.v_template, T.shapedirs, T.J_regressor, T.weights,
+                           T.parents, T.posedirs, transl, scale)
         dt = np.asarray(rot_mats).dtype
-        return _lbs.lbs(np.asarray(betas, dt), np.asarray(rot_mats), self.v_template.astype(dt),
-                        self.shapedirs[..., :NUM_BETAS].astype(dt), self.J_regressor.astype(dt),
-                        self.weights.astype(dt), self.parents,
-                        None if self.posedirs is None else self.posedirs.astype(dt), transl, scale)
+        return lbs.lbs(np.asarray(betas, dt), np.asarray(rot_mats), self.v_template.astype(dt),
+                       self.shapedirs[..., :NUM_BETAS].astype(dt), self.J_regressor.astype(dt),
+                       self.weights.astype(dt), self.parents,
+                       None if self.posedirs is None else self.posedirs.astype(dt), transl, scale)
 
 
 @dataclass(frozen=True)

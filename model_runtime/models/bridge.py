@@ -13,7 +13,7 @@ scipy), so the merged model also builds inside Blender's Python:
 2. :func:`region_to_disk` - the region as a set of triangles that is one
    topological disk (largest component, enclosed islands filled, pinched
    boundary vertices removed), so its boundary is a single loop.
-3. :func:`align_loops` - similarity transform (Umeyama) taking the 3DMM's outer
+3. :func:`align_loops` - similarity transform (:func:`model_runtime.geometry.alignment.fit_similarity`) taking the 3DMM's outer
    boundary loop onto the region's boundary loop, after resampling both by arc
    length and searching the cyclic offset.
 4. The body is cut one ring *wider* than the region (:func:`dilate_faces`), so
@@ -29,21 +29,21 @@ on the left of the walking direction seen from outside.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..core.errors import ModelFileError
 from ..core.skeleton import HEAD_JOINT
+from ..geometry import alignment
 
 if TYPE_CHECKING:
     from .body_model import BodyModel
 
 __all__ = [
-    "Similarity", "boundary_half_edges", "boundary_loops", "loop_length", "triangle_normals",
+    "boundary_half_edges", "boundary_loops", "loop_length", "triangle_normals",
     "vertex_normals_np", "face_region_on_body", "region_to_disk", "dilate_faces", "resample_loop",
-    "align_loops", "umeyama", "bridge_loops", "outer_loop", "ring_distance", "seam_skin_weights",
+    "align_loops", "bridge_loops", "outer_loop", "ring_distance", "seam_skin_weights",
     "folded_triangles", "connected_components",
 ]
 
@@ -320,45 +320,6 @@ def folded_triangles(verts: np.ndarray, faces: np.ndarray, which: np.ndarray, mi
 
 
 # ------------------------------------------------------------------ alignment
-@dataclass(frozen=True)
-class Similarity:
-    """``x -> scale * R @ x + t`` with R ``(3, 3)``, t ``(3,)``."""
-
-    scale: float
-    R: np.ndarray
-    t: np.ndarray
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Points ``(..., 3)`` -> ``(..., 3)``."""
-        return self.scale * x @ self.R.T + self.t
-
-    def matrix(self) -> np.ndarray:
-        """As a ``(4, 4)`` homogeneous matrix."""
-        M = np.eye(4)
-        M[:3, :3] = self.scale * self.R
-        M[:3, 3] = self.t
-        return M
-
-
-def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Batched least-squares similarity: src, dst ``(..., L, 3)`` ->
-    scale ``(...)``, R ``(..., 3, 3)``, t ``(..., 3)``, rms residual ``(...)``."""
-    ms, md = src.mean(-2, keepdims=True), dst.mean(-2, keepdims=True)
-    a, b = src - ms, dst - md
-    H = np.einsum("...li,...lj->...ij", b, a) / src.shape[-2]       # cov(dst, src)
-    U, S, Vt = np.linalg.svd(H)
-    d = np.sign(np.linalg.det(U @ Vt))
-    D = np.ones(S.shape)
-    D[..., 2] = d
-    R = U @ (D[..., :, None] * Vt)
-    var_s = (a ** 2).sum((-1, -2)) / src.shape[-2]
-    scale = (S * D).sum(-1) / np.maximum(var_s, 1e-18)
-    t = md[..., 0, :] - scale[..., None] * np.einsum("...ij,...j->...i", R, ms[..., 0, :])
-    fit = scale[..., None, None] * np.einsum("...ij,...lj->...li", R, src) + t[..., None, :]
-    rms = np.sqrt(((fit - dst) ** 2).sum(-1).mean(-1))
-    return scale, R, t, rms
-
-
 def resample_loop(pts: np.ndarray, m: int) -> np.ndarray:
     """``m`` points equally spaced by arc length along the closed polyline ``(L, 3)``, from ``pts[0]``."""
     closed = np.concatenate([pts, pts[:1]], 0)
@@ -368,7 +329,7 @@ def resample_loop(pts: np.ndarray, m: int) -> np.ndarray:
     return np.stack([np.interp(q, s, closed[:, c]) for c in range(3)], axis=1)
 
 
-def align_loops(src_pts: np.ndarray, dst_pts: np.ndarray, m: int = 128) -> tuple[Similarity, float]:
+def align_loops(src_pts: np.ndarray, dst_pts: np.ndarray, m: int = 128) -> tuple[alignment.Similarity, float]:
     """Similarity mapping loop ``src (Ls, 3)`` onto loop ``dst (Ld, 3)`` (same walking direction).
 
     Both are resampled to ``m`` points; all ``m`` cyclic offsets are fitted at
@@ -379,12 +340,14 @@ def align_loops(src_pts: np.ndarray, dst_pts: np.ndarray, m: int = 128) -> tuple
     a = resample_loop(np.asarray(src_pts, np.float64), m)
     b = resample_loop(np.asarray(dst_pts, np.float64), m)
     idx = (np.arange(m)[:, None] + np.arange(m)[None, :]) % m       # (offset, i)
-    scale, R, t, rms = umeyama(np.broadcast_to(a, (m, m, 3)), b[idx])
+    sims = alignment.fit_similarity(a, b[idx])                      # one per offset
+    R, scale = sims.R, sims.scale
+    rms = np.sqrt(((sims.apply(a) - b[idx]) ** 2).sum(-1).mean(-1))
     rms = np.where((R[:, 1, 1] > 0) & (R[:, 2, 2] > 0) & (scale > 0), rms, np.inf)
     k = int(np.argmin(rms))
     if not np.isfinite(rms[k]):
         raise ValueError("no upright, forward-facing alignment of the face boundary to the body hole")
-    return Similarity(float(scale[k]), R[k], t[k]), float(rms[k])
+    return alignment.Similarity(R[k], sims.t[k], float(scale[k])), float(rms[k])
 
 
 # ------------------------------------------------------------------ stitching

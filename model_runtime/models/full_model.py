@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core import backend as Bk
-from . import bridge as br
-from ..core import lbs as _lbs
-from .body_model import BodyModel
+from ..core import backend, lbs
 from ..core.errors import ModelFileError
-from .face_model import FaceModel, face_geometry
 from ..core.skeleton import HEAD_JOINT, NUM_BETAS, NUM_JOINTS
+from ..geometry import alignment
+from . import bridge
+from .body_model import BodyModel
+from .face_model import FaceModel, face_geometry
 
 __all__ = ["FullBodyModel", "build_full_model", "MAX_CUT_GROWTH"]
 
@@ -55,7 +55,7 @@ class FullBodyModel:
     bridge_faces: np.ndarray
     hole_loop: np.ndarray
     face_loop: np.ndarray
-    face_to_body: br.Similarity
+    face_to_body: alignment.Similarity
     alignment_rms: float
     face_flipped: bool
     body_weights: np.ndarray
@@ -77,7 +77,7 @@ class FullBodyModel:
     # ------------------------------------------------------------ seam checks
     def open_boundary_edges(self) -> np.ndarray:
         """Directed open boundary half-edges ``(E, 2)`` of the merged mesh."""
-        return br.boundary_half_edges(self.merged_faces)
+        return bridge.boundary_half_edges(self.merged_faces)
 
     def num_open_boundary_edges_on_seam(self) -> int:
         """Open edges touching a seam vertex (0 = watertight seam)."""
@@ -126,7 +126,7 @@ class FullBodyModel:
                 "v_template": b.v_template, "shapedirs": sd, "J_regressor": b.J_regressor,
                 "weights": self.body_weights, "posedirs": b.posedirs,
             }
-            self._cache[key] = {k: (v if k == "keep" or v is None else Bk.asarray_like(np.ascontiguousarray(v), like))
+            self._cache[key] = {k: (v if k == "keep" or v is None else backend.asarray_like(np.ascontiguousarray(v), like))
                                 for k, v in c.items()}
         return self._cache[key]
 
@@ -144,44 +144,25 @@ class FullBodyModel:
         c = self._consts(rot_mats)
         Bsz = rot_mats.shape[0]
         k = betas.shape[-1]
-        body_v, joints, T = _lbs.lbs(betas, rot_mats, c["v_template"], c["shapedirs"], c["J_regressor"],
-                                     c["weights"], self.body.parents, c["posedirs"])  # (B,V,3), (B,J,3), (B,J,4,4)
+        body_v, joints, T = lbs.lbs(betas, rot_mats, c["v_template"], c["shapedirs"], c["J_regressor"],
+                                    c["weights"], self.body.parents, c["posedirs"])  # (B,V,3), (B,J,3), (B,J,4,4)
         # face in the body rest frame at beta = 0, then fitted to the beta-shaped hole rim
         fv = face_geometry(c["mean"], c["id"], c["exp"], identity, expression)   # (B, N, 3)
-        fv = Bk.einsum("ij,bnj->bni", c["M"], fv) + c["t"]
-        rim_b = c["rim0"][None] + Bk.einsum("bk,vck->bvc", betas, c["rim_dirs"][..., :k])  # (B, L, 3)
-        s, R, t = _similarity_batch(c["rim0"], rim_b)
-        fv = s[:, None, None] * Bk.einsum("bij,bnj->bni", R, fv) + t[:, None, :]
+        fv = backend.einsum("ij,bnj->bni", c["M"], fv) + c["t"]
+        rim_b = c["rim0"][None] + backend.einsum("bk,vck->bvc", betas, c["rim_dirs"][..., :k])  # (B, L, 3)
+        sim = alignment.fit_similarity(c["rim0"], rim_b)                   # rim at beta = 0 -> rim_b
+        s, R, t = (backend.asarray_like(a, fv) for a in (sim.scale, sim.R, sim.t))
+        fv = s[:, None, None] * backend.einsum("bij,bnj->bni", R, fv) + t[:, None, :]
         # rigid with the head: T_head already removes the beta-shaped rest head joint
         Th = T[:, HEAD_JOINT]                                                # (B, 4, 4)
-        fv = Bk.einsum("bij,bnj->bni", Th[:, :3, :3], fv) + Th[:, None, :3, 3]
-        verts = Bk.cat([body_v[:, c["keep"]], fv], axis=1)
+        fv = backend.einsum("bij,bnj->bni", Th[:, :3, :3], fv) + Th[:, None, :3, 3]
+        verts = backend.cat([body_v[:, c["keep"]], fv], axis=1)
         if scale is not None:
             verts, joints = verts * scale[:, None, None], joints * scale[:, None, None]
         if transl is not None:
             verts, joints = verts + transl[:, None, :], joints + transl[:, None, :]
         assert verts.shape[:2] == (Bsz, self.num_vertices)
         return verts, joints
-
-
-def _similarity_batch(src, dst):
-    """Umeyama per batch element, torch or numpy: src ``(L, 3)``, dst ``(B, L, 3)`` ->
-    scale ``(B,)``, R ``(B, 3, 3)``, t ``(B, 3)`` with ``dst ~ s R src + t``."""
-    if not Bk.is_torch(dst):
-        s, R, t, _ = br.umeyama(np.broadcast_to(src, dst.shape), dst)
-        return s.astype(dst.dtype), R.astype(dst.dtype), t.astype(dst.dtype)
-    import torch
-
-    ms, md = src.mean(0), dst.mean(1)                                   # (3,), (B, 3)
-    a, b = src - ms, dst - md[:, None]
-    H = torch.einsum("bli,lj->bij", b, a) / src.shape[0]
-    U, S, Vt = torch.linalg.svd(H)
-    d = torch.sign(torch.linalg.det(U @ Vt))
-    D = torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1)    # (B, 3)
-    R = U @ (D[..., :, None] * Vt)
-    s = (S * D).sum(-1) / (a ** 2).sum(-1).mean()
-    t = md - s[:, None] * (R @ ms)
-    return s, R, t
 
 
 def build_full_model(body: BodyModel, face: FaceModel) -> FullBodyModel:
@@ -192,32 +173,32 @@ def build_full_model(body: BodyModel, face: FaceModel) -> FullBodyModel:
     # --- face triangles oriented like the body (outward = +Z for the face)
     ffaces = face.faces.astype(np.int64)
     fverts = face.mean_shape.astype(np.float64)
-    flipped = bool(br.triangle_normals(fverts, ffaces).sum(0)[2] < 0)
+    flipped = bool(bridge.triangle_normals(fverts, ffaces).sum(0)[2] < 0)
     if flipped:
         ffaces = ffaces[:, [0, 2, 1]]
     try:
-        face_rim, _ = br.outer_loop(ffaces, fverts)
+        face_rim, _ = bridge.outer_loop(ffaces, fverts)
     except ValueError as e:
         raise ModelFileError(face.source or "<face model>", "faces", f"has no usable outer boundary ({e})") from e
     # --- region on the body as one disk; face rim aligned to its rim (beta = 0 rest frame)
-    vmask = br.face_region_on_body(body)
+    vmask = bridge.face_region_on_body(body)
     try:
-        region = br.region_to_disk(bfaces, vmask[bfaces].all(1))
-        (region_rim,) = br.boundary_loops(bfaces[region]) or [None]
+        region = bridge.region_to_disk(bfaces, vmask[bfaces].all(1))
+        (region_rim,) = bridge.boundary_loops(bfaces[region]) or [None]
     except ValueError as e:
         raise ModelFileError(src, "head_region", f"does not give a usable face region ({e})") from e
     if region_rim is None:
         raise ModelFileError(src, "head_region", "face region is not a disk with one boundary loop")
-    sim, rms = br.align_loops(fverts[face_rim], bverts[region_rim])
+    sim, rms = bridge.align_loops(fverts[face_rim], bverts[region_rim])
     aligned = sim.apply(fverts)
-    face_n = br.vertex_normals_np(aligned, ffaces)
+    face_n = bridge.vertex_normals_np(aligned, ffaces)
     # --- cut one ring wider than the region; where the strip folds (the face rim lies on kept
     #     body surface), widen the cut around the fold and stitch again
-    cut = br.dilate_faces(bfaces, region)
+    cut = bridge.dilate_faces(bfaces, region)
     for _ in range(MAX_CUT_GROWTH):
         try:
-            cut = br.region_to_disk(bfaces, cut)
-            hole_loops = br.boundary_loops(bfaces[cut])
+            cut = bridge.region_to_disk(bfaces, cut)
+            hole_loops = bridge.boundary_loops(bfaces[cut])
         except ValueError as e:
             raise ModelFileError(src, "head_region", f"does not give a usable face region ({e})") from e
         if len(hole_loops) != 1:
@@ -229,16 +210,16 @@ def build_full_model(body: BodyModel, face: FaceModel) -> FullBodyModel:
         remap[keep] = np.arange(len(keep))
         off = len(keep)
         hole_m, rim_m = remap[hole], face_rim + off
-        body_n = br.vertex_normals_np(bverts, kept_faces)
-        strip = br.bridge_loops(hole_m, bverts[hole], rim_m, aligned[face_rim], body_n[hole], face_n[face_rim])
+        body_n = bridge.vertex_normals_np(bverts, kept_faces)
+        strip = bridge.bridge_loops(hole_m, bverts[hole], rim_m, aligned[face_rim], body_n[hole], face_n[face_rim])
         merged = np.concatenate([remap[kept_faces], ffaces + off, strip]).astype(np.int32)
         rest = np.concatenate([bverts[keep], aligned])
-        folds = br.folded_triangles(rest, merged, np.arange(len(merged) - len(strip), len(merged)))
+        folds = bridge.folded_triangles(rest, merged, np.arange(len(merged) - len(strip), len(merged)))
         if not folds.any():
             break
         bad_body = keep[np.unique(strip[folds])[np.unique(strip[folds]) < off]]
         cut = cut | np.isin(bfaces, bad_body).any(1)
-    weights = br.seam_skin_weights(body.weights, kept_faces, hole, HEAD_JOINT)
+    weights = bridge.seam_skin_weights(body.weights, kept_faces, hole, HEAD_JOINT)
     return FullBodyModel(body=body, face=face, body_vertex_ids=keep, merged_faces=merged,
                          bridge_faces=strip.astype(np.int32), hole_loop=hole_m, face_loop=rim_m,
                          face_to_body=sim, alignment_rms=rms, face_flipped=flipped,

@@ -23,9 +23,10 @@ from typing import Literal
 
 import numpy as np
 
+from ..core import backend, lbs
 from ..core.errors import ModelFileError
 from ..core.skeleton import (
-    BODY_IDX, depth_levels, BODY_KEYPOINT_NAMES, BODY_KEYPOINTS_BASIC, HAND21_NAMES, JOINT_NAMES, NUM_BETAS,
+    BODY_IDX, BODY_KEYPOINT_NAMES, BODY_KEYPOINTS_BASIC, HAND21_NAMES, JOINT_NAMES, NUM_BETAS,
     PARENTS, RIGHT_HAND_IDX, RIGHT_WRIST, Side
 )
 
@@ -64,22 +65,18 @@ def _hand_names(side: str) -> list[str]:
 
 def body_keypoints(joints, vertices, kp_vertex_ids: dict[str, int]):
     """``(B, 52, 3)`` joints + ``(B, V, 3)`` vertices -> ``(B, 24, 3)`` in BODY_KEYPOINT_NAMES order."""
-    from ..core import backend as Bk
-
     j_idx, v_idx = _body_spec(kp_vertex_ids, "<kp_vertex_ids>")
-    return Bk.cat([joints[:, j_idx], vertices[:, v_idx]], axis=1)
+    return backend.cat([joints[:, j_idx], vertices[:, v_idx]], axis=1)
 
 
 def hand_keypoints(joints, vertices, kp_vertex_ids: dict[str, int], side: Side):
     """``(B, 52, 3)`` joints + ``(B, V, 3)`` vertices -> ``(B, 21, 3)`` in HAND21_NAMES order for one side."""
-    from ..core import backend as Bk
-
     names = _hand_names(side)
     is_tip = np.array([n.endswith("4") for n in names])
     j_idx = [JOINT_NAMES.index(n) for n, t in zip(names, is_tip) if not t]
     v_idx = [kp_vertex_ids[n] for n, t in zip(names, is_tip) if t]
     order = np.argsort(np.concatenate([np.nonzero(~is_tip)[0], np.nonzero(is_tip)[0]]))
-    return Bk.cat([joints[:, j_idx], vertices[:, v_idx]], axis=1)[:, order]
+    return backend.cat([joints[:, j_idx], vertices[:, v_idx]], axis=1)[:, order]
 
 
 class PartKinematics:
@@ -125,26 +122,23 @@ class PartKinematics:
             raise ModelFileError(src, "weights", f"keypoint vertices {bad} are skinned mostly outside the {part}")
         W = W / kept[:, None]
         t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)  # noqa: E731
-        Jreg = model.J_regressor[jidx].astype(np.float64)
-        self.J_template = t(Jreg @ model.v_template)                                    # (Jp, 3)
-        self.J_dirs = t(np.einsum("jv,vck->jck", Jreg, model.shapedirs[..., :NUM_BETAS]))  # (Jp, 3, K)
+        j_template, j_dirs = model.joint_shape_basis()                                  # the body's rest joints
+        self.J_template = t(j_template[jidx])                                           # (Jp, 3)
+        self.J_dirs = t(j_dirs[jidx])                                                   # (Jp, 3, K)
         self.V_template = t(model.v_template[kp_vid])                                   # (Kv, 3)
         self.V_dirs = t(model.shapedirs[kp_vid][..., :NUM_BETAS])                       # (Kv, 3, K)
         self.V_weights = t(W)                                                           # (Kv, Jp)
         self._order = torch.as_tensor(np.argsort(np.concatenate([np.nonzero(kp_is_joint)[0], np.nonzero(~kp_is_joint)[0]])), device=device)
         self._kpj = torch.as_tensor(kp_joint_local, device=device)
         self.joint_idx = jidx                     # (Jp,) indices into the 52 SMPL-H joints
-        levels = depth_levels(np.array([-1] + [g2l[int(PARENTS[j])] for j in jidx[1:]]))
-        self._levels = [torch.as_tensor(lv, device=device) for lv in levels]
         self.parents = np.array([-1] + [g2l[int(PARENTS[j])] for j in jidx[1:]])
-        self._parents_t = torch.as_tensor(self.parents, device=device)
         self.num_joints = len(jidx)
         self.num_keypoints = len(kp_is_joint)
 
     def rest_joints(self, betas):
-        """Rest joint positions ``(B, Jp, 3)`` for ``betas (B, <=16)``."""
-        k = betas.shape[-1]
-        return self.J_template + (self.J_dirs[..., :k] @ betas.T).permute(2, 0, 1)
+        """Rest joint positions ``(B, Jp, 3)`` for ``betas (B, <=16)``: the part's rows of
+        :meth:`BodyModel.rest_joints <model_runtime.models.body_model.BodyModel.rest_joints>`."""
+        return lbs.shape_blend(self.J_template, self.J_dirs, betas)
 
     def forward(self, rot_mats, betas, scale=None, with_globals: bool = False):
         """rot_mats ``(B, Jp, 3, 3)`` relative (root: global); betas ``(B, <=16)``;
@@ -152,10 +146,8 @@ class PartKinematics:
         root-relative, plus the global joint rotations ``(B, Jp, 3, 3)`` if ``with_globals``."""
         import torch
 
-        k = betas.shape[-1]
-        j_rest = self.rest_joints(betas)
-        joints, G, t = self._fk(rot_mats, j_rest)
-        v_rest = self.V_template + (self.V_dirs[..., :k] @ betas.T).permute(2, 0, 1)        # (B, Kv, 3)
+        joints, G, t = lbs.forward_kinematics_rt(rot_mats, self.rest_joints(betas), self.parents)
+        v_rest = lbs.shape_blend(self.V_template, self.V_dirs, betas)                      # (B, Kv, 3)
         Gv = torch.einsum("vj,bjmn->bvmn", self.V_weights, G)                              # (B, Kv, 3, 3)
         tv = torch.einsum("vj,bjm->bvm", self.V_weights, t)                                 # (B, Kv, 3)
         verts = (Gv @ v_rest[..., None])[..., 0] + tv
@@ -168,27 +160,5 @@ class PartKinematics:
         if with_globals:
             return joints, kps, G
         return joints, kps
-
-    def _fk(self, R, j_rest):
-        """Forward kinematics of the part, one tree level at a time (the maths of
-        :func:`model_runtime.core.lbs.forward_kinematics`, with fewer copies; differentiable).
-
-        Returns posed joints ``(B, Jp, 3)``, global rotations ``(B, Jp, 3, 3)`` and the
-        skinning translations ``t = p - G @ j_rest`` ``(B, Jp, 3)``.
-        """
-        import torch
-
-        par = self._parents_t
-        rel = torch.cat([j_rest[:, :1], j_rest[:, 1:] - j_rest[:, par[1:]]], 1)
-        G = torch.empty_like(R)
-        P = torch.empty_like(j_rest)
-        root = self._levels[0]
-        G[:, root] = R[:, root]
-        P[:, root] = rel[:, root]
-        for lvl in self._levels[1:]:
-            Gp = G[:, par[lvl]]
-            G[:, lvl] = Gp @ R[:, lvl]
-            P[:, lvl] = P[:, par[lvl]] + (Gp @ rel[:, lvl, :, None])[..., 0]
-        return P, G, P - (G @ j_rest[..., None])[..., 0]
 
     __call__ = forward

@@ -1,0 +1,22 @@
+"""MediaPipe face-mesh landmark tables (numpy only: the detector and the face fit both import it)."""
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+
+MP468_TO_IBUG68: Final[np.ndarray] = np.array([
+    162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,  # 0-16 jaw
+    71, 63, 105, 66, 107,                                   # 17-21 brow (subject's right)
+    336, 296, 334, 293, 301,                                # 22-26 brow (subject's left)
+    168, 197, 5, 4,                                         # 27-30 nose bridge
+    75, 97, 2, 326, 305,                                    # 31-35 nostrils
+    33, 160, 158, 133, 153, 144,                            # 36-41 eye (subject's right)
+    362, 385, 387, 263, 373, 380,                           # 42-47 eye (subject's left)
+    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,    # 48-59 outer lips
+    78, 82, 13, 312, 308, 317, 14, 87,                      # 60-67 inner lips
+], dtype=np.int64)
+"""Face-mesh vertex (of MediaPipe's 468) for each iBUG-68 point (jaw 0-16, brows 17-26, nose
+27-35, eyes 36-47, mouth 48-67): the widely used MediaPipe->dlib-68 table (e.g. ByteDance
+LatentSync 1.5, Apache-2.0, ``LM68_FROM_MP478``).  Jaw and brow points of iBUG-68 lie on the
+face contour/brow ridge, which the mesh only approximates."""
