@@ -132,10 +132,10 @@ def capture(real, detector=None, face=None, output=None, live=None, cancel=None,
     pipe = CapturePipeline(detector or ReplayDetector(), real.ik, real.body, stage, opts)
     recs: list[dict] = []
 
-    def keep(rec: dict) -> None:
-        recs.append(rec)
+    def keep(rec) -> None:       # a FrameRecord; kept as its live field dict for brevity below
+        recs.append(vars(rec))
         if on_frame is not None:
-            on_frame(rec, recs)
+            on_frame(recs[-1], recs)
 
     res = pipe.run(GreyFrames(_load_recording()), output, cancel=cancel, on_frame=keep, on_progress=on_progress,
                    live=live)

@@ -116,7 +116,7 @@ class ClipValues:
 class CaptureOutput:
     """Hands finished frames to the capture file (``output``; None = no file) and the callbacks.
 
-    ``on_frame(record.as_dict())`` and ``on_progress(frames_done, total_or_None, fps)`` are
+    ``on_frame(record)`` and ``on_progress(frames_done, total_or_None, fps)`` are
     called after every written frame.  Raises what :class:`CaptureWriter` raises for a bad path.
     """
 
@@ -138,7 +138,7 @@ class CaptureOutput:
             self.timer.add("write", time.perf_counter() - t0)
             self.frames += 1
             if self.on_frame is not None:
-                self.on_frame(rec.as_dict())
+                self.on_frame(rec)
             if self.on_progress is not None:
                 el = time.perf_counter() - self.t_start
                 self.on_progress(self.frames, self.total, self.frames / el if el > 0 else 0.0)

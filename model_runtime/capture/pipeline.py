@@ -49,7 +49,6 @@ import numpy as np
 
 from ..core.errors import CancelledError, NoPersonError, RuntimeErrorBase
 from ..core.options import CaptureOptions
-from ..core.skeleton import NUM_BETAS
 from ..detectors.base import Detector
 from ..face.stage import FaceStage
 from ..geometry.camera import intrinsics_from_fov, load_calibration
@@ -83,22 +82,18 @@ class CapturePipeline:
     def __init__(self, detector: Detector, ik: IKStage, body: BodyModel, face: FaceStage | None,
                  options: CaptureOptions = CaptureOptions()):
         self.detector, self.ik, self.body, self.face, self.options = detector, ik, body, face, options
-        # rest joints are linear in beta: J(beta) = J_template + J_dirs . beta (precomputed once)
-        jr = np.asarray(body.J_regressor, np.float64)
-        self._j_template = jr @ np.asarray(body.v_template, np.float64)                       # (52, 3)
-        self._j_dirs = np.einsum("jv,vck->jck", jr, np.asarray(body.shapedirs[..., :NUM_BETAS], np.float64))
 
     def rest_joints(self, betas: np.ndarray) -> np.ndarray:
-        """Rest joints ``(52, 3)`` of the body model for ``betas (16,)``."""
-        return self._j_template + self._j_dirs @ np.asarray(betas, np.float64)
+        """Rest joints ``(52, 3)`` of the body model for ``betas (16,)`` (:meth:`BodyModel.rest_joints`)."""
+        return self.body.rest_joints(betas)
 
     def run(self, source: FrameSource, output: Path | str | None, cancel: threading.Event | None = None,
             on_progress: ProgressCallback | None = None, on_frame: FrameCallback | None = None,
             static_extra: Mapping[str, Any] | None = None, live: bool | None = None) -> CaptureResult:
         """Capture ``source`` into ``output`` (``.npz``; None = do not write).
 
-        ``on_progress(frames_done, total_or_None, fps)`` and ``on_frame(record)`` (a
-        :meth:`FrameRecord.as_dict`) are called from this thread after every written frame.
+        ``on_progress(frames_done, total_or_None, fps)`` and ``on_frame(record)`` (the
+        written :class:`FrameRecord`) are called from this thread after every written frame.
         Returns a :class:`CaptureResult`; raises :class:`CancelledError` when ``cancel`` is set,
         the source's error (e.g. :class:`SourceLostError`), or :class:`NoPersonError` when no
         frame had a person -- each with ``partial_output`` set.  ``live`` (default:

@@ -7,11 +7,10 @@
 """
 from __future__ import annotations
 
-import dataclasses
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Final, NamedTuple
+from typing import Callable, Final, NamedTuple
 
 import numpy as np
 
@@ -83,10 +82,6 @@ class FrameRecord:
     betas: np.ndarray | None = None
     scale: float | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        """The fields by name (arrays shared, not copied): what ``on_frame`` callbacks receive."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
 
 @dataclass
 class StageTimer:
@@ -123,7 +118,7 @@ class CaptureResult:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
 
-#: ``on_frame(record)``: a written frame, :meth:`FrameRecord.as_dict`
-FrameCallback = Callable[[dict], None]
+#: ``on_frame(record)``: a written frame (its :class:`FrameRecord`)
+FrameCallback = Callable[[FrameRecord], None]
 #: ``on_progress(frames_done, total_or_None, fps)``
 ProgressCallback = Callable[[int, "int | None", float], None]

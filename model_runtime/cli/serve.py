@@ -253,7 +253,7 @@ class Server:
 
                 on_frame = None
                 if live:
-                    def on_frame(rec: dict) -> None:
+                    def on_frame(rec) -> None:
                         self.send("frame", **frame_event(job_id, rec))
 
                 result = pipe.run(source, output, cancel=cancel, on_progress=on_progress, on_frame=on_frame,
@@ -277,16 +277,18 @@ class Server:
                          output=str(partial) if partial else None)
 
 
-def frame_event(job_id: str | None, rec: dict) -> dict[str, Any]:
-    """A live-mode ``frame`` event from a pipeline record (JSON-safe lists)."""
+def frame_event(job_id: str | None, rec) -> dict[str, Any]:
+    """A live-mode ``frame`` event from a written :class:`~model_runtime.capture.records.FrameRecord`
+    (JSON-safe lists)."""
     from ..core import rotations
 
-    pose = rotations.matrix_to_rot6d(rotations.quat_wxyz_to_matrix(rec["quat"]))
-    betas, scale = rec.get("betas", np.zeros(16)), rec.get("scale", 1.0)
-    return dict(id=job_id, index=int(rec["index"]), time=float(rec["time"]), valid=bool(rec["valid"]),
-                pose_6d=_list(pose), transl=_list(rec["transl"]), betas=_list(betas), scale=float(scale),
-                expression=_list(rec["expression"]),
-                latency_ms=round(1000.0 * (time.perf_counter() - rec["t_read"]), 2))
+    pose = rotations.matrix_to_rot6d(rotations.quat_wxyz_to_matrix(rec.quat))
+    betas = rec.betas if rec.betas is not None else np.zeros(16)
+    scale = rec.scale if rec.scale is not None else 1.0
+    return dict(id=job_id, index=int(rec.index), time=float(rec.time), valid=bool(rec.valid),
+                pose_6d=_list(pose), transl=_list(rec.transl), betas=_list(betas), scale=float(scale),
+                expression=_list(rec.expression),
+                latency_ms=round(1000.0 * (time.perf_counter() - rec.t_read), 2))
 
 
 def _list(a) -> list:

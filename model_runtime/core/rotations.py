@@ -32,7 +32,6 @@ __all__ = [
     "matrix_to_rot6d",
     "matrix_to_quat_wxyz",
     "quat_wxyz_to_matrix",
-    "rot6d_to_quat_wxyz",
     "wxyz_to_xyzw",
     "xyzw_to_wxyz",
     "axis_angle_to_matrix",
@@ -122,11 +121,6 @@ def quat_wxyz_to_matrix(q):
         backend.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], axis=-1),
     ]
     return backend.stack(rows, axis=-2)
-
-
-def rot6d_to_quat_wxyz(d6):
-    """6D ``(..., 6)`` -> quaternion ``(..., 4)`` WXYZ."""
-    return matrix_to_quat_wxyz(rot6d_to_matrix(d6))
 
 
 def wxyz_to_xyzw(q):

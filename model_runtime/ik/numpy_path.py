@@ -206,23 +206,23 @@ class NumpyLimbRefiner:
 class NumpyIK:
     """The networks (+ optional correction stage and limb refinement) of an
     :class:`~.inference.IKSolver` in numpy; ``kin`` (body PartKinematics) is needed by
-    ``body2_net`` and ``refine``."""
+    ``correction_net`` and ``refine``."""
 
-    def __init__(self, body_net, hand_net, kin=None, body2_net=None, refine: bool = False):
+    def __init__(self, body_net, hand_net, kin=None, correction_net=None, refine: bool = False):
         self.body_net, self.hand_net = NumpyIKNet(body_net), NumpyIKNet(hand_net)
-        self.body2_net = NumpyCorrectionNet(body2_net) if body2_net is not None else None
+        self.correction_net = NumpyCorrectionNet(correction_net) if correction_net is not None else None
         self.kin = NumpyBodyKinematics(kin) if kin is not None else None
         self.refiner = NumpyLimbRefiner(self.kin) if refine else None
 
     def solve_body(self, kp: np.ndarray, conf: np.ndarray) -> dict[str, np.ndarray]:
         """kp ``(B, 24, 3)``, conf ``(B, 24)`` (float32) -> ``rot6d (B, 22, 6)``, ``betas (B, 16)``, ``scale (B,)``."""
         x, c, frame = body_input(kp, conf)
-        if self.body2_net is None:
+        if self.correction_net is None:
             out = self.body_net(x, c, frame)
         else:                                                    # as networks.two_stage_body
             out = self.body_net(x, c)
             _, kp_fk, _ = self.kin(rotations.rot6d_to_matrix(out["rot6d"]), out["betas"], out["scale"])
-            out["rot6d"] = root_to_frame(self.body2_net(x, c, kp_fk, out["rot6d"]), frame)
+            out["rot6d"] = root_to_frame(self.correction_net(x, c, kp_fk, out["rot6d"]), frame)
         R = rotations.rot6d_to_matrix(out["rot6d"])
         if self.refiner is not None:
             R = self.refiner(R, out["betas"], out["scale"], x @ frame.transpose(0, 2, 1), c)
