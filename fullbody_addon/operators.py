@@ -12,10 +12,10 @@ from pathlib import Path
 
 import bpy
 import numpy as np
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import avatar, axes, convert, importer, preferences, runtime_setup, session
+from . import avatar, axes, convert, footage, importer, preferences, runtime_setup, session
 from ._runtime import capture_file, errors, load_body_model, options, protocol, skeleton
 from .avatar_data import avatar_data_from_capture
 from .runtime_client import CaptureJob, HealthCheck, RuntimeNotSetUp, serve_argv, check_interpreter
@@ -55,7 +55,8 @@ def betas_match(arm_obj, betas: np.ndarray, tol: float = 1e-4) -> bool:
 
 
 #: datablock collections an import may add to; :class:`SceneTransaction` removes what a failed one added
-_DATA_KINDS = ("objects", "meshes", "armatures", "actions", "materials", "images", "collections")
+_DATA_KINDS = ("objects", "meshes", "armatures", "actions", "materials", "images", "collections",
+               "cameras", "movieclips")
 
 
 class SceneTransaction:
@@ -86,8 +87,10 @@ class SceneTransaction:
         return False
 
 
-def import_capture_into_scene(context, path: str, settings=None, create_new: bool = False) -> dict:
-    """Load ``path`` (recovering a partial capture), find or create the matching avatar, key it.
+def import_capture_into_scene(context, path: str, settings=None, create_new: bool = False,
+                              camera: bool = False, video: str | None = None) -> dict:
+    """Load ``path`` (recovering a partial capture), find or create the matching avatar, key it;
+    ``camera``: also the capture camera, with the footage ``video`` behind it (:mod:`footage`).
 
     The capture is validated before the scene is touched, and the import is all or nothing
     (:class:`SceneTransaction`): on any error the scene is as it was."""
@@ -109,6 +112,9 @@ def import_capture_into_scene(context, path: str, settings=None, create_new: boo
         if data is not None:
             arm, mesh = avatar.create_avatar(data, name=Path(path).stem)
         summary = importer.apply_capture(context.scene, arm, mesh, cap, opts)
+        if camera:
+            summary["camera"] = footage.setup_capture_camera(context.scene, cap, footage=video or None,
+                                                             frame_start=opts.frame_start).name
     summary["armature"] = arm.name
     summary["warnings"] = warnings
     if cap.num_frames:
@@ -198,18 +204,32 @@ class FULLBODY_OT_import_capture(bpy.types.Operator, ImportHelper):
     bl_options = {"REGISTER", "UNDO"}
     filename_ext = ".npz"
     filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+    footage: StringProperty(name="Footage", subtype="FILE_PATH",
+                            description="The captured video, shown behind the capture camera")
+    camera: BoolProperty(name="Camera", default=False,
+                         description="Add the capture camera (matches the capture's lens; on when footage is given)")
+
+    def invoke(self, context, event):
+        s = context.scene.fullbody
+        video = bpy.path.abspath(s.video_path) if s.source_type == "VIDEO" and s.video_path else ""
+        if not self.footage and video and Path(video).is_file():
+            self.footage = video
+        return super().invoke(context, event)
 
     def execute(self, context):
         path = bpy.path.abspath(self.filepath)
+        video = bpy.path.abspath(self.footage) if self.footage else None
+        camera = self.camera if self.properties.is_property_set("camera") else bool(video)
         try:
-            summary = import_capture_into_scene(context, path)
+            summary = import_capture_into_scene(context, path, camera=camera, video=video)
         except (errors.RuntimeErrorBase, RuntimeNotSetUp, OSError, ValueError, KeyError) as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
         for w in summary["warnings"]:
             self.report({"WARNING"}, w)
         self.report({"INFO"}, f"imported {summary['frames']} frames onto '{summary['armature']}' "
-                              f"({summary['shape_keys']} shape keys)")
+                              f"({summary['shape_keys']} shape keys)"
+                              + (f", camera '{summary['camera']}'" if "camera" in summary else ""))
         return {"FINISHED"}
 
 

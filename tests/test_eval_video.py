@@ -1,0 +1,251 @@
+"""``eval video`` (issue 10, point 5) on a real capture of ``samples/demo_clip.mp4``, and the
+capture camera in Blender.
+
+* the real CLI runs and prints exactly the documented figures, all finite; the contact sheet is
+  written with the documented size and shows the avatar;
+* the same capture with ``keypoints_2d`` replaced by the projected model keypoints (real data,
+  modified) has reprojection 0, and a known pixel offset comes back as that offset;
+* a capture moved at a known constant speed has that foot slide (contact from labels, from a
+  ground plane, from camera -y) and zero jitter;
+* Blender: importing with the footage gives a camera through which a posed vertex lands on the
+  same pixel as through ``camera_K`` (within 1 px), the footage as its background clip starting
+  at the scene's first frame.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from model_runtime.core import rotations
+from model_runtime.core.capture_file import load_capture
+from model_runtime.evals import video
+from model_runtime.models.keypoints import body_keypoints, hand_keypoints, keypoint_vertex_ids
+from model_runtime.models.load import load_body_model
+
+REPO = Path(__file__).resolve().parents[1]
+CLIP = REPO / "samples" / "demo_clip.mp4"
+FIGURES = {"reprojection_px", "foot_slide_mm_per_frame", "jitter_mm_per_frame2", "valid_fraction",
+           "visible_fraction"}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "model_runtime", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def demo_capture(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("eval_video") / "demo.npz"
+    r = cli("capture", str(CLIP), "-o", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def modified(src: Path, dst: Path, **changes) -> Path:
+    """``src``'s arrays with ``changes`` (new or replaced keys), written to ``dst``."""
+    with np.load(src) as z:
+        data = {k: z[k] for k in z.files}
+    data.update(changes)
+    np.savez(dst, **data)
+    return dst
+
+
+def model_pixels(cap) -> np.ndarray:
+    """The posed model's 66 keypoints through ``camera_K``, computed here from the model layer."""
+    body = load_body_model()
+    T = cap.num_frames
+    rot = rotations.rot6d_to_matrix(cap["pose_6d"].astype(np.float64))
+    verts, joints, _ = body.forward(np.repeat(cap["betas"][None].astype(np.float64), T, 0), rot,
+                                    transl=cap["transl"].astype(np.float64), scale=np.full(T, float(cap["scale"])))
+    ids = keypoint_vertex_ids(body)
+    kp = np.concatenate([body_keypoints(joints, verts, ids), hand_keypoints(joints, verts, ids, "left"),
+                         hand_keypoints(joints, verts, ids, "right")], 1)
+    K = cap["camera_K"].astype(np.float64)
+    return np.stack([K[0, 0] * kp[..., 0] / kp[..., 2] + K[0, 2], K[1, 1] * kp[..., 1] / kp[..., 2] + K[1, 2]], -1)
+
+
+def figures(path: Path) -> dict:
+    cap = load_capture(path)
+    return video.evaluate(cap, video.PosedCapture(cap))[0]
+
+
+def test_cli_figures_and_sheet(demo_capture, tmp_path):
+    sheet = tmp_path / "sheet.png"
+    r = cli("eval", "video", str(demo_capture), "--video", str(CLIP), "--sheet", str(sheet), "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert set(res) == FIGURES
+    assert set(res["reprojection_px"]) == {"body_median", "body_mean", "hands_median", "hands_mean"}
+    assert set(res["visible_fraction"]) == {"body", "left_hand", "right_hand", "face"}
+    flat = [*res["reprojection_px"].values(), *res["visible_fraction"].values(), res["foot_slide_mm_per_frame"],
+            res["jitter_mm_per_frame2"], res["valid_fraction"]]
+    assert all(isinstance(v, float) and np.isfinite(v) for v in flat), res
+    assert res["valid_fraction"] == 1.0 and res["visible_fraction"]["body"] > 0.9
+    # the avatar stands on the person: its keypoints a few pixels from the detector's
+    assert res["reprojection_px"]["body_median"] < 20
+    assert "warning" not in r.stderr   # the clip's fps and size agree with the capture
+    img = cv2.imread(str(sheet))
+    # 6 frames, 2 a row, each two 400x300 panels (640x480 scaled to a 1600 px wide sheet)
+    assert img.shape == (900, 1600, 3)
+    assert video.sheet_layout((640, 480), 6) == (400, 300, 4, 3)
+    # the grey clip has no blue: the avatar panels (columns 2 and 4) do
+    avatar = np.concatenate([img[:, 400:800], img[:, 1200:1600]], 1).astype(int)
+    frame = np.concatenate([img[:, 0:400], img[:, 800:1200]], 1).astype(int)
+    blue = lambda a: int(((a[..., 0] - a[..., 2]) > 40).sum())  # noqa: E731
+    assert blue(avatar) > 3000 and blue(avatar) > 10 * blue(frame)
+
+
+def test_mismatched_video_is_named(demo_capture, tmp_path):
+    """A video whose size and rate differ from the capture's: the sheet is drawn and stderr says so."""
+    other = tmp_path / "half.avi"
+    src = cv2.VideoCapture(str(CLIP))
+    w = cv2.VideoWriter(str(other), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (320, 240))
+    for _ in range(20):
+        ok, img = src.read()
+        w.write(cv2.resize(img, (320, 240)))
+    w.release()
+    r = cli("eval", "video", str(demo_capture), "--video", str(other), "--sheet", str(tmp_path / "s.png"), "--json")
+    assert r.returncode == 0, r.stderr
+    assert "320x240" in r.stderr and "15.000 fps" in r.stderr and "20 frames" in r.stderr, r.stderr
+    assert cv2.imread(str(tmp_path / "s.png")).shape == (900, 1600, 3)
+
+
+def test_reprojection_is_zero_on_projected_keypoints(demo_capture, tmp_path):
+    cap = load_capture(demo_capture)
+    kp = cap["keypoints_2d"].copy()
+    kp[..., :2] = model_pixels(cap)
+    exact = figures(modified(demo_capture, tmp_path / "exact.npz", keypoints_2d=kp))["reprojection_px"]
+    assert max(exact.values()) < 1e-3, exact
+    kp[:, :video.NB, 0] += 3.0     # every body keypoint 3 px to the right
+    kp[:, video.NB:, 1] -= 4.0     # every hand keypoint 4 px up
+    off = figures(modified(demo_capture, tmp_path / "off.npz", keypoints_2d=kp))["reprojection_px"]
+    for k, want in (("body_median", 3.0), ("body_mean", 3.0), ("hands_median", 4.0), ("hands_mean", 4.0)):
+        assert off[k] == pytest.approx(want, abs=1e-3), off
+
+
+def test_foot_slide_and_jitter_of_a_known_motion(demo_capture, tmp_path):
+    """One pose carried at a constant velocity: jitter 0, foot slide = the horizontal speed."""
+    cap = load_capture(demo_capture)
+    T = cap.num_frames
+    pose = np.repeat(cap["pose_6d"][:1], T, 0)
+    v = np.array([0.004, 0.0, 0.01])       # m per frame along camera x and z
+    transl = (cap["transl"][0] + np.arange(T)[:, None] * v).astype(np.float32)
+    base = dict(pose_6d=pose, transl=transl)
+    res = figures(modified(demo_capture, tmp_path / "a.npz", **base))    # contact from camera -y
+    assert res["jitter_mm_per_frame2"] < 1e-3
+    assert res["foot_slide_mm_per_frame"] == pytest.approx(1000 * np.linalg.norm(v), rel=1e-4)
+    labels = np.zeros((T, 2), bool)
+    labels[10:30, 0] = True
+    res = figures(modified(demo_capture, tmp_path / "b.npz", foot_contact=labels, **base))
+    assert res["foot_slide_mm_per_frame"] == pytest.approx(1000 * np.linalg.norm(v), rel=1e-4)
+    # a tilted ground plane (normal in the y-z plane, pointing up = camera -y): only the in-plane part counts
+    n = np.array([0.0, -1.0, 1.0]) / np.sqrt(2)
+    plane = np.array([*n, 1.5], np.float32)
+    res = figures(modified(demo_capture, tmp_path / "c.npz", ground_plane=plane, **base))
+    want = np.linalg.norm(v - (v @ n) * n) * 1000
+    assert res["foot_slide_mm_per_frame"] == pytest.approx(want, rel=1e-4)
+    # no contact labelled: nothing to measure
+    res = figures(modified(demo_capture, tmp_path / "d.npz", foot_contact=np.zeros((T, 2), bool), **base))
+    assert res["foot_slide_mm_per_frame"] is None
+
+
+def test_visibility_from_the_file(demo_capture, tmp_path):
+    cap = load_capture(demo_capture)
+    vis = np.zeros((cap.num_frames, 66), bool)
+    vis[:, video.PART_ROWS["left_hand"]] = True
+    vis[: cap.num_frames // 2, video.PART_ROWS["face"]] = True
+    res = figures(modified(demo_capture, tmp_path / "v.npz", keypoint_visibility=vis))["visible_fraction"]
+    assert res == {"body": 0.0, "left_hand": 1.0, "right_hand": 0.0,
+                   "face": pytest.approx((cap.num_frames // 2) / cap.num_frames)}
+
+
+# ------------------------------------------------------------------ Blender: the capture camera
+@pytest.fixture
+def blender_scene():
+    bpy = pytest.importorskip("bpy")
+    import fullbody_addon
+
+    fullbody_addon.register()
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    s = bpy.context.scene
+    s.fullbody.body_model = "BUILTIN"
+    s.fullbody.face = False   # body-only avatar: its mesh is the body model's LBS
+    yield s
+    fullbody_addon.unregister()
+
+
+def _evaluated_vertices(obj) -> np.ndarray:
+    import bpy
+
+    ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    me = ev.to_mesh()
+    co = np.empty(len(me.vertices) * 3, np.float32)
+    me.vertices.foreach_get("co", co)
+    ev.to_mesh_clear()
+    mw = np.array(obj.matrix_world)
+    return co.reshape(-1, 3) @ mw[:3, :3].T + mw[:3, 3]
+
+
+@pytest.mark.parametrize("camera", ["demo", "off-centre"])
+def test_blender_camera_matches_camera_K(blender_scene, demo_capture, tmp_path, camera):
+    import bpy
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+
+    from fullbody_addon import avatar
+
+    path, footage, opts = demo_capture, str(CLIP), {}   # footage given: the camera is on by default
+    if camera == "off-centre":   # portrait, fx != fy, principal point off the centre: no footage
+        K = np.array([[700.0, 0, 210.0], [0, 640.0, 380.0], [0, 0, 1]], np.float32)
+        path = modified(demo_capture, tmp_path / "k.npz", camera_K=K, image_size=np.array([480, 720], np.int32))
+        footage, opts = "", {"camera": True}
+    assert bpy.ops.fullbody.import_capture(filepath=str(path), footage=footage, **opts) == {"FINISHED"}
+    scene = blender_scene
+    cam = scene.camera
+    assert cam is not None and cam.type == "CAMERA"
+    cap = load_capture(path)
+    W, H = (int(v) for v in cap["image_size"])
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (W, H)
+    mesh = avatar.avatar_mesh(avatar.find_avatar(bpy.context))
+    K = cap["camera_K"].astype(np.float64)
+    body = load_body_model()
+    for t in (0, 40, 80):
+        scene.frame_set(scene.frame_start + t)
+        world = _evaluated_vertices(mesh)[::97]
+        ndc = np.array([tuple(world_to_camera_view(scene, cam, Vector(p))) for p in world])
+        blender_px = np.stack([ndc[:, 0] * W, (1 - ndc[:, 1]) * H], -1)
+        rot = rotations.rot6d_to_matrix(cap["pose_6d"][t:t + 1].astype(np.float64))
+        v, _, _ = body.forward(cap["betas"][None].astype(np.float64), rot, transl=cap["transl"][t:t + 1].astype(np.float64),
+                               scale=np.array([float(cap["scale"])]))
+        X = v[0][::97]
+        k_px = np.stack([K[0, 0] * X[:, 0] / X[:, 2] + K[0, 2], K[1, 1] * X[:, 1] / X[:, 2] + K[1, 2]], -1)
+        err = np.abs(blender_px - k_px).max()
+        assert err < 1.0, f"frame {t}: Blender's camera and camera_K differ by {err:.3f} px"
+    bg = cam.data.background_images
+    if footage:
+        clip = bg[0].clip
+        assert cam.data.show_background_images and bg[0].source == "MOVIE_CLIP"
+        assert Path(bpy.path.abspath(clip.filepath)).resolve() == CLIP.resolve()
+        assert tuple(clip.size) == (W, H) and clip.frame_duration == cap.num_frames
+        assert clip.frame_start == scene.frame_start     # scene's first frame shows capture frame 0
+        assert clip.fps == pytest.approx(float(cap["fps"]), rel=1e-3)
+    else:
+        assert len(bg) == 0
+    # importing again updates the same camera instead of adding one
+    assert bpy.ops.fullbody.import_capture(filepath=str(path), footage=footage, **opts) == {"FINISHED"}
+    assert [o.name for o in bpy.data.objects if o.type == "CAMERA"] == [cam.name]
+
+
+def test_blender_missing_footage_changes_nothing(blender_scene, demo_capture, tmp_path):
+    import bpy
+
+    before = len(bpy.data.objects)
+    with pytest.raises(RuntimeError, match="none.mp4"):   # the operator's error report
+        bpy.ops.fullbody.import_capture(filepath=str(demo_capture), footage=str(tmp_path / "none.mp4"))
+    assert len(bpy.data.objects) == before and blender_scene.camera is None
