@@ -18,8 +18,8 @@ from typing import Final
 
 import numpy as np
 
-#: avatar colour (BGR) and the part of it that is ambient light
-AVATAR_BGR: Final[tuple[float, float, float]] = (235.0, 190.0, 140.0)
+#: avatar colour (BGR, a pink rarely worn or seen in sport footage) and the part of it that is ambient light
+AVATAR_BGR: Final[tuple[float, float, float]] = (235.0, 130.0, 240.0)
 AMBIENT: Final[float] = 0.25
 #: detector points / projected model points (BGR)
 DETECTOR_BGR: Final[tuple[int, int, int]] = (60, 220, 60)
@@ -102,7 +102,7 @@ def label(img: np.ndarray, text: str) -> None:
     """Write ``text`` in the top-left corner of ``img`` (in place), white on a dark band."""
     import cv2
 
-    scale = max(0.35, img.shape[0] / 600)
+    scale = float(np.clip(img.shape[1] / 800, 0.3, 0.6))
     (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     cv2.rectangle(img, (0, 0), (w + 6, h + base + 6), (0, 0, 0), -1)
     cv2.putText(img, text, (3, h + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)

@@ -14,15 +14,17 @@ the same file.  Figures (``None`` where nothing could be measured):
   rows (``body_*``) and hand rows (``hands_*``);
 * ``foot_slide_mm_per_frame``: mean horizontal displacement (mm per frame) of the two ankle
   joints between consecutive valid frames in which that foot is in contact.  Contact: the file's
-  ``foot_contact (T, 2)`` [left, right] when it has one; else the lowest 20 % of that ankle's
+  ``foot_contact (T, 2)`` [left, right] when it holds one with any contact (all False = not
+  estimated, as the capture writes it until a stage fills it); else the lowest 20 % of that ankle's
   heights above ``ground_plane`` (``(4,)``: ``n . x + d = 0`` in camera space, when present and
   non-zero; height along the normal, oriented so the pelvis is above; horizontal = in the plane);
   else height ``-y`` and horizontal ``(x, z)`` of the camera;
 * ``jitter_mm_per_frame2``: mean norm of the second difference of the 52 posed joints (camera
   space, mm) over runs of three consecutive valid frames;
 * ``valid_fraction``: valid frames / frames;
-* ``visible_fraction``: per part, the fraction of (frame, keypoint) pairs seen, over all frames:
-  ``keypoint_visibility (T, 66)`` when the file has it, else confidence >= 0.5.  Parts: ``body``
+* ``visible_fraction``: per part, the fraction of (frame, keypoint) pairs seen (>= 0.5), over all
+  frames: of ``keypoint_visibility (T, 66)`` when the file holds it (not the defaults a version-1
+  file is loaded with), else of the detector's confidence.  Parts: ``body``
   = the 19 body keypoints that are not on the head, ``left_hand`` / ``right_hand`` = 21 rows each,
   ``face`` = nose, eyes and ears.
 
@@ -46,6 +48,7 @@ import numpy as np
 from ..core.capture_file import Capture, load_capture
 from ..core.errors import InputMissingError, InputUnreadableError, OutputError
 from ..core.rotations import rot6d_to_matrix
+from ..core.safe_npz import npz_members
 from ..core.skeleton import BODY_KEYPOINT_NAMES, HAND21_NAMES, JOINT_NAMES
 from .common import note, print_result
 from .render_avatar import project
@@ -54,8 +57,8 @@ CONFIDENCE: Final[float] = 0.5
 CONTACT_QUANTILE: Final[float] = 0.20
 SHEET_FRAMES: Final[int] = 6
 SHEET_WIDTH: Final[int] = 1600
-#: frames per sheet row (each frame takes two panels)
-SHEET_FRAMES_PER_ROW: Final[int] = 2
+#: frames per sheet row (each frame takes two panels): landscape / portrait videos
+SHEET_FRAMES_PER_ROW: Final[tuple[int, int]] = (2, 3)
 
 NB: Final[int] = len(BODY_KEYPOINT_NAMES)
 NH: Final[int] = len(HAND21_NAMES)
@@ -71,14 +74,29 @@ ANKLES: Final[np.ndarray] = np.array([JOINT_NAMES.index("left_ankle"), JOINT_NAM
 PELVIS: Final[int] = JOINT_NAMES.index("pelvis")
 
 
+def _int_in(lo: int, hi: int, also: tuple[int, ...] = ()):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not (lo <= v <= hi or v in also):
+            raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}" + (f" or {also[0]}" if also else "")
+                                             + f", got {v}")
+        return v
+    return parse
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("capture", help="capture .npz to measure")
     p.add_argument("--video", help="the video the capture was made from (for the contact sheet)")
     p.add_argument("--sheet", help="write a contact sheet (.png) of a few frames")
-    p.add_argument("--sheet-frames", type=int, default=SHEET_FRAMES, metavar="N",
+    p.add_argument("--sheet-frames", type=_int_in(1, 100), default=SHEET_FRAMES, metavar="N",
                    help=f"frames on the sheet (default {SHEET_FRAMES}, evenly spaced valid frames)")
-    p.add_argument("--sheet-width", type=int, default=SHEET_WIDTH, metavar="PX",
+    p.add_argument("--sheet-width", type=_int_in(64, 20000), default=SHEET_WIDTH, metavar="PX",
                    help=f"sheet width in pixels (default {SHEET_WIDTH})")
+    p.add_argument("--sheet-colours", type=_int_in(2, 256, also=(0,)), default=0, metavar="N",
+                   help="write the sheet as a palette PNG of N colours (2..256; smaller files), 0 = full colour")
     p.add_argument("--body-model", help="body model to pose with (default: the one the capture names)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -175,12 +193,17 @@ def _height_and_horizontal(cap: Capture, joints: np.ndarray) -> tuple[np.ndarray
     return -ankles[..., 1], np.diag([1.0, 0.0, 1.0]), "camera -y"
 
 
+def in_file(cap: Capture, key: str) -> bool:
+    """Whether the capture's file itself holds ``key`` (not a default filled in on loading)."""
+    return key in cap.data and key in npz_members(cap.path)
+
+
 def foot_contact(cap: Capture, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     """``(contact (T, 2) bool, horizontal projector (3, 3), source)``: the file's ``foot_contact``
     or the lowest :data:`CONTACT_QUANTILE` of each ankle's valid heights."""
     height, horizontal, source = _height_and_horizontal(cap, joints)
-    valid = cap["valid"]
-    if "foot_contact" in cap.data:
+    valid = cap["valid"].astype(bool)
+    if in_file(cap, "foot_contact") and np.asarray(cap["foot_contact"], bool).any():
         return np.asarray(cap["foot_contact"], bool) & valid[:, None], horizontal, "foot_contact labels"
     contact = np.zeros(height.shape, bool)
     if valid.any():
@@ -208,11 +231,9 @@ def jitter(joints: np.ndarray, valid: np.ndarray) -> float | None:
 
 
 def visibility(cap: Capture) -> dict:
-    """Fraction of (frame, keypoint) pairs seen per part, over all frames."""
-    if "keypoint_visibility" in cap.data:
-        seen = np.asarray(cap["keypoint_visibility"], bool)
-    else:
-        seen = cap["keypoints_2d"][..., 2] >= CONFIDENCE
+    """Fraction of (frame, keypoint) pairs seen (visibility or confidence >= 0.5) per part, over all frames."""
+    score = cap["keypoint_visibility"] if in_file(cap, "keypoint_visibility") else cap["keypoints_2d"][..., 2]
+    seen = np.asarray(score, np.float64) >= CONFIDENCE
     return {part: (float(seen[:, rows].mean()) if seen.size else None) for part, rows in PART_ROWS.items()}
 
 
@@ -240,12 +261,14 @@ def sheet_frames(valid: np.ndarray, n: int) -> np.ndarray:
 
 
 def sheet_layout(image_size: tuple[int, int], n_frames: int, width: int = SHEET_WIDTH) -> tuple[int, int, int, int]:
-    """``(panel_w, panel_h, cols, rows)``: every frame is two panels side by side,
-    :data:`SHEET_FRAMES_PER_ROW` frames a row; the sheet is ``(rows * panel_h, cols * panel_w)``."""
-    cols = 2 * min(SHEET_FRAMES_PER_ROW, max(n_frames, 1))
-    panel_w = max(width // (2 * SHEET_FRAMES_PER_ROW), 16)
+    """``(panel_w, panel_h, cols, rows)``: every frame is two panels side by side (of the image's
+    aspect), :data:`SHEET_FRAMES_PER_ROW` frames a row (more for a portrait video); the sheet is
+    ``(rows * panel_h, cols * panel_w)``."""
+    per_row = SHEET_FRAMES_PER_ROW[int(image_size[1] > image_size[0])]
+    cols = 2 * min(per_row, max(n_frames, 1))
+    panel_w = max(width // (2 * per_row), 16)
     panel_h = max(int(round(panel_w * image_size[1] / image_size[0])), 16)
-    return panel_w, panel_h, cols, max(math.ceil(n_frames / SHEET_FRAMES_PER_ROW), 1)
+    return panel_w, panel_h, cols, max(math.ceil(n_frames / per_row), 1)
 
 
 class VideoFrames:
@@ -318,8 +341,9 @@ def crop_box(points: np.ndarray, image_size: tuple[int, int], margin: float = 0.
 
 
 def write_sheet(path: str | Path, posed: PosedCapture, video: str | Path | None, n_frames: int = SHEET_FRAMES,
-                width: int = SHEET_WIDTH) -> tuple[int, int]:
-    """Draw the contact sheet into ``path`` (PNG); returns its ``(height, width)``.
+                width: int = SHEET_WIDTH, colours: int = 0) -> tuple[int, int]:
+    """Draw the contact sheet into ``path`` (PNG; ``colours`` > 0: a palette PNG of that many
+    colours); returns its ``(height, width)``.
 
     Each panel shows a window of the frame around the person (detector and model points, with a
     margin; the whole frame when the person fills it), scaled to the panel."""
@@ -358,14 +382,22 @@ def write_sheet(path: str | Path, posed: PosedCapture, video: str | Path | None,
         left = R.draw_keypoints(frame, to_panel(kp2d[t, :, :2]), to_panel(model), used)
         layer, mask = R.render_mesh(*posed.mesh(t), np.vstack([A, [0, 0, 1]]) @ K, pw, ph)
         right = R.overlay(frame, layer, mask)
-        zoom = f" (x{1 / s:.1f})" if s < 1 else ""
-        R.label(left, f"frame {t}{zoom}: detector green, model red")
-        R.label(right, f"frame {t}: avatar")
-        r, c = divmod(n, SHEET_FRAMES_PER_ROW)
+        zoom = f" x{1 / s:.1f}" if s < 1 else ""
+        R.label(left, f"{t}{zoom} green: detector, red: model")
+        R.label(right, f"{t} avatar")
+        r, c = divmod(n, cols // 2)
         sheet[r * ph:(r + 1) * ph, 2 * c * pw:(2 * c + 1) * pw] = left
         sheet[r * ph:(r + 1) * ph, (2 * c + 1) * pw:(2 * c + 2) * pw] = right
-    if not cv2.imwrite(str(out), sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-        raise OutputError(f"{out}: cannot write the contact sheet")
+    try:
+        if colours:
+            from PIL import Image   # pillow comes with mediapipe (requirements/constraints.txt)
+
+            rgb = Image.fromarray(np.ascontiguousarray(sheet[..., ::-1]))
+            rgb.quantize(colors=colours, method=Image.Quantize.FASTOCTREE).save(out, optimize=True)
+        elif not cv2.imwrite(str(out), sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+            raise OSError("OpenCV could not encode it")
+    except (OSError, ValueError) as e:
+        raise OutputError(f"{out}: cannot write the contact sheet ({e})") from None
     return sheet.shape[:2]
 
 
@@ -375,7 +407,7 @@ def run(args) -> int:
     result, contact_source = evaluate(cap, posed)
     note(f"foot contact: {contact_source}")
     if args.sheet:
-        h, w = write_sheet(args.sheet, posed, args.video, args.sheet_frames, args.sheet_width)
+        h, w = write_sheet(args.sheet, posed, args.video, args.sheet_frames, args.sheet_width, args.sheet_colours)
         note(f"wrote {args.sheet} ({w}x{h})")
     print_result(result, args.json)
     return 0
