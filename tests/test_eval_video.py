@@ -195,18 +195,6 @@ def blender_scene():
     fullbody_addon.unregister()
 
 
-def _evaluated_vertices(obj) -> np.ndarray:
-    import bpy
-
-    ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
-    me = ev.to_mesh()
-    co = np.empty(len(me.vertices) * 3, np.float32)
-    me.vertices.foreach_get("co", co)
-    ev.to_mesh_clear()
-    mw = np.array(obj.matrix_world)
-    return co.reshape(-1, 3) @ mw[:3, :3].T + mw[:3, 3]
-
-
 @pytest.mark.parametrize("camera", ["demo", "off-centre"])
 def test_blender_camera_matches_camera_K(blender_scene, demo_capture, tmp_path, camera):
     import bpy
@@ -214,6 +202,7 @@ def test_blender_camera_matches_camera_K(blender_scene, demo_capture, tmp_path, 
     from mathutils import Vector
 
     from fullbody_addon import avatar
+    from test_addon_blender import world_vertices   # the evaluated (deformed) mesh in world space
 
     path, footage, opts = demo_capture, str(CLIP), {}   # footage given: the camera is on by default
     if camera == "off-centre":   # portrait, fx != fy, principal point off the centre: no footage
@@ -232,7 +221,7 @@ def test_blender_camera_matches_camera_K(blender_scene, demo_capture, tmp_path, 
     body = load_body_model()
     for t in (0, 40, 80):
         scene.frame_set(scene.frame_start + t)
-        world = _evaluated_vertices(mesh)[::97]
+        world = world_vertices(mesh)[::97]
         ndc = np.array([tuple(world_to_camera_view(scene, cam, Vector(p))) for p in world])
         blender_px = np.stack([ndc[:, 0] * W, (1 - ndc[:, 1]) * H], -1)
         rot = rotations.rot6d_to_matrix(cap["pose_6d"][t:t + 1].astype(np.float64))
