@@ -8,11 +8,14 @@ from typing import Any, Final, Mapping, Protocol
 import numpy as np
 
 from ..core import rotations
-from ..core.skeleton import JOINT_NAMES, NUM_BODY_JOINTS, NUM_HAND_JOINTS, PARENTS
+from ..core.skeleton import BODY_KEYPOINT_NAMES, HAND21_NAMES, JOINT_NAMES, NUM_BODY_JOINTS, NUM_HAND_JOINTS, PARENTS
 from ..detectors.base import Detection
 from .records import FrameRecord
 from .sources import Frame
 from .tracking import HandSideTracker, ShapeEstimator
+from .visibility import (
+    KeypointHysteresis, UnseenBlender, gated_confidence, joint_confidence, joint_seen, keypoint_visibility, usable
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,10 @@ def _chain_to_root(j: int) -> list[int]:
 #: joints from the pelvis down to each elbow, ``(2, 7)`` [left, right]
 _ELBOW_CHAINS = np.array([_chain_to_root(JOINT_NAMES.index(f"{side}_elbow")) for side in ("left", "right")])
 _WRISTS = np.array([JOINT_NAMES.index("left_wrist"), JOINT_NAMES.index("right_wrist")])
+_NB = len(BODY_KEYPOINT_NAMES)
+#: the joints whose rotation comes from the hands: wrists and fingers
+_HAND_JOINTS = np.r_[_WRISTS, np.arange(NUM_BODY_JOINTS, NUM_BODY_JOINTS + 2 * NUM_HAND_JOINTS)]
+_HAND_WRIST_ROWS = np.array([_NB, _NB + len(HAND21_NAMES)])   # keypoint rows of the hands' wrists [left, right]
 
 
 class IKStage(Protocol):
@@ -67,7 +74,12 @@ def frame_record(frame: Frame, det: Detection, t_read: float, hands: HandSideTra
     valid = bool(det.person) and confident >= MIN_CONFIDENT_KEYPOINTS
     return FrameRecord(index=frame.index, time=frame.time, t_read=t_read, valid=valid, body_2d=body_2d,
                        body_3d=body_3d, hands_2d=h2, hands_3d=h3, hands_conf=hc,
-                       expression=np.zeros(num_expressions))
+                       expression=np.zeros(num_expressions), image_size=tuple(det.image_size))
+
+
+def _hands_seen(rec: FrameRecord) -> np.ndarray:
+    """``(2,)`` [left, right]: the hand was detected and its wrist keypoint is seen."""
+    return (rec.hands_conf > 0) & (rec.ik_conf[_HAND_WRIST_ROWS] > 0)
 
 
 def _np(x) -> np.ndarray:
@@ -79,26 +91,46 @@ def _np(x) -> np.ndarray:
 
 class IKFitter:
     """Joint rotations of a batch of records (:meth:`fit`), per clip: feeds the per-frame shape
-    to ``shape`` and holds each hand's fingers while the hand is not seen.
+    to ``shape`` and holds each hand's fingers while the hand is not seen.  Only seen keypoints
+    reach the IK, and unseen joints are held or neutral (:mod:`.visibility`).
 
     Args:
         ik: the IK networks.
         shape: the clip's shape estimator (per-frame betas and scale go in).
-        hands: fit the fingers (HandIKNet); False keeps them at rest.
+        hands: fit the wrists and fingers (HandIKNet); False leaves them unseen (neutral pose).
     """
 
     def __init__(self, ik: IKStage, shape: ShapeEstimator, hands: bool):
         self.ik, self.shape, self.hands = ik, shape, hands
         self._last_hand_rot = np.tile(np.eye(3), (2, NUM_HAND_JOINTS, 1, 1))   # (2, 15, 3, 3)
+        self._last_wrist_rot = np.tile(np.eye(3), (2, 1, 1))                    # (2, 3, 3) from the hands
         self.valid_frames = 0
+        self.keypoints_seen = KeypointHysteresis()
+        self.unseen = UnseenBlender()
 
     def fit(self, recs: list[FrameRecord]) -> None:
         """BodyIKNet and HandIKNet for the valid records, one batch each; fills ``rec.rot``.
         A record whose IK is not finite becomes invalid (gap-filled)."""
-        valid = [r for r in recs if r.valid]
-        if not valid:
+        if not recs:
             return
-        body = self.ik.solve_body(np.stack([r.body_3d for r in valid]), np.stack([r.body_2d[:, 2] for r in valid]))
+        kp = np.stack([np.concatenate([r.body_2d, r.hands_2d.reshape(-1, 3)]) for r in recs])      # (B, 66, 3)
+        vis = keypoint_visibility(kp, recs[0].image_size)
+        for r, v in zip(recs, vis):
+            r.keypoint_visibility = v
+        ok = np.array([r.valid for r in recs])
+        if not ok.any():
+            return
+        valid = [r for r in recs if r.valid]
+        vis = vis[ok]
+        seen = self.keypoints_seen(vis)
+        use = usable(vis, seen)
+        conf = gated_confidence(kp[ok, :, 2], use)
+        for r, c in zip(valid, conf):
+            r.ik_conf = c
+        joint_conf, jseen = joint_confidence(vis, use), joint_seen(seen)                          # (B, 52)
+        if not self.hands:             # wrists and fingers are then not fitted: never seen
+            joint_conf[:, _HAND_JOINTS], jseen[:, _HAND_JOINTS] = 0.0, False
+        body = self.ik.solve_body(np.stack([r.body_3d for r in valid]), conf[:, :_NB])
         rot_body = rotations.rot6d_to_matrix(_np(body["rot6d"]).astype(np.float64))   # (B, 22, 3, 3)
         betas, scale = _np(body["betas"]), _np(body["scale"]).reshape(-1)
         for i, r in enumerate(valid):
@@ -107,25 +139,41 @@ class IKFitter:
                 r.valid = False
                 continue
             r.rot[:NUM_BODY_JOINTS] = rot_body[i]
-            self.shape.add(betas[i], float(scale[i]), weight=float(r.body_2d[:, 2].mean()))
-        valid = [r for r in valid if r.valid]
-        with_hands = [r for r in valid if (r.hands_conf > 0).any()] if self.hands else []
+            self.shape.add(betas[i], float(scale[i]), weight=float(r.ik_conf[:_NB].mean()))
+        fitted = np.array([r.valid for r in valid])
+        valid, joint_conf, jseen = [r for r in valid if r.valid], joint_conf[fitted], jseen[fitted]
+        with_hands = [r for r in valid if _hands_seen(r).any()] if self.hands else []
         if with_hands:
             self._fit_hands(with_hands)
-        for r in valid:
+        for r in valid:      # a hand not seen on this frame holds its wrist and fingers
+            got = np.zeros(2, bool)
             if r.hand_rot is not None:
-                seen = (r.hands_conf > 0) & np.isfinite(r.hand_rot).all(axis=(1, 2, 3))
-                self._last_hand_rot = np.where(seen[:, None, None, None], r.hand_rot, self._last_hand_rot)
+                got = _hands_seen(r) & np.isfinite(r.hand_rot).all(axis=(1, 2, 3))
+                self._last_hand_rot = np.where(got[:, None, None, None], r.hand_rot, self._last_hand_rot)
                 r.hand_rot = None
+            self._last_wrist_rot = np.where(got[:, None, None], r.rot[_WRISTS], self._last_wrist_rot)
+            r.rot[_WRISTS] = self._last_wrist_rot
             r.rot[NUM_BODY_JOINTS:] = self._last_hand_rot.reshape(2 * NUM_HAND_JOINTS, 3, 3)
+        self._replace_unseen(valid, joint_conf, jseen)
         self.valid_frames += len(valid)
+
+    def _replace_unseen(self, recs: list[FrameRecord], joint_conf: np.ndarray, seen: np.ndarray) -> None:
+        """Unseen joints held or neutral (:class:`.visibility.UnseenBlender`); sets ``rot``,
+        ``joint_confidence`` and ``joint_source`` of the fitted records."""
+        if not recs:
+            return
+        rot, weight, source = self.unseen(np.stack([r.rot for r in recs]), seen, [r.time for r in recs],
+                                          fresh=joint_conf > 0)
+        conf = (weight * joint_conf).astype(np.float32)
+        for i, r in enumerate(recs):
+            r.rot, r.joint_confidence, r.joint_source = rot[i], conf[i], source[i]
 
     def _fit_hands(self, recs: list[FrameRecord]) -> None:
         """HandIKNet for records with a detected hand: finger rotations (``rec.hand_rot``
         ``(2, 15, 3, 3)``) and the wrists' rotation from the hand's own orientation, relative to the
         body's elbow, instead of the body net's guess (``rec.rot`` updated in place)."""
         full = self.ik.solve_hands_full(np.stack([r.hands_3d for r in recs]),
-                                        np.stack([r.hands_2d[..., 2] for r in recs]))
+                                        np.stack([r.ik_conf[_NB:].reshape(2, -1) for r in recs]))
         fingers = rotations.rot6d_to_matrix(_np(full["rot6d"]).astype(np.float64))   # (B, 2, 15, 3, 3)
         wrist_global = _np(full["wrist_global"]).astype(np.float64)                  # (B, 2, 3, 3)
         rot = np.stack([r.rot for r in recs])                                        # (B, 52, 3, 3)
@@ -136,8 +184,7 @@ class IKFitter:
             elbow = elbow @ chain[:, :, k]
         rel = np.swapaxes(elbow, -1, -2) @ wrist_global                              # (B, 2, 3, 3)
         for i, r in enumerate(recs):
-            seen = r.hands_conf > 0
-            seen = seen & np.isfinite(rel[i]).all(axis=(1, 2))
+            seen = _hands_seen(r) & np.isfinite(rel[i]).all(axis=(1, 2))
             r.rot[_WRISTS] = np.where(seen[:, None, None], rel[i], r.rot[_WRISTS])
             r.hand_rot = fingers[i]
 

@@ -17,16 +17,13 @@ from ..face.stage import FaceStage
 from .records import FrameCallback, FrameRecord, ProgressCallback, StageTimer
 from .sources import FrameSource
 from .tracking import ShapeEstimator
+from .visibility import KEYPOINT_NAMES, SOURCE_GAP   # KEYPOINT_NAMES: rows of keypoints_2d/_3d/_visibility
 
 log = logging.getLogger(__name__)
 
-#: keypoint rows of ``keypoints_2d``/``keypoints_3d`` in capture files
-KEYPOINT_NAMES: Final[tuple[str, ...]] = (
-    BODY_KEYPOINT_NAMES
-    + tuple(f"left_hand_{n}" for n in HAND21_NAMES)
-    + tuple(f"right_hand_{n}" for n in HAND21_NAMES)
-)
 _NB = len(BODY_KEYPOINT_NAMES)
+#: ``foot_contact`` of every frame: not estimated yet (core/capture_file.py)
+NO_CONTACT: Final[np.ndarray] = np.zeros(2, bool)
 _NH = len(HAND21_NAMES)
 #: body keypoint rows of the two wrists [left, right] (the hand rows are placed relative to them)
 _BODY_WRIST_ROWS = np.array([BODY_KEYPOINT_NAMES.index("left_wrist"), BODY_KEYPOINT_NAMES.index("right_wrist")])
@@ -40,7 +37,8 @@ def file_frame(rec: FrameRecord) -> dict[str, np.ndarray]:
     kp2d = np.concatenate([rec.body_2d, rec.hands_2d.reshape(2 * _NH, 3)], 0)
     row = dict(pose_6d=rotations.matrix_to_rot6d(rot), transl=rec.transl, valid=rec.valid,
                keypoints_2d=kp2d, keypoints_3d=keypoints_3d(rec),
-               face_expression=rec.expression, face_sh=rec.sh)
+               face_expression=rec.expression, face_sh=rec.sh, keypoint_visibility=rec.keypoint_visibility,
+               joint_confidence=rec.joint_confidence, joint_source=rec.joint_source, foot_contact=NO_CONTACT)
     bad = [k for k, v in row.items() if not np.isfinite(np.asarray(v, np.float64)).all()]
     if bad:
         log.warning("frame %d: non-finite %s; written as an invalid frame", rec.index, ", ".join(bad))
@@ -49,6 +47,8 @@ def file_frame(rec: FrameRecord) -> dict[str, np.ndarray]:
         if "pose_6d" in bad:
             row["pose_6d"] = rotations.matrix_to_rot6d(np.tile(np.eye(3), (NUM_JOINTS, 1, 1)))
         row["valid"] = False
+        row["joint_confidence"] = np.zeros(NUM_JOINTS, np.float32)
+        row["joint_source"] = np.full(NUM_JOINTS, SOURCE_GAP, np.uint8)
     return row
 
 

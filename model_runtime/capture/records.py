@@ -17,6 +17,7 @@ import numpy as np
 from ..core.skeleton import NUM_JOINTS
 from ..detectors.base import Detection
 from .sources import Frame
+from .visibility import NUM_KEYPOINTS, SOURCE_GAP
 
 #: ``face`` is per keyframe fit (``CaptureResult.face_fits``), ``face_track`` per tracked frame
 STAGES: Final[tuple[str, ...]] = ("decode", "detect", "ik", "face_track", "face", "filter", "write")
@@ -43,10 +44,17 @@ class FrameRecord:
         non-finite rows zeroed.
         hands_2d, hands_3d ``(2, 21, 3)``, hands_conf ``(2,)``: [left, right] after the
         hand-side correction.
+        image_size: (width, height) px of the frame.
 
     Set by the IK (:class:`fitting.IKFitter`):
         rot ``(52, 3, 3)``: joint rotations relative to the parent (identity until fitted).
         hand_rot ``(2, 15, 3, 3)`` fingers of this frame's HandIKNet (None once merged into ``rot``).
+        keypoint_visibility ``(66,)``: body, left-hand, right-hand keypoints (:mod:`visibility`).
+        ik_conf ``(66,)``: the detector's confidences of the seen keypoints (and of the torso's,
+        :data:`visibility.IK_TORSO`), 0 for the unseen ones: what the IK uses.
+        joint_confidence ``(52,)``, joint_source ``(52,)`` uint8: how much of each joint's rotation
+        the camera supports, and where the rest comes from (:mod:`visibility`; 0 and
+        ``SOURCE_GAP`` on frames without a person).
 
     Set by the face (:class:`clip.ClipCapture`):
         expression ``(E,)``; face_ok: the face was tracked (False: the face gap is filled);
@@ -70,6 +78,11 @@ class FrameRecord:
     hands_3d: np.ndarray
     hands_conf: np.ndarray
     expression: np.ndarray
+    image_size: tuple[int, int] = (0, 0)
+    keypoint_visibility: np.ndarray = field(default_factory=lambda: np.zeros(NUM_KEYPOINTS, np.float32))
+    ik_conf: np.ndarray = field(default_factory=lambda: np.zeros(NUM_KEYPOINTS))
+    joint_confidence: np.ndarray = field(default_factory=lambda: np.zeros(NUM_JOINTS, np.float32))
+    joint_source: np.ndarray = field(default_factory=lambda: np.full(NUM_JOINTS, SOURCE_GAP, np.uint8))
     sh: np.ndarray = field(default_factory=lambda: np.zeros(NUM_SH))
     rot: np.ndarray = field(default_factory=lambda: np.tile(np.eye(3), (NUM_JOINTS, 1, 1)))
     hand_rot: np.ndarray | None = None

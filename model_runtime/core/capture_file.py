@@ -25,13 +25,31 @@ Nothing is lost and nothing is silently replaced:
   unfinished folder loads the newer of the two and says which
   (:attr:`Capture.notes`);
 * every float value is finite, ``scale`` and ``fps`` are positive, the joint
-  names are the 52 SMPL-H joints: a file that breaks this is refused naming
-  the field, before anything uses it.
+  names are the 52 SMPL-H joints, visibilities and confidences lie in [0, 1]: a
+  file that breaks this is refused naming the field, before anything uses it.
 
 Keys (T frames, K keypoints, E expressions) - see :data:`PER_FRAME_KEYS` and
 :data:`STATIC_KEYS`.  ``pose_6d[t, j]`` is the first two columns of joint j's
 rotation relative to its parent, column after column (:mod:`rotations`).
 ``transl`` is in metres in the camera frame (x right, y down, z forward).
+
+Version 2 adds what the camera saw (:data:`V2_FRAME_KEYS`; the capture's rules are in
+:mod:`model_runtime.capture.visibility`):
+
+* ``keypoint_visibility (T, K)`` float32 in [0, 1], rows of ``keypoints_2d``: 0 = out of frame
+  or not detected, else the detector's visibility/confidence, lowered for a point outside the
+  image;
+* ``joint_confidence (T, 52)`` float32 in [0, 1]: how much of each SMPL-H joint's rotation is
+  supported by what the camera sees; 0 = unseen, the rotation is the held or neutral pose;
+* ``joint_source (T, 52)`` uint8, where a joint's rotation comes from: 0 seen (the camera),
+  1 neutral pose (standing legs, relaxed arms and fingers), 2 held (the last seen rotation),
+  3 gap (a frame without a person, ``valid`` False, filled from its neighbours);
+* ``foot_contact (T, 2)`` bool [left, right]: the foot is on the ground.  Not estimated yet:
+  the capture writes False (a later stage fills it).
+
+A version-1 file loads with the documented defaults (:func:`frame_defaults`): visibility 1 where
+the keypoint's confidence is above 0 else 0, joint confidence 1, source seen, no contact.  So does
+a frame appended without these keys (:meth:`CaptureWriter.append`).
 """
 from __future__ import annotations
 
@@ -52,7 +70,19 @@ from .skeleton import JOINT_NAMES
 
 log = logging.getLogger(__name__)
 
-CAPTURE_VERSION: Final[int] = 1
+CAPTURE_VERSION: Final[int] = 2
+#: versions :func:`load_capture` reads (older ones get :func:`frame_defaults`)
+READABLE_VERSIONS: Final[tuple[int, ...]] = (1, 2)
+
+#: per-frame arrays of version 2 (what the camera saw, see the module docstring)
+V2_FRAME_KEYS: Final[dict[str, tuple[tuple, str]]] = {
+    "keypoint_visibility": (("K",), "float32"),
+    "joint_confidence": ((52,), "float32"),
+    "joint_source": ((52,), "uint8"),
+    "foot_contact": ((2,), "bool"),
+}
+#: ``joint_source`` values: seen, neutral pose, held, gap (frame without a person)
+JOINT_SOURCES: Final[tuple[str, ...]] = ("seen", "neutral", "held", "gap")
 
 #: per-frame arrays: name -> (shape after T with symbolic dims, dtype)
 PER_FRAME_KEYS: Final[dict[str, tuple[tuple, str]]] = {
@@ -63,6 +93,7 @@ PER_FRAME_KEYS: Final[dict[str, tuple[tuple, str]]] = {
     "keypoints_3d": (("K", 3), "float32"),
     "face_expression": (("E",), "float32"),
     "face_sh": ((27,), "float32"),
+    **V2_FRAME_KEYS,
 }
 #: per-clip values
 STATIC_KEYS: Final[tuple[str, ...]] = (
@@ -71,6 +102,22 @@ STATIC_KEYS: Final[tuple[str, ...]] = (
     "body_model", "face_model",
 )
 REQUIRED_KEYS: Final[tuple[str, ...]] = STATIC_KEYS + tuple(PER_FRAME_KEYS)
+#: what a version-1 file must hold
+REQUIRED_KEYS_V1: Final[tuple[str, ...]] = tuple(k for k in REQUIRED_KEYS if k not in V2_FRAME_KEYS)
+
+
+def frame_defaults(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The :data:`V2_FRAME_KEYS` that ``arrays`` lacks, from its ``keypoints_2d`` (``(..., K, 3)``:
+    one frame or ``T`` frames): visibility ``confidence > 0``, joint confidence 1, source seen
+    (0), no foot contact.  What a version-1 file and a frame appended without them get."""
+    lead = np.shape(arrays["keypoints_2d"])[:-2]
+    out = {
+        "keypoint_visibility": lambda: (np.asarray(arrays["keypoints_2d"])[..., 2] > 0).astype(np.float32),
+        "joint_confidence": lambda: np.ones((*lead, 52), np.float32),
+        "joint_source": lambda: np.zeros((*lead, 52), np.uint8),
+        "foot_contact": lambda: np.zeros((*lead, 2), bool),
+    }
+    return {k: make() for k, make in out.items() if k not in arrays}
 
 
 def partial_dir(path: Path | str) -> Path:
@@ -133,7 +180,8 @@ class CaptureWriter:
     Usage::
 
         w = CaptureWriter(out, static={...})
-        w.append(pose_6d=..., transl=..., valid=..., ...)   # once per frame
+        w.append(pose_6d=..., transl=..., valid=..., ...)   # once per frame (V2_FRAME_KEYS may be left
+                                                             # out: frame_defaults)
         w.update_static(betas=...)                           # as soon as a per-clip value is known
         w.close()                                            # or w.abort() keeps what is finished
 
@@ -165,6 +213,7 @@ class CaptureWriter:
         _atomic_savez(self.dir / "static.npz", self._static)
 
     def append(self, **frame) -> None:
+        frame.update(frame_defaults(frame) if "keypoints_2d" in frame else {})
         missing = set(PER_FRAME_KEYS) - set(frame)
         if missing:
             raise KeyError(f"frame lacks {sorted(missing)}")
@@ -258,7 +307,8 @@ def recover(path: Path | str, target: Path | str | None = None) -> Path:
                 for k, v in filled.items():
                     parts[k].append(v)
         try:
-            loaded = load_npz(c, PER_FRAME_KEYS)
+            loaded = load_npz(c, [k for k in PER_FRAME_KEYS if k not in V2_FRAME_KEYS], optional=V2_FRAME_KEYS)
+            loaded.update(frame_defaults(loaded))     # a chunk of a version-1 writer
             if any(len(v) != n for v in loaded.values()):
                 raise ValueError(f"holds {len(loaded['valid'])} frames, its name says {n}")
         except Exception as e:  # noqa: BLE001 - a chunk damaged on disk: skip only it
@@ -371,16 +421,39 @@ def validate(path: Path | str, data: dict) -> None:
         raise ModelFileError(str(path), "face_expression", f"has {data['face_expression'].shape[1]} "
                              f"coefficients, expression_names lists {E}")
     K = len(np.atleast_1d(data["keypoint_names"])) if data["keypoint_names"].size else 0
-    for k in ("keypoints_2d", "keypoints_3d"):
+    for k in ("keypoints_2d", "keypoints_3d", "keypoint_visibility"):
         if data[k].shape[1] != K:
             raise ModelFileError(str(path), k, f"has {data[k].shape[1]} keypoints, keypoint_names lists {K}")
+    _check_v2(path, data)
+
+
+def _check_v2(path: Path, data: dict) -> None:
+    """Kinds and ranges of the :data:`V2_FRAME_KEYS` (their shapes are checked with the others)."""
+    for k in ("keypoint_visibility", "joint_confidence"):
+        v = data[k]
+        if v.dtype.kind not in "bfiu":
+            raise ModelFileError(str(path), k, f"has dtype {v.dtype}, expected float32 in [0, 1]")
+        out = (v < 0) | (v > 1)
+        if out.any():
+            t, *rest = np.argwhere(out)[0]
+            raise ModelFileError(str(path), k, f"must lie in [0, 1], got {float(v[(t, *rest)])} (frame {t})")
+    src = data["joint_source"]
+    if src.dtype.kind not in "iu" or ((src < 0) | (src >= len(JOINT_SOURCES))).any():
+        bad = "" if src.dtype.kind not in "iu" else f", got {int(src[(src < 0) | (src >= len(JOINT_SOURCES))][0])}"
+        raise ModelFileError(str(path), "joint_source", f"must hold integer codes 0..{len(JOINT_SOURCES) - 1} "
+                             f"({', '.join(JOINT_SOURCES)}){bad}")
+    fc = data["foot_contact"]
+    if fc.dtype != bool:
+        raise ModelFileError(str(path), "foot_contact", f"has dtype {fc.dtype}, expected bool")
 
 
 def load_capture(path: Path | str) -> Capture:
     """Read and validate a capture (:func:`validate`); recovers an unfinished one first.
 
     When both ``path`` and ``path.partial/`` exist, the newer is loaded (the partial is
-    recovered next to ``path``) and :attr:`Capture.notes` says which.  Raises
+    recovered next to ``path``) and :attr:`Capture.notes` says which.  A version-1 file gets the
+    :data:`V2_FRAME_KEYS` of :func:`frame_defaults`; ``keypoint_visibility`` and
+    ``joint_confidence`` are returned as float32, ``joint_source`` as uint8.  Raises
     :class:`ModelFileError` naming the file and the missing/mis-shaped/non-finite key.
     """
     path, notes = _resolve(Path(path))
@@ -389,14 +462,23 @@ def load_capture(path: Path | str) -> Capture:
     members = npz_members(path)   # headers only: a missing/corrupt/hostile file fails here, naming it
     if "version" not in members:
         raise ModelFileError(str(path), "version", "is missing: not a capture file")
-    missing = [k for k in REQUIRED_KEYS if k not in members]
+    missing = [k for k in REQUIRED_KEYS_V1 if k not in members]
     if missing:
         raise ModelFileError(str(path), missing[0], f"is missing (all missing: {', '.join(missing)})")
     data = load_npz(path, what="capture file (.npz)")
     ver = int(data["version"]) if data["version"].size == 1 and data["version"].dtype.kind in "iu" else -1
-    if ver != CAPTURE_VERSION:
-        raise ModelFileError(str(path), "version", f"is {ver}; this build reads capture version {CAPTURE_VERSION}")
+    if ver not in READABLE_VERSIONS:
+        raise ModelFileError(str(path), "version", f"is {ver}; this build reads capture versions "
+                                                   f"{', '.join(map(str, READABLE_VERSIONS))}")
+    if ver >= 2:
+        missing = [k for k in V2_FRAME_KEYS if k not in members]
+        if missing:
+            raise ModelFileError(str(path), missing[0], f"is missing (all missing: {', '.join(missing)})")
+    elif data["keypoints_2d"].ndim == 3:     # else validate names the mis-shaped keypoints_2d
+        data.update(frame_defaults(data))
     validate(path, data)
+    for k, (_, dt) in V2_FRAME_KEYS.items():
+        data[k] = data[k].astype(dt, copy=False)
     for n in notes:
         log.warning("%s", n)
     return Capture(path=path, data=data, notes=notes)
