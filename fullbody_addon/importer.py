@@ -3,6 +3,12 @@
 Bone channels come from :mod:`convert` (pure numpy); this module only moves the
 arrays into Blender actions (layered actions, Blender 4.4+), sets the scene's
 frame rate and range, and the armature object's scale to the capture's scale.
+
+What the camera saw (capture file version 2, ``joint_confidence``): every pose bone gets a
+custom property :data:`CONFIDENCE_PROPERTY` in [0, 1] keyed on every frame (0 = the camera
+did not see the joint: its rotation is the held or neutral pose the capture put there).  With
+:attr:`ImportOptions.key_unseen` off, a bone gets no rotation key on the frames where its
+confidence is 0 (its F-curves interpolate over them).
 """
 from __future__ import annotations
 
@@ -15,6 +21,10 @@ from . import convert
 from .avatar import bone_rest_matrices
 
 LINEAR = bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value
+#: the pose bones' custom property holding the capture's per-frame joint confidence
+CONFIDENCE_PROPERTY = "confidence"
+CONFIDENCE_DESCRIPTION = ("How much of this bone's rotation the camera saw on this frame (capture joint_confidence; "
+                          "0 = unseen: held or neutral pose)")
 
 
 @dataclass(frozen=True)
@@ -23,6 +33,7 @@ class ImportOptions:
     root_translation: bool = True
     expressions: bool = True
     set_scene: bool = True          # scene fps and frame range from the capture
+    key_unseen: bool = True         # off: no rotation key where a bone's confidence is 0
 
 
 def _new_action(id_block, name: str, id_type: str):
@@ -38,7 +49,8 @@ def _new_action(id_block, name: str, id_type: str):
 
 
 def write_curves(channelbag, data_path: str, frames: np.ndarray, values: np.ndarray, group: str | None = None) -> None:
-    """One F-curve per column of ``values (T, C)`` at ``frames (T,)``, linear interpolation."""
+    """One F-curve per column of ``values (T, C)`` at ``frames (T,)``, linear interpolation (``T`` may
+    be 0: the F-curves exist without keys)."""
     T, C = values.shape
     co = np.empty((T, 2), np.float32)
     co[:, 0] = frames
@@ -76,6 +88,15 @@ def bone_order(arm_obj, joint_names) -> np.ndarray:
     return order
 
 
+def bone_confidence(capture, order: np.ndarray, T: int) -> np.ndarray:
+    """``(T, bones)`` float32: the capture's ``joint_confidence`` per bone (``order``: the capture joint
+    of each bone); 1 when the capture has none (a live recording)."""
+    conf = capture.data.get("joint_confidence")
+    if conf is None:
+        return np.ones((T, len(order)), np.float32)
+    return np.asarray(conf, np.float32)[:, order]
+
+
 def apply_capture(scene, arm_obj, mesh_obj, capture, options: ImportOptions = ImportOptions()) -> dict:
     """Key every frame of ``capture`` on ``arm_obj`` (bones) and ``mesh_obj`` (expressions).
 
@@ -93,9 +114,17 @@ def apply_capture(scene, arm_obj, mesh_obj, capture, options: ImportOptions = Im
                                root_translation=options.root_translation)
     arm_obj.scale = (scale, scale, scale)
     frames = options.frame_start + np.arange(T, dtype=np.float32)
+    conf = bone_confidence(capture, order, T)                          # (T, bones)
+    keyed = np.ones_like(conf, bool) if options.key_unseen else conf > 0
     _, bag = _new_action(arm_obj, f"{arm_obj.name}_capture", "OBJECT")
     for b, name in enumerate(names):
-        write_curves(bag, f'pose.bones["{name}"].rotation_quaternion', frames, ch.quaternions[:, b], group=name)
+        k = keyed[:, b]
+        quats = ch.quaternions[:, b]
+        write_curves(bag, f'pose.bones["{name}"].rotation_quaternion', frames[k], quats[k], group=name)
+        pbone = arm_obj.pose.bones[name]
+        pbone[CONFIDENCE_PROPERTY] = 1.0
+        pbone.id_properties_ui(CONFIDENCE_PROPERTY).update(min=0.0, max=1.0, description=CONFIDENCE_DESCRIPTION)
+        write_curves(bag, f'pose.bones["{name}"]["{CONFIDENCE_PROPERTY}"]', frames, conf[:, b:b + 1], group=name)
     write_curves(bag, f'pose.bones["{names[0]}"].location', frames, ch.root_location, group=names[0])
     n_keys = 0
     keys = mesh_obj.data.shape_keys if mesh_obj is not None else None

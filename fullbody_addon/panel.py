@@ -47,6 +47,7 @@ class FULLBODY_PT_capture(bpy.types.Panel):
         row.prop(s, "hands", toggle=True)
         row.prop(s, "face", toggle=True)
         row.prop(s, "root_translation", toggle=True)
+        box.prop(s, "key_unseen")
         box.prop(s, "fps")
         box.prop(s, "output_dir")
 

@@ -32,6 +32,10 @@ class FULLBODY_PG_settings(bpy.types.PropertyGroup):
     face: BoolProperty(name="Face", default=True)
     root_translation: BoolProperty(name="Root Translation", default=True,
                                    description="Move the root through space (off: animation in place)")
+    key_unseen: BoolProperty(name="Key Unseen Parts", default=True,
+                             description="Key the held or neutral pose the capture gives the parts the camera did "
+                                         "not see (off: those bones get no rotation key on those frames; each bone's "
+                                         "'confidence' property says what was seen)")
     fps: FloatProperty(name="Frame Rate", min=0.0, max=240.0, default=0.0,
                        description="Frame rate of the capture (0: from the source video)")
     output_dir: StringProperty(name="Capture Folder", subtype="DIR_PATH",

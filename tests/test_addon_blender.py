@@ -112,7 +112,7 @@ def test_import_1000_frames_keys_every_channel(scene, tmp_path):
     assert (scene.render.fps, round(scene.render.fps_base, 6)) == (30, round(30 / 29.97, 6))
     assert (scene.frame_start, scene.frame_end) == (1, 1000)
     bag = arm.animation_data.action.layers[0].strips[0].channelbag(arm.animation_data.action_slot)
-    assert len(bag.fcurves) == 52 * 4 + 3
+    assert len(bag.fcurves) == 52 * 4 + 52 + 3       # quaternions, each bone's confidence, root location
     cap = load_capture(path)
     rest = avatar.bone_rest_matrices(arm)
     ch = convert.bone_channels(cap["pose_6d"], cap["transl"], rest[:, :3, :3], rest[0, :3, 3],
