@@ -169,6 +169,10 @@ class KeypointHysteresis:
         out = np.empty(vis.shape, bool)
         if self.seen is None and len(vis):
             self.seen, self.run = vis[0] >= self.on, np.zeros(vis.shape[1], np.int64)
+        if not len(vis) or not np.where(self.seen, vis < self.off, vis >= self.on).any():
+            self.run[:] = 0            # every frame agrees with the state (the common case)
+            out[:] = self.seen
+            return out
         need = (self.on_frames, self.off_frames)
         for t, v in enumerate(vis):
             disagree = np.where(self.seen, v < self.off, v >= self.on)
@@ -261,14 +265,33 @@ def global_rotations(rot: np.ndarray) -> np.ndarray:
     return G
 
 
+def slerp_matrices(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Geodesic interpolation ``a exp(w log(a^T b))`` of rotations ``a, b (N, 3, 3)`` by ``w (N,)``
+    (Rodrigues on the relative rotation; within a degree of a half turn through quaternions)."""
+    D = np.swapaxes(a, -1, -2) @ b
+    c = np.minimum(np.maximum(0.5 * (D[:, 0, 0] + D[:, 1, 1] + D[:, 2, 2] - 1.0), -1.0), 1.0)
+    v = 0.5 * np.stack([D[:, 2, 1] - D[:, 1, 2], D[:, 0, 2] - D[:, 2, 0], D[:, 1, 0] - D[:, 0, 1]], -1)
+    sin = np.sqrt((v * v).sum(-1))
+    phi = w * np.arctan2(sin, c)
+    k = v / np.maximum(sin, 1e-12)[:, None]
+    K = np.zeros_like(D)
+    K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
+    K[:, 1, 0], K[:, 2, 0], K[:, 2, 1] = k[:, 2], -k[:, 1], k[:, 0]
+    out = a @ (np.eye(3) + np.sin(phi)[:, None, None] * K + (1.0 - np.cos(phi))[:, None, None] * (K @ K))
+    far = c < -0.9998                       # ~ a half turn: the axis from the skew part is unreliable
+    if far.any():
+        q = rotations.matrix_to_quat_wxyz(np.stack([a[far], b[far]]))
+        out[far] = rotations.quat_wxyz_to_matrix(slerp(q[0], q[1], w[far]))
+    return out
+
+
 def blend_rotations(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Rotations ``a, b (..., 3, 3)`` blended by ``w (...)`` (0 -> a, 1 -> b; slerp, shortest path);
     only the entries with ``0 < w < 1`` are interpolated."""
     out = np.where((w >= 1.0)[..., None, None], b, a)
     mid = (w > 0.0) & (w < 1.0)
     if mid.any():
-        q = rotations.matrix_to_quat_wxyz(np.stack([a[mid], b[mid]]))
-        out[mid] = rotations.quat_wxyz_to_matrix(slerp(q[0], q[1], w[mid]))
+        out[mid] = slerp_matrices(out[mid], b[mid], w[mid])
     return out
 
 
@@ -300,8 +323,7 @@ def replace_unseen(rot: np.ndarray, target: np.ndarray, weight: np.ndarray,
         out[busy] = new
     mixed = seen & (weight < 1.0)
     if mixed.any():
-        q = rotations.matrix_to_quat_wxyz(np.stack([target[mixed], out[mixed]]))
-        out[mixed] = rotations.quat_wxyz_to_matrix(slerp(q[0], q[1], weight[mixed]))
+        out[mixed] = slerp_matrices(target[mixed], out[mixed], weight[mixed])
     return out
 
 
@@ -366,7 +388,7 @@ class UnseenBlender:
             step = min(max(now - self.t_prev, 0.0), self.blend_s) / self.blend_s
             self.t_prev = now
             s, f = seen[t], fresh[t]
-            self.w = np.clip(self.w + np.where(s, step, -step), 0.0, 1.0)
+            self.w = np.minimum(np.maximum(self.w + np.where(s, step, -step), 0.0), 1.0)
             self.last_seen = np.where(f, now, self.last_seen)
             expired = now - self.last_seen > self.hold_s
             full = f & (self.w >= 1.0)        # while it blends back in, the pose it leaves stays the target
