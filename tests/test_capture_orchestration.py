@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model_runtime.capture.align_clip import MAX_HALF_WINDOW
 from model_runtime.capture.filters import slerp
 from model_runtime.capture.fitting import frame_record
 from model_runtime.capture.keyframes import KEYFRAME_GAP_S, KeyframeScheduler
@@ -312,7 +313,8 @@ def test_swapped_hands_are_put_back(real, body_only):
 
 def test_cancel_keeps_the_finished_frames(real, body_only, tmp_path):
     """Cancelled after 20 written frames: CancelledError naming the kept partial capture, whose
-    frames are the uncancelled capture's first ones."""
+    frames are the uncancelled capture's first ones (but its last few: the image-aligned fit's
+    centred smoothing finishes them without their successors, within a few millimetres)."""
     _, _, full = body_only
     cancel = threading.Event()
 
@@ -325,8 +327,11 @@ def test_cancel_keeps_the_finished_frames(real, body_only, tmp_path):
     part = load_capture(e.value.partial_output)
     n = part.num_frames
     assert 20 <= n < 81 and part["valid"].all()
+    same = n - MAX_HALF_WINDOW
     for key in ("pose_6d", "transl", "keypoints_2d"):
-        np.testing.assert_allclose(part[key], full[key][:n], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(part[key][:same], full[key][:same], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(part["keypoints_2d"], full["keypoints_2d"][:n], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(part["transl"], full["transl"][:n], rtol=0, atol=0.02)
 
 
 def test_cancel_with_pending_keyframe_fits(real, tmp_path):

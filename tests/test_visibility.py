@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model_runtime.capture.align_clip import MAX_HALF_WINDOW
 from model_runtime.capture import visibility as V
 from model_runtime.core import capture_file as cf
 from model_runtime.core import rotations
@@ -364,7 +365,8 @@ def test_pipeline_legs_out_of_frame_are_unseen_and_standing(replay_pipeline, tmp
 
 def test_pipeline_legs_leaving_the_frame_are_held_then_neutral(replay_pipeline, tmp_path):
     """Legs seen on frames 0-29, below the image from frame 30: seen before, then held for HOLD_S,
-    then neutral (knees straight by the end); the capture without the edit is unchanged before."""
+    then neutral (knees straight by the end); the capture without the edit is unchanged before
+    (but for the last frames whose centred smoothing sees frame 30)."""
     cap, _ = _capture_legs_out_of_frame(replay_pipeline, set(range(30, 81)), tmp_path / "leave.npz")
     full, _ = _capture_legs_out_of_frame(replay_pipeline, set(), tmp_path / "full.npz")
     knee = J["left_knee"]
@@ -373,7 +375,8 @@ def test_pipeline_legs_leaving_the_frame_are_held_then_neutral(replay_pipeline, 
     off = 30 + V.OFF_FRAMES - 1                                   # the hysteresis lets 2 frames pass
     assert (src[off:] != V.SOURCE_SEEN).all() and (src[off:off + 25] == V.SOURCE_HELD).all()
     assert (src[-5:] == V.SOURCE_NEUTRAL).all() and (cap["joint_confidence"][off:, knee] == 0).all()
-    np.testing.assert_array_equal(cap["pose_6d"][:30], full["pose_6d"][:30])
+    before = 30 - MAX_HALF_WINDOW          # the image-aligned fit's smoothing sees a few frames ahead
+    np.testing.assert_array_equal(cap["pose_6d"][:before], full["pose_6d"][:before])
     knees = _angle_deg(rotations.rot6d_to_matrix(cap["pose_6d"][-3:, [knee, J["right_knee"]]].astype(np.float64)),
                        np.eye(3))
     assert knees.max() < 3.0

@@ -14,6 +14,7 @@ from ..core import rotations
 from ..core.capture_file import CaptureWriter
 from ..core.skeleton import BODY_KEYPOINT_NAMES, HAND21_NAMES, JOINT_NAMES, NUM_JOINTS
 from ..face.stage import FaceStage
+from .focal import ClipCamera
 from .records import FrameCallback, FrameRecord, ProgressCallback, StageTimer
 from .sources import FrameSource
 from .tracking import ShapeEstimator
@@ -76,8 +77,10 @@ def keypoints_3d(rec: FrameRecord) -> np.ndarray:
 class ClipValues:
     """The capture file's per-clip values: camera, names, the clip's shape and face."""
 
-    def __init__(self, shape: ShapeEstimator, face: FaceStage | None, body_model: str, face_model: str):
+    def __init__(self, shape: ShapeEstimator, face: FaceStage | None, body_model: str, face_model: str,
+                 camera: ClipCamera | None = None):
         self.shape, self.face, self.body_model, self.face_model = shape, face, body_model, face_model
+        self.camera = camera     # camera_K / camera_source (None: the K given to initial, "default")
         self._written: dict[str, np.ndarray] | None = None
 
     def initial(self, source: FrameSource, K: np.ndarray, extra: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -92,6 +95,7 @@ class ClipValues:
             face_identity=np.asarray(ident, np.float32), face_albedo=np.asarray(alb, np.float32),
             expression_names=np.asarray(face.expression_names if face is not None else (), dtype=str),
             body_model=np.asarray(self.body_model), face_model=np.asarray(self.face_model),
+            camera_source=np.asarray(self.camera.source if self.camera is not None else "default"),
         )
         vals.update(extra or {})
         return vals
@@ -100,10 +104,12 @@ class ClipValues:
         """Write the per-clip values (shape, scale, face identity/albedo) as soon as they change, so a
         killed capture keeps them (:class:`CaptureWriter` writes ``static.npz`` atomically)."""
         vals = dict(betas=self.shape.betas.astype(np.float32), scale=np.float32(self.shape.scale))
+        if self.camera is not None:      # the clip's focal estimate
+            vals.update(camera_K=self.camera.K.astype(np.float32), camera_source=np.asarray(self.camera.source))
         if self.face is not None:
             ident, alb = self.face.clip_params()
             vals.update(face_identity=np.asarray(ident, np.float32), face_albedo=np.asarray(alb, np.float32))
-        if not all(np.isfinite(v).all() for v in vals.values()) or not vals["scale"] > 0:
+        if not all(np.isfinite(v).all() for v in vals.values() if v.dtype.kind == "f") or not vals["scale"] > 0:
             log.warning("per-clip values are not finite yet; the file keeps the last finite ones")
             return
         if self._written is not None and all(np.array_equal(v, self._written.get(k)) for k, v in vals.items()):

@@ -51,9 +51,11 @@ from ..core.errors import CancelledError, NoPersonError, RuntimeErrorBase
 from ..core.options import CaptureOptions
 from ..detectors.base import Detector
 from ..face.stage import FaceStage
-from ..geometry.camera import intrinsics_from_fov, load_calibration
 from ..models.body_model import BodyModel
+from .align import ModelKeypoints
+from .align_clip import ClipAlignment
 from .clip import ClipCapture
+from .focal import clip_camera
 from .fitting import IKStage
 from .output import KEYPOINT_NAMES, CaptureOutput, ClipValues
 from .postprocess import expression_smoothing
@@ -82,6 +84,7 @@ class CapturePipeline:
     def __init__(self, detector: Detector, ik: IKStage, body: BodyModel, face: FaceStage | None,
                  options: CaptureOptions = CaptureOptions()):
         self.detector, self.ik, self.body, self.face, self.options = detector, ik, body, face, options
+        self._keypoints: ModelKeypoints | None = None     # the image-aligned fit's model keypoints
 
     def rest_joints(self, betas: np.ndarray) -> np.ndarray:
         """Rest joints ``(52, 3)`` of the body model for ``betas (16,)`` (:meth:`BodyModel.rest_joints`)."""
@@ -137,16 +140,22 @@ class CapturePipeline:
                     timer: StageTimer, on_frame, on_progress) -> tuple[ClipCapture, CaptureOutput]:
         """Camera, face and detector reset for a new clip; its state and its output file."""
         opts = self.options
-        K = (load_calibration(opts.calibration, source.image_size) if opts.calibration
-             else intrinsics_from_fov(source.image_size, opts.fov))
+        live = source.is_live if live is None else live
+        camera = clip_camera(source.image_size, opts.fov, opts.calibration, estimate=opts.align and not live)
+        K = camera.K
+        align = None
+        if opts.align:
+            if self._keypoints is None:
+                self._keypoints = ModelKeypoints(self.body)
+            align = ClipAlignment(self._keypoints, camera, fps=source.fps, lookahead=not live)
         if self.face is not None:
             self.face.reset(K)
         reset = getattr(self.detector, "reset", None)   # optional in the Detector protocol: forget tracking
         if callable(reset):
             reset()
         clip = ClipCapture(self.ik, self.face, self.rest_joints, self.body.parents, opts, K,
-                           live=source.is_live if live is None else live, stop=stop, timer=timer)
-        values = ClipValues(clip.shape, self.face, opts.body_model, opts.face_model)
+                           live=live, stop=stop, timer=timer, align=align)
+        values = ClipValues(clip.shape, self.face, opts.body_model, opts.face_model, camera)
         try:
             out = CaptureOutput(output, values, source, K, static_extra, opts.chunk_frames, timer,
                                 on_frame, on_progress)

@@ -10,6 +10,7 @@ from ..core import rotations
 from ..core.lbs import forward_kinematics
 from ..core.options import CaptureOptions, SmoothingConfig
 from ..core.skeleton import NUM_JOINTS
+from .align_clip import ClipAlignment
 from .filters import GapFiller, OneEuroFilter, RotationFilter
 from .records import FrameRecord
 from .tracking import ShapeEstimator
@@ -44,12 +45,16 @@ class MotionPostprocessor:
         options: smoothing, fill mode, ``max_gap``.
         live: never wait for a future frame (gaps are held, not interpolated).
         face: fill the face gaps (frames without a tracked face) before the body gaps.
+        align: the image-aligned fit of the filtered frames (:mod:`.align_clip`; it calibrates the
+            clip on its first frames: focal estimate, depth anchoring), or None.
     """
 
     def __init__(self, K: np.ndarray, shape: ShapeEstimator, rest_joints: Callable[[np.ndarray], np.ndarray],
-                 parents: np.ndarray, options: CaptureOptions, live: bool, face: bool):
+                 parents: np.ndarray, options: CaptureOptions, live: bool, face: bool,
+                 align: ClipAlignment | None = None):
         o = options
         self.shape, self.rest_joints, self.parents, self.face = shape, rest_joints, parents, face
+        self.align = align
         self.translation = TranslationSolver(K)
         self.rot_filter = RotationFilter(o.smoothing)
         self.transl_filter = OneEuroFilter(o.smoothing, group_last_axis=True)
@@ -65,12 +70,23 @@ class MotionPostprocessor:
         """Translate, smooth and gap-fill the next frames; -> the frames ready to write."""
         if not recs:
             return []
-        self._translate([r for r in recs if r.valid])
+        valid = [r for r in recs if r.valid]
+        self._translate(valid)
+        for r in recs:
+            self._smooth(r)
+        if self.align is not None:                   # the filtered pose, aligned to the image
+            self.align.set_shape(self.shape.betas, self.shape.scale)
+            recs = self.align.push(recs)             # (offline: a few frames later, smoothed)
+            if valid and valid[-1].transl_ok:
+                self._last_transl = valid[-1].transl
+        return self._fill(recs)
+
+    def _fill(self, recs: list[FrameRecord]) -> list[FrameRecord]:
+        """Gap filling (face, then body) of finished frames; -> the frames ready to write."""
         out: list[FrameRecord] = []
         betas, scale = self.shape.betas, self.shape.scale
         for r in recs:
             r.betas, r.scale = betas, scale
-            self._smooth(r)
             if not self.face:
                 out += self.body_gaps.push(r)
                 continue
@@ -80,7 +96,7 @@ class MotionPostprocessor:
 
     def flush(self) -> list[FrameRecord]:
         """End of the clip: the frames held in gaps (trailing gaps are held)."""
-        out: list[FrameRecord] = []
+        out = self._fill(self.align.flush()) if self.align is not None else []
         for rec in self.face_gaps.flush():
             out += self.body_gaps.push(rec)
         return out + self.body_gaps.flush()
@@ -93,7 +109,17 @@ class MotionPostprocessor:
         rots = np.stack([r.rot for r in valid])                                          # (B, 52, 3, 3)
         j_rest = np.broadcast_to(self.rest_joints(self.shape.betas), (len(valid), NUM_JOINTS, 3))
         joints, _ = forward_kinematics(rots, np.ascontiguousarray(j_rest), self.parents)
-        joints = joints * self.shape.scale                                               # (B, 52, 3)
+        scale = self.shape.scale
+        joints = joints * scale                                                          # (B, 52, 3)
+        last = self._last_transl
+        self._solve_translation(valid, joints)
+        if self.align is not None and self.align.calibrating and self.shape.frozen:
+            # the clip's first frames: focal estimate and depth anchoring, then Eq. 14 again
+            if self.align.calibrate(valid, self.shape):
+                self.translation, self._last_transl = TranslationSolver(self.align.camera.K), last
+                self._solve_translation(valid, joints * (self.shape.scale / scale))
+
+    def _solve_translation(self, valid: list[FrameRecord], joints: np.ndarray) -> None:
         for r, j in zip(valid, joints):
             r.joints = j
             prior = None if self._last_transl is None else np.array([self._last_transl[2]])

@@ -123,6 +123,12 @@ class ShapeEstimator:
         if self._frozen is None:
             self._frozen = self._estimate()
 
+    def rescale(self, factor: float) -> None:
+        """Multiply the clip's scale by ``factor`` (freezing it first): the image-aligned fit's depth
+        anchoring (:meth:`~.align_clip.ClipAlignment.calibrate`)."""
+        self.freeze()
+        self._frozen = (self._frozen[0], self._frozen[1] * float(factor))
+
     def _estimate(self) -> tuple[np.ndarray, float]:
         if not self._w:
             return np.zeros(self._nb), 1.0

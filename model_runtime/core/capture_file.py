@@ -99,8 +99,11 @@ PER_FRAME_KEYS: Final[dict[str, tuple[tuple, str]]] = {
 STATIC_KEYS: Final[tuple[str, ...]] = (
     "version", "fps", "image_size", "camera_K", "joint_names", "betas", "scale",
     "keypoint_names", "face_identity", "face_albedo", "expression_names",
-    "body_model", "face_model",
+    "body_model", "face_model", "camera_source",
 )
+#: static keys that older files lack, and the value they load with.  ``camera_source``: where
+#: ``camera_K`` comes from: "calibration" (a file), "fov" (given), "estimated" (per clip), "default"
+STATIC_DEFAULTS: Final[dict[str, str]] = {"camera_source": "default"}
 REQUIRED_KEYS: Final[tuple[str, ...]] = STATIC_KEYS + tuple(PER_FRAME_KEYS)
 #: what a version-1 file must hold
 REQUIRED_KEYS_V1: Final[tuple[str, ...]] = tuple(k for k in REQUIRED_KEYS if k not in V2_FRAME_KEYS)
@@ -462,10 +465,12 @@ def load_capture(path: Path | str) -> Capture:
     members = npz_members(path)   # headers only: a missing/corrupt/hostile file fails here, naming it
     if "version" not in members:
         raise ModelFileError(str(path), "version", "is missing: not a capture file")
-    missing = [k for k in REQUIRED_KEYS_V1 if k not in members]
+    missing = [k for k in REQUIRED_KEYS_V1 if k not in members and k not in STATIC_DEFAULTS]
     if missing:
         raise ModelFileError(str(path), missing[0], f"is missing (all missing: {', '.join(missing)})")
     data = load_npz(path, what="capture file (.npz)")
+    for k, v in STATIC_DEFAULTS.items():
+        data.setdefault(k, np.asarray(v))
     ver = int(data["version"]) if data["version"].size == 1 and data["version"].dtype.kind in "iu" else -1
     if ver not in READABLE_VERSIONS:
         raise ModelFileError(str(path), "version", f"is {ver}; this build reads capture versions "

@@ -128,8 +128,9 @@ class CaptureOptions:
                                  choices=(0, 1, 2))
     body_model: str = _opt("builtin", "'builtin' or an official SMPL-H .npz/.pkl")
     face_model: str = _opt("builtin", "'builtin' or a Basel face model file")
-    fov: float = _opt(DEFAULT_FOV_DEG, f"camera field of view in degrees across the longer image side "
-                                       f"(default {DEFAULT_FOV_DEG:g})", group="camera")
+    fov: float | None = _opt(None, f"camera field of view in degrees across the longer image side (default: "
+                                   f"estimated per clip by the image-aligned fit; {DEFAULT_FOV_DEG:g} when it "
+                                   f"cannot be, e.g. live or with --no-align)", group="camera")
     calibration: str | None = _opt(None, "camera calibration file (.json with K or fx/fy/cx/cy, OpenCV "
                                          ".yml/.xml, .npz); overrides --fov", group="camera")
     smoothing: SmoothingConfig = _opt(SmoothingConfig(), "One Euro smoothing", cli=False)
@@ -137,6 +138,8 @@ class CaptureOptions:
                      choices=FILL_MODES)
     max_gap: int = _opt(60, "longer gaps (frames) are held, not interpolated (default 60)")
     hands: bool = _opt(True, "skip hand IK (fingers stay at rest)", flag="--no-hands")
+    align: bool = _opt(True, "skip the image-aligned fit (pose, translation and focal refined so the model "
+                             "projects onto the 2D keypoints)", flag="--no-align")
     face: bool = _opt(True, "skip face fitting", flag="--no-face")
     face_every: int = _opt(0, "face keyframes (albedo and lighting) on every N-th face frame; 0 (default) = "
                               "adaptive, about every 5 s; expressions and head pose are tracked on every frame")
@@ -160,14 +163,15 @@ class CaptureOptions:
             v = getattr(self, name)
             if not isinstance(v, str) or not v or "\x00" in v:
                 raise OptionError(name, f"must be 'builtin' or a file path, got {v!r}")
-        _finite("fov", self.fov, 1.0, 179.0)
+        if self.fov is not None:
+            _finite("fov", self.fov, 1.0, 179.0)
         if self.calibration is not None and (not isinstance(self.calibration, str) or not self.calibration):
             raise OptionError("calibration", f"must be a file path, got {self.calibration!r}")
         if not isinstance(self.smoothing, SmoothingConfig):
             raise OptionError("smoothing", f"must be a SmoothingConfig, got {type(self.smoothing).__name__}")
         _choice("fill", self.fill, FILL_MODES)
         _int("max_gap", self.max_gap, 0)
-        for name in ("hands", "face"):
+        for name in ("hands", "face", "align"):
             if not isinstance(getattr(self, name), bool):
                 raise OptionError(name, f"must be true or false, got {getattr(self, name)!r}")
         _int("face_every", self.face_every, 0)
@@ -270,7 +274,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             target.add_argument(flag, dest=f.name, action="store_false" if default else "store_true",
                                 help=md["help"])
             continue
-        kind = int if f.type in ("int", "int | None") else float if f.type == "float" else str
+        kind = int if f.type in ("int", "int | None") else float if f.type in ("float", "float | None") else str
         kw: dict[str, Any] = dict(dest=f.name, default=default, help=md["help"])
         if "choices" in md:
             kw["choices"] = md["choices"]

@@ -1,0 +1,439 @@
+"""Image-aligned fit: refine the IK pose so that the posed model's keypoints project onto the
+detector's 2D points (issue 10).
+
+After the IK (BodyIKNet + HandIKNet) and the Eq. 14 translation, the posed model is close to the
+person in 3D but not on her in the image: the networks see only the detector's 3D keypoints, whose
+errors (depth of the arms, curled fingers) the 2D points do not share.  This module refines, per
+frame, the relative rotations of all 52 joints and the translation by a few Levenberg-Marquardt
+(Gauss-Newton) steps on
+
+    E = sum_k c_k rho(|pi(X_k) - m_k| / ppm)                      2D points, confidence c_k
+        + w_ik   sum_j (3 - tr(R_j R_j,in^T))                       the input pose (IK, filtered)
+        + w_3d   sum_b c_b |dir_b(X) - dir_b(detector 3D)|^2        the detector's 3D bone directions
+        + w_t    sum_j (3 - tr(R_j R_j,pred^T)) + w_tt |t - t_pred|^2   the previous frame
+
+(``3 - tr(R R'^T) = 2 (1 - cos angle) ~ angle^2``).  The temporal target ``pred`` is the previous
+frame's correction (refined against input) carried to this frame's input, so the correction, not
+the pose, is what changes slowly: motion passes, jitter of the correction does not.
+
+``X_k`` are the 66 capture keypoints (24 body + 2 x 21 hand, :data:`output.KEYPOINT_NAMES` order) of
+the posed, scaled, translated model, ``pi`` the pinhole projection with ``camera_K``; residuals are
+in metres at the person's depth (``ppm`` = pixels per metre there, fixed per frame), so the weights
+do not depend on the resolution or the distance.  ``rho(e) = 2 s^2 (sqrt(1 + e^2 / s^2) - 1)``
+(Charbonnier: quadratic below ``s``, linear above), minimised by IRLS weights inside the steps.
+
+Jacobians are analytic.  The unknowns are rotation increments ``w_a`` in the camera frame about
+each joint (``R_a,rel <- G_parent^T exp(w_a) G_parent R_a,rel``) and the translation ``t``; a
+keypoint attached to joint ``j`` moves by ``w_a x (X_k - J_a)`` for every ancestor ``a`` of ``j``
+(a vertex keypoint by its skinning weights' share of ``a``'s subtree).  The 10 finger chains are
+independent given the body: their blocks are eliminated by a Schur complement, so one step costs a
+69 x 69 solve (translation + 22 body joints) per frame, batched over frames.  A step is accepted
+per frame only if it lowers that frame's energy: the result is never worse than its input.
+
+The per-clip use (calibration: focal estimate and depth anchoring, temporal link, lag-free
+smoothing) is :mod:`.align_clip`; the focal estimate :mod:`.focal`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+
+from ..core.backend import cross
+from ..core.lbs import forward_kinematics_rt
+from ..core.rotations import axis_angle_to_matrix
+from ..core.skeleton import BODY_KEYPOINT_NAMES, HAND21_NAMES, JOINT_NAMES, NUM_BETAS, NUM_BODY_JOINTS, PARENTS
+from ..models.keypoints import keypoint_vertex_ids
+
+NUM_KEYPOINTS: Final[int] = len(BODY_KEYPOINT_NAMES) + 2 * len(HAND21_NAMES)   # 66
+_NB: Final[int] = len(BODY_KEYPOINT_NAMES)
+#: body bones (parent, child) of the detector's 3D prior (directions), BODY_KEYPOINT_NAMES names
+BONES_3D: Final[tuple[tuple[str, str], ...]] = (
+    ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+    ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
+    ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
+    ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+    ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"), ("pelvis", "neck"), ("neck", "head"),
+    ("left_ankle", "left_big_toe"), ("right_ankle", "right_big_toe"),
+)
+#: finger order of the 21-point hands (thumb, index, middle, ring, pinky)
+_HAND_FINGERS: Final[tuple[str, ...]] = ("thumb", "index", "middle", "ring", "pinky")
+
+
+def keypoint_names() -> tuple[str, ...]:
+    """The 66 keypoints as model names: body keypoints, then each hand's 21 (``left_wrist``,
+    ``left_thumb1`` .. ``left_pinky4``; ``*4`` are fingertip vertices)."""
+    hands = tuple(f"{side}_{n}" for side in ("left", "right") for n in HAND21_NAMES)
+    return tuple(BODY_KEYPOINT_NAMES) + hands
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Weights (metres / radians, see the module docstring) and iterations."""
+
+    iterations: int = 3
+    smoothing_s: float = 0.05      # centred Gaussian on the result (offline), standard deviation in seconds
+    sigma: float = 0.03            # robust scale of the 2D residual, metres at the person's depth
+    w_ik: float = 2e-3             # per body joint, rad^-2
+    w_ik_fingers: float = 5e-4     # per finger joint
+    w_3d: float = 5e-3             # per body bone direction (unit vectors)
+    w_temporal: float = 1e-2       # per joint, to the previous frame's correction carried forward
+    w_transl_temporal: float = 1e-2
+    min_confidence: float = 0.2    # 2D points below this confidence are ignored
+    damping: float = 1e-3          # LM: lambda x diag(H), x10 on a rejected step
+
+
+class ModelKeypoints:
+    """The 66 capture keypoints of the posed body model (joints or skinned vertices) and the
+    per-keypoint share of every joint's subtree, for the Jacobians.  :meth:`set_shape` once per clip."""
+
+    def __init__(self, body):
+        vids = keypoint_vertex_ids(body)
+        names = keypoint_names()
+        self.is_joint = np.array([n in JOINT_NAMES for n in names])
+        self.kp_joint = np.array([JOINT_NAMES.index(n) for n in names if n in JOINT_NAMES])
+        self.kp_vertex = np.array([vids[n] for n in names if n not in JOINT_NAMES])
+        self.joint_rows = np.nonzero(self.is_joint)[0]
+        self.vertex_rows = np.nonzero(~self.is_joint)[0]
+        W = np.asarray(body.weights, np.float64)[self.kp_vertex]
+        self.W = W / W.sum(1, keepdims=True)                                            # (Kv, 52)
+        self._pair_k, self._pair_j = np.nonzero(self.W)
+        self._pair_w = self.W[self._pair_k, self._pair_j]
+        self._pair_sum = (self._pair_k[None, :] == np.arange(len(self.W))[:, None]).astype(np.float64)
+        self._v_template = np.asarray(body.v_template, np.float64)[self.kp_vertex]      # (Kv, 3)
+        self._v_dirs = np.asarray(body.shapedirs, np.float64)[self.kp_vertex][..., :NUM_BETAS]
+        self._body = body
+        # A[j, a]: a is j or an ancestor of j; M[k, a]: keypoint k's share of a's subtree
+        A = np.zeros((len(PARENTS), len(PARENTS)))
+        for j in range(len(PARENTS)):
+            a = j
+            while a >= 0:
+                A[j, a] = 1.0
+                a = int(PARENTS[a])
+        self.M = np.zeros((NUM_KEYPOINTS, len(PARENTS)))
+        self.M[self.joint_rows] = A[self.kp_joint]
+        self.M[self.vertex_rows] = self.W @ A
+        self.parents = np.asarray(PARENTS)
+        self.set_shape(np.zeros(NUM_BETAS), 1.0)
+
+    def set_shape(self, betas: np.ndarray, scale: float) -> None:
+        """The clip's shape: rest joints and keypoint vertices of ``betas (<=16,)``, scale alpha."""
+        b = np.asarray(betas, np.float64).reshape(-1)[:NUM_BETAS]
+        self.betas, self.scale = b.copy(), float(scale)
+        self.j_rest = self._body.rest_joints(b)                                          # (52, 3)
+        self.v_rest = self._v_template + self._v_dirs[..., :len(b)] @ b                    # (Kv, 3)
+
+    def pose(self, rot: np.ndarray, transl: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``rot (B, 52, 3, 3)`` relative, ``transl (B, 3)`` -> camera-frame joints ``(B, 52, 3)``,
+        global rotations ``(B, 52, 3, 3)`` and keypoints ``(B, 66, 3)`` (``scale * LBS + transl``)."""
+        B = rot.shape[0]
+        P, G, tt = forward_kinematics_rt(rot, np.broadcast_to(self.j_rest, (B,) + self.j_rest.shape), self.parents)
+        # skinned keypoint vertices: sum over the (vertex, joint) pairs with a weight
+        k, j = self._pair_k, self._pair_j
+        Gv = (G[:, j] @ self.v_rest[k][..., None])[..., 0] + tt[:, j]                      # (B, pairs, 3)
+        verts = self._pair_sum @ (Gv * self._pair_w[:, None])                               # (B, Kv, 3)
+        kps = np.empty((B, NUM_KEYPOINTS, 3))
+        kps[:, self.joint_rows] = P[:, self.kp_joint]
+        kps[:, self.vertex_rows] = verts
+        t = transl[:, None, :]
+        return self.scale * P + t, G, self.scale * kps + t
+
+
+def _finger_layout() -> tuple[np.ndarray, np.ndarray]:
+    """``(2, 5, 3)`` SMPL-H joints of each side's fingers (HAND21 finger order, base -> tip) and
+    ``(2, 5, 4)`` their keypoint rows among the 66."""
+    joints = np.array([[[JOINT_NAMES.index(f"{s}_{f}{i}") for i in (1, 2, 3)] for f in _HAND_FINGERS]
+                       for s in ("left", "right")])
+    rows = np.array([[[_NB + 21 * si + 1 + 4 * fi + i for i in range(4)] for fi in range(5)] for si in range(2)])
+    return joints, rows
+
+
+_FINGER_JOINTS, _FINGER_ROWS = _finger_layout()
+_BODY = np.arange(NUM_BODY_JOINTS)
+
+
+@dataclass
+class AlignResult:
+    """Refined ``rot (B, 52, 3, 3)``, ``transl (B, 3)``; ``energy_before``/``energy (B,)``;
+    ``joints (B, 52, 3)`` posed, scaled joints without translation (``rec.joints``)."""
+
+    rot: np.ndarray
+    transl: np.ndarray
+    energy_before: np.ndarray
+    energy: np.ndarray
+    joints: np.ndarray
+
+
+class _Frames:
+    """The fixed data of one :meth:`ImageAligner.fit` call (targets, weights, priors); the temporal
+    targets of chained frames follow the previous frame's current estimate."""
+
+    def __init__(self, al: "ImageAligner", kp2d, transl, ik_rot, body_3d, prev_rot, prev_transl, prev_ok, chain):
+        cfg = al.config
+        B = kp2d.shape[0]
+        self.m = kp2d[..., :2]
+        c = kp2d[..., 2]
+        self.c = np.where(c >= cfg.min_confidence, c, 0.0)                               # (B, 66)
+        # keypoints seen on some frame of the batch (the Jacobian's rows), hands seen, and the
+        # finger keypoints of those hands as indices into ``rows``
+        self.sides = np.nonzero(self.c[:, _FINGER_ROWS.reshape(2, -1)].any((0, 2)))[0]
+        seen = self.c.any(0)
+        seen[_FINGER_ROWS[self.sides].reshape(-1)] = True
+        self.rows = np.nonzero(seen)[0]
+        pos = np.full(NUM_KEYPOINTS, -1)
+        pos[self.rows] = np.arange(len(self.rows))
+        self.finger_rows = pos[_FINGER_ROWS[self.sides]]                                  # (S, 5, 4)
+        z = np.maximum(transl[:, 2], 0.3)
+        self.inv_ppm = z / al.f                                                            # metres per px
+        self.ik_rot, self.t_in = ik_rot, transl.copy()
+        self.chain = np.zeros(B, bool) if chain is None else np.asarray(chain, bool).copy()
+        self.chain[0] = False
+        ok = np.zeros(B, bool) if prev_ok is None else np.asarray(prev_ok, bool)
+        self.prev_rot = np.broadcast_to(np.eye(3), ik_rot.shape).copy() if prev_rot is None else np.array(prev_rot, np.float64)
+        self.prev_transl = np.zeros((B, 3)) if prev_transl is None else np.array(prev_transl, np.float64)
+        self.prev_w = (ok | self.chain).astype(np.float64)                               # (B,) temporal on/off
+        self.body_3d = None
+        if body_3d is not None and cfg.w_3d > 0:
+            d = body_3d[:, al._bone_c] - body_3d[:, al._bone_p]                            # (B, nb, 3)
+            n = np.linalg.norm(d, axis=-1, keepdims=True)
+            conf = np.minimum(c[:, al._bone_c], c[:, al._bone_p]) * (n[..., 0] > 1e-6)
+            self.body_3d = d / np.maximum(n, 1e-9)
+            self.w3 = cfg.w_3d * np.where(conf >= cfg.min_confidence, conf, 0.0)         # (B, nb)
+
+    def follow(self, rot: np.ndarray, transl: np.ndarray) -> None:
+        """Chained frames: the temporal target is the previous frame's current correction carried
+        to this frame's input (``R_prev R_in,prev^T R_in``, ``t_prev - t_in,prev + t_in``)."""
+        if self.chain.any():
+            i = np.nonzero(self.chain)[0]
+            self.prev_rot[i] = rot[i - 1] @ np.swapaxes(self.ik_rot[i - 1], -1, -2) @ self.ik_rot[i]
+            self.prev_transl[i] = transl[i - 1] - self.t_in[i - 1] + self.t_in[i]
+
+
+class ImageAligner:
+    """Batched image-aligned refinement (see the module docstring).
+
+    Args:
+        keypoints: the model's keypoints with the clip's shape set.
+        K: camera intrinsics ``(3, 3)``.
+        config: weights and iterations.
+    """
+
+    def __init__(self, keypoints: ModelKeypoints, K: np.ndarray, config: AlignConfig | None = None):
+        self.kp, self.config = keypoints, config or AlignConfig()
+        self.set_camera(K)
+        bn = list(BODY_KEYPOINT_NAMES)
+        self._bone_p = np.array([bn.index(p) for p, _ in BONES_3D])
+        self._bone_c = np.array([bn.index(c) for _, c in BONES_3D])
+
+    def set_camera(self, K: np.ndarray) -> None:
+        K = np.asarray(K, np.float64)
+        self.K = K
+        self.f = float(K[0, 0])
+        self._fxy = np.array([K[0, 0], K[1, 1]])
+        self._c = np.array([K[0, 2], K[1, 2]])
+
+    # ------------------------------------------------------------------ public
+    def fit(self, rot: np.ndarray, transl: np.ndarray, kp2d: np.ndarray, body_3d: np.ndarray | None = None,
+            prev_rot: np.ndarray | None = None, prev_transl: np.ndarray | None = None,
+            prev_ok: np.ndarray | None = None, chain: np.ndarray | None = None,
+            frozen: np.ndarray | None = None, iterations: int | None = None) -> AlignResult:
+        """Refine frames.
+
+        Args:
+            rot: ``(B, 52, 3, 3)`` relative rotations from the IK (also the IK prior).
+            transl: ``(B, 3)`` translation (Eq. 14), metres, camera frame.
+            kp2d: ``(B, 66, 3)`` detector points px + confidence (capture-file keypoint order).
+            body_3d: ``(B, 24, 3)`` the detector's 3D body keypoints (any origin) or None.
+            prev_rot, prev_transl, prev_ok: ``(B, 52, 3, 3)``, ``(B, 3)``, ``(B,)`` bool: the
+                previous frame's refined values (temporal prior where ``prev_ok``), or None.
+            chain: ``(B,)`` bool: frame i follows frame i - 1 of the batch, whose current estimate
+                is its temporal target (updated every iteration).
+            frozen: ``(B, 52)`` bool: joints whose relative rotation stays as given (unseen joints,
+                held or neutral: :mod:`.visibility`), or None.
+            iterations: LM iterations (default ``config.iterations``).
+        """
+        rot = np.array(rot, np.float64)
+        t = np.array(transl, np.float64)
+        kp2d = np.asarray(kp2d, np.float64)
+        fr = _Frames(self, kp2d, t, rot.copy(), None if body_3d is None else np.asarray(body_3d, np.float64),
+                     prev_rot, prev_transl, prev_ok, chain)
+        B = rot.shape[0]
+        free = None if frozen is None or not np.any(frozen) else ~np.asarray(frozen, bool)
+        lam = np.full(B, self.config.damping)
+        n_it = self.config.iterations if iterations is None else int(iterations)
+        fr.follow(rot, t)
+        state = self._linearise(fr, rot, t)
+        e0 = state[0].copy()
+        for _ in range(n_it):
+            energy, G, H, g = state
+            rot_n, t_n = self._apply(self._solve(H, g, lam, fr.sides, free), rot, t, G)
+            e_n = self._linearise(fr, rot_n, t_n, jacobian=False)[0]
+            ok = e_n < energy
+            lam = np.where(ok, np.maximum(lam * 0.3, 1e-7), lam * 10.0)
+            if ok.any():
+                rot = np.where(ok[:, None, None, None], rot_n, rot)
+                t = np.where(ok[:, None], t_n, t)
+                fr.follow(rot, t)
+                state = self._linearise(fr, rot, t)
+        joints, _, _ = self.kp.pose(rot, np.zeros_like(t))
+        return AlignResult(rot=rot, transl=t, energy_before=e0, energy=state[0], joints=joints)
+
+    def energy(self, rot, transl, kp2d, body_3d=None, prev_rot=None, prev_transl=None, prev_ok=None,
+               ik_rot=None) -> np.ndarray:
+        """The energy ``(B,)`` of given values (arguments as :meth:`fit`; the IK prior is
+        ``ik_rot``, default ``rot`` itself; no chained frames)."""
+        rot = np.asarray(rot, np.float64)
+        t = np.asarray(transl, np.float64)
+        fr = _Frames(self, np.asarray(kp2d, np.float64), t, rot if ik_rot is None else np.asarray(ik_rot, np.float64),
+                     None if body_3d is None else np.asarray(body_3d, np.float64), prev_rot, prev_transl, prev_ok, None)
+        return self._linearise(fr, rot, t, jacobian=False)[0]
+
+    # ------------------------------------------------------------------ internals
+    def _project(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z = np.maximum(X[..., 2], 1e-6)
+        return X[..., :2] / z[..., None] * self._fxy + self._c, z
+
+    def _rot_prior(self, rot, target, G, w):
+        """Residuals ``(B, 52, 3)`` (camera frame) and energy ``(B,)`` of ``w (3 - tr(R R_target^T))``
+        (= ``2 w (1 - cos angle)``, ``~ w angle^2``): the residual ``G_parent sin(angle) axis``
+        is half its gradient for the increments ``w_a``, ``w`` its Gauss-Newton Hessian."""
+        Q = rot @ np.swapaxes(target, -1, -2)                                              # parent frame
+        e = 0.5 * np.stack([Q[..., 2, 1] - Q[..., 1, 2], Q[..., 0, 2] - Q[..., 2, 0], Q[..., 1, 0] - Q[..., 0, 1]], -1)
+        Gp = np.concatenate([np.broadcast_to(np.eye(3), G[:, :1].shape), G[:, self.kp.parents[1:]]], 1)
+        r = (Gp @ e[..., None])[..., 0] * w[:, None]
+        return r, (w * (3.0 - Q[..., 0, 0] - Q[..., 1, 1] - Q[..., 2, 2])).sum(-1)
+
+    def _linearise(self, fr: _Frames, rot, t, jacobian: bool = True):
+        """-> energy ``(B,)``, global rotations, and (H blocks, gradients) of the GN step."""
+        cfg = self.config
+        J, G, X = self.kp.pose(rot, t)
+        u, z = self._project(X)
+        d = (u - fr.m) * fr.inv_ppm[:, None, None]                                          # metres (B, 66, 2)
+        d2 = (d * d).sum(-1)
+        s2 = cfg.sigma ** 2
+        root = np.sqrt(1.0 + d2 / s2)
+        energy = (fr.c * 2.0 * s2 * (root - 1.0)).sum(-1)
+        nj = rot.shape[1]
+        w_rot = np.full(nj, cfg.w_ik)
+        w_rot[NUM_BODY_JOINTS:] = cfg.w_ik_fingers
+        r_ik, e_ik = self._rot_prior(rot, fr.ik_rot, G, w_rot)
+        energy = energy + e_ik
+        r_t, e_t = self._rot_prior(rot, fr.prev_rot, G, np.full(nj, cfg.w_temporal))
+        dt = t - fr.prev_transl
+        pw = fr.prev_w
+        energy = energy + pw * (e_t + cfg.w_transl_temporal * (dt * dt).sum(-1))
+        if fr.body_3d is not None:
+            b = X[:, self._bone_c] - X[:, self._bone_p]
+            bl = np.linalg.norm(b, axis=-1, keepdims=True)
+            bh = b / np.maximum(bl, 1e-9)
+            r3 = bh - fr.body_3d
+            energy = energy + (fr.w3 * (r3 * r3).sum(-1)).sum(-1)
+        if not jacobian:
+            return energy, G, None, None
+        B = rot.shape[0]
+        rows, sides = fr.rows, fr.sides
+        Xr, ur, zr = X[:, rows], u[:, rows], z[:, rows]
+        # d(metres at the person)/dX of the active keypoints: A (B, R, 2, 3)
+        A = np.zeros((B, len(rows), 2, 3))
+        A[..., 0, 0] = self._fxy[0] / zr
+        A[..., 1, 1] = self._fxy[1] / zr
+        A[..., :, 2] = -(ur - self._c) / zr[..., None]
+        A *= fr.inv_ppm[:, None, None, None]
+        wk = fr.c[:, rows] / root[:, rows]                                                 # IRLS (B, R)
+        # d X_k / d w_a = M_ka (J_a - X_k) x . ; rows a_r . (D x w) = (a_r x D) . w
+        D = J[:, None, :NUM_BODY_JOINTS, :] - Xr[:, :, None, :]                            # (B, R, 22, 3)
+        Jb = np.empty((B, len(rows), 2, 3 + 3 * NUM_BODY_JOINTS), np.float32)
+        Jb[..., :3] = A
+        Jb[..., 3:] = (cross(A[:, :, :, None, :], D[:, :, None, :, :])
+                       * self.kp.M[rows][None, :, None, :NUM_BODY_JOINTS, None]).reshape(B, len(rows), 2, -1)
+        wr = np.repeat(wk, 2, axis=1).astype(np.float32)                                    # (B, 2R)
+        Jb2 = Jb.reshape(B, 2 * len(rows), -1)
+        JbWT = np.swapaxes(Jb2 * wr[..., None], 1, 2)
+        Hbb = (JbWT @ Jb2).astype(np.float64)                                              # (B, 69, 69)
+        gb = (JbWT @ d[:, rows].reshape(B, -1, 1).astype(np.float32)).astype(np.float64)   # (B, 69, 1)
+        # fingers of the hands seen in the batch: (B, S, 5, 4 kp, 2, 3 joints x 3)
+        fj = _FINGER_JOINTS
+        gf = np.zeros((B, 2, 5, 9, 1))
+        Hff = np.zeros((B, 2, 5, 9, 9))
+        Hbf = None
+        if len(sides):
+            fr_rows = fr.finger_rows                                                       # (S, 5, 4) into rows
+            frj = fj[sides]
+            Df = J[:, frj][:, :, :, None, :, :] - Xr[:, fr_rows][:, :, :, :, None, :]     # (B, S, 5, 4, 3, 3)
+            Mf = self.kp.M[_FINGER_ROWS[sides][..., :, None], frj[..., None, :]]          # (S, 5, 4, 3)
+            Jf = cross(A[:, fr_rows][..., :, None, :], Df[..., None, :, :]) * Mf[None, :, :, :, None, :, None]
+            Jf = Jf.reshape(B, len(sides), 5, 8, 9)
+            wf = np.repeat(wk[:, fr_rows], 2, axis=-1)                                     # (B, S, 5, 8)
+            JfWT = np.swapaxes(Jf * wf[..., None], -1, -2)
+            Hff[:, sides] = JfWT @ Jf
+            gf[:, sides] = JfWT @ d[:, rows][:, fr_rows].reshape(B, len(sides), 5, 8, 1)
+            Jbf = Jb[:, fr_rows].reshape(B, len(sides), 5, 8, -1)                          # body columns of finger rows
+            Hbf = np.swapaxes(Jbf * wf[..., None], -1, -2) @ Jf                            # (B, S, 5, 69, 9)
+        # priors on rotations: identity Jacobians (camera-frame residuals)
+        dg = np.zeros((B, 3 + 3 * NUM_BODY_JOINTS))
+        gb[:, 3:, 0] += r_ik[:, :NUM_BODY_JOINTS].reshape(B, -1) + pw[:, None] * r_t[:, :NUM_BODY_JOINTS].reshape(B, -1)
+        dg[:, 3:] += cfg.w_ik + cfg.w_temporal * pw[:, None]
+        gf[..., 0] += (r_ik[:, fj] + pw[:, None, None, None, None] * r_t[:, fj]).reshape(B, 2, 5, 9)
+        gb[:, :3, 0] += cfg.w_transl_temporal * pw[:, None] * dt
+        dg[:, :3] += cfg.w_transl_temporal * pw[:, None]
+        idx = np.arange(Hbb.shape[-1])
+        Hbb[:, idx, idx] += dg
+        fi = np.arange(9)
+        Hff[..., fi, fi] += (cfg.w_ik_fingers + cfg.w_temporal * pw)[:, None, None, None]
+        if fr.body_3d is not None:
+            # d bh / d w_a = P (M_ca [J_a - X_c]x - M_pa [J_a - X_p]x) / |b|,  P = I - bh bh^T;
+            # row i of P [D]x is P_i x D
+            Pm = (np.eye(3) - bh[..., :, None] * bh[..., None, :]) / np.maximum(bl[..., None], 1e-9)   # (B, nb, 3, 3)
+            nb = len(self._bone_c)
+            Jd = np.zeros((B, nb, 3, 3 + 3 * NUM_BODY_JOINTS))
+            for rowk, sign in ((self._bone_c, 1.0), (self._bone_p, -1.0)):
+                Dk = J[:, None, :NUM_BODY_JOINTS, :] - X[:, rowk, None, :]                  # (B, nb, 22, 3)
+                contrib = cross(Pm[:, :, None, :, :], Dk[:, :, :, None, :]) * self.kp.M[rowk][None, :, :NUM_BODY_JOINTS, None, None]
+                Jd[..., 3:] += sign * np.moveaxis(contrib, 2, 3).reshape(B, nb, 3, -1)
+            Jd = Jd.reshape(B, 3 * nb, -1)
+            JwT = np.swapaxes(Jd * np.repeat(fr.w3, 3, axis=1)[..., None], 1, 2)
+            Hbb += JwT @ Jd
+            gb += JwT @ r3.reshape(B, -1, 1)
+        return energy, G, (Hbb, Hbf, Hff), (gb, gf)
+
+    def _solve(self, H, g, lam, sides, free=None):
+        """LM step by the Schur complement of the (block-diagonal) finger blocks of the ``sides``
+        seen (the others hold only their priors: diagonal); joints not ``free`` ``(B, 52)`` get
+        no increment (their rows and columns become the identity)."""
+        Hbb, Hbf, Hff = H
+        gb, gf = g
+        fi, ib = np.arange(9), np.arange(Hbb.shape[-1])
+        if free is not None:
+            mb = np.concatenate([np.ones((len(free), 3), bool), np.repeat(free[:, :NUM_BODY_JOINTS], 3, 1)], 1)
+            mf = np.repeat(free[:, _FINGER_JOINTS], 3, -1)                                  # (B, 2, 5, 9)
+            Hbb = Hbb * (mb[:, :, None] & mb[:, None, :]) + np.eye(Hbb.shape[-1]) * ~mb[:, None, :]
+            Hff = Hff * (mf[..., :, None] & mf[..., None, :]) + np.eye(9) * ~mf[..., None, :]
+            if Hbf is not None:
+                Hbf = Hbf * (mb[:, None, None, :, None] & mf[:, sides][..., None, :])
+            gb, gf = gb * mb[..., None], gf * mf[..., None]
+        Hbb = Hbb.copy()
+        Hbb[:, ib, ib] += lam[:, None] * Hbb[:, ib, ib] + 1e-9
+        Hff = Hff.copy()
+        Hff[..., fi, fi] += lam[:, None, None, None] * Hff[..., fi, fi] + 1e-9
+        df = -gf / Hff[..., fi, fi][..., None]                                             # prior-only fingers
+        if Hbf is None:
+            return -np.linalg.solve(Hbb, gb)[..., 0], df[..., 0]
+        Hs_inv = np.linalg.inv(Hff[:, sides])                                              # (B, S, 5, 9, 9)
+        HbfHi = Hbf @ Hs_inv                                                                # (B, S, 5, 69, 9)
+        S = Hbb - (HbfHi @ np.swapaxes(Hbf, -1, -2)).sum((1, 2))
+        rhs = gb - (HbfHi @ gf[:, sides]).sum((1, 2))
+        db = -np.linalg.solve(S, rhs)                                                      # (B, 69, 1)
+        df[:, sides] = -Hs_inv @ (gf[:, sides] + np.swapaxes(Hbf, -1, -2) @ db[:, None, None])
+        return db[..., 0], df[..., 0]
+
+    def _apply(self, step, rot, t, G):
+        """Apply increments: ``R_a <- G_p^T exp(w_a) G_p R_a`` (root: ``exp(w) R``), ``t += dt``."""
+        db, df = step
+        B = rot.shape[0]
+        w = np.zeros((B, rot.shape[1], 3))
+        w[:, :NUM_BODY_JOINTS] = db[:, 3:].reshape(B, NUM_BODY_JOINTS, 3)
+        w[:, _FINGER_JOINTS.reshape(-1)] = df.reshape(B, -1, 3)
+        Gp = np.concatenate([np.broadcast_to(np.eye(3), G[:, :1].shape), G[:, self.kp.parents[1:]]], 1)
+        w_local = (np.swapaxes(Gp, -1, -2) @ w[..., None])[..., 0]
+        return axis_angle_to_matrix(w_local) @ rot, t + db[:, :3]

@@ -1,0 +1,222 @@
+"""The image-aligned fit of one clip (issue 10): :class:`ClipAlignment` runs :mod:`.align`'s
+:class:`~.align.ImageAligner` on the capture's records in file order, links consecutive batches
+by the temporal prior, calibrates the clip on its first frames (focal estimate of :mod:`.focal`,
+depth anchoring) and smooths the result without lag (:class:`CentredSmoother`)."""
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Final
+
+import numpy as np
+
+from ..core.rotations import matrix_to_quat_wxyz, quat_wxyz_to_matrix
+from ..core.skeleton import NUM_JOINTS
+from ..models.keypoints import NUM_BODY_KP
+from .align import AlignConfig, ImageAligner, ModelKeypoints
+from .focal import MAX_FRAMES, ClipCamera, FocalEstimate, estimate_focal
+from .translation import TranslationSolver
+
+#: calibration (:meth:`ClipAlignment.calibrate`): at least this many frames; the depth anchoring
+#: rescales alpha by at most this factor
+MIN_CALIBRATION_FRAMES: Final[int] = 5
+ANCHOR_FRAMES: Final[int] = 12
+MAX_DEPTH_RATIO: Final[float] = 1.25
+#: :class:`CentredSmoother`: at most this many frames on each side
+MAX_HALF_WINDOW: Final[int] = 3
+
+
+class ClipAlignment:
+    """The image-aligned fit of one clip's frames in file order (:meth:`refine`, batches of
+    :class:`~.records.FrameRecord` after the filters), the temporal link between batches, and the
+    clip's calibration on its first frames (:meth:`calibrate`: focal estimate, depth anchoring).
+
+    Depth anchoring: the image fixes only the ratio of the person's size to her depth; the IK's
+    scale alpha (from the detector's metric 3D) sets both.  Eq. 14 measures the depth on the
+    torso bones, the aligned fit on all keypoints; they disagree by a few percent when the model's
+    limbs are relatively longer or shorter than hers.  :meth:`calibrate` keeps Eq. 14's depth on
+    average over the first frames and rescales alpha by the median ratio instead (the image is
+    unchanged by a common scale of alpha and translation), so the aligned fit does not move the
+    clip's depth.
+
+    Args:
+        keypoints: the body model's keypoints (shared by the clips of a pipeline).
+        camera: the clip's :class:`~.focal.ClipCamera` (its ``K`` is updated by the estimate).
+        config: weights and iterations.
+    """
+
+    def __init__(self, keypoints: ModelKeypoints, camera: ClipCamera, config: AlignConfig | None = None,
+                 fps: float = 30.0, lookahead: bool = True):
+        self.kp, self.camera = keypoints, camera
+        self.aligner = ImageAligner(keypoints, camera.K, config)
+        self.smoother = CentredSmoother(fps, self.aligner.config.smoothing_s if lookahead else 0.0)
+        self.calibrating = True
+        self.focal: FocalEstimate | None = None
+        self.depth_ratio = 1.0
+        self._shape: tuple[bytes, float] | None = None
+        # the last refined frame: index, correction of its rotations and of its translation
+        self._prev: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def _set_shape(self, betas: np.ndarray, scale: float) -> None:
+        key = (np.asarray(betas, np.float64).tobytes(), float(scale))
+        if key != self._shape:
+            self.kp.set_shape(betas, scale)
+            self._shape = key
+
+    @staticmethod
+    def _kp2d(recs) -> np.ndarray:
+        """``(B, 66, 3)`` px with the confidences the IK used (``ik_conf``: 0 for unseen points)."""
+        kp = np.stack([np.concatenate([r.body_2d, r.hands_2d.reshape(-1, 3)]) for r in recs])
+        kp[..., 2] = np.stack([r.ik_conf for r in recs])
+        return kp
+
+    def calibrate(self, recs, shape) -> bool:
+        """Once per clip, on the first window's valid, translated records (IK rotations, Eq. 14
+        translations): the focal when ``camera.pending`` (``camera.K``; source ``estimated``, or
+        ``default`` when the frames do not determine it) and the depth anchoring
+        (``shape.rescale``).  Fewer than :data:`MIN_CALIBRATION_FRAMES` frames (live) skip both.
+        Returns whether ``camera.K`` or the shape's scale changed (translations to solve again)."""
+        self.calibrating, estimate = False, self.camera.pending
+        self.camera.pending = False
+        recs = [r for r in recs if r.transl_ok][:shape.window]      # the shape's window: same frames, same result
+        if len(recs) < MIN_CALIBRATION_FRAMES:
+            return False
+        recs = recs[::max(1, -(-len(recs) // MAX_FRAMES))]
+        self._set_shape(shape.betas, shape.scale)
+        rot, kp2d = np.stack([r.rot for r in recs]), self._kp2d(recs)
+        J, _, X = self.kp.pose(rot, np.stack([r.transl for r in recs]))
+        changed = False
+        if estimate:
+            K = self.camera.K
+            self.focal = estimate_focal(X[:, :NUM_BODY_KP], kp2d[:, :NUM_BODY_KP], K, (int(round(2 * K[0, 2])), int(round(2 * K[1, 2]))))
+            if self.focal.focal is not None:
+                self.camera.set_focal(self.focal.focal, "estimated")
+                self.aligner.set_camera(self.camera.K)
+                changed = True
+        sub = np.arange(0, len(recs), max(1, -(-len(recs) // ANCHOR_FRAMES)))
+        J = J[sub] - np.stack([recs[i].transl for i in sub])[:, None]
+        t_eq, ok = TranslationSolver(self.camera.K).solve(kp2d[sub, :NUM_BODY_KP], J)
+        if ok.sum() >= MIN_CALIBRATION_FRAMES:
+            sub = sub[ok]
+            res = self.aligner.fit(rot[sub], t_eq[ok], kp2d[sub], np.stack([recs[i].body_3d for i in sub]))
+            ratio = float(np.median(t_eq[ok, 2] / res.transl[:, 2]))
+            if np.isfinite(ratio) and abs(ratio - 1.0) > 1e-3:
+                self.depth_ratio = float(np.clip(ratio, 1.0 / MAX_DEPTH_RATIO, MAX_DEPTH_RATIO))
+                shape.rescale(self.depth_ratio)
+                changed = True
+        return changed
+
+    def push(self, recs) -> list:
+        """The next records in file order (valid or not, filtered): refine the valid ones
+        (:meth:`refine`) and smooth them (:class:`CentredSmoother`); -> the records whose smoothing
+        window is complete (offline: up to ``CentredSmoother.half`` frames later)."""
+        valid = [r for r in recs if r.valid]
+        if valid:
+            self.refine(valid)
+        return self._posed(self.smoother.push(recs))
+
+    def flush(self) -> list:
+        """End of the clip: the records still held by the smoother."""
+        return self._posed(self.smoother.flush())
+
+    def _posed(self, recs) -> list:
+        """``rec.joints`` of the smoothed rotations."""
+        valid = [r for r in recs if r.valid and r.joints is not None]
+        if valid:
+            J, _, _ = self.kp.pose(quat_wxyz_to_matrix(np.stack([r.quat for r in valid])), np.zeros((len(valid), 3)))
+            for r, j in zip(valid, J):
+                r.joints = j
+        return recs
+
+    def refine(self, recs) -> None:
+        """Refine valid, smoothed records in place: ``quat`` (WXYZ, sign kept continuous),
+        ``transl`` and ``joints`` (the clip's shape must be set by :meth:`set_shape`)."""
+        if not recs:
+            return
+        B = len(recs)
+        idx = np.array([r.index for r in recs])
+        chain = np.concatenate([[False], np.diff(idx) == 1])
+        prev_rot = np.broadcast_to(np.eye(3), (B, NUM_JOINTS, 3, 3)).copy()
+        prev_t = np.zeros((B, 3))
+        prev_ok = np.zeros(B, bool)
+        quat = np.stack([r.quat for r in recs])
+        rot_in, t_in = quat_wxyz_to_matrix(quat), np.stack([r.transl for r in recs])
+        if self._prev is not None and self._prev[0] == idx[0] - 1:   # the last frame's correction, carried
+            prev_rot[0], prev_t[0], prev_ok[0] = self._prev[1] @ rot_in[0], t_in[0] + self._prev[2], True
+        res = self.aligner.fit(rot_in, t_in, self._kp2d(recs), np.stack([r.body_3d for r in recs]),
+                               prev_rot, prev_t, prev_ok, chain,
+                               frozen=np.stack([r.joint_confidence <= 0 for r in recs]))
+        q = matrix_to_quat_wxyz(res.rot)
+        q = np.where((q * quat).sum(-1, keepdims=True) < 0, -q, q)
+        for i, r in enumerate(recs):
+            r.quat, r.transl, r.joints = q[i], res.transl[i], res.joints[i]
+        self._prev = (int(idx[-1]), res.rot[-1] @ np.swapaxes(rot_in[-1], -1, -2), res.transl[-1] - t_in[-1])
+
+    def set_shape(self, betas: np.ndarray, scale: float) -> None:
+        """The clip's current shape (betas, scale alpha)."""
+        self._set_shape(betas, scale)
+
+
+class CentredSmoother:
+    """Zero-lag smoothing of the aligned frames: a centred Gaussian over time (standard deviation
+    ``sigma_s`` seconds, at most :data:`MAX_HALF_WINDOW` frames each side) of the rotations
+    (quaternions, sign-aligned, normalised) and the translation, over runs of consecutive valid
+    frames; next to a gap or the clip's ends the window shrinks symmetrically (a frame next to one
+    is kept as it is), so there is no lag anywhere.  The image-aligned fit
+    follows the detector's 2D points, whose noise a causal filter could only remove with lag
+    (tens of pixels on fast motion at 12 fps); offline, frames wait ``half`` frames for their
+    successors.  ``sigma_s = 0`` (live) passes frames through."""
+
+    def __init__(self, fps: float, sigma_s: float):
+        self.half = 0 if sigma_s <= 0 else min(MAX_HALF_WINDOW, max(1, math.ceil(2.0 * sigma_s * fps)))
+        k = np.arange(-self.half, self.half + 1)
+        self.weights = np.exp(-0.5 * (k / max(sigma_s * fps, 1e-9)) ** 2)
+        self._held: deque = deque()
+        self._past: deque = deque(maxlen=max(self.half, 1))   # (index, quat, transl) before smoothing
+
+    def push(self, recs) -> list:
+        self._held.extend(recs)
+        out = []
+        while len(self._held) > self.half:
+            out.append(self._release())
+        return out
+
+    def flush(self) -> list:
+        out = []
+        while self._held:
+            out.append(self._release())
+        return out
+
+    def _release(self):
+        r = self._held.popleft()
+        if self.half == 0 or not r.valid:
+            if not r.valid:
+                self._past.clear()
+            return r
+        q0, t0 = r.quat.copy(), r.transl.copy()
+        before = []
+        for k, (idx, q, t) in enumerate(reversed(self._past)):              # earlier frames
+            if idx != r.index - 1 - k:
+                break
+            before.append((q, t))
+        after = []
+        for k, n in enumerate(list(self._held)[:self.half]):               # later frames
+            if not n.valid or n.index != r.index + 1 + k:
+                break
+            after.append((n.quat, n.transl))
+        m = min(len(before), len(after))          # symmetric: no lag at a gap or the clip's ends either
+        if m == 0:
+            self._past.append((r.index, q0, t0))
+            return r
+        pairs = [(q0, t0)] + before[:m] + after[:m]
+        ws = np.concatenate([[self.weights[self.half]], self.weights[self.half - 1 - np.arange(m)],
+                             self.weights[self.half + 1 + np.arange(m)]])
+        qs, ts = [p[0] for p in pairs], [p[1] for p in pairs]
+        w = ws[:, None] / ws.sum()
+        Q = np.stack(qs)                                                      # (n, 52, 4)
+        Q = np.where((Q * q0).sum(-1, keepdims=True) < 0, -Q, Q)
+        q = (w[..., None] * Q).sum(0)
+        r.quat = q / np.linalg.norm(q, axis=-1, keepdims=True)
+        r.transl = (w * np.stack(ts)).sum(0)
+        self._past.append((r.index, q0, t0))
+        return r
