@@ -207,7 +207,7 @@ def test_centred_smoother_has_no_lag():
         out += sm.push(recs[i:i + 4])
         assert len(out) <= i + 4 - (sm.half if i + 4 < n else 0)
     out += sm.flush()
-    assert [r.index for r in out] == list(range(n)) and sm.half == 3
+    assert [r.index for r in out] == list(range(n)) and sm.half == math.ceil(2.5 * 0.05 * 25.0)
     for r, a in zip(out, angles):
         if r.valid:   # rotation: constant speed, exact (quaternion averaging is exact to 1e-4 here)
             ang = 2 * np.arccos(np.clip(np.abs(r.quat[:, 0]), 0, 1))
@@ -218,6 +218,30 @@ def test_centred_smoother_has_no_lag():
     q = recs[0].quat.copy()
     assert live.push(recs[:1]) == recs[:1] and live.half == 0
     np.testing.assert_array_equal(recs[0].quat, q)
+
+
+def test_centred_smoother_adapts_to_the_image_speed(kp):
+    """With the model's keypoints, a joint whose 2D points stand still is smoothed over
+    ``smoothing_max_s``, one whose points move fast over ``smoothing_s`` only: the same
+    wobble (period 8 frames at 30 fps) is damped more on the still clip."""
+    cam = clip_camera(SIZE, 60.0, None, estimate=False)
+    n, zig = 24, 0.02 * np.sin(2 * np.pi * np.arange(24) / 8)
+
+    def run(px_per_frame: float) -> float:
+        recs = []
+        for i in range(n):
+            r = _Rec(i, True, matrix_to_quat_wxyz(axis_angle_to_matrix(np.tile([0.0, zig[i], 0.0], (52, 1)))),
+                     np.array([0.0, 0.0, 3.0]))
+            pts = np.tile([640.0 + px_per_frame * i, 360.0, 1.0], (66, 1))
+            r.body_2d, r.hands_2d, r.ik_conf = pts[:24], pts[24:].reshape(2, 21, 3), np.ones(66)
+            recs.append(r)
+        sm = CentredSmoother(30.0, 0.04, 0.08, 0.3, kp, cam)
+        out = sm.push(recs) + sm.flush()
+        angles = [2 * np.arccos(min(abs(r.quat[5, 0]), 1.0)) for r in out[8:16]]
+        return float(np.mean(angles)) / float(np.mean(np.abs(zig[8:16])))      # amplitude kept
+
+    still, fast = run(0.0), run(40.0)            # 40 px/frame at 3 m: ~2 m/s
+    assert still < 0.4 and fast > 0.55 and still < 0.5 * fast, (still, fast)
 
 
 def test_shape_rescale():

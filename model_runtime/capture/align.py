@@ -48,14 +48,14 @@ from ..models.keypoints import keypoint_vertex_ids
 
 NUM_KEYPOINTS: Final[int] = len(BODY_KEYPOINT_NAMES) + 2 * len(HAND21_NAMES)   # 66
 _NB: Final[int] = len(BODY_KEYPOINT_NAMES)
-#: body bones (parent, child) of the detector's 3D prior (directions), BODY_KEYPOINT_NAMES names
+#: limb bones (parent, child) of the detector's 3D prior (directions), BODY_KEYPOINT_NAMES names: the
+#: parent is a joint and the child moves rigidly with it, so every joint above the parent turns
+#: the bone's direction by its own increment (d dir / d w_a = -[dir]x)
 BONES_3D: Final[tuple[tuple[str, str], ...]] = (
     ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
     ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
     ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
     ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
-    ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"), ("pelvis", "neck"), ("neck", "head"),
-    ("left_ankle", "left_big_toe"), ("right_ankle", "right_big_toe"),
 )
 #: finger order of the 21-point hands (thumb, index, middle, ring, pinky)
 _HAND_FINGERS: Final[tuple[str, ...]] = ("thumb", "index", "middle", "ring", "pinky")
@@ -73,7 +73,9 @@ class AlignConfig:
     """Weights (metres / radians, see the module docstring) and iterations."""
 
     iterations: int = 3
-    smoothing_s: float = 0.05      # centred Gaussian on the result (offline), standard deviation in seconds
+    smoothing_s: float = 0.04      # centred Gaussian on the result (offline): std (s) of fast parts ...
+    smoothing_max_s: float = 0.08  # ... of still ones ...
+    smoothing_speed: float = 0.3   # ... and the image speed between them (m/s at the person's depth)
     sigma: float = 0.03            # robust scale of the 2D residual, metres at the person's depth
     w_ik: float = 2e-3             # per body joint, rad^-2
     w_ik_fingers: float = 5e-4     # per finger joint
@@ -115,6 +117,7 @@ class ModelKeypoints:
         self.M[self.joint_rows] = A[self.kp_joint]
         self.M[self.vertex_rows] = self.W @ A
         self.parents = np.asarray(PARENTS)
+        self.body_anc, self.body_anc_w = _compact(self.M[:, :NUM_BODY_JOINTS])
         self.set_shape(np.zeros(NUM_BETAS), 1.0)
 
     def set_shape(self, betas: np.ndarray, scale: float) -> None:
@@ -140,6 +143,19 @@ class ModelKeypoints:
         return self.scale * P + t, G, self.scale * kps + t
 
 
+def _compact(M: np.ndarray, extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``M (K, J)`` the joints with a non-zero entry (in ``M`` or ``extra``), padded
+    with joints of zero entry: ``(K, L)`` indices and ``M``'s values there (Jacobians only over
+    the joints that move a point)."""
+    nz = (M > 0) if extra is None else (M > 0) | (extra > 0)
+    L = int(nz.sum(1).max())
+    idx = np.zeros((len(M), L), np.int64)
+    for k, row in enumerate(nz):
+        on, off = np.nonzero(row)[0], np.nonzero(~row)[0]
+        idx[k] = np.concatenate([on, off[:L - len(on)]])
+    return idx, np.take_along_axis(M, idx, 1)
+
+
 def _finger_layout() -> tuple[np.ndarray, np.ndarray]:
     """``(2, 5, 3)`` SMPL-H joints of each side's fingers (HAND21 finger order, base -> tip) and
     ``(2, 5, 4)`` their keypoint rows among the 66."""
@@ -150,6 +166,22 @@ def _finger_layout() -> tuple[np.ndarray, np.ndarray]:
 
 
 _FINGER_JOINTS, _FINGER_ROWS = _finger_layout()
+
+
+def _arm_columns() -> np.ndarray:
+    """``(2, 27)`` body-block columns (translation + the 8 joints from the pelvis to the wrist)
+    that move each hand's finger keypoints: the only non-zero rows of its finger coupling."""
+    out = []
+    for side in ("left", "right"):
+        chain, j = [], JOINT_NAMES.index(f"{side}_wrist")
+        while j >= 0:
+            chain.append(j)
+            j = int(PARENTS[j])
+        out.append([0, 1, 2] + [3 + 3 * a + i for a in sorted(chain) for i in range(3)])
+    return np.array(out)
+
+
+_ARM_COLS = _arm_columns()
 _BODY = np.arange(NUM_BODY_JOINTS)
 
 
@@ -225,6 +257,7 @@ class ImageAligner:
         bn = list(BODY_KEYPOINT_NAMES)
         self._bone_p = np.array([bn.index(p) for p, _ in BONES_3D])
         self._bone_c = np.array([bn.index(c) for _, c in BONES_3D])
+        self._bone_m = keypoints.M[self._bone_p, :NUM_BODY_JOINTS]                        # (nb, 22) 0/1
 
     def set_camera(self, K: np.ndarray) -> None:
         K = np.asarray(K, np.float64)
@@ -265,8 +298,9 @@ class ImageAligner:
         fr.follow(rot, t)
         state = self._linearise(fr, rot, t)
         e0 = state[0].copy()
-        for _ in range(n_it):
-            energy, G, H, g = state
+        energy = e0
+        for it in range(n_it):
+            _, G, H, g = state
             rot_n, t_n = self._apply(self._solve(H, g, lam, fr.sides, free), rot, t, G)
             e_n = self._linearise(fr, rot_n, t_n, jacobian=False)[0]
             ok = e_n < energy
@@ -275,9 +309,11 @@ class ImageAligner:
                 rot = np.where(ok[:, None, None, None], rot_n, rot)
                 t = np.where(ok[:, None], t_n, t)
                 fr.follow(rot, t)
-                state = self._linearise(fr, rot, t)
+                # the last iteration needs the energy only (chained targets may have moved)
+                state = self._linearise(fr, rot, t, jacobian=it < n_it - 1)
+                energy = state[0]
         joints, _, _ = self.kp.pose(rot, np.zeros_like(t))
-        return AlignResult(rot=rot, transl=t, energy_before=e0, energy=state[0], joints=joints)
+        return AlignResult(rot=rot, transl=t, energy_before=e0, energy=energy, joints=joints)
 
     def energy(self, rot, transl, kp2d, body_3d=None, prev_rot=None, prev_transl=None, prev_ok=None,
                ik_rot=None) -> np.ndarray:
@@ -301,7 +337,7 @@ class ImageAligner:
         Q = rot @ np.swapaxes(target, -1, -2)                                              # parent frame
         e = 0.5 * np.stack([Q[..., 2, 1] - Q[..., 1, 2], Q[..., 0, 2] - Q[..., 2, 0], Q[..., 1, 0] - Q[..., 0, 1]], -1)
         Gp = np.concatenate([np.broadcast_to(np.eye(3), G[:, :1].shape), G[:, self.kp.parents[1:]]], 1)
-        r = (Gp @ e[..., None])[..., 0] * w[:, None]
+        r = (Gp @ e[..., None])[..., 0] * w[..., None]
         return r, (w * (3.0 - Q[..., 0, 0] - Q[..., 1, 1] - Q[..., 2, 2])).sum(-1)
 
     def _linearise(self, fr: _Frames, rot, t, jacobian: bool = True):
@@ -317,12 +353,14 @@ class ImageAligner:
         nj = rot.shape[1]
         w_rot = np.full(nj, cfg.w_ik)
         w_rot[NUM_BODY_JOINTS:] = cfg.w_ik_fingers
+        w_rot = np.broadcast_to(w_rot, rot.shape[:2])                                      # (B, 52)
+        w_tmp = cfg.w_temporal * np.broadcast_to(fr.prev_w[:, None], rot.shape[:2])
         r_ik, e_ik = self._rot_prior(rot, fr.ik_rot, G, w_rot)
         energy = energy + e_ik
-        r_t, e_t = self._rot_prior(rot, fr.prev_rot, G, np.full(nj, cfg.w_temporal))
+        r_t, e_t = self._rot_prior(rot, fr.prev_rot, G, w_tmp)
         dt = t - fr.prev_transl
         pw = fr.prev_w
-        energy = energy + pw * (e_t + cfg.w_transl_temporal * (dt * dt).sum(-1))
+        energy = energy + e_t + pw * cfg.w_transl_temporal * (dt * dt).sum(-1)
         if fr.body_3d is not None:
             b = X[:, self._bone_c] - X[:, self._bone_p]
             bl = np.linalg.norm(b, axis=-1, keepdims=True)
@@ -341,12 +379,16 @@ class ImageAligner:
         A[..., :, 2] = -(ur - self._c) / zr[..., None]
         A *= fr.inv_ppm[:, None, None, None]
         wk = fr.c[:, rows] / root[:, rows]                                                 # IRLS (B, R)
-        # d X_k / d w_a = M_ka (J_a - X_k) x . ; rows a_r . (D x w) = (a_r x D) . w
-        D = J[:, None, :NUM_BODY_JOINTS, :] - Xr[:, :, None, :]                            # (B, R, 22, 3)
-        Jb = np.empty((B, len(rows), 2, 3 + 3 * NUM_BODY_JOINTS), np.float32)
-        Jb[..., :3] = A
-        Jb[..., 3:] = (cross(A[:, :, :, None, :], D[:, :, None, :, :])
-                       * self.kp.M[rows][None, :, None, :NUM_BODY_JOINTS, None]).reshape(B, len(rows), 2, -1)
+        # d X_k / d w_a = M_ka (J_a - X_k) x . ; rows a_r . (D x w) = (a_r x D) . w, over the
+        # joints that move X_k only (anc); laid out (B, R, 69, 2) for the scatter
+        anc, anc_w = self.kp.body_anc[rows], self.kp.body_anc_w[rows]                      # (R, L)
+        D = J[:, anc] - Xr[:, :, None, :]                                                  # (B, R, L, 3)
+        val = cross(A[:, :, None, :, :], D[:, :, :, None, :]) * anc_w[None, :, :, None, None]   # (B, R, L, 2, 3)
+        JbT = np.zeros((B, len(rows), 3 + 3 * NUM_BODY_JOINTS, 2), np.float32)
+        JbT[:, :, :3] = np.swapaxes(A, -1, -2)
+        cidx = 3 + 3 * anc[..., None] + np.arange(3)                                       # (R, L, 3)
+        JbT[:, np.arange(len(rows))[:, None, None], cidx] = np.swapaxes(val, -1, -2)
+        Jb = np.swapaxes(JbT, -1, -2)                                                       # (B, R, 2, 69)
         wr = np.repeat(wk, 2, axis=1).astype(np.float32)                                    # (B, 2R)
         Jb2 = Jb.reshape(B, 2 * len(rows), -1)
         JbWT = np.swapaxes(Jb2 * wr[..., None], 1, 2)
@@ -368,29 +410,26 @@ class ImageAligner:
             JfWT = np.swapaxes(Jf * wf[..., None], -1, -2)
             Hff[:, sides] = JfWT @ Jf
             gf[:, sides] = JfWT @ d[:, rows][:, fr_rows].reshape(B, len(sides), 5, 8, 1)
-            Jbf = Jb[:, fr_rows].reshape(B, len(sides), 5, 8, -1)                          # body columns of finger rows
-            Hbf = np.swapaxes(Jbf * wf[..., None], -1, -2) @ Jf                            # (B, S, 5, 69, 9)
+            cols = _ARM_COLS[sides]                                                         # (S, 27)
+            Jbf = Jb[:, fr_rows].reshape(B, len(sides), 5, 8, -1)
+            Jbf = np.take_along_axis(Jbf, cols[None, :, None, None, :], -1)                # the arm's columns
+            Hbf = np.swapaxes(Jbf * wf[..., None], -1, -2) @ Jf                            # (B, S, 5, 27, 9)
         # priors on rotations: identity Jacobians (camera-frame residuals)
         dg = np.zeros((B, 3 + 3 * NUM_BODY_JOINTS))
-        gb[:, 3:, 0] += r_ik[:, :NUM_BODY_JOINTS].reshape(B, -1) + pw[:, None] * r_t[:, :NUM_BODY_JOINTS].reshape(B, -1)
-        dg[:, 3:] += cfg.w_ik + cfg.w_temporal * pw[:, None]
-        gf[..., 0] += (r_ik[:, fj] + pw[:, None, None, None, None] * r_t[:, fj]).reshape(B, 2, 5, 9)
+        gb[:, 3:, 0] += (r_ik + r_t)[:, :NUM_BODY_JOINTS].reshape(B, -1)
+        dg[:, 3:] += np.repeat((w_rot + w_tmp)[:, :NUM_BODY_JOINTS], 3, axis=1)
+        gf[..., 0] += (r_ik + r_t)[:, fj].reshape(B, 2, 5, 9)
         gb[:, :3, 0] += cfg.w_transl_temporal * pw[:, None] * dt
         dg[:, :3] += cfg.w_transl_temporal * pw[:, None]
         idx = np.arange(Hbb.shape[-1])
         Hbb[:, idx, idx] += dg
         fi = np.arange(9)
-        Hff[..., fi, fi] += (cfg.w_ik_fingers + cfg.w_temporal * pw)[:, None, None, None]
+        Hff[..., fi, fi] += np.repeat((w_rot + w_tmp)[:, fj], 3, axis=-1)
         if fr.body_3d is not None:
-            # d bh / d w_a = P (M_ca [J_a - X_c]x - M_pa [J_a - X_p]x) / |b|,  P = I - bh bh^T;
-            # row i of P [D]x is P_i x D
-            Pm = (np.eye(3) - bh[..., :, None] * bh[..., None, :]) / np.maximum(bl[..., None], 1e-9)   # (B, nb, 3, 3)
+            # d bh / d w_a = -[bh]x for the parent joint and every joint above it (BONES_3D)
             nb = len(self._bone_c)
             Jd = np.zeros((B, nb, 3, 3 + 3 * NUM_BODY_JOINTS))
-            for rowk, sign in ((self._bone_c, 1.0), (self._bone_p, -1.0)):
-                Dk = J[:, None, :NUM_BODY_JOINTS, :] - X[:, rowk, None, :]                  # (B, nb, 22, 3)
-                contrib = cross(Pm[:, :, None, :, :], Dk[:, :, :, None, :]) * self.kp.M[rowk][None, :, :NUM_BODY_JOINTS, None, None]
-                Jd[..., 3:] += sign * np.moveaxis(contrib, 2, 3).reshape(B, nb, 3, -1)
+            Jd[..., 3:] = (-_skew(bh)[:, :, :, None, :] * self._bone_m[None, :, None, :, None]).reshape(B, nb, 3, -1)
             Jd = Jd.reshape(B, 3 * nb, -1)
             JwT = np.swapaxes(Jd * np.repeat(fr.w3, 3, axis=1)[..., None], 1, 2)
             Hbb += JwT @ Jd
@@ -410,7 +449,8 @@ class ImageAligner:
             Hbb = Hbb * (mb[:, :, None] & mb[:, None, :]) + np.eye(Hbb.shape[-1]) * ~mb[:, None, :]
             Hff = Hff * (mf[..., :, None] & mf[..., None, :]) + np.eye(9) * ~mf[..., None, :]
             if Hbf is not None:
-                Hbf = Hbf * (mb[:, None, None, :, None] & mf[:, sides][..., None, :])
+                mbs = mb[:, _ARM_COLS[sides]]                                               # (B, S, 27)
+                Hbf = Hbf * (mbs[:, :, None, :, None] & mf[:, sides][..., None, :])
             gb, gf = gb * mb[..., None], gf * mf[..., None]
         Hbb = Hbb.copy()
         Hbb[:, ib, ib] += lam[:, None] * Hbb[:, ib, ib] + 1e-9
@@ -420,11 +460,16 @@ class ImageAligner:
         if Hbf is None:
             return -np.linalg.solve(Hbb, gb)[..., 0], df[..., 0]
         Hs_inv = np.linalg.inv(Hff[:, sides])                                              # (B, S, 5, 9, 9)
-        HbfHi = Hbf @ Hs_inv                                                                # (B, S, 5, 69, 9)
-        S = Hbb - (HbfHi @ np.swapaxes(Hbf, -1, -2)).sum((1, 2))
-        rhs = gb - (HbfHi @ gf[:, sides]).sum((1, 2))
+        HbfHi = Hbf @ Hs_inv                                                                # (B, S, 5, 27, 9)
+        red = (HbfHi @ np.swapaxes(Hbf, -1, -2)).sum(2)                                     # (B, S, 27, 27)
+        red_g = (HbfHi @ gf[:, sides]).sum(2)                                               # (B, S, 27, 1)
+        S, rhs = Hbb.copy(), gb.copy()
+        for i, c in enumerate(_ARM_COLS[sides]):
+            S[:, c[:, None], c[None, :]] -= red[:, i]
+            rhs[:, c] -= red_g[:, i]
         db = -np.linalg.solve(S, rhs)                                                      # (B, 69, 1)
-        df[:, sides] = -Hs_inv @ (gf[:, sides] + np.swapaxes(Hbf, -1, -2) @ db[:, None, None])
+        dbs = np.stack([db[:, c] for c in _ARM_COLS[sides]], 1)                            # (B, S, 27, 1)
+        df[:, sides] = -Hs_inv @ (gf[:, sides] + np.swapaxes(Hbf, -1, -2) @ dbs[:, :, None])
         return db[..., 0], df[..., 0]
 
     def _apply(self, step, rot, t, G):
@@ -437,3 +482,10 @@ class ImageAligner:
         Gp = np.concatenate([np.broadcast_to(np.eye(3), G[:, :1].shape), G[:, self.kp.parents[1:]]], 1)
         w_local = (np.swapaxes(Gp, -1, -2) @ w[..., None])[..., 0]
         return axis_angle_to_matrix(w_local) @ rot, t + db[:, :3]
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` -> cross-product matrices ``(..., 3, 3)`` (``_skew(a) @ b = a x b``)."""
+    z = np.zeros(v.shape[:-1])
+    x, y, w = v[..., 0], v[..., 1], v[..., 2]
+    return np.stack([np.stack([z, -w, y], -1), np.stack([w, z, -x], -1), np.stack([-y, x, z], -1)], -2)

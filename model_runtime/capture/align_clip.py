@@ -23,7 +23,7 @@ MIN_CALIBRATION_FRAMES: Final[int] = 5
 ANCHOR_FRAMES: Final[int] = 12
 MAX_DEPTH_RATIO: Final[float] = 1.25
 #: :class:`CentredSmoother`: at most this many frames on each side
-MAX_HALF_WINDOW: Final[int] = 3
+MAX_HALF_WINDOW: Final[int] = 6
 
 
 class ClipAlignment:
@@ -49,7 +49,9 @@ class ClipAlignment:
                  fps: float = 30.0, lookahead: bool = True):
         self.kp, self.camera = keypoints, camera
         self.aligner = ImageAligner(keypoints, camera.K, config)
-        self.smoother = CentredSmoother(fps, self.aligner.config.smoothing_s if lookahead else 0.0)
+        cfg = self.aligner.config
+        self.smoother = CentredSmoother(fps, cfg.smoothing_s if lookahead else 0.0, cfg.smoothing_max_s,
+                                        cfg.smoothing_speed, keypoints, camera)
         self.calibrating = True
         self.focal: FocalEstimate | None = None
         self.depth_ratio = 1.0
@@ -158,21 +160,30 @@ class ClipAlignment:
 
 
 class CentredSmoother:
-    """Zero-lag smoothing of the aligned frames: a centred Gaussian over time (standard deviation
-    ``sigma_s`` seconds, at most :data:`MAX_HALF_WINDOW` frames each side) of the rotations
-    (quaternions, sign-aligned, normalised) and the translation, over runs of consecutive valid
-    frames; next to a gap or the clip's ends the window shrinks symmetrically (a frame next to one
-    is kept as it is), so there is no lag anywhere.  The image-aligned fit
-    follows the detector's 2D points, whose noise a causal filter could only remove with lag
-    (tens of pixels on fast motion at 12 fps); offline, frames wait ``half`` frames for their
-    successors.  ``sigma_s = 0`` (live) passes frames through."""
+    """Zero-lag smoothing of the aligned frames: a centred Gaussian over time of each joint's
+    rotation (quaternions sign-aligned and normalised) and of the translation, at most
+    :data:`MAX_HALF_WINDOW` frames each side, over runs of consecutive valid frames; next to a gap
+    or the clip's ends the window shrinks symmetrically (a frame next to one is kept as it is), so
+    there is no lag anywhere.  The image-aligned fit follows the detector's 2D points, whose noise a
+    causal filter could only remove with lag (tens of pixels on fast motion at 12 fps); offline,
+    frames wait ``half`` frames for their successors.  ``sigma_s = 0`` (live) passes frames through.
 
-    def __init__(self, fps: float, sigma_s: float):
-        self.half = 0 if sigma_s <= 0 else min(MAX_HALF_WINDOW, max(1, math.ceil(2.0 * sigma_s * fps)))
-        k = np.arange(-self.half, self.half + 1)
-        self.weights = np.exp(-0.5 * (k / max(sigma_s * fps, 1e-9)) ** 2)
+    The standard deviation adapts to the motion: a joint whose keypoints (those it moves,
+    ``keypoints.M``) move at speed ``v`` in the image (metres per second at the person's depth,
+    from the neighbouring frames' detections) gets ``sigma_s + (sigma_max_s - sigma_s) /
+    (1 + (v / speed)^2)``: still parts (a talking head's shoulders) are smoothed over ~0.1 s, a
+    dribbling hand hardly at all.  The translation does the same with the median speed of all
+    keypoints.  Without ``keypoints`` the standard deviation is ``sigma_s`` everywhere.
+    """
+
+    def __init__(self, fps: float, sigma_s: float, sigma_max_s: float | None = None, speed: float = 1.0,
+                 keypoints: ModelKeypoints | None = None, camera: ClipCamera | None = None):
+        self.fps, self.sigma, self.speed = float(fps), float(sigma_s), float(speed)
+        self.sigma_max = self.sigma if sigma_max_s is None or keypoints is None else max(float(sigma_max_s), self.sigma)
+        self.half = 0 if self.sigma <= 0 else min(MAX_HALF_WINDOW, max(1, math.ceil(2.5 * self.sigma_max * fps)))
+        self.kp, self.camera = keypoints, camera
         self._held: deque = deque()
-        self._past: deque = deque(maxlen=max(self.half, 1))   # (index, quat, transl) before smoothing
+        self._past: deque = deque(maxlen=max(self.half, 1))   # (index, quat, transl, kp2d) before smoothing
 
     def push(self, recs) -> list:
         self._held.extend(recs)
@@ -187,36 +198,59 @@ class CentredSmoother:
             out.append(self._release())
         return out
 
+    @staticmethod
+    def _kp2d(r) -> np.ndarray | None:
+        if not hasattr(r, "body_2d"):
+            return None
+        kp = np.concatenate([r.body_2d, r.hands_2d.reshape(-1, 3)])
+        kp[:, 2] = r.ik_conf
+        return kp
+
+    def _sigmas(self, r, prev: np.ndarray | None, nxt: np.ndarray | None) -> tuple[np.ndarray, float]:
+        """Per-joint ``(52,)`` and translation standard deviations (seconds) of frame ``r``."""
+        if self.sigma_max == self.sigma or prev is None or nxt is None:
+            return np.full(len(r.quat), self.sigma), self.sigma
+        c = np.minimum(prev[:, 2], nxt[:, 2])
+        metres_per_px = max(float(r.transl[2]), 0.3) / float(self.camera.K[0, 0])
+        v = np.linalg.norm(nxt[:, :2] - prev[:, :2], axis=-1) * (0.5 * self.fps * metres_per_px)   # (66,) m/s
+        M = self.kp.M
+        den = c @ M
+        vj = np.where(den > 0, (c * v) @ M / np.maximum(den, 1e-12), 0.0)                 # (52,)
+        vt = float(np.median(v[c > 0])) if (c > 0).any() else 0.0
+        span = self.sigma_max - self.sigma
+        return self.sigma + span / (1.0 + (vj / self.speed) ** 2), self.sigma + span / (1.0 + (vt / self.speed) ** 2)
+
     def _release(self):
         r = self._held.popleft()
         if self.half == 0 or not r.valid:
             if not r.valid:
                 self._past.clear()
             return r
-        q0, t0 = r.quat.copy(), r.transl.copy()
+        q0, t0, kp0 = r.quat.copy(), r.transl.copy(), self._kp2d(r)
         before = []
-        for k, (idx, q, t) in enumerate(reversed(self._past)):              # earlier frames
+        for k, (idx, q, t, kp) in enumerate(reversed(self._past)):          # earlier frames
             if idx != r.index - 1 - k:
                 break
-            before.append((q, t))
+            before.append((q, t, kp))
         after = []
         for k, n in enumerate(list(self._held)[:self.half]):               # later frames
             if not n.valid or n.index != r.index + 1 + k:
                 break
-            after.append((n.quat, n.transl))
+            after.append((n.quat, n.transl, None))
         m = min(len(before), len(after))          # symmetric: no lag at a gap or the clip's ends either
+        self._past.append((r.index, q0, t0, kp0))
         if m == 0:
-            self._past.append((r.index, q0, t0))
             return r
-        pairs = [(q0, t0)] + before[:m] + after[:m]
-        ws = np.concatenate([[self.weights[self.half]], self.weights[self.half - 1 - np.arange(m)],
-                             self.weights[self.half + 1 + np.arange(m)]])
-        qs, ts = [p[0] for p in pairs], [p[1] for p in pairs]
-        w = ws[:, None] / ws.sum()
-        Q = np.stack(qs)                                                      # (n, 52, 4)
+        sig_j, sig_t = self._sigmas(r, before[0][2], self._kp2d(self._held[0]))
+        offs = np.concatenate([[0], -1 - np.arange(m), 1 + np.arange(m)]).astype(np.float64)
+        pairs = [(q0, t0)] + [p[:2] for p in before[:m]] + [p[:2] for p in after[:m]]
+        w = np.exp(-0.5 * (offs[:, None] / (sig_j[None, :] * self.fps)) ** 2)          # (n, 52)
+        w /= w.sum(0)
+        wt = np.exp(-0.5 * (offs / (sig_t * self.fps)) ** 2)
+        wt /= wt.sum()
+        Q = np.stack([p[0] for p in pairs])                                   # (n, 52, 4)
         Q = np.where((Q * q0).sum(-1, keepdims=True) < 0, -Q, Q)
         q = (w[..., None] * Q).sum(0)
         r.quat = q / np.linalg.norm(q, axis=-1, keepdims=True)
-        r.transl = (w * np.stack(ts)).sum(0)
-        self._past.append((r.index, q0, t0))
+        r.transl = (wt[:, None] * np.stack([p[1] for p in pairs])).sum(0)
         return r
