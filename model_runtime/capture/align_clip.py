@@ -11,7 +11,7 @@ from typing import Final
 import numpy as np
 
 from ..core.rotations import matrix_to_quat_wxyz, quat_wxyz_to_matrix
-from ..core.skeleton import NUM_JOINTS
+from ..core.skeleton import BODY_KEYPOINT_NAMES, NUM_JOINTS
 from ..models.keypoints import NUM_BODY_KP
 from .align import AlignConfig, ImageAligner, ModelKeypoints
 from .focal import MAX_FRAMES, ClipCamera, FocalEstimate, estimate_focal
@@ -20,6 +20,8 @@ from .translation import TranslationSolver
 #: calibration (:meth:`ClipAlignment.calibrate`): at least this many frames; the depth anchoring
 #: rescales alpha by at most this factor
 MIN_CALIBRATION_FRAMES: Final[int] = 5
+_TORSO_ROWS: Final[np.ndarray] = np.array([BODY_KEYPOINT_NAMES.index(n) for n in
+                                           ("left_shoulder", "right_shoulder", "left_hip", "right_hip")])
 ANCHOR_FRAMES: Final[int] = 12
 MAX_DEPTH_RATIO: Final[float] = 1.25
 #: :class:`CentredSmoother`: at most this many frames on each side
@@ -76,7 +78,8 @@ class ClipAlignment:
         """Once per clip, on the first window's valid, translated records (IK rotations, Eq. 14
         translations): the focal when ``camera.pending`` (``camera.K``; source ``estimated``, or
         ``default`` when the frames do not determine it) and the depth anchoring
-        (``shape.rescale``).  Fewer than :data:`MIN_CALIBRATION_FRAMES` frames (live) skip both.
+        (``shape.rescale``, on frames whose shoulders and hips are seen; none when fewer than
+        :data:`MIN_CALIBRATION_FRAMES`).  Fewer than :data:`MIN_CALIBRATION_FRAMES` frames (live) skip both.
         Returns whether ``camera.K`` or the shape's scale changed (translations to solve again)."""
         self.calibrating, estimate = False, self.camera.pending
         self.camera.pending = False
@@ -95,7 +98,11 @@ class ClipAlignment:
                 self.camera.set_focal(self.focal.focal, "estimated")
                 self.aligner.set_camera(self.camera.K)
                 changed = True
-        sub = np.arange(0, len(recs), max(1, -(-len(recs) // ANCHOR_FRAMES)))
+        # anchoring: frames whose torso (shoulders and hips) is seen, so that Eq. 14 rests on it
+        torso = np.nonzero((kp2d[:, _TORSO_ROWS, 2] >= 0.5).all(1))[0]
+        sub = torso[::max(1, -(-len(torso) // ANCHOR_FRAMES))]
+        if len(sub) < MIN_CALIBRATION_FRAMES:
+            return changed
         J = J[sub] - np.stack([recs[i].transl for i in sub])[:, None]
         t_eq, ok = TranslationSolver(self.camera.K).solve(kp2d[sub, :NUM_BODY_KP], J)
         if ok.sum() >= MIN_CALIBRATION_FRAMES:
