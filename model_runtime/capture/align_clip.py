@@ -24,6 +24,9 @@ _TORSO_ROWS: Final[np.ndarray] = np.array([BODY_KEYPOINT_NAMES.index(n) for n in
                                            ("left_shoulder", "right_shoulder", "left_hip", "right_hip")])
 ANCHOR_FRAMES: Final[int] = 12
 MAX_DEPTH_RATIO: Final[float] = 1.25
+#: offline, the fit runs on batches of at least this many valid frames (a batch of 8 costs about
+#: half as much per frame as one of 4: numpy's per-call overhead)
+ALIGN_BATCH: Final[int] = 8
 #: :class:`CentredSmoother`: at most this many frames on each side
 MAX_HALF_WINDOW: Final[int] = 6
 
@@ -58,6 +61,7 @@ class ClipAlignment:
         self.focal: FocalEstimate | None = None
         self.depth_ratio = 1.0
         self._shape: tuple[bytes, float] | None = None
+        self._pending: list = []                        # records waiting for a batch (offline)
         # the last refined frame: index, correction of its rotations and of its translation
         self._prev: tuple[int, np.ndarray, np.ndarray] | None = None
 
@@ -117,16 +121,25 @@ class ClipAlignment:
 
     def push(self, recs) -> list:
         """The next records in file order (valid or not, filtered): refine the valid ones
-        (:meth:`refine`) and smooth them (:class:`CentredSmoother`); -> the records whose smoothing
-        window is complete (offline: up to ``CentredSmoother.half`` frames later)."""
+        (:meth:`refine`, offline in batches of :data:`ALIGN_BATCH`) and smooth them
+        (:class:`CentredSmoother`); -> the records whose smoothing window is complete (offline: up
+        to ``ALIGN_BATCH + CentredSmoother.half`` frames later)."""
+        self._pending += recs
+        if self.smoother.half and sum(r.valid for r in self._pending) < ALIGN_BATCH:
+            return []                               # offline: fit ALIGN_BATCH frames at once (cheaper)
+        return self._posed(self.smoother.push(self._fit_pending()))
+
+    def flush(self) -> list:
+        """End of the clip: the records still held (fitted and smoothed)."""
+        out = self.smoother.push(self._fit_pending())
+        return self._posed(out + self.smoother.flush())
+
+    def _fit_pending(self) -> list:
+        recs, self._pending = self._pending, []
         valid = [r for r in recs if r.valid]
         if valid:
             self.refine(valid)
-        return self._posed(self.smoother.push(recs))
-
-    def flush(self) -> list:
-        """End of the clip: the records still held by the smoother."""
-        return self._posed(self.smoother.flush())
+        return recs
 
     def _posed(self, recs) -> list:
         """``rec.joints`` of the smoothed rotations."""
