@@ -48,6 +48,9 @@ from ..models.keypoints import keypoint_vertex_ids
 
 NUM_KEYPOINTS: Final[int] = len(BODY_KEYPOINT_NAMES) + 2 * len(HAND21_NAMES)   # 66
 _NB: Final[int] = len(BODY_KEYPOINT_NAMES)
+#: :meth:`ImageAligner._start_translation` starts from the least-squares translation where its
+#: energy is below this fraction of the given translation's
+START_GAIN: Final[float] = 0.5
 #: limb bones (parent, child) of the detector's 3D prior (directions), BODY_KEYPOINT_NAMES names: the
 #: parent is a joint and the child moves rigidly with it, so every joint above the parent turns
 #: the bone's direction by its own increment (d dir / d w_a = -[dir]x)
@@ -270,7 +273,8 @@ class ImageAligner:
     def fit(self, rot: np.ndarray, transl: np.ndarray, kp2d: np.ndarray, body_3d: np.ndarray | None = None,
             prev_rot: np.ndarray | None = None, prev_transl: np.ndarray | None = None,
             prev_ok: np.ndarray | None = None, chain: np.ndarray | None = None,
-            frozen: np.ndarray | None = None, iterations: int | None = None) -> AlignResult:
+            frozen: np.ndarray | None = None, unsure: np.ndarray | None = None,
+            iterations: int | None = None) -> AlignResult:
         """Refine frames.
 
         Args:
@@ -284,6 +288,9 @@ class ImageAligner:
                 is its temporal target (updated every iteration).
             frozen: ``(B, 52)`` bool: joints whose relative rotation stays as given (unseen joints,
                 held or neutral: :mod:`.visibility`), or None.
+            unsure: ``(B,)`` bool: frames whose translation is a stand-in (Eq. 14 had no
+                solution); they may start from the least-squares translation
+                (:meth:`_start_translation`).  None: all.
             iterations: LM iterations (default ``config.iterations``).
         """
         rot = np.array(rot, np.float64)
@@ -296,9 +303,10 @@ class ImageAligner:
         lam = np.full(B, self.config.damping)
         n_it = self.config.iterations if iterations is None else int(iterations)
         fr.follow(rot, t)
+        t = self._start_translation(fr, rot, t, np.ones(B, bool) if unsure is None else np.asarray(unsure, bool))
         state = self._linearise(fr, rot, t)
-        e0 = state[0].copy()
-        energy = e0
+        e0 = self._linearise(fr, np.asarray(rot), np.asarray(transl, np.float64), jacobian=False)[0]
+        energy = state[0]
         for it in range(n_it):
             _, G, H, g = state
             rot_n, t_n = self._apply(self._solve(H, g, lam, fr.sides, free), rot, t, G)
@@ -314,6 +322,45 @@ class ImageAligner:
                 energy = state[0]
         joints, _, _ = self.kp.pose(rot, np.zeros_like(t))
         return AlignResult(rot=rot, transl=t, energy_before=e0, energy=energy, joints=joints)
+
+    def _start_translation(self, fr: _Frames, rot: np.ndarray, t: np.ndarray, unsure: np.ndarray) -> np.ndarray:
+        """The translation to start from, per frame the lowest energy of: the given one; the warm
+        start, the temporal target (the previous frame's translation correction carried to this
+        frame, for chained frames from the previous frame's start); and, for ``unsure`` frames and
+        only when it more than halves the energy (:data:`START_GAIN`; Eq. 14 found no torso: a
+        face-only close-up), the least-squares translation that puts the posed model's seen points
+        on their rays, ``t_xy - m t_z = m X_z - X_xy`` for normalised pixels ``m`` (linear).  The
+        energy's metres-per-pixel follow the start."""
+        B = len(t)
+        e_best = self._linearise(fr, rot, t, jacobian=False)[0]
+        start = t
+        has_prev = fr.prev_w > 0
+        if has_prev.any():
+            t_pred = np.where(has_prev[:, None], fr.prev_transl, t)                      # the temporal target
+            e_pred = self._linearise(fr, rot, t_pred, jacobian=False)[0]
+            use = has_prev & (e_pred < e_best)
+            start, e_best = np.where(use[:, None], t_pred, start), np.where(use, e_pred, e_best)
+        ok = unsure & ((fr.c > 0).sum(-1) >= 3)
+        if ok.any():
+            X = self.kp.pose(rot, np.zeros_like(t))[2]                                   # (B, 66, 3)
+            m = (fr.m - self._c) / self._fxy                                              # (B, 66, 2)
+            c, (a, b) = fr.c, (m[..., 0], m[..., 1])
+            N = np.zeros((B, 3, 3))
+            N[:, 0, 0] = N[:, 1, 1] = c.sum(-1)
+            N[:, 0, 2] = N[:, 2, 0] = -(c * a).sum(-1)
+            N[:, 1, 2] = N[:, 2, 1] = -(c * b).sum(-1)
+            N[:, 2, 2] = (c * (a * a + b * b)).sum(-1)
+            rx, ry = a * X[..., 2] - X[..., 0], b * X[..., 2] - X[..., 1]
+            rhs = np.stack([(c * rx).sum(-1), (c * ry).sum(-1), -(c * (a * rx + b * ry)).sum(-1)], -1)
+            N[~ok] = np.eye(3)
+            t_ls = np.linalg.solve(N, rhs[..., None])[..., 0]
+            ok &= np.isfinite(t_ls).all(-1) & (t_ls[:, 2] > 0.05)
+            e_ls = self._linearise(fr, rot, np.where(ok[:, None], t_ls, t), jacobian=False)[0]
+            use = ok & (e_ls < START_GAIN * e_best)
+            start = np.where(use[:, None], t_ls, start)
+        moved = (start != t).any(-1)
+        fr.inv_ppm = np.where(moved, np.maximum(start[:, 2], 0.3) / self.f, fr.inv_ppm)
+        return start
 
     def energy(self, rot, transl, kp2d, body_3d=None, prev_rot=None, prev_transl=None, prev_ok=None,
                ik_rot=None) -> np.ndarray:

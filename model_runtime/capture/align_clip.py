@@ -24,9 +24,11 @@ _TORSO_ROWS: Final[np.ndarray] = np.array([BODY_KEYPOINT_NAMES.index(n) for n in
                                            ("left_shoulder", "right_shoulder", "left_hip", "right_hip")])
 ANCHOR_FRAMES: Final[int] = 12
 MAX_DEPTH_RATIO: Final[float] = 1.25
-#: offline, the fit runs on batches of at least this many valid frames (a batch of 8 costs about
-#: half as much per frame as one of 4: numpy's per-call overhead)
-ALIGN_BATCH: Final[int] = 8
+#: offline, the fit runs on batches of at least this many valid frames (numpy's per-call overhead:
+#: one frame at a time costs twice as much per frame; larger batches are cheaper still, but the
+#: temporal links inside a batch converge in fewer steps than across batches, which shows as
+#: jitter on a still talking head from 8 on)
+ALIGN_BATCH: Final[int] = 4
 #: :class:`CentredSmoother`: at most this many frames on each side
 MAX_HALF_WINDOW: Final[int] = 6
 
@@ -167,7 +169,8 @@ class ClipAlignment:
             prev_rot[0], prev_t[0], prev_ok[0] = self._prev[1] @ rot_in[0], t_in[0] + self._prev[2], True
         res = self.aligner.fit(rot_in, t_in, self._kp2d(recs), np.stack([r.body_3d for r in recs]),
                                prev_rot, prev_t, prev_ok, chain,
-                               frozen=np.stack([r.joint_confidence <= 0 for r in recs]))
+                               frozen=np.stack([r.joint_confidence <= 0 for r in recs]),
+                               unsure=np.array([not r.transl_ok for r in recs]))
         q = matrix_to_quat_wxyz(res.rot)
         q = np.where((q * quat).sum(-1, keepdims=True) < 0, -q, q)
         for i, r in enumerate(recs):
