@@ -12,13 +12,12 @@ writable or existing).
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from typing import TextIO
 
 from ..core import options
 from ..core.errors import EXIT_OK
+from .main import sigterm_as_interrupt
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,16 +69,6 @@ class ProgressBar:
             self.bar.close()
 
 
-def terminate_as_interrupt() -> None:
-    """SIGTERM (a process manager, ``kill``) stops the capture like Ctrl-C: finished frames are kept."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
-
-
 def run(args: argparse.Namespace) -> int:
     from ..core.capture_file import check_output
 
@@ -89,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from ..capture.sources import open_source
 
     source = open_source(args.source, start=opts.start, end=opts.end, fps=opts.folder_fps)
-    terminate_as_interrupt()
+    sigterm_as_interrupt()
     bar = None if args.quiet else ProgressBar()
     try:
         pipe = build_pipeline(opts)

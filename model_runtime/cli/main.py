@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 import traceback
 
 from ..core.errors import EXIT_INTERNAL, EXIT_USAGE, RuntimeErrorBase
@@ -32,6 +34,17 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("bench",), "model_runtime.cli.bench", "speed of MediaPipe alone vs the whole pipeline"),
     (("demo",), "model_runtime.cli.demo", "main job: sample clip -> .npz, .blend, .fbx"),
 ]
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM (a process manager, ``kill``) stops a command like Ctrl-C: ``capture`` keeps its
+    finished frames, ``serve`` cancels its job and keeps the partial capture.  Main thread only."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 class OneLineParser(argparse.ArgumentParser):

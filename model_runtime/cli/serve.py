@@ -25,7 +25,6 @@ import argparse
 import logging
 import os
 import platform
-import signal
 import sys
 import threading
 import time
@@ -35,7 +34,10 @@ from typing import IO, Any
 import numpy as np
 
 from ..core import protocol
-from ..core.errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, CancelledError, RuntimeErrorBase
+from ..core.errors import (EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, CancelledError, ModelFileError,
+                           RuntimeErrorBase)
+from ..core.safe_npz import npz_members
+from .main import sigterm_as_interrupt
 
 log = logging.getLogger("model_runtime.cli.serve")
 RUNTIME_VERSION = "0.1.0"
@@ -299,9 +301,8 @@ def _frames_in(path) -> int:
     if not path:
         return 0
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return int(z["valid"].shape[0])
-    except Exception:  # noqa: BLE001
+        return int(npz_members(path)["valid"][0][0])   # from the header: no array is read
+    except (ModelFileError, KeyError, IndexError):
         return 0
 
 
@@ -314,11 +315,7 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
-
-    def on_term(signum, frame):   # SIGTERM like Ctrl-C: cancel the job, keep what it finished, exit
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_term)
+    sigterm_as_interrupt()   # like Ctrl-C: cancel the job, keep what it finished, exit
     try:
         return Server(sys.stdin.buffer, proto).serve()
     finally:

@@ -269,17 +269,9 @@ def _recover_aside(path: Path) -> Path | None:
         return None
 
 
-def _hold_fill(n: int, like: Mapping[str, np.ndarray] | None, shapes: Mapping[str, tuple]) -> dict:
-    """``n`` invalid frames for a chunk that could not be read: the previous frame held, or zeros."""
-    out = {}
-    for k, (_, dt) in PER_FRAME_KEYS.items():
-        if like is not None and len(like[k]):
-            out[k] = np.repeat(like[k][-1:], n, axis=0)
-        else:
-            out[k] = np.zeros((n, *shapes[k]), dtype=dt)
-            if k == "pose_6d":
-                out[k][..., 0] = 1.0
-                out[k][..., 4] = 1.0   # identity rotations: columns (1,0,0), (0,1,0)
+def _hold_fill(n: int, prev: Mapping[str, np.ndarray]) -> dict:
+    """``n`` invalid frames standing in for a chunk that could not be read: ``prev``'s last frame held."""
+    out = {k: np.repeat(v[-1:], n, axis=0) for k, v in prev.items()}
     out["valid"] = np.zeros(n, bool)
     return out
 
@@ -298,16 +290,14 @@ def recover(path: Path | str, target: Path | str | None = None) -> Path:
     chunks = sorted((int(m.group(1)), int(m.group(2)), c) for c in d.glob("chunk_*.npz")
                     if (m := _CHUNK.match(c.name)))
     parts: dict[str, list] = {k: [] for k in PER_FRAME_KEYS}
-    shapes: dict[str, tuple] = {}
     damaged: list[str] = []
     prev: dict | None = None
     expect = 0
     for start, n, c in chunks:
         if start != expect:   # a chunk file is gone altogether: same treatment
             damaged.append(f"frames {expect}..{start - 1} (no chunk)")
-            filled = _hold_fill(start - expect, prev, shapes) if shapes else None
-            if filled is not None:
-                for k, v in filled.items():
+            if prev is not None:   # (before the first readable chunk there is nothing to hold)
+                for k, v in _hold_fill(start - expect, prev).items():
                     parts[k].append(v)
         try:
             loaded = load_npz(c, [k for k in PER_FRAME_KEYS if k not in V2_FRAME_KEYS], optional=V2_FRAME_KEYS)
@@ -316,10 +306,9 @@ def recover(path: Path | str, target: Path | str | None = None) -> Path:
                 raise ValueError(f"holds {len(loaded['valid'])} frames, its name says {n}")
         except Exception as e:  # noqa: BLE001 - a chunk damaged on disk: skip only it
             damaged.append(f"{c.name} ({e})")
-            if not shapes:
+            if prev is None:
                 continue
-            loaded = _hold_fill(n, prev, shapes)
-        shapes = {k: v.shape[1:] for k, v in loaded.items()}
+            loaded = _hold_fill(n, prev)
         for k, v in loaded.items():
             parts[k].append(v)
         prev, expect = loaded, start + n

@@ -42,7 +42,7 @@ class OptionError(RuntimeErrorBase, ValueError):
     exit_code = EXIT_USAGE
 
     def __init__(self, name: str, problem: str):
-        self.option = name
+        self.option, self.problem = name, problem
         super().__init__(f"option '{name}' {problem}")
 
 
@@ -311,4 +311,4 @@ def from_args(args: argparse.Namespace, **overrides) -> CaptureOptions:
         flags = {f.name: f.metadata.get("flag") or _flag(f.name) for f in fields(CaptureOptions)}
         flags.update({"smoothing.min_cutoff": "--min-cutoff", "smoothing.beta": "--beta",
                       "smoothing strength": "--smoothing"})
-        raise OptionError(flags.get(e.option, e.option), str(e).split("' ", 1)[1]) from None
+        raise OptionError(flags.get(e.option, e.option), e.problem) from None
