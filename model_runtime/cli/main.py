@@ -27,6 +27,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("eval", "hand3d"), "model_runtime.evals.hand3d", "3D hand MPJPE on hand-graph-cnn layout"),
     (("eval", "aflw2000"), "model_runtime.evals.aflw2000", "face landmark NME on AFLW2000-3D"),
     (("eval", "capture-gt"), "model_runtime.evals.capture_gt", "score a capture against a ground-truth capture"),
+    (("eval", "face-video"), "model_runtime.evals.face_video", "does a capture's face follow its video (lips, lids, gaze, offset, colour)"),
     (("eval", "video"), "model_runtime.evals.video", "image alignment, foot slide, jitter of a capture (+ contact sheet)"),
     (("eval", "body3d"), "model_runtime.evals.body3d", "3D body MPJPE of the detector on H36M/3DHP frames"),
     (("capture",), "model_runtime.cli.capture", "capture a video/folder/camera into a .npz"),

@@ -48,6 +48,8 @@ Mappings and approximations (documented in ``docs/evaluation.md`` too):
   label is swapped to get the person's side.
 * **Face**: the first 468 face-mesh landmarks (x, y px, z = relative depth
   x image width); box = landmark extent.  Holistic gives no face score: 1.
+  With the refined mesh, ``extras['iris_landmarks_px'] (10, 3)``: landmarks 468-477 (iris centre
+  and four rim points of the person's right eye, then of the left), same units.
 * **COCO-WholeBody 133**: body 17 from the pose landmarks; feet: big toe =
   ``foot_index``, heel = ``heel``, small toe is not available (confidence 0);
   face 68 via :data:`model_runtime.face.landmarks.MP468_TO_IBUG68`; hands as above.
@@ -385,8 +387,11 @@ class MediaPipeDetector:
             wb[sl] = det.hands_2d[side]
 
         if res.face_landmarks is not None:
-            face = _to_pixels(_landmarks(res.face_landmarks, False)[:NUM_FACE_LANDMARKS], width, height)
+            face_all = _to_pixels(_landmarks(res.face_landmarks, False), width, height)
+            face = face_all[:NUM_FACE_LANDMARKS]
             det.face_landmarks = face[:, :3].copy()
+            if len(face_all) >= NUM_FACE_LANDMARKS + 10:   # refined mesh: iris centre + 4 rim points per eye
+                det.extras["iris_landmarks_px"] = face_all[NUM_FACE_LANDMARKS:NUM_FACE_LANDMARKS + 10, :3].copy()
             lo, hi = face[:, :2].min(0), face[:, :2].max(0)
             det.face_box = np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]], np.float32)
             det.face_conf = 1.0

@@ -132,15 +132,64 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FULLBODY_CACHE", Path.home() / ".cache" / "fullbody_capture"))
 
 
+#: MediaPipe landmarks on the two sides of an opening and the ARKit key that opens/closes it:
+#: (landmarks on the side that stays, landmarks on the side the key moves, key).  Inner lips:
+#: the upper lip stays, ``jawOpen`` moves the lower; lids: the lower lid stays, ``eyeBlink*``
+#: moves the upper (person's right eye = MediaPipe 33-133 = ``eyeBlinkRight``).
+OPENINGS: Final[tuple[tuple[tuple[int, ...], tuple[int, ...], str], ...]] = (
+    ((191, 80, 81, 82, 13, 312, 311, 310, 415), (95, 88, 178, 87, 14, 317, 402, 318, 324), "jawOpen"),
+    ((7, 163, 144, 145, 153, 154, 155), (246, 161, 160, 159, 158, 157, 173), "eyeBlinkRight"),
+    ((249, 390, 373, 374, 380, 381, 382), (466, 388, 387, 386, 385, 384, 398), "eyeBlinkLeft"),
+)
+#: search radius around a traced point, as a fraction of the model's eye-corner distance
+OPENING_RADIUS: Final[float] = 0.08
+
+
+def split_openings(model: FaceModel, corr: FaceCorrespondence) -> FaceCorrespondence:
+    """Put the landmarks of the lip gap and the lids on the side of the opening they belong to.
+
+    The correspondence is traced on renders of the closed mean face, where an upper and a lower
+    inner-lip landmark land on the same seam and either lip may be hit (LivePortrait and the
+    built-in face: 3 of 5 inner-lip pairs did not part with ``jawOpen``, so a talking mouth could
+    only be matched by other keys).  For each landmark of :data:`OPENINGS` the vertex within
+    ``OPENING_RADIUS`` eye-corner distances of its traced point is chosen that (a) moves with the
+    opening key (``>= 0.6`` of the largest motion nearby) for the moving side, or (b) stays
+    (``<= 0.25`` of it) for the other side; nearest first.  Models without the key (BFM) are
+    returned unchanged.  -> a new correspondence (same weights)."""
+    names = list(model.exp_names)
+    if not all(k in names for *_, k in OPENINGS):
+        return corr
+    mean = np.asarray(model.mean_shape, np.float64)
+    P = corr.points(mean[None])[0]                                                    # (468, 3)
+    radius = OPENING_RADIUS * float(np.linalg.norm(P[33] - P[263]))
+    vid, bary = corr.vertex_ids.copy(), corr.bary.copy()
+    for stay, move, key in OPENINGS:
+        motion = np.linalg.norm(np.asarray(model.exp_basis[:, :, names.index(key)], np.float64), axis=1)  # (N,)
+        for ids, moving in ((stay, False), (move, True)):
+            for i in ids:
+                d = np.linalg.norm(mean - P[i], axis=1)
+                near = np.flatnonzero(d < radius)
+                if not len(near):
+                    continue
+                m = motion[near] / max(float(motion[near].max()), 1e-12)
+                ok = near[m >= 0.6] if moving else near[m <= 0.25]
+                if len(ok):
+                    v = ok[np.argmin(d[ok])]
+                    vid[i], bary[i] = v, (1.0, 0.0, 0.0)
+    return FaceCorrespondence(vertex_ids=vid, bary=bary, weights=corr.weights, model_signature=corr.model_signature,
+                              version=corr.version, spread_m=corr.spread_m)
+
+
 def correspondence_for(model: FaceModel) -> FaceCorrespondence:
-    """The correspondence of ``model``: the shipped file for the built-in face, else built once and cached."""
+    """The correspondence of ``model``: the shipped file for the built-in face, else built once and
+    cached; openings split by :func:`split_openings`."""
     if model.kind == "builtin":
         path = BUILTIN_CORRESPONDENCE_PATH
-        return load_correspondence_file(path).check(model, path)
+        return split_openings(model, load_correspondence_file(path).check(model, path))
     path = cache_dir() / f"face_mp468_{model_signature(model)}.npz"
     if path.is_file():
         try:
-            return load_correspondence_file(path).check(model, path)
+            return split_openings(model, load_correspondence_file(path).check(model, path))
         except ModelFileError:
             pass  # stale/corrupt cache: rebuild below
     corr = build_correspondence(model)
@@ -148,7 +197,7 @@ def correspondence_for(model: FaceModel) -> FaceCorrespondence:
     tmp = path.with_suffix(".tmp.npz")
     corr.save(tmp)
     os.replace(tmp, path)
-    return corr
+    return split_openings(model, corr)
 
 
 # ----------------------------------------------------------------------------- building

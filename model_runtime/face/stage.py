@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..detectors.base import Detection
+from .gaze import GazeEstimator, angles_to_keys
 
 
 class FaceStage(Protocol):
@@ -74,6 +75,7 @@ class FaceFitStage:
         self.fitter.focal_px = float(self.K[0, 0])
         self._clip = getattr(self, "_clip", 0) + 1       # a late keyframe of an earlier clip is ignored
         self._track = None
+        self._gaze = GazeEstimator()                    # eyeLook* keys from the iris (face/gaze.py)
         self._identity = np.zeros(sizes["identity"], np.float64)
         self._n_identity = 0
         with self._lock:
@@ -90,7 +92,9 @@ class FaceFitStage:
         size = float(np.sqrt(box[2] * box[3])) if box is not None and np.all(np.isfinite(box)) \
             and min(box[2], box[3]) > 1 else None
         learn = self._n_identity < self.fitter.config.identity_frames
-        tr = self.tracker.track(lm, self.K, self._identity, self._track, face_size=size, fit_identity=learn)
+        held = angles_to_keys(self._gaze.update(lm, detection.extras.get("iris_landmarks_px")), self.expression_names)
+        tr = self.tracker.track(lm, self.K, self._identity, self._track, face_size=size, fit_identity=learn,
+                                held_values=held)
         if learn:
             n = self._n_identity
             self._identity = (self._identity * n + tr.identity) / (n + 1)

@@ -44,6 +44,15 @@ from .fit import FaceFitConfig
 from .render import outward_sign
 
 
+#: MediaPipe landmark pairs across an opening (upper, lower): inner lips, then the lids of the
+#: person's right and left eye.  Their difference vectors are fitted by the gap term.
+GAP_PAIRS: np.ndarray = np.array([
+    (13, 14), (82, 87), (312, 317), (81, 178), (311, 402),          # inner lips
+    (159, 145), (158, 153), (160, 144),                             # lids, person's right eye
+    (386, 374), (385, 380), (387, 373),                             # lids, person's left eye
+], np.int64)
+
+
 @dataclass(frozen=True)
 class FaceTrackerConfig:
     """Iterations and weights.  Term weights default to :class:`FaceFitConfig`'s, except the
@@ -51,11 +60,12 @@ class FaceTrackerConfig:
     noise of the optimiser itself; LM converges, so a light pull suffices."""
 
     iterations: int = 4             # LM iterations per tracked frame (warm start)
-    init_iterations: int = 30       # a clip's first frame / after a lost face (stops early: ~20 from a pose guess)
+    init_iterations: int = 60       # a clip's first frame / after a lost face (stops early: ~35-50 from a pose guess)
     w_expression: float = FaceFitConfig.w_expression
     w_expression_l1: float = FaceFitConfig.w_expression_l1
     w_identity: float = FaceFitConfig.w_identity
     w_temporal: float = 1e-2
+    w_gap: float = 0.5              # openings: inner-lip and eyelid pairs (GAP_PAIRS), see the module doc
     landmark_sigma: float = FaceFitConfig.landmark_sigma
     damping: float = 1e-3           # LM: lambda x diag(H), raised on a rejected step
     step_tol: float = 1e-4          # stop when the update's max |delta| is below this ...
@@ -109,6 +119,8 @@ class FaceTracker:
         if expression_range == "auto":
             expression_range = (0.0, 1.0) if face_model.kind == "builtin" else None
         self.expression_range = expression_range
+        #: expression keys the landmark solve leaves alone (gaze: set from the iris, :mod:`.gaze`)
+        self.held = np.array([n.startswith("eyeLook") for n in face_model.exp_names], bool)
         def pts(basis):   # (N, 3, K) -> landmark points of every component (468, 3, K)
             return np.moveaxis(self.corr.points(np.moveaxis(np.asarray(basis, np.float64), -1, 0)), 0, -1)
 
@@ -145,12 +157,14 @@ class FaceTracker:
         return Rm, centre - Rm @ ((self._w @ src) / self._w.sum())
 
     def track(self, landmarks: np.ndarray, K: np.ndarray, identity: np.ndarray, previous: FaceTrack | None = None,
-              face_size: float | None = None, fit_identity: bool = False) -> FaceTrack:
+              face_size: float | None = None, fit_identity: bool = False,
+              held_values: np.ndarray | None = None) -> FaceTrack:
         """Fit pose + expression (+ identity if ``fit_identity``) to one frame's landmarks.
 
         landmarks ``(468, 2|3)`` px (finite; the caller checks); ``K (3, 3)``; identity ``(Ki,)``
         (start value when ``fit_identity``); previous: last frame's track (warm start and
-        temporal prior) or None; face_size px (default: sqrt of the landmark box area).
+        temporal prior) or None; face_size px (default: sqrt of the landmark box area);
+        held_values ``(Ke,)``: the values of the :attr:`held` keys (gaze), not solved (default 0).
         """
         c = self.config
         lm = np.asarray(landmarks, np.float64)
@@ -168,6 +182,7 @@ class FaceTracker:
             Rm, t = previous.rotation.astype(np.float64), previous.translation.astype(np.float64)
             e = previous.expression.astype(np.float64).copy()
             e_prev, iters = e.copy(), c.iterations
+        e[self.held] = 0.0 if held_values is None else np.asarray(held_values, np.float64)[self.held]
         ctx = _Problem(self, target, K, 1.0 / (c.landmark_sigma * face_size) ** 2, e_prev, fit_identity)
         energy, lin = ctx.linearise(Rm, t, e, identity)
         lam = c.damping
@@ -210,10 +225,11 @@ class _Problem:
         """Unknowns to solve for: all but the expression coefficients held at a bound whose
         gradient pushes them further out (projected Newton)."""
         free = np.ones(g.shape[0], bool)
+        free[6:6 + self.Ke] = ~self.tr.held
         rng = self.tr.expression_range
         if rng is not None:
             ge = g[6:6 + self.Ke]
-            free[6:6 + self.Ke] = ~(((e <= rng[0]) & (ge > 0)) | ((e >= rng[1]) & (ge < 0)))
+            free[6:6 + self.Ke] &= ~(((e <= rng[0]) & (ge > 0)) | ((e >= rng[1]) & (ge < 0)))
         return free
 
     def apply(self, delta, Rm, t, e, identity):
@@ -251,6 +267,10 @@ class _Problem:
             energy += cfg.w_temporal * float(((e - self.e_prev) ** 2).sum())
         if self.fit_identity:
             energy += cfg.w_identity * float(identity @ identity)
+        a, b = GAP_PAIRS[:, 0], GAP_PAIRS[:, 1]
+        dg = (u[a] - u[b]) - (self.target[a] - self.target[b])            # (P, 2) opening residuals
+        wg = cfg.w_gap * self.inv_s2 / len(GAP_PAIRS)
+        energy += wg * float((dg ** 2).sum())
         if not jacobian:
             return energy, (None, None)
         # Jacobian of u: A = du/dX (468, 2, 3); J (468, 2, n) in float32 (the normal equations'
@@ -269,12 +289,15 @@ class _Problem:
             # (A R) B per landmark as three broadcast products: (468, 2, 1) x (468, 1, K)
             J[:, :, cols] = (AR[:, :, 0, None] * basis[:, None, 0] + AR[:, :, 1, None] * basis[:, None, 1]
                              + AR[:, :, 2, None] * basis[:, None, 2])
+        Jg = (J[a] - J[b]).reshape(2 * len(a), -1).astype(np.float64)     # (2P, n) openings
         J = J.reshape(2 * len(X), -1)                                      # (936, n)
         # IRLS: rho(r) ~ rho(r0) + (r^2 - r0^2) / (2 sqrt(1 + r0^2)) per point
         wi = np.repeat(w / root * self.inv_s2 / (2.0 * W), 2)             # (936,)
         Js = J * np.sqrt(2.0 * wi).astype(np.float32)[:, None]
         H = (Js.T @ Js).astype(np.float64)
         g = 2.0 * (J.T.astype(np.float64) @ (wi * d.reshape(-1)))
+        H += 2.0 * wg * (Jg.T @ Jg)
+        g += 2.0 * wg * (Jg.T @ dg.reshape(-1))
         se = slice(6, 6 + self.Ke)
         H[se, se] += 2.0 * cfg.w_expression * np.eye(self.Ke)
         g[se] += 2.0 * cfg.w_expression * e
