@@ -22,6 +22,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("model", "info"), "model_runtime.cli.model_info", "print model facts (joints, sizes, seam)"),
     (("model", "export"), "model_runtime.cli.model_export", "write the merged body+face mesh as OBJ"),
     (("train", "iknet"), "model_runtime.cli.train_iknet", "train BodyIKNet, HandIKNet or the correction stage"),
+    (("train", "detnet"), "model_runtime.cli.train_detnet", "train DetNet (body, hand, face keypoint detector)"),
     (("eval", "mocap-ik"), "model_runtime.evals.mocap_ik", "IK accuracy/speed on MoCap clips"),
     (("eval", "coco-wholebody"), "model_runtime.evals.coco_wholebody", "2D PCK on COCO-WholeBody"),
     (("eval", "hand3d"), "model_runtime.evals.hand3d", "3D hand MPJPE on hand-graph-cnn layout"),

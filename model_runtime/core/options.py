@@ -30,7 +30,7 @@ from .errors import EXIT_USAGE, RuntimeErrorBase
 #: nor metadata gives it: a typical webcam / phone main camera
 DEFAULT_FOV_DEG: Final[float] = 60.0
 DEVICES: Final[tuple[str, ...]] = ("auto", "cpu", "cuda")
-DETECTORS: Final[tuple[str, ...]] = ("mediapipe",)
+DETECTORS: Final[tuple[str, ...]] = ("mediapipe", "detnet")
 FILL_MODES: Final[tuple[str, ...]] = ("hold", "interpolate")
 #: the add-on's smoothing slider default; :meth:`SmoothingConfig.from_strength` maps it to the defaults
 DEFAULT_SMOOTHING_STRENGTH: Final[float] = 0.5

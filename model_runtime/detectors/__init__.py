@@ -31,6 +31,7 @@ __all__ = ["BACKENDS", "Detection", "Detector", "HandDetection", "add_detector_a
 #: detector name -> ``"module:class"``; MediaPipe Holistic: :mod:`.mediapipe`
 BACKENDS: Final[dict[str, str]] = {
     "mediapipe": ".mediapipe:MediaPipeDetector",
+    "detnet": ".detnet:DetNetDetector",
 }
 
 

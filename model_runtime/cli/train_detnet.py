@@ -1,0 +1,158 @@
+"""``python -m model_runtime train detnet``: train DetNet (:mod:`model_runtime.detectors.detnet`).
+
+Data sources (each optional, mixed per batch by ``--mix``):
+
+* ``teacher``: held-in real frames labelled by MediaPipe Holistic, cached once with
+  ``--make-teacher`` under ``out/detnet/teacher`` (never in the repo);
+* ``hands``: hand-graph-cnn crops 0-199 (real 3D; attention 0, zero-padded as in Fig. 6);
+  200-299 are not trained on.
+
+Resumes from ``<run-dir>/checkpoint.pt`` with ``--resume``; writes ``curves.csv``/``val.csv`` there
+and exports the weights with the lowest validation loss (``--export``, float16).  ``--plot`` draws
+the curves of a run into a PNG.  Runs on CPU (``--threads``) or CUDA (fp16 autocast).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REALDATA = Path(__file__).resolve().parents[3] / "shared/data/realdata"
+HANDGRAPH = "hand-graph-cnn/data/real_world_testset"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--make-teacher", action="store_true", help="label the held-in frames with MediaPipe and exit")
+    p.add_argument("--teacher-every", type=int, default=2, help="--make-teacher: every N-th video frame")
+    p.add_argument("--realdata", type=Path, default=REALDATA, help="realdata root (default ../shared/data/realdata)")
+    p.add_argument("--teacher-dir", type=Path, default=Path("out/detnet/teacher"))
+    p.add_argument("--mix", default="teacher:3,hands:1",
+                   help="sources and weights, e.g. 'teacher:3,hands:1' (sources: teacher, hands)")
+    p.add_argument("--size", choices=("small", "base"), default="small", help="width preset")
+    p.add_argument("--hand-features", choices=("both", "supp", "body"), default="both",
+                   help="Table 6: both (DetNet), supp (DetNet-S), body (DetNet-B)")
+    p.add_argument("--input-size", type=int, default=256, help="network input side, px")
+    p.add_argument("--steps", type=int, default=4000, help="length of the learning-rate schedule")
+    p.add_argument("--until", type=int, default=None, help="stop at this step (default --steps)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (checkpointed) after this wall time")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-dir", type=Path, default=None, help="default out/detnet/run_<size>_<hand-features>")
+    p.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--val-frames", type=int, default=48, help="held-out teacher frames for the validation loss")
+    p.add_argument("--export", type=Path, default=None,
+                   help="best weights (default <run-dir>/best.pt; the shipped file is "
+                        "model_runtime/detectors/detnet/weights/detnet_small.pt)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    p.add_argument("--plot", type=Path, default=None, help="only draw <run-dir>/curves.csv into this PNG")
+
+
+def _sources(args, log):
+    from ..detectors.detnet.data import HandOnlyImages, TeacherFrames
+
+    mix = {}
+    for part in args.mix.split(","):
+        name, _, w = part.partition(":")
+        if name not in ("teacher", "hands"):
+            raise ValueError(f"--mix: unknown source '{name}' (teacher, hands)")
+        mix[name] = float(w or 1)
+    train, val = [], []
+    if "teacher" in mix:
+        frames = TeacherFrames(args.teacher_dir)
+        # validation: whole sources kept out (by name hash), so no near-duplicate video frames leak
+        import zlib
+
+        held = [i for i, s in enumerate(frames.sources) if zlib.crc32(str(s).split("#")[0].encode()) % 7 == 0]
+        held = held[:: max(1, len(held) // args.val_frames)][: args.val_frames] if held else []
+        keep = sorted(set(range(len(frames))) - set(held))
+        train.append((_Subset(frames, keep), mix["teacher"]))
+        val += [frames[i] for i in held]
+        log(f"teacher: {len(keep)} training frames, {len(held)} validation frames")
+    if "hands" in mix:
+        hands = HandOnlyImages(args.realdata / HANDGRAPH)
+        train.append((hands, mix["hands"]))
+        val += [hands[i] for i in range(0, len(hands), 25)]
+        log(f"hands: {len(hands)} hand-graph-cnn crops")
+    return train, val
+
+
+class _Subset:
+    def __init__(self, data, idx):
+        self.data, self.idx = data, list(idx)
+
+    def __len__(self):
+        return len(self.idx)
+
+    def __getitem__(self, i):
+        return self.data[self.idx[i]]
+
+
+def plot_curves(run_dir: Path, png: Path) -> None:
+    """Loss per part (training, log scale) and the validation total of a run into ``png``."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader((run_dir / "curves.csv").open()))
+    val = list(csv.DictReader((run_dir / "val.csv").open())) if (run_dir / "val.csv").exists() else []
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [int(r["step"]) for r in rows]
+    for k in rows[0]:
+        if k not in ("step", "lr", "wall_s"):
+            ax[0].plot(steps, [max(float(r[k]), 1e-4) for r in rows], label=k)
+    ax[0].set_yscale("log"); ax[0].set_xlabel("step"); ax[0].set_title("training loss per part"); ax[0].legend(fontsize=7)
+    if val:
+        for k in ("total", "body_k", "hand_k", "hand_l", "heat_hand"):
+            ax[1].plot([int(r["step"]) for r in val], [float(r[k]) for r in val], marker="o", label=k)
+        ax[1].set_yscale("log"); ax[1].set_xlabel("step"); ax[1].set_title("validation loss"); ax[1].legend(fontsize=7)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=90)
+
+
+def run(args) -> int:
+    import torch
+
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    run_dir = args.run_dir or Path("out/detnet") / f"run_{args.size}_{args.hand_features}"
+    if args.plot is not None:
+        plot_curves(run_dir, args.plot)
+        log(f"wrote {args.plot}")
+        return 0
+    torch.set_num_threads(args.threads)
+    if args.make_teacher:
+        from ..detectors.detnet.teacher import make_teacher_cache
+
+        n = make_teacher_cache(args.realdata, args.teacher_dir, every=args.teacher_every, log=log)
+        print(json.dumps({"teacher_frames": n, "dir": str(args.teacher_dir)}))
+        return 0
+    from ..core.options import resolve_device
+    from ..detectors.detnet.config import DetNetConfig
+    from ..detectors.detnet.train import Trainer
+
+    device = resolve_device(args.device)
+    config = DetNetConfig(size=args.size, hand_features=args.hand_features, input_size=args.input_size)
+    train, val = _sources(args, log)
+    trainer = Trainer(config, train, val, args.steps, batch=args.batch, lr=args.lr, seed=args.seed, device=device)
+    ckpt = run_dir / "checkpoint.pt"
+    if args.resume and ckpt.is_file():
+        trainer.load(ckpt)
+        log(f"resumed from {ckpt} at step {trainer.step}")
+    export = args.export or run_dir / "best.pt"
+    meta = {"mix": args.mix, "device": device, "threads": args.threads, "batch": args.batch,
+            "teacher": "MediaPipe Holistic 0.10.21 on held-in realdata frames", "hands": "hand-graph-cnn 0-199"}
+    t0 = time.perf_counter()
+    trainer.train(run_dir, args.until or args.steps, args.checkpoint_every, args.log_every, export, meta,
+                  None if args.max_minutes is None else args.max_minutes * 60, log)
+    print(json.dumps({"step": trainer.step, "wall_s": round(time.perf_counter() - t0, 1),
+                      "best_val": trainer.best_val, "export": str(export)}))
+    return 0
