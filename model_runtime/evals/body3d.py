@@ -28,6 +28,7 @@ import numpy as np
 
 from ..core.errors import InputMissingError, InputUnreadableError
 from ..core.skeleton import BODY_KEYPOINT_NAMES
+from ..detectors import add_detector_arguments, detector_from_options
 from .common import mean_or_none, mpjpe, print_result, procrustes_align, read_image
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[3] / "shared/data/realdata/mmpose/tests/data"
@@ -94,13 +95,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--body-map", choices=("calibrated", "handset"), default="calibrated",
                         help="MediaPipe landmark -> body keypoint map (default: the calibrated asset)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_detector_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..detectors.mediapipe import BodyMap, MediaPipeDetector
 
-    body_map = BodyMap.handset() if args.body_map == "handset" else None
-    with MediaPipeDetector(body_map=body_map) as detector:
+    if args.detector == "mediapipe":
+        body_map = BodyMap.handset() if args.body_map == "handset" else None
+        detector = MediaPipeDetector(body_map=body_map, model_complexity=args.model_complexity)
+    else:   # --body-map is MediaPipe's
+        detector = detector_from_options(args)
+    try:
         result = evaluate(detector, args.root)
+    finally:
+        detector.close()
     print_result(result, args.json)
     return 0

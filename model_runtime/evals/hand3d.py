@@ -38,7 +38,7 @@ from .common import mean_or_none, mpjpe, note, print_result, procrustes_align, r
 GT_SIDE = "left"   # chirality of the GT in camera space (see module docstring)
 
 
-def load_testset(folder: Path, limit: int | None = None) -> tuple[list[Path], np.ndarray]:
+def load_testset(folder: Path, limit: int | None = None, start: int = 0) -> tuple[list[Path], np.ndarray]:
     """Image paths and ``(N, 21, 3)`` GT in mm; raises naming the file/field on bad input."""
     from scipy.io import loadmat
 
@@ -62,13 +62,14 @@ def load_testset(folder: Path, limit: int | None = None) -> tuple[list[Path], np
     if gt.ndim != 3 or gt.shape[1:] != (21, 3) or len(gt) != len(paths):
         raise InputUnreadableError(
             f"{folder / 'pose_gt.mat'}: field 'pose_gt' has shape {gt.shape}, expected ({len(paths)}, 21, 3)")
+    paths, gt = paths[start:], gt[start:]
     if limit is not None:
         paths, gt = paths[:limit], gt[:limit]
     return paths, gt * 10.0   # cm -> mm
 
 
-def evaluate(detector, folder: Path, limit: int | None = None, hand_3d: str = "scaled") -> dict:
-    paths, gt = load_testset(folder, limit)
+def evaluate(detector, folder: Path, limit: int | None = None, hand_3d: str = "scaled", start: int = 0) -> dict:
+    paths, gt = load_testset(folder, limit, start)
     preds = np.zeros_like(gt)
     found = np.zeros(len(paths), bool)
     sides = []
@@ -108,6 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder with images/, params.mat, pose_gt.mat (hand-graph-cnn layout)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--start", type=int, default=0,
+                        help="skip the first N images (DetNet trains on hand-graph-cnn 0-199: use --start 200)")
     parser.add_argument("--hand-3d", choices=("scaled", "world"), default="scaled",
                         help="3D keypoints to score: the detector's (scaled, default) or MediaPipe's world landmarks")
     add_detector_arguments(parser)
@@ -116,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     detector = detector_from_options(args)
     try:
-        result = evaluate(detector, args.dir, args.limit, args.hand_3d)
+        result = evaluate(detector, args.dir, args.limit, args.hand_3d, args.start)
     finally:
         detector.close()
     print_result(result, args.json)

@@ -18,22 +18,25 @@ def window_sums(H: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(N, m, h, w)`` with m = min(h, w); entry ``[n, s-1, u, v]`` = sum of ``H[n, u:u+s, v:v+s]``,
         ``-inf`` where the window leaves the map.
+
+    The four corners of every window are strided views of one zero-padded integral image
+    (shifting the row and the column by the window side is one stride), so no index tensors
+    are built.
     """
     n, h, w = H.shape
     m = min(h, w)
-    ii = torch.nn.functional.pad(H.cumsum(1).cumsum(2), (1, 0, 1, 0))       # (N, h+1, w+1) integral image
-    s = torch.arange(1, m + 1, device=H.device)[:, None, None]                # (m, 1, 1)
-    u = torch.arange(h, device=H.device)[None, :, None]                       # (1, h, 1)
-    v = torch.arange(w, device=H.device)[None, None, :]                       # (1, 1, w)
-    u2, v2 = (u + s).clamp(max=h), (v + s).clamp(max=w)
-    flat = ii.reshape(n, -1)
-    W = w + 1
+    ii = torch.nn.functional.pad(H.cumsum(1).cumsum(2), (1, m, 1, m)).contiguous()   # (N, h+1+m, w+1+m)
+    sn, sr, sc = ii.stride()
+    base = ii[:, 1:, 1:]                                   # corner (u + s, v + s) at s = 1 -> offset (1, 1)
 
-    def at(r, c):
-        return flat[:, (r * W + c).expand(m, h, w).reshape(-1)].reshape(n, m, h, w)
+    def view(t, stride_s):
+        return t.as_strided((n, m, h, w), (sn, stride_s, sr, sc))
 
-    sums = at(u2, v2) - at(u, v2) - at(u2, v) + at(u, v)
-    inside = ((u + s) <= h) & ((v + s) <= w)                                  # (m, h, w)
+    sums = (view(base, sr + sc) - view(ii[:, :, 1:], sc) - view(ii[:, 1:, :], sr)
+            + ii[:, None, :h, :w])
+    s = torch.arange(1, m + 1, device=H.device)[:, None, None]
+    inside = ((torch.arange(h, device=H.device)[None, :, None] + s) <= h) & \
+             ((torch.arange(w, device=H.device)[None, None, :] + s) <= w)
     return sums.masked_fill(~inside, float("-inf"))
 
 
