@@ -1,0 +1,82 @@
+"""Body and hand poses for the synthetic people.
+
+* Body: real motion capture (HDM05 + Bandai Namco in ``<data>/mocap``) retargeted to the
+  SMPL-H body once and cached by :mod:`model_runtime.mocap.retarget` (the same cache the IK
+  training uses), every :data:`BANK_STRIDE`-th frame; the ``heldout`` split is HDM05 actor dg
+  (the IK evaluation split), used by the evaluation set.  ``random``: per-joint rotations
+  inside loose limits (no data needed; tests).
+* Hands: anatomically limited random finger poses (:func:`model_runtime.ik.hand_prior.sample_limited_poses`),
+  the left hand mirrored from a right-hand draw.
+"""
+from __future__ import annotations
+
+from typing import Final
+
+import torch
+
+from ..core.rotations import axis_angle_to_matrix
+
+#: keep every k-th retargeted frame (clips are already at 15-30 fps; neighbours are near copies)
+BANK_STRIDE: Final[int] = 3
+#: per body joint (22) standard deviation (rad) of the ``random`` pose source
+_RANDOM_STD: Final[tuple[float, ...]] = (
+    0.15, 0.5, 0.5, 0.2, 0.6, 0.6, 0.15, 0.2, 0.2, 0.15, 0.1, 0.1, 0.25,
+    0.15, 0.15, 0.3, 0.6, 0.6, 0.6, 0.6, 0.4, 0.4)
+_MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
+_BANKS: dict = {}
+_HAND_AXES: dict = {}
+
+
+def pose_bank(body_model, data_root, split: str, log=None) -> torch.Tensor:
+    """Retargeted body rotations ``(P, 22, 3, 3)`` (cached in memory and on disk).
+
+    ``split``: ``"train"`` or ``"heldout"`` (see :func:`model_runtime.ik.data.mocap_clip_paths`);
+    raises :class:`~model_runtime.core.errors.InputMissingError` naming the folder when the
+    MoCap data is missing.
+    """
+    from ..ik.data import load_body_poses, mocap_clip_paths
+    from ..models.keypoints import PartKinematics
+
+    key = (str(data_root), split, body_model.source)
+    if key not in _BANKS:
+        kin = PartKinematics(body_model, "body")
+        rot = load_body_poses(kin, mocap_clip_paths(data_root, split), log=log)
+        _BANKS[key] = rot[::BANK_STRIDE].contiguous().float()
+    return _BANKS[key]
+
+
+def random_body_pose(gen: torch.Generator) -> torch.Tensor:
+    """One body pose ``(22, 3, 3)`` from per-joint Gaussian axis-angles (``random`` source)."""
+    std = torch.tensor(_RANDOM_STD)[:, None]
+    aa = torch.randn(22, 3, generator=gen) * std
+    aa[0] = 0.0
+    return axis_angle_to_matrix(aa)
+
+
+def hand_axes(body_model) -> torch.Tensor:
+    """Anatomical axes ``(15, 3, 3)`` of the right hand (cached per model)."""
+    from ..ik.hand_prior import anatomical_axes
+    from ..models.keypoints import PartKinematics
+
+    key = body_model.source
+    if key not in _HAND_AXES:
+        _HAND_AXES[key] = anatomical_axes(PartKinematics(body_model, "hand"))
+    return _HAND_AXES[key]
+
+
+def random_hand_pair(axes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Finger rotations of both hands ``(2, 15, 3, 3)`` [left, right], anatomically limited;
+    the left is the mirror image (``M R M``, ``M = diag(-1, 1, 1)``) of an independent right-hand draw."""
+    from ..ik.hand_prior import sample_limited_poses
+
+    r = sample_limited_poses(2, axes, gen)                        # two right hands
+    left = _MIRROR @ r[0] @ _MIRROR
+    return torch.stack([left, r[1]])
+
+
+def random_wrists(gen: torch.Generator, max_angle: float = 0.6) -> torch.Tensor:
+    """Extra wrist rotations ``(2, 3, 3)`` (uniform axis, angle up to ``max_angle`` rad) on top
+    of the mocap wrists, which carry little hand motion."""
+    axis = torch.randn(2, 3, generator=gen)
+    axis = axis / axis.norm(dim=-1, keepdim=True)
+    return axis_angle_to_matrix(axis * (max_angle * torch.rand(2, 1, generator=gen)))
