@@ -216,11 +216,10 @@ def build_pipeline(options: CaptureOptions, detector: Detector | None = None) ->
     ik = IKSolver(device=device, body_model=body)
     face = None
     if options.face:
-        from ..face.fit import FaceFitter
-        from ..face.stage import FaceFitStage
+        from ..face.stage import make_face_stage
         from ..models.load import load_face_model
 
-        face = FaceFitStage(FaceFitter(load_face_model(options.face_model), device=device))
+        face = make_face_stage(options.face_mode, load_face_model(options.face_model), device=device)
     if detector is None:
         kw = {"model_complexity": options.model_complexity} if options.detector == "mediapipe" else {}
         detector = make_detector(options.detector, device=device, **kw)

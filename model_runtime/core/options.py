@@ -32,6 +32,8 @@ DEFAULT_FOV_DEG: Final[float] = 60.0
 DEVICES: Final[tuple[str, ...]] = ("auto", "cpu", "cuda")
 DETECTORS: Final[tuple[str, ...]] = ("mediapipe", "detnet")
 FILL_MODES: Final[tuple[str, ...]] = ("hold", "interpolate")
+#: how the face stage gets its parameters (:mod:`model_runtime.face.stage`)
+FACE_MODES: Final[tuple[str, ...]] = ("fit", "net", "net+fit")
 #: the add-on's smoothing slider default; :meth:`SmoothingConfig.from_strength` maps it to the defaults
 DEFAULT_SMOOTHING_STRENGTH: Final[float] = 0.5
 
@@ -141,6 +143,9 @@ class CaptureOptions:
     align: bool = _opt(True, "skip the image-aligned fit (pose, translation and focal refined so the model "
                              "projects onto the 2D keypoints)", flag="--no-align")
     face: bool = _opt(True, "skip face fitting", flag="--no-face")
+    face_mode: str = _opt("fit", "face parameters per frame: fit (landmark tracker + keyframe appearance fit, the "
+                                 "default), net (FaceNet on the face crop), net+fit (FaceNet initialises the fit)",
+                          flag="--face", choices=FACE_MODES)
     face_every: int = _opt(0, "face keyframes (albedo and lighting) on every N-th face frame; 0 (default) = "
                               "adaptive, about every 5 s; expressions and head pose are tracked on every frame")
     shape_window: int = _opt(30, "valid frames for the per-clip shape and scale (default 30)")
@@ -174,6 +179,7 @@ class CaptureOptions:
         for name in ("hands", "face", "align"):
             if not isinstance(getattr(self, name), bool):
                 raise OptionError(name, f"must be true or false, got {getattr(self, name)!r}")
+        _choice("face_mode", self.face_mode, FACE_MODES)
         _int("face_every", self.face_every, 0)
         _int("shape_window", self.shape_window, 1)
         _finite("folder_fps", self.folder_fps, 0.0, 1000.0, lo_open=True)

@@ -1,0 +1,97 @@
+"""``python -m model_runtime train facenet``: cache face crops of the real material, train FaceNet, export it.
+
+1. Cache (once, resumable per source; :mod:`model_runtime.face.facenet_data`): MediaPipe landmarks and the
+   fit (tracker + closed-form appearance) of every face frame of the videos and images under ``--data``
+   (default ``../shared/data/realdata``, research-licensed: the cache lives under ``--cache-dir``,
+   default ``out/facenet/cache``, never in the repository).
+2. Train (:mod:`model_runtime.face.train_facenet`; checkpoints in ``--run-dir``, ``--resume``), holding out
+   ``--holdout`` sources (default: the SadTalker AOC clip) for the landmark check.
+3. Export the weights (fp16) and their metadata to ``--export-dir`` (default the shipped
+   ``model_runtime/face/weights``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_HOLDOUT = ("video_SadTalker_examples_ref_video_WDA_AlexandriaOcasioCortez_000",)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=None, help="real material (default ../shared/data/realdata)")
+    p.add_argument("--cache-dir", type=Path, default=Path("out/facenet/cache"))
+    p.add_argument("--run-dir", type=Path, default=Path("out/facenet/run"))
+    p.add_argument("--cache-only", action="store_true", help="build the cache and stop")
+    p.add_argument("--max-frames", type=int, default=0, help="at most N frames per source in the cache (0 = all)")
+    p.add_argument("--holdout", nargs="*", default=list(DEFAULT_HOLDOUT),
+                   help="cached sources kept out of training (landmark check)")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default 6000)")
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    p.add_argument("--face-model", default="builtin", help="'builtin' or a Basel face model file")
+    p.add_argument("--export-dir", type=Path, default=None,
+                   help="where facenet_<model>.pt/.json go (default: the shipped model_runtime/face/weights)")
+    p.add_argument("--no-export", action="store_true")
+
+
+def run(args) -> int:
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from ..capture.workers import limit_numpy_blas_threads
+    from ..core.options import resolve_device
+    from ..face.correspondence import correspondence_for, model_signature
+    from ..face.facenet import CROP_SCALE, FACENET_VERSION, WEIGHTS_DIR, save_weights, weights_path
+    from ..face.facenet_data import build_cache, load_cache
+    from ..face.train_facenet import TrainConfig, train
+    from ..models.face_model import FACE_ASSET_VERSION
+    from ..models.load import load_face_model
+
+    torch.set_num_threads(args.threads)
+    limit_numpy_blas_threads(args.threads)
+    device = resolve_device(args.device)
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    model = load_face_model(args.face_model)
+    data_root = args.data or Path(__file__).resolve().parents[3] / "shared" / "data" / "realdata"
+    t0 = time.perf_counter()
+    summary = build_cache(data_root, args.cache_dir, model, args.max_frames, log=log)
+    if summary.get("face_model_signature") != model_signature(model):
+        log(f"warning: {args.cache_dir} was built for another face model")
+    if args.cache_only:
+        return 0
+    data = load_cache(args.cache_dir)
+    names = [str(n) for n in data["source_names"]]
+    held = [names.index(h) for h in args.holdout if h in names]
+    val_idx = np.flatnonzero(np.isin(data["source"], held))
+    cfg = TrainConfig(**{k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("lr", args.lr),
+                                            ("seed", args.seed)) if v is not None})
+    log(f"FaceNet: {len(data['crop']) - len(val_idx)} training faces from {len(names) - len(held)} sources, "
+        f"{len(val_idx)} held out; {cfg.steps} steps of {cfg.batch} on {device}")
+    corr = correspondence_for(model)
+    net, result = train(data, model, corr, cfg, args.run_dir, device=device, resume=args.resume, val_idx=val_idx,
+                        log=log)
+    if args.no_export:
+        return 0
+    faces = {n: int((data["source"] == i).sum()) for i, n in enumerate(names)}
+    meta = {"version": FACENET_VERSION, "face_model": model.kind, "face_asset_version": FACE_ASSET_VERSION,
+            "face_model_signature": model_signature(model), "sizes": model.sizes,
+            "input_size": net.input_size, "crop_scale": CROP_SCALE, "width": net.trunk[0][0].out_channels,
+            "hidden": net.head[1].out_features,
+            "training": {"faces": faces, "held_out": [names[i] for i in held], "steps": result["steps"],
+                         "seconds": result["seconds"], "device": device, "threads": args.threads,
+                         "final": result["last"], "config": dataclasses.asdict(cfg),
+                         "data": "face crops of the held-in videos/images of shared/data/realdata "
+                                 "(MediaPipe landmarks + the fit as teacher); AFLW2000 never used"},
+            "wall_s": round(time.perf_counter() - t0, 1)}
+    out = weights_path(model, args.export_dir or WEIGHTS_DIR)
+    save_weights(net, out, meta)
+    log(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0

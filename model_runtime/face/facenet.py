@@ -1,0 +1,343 @@
+"""FaceNet (paper Sec. 3.4): a small CNN from a face crop to the 3DMM's parameters and the head pose.
+
+Input: a square crop around the face box (:func:`crop_box`: centre of the box, side
+:data:`CROP_SCALE` x its longer side), resized to ``input_size`` (96) px, RGB in 0..1.
+Output per crop (:class:`FaceNetPrediction`), for the *loaded* face model's sizes
+(``identity Ki``, ``expression Ke``, ``albedo Ka``, ``sh 27``; built-in 80/52/80/27, BFM 80/64/80/27):
+
+* the 3DMM coefficients (built-in ARKit expressions through a sigmoid, so in [0, 1]);
+* the head pose in the *crop camera*: rotation (6D -> ``(3, 3)``), the crop-pixel position of the
+  face's anchor (the weighted centroid of the mean face's landmark points) and its scale
+  (crop px per metre).  :func:`pose_in_camera` turns that into ``R, t`` of the image's
+  pinhole camera ``K`` for any crop (a crop is a scaled, shifted pinhole camera: same 3D frame,
+  focal ``a f``).
+
+Weights ship as ``weights/facenet_<face model>.pt`` (fp16 state dict) with a ``.json`` of
+metadata (format version, face-model kind and signature, sizes, input size, crop scale,
+training summary), checked when loading: a missing, corrupt or mismatched file raises
+:class:`~model_runtime.core.errors.ModelFileError` naming the file and the field.
+
+Example::
+
+    net = FaceNet(load_face_model(), device="cpu")
+    crops, A = net.crops(image_bgr, boxes)              # (B, 3, 96, 96), (B, 2, 3)
+    pred = net.process(crops)                           # crop-frame parameters
+    R, t = pose_in_camera(pred, A, K)                   # image camera
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.errors import ModelFileError
+from ..models.face_model import NUM_SH, FaceModel
+
+FACENET_VERSION: Final[int] = 1
+WEIGHTS_DIR: Final[Path] = Path(__file__).resolve().parent / "weights"
+INPUT_SIZE: Final[int] = 96
+#: crop side = CROP_SCALE x the longer side of the face box (MediaPipe's landmark box: brow to chin)
+CROP_SCALE: Final[float] = 1.4
+#: crop px per metre of a typical face filling the crop (log-scale output 0 <=> this)
+SCALE0_PER_CROP: Final[float] = 4.5
+#: rotation 6D of a frontal face (model Y up, +Z towards the camera -> camera y down, z forward)
+FRONTAL_ROT6D: Final[tuple[float, ...]] = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+
+
+def weights_path(face_model: FaceModel, weights_dir: Path | str = WEIGHTS_DIR) -> Path:
+    """``weights_dir/facenet_<kind>.pt`` (its metadata next to it as ``.json``)."""
+    return Path(weights_dir) / f"facenet_{face_model.kind}.pt"
+
+
+def face_anchor(face_model: FaceModel, correspondence) -> np.ndarray:
+    """``(3,)`` model-space anchor of the pose output: weighted centroid of the mean face's 468 landmark points."""
+    pts = correspondence.points(np.asarray(face_model.mean_shape, np.float64)[None])[0]
+    w = np.asarray(correspondence.weights, np.float64)
+    return (w @ pts / w.sum()).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- crops
+def crop_box(face_box: np.ndarray, scale: float = CROP_SCALE) -> np.ndarray:
+    """Face boxes ``(B, 4)`` x, y, w, h px -> square crops ``(B, 3)`` centre x, centre y, side px."""
+    b = np.asarray(face_box, np.float64).reshape(-1, 4)
+    side = scale * np.maximum(b[:, 2], b[:, 3])
+    return np.stack([b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2, np.maximum(side, 1.0)], -1)
+
+
+def crop_affine(crops: np.ndarray, size: int) -> np.ndarray:
+    """Square crops ``(B, 3)`` (centre, side) -> affine maps image px -> crop px ``(B, 2, 3)``
+    (``q = a p + b``, ``a = size / side``; pixel corners at integers, as everywhere here)."""
+    c = np.asarray(crops, np.float64).reshape(-1, 3)
+    a = size / c[:, 2]
+    A = np.zeros((len(c), 2, 3))
+    A[:, 0, 0] = A[:, 1, 1] = a
+    A[:, :, 2] = size / 2.0 - a[:, None] * c[:, :2]
+    return A
+
+
+def cut_crops(image_bgr: np.ndarray, A: np.ndarray, size: int) -> np.ndarray:
+    """Warp ``image_bgr (H, W, 3)`` uint8 by the affine maps ``A (B, 2, 3)`` -> ``(B, size, size, 3)`` uint8
+    (bilinear, border replicated).  cv2's pixel centres are integers, ours half-integers: shifted here."""
+    import cv2
+
+    out = np.empty((len(A), size, size, 3), np.uint8)
+    for i, Ai in enumerate(np.asarray(A, np.float64)):
+        M = Ai.copy()
+        M[:, 2] += M[:, :2].sum(1) * 0.5 - 0.5          # centre convention: q_cv = A(p_cv + .5) - .5
+        out[i] = cv2.warpAffine(image_bgr, M, (size, size), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+    return out
+
+
+def to_input(crops_bgr: np.ndarray | torch.Tensor, device="cpu") -> torch.Tensor:
+    """uint8 BGR crops ``(B, S, S, 3)`` -> network input ``(B, 3, S, S)`` float RGB in 0..1."""
+    t = torch.as_tensor(np.ascontiguousarray(crops_bgr), device=device)
+    return t.flip(-1).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+# ----------------------------------------------------------------------------- network
+def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class FaceNetModule(nn.Module):
+    """The network: 7 3x3 conv layers (96 -> 3 px, 16..256 channels), one hidden FC layer, a linear head.
+
+    ``sizes``: the face model's ``{"identity", "expression", "albedo", "sh"}``;
+    ``expression_box``: expressions through a sigmoid (built-in ARKit weights in [0, 1]).
+    forward: ``x (B, 3, S, S)`` RGB 0..1 -> raw outputs ``(B, 9 + Ki + Ke + Ka + 27)``.
+    """
+
+    def __init__(self, sizes: dict[str, int], expression_box: bool, input_size: int = INPUT_SIZE,
+                 width: int = 16, hidden: int = 192):
+        super().__init__()
+        self.sizes = {k: int(sizes[k]) for k in ("identity", "expression", "albedo", "sh")}
+        if self.sizes["sh"] != 3 * NUM_SH:
+            raise ValueError(f"sh size must be {3 * NUM_SH}, got {self.sizes['sh']}")
+        self.expression_box = bool(expression_box)
+        self.input_size = int(input_size)
+        w = width
+        chans = [(3, w, 2), (w, 32, 2), (32, 64, 2), (64, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2)]
+        self.trunk = nn.Sequential(*[_conv(a, b, s) for a, b, s in chans])
+        side = input_size // 32
+        n_out = 9 + sum(self.sizes.values())
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(256 * side * side, hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(hidden, n_out))
+        self.register_buffer("mean_rgb", torch.tensor([0.5, 0.45, 0.4]).view(1, 3, 1, 1))
+        with torch.no_grad():                       # start at a frontal mean face with white ambient light
+            last = self.head[-1]
+            last.weight.mul_(0.01)
+            bias = torch.zeros(n_out)
+            bias[:6] = torch.tensor(FRONTAL_ROT6D)
+            o = 9 + self.sizes["identity"]
+            if self.expression_box:
+                bias[o:o + self.sizes["expression"]] = -3.0
+            sh0 = 9 + self.sizes["identity"] + self.sizes["expression"] + self.sizes["albedo"]
+            bias[sh0:sh0 + 3 * NUM_SH:NUM_SH] = 0.8
+            last.bias.copy_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x - self.mean_rgb))
+
+    def split(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Raw outputs ``(B, D)`` -> ``rot6d (B, 6)``, ``uv (B, 2)`` (anchor, crop px / size - 0.5),
+        ``log_scale (B,)``, ``identity``, ``expression`` (sigmoid if boxed), ``albedo``, ``sh (B, 27)``."""
+        s = self.sizes
+        out, o = {"rot6d": raw[:, :6], "uv": raw[:, 6:8], "log_scale": raw[:, 8]}, 9
+        for k in ("identity", "expression", "albedo", "sh"):
+            out[k] = raw[:, o:o + s[k]]
+            o += s[k]
+        if self.expression_box:
+            out["expression"] = torch.sigmoid(out["expression"])
+        return out
+
+
+def crop_pose(out: dict[str, torch.Tensor], K_crop: torch.Tensor, anchor: torch.Tensor, size: int):
+    """Pose in the crop camera: ``out`` of :meth:`FaceNetModule.split`, ``K_crop (B, 3, 3)``,
+    ``anchor (3,)`` -> ``R (B, 3, 3)``, ``t (B, 3)`` with ``x_cam = R x_model + t`` (differentiable)."""
+    from ..core.rotations import rot6d_to_matrix
+
+    R = rot6d_to_matrix(out["rot6d"])
+    f = K_crop[:, 0, 0]
+    z = f / (SCALE0_PER_CROP * size * torch.exp(out["log_scale"]))
+    uv = (out["uv"] + 0.5) * size
+    xy = (uv - K_crop[:, :2, 2]) / f[:, None] * z[:, None]
+    anchor_cam = torch.cat([xy, z[:, None]], -1)
+    return R, anchor_cam - R @ anchor
+
+
+def fuse_batchnorm(net: FaceNetModule) -> FaceNetModule:
+    """Fold every BatchNorm of the (eval-mode) trunk into its convolution, in place (inference only:
+    ~15 % faster at batch 1 on a CPU)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for block in net.trunk:
+        if isinstance(block[1], nn.BatchNorm2d):
+            block[0] = fuse_conv_bn_eval(block[0], block[1])
+            block[1] = nn.Identity()
+    return net
+
+
+# ----------------------------------------------------------------------------- inference
+@dataclass(frozen=True)
+class FaceNetPrediction:
+    """Per crop (numpy float32): identity ``(B, Ki)``, expression ``(B, Ke)``, albedo ``(B, Ka)``,
+    sh ``(B, 27)``; pose in the crop camera: rot6d ``(B, 6)``, uv ``(B, 2)``, log_scale ``(B,)``."""
+
+    identity: np.ndarray
+    expression: np.ndarray
+    albedo: np.ndarray
+    sh: np.ndarray
+    rot6d: np.ndarray
+    uv: np.ndarray
+    log_scale: np.ndarray
+
+
+def pose_in_camera(pred: FaceNetPrediction, A: np.ndarray, K: np.ndarray, anchor: np.ndarray, size: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Head pose in the image camera: ``A (B, 2, 3)`` image -> crop px (axis-aligned crops),
+    ``K (3, 3)`` -> ``R (B, 3, 3)``, ``t (B, 3)`` (``x_cam = R x_model + t``, metres)."""
+    A = np.asarray(A, np.float64)
+    K = np.asarray(K, np.float64)
+    Kc = np.repeat(K[None], len(A), 0)
+    Kc[:, 0, 0], Kc[:, 1, 1] = A[:, 0, 0] * K[0, 0], A[:, 1, 1] * K[1, 1]
+    Kc[:, :2, 2] = np.einsum("bij,j->bi", A[:, :, :2], K[:2, 2]) + A[:, :, 2]
+    out = {k: torch.as_tensor(np.asarray(getattr(pred, k)), dtype=torch.float64)
+           for k in ("rot6d", "uv", "log_scale")}
+    R, t = crop_pose(out, torch.as_tensor(Kc), torch.as_tensor(np.asarray(anchor, np.float64)), size)
+    return R.numpy().astype(np.float32), t.numpy().astype(np.float32)
+
+
+def _meta_error(path: Path, field: str, problem: str) -> ModelFileError:
+    return ModelFileError(path, field, problem + "; retrain with 'python -m model_runtime train facenet' "
+                                                 "or use --face fit")
+
+
+def read_metadata(json_path: Path, face_model: FaceModel) -> dict:
+    """Read and check ``facenet_<kind>.json`` against ``face_model`` -> the metadata dict."""
+    from .correspondence import model_signature
+
+    if not json_path.is_file():
+        raise ModelFileError(json_path, None, f"is missing: no FaceNet weights for the {face_model.kind} face "
+                                              "model; train them with 'python -m model_runtime train facenet' "
+                                              "or use --face fit")
+    try:
+        meta = json.loads(json_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(json_path, None, f"cannot be read ({e})") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(json_path, None, "is not a JSON object")
+    if meta.get("version") != FACENET_VERSION:
+        raise _meta_error(json_path, "version", f"is {meta.get('version')!r}, this runtime reads {FACENET_VERSION}")
+    if meta.get("face_model") != face_model.kind:
+        raise _meta_error(json_path, "face_model", f"is {meta.get('face_model')!r}, the loaded face model is "
+                                                   f"{face_model.kind!r}")
+    sig = model_signature(face_model)
+    if meta.get("face_model_signature") != sig:
+        raise _meta_error(json_path, "face_model_signature", f"is {meta.get('face_model_signature')!r}, the loaded "
+                                                             f"face model ({face_model.source or face_model.kind}) "
+                                                             f"has {sig}")
+    if meta.get("sizes") != face_model.sizes:
+        raise _meta_error(json_path, "sizes", f"are {meta.get('sizes')!r}, the face model has {face_model.sizes}")
+    for key in ("input_size", "crop_scale", "width", "hidden"):
+        v = meta.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+            raise ModelFileError(json_path, key, f"must be a positive number, got {v!r}")
+    if int(meta["input_size"]) % 32:
+        raise ModelFileError(json_path, "input_size", f"must be a multiple of 32, got {meta['input_size']}")
+    return meta
+
+
+def load_state(pt_path: Path, net: FaceNetModule) -> None:
+    """Load ``pt_path`` (a state dict) into ``net``; any problem is a one-line :class:`ModelFileError`."""
+    if not pt_path.is_file():
+        raise ModelFileError(pt_path, None, "is missing; train it with 'python -m model_runtime train facenet' "
+                                            "or use --face fit")
+    try:
+        state = torch.load(pt_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a corrupt file
+        raise ModelFileError(pt_path, None, f"cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+                             ) from None
+    if not isinstance(state, dict):
+        raise ModelFileError(pt_path, None, f"is not a state dict (got {type(state).__name__})")
+    own = net.state_dict()
+    for k, v in own.items():
+        if k not in state:
+            raise ModelFileError(pt_path, k, "is missing")
+        got = state[k]
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(v.shape):
+            raise ModelFileError(pt_path, k, f"has shape {tuple(getattr(got, 'shape', ()))}, expected {tuple(v.shape)}")
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            raise ModelFileError(pt_path, k, "contains NaN/inf")
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise ModelFileError(pt_path, extra[0], "is not a FaceNet parameter")
+    net.load_state_dict({k: state[k].to(own[k].dtype) for k in own})
+
+
+def save_weights(net: FaceNetModule, pt_path: Path, meta: dict) -> None:
+    """Write ``net``'s state dict (floats as fp16) to ``pt_path`` and ``meta`` to ``pt_path.with_suffix('.json')``."""
+    pt_path = Path(pt_path)
+    pt_path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
+             for k, v in net.state_dict().items()}
+    torch.save(state, pt_path)
+    pt_path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+class FaceNet:
+    """FaceNet for one face model: ``process(crops)`` -> :class:`FaceNetPrediction`.
+
+    ``weights``: the ``.pt`` file (default :func:`weights_path`, the shipped weights); its ``.json``
+    is checked against ``face_model`` (:func:`read_metadata`).  ``device``: torch device (CPU or CUDA).
+    """
+
+    def __init__(self, face_model: FaceModel, device: str = "cpu", weights: Path | str | None = None,
+                 correspondence=None):
+        from .correspondence import correspondence_for
+
+        self.model = face_model
+        self.device = torch.device(device)
+        pt = Path(weights) if weights is not None else weights_path(face_model)
+        self.meta = read_metadata(pt.with_suffix(".json"), face_model)
+        self.input_size = int(self.meta["input_size"])
+        self.crop_scale = float(self.meta["crop_scale"])
+        self.net = FaceNetModule(face_model.sizes, expression_box=face_model.kind == "builtin",
+                                 input_size=self.input_size, width=int(self.meta["width"]),
+                                 hidden=int(self.meta["hidden"]))
+        load_state(pt, self.net)
+        self.net.eval()
+        fuse_batchnorm(self.net)
+        self.net.to(self.device)
+        self.corr = correspondence or correspondence_for(face_model)
+        self.anchor = face_anchor(face_model, self.corr)
+
+    def crops(self, image_bgr: np.ndarray, face_boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Crops of ``image_bgr (H, W, 3)`` uint8 around ``face_boxes (B, 4)`` -> ``(crops (B, S, S, 3)`` uint8 BGR,
+        ``A (B, 2, 3)`` image px -> crop px)."""
+        A = crop_affine(crop_box(face_boxes, self.crop_scale), self.input_size)
+        return cut_crops(image_bgr, A, self.input_size), A
+
+    @torch.inference_mode()
+    def process(self, crops_bgr: np.ndarray) -> FaceNetPrediction:
+        """uint8 BGR crops ``(B, S, S, 3)`` (:meth:`crops`) -> the crop-frame prediction (batched, one pass)."""
+        crops_bgr = np.asarray(crops_bgr)
+        S = self.input_size
+        if crops_bgr.ndim != 4 or crops_bgr.shape[1:] != (S, S, 3) or crops_bgr.dtype != np.uint8:
+            raise ValueError(f"crops must be (B, {S}, {S}, 3) uint8, got {crops_bgr.shape} {crops_bgr.dtype}")
+        out = self.net.split(self.net(to_input(crops_bgr, self.device)))
+        npf = lambda k: out[k].float().cpu().numpy()  # noqa: E731
+        return FaceNetPrediction(identity=npf("identity"), expression=npf("expression"), albedo=npf("albedo"),
+                                 sh=npf("sh"), rot6d=npf("rot6d"), uv=npf("uv"), log_scale=npf("log_scale"))
+
+    def predict(self, image_bgr: np.ndarray, face_boxes: np.ndarray, K: np.ndarray):
+        """One image, boxes ``(B, 4)``, camera ``K (3, 3)`` -> ``(prediction, R (B, 3, 3), t (B, 3))``."""
+        crops, A = self.crops(image_bgr, face_boxes)
+        pred = self.process(crops)
+        R, t = pose_in_camera(pred, A, K, self.anchor, self.input_size)
+        return pred, R, t

@@ -1,0 +1,205 @@
+"""FaceNet: network sizes (built-in and BFM), losses on a real crop, weights files, ``--face net`` captures."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model_runtime.core.errors import ModelFileError
+from model_runtime.face.facenet import (
+    FaceNet, FaceNetModule, crop_affine, crop_box, crop_pose, face_anchor, save_weights, weights_path,
+)
+from model_runtime.models.load import load_face_model
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+BFM_SIZES = {"identity": 80, "expression": 64, "albedo": 80, "sh": 27}
+
+
+@pytest.fixture(scope="module")
+def face_model():
+    return load_face_model()
+
+
+@pytest.mark.parametrize("kind", ["builtin", "bfm"])
+def test_output_sizes_follow_the_face_model(face_model, kind):
+    """Heads sized by the loaded model (built-in 80/52/80/27) and by BFM's 80/64/80/27; ARKit weights boxed."""
+    sizes = face_model.sizes if kind == "builtin" else BFM_SIZES
+    net = FaceNetModule(sizes, expression_box=kind == "builtin").eval()
+    x = torch.rand(3, 3, net.input_size, net.input_size)
+    with torch.no_grad():
+        out = net.split(net(x))
+    for k in ("identity", "expression", "albedo", "sh"):
+        assert out[k].shape == (3, sizes[k]), k
+    assert out["rot6d"].shape == (3, 6) and out["uv"].shape == (3, 2) and out["log_scale"].shape == (3,)
+    if kind == "builtin":
+        assert float(out["expression"].min()) >= 0 and float(out["expression"].max()) <= 1
+    K = torch.tensor([[200.0, 0, 48], [0, 200.0, 48], [0, 0, 1]]).expand(3, 3, 3)
+    R, t = crop_pose(out, K, torch.zeros(3), net.input_size)
+    assert R.shape == (3, 3, 3) and t.shape == (3, 3)
+    assert torch.allclose(R @ R.transpose(1, 2), torch.eye(3).expand(3, 3, 3), atol=1e-5)
+    assert bool((t[:, 2] > 0).all())                    # in front of the camera from the start
+
+
+def test_crop_affine_maps_box_centre_to_crop_centre():
+    box = np.array([[100.0, 50.0, 40.0, 60.0]])
+    A = crop_affine(crop_box(box, 1.5), 96)[0]
+    centre = A[:, :2] @ np.array([120.0, 80.0]) + A[:, 2]
+    assert np.allclose(centre, [48, 48])
+    assert np.isclose(A[0, 0], 96 / 90.0)               # side = 1.5 x the longer box side
+
+
+@pytest.fixture(scope="module")
+def real_crops(realdata, face_model):
+    """Three real face frames of LivePortrait d0 through the real detector and the fit (the cache path)."""
+    from model_runtime.detectors import make_detector
+    from model_runtime.face.facenet_data import Source, cache_source
+    from model_runtime.face.fit import FaceFitter
+    from model_runtime.face.stage import FaceFitStage
+
+    clip = realdata / "LivePortrait/assets/examples/driving/d0.mp4"
+    det = make_detector("mediapipe")
+    try:
+        data = cache_source(Source("d0", (clip,), True), det, FaceFitStage(FaceFitter(face_model)), max_frames=3)
+    finally:
+        det.close()
+    assert data is not None and len(data["crop"]) == 3
+    return data
+
+
+def test_losses_decrease_on_real_crops(real_crops, face_model):
+    """A few Adam steps on real crops lower both the landmark and the photometric term."""
+    from model_runtime.face.correspondence import correspondence_for
+    from model_runtime.face.train_facenet import ModelTensors, TrainConfig, augment, losses
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(w_distill=0.0, w_distill_coef=0.0)          # the self-supervised terms alone
+    mt = ModelTensors(face_model, correspondence_for(face_model), "cpu", cfg.photo_stride)
+    net = FaceNetModule(face_model.sizes, expression_box=True)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    batch = augment(real_crops, np.arange(3), cfg, torch.Generator().manual_seed(0), "cpu", jitter=False)
+    history = []
+    for _ in range(25):
+        terms = losses(net.split(net(batch["x"])), batch, mt, cfg)
+        history.append({k: float(v) for k, v in terms.items()})
+        opt.zero_grad()
+        sum(terms.values()).backward()
+        opt.step()
+    first, last = history[0], history[-1]
+    assert last["landmark"] < 0.7 * first["landmark"], (first, last)
+    assert last["photo"] < first["photo"], (first, last)
+    assert all(np.isfinite(v) for v in last.values())
+
+
+def test_augmented_crop_keeps_landmarks_on_the_face(real_crops):
+    """The jittered crop's landmarks land where the teacher's mesh projects (camera of the crop is exact)."""
+    from model_runtime.face.correspondence import correspondence_for
+    from model_runtime.face.train_facenet import ModelTensors, TrainConfig, augment, project_batch
+
+    model = load_face_model()
+    mt = ModelTensors(model, correspondence_for(model), "cpu")
+    b = augment(real_crops, np.arange(3), TrainConfig(roll_deg=30.0), torch.Generator().manual_seed(3), "cpu")
+    teacher = project_batch(mt.landmarks(b["identity"], b["expression"]) @ b["R"].transpose(1, 2) + b["t"][:, None],
+                            b["K"])
+    err = (teacher - b["landmarks"]).norm(dim=-1).mean(1) / b["face_size"]
+    assert float(err.max()) < 0.06                      # the fit's own residual, a few % of the face
+
+
+def _write_weights(tmp_path: Path, model, meta_patch=None) -> Path:
+    from model_runtime.face.correspondence import model_signature
+    from model_runtime.face.facenet import CROP_SCALE, FACENET_VERSION
+
+    net = FaceNetModule(model.sizes, expression_box=True)
+    meta = {"version": FACENET_VERSION, "face_model": model.kind, "face_model_signature": model_signature(model),
+            "sizes": model.sizes, "input_size": net.input_size, "crop_scale": CROP_SCALE, "width": 16,
+            "hidden": 192, "training": {}}
+    meta.update(meta_patch or {})
+    pt = weights_path(model, tmp_path)
+    save_weights(net, pt, meta)
+    return pt
+
+
+def test_weights_round_trip(tmp_path, face_model):
+    pt = _write_weights(tmp_path, face_model)
+    net = FaceNet(face_model, weights=pt)
+    crops = np.random.default_rng(0).integers(0, 255, (2, net.input_size, net.input_size, 3), dtype=np.uint8)
+    a = net.process(crops)
+    ref = FaceNetModule(face_model.sizes, expression_box=True)
+    ref.load_state_dict({k: v.float() for k, v in torch.load(pt, weights_only=True).items()})
+    ref.eval()
+    from model_runtime.face.facenet import to_input
+
+    with torch.no_grad():
+        out = ref.split(ref(to_input(crops)))
+    assert np.allclose(a.expression, out["expression"].numpy(), atol=1e-4)
+    assert np.allclose(a.sh, out["sh"].numpy(), atol=1e-4)
+    assert a.identity.shape == (2, face_model.sizes["identity"])
+
+
+@pytest.mark.parametrize("case, field", [
+    ("corrupt", None), ("version", "version"), ("signature", "face_model_signature"), ("sizes", "sizes"),
+    ("nan", "trunk.0.0.weight"), ("no_json", None), ("kind", "face_model"),
+])
+def test_bad_weights_give_one_line_model_file_error(tmp_path, face_model, case, field):
+    pt = _write_weights(tmp_path, face_model, {"version": 99} if case == "version" else
+                        {"face_model_signature": "0v0f-000"} if case == "signature" else
+                        {"sizes": BFM_SIZES} if case == "sizes" else
+                        {"face_model": "bfm"} if case == "kind" else None)
+    if case == "corrupt":
+        pt.write_bytes(b"not a torch file" * 10)
+    elif case == "nan":
+        state = torch.load(pt, weights_only=True)
+        state["trunk.0.0.weight"][0, 0, 0, 0] = float("nan")
+        torch.save(state, pt)
+    elif case == "no_json":
+        pt.with_suffix(".json").unlink()
+    with pytest.raises(ModelFileError) as e:
+        FaceNet(face_model, weights=pt)
+    msg = str(e.value)
+    assert "\n" not in msg and str(tmp_path) in msg
+    assert e.value.field == field
+    assert e.value.exit_code == 5
+
+
+def test_shipped_weights_match_the_builtin_face(face_model):
+    net = FaceNet(face_model)
+    assert net.meta["face_model"] == "builtin" and net.meta["training"]["faces"]
+    assert "AFLW2000" not in json.dumps(net.meta["training"]["faces"])
+    assert weights_path(face_model).stat().st_size < 4_000_000
+
+
+def test_face_option_parses_and_refuses_unknown_modes():
+    import argparse
+
+    from model_runtime.core.options import OptionError, add_arguments, from_args
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert from_args(p.parse_args(["--face", "net+fit"])).face_mode == "net+fit"
+    assert from_args(p.parse_args([])).face_mode == "fit"
+    from model_runtime.core.options import CaptureOptions
+
+    with pytest.raises(OptionError, match="face_mode"):
+        CaptureOptions(face_mode="mesh")
+
+
+@pytest.mark.parametrize("mode", ["net", "net+fit"])
+def test_capture_cli_with_facenet(tmp_path, mode):
+    """The real capture CLI on the repo's sample clip, a few frames, FaceNet in the face stage."""
+    out = tmp_path / "cap.npz"
+    r = subprocess.run([sys.executable, "-m", "model_runtime", "capture", str(ROOT / "samples/demo_clip.mp4"),
+                        "-o", str(out), "--end", "5", "--face", mode, "--device", "cpu", "--no-align"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from model_runtime.core.capture_file import load_capture
+
+    cap = load_capture(out)
+    expr = np.asarray(cap["face_expression"])
+    assert expr.shape[0] == 5 and np.isfinite(expr).all()
+    assert np.isfinite(np.asarray(cap["face_sh"])).all()
+    assert np.abs(expr).sum() > 0                        # the face stage ran on the detected face
