@@ -33,6 +33,8 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("eval", "face-video"), "model_runtime.evals.face_video", "does a capture's face follow its video (lips, lids, gaze, offset, colour)"),
     (("eval", "video"), "model_runtime.evals.video", "image alignment, foot slide, jitter of a capture (+ contact sheet)"),
     (("eval", "body3d"), "model_runtime.evals.body3d", "3D body MPJPE of the detector on H36M/3DHP frames"),
+    (("eval", "synth"), "model_runtime.evals.synth", "score a detector on the fixed synthetic evaluation set, by hard-case tag"),
+    (("synth",), "model_runtime.cli.synth", "synthetic training data: shards (synth --out DIR) or a preview grid (synth preview)"),
     (("capture",), "model_runtime.cli.capture", "capture a video/folder/camera into a .npz"),
     (("serve",), "model_runtime.cli.serve", "JSON-lines server for the Blender extension"),
     (("bench",), "model_runtime.cli.bench", "speed of MediaPipe alone vs the whole pipeline"),

@@ -82,8 +82,8 @@ def crop_image(img: torch.Tensor, box: torch.Tensor, size: int) -> torch.Tensor:
 def hard_case_tags(body_2d, hand_2d, hand_vis, mask, p: dict, width: int, height: int) -> dict[str, torch.Tensor]:
     """Hard-case tags ``(N,)`` bool.
 
-    hand_small: a hand with at least 11 of 21 keypoints in frame is under :data:`SMALL_HAND_PX`
-    tall; limbs_out_of_frame: an elbow, wrist, knee or ankle is outside the image;
+    hand_small: a hand with at least 11 of 21 keypoints in frame whose keypoint box's longer
+    side is under :data:`SMALL_HAND_PX`; limbs_out_of_frame: an elbow, wrist, knee or ankle is outside the image;
     hand_occluded: a hand with at least 11 keypoints in frame has fewer than half of those
     visible; truncated: any body keypoint outside the image or the mask touches the border;
     occluded: an occluder was placed; blurred: motion blur over 4 px.
@@ -91,7 +91,7 @@ def hard_case_tags(body_2d, hand_2d, hand_vis, mask, p: dict, width: int, height
     inside_b = (body_2d[..., 0] >= 0) & (body_2d[..., 0] < width) & (body_2d[..., 1] >= 0) & (body_2d[..., 1] < height)
     inside_h = (hand_2d[..., 0] >= 0) & (hand_2d[..., 0] < width) & (hand_2d[..., 1] >= 0) & (hand_2d[..., 1] < height)
     hand_in = inside_h.sum(-1) >= 11                                                       # (N, 2)
-    hand_h = hand_2d[..., 1].amax(-1) - hand_2d[..., 1].amin(-1)
+    hand_h = (hand_2d.amax(-2) - hand_2d.amin(-2)).amax(-1)                             # longer box side
     vis_frac = (hand_vis & inside_h).sum(-1).float() / inside_h.sum(-1).clamp_min(1).float()
     border = mask[:, 0].any(-1) | mask[:, -1].any(-1) | mask[:, :, 0].any(-1) | mask[:, :, -1].any(-1)
     return {

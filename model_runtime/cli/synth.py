@@ -1,0 +1,179 @@
+"""``python -m model_runtime synth``: write shards of synthetic samples, or a preview grid.
+
+    python -m model_runtime synth --out DIR --count N --seed S [--shard-size 64] [--workers 2]
+    python -m model_runtime synth preview --out grid.png [--count 8] [--seed S]
+
+Variety switches: ``--no-<name>`` for each :class:`model_runtime.synth.SynthConfig` switch
+(``--no-clothing``, ``--no-real-background``, ...).  ``--workers`` renders shards in parallel
+processes (each with ``--threads`` torch threads).  Prints one JSON line with the count, the
+wall time and images/s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH, e.g. 768x1024, got {text!r}") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise argparse.ArgumentTypeError(f"width and height must be in [16, 8192], got {text!r}")
+    return w, h
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The :class:`SynthConfig` options shared by ``synth`` and ``eval synth``."""
+    from ..synth.config import SynthConfig
+
+    parser.add_argument("--size", type=_size, default=(768, 1024), help="image size WxH (default 768x1024)")
+    parser.add_argument("--hand-crop", type=_positive, default=256, help="hand crop side in px (default 256)")
+    parser.add_argument("--face-crop", type=_positive, default=256, help="face crop side in px (default 256)")
+    parser.add_argument("--pose-source", choices=("mocap", "mocap-heldout", "random"), default=None,
+                        help="body poses: retargeted MoCap (default), its held-out actor, or random")
+    parser.add_argument("--data-root", type=Path, default=None, help="folder with mocap/ and realdata/ (default ../shared/data)")
+    parser.add_argument("--body", default="builtin", help="body model: builtin or an SMPL-H file")
+    parser.add_argument("--face", default="builtin", help="face model: builtin or a BFM file")
+    for name in SynthConfig().switches:
+        parser.add_argument(f"--no-{name.replace('_', '-')}", dest=f"no_{name}", action="store_true",
+                            help=f"switch off {name.replace('_', ' ')} variety")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
+    parser.add_argument("--threads", type=_positive, default=1, help="torch threads per process (default 1)")
+
+
+def config_from_args(args: argparse.Namespace, **overrides):
+    from ..synth.config import SynthConfig
+
+    kw = {n: not getattr(args, f"no_{n}") for n in SynthConfig().switches}
+    kw.update(width=args.size[0], height=args.size[1], hand_crop=args.hand_crop, face_crop=args.face_crop,
+              body=args.body, face=args.face, data_root=None if args.data_root is None else str(args.data_root))
+    if args.pose_source is not None:
+        kw["pose_source"] = args.pose_source
+    kw.update(overrides)
+    return SynthConfig(**kw)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", nargs="?", choices=("write", "preview"), default="write",
+                        help="write shards (default) or a preview grid PNG")
+    parser.add_argument("--out", type=Path, required=True, help="shard folder (write) or .png file (preview)")
+    parser.add_argument("--count", type=_positive, default=None, help="samples (default 64; preview 8)")
+    parser.add_argument("--seed", type=_seed, default=0, help="stream seed (default 0)")
+    parser.add_argument("--start", type=_seed, default=0, help="first sample index of the stream (default 0)")
+    parser.add_argument("--shard-size", type=_positive, default=64, help="samples per shard (default 64)")
+    parser.add_argument("--workers", type=_positive, default=1, help="parallel processes (default 1)")
+    parser.add_argument("--columns", type=_positive, default=4, help="preview: samples per row (default 4)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing shards / preview file")
+    add_config_arguments(parser)
+
+
+def _check_png(path: Path, overwrite: bool) -> Path:
+    import os
+    import tempfile
+
+    from ..core.errors import OutputError
+
+    if path.suffix.lower() != ".png":
+        raise OutputError(f"{path}: the preview must be a .png file")
+    if path.is_dir():
+        raise OutputError(f"{path}: the output is a folder; give a file name ending in .png")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{path}: the output folder {parent} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".synth-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write in the output folder {parent} ({e.strerror or e})") from None
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: the output exists; choose another name or pass --overwrite")
+    return path
+
+
+def _write_shards(job) -> int:
+    """Worker: render and write the shards ``job = (cfg, seed, device, threads, out, [(k, start, n)])``."""
+    import torch
+
+    from ..synth import generate
+    from ..synth.shards import shard_name, write_shard
+
+    cfg, seed, device, threads, out, items = job
+    torch.set_num_threads(threads)
+    cj = json.dumps(cfg.to_dict(), sort_keys=True)
+    done = 0
+    for k, start, n in items:
+        b = generate(cfg, seed, n, device=device, start=start)
+        write_shard(Path(out) / shard_name(k), b, cj, seed)
+        done += n
+    return done
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..core.options import resolve_device
+    from ..evals.common import note
+
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    cfg = config_from_args(args)
+    if args.action == "preview":
+        import cv2
+
+        from ..synth import generate
+        from ..synth.preview import grid
+
+        out = _check_png(args.out, args.overwrite)
+        b = generate(cfg, args.seed, args.count or 8, device=device, start=args.start, log=note)
+        if not cv2.imwrite(str(out), grid(b, args.columns)):
+            from ..core.errors import OutputError
+
+            raise OutputError(f"{out}: cannot write the PNG")
+        print(json.dumps({"preview": str(out), "count": len(b)}))
+        return 0
+    from ..synth.engine import context
+    from ..synth.shards import check_output_dir
+
+    out = check_output_dir(args.out, args.overwrite)
+    count = args.count or 64
+    context(cfg, device, log=note)                           # load models / pose bank once (and report errors early)
+    items = [(k, args.start + s, min(args.shard_size, count - s)) for k, s in enumerate(range(0, count, args.shard_size))]
+    t0 = time.perf_counter()
+    if args.workers == 1:
+        done = _write_shards((cfg, args.seed, device, args.threads, str(out), items))
+    else:
+        import multiprocessing as mp
+
+        jobs = [(cfg, args.seed, device, args.threads, str(out), items[w::args.workers]) for w in range(args.workers)]
+        with mp.get_context("spawn").Pool(args.workers) as pool:
+            done = sum(pool.map(_write_shards, jobs))
+    wall = time.perf_counter() - t0
+    print(json.dumps({"out": str(out), "count": done, "shards": len(items), "seconds": round(wall, 2),
+                      "images_per_s": round(done / wall, 3), "device": device, "workers": args.workers,
+                      "threads": args.threads}))
+    return 0
