@@ -9,6 +9,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
+from . import face_rig
 from .avatar_data import AvatarData
 
 AVATAR_TAG = "fullbody_avatar"      # custom property on the armature object
@@ -136,6 +137,7 @@ def create_avatar(data: AvatarData, name: str = "FullBody", collection=None):
     arm_obj = create_armature(data, name, collection)
     mesh_obj = create_mesh(data, name + "_mesh", collection, arm_obj)
     arm_obj["mesh_name"] = mesh_obj.name
+    face_rig.create_eyes(arm_obj, data.eyes, collection)
     return arm_obj, mesh_obj
 
 

@@ -53,6 +53,7 @@ class AvatarData:
     shape_key_names: tuple[str, ...] = ()
     shape_key_deltas: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 3), np.float32))
     colors: np.ndarray | None = None
+    eyes: np.ndarray | None = None                 # (2, 4) eyeball centre (Blender axes) + radius, [right, left]
     warnings: list = field(default_factory=list)   # shown to the user by the operators
     betas: np.ndarray = field(default_factory=lambda: np.zeros(skeleton.NUM_BETAS, np.float32))
     source: str = ""
@@ -259,7 +260,17 @@ def avatar_data_from_arrays(a: dict) -> AvatarData:
         colors=np.asarray(a["colors"], np.float32),
         betas=betas,
         source=str(a["source"]),
+        eyes=_eyes_to_blender(a.get("eyes")),
     )
+
+
+def _eyes_to_blender(eyes) -> np.ndarray | None:
+    """Avatar-file ``eyes (2, 4)`` (model axes) -> Blender axes, or None when absent/malformed."""
+    if eyes is None or np.shape(eyes) != (2, 4) or not np.isfinite(eyes).all():
+        return None
+    e = np.asarray(eyes, np.float64).copy()
+    e[:, :3] = axes.model_points_to_blender(e[:, :3])
+    return e
 
 
 def _model_spec(capture, key: str) -> str | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import bpy
 import numpy as np
 
-from . import convert
+from . import convert, face_rig
 from .avatar import bone_rest_matrices
 
 LINEAR = bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value
@@ -137,6 +137,8 @@ def apply_capture(scene, arm_obj, mesh_obj, capture, options: ImportOptions = Im
             for i, n in present:
                 write_curves(kbag, f'key_blocks["{n}"].value', frames, expr[:, i:i + 1], group="Expressions")
             n_keys = len(present)
+    if options.expressions:
+        face_rig.key_gaze(arm_obj, capture, frames, write_curves, _new_action)
     if options.set_scene:
         fps = float(np.asarray(capture["fps"]).reshape(-1)[0])
         set_scene_timing(scene, fps, options.frame_start, T)

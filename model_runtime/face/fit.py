@@ -77,6 +77,7 @@ class FaceFitConfig:
     w_temporal: float = 5e-2        # expression change between frames (video mode only)
     landmark_sigma: float = 0.01    # Charbonnier scale, fraction of the face size
     photo_sigma: float = 0.05       # colour residual scale (linear RGB)
+    sh_ambient_hold: float = 10.0   # closed-form SH: ridge on the ambient band (x visible vertices)
     max_photo_vertices: int = 2500  # vertices sampled for the photometric term
     zbuffer_size: int = 96          # coarse vertex z-buffer side (visibility)
     lr: float = 0.05
@@ -481,8 +482,12 @@ class FaceFitter:
         return idx, px, normals, vis
 
     def _solve_sh(self, p, ctx) -> torch.Tensor:
-        """Closed-form lighting for the current shape/pose/albedo: per-channel ridge regression of
-        the sampled colours on albedo x SH basis, towards ambient light -> ``(27,)``."""
+        """Closed-form lighting for the current shape/pose/albedo: ridge regression of the sampled
+        colours on albedo x SH basis -> ``(27,)``.  The light is white (one 9-vector for the three
+        channels) and its ambient level (band 0) is held near :func:`ambient_sh`'s, so the skin's
+        colour and brightness go into the albedo, not into the light: the albedo is what the
+        avatar shows under another light (Blender's).  The directional bands are free (ridge
+        ``1e-2 V``)."""
         from ..models.face_model import sh_basis
 
         idx, px, normals, vis = self._photo_samples(p, ctx)
@@ -492,14 +497,13 @@ class FaceFitter:
         refl = face_albedo(self._alb_mean[idx], self._alb_b[idx], p["albedo"][None])[0]     # (V, 3)
         Hb = sh_basis(normals[idx])                                                        # (V, 9)
         obs = self._sample(ctx.image, px[idx], ctx)                                        # (V, 3)
-        lam = 1e-2 * vis.sum()
-        out = []
-        for ch in range(3):                                                                # 3 channels
-            A = Hb * refl[:, ch:ch + 1] * vis[:, None]
-            b = obs[:, ch] * vis
-            M = A.T @ A + lam * torch.eye(NUM_SH, device=self.device)
-            out.append(torch.linalg.solve(M, A.T @ b + lam * prior[ch]))
-        return torch.stack(out).reshape(-1)
+        A = (Hb[None] * (refl.T * vis[None])[..., None]).reshape(-1, NUM_SH)              # (3V, 9)
+        b = (obs.T * vis[None]).reshape(-1)                                                # (3V,)
+        lam = torch.full((NUM_SH,), 1e-2, device=self.device) * vis.sum()
+        lam[0] = self.config.sh_ambient_hold * vis.sum()
+        M = A.T @ A + torch.diag(lam)
+        white = torch.linalg.solve(M, A.T @ b + lam * prior[0])
+        return white[None].expand(3, NUM_SH).reshape(-1).contiguous()
 
     def _solve_albedo(self, p, ctx) -> torch.Tensor:
         """Closed-form albedo for the current shape/pose/lighting: ridge regression of the sampled

@@ -21,9 +21,12 @@ vertices, ``Fm`` triangles, ``J = 52`` joints, ``E`` expressions)::
     skin_weights       (Vm, J) float32   rows sum to 1 (face: 1.0 on ``head``)
     expression_names   (E,) str
     expression_deltas  (E, Vm, 3) float32  mesh with expression e_k = 1, minus ``vertices``
-    colors             (Vm, 3) float32   linear RGB 0..1 (face: albedo; body: the face's median)
+    colors             (Vm, 3) float32   linear RGB 0..1 (face: albedo, blended into the body's tone at
+                                         the seam; body: the face albedo's median)
     betas              (16,) float32, identity (Ki,) float32, albedo (Ka,) float32
     num_body_vertices  ()                vertices [0, n) are body, [n, Vm) the 3DMM face
+    eyes               (2, 4) float32    optional: eyeball centre xyz + radius, [person's right, left]
+                                         (:func:`full_model.eye_spheres`; absent without eye landmarks)
     source             ()  str           "<body source> + <face source>"
 """
 from __future__ import annotations
@@ -35,7 +38,6 @@ import numpy as np
 
 from ..core import lbs as _lbs
 from ..core.errors import ModelFileError
-from .face_model import face_albedo
 from ..core.safe_npz import load_npz
 from ..core.skeleton import JOINT_NAMES, NUM_BETAS, NUM_JOINTS
 
@@ -79,10 +81,8 @@ def avatar_arrays(full: "FullBodyModel", betas=None, identity=None, albedo=None)
                             np.broadcast_to(ident.astype(np.float64), (B, len(ident))).copy(), expr)  # (B, Vm, 3)
     joints = _lbs.shaped_joints(body.J_regressor.astype(np.float64), body.v_template.astype(np.float64),
                                 body.shapedirs[..., :NUM_BETAS].astype(np.float64), b[None].astype(np.float64))[0]
-    colors = full.vertex_colors().astype(np.float32)
-    colors[full.face_vertex_slice] = np.clip(
-        face_albedo(face.mean_albedo, face.albedo_basis, alb[None])[0], 0.0, 1.0)
-    return {
+    colors = full.vertex_colors(albedo=alb).astype(np.float32)     # body: the captured skin tone
+    out = {
         "format": np.array(AVATAR_FORMAT),
         "version": np.array(AVATAR_FILE_VERSION, np.int64),
         "joint_names": np.array(body.joint_names),
@@ -98,6 +98,13 @@ def avatar_arrays(full: "FullBodyModel", betas=None, identity=None, albedo=None)
         "num_body_vertices": np.array(full.num_body_vertices, np.int64),
         "source": np.array(f"{body.source} + {face.source}"),
     }
+    lm = np.asarray(face.landmarks68, np.int64)[36:48]
+    if (lm >= 0).all():      # eyeballs: [person's right, left] (iBUG 36-41, 42-47) on the rest mesh
+        from .full_model import eye_spheres
+
+        out["eyes"] = eye_spheres(verts[0][full.num_body_vertices + lm].reshape(2, 6, 3),
+                                  verts[0][full.face_vertex_slice]).astype(np.float32)
+    return out
 
 
 def write_avatar_file(path: Path | str, arrays: dict[str, np.ndarray]) -> Path:

@@ -27,12 +27,14 @@ from ..core.skeleton import HEAD_JOINT, NUM_BETAS, NUM_JOINTS
 from ..geometry import alignment
 from . import bridge
 from .body_model import BodyModel
-from .face_model import FaceModel, face_geometry
+from .face_model import FaceModel, face_albedo, face_geometry
 
-__all__ = ["FullBodyModel", "build_full_model", "MAX_CUT_GROWTH"]
+__all__ = ["FullBodyModel", "build_full_model", "eye_spheres", "MAX_CUT_GROWTH"]
 
 #: how often the cut may be widened around folded strip triangles
 MAX_CUT_GROWTH = 8
+#: face vertex rings next to the seam whose colour is blended into the body's
+SEAM_BLEND_RINGS = 4
 
 
 @dataclass(frozen=True)
@@ -96,13 +98,44 @@ class FullBodyModel:
         w[self.face_vertex_slice, HEAD_JOINT] = 1.0
         return w
 
-    def vertex_colors(self, body_rgb=None) -> np.ndarray:
-        """Linear RGB ``(Vm, 3)``: face = mean albedo; body = ``body_rgb`` (default: the face's median albedo)."""
-        face_rgb = np.clip(self.face.mean_albedo, 0.0, 1.0)
+    def vertex_colors(self, body_rgb=None, albedo=None) -> np.ndarray:
+        """Linear RGB ``(Vm, 3)``: face = the albedo of coefficients ``albedo (<=Ka,)`` (None: the mean
+        albedo); body = ``body_rgb (3,)`` (default: the median of that face albedo, so head and body
+        have one skin tone).  The face's outer :data:`SEAM_BLEND_RINGS` rings of vertices are blended
+        towards the body colour (linearly by ring), so no colour band marks the seam."""
+        if albedo is None:
+            face_rgb = self.face.mean_albedo
+        else:
+            a = np.zeros(self.face.sizes["albedo"], np.float32)
+            v = np.asarray(albedo, np.float32).reshape(-1)[: len(a)]
+            a[: len(v)] = v
+            face_rgb = face_albedo(self.face.mean_albedo, self.face.albedo_basis, a[None])[0]
+        face_rgb = np.clip(face_rgb, 0.0, 1.0)
+        body = np.median(face_rgb, axis=0) if body_rgb is None else np.asarray(body_rgb, np.float32)
+        ring = self._face_rings()                                                   # (N,) 0 on the rim
+        t = np.clip(ring / SEAM_BLEND_RINGS, 0.0, 1.0)[:, None]
         c = np.empty((self.num_vertices, 3), np.float32)
-        c[: self.num_body_vertices] = np.median(face_rgb, axis=0) if body_rgb is None else body_rgb
-        c[self.face_vertex_slice] = face_rgb
+        c[: self.num_body_vertices] = body
+        c[self.face_vertex_slice] = (1.0 - t) * body + t * face_rgb
         return c
+
+    def _face_rings(self) -> np.ndarray:
+        """``(N,)`` float: rings of edges from each face vertex to the face's outer rim (capped at
+        :data:`SEAM_BLEND_RINGS`)."""
+        if "rings" not in self._cache:
+            faces = np.asarray(self.face.faces, np.int64)
+            ring = np.full(self.face.num_vertices, float(SEAM_BLEND_RINGS))
+            front = np.zeros(self.face.num_vertices, bool)
+            front[np.asarray(self.face_loop) - self.num_body_vertices] = True
+            seen = front.copy()
+            for k in range(SEAM_BLEND_RINGS):
+                ring[front] = k
+                nxt = np.zeros_like(front)
+                nxt[faces[front[faces].any(1)].ravel()] = True
+                front = nxt & ~seen
+                seen |= nxt
+            self._cache["rings"] = ring
+        return self._cache["rings"]
 
     def rest_vertices(self) -> np.ndarray:
         """Merged vertices ``(Vm, 3)`` at rest, mean shape, neutral face (numpy)."""
@@ -163,6 +196,41 @@ class FullBodyModel:
             verts, joints = verts + transl[:, None, :], joints + transl[:, None, :]
         assert verts.shape[:2] == (Bsz, self.num_vertices)
         return verts, joints
+
+
+#: eyeball radius as a fraction of the distance between an eye's two corner landmarks (iBUG 36/39),
+#: and how far behind the front of the lids (the most forward face vertex over the eye opening)
+#: the eyeball's front sits, in radii
+EYE_RADIUS_FRACTION = 0.5
+EYE_BEHIND_LIDS_RADII = 0.15
+
+
+def eye_spheres(eye_points: np.ndarray, face_vertices: np.ndarray,
+                forward: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
+    """Eyeballs from the six iBUG landmarks of each eye and the face mesh around them.
+
+    ``eye_points (2, 6, 3)`` (corner, two upper lid points, corner, two lower lid points, iBUG
+    order), ``face_vertices (N, 3)``, ``forward (3,)`` the face's looking direction -> ``(2, 4)``:
+    centre xyz and radius per eye (same order and units).  The centre lies on the forward line
+    through the landmarks' mean, one radius plus :data:`EYE_BEHIND_LIDS_RADII` behind the most
+    forward vertex within half an eye width of that line (the lids), so the eyeball fills the
+    opening without poking through it."""
+    p = np.asarray(eye_points, np.float64)
+    v = np.asarray(face_vertices, np.float64)
+    f = np.asarray(forward, np.float64) / np.linalg.norm(forward)
+    width = np.linalg.norm(p[:, 0] - p[:, 3], axis=-1)                       # (2,)
+    r = EYE_RADIUS_FRACTION * width
+    out = np.zeros((2, 4))
+    for k in range(2):
+        c = p[k].mean(0)
+        rel = v - c
+        depth = rel @ f                                                      # (N,) forward of c
+        lateral = np.linalg.norm(rel - depth[:, None] * f, axis=1)
+        near = lateral < 0.5 * width[k]
+        front = depth[near].max() if near.any() else 0.0
+        out[k, :3] = c + (front - (1.0 + EYE_BEHIND_LIDS_RADII) * r[k]) * f
+        out[k, 3] = r[k]
+    return out
 
 
 def build_full_model(body: BodyModel, face: FaceModel) -> FullBodyModel:
