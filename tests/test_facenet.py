@@ -203,3 +203,23 @@ def test_capture_cli_with_facenet(tmp_path, mode):
     assert expr.shape[0] == 5 and np.isfinite(expr).all()
     assert np.isfinite(np.asarray(cap["face_sh"])).all()
     assert np.abs(expr).sum() > 0                        # the face stage ran on the detected face
+
+
+def test_pose_in_camera_puts_the_anchor_under_the_predicted_crop_pixel():
+    """The crop camera (focal a f, principal point mapped by A) and the image camera agree: the anchor
+    lands at the predicted crop position, mapped back to the image."""
+    from model_runtime.face.facenet import FRONTAL_ROT6D, FaceNetPrediction, pose_in_camera
+    from model_runtime.face.render import intrinsics, project
+
+    box = np.array([[300.0, 120.0, 80.0, 100.0], [20.0, 30.0, 40.0, 40.0]])
+    A = crop_affine(crop_box(box), 96)
+    z = np.zeros((2, 1), np.float32)
+    pred = FaceNetPrediction(identity=z, expression=z, albedo=z, sh=z, rot6d=np.tile(FRONTAL_ROT6D, (2, 1)),
+                             uv=np.array([[0.1, -0.2], [0.0, 0.0]]), log_scale=np.array([0.3, -0.2]))
+    K = intrinsics(640, 480)
+    anchor = np.array([0.0, 0.6, 0.1])
+    R, t = pose_in_camera(pred, A, K, anchor, 96)
+    px = project(np.einsum("bij,j->bi", R.astype(np.float64), anchor) + t, K)          # (2, 2) image px
+    crop_px = np.einsum("bij,bj->bi", A[:, :, :2], px) + A[:, :, 2]
+    assert np.allclose(crop_px, (pred.uv + 0.5) * 96, atol=1e-3)
+    assert np.allclose(R[0], np.diag([1.0, -1.0, -1.0]), atol=1e-6)

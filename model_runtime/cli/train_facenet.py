@@ -38,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-dir", type=Path, default=None,
                    help="where facenet_<model>.pt/.json go (default: the shipped model_runtime/face/weights)")
     p.add_argument("--no-export", action="store_true")
+    p.add_argument("--export-only", action="store_true",
+                   help="export <run-dir>/checkpoint.pt as it is (no training steps)")
 
 
 def run(args) -> int:
@@ -73,6 +75,14 @@ def run(args) -> int:
     val_idx = np.flatnonzero(np.isin(data["source"], held))
     cfg = TrainConfig(**{k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("lr", args.lr),
                                             ("seed", args.seed)) if v is not None})
+    if args.export_only:
+        ckpt = args.run_dir / "checkpoint.pt"
+        if not ckpt.is_file():
+            from ..core.errors import InputMissingError
+
+            raise InputMissingError(f"{ckpt}: no checkpoint to export")
+        cfg = dataclasses.replace(cfg, steps=int(torch.load(ckpt, map_location="cpu", weights_only=False)["step"]))
+        args.resume = True
     log(f"FaceNet: {len(data['crop']) - len(val_idx)} training faces from {len(names) - len(held)} sources, "
         f"{len(val_idx)} held out; {cfg.steps} steps of {cfg.batch} on {device}")
     corr = correspondence_for(model)

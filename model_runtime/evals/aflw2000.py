@@ -2,9 +2,10 @@
 
 For every ``imageNNNNN.jpg`` in DIR with its ``.mat`` (``pt3d_68`` 3x68, ``Pose_Para``):
 detect (``--detector``), estimate the 3DMM with ``--face``: ``fit`` (:class:`face.fit.FaceFitter`,
-single-image mode), ``net`` (:class:`face.facenet.FaceNet` on the detection's face box) or ``net+fit``
-(FaceNet's parameters as the fit's start: its warm-started schedule instead of the three-stage one),
-and read the 68 landmarks off the mesh.  ``ms_per_face``: the face step alone (detection excluded).  NME = mean point error divided by
+single-image mode), ``net`` (:class:`face.facenet.FaceNet` on the detection's face box), ``net+fit``
+(FaceNet's pose, expression and identity as the start of the capture's landmark fit,
+:class:`face.tracker.FaceTracker` with the identity free, run to convergence) or ``track`` (that landmark
+fit from a similarity pose and the mean face, for reference), and read the 68 landmarks off the mesh.  ``ms_per_face``: the face step alone (detection excluded).  NME = mean point error divided by
 ``sqrt(w * h)`` of the ground-truth landmark box, in %.  Reported overall, per absolute
 yaw bin [0,30], [30,60], [60,90] degrees, against the original fits (``pt3d_68``) and,
 when 3DDFA's re-annotated arrays are found (``--reannotated``/``--index-map`` or the
@@ -36,8 +37,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--index-map", type=Path, default=None,
                         help="derived/aflw2000_index_map.json (default: found next to DIR if present)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
-    parser.add_argument("--face", choices=("fit", "net", "net+fit"), default="fit",
-                        help="3DMM fit (default), FaceNet, or FaceNet as the fit's start")
+    parser.add_argument("--face", choices=("fit", "net", "net+fit", "track"), default="fit",
+                        help="3DMM fit (default), FaceNet, FaceNet as the start of the landmark fit, or that "
+                             "landmark fit from a similarity pose (track)")
     parser.add_argument("--facenet-weights", type=Path, default=None,
                         help="FaceNet .pt (default: the shipped weights of the face model)")
     add_detector_arguments(parser)
@@ -92,14 +94,27 @@ def _summary(errors: list[float], yaws: list[float]) -> dict:
     return out
 
 
+class _Params:
+    """identity ``(1, Ki)`` and expression ``(1, Ke)`` as :meth:`FaceEstimator._points68` reads them."""
+
+    def __init__(self, identity, expression):
+        self.identity, self.expression = identity, expression
+
+
 class FaceEstimator:
-    """One image's 68 points by ``mode`` (``fit``, ``net``, ``net+fit``): ``__call__(image, landmarks (468, 3),
+    """One image's 68 points by ``mode`` (``fit``, ``net``, ``net+fit``, ``track``): ``__call__(image, landmarks (468, 3),
     face_box (4,)) -> (68, 2)`` px or None when it failed."""
 
     def __init__(self, mode: str, fitter, facenet=None):
         from ..face.correspondence import MP468_TO_IBUG68
 
+        from ..face.tracker import FaceTracker, FaceTrackerConfig
+
         self.mode, self.fitter, self.net = mode, fitter, facenet
+        # net+fit / track: the capture's landmark fit (LM, identity free) run to convergence from FaceNet's
+        # start (net+fit) or from a similarity pose and the mean face (track)
+        self.tracker = FaceTracker(fitter.model, correspondence=fitter.corr, expression_range=fitter.expression_range,
+                                   config=FaceTrackerConfig(iterations=FaceTrackerConfig.init_iterations))
         m = fitter.model
         lm68 = np.asarray(m.landmarks68)
         # the fitter's "auto" 68 points: the model's ids for a BFM model with all 68, else the correspondence
@@ -126,18 +141,26 @@ class FaceEstimator:
         return self.fitter.corr.points(px[None])[0][self._mp68]
 
     def __call__(self, image, landmarks, face_box):
-        from ..face.fit import FaceFitState
+        from ..face.render import intrinsics
+        from ..face.tracker import FaceTrack
 
         if self.mode == "fit":
             res = self.fitter.fit(image, landmarks, face_box)
             return res.landmarks68_px if res.ok else None
-        pred, R, t, K = self._net(image, face_box)
-        if self.mode == "net":
-            return self._points68(pred, R, t, K)
-        seed = FaceFitState(identity=pred.identity[0], albedo=pred.albedo[0], n_identity=0, rotation=R,
-                            translation=t, expression=pred.expression[0], sh=pred.sh[0])
-        res = self.fitter.fit(image, landmarks, face_box, seed)
-        return res.landmarks68_px if res.ok else None
+        size = float(np.sqrt(face_box[2] * face_box[3]))
+        if self.mode == "track":
+            K = intrinsics(image.shape[1], image.shape[0], self.fitter.focal_px)
+            ident = np.zeros(self.fitter.sizes["identity"])
+            tr = self.tracker.track(landmarks, K, ident, None, face_size=size, fit_identity=True)
+        else:
+            pred, R, t, K = self._net(image, face_box)
+            if self.mode == "net":
+                return self._points68(pred, R, t, K)
+            seed = FaceTrack(rotation=R.astype(np.float64), translation=t.astype(np.float64),
+                             expression=pred.expression[0].astype(np.float64),
+                             identity=pred.identity[0].astype(np.float64), landmark_error_px=float("nan"), iterations=0)
+            tr = self.tracker.track(landmarks, K, seed.identity, seed, face_size=size, fit_identity=True)
+        return self._points68(_Params(tr.identity[None], tr.expression[None]), tr.rotation, tr.translation, K)
 
 
 def evaluate(dirpath: Path, detector, fitter, limit: int = 0, reannotated=None) -> dict:
@@ -205,10 +228,13 @@ def run(args) -> int:
         # small per-image problems: one intra-op thread is fastest, and it leaves a core
         # to MediaPipe (two threads ran ~25x slower on the shared 2-core machine)
         torch.set_num_threads(1)
+        from ..capture.workers import limit_numpy_blas_threads
+
+        limit_numpy_blas_threads(1)       # the LM tracker's small products (net+fit, track): no BLAS pool
     face_model = load_face_model(args.face_model)
     fitter = FaceFitter(face_model, device=args.device)
     net = None
-    if args.face != "fit":
+    if args.face in ("net", "net+fit"):
         from ..face.facenet import FaceNet
 
         net = FaceNet(face_model, device=args.device, weights=args.facenet_weights)

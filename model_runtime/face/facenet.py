@@ -201,16 +201,20 @@ class FaceNetPrediction:
 def pose_in_camera(pred: FaceNetPrediction, A: np.ndarray, K: np.ndarray, anchor: np.ndarray, size: int
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Head pose in the image camera: ``A (B, 2, 3)`` image -> crop px (axis-aligned crops),
-    ``K (3, 3)`` -> ``R (B, 3, 3)``, ``t (B, 3)`` (``x_cam = R x_model + t``, metres)."""
+    ``K (3, 3)`` -> ``R (B, 3, 3)``, ``t (B, 3)`` (``x_cam = R x_model + t``, metres).  :func:`crop_pose` in
+    numpy: the crop camera has focal ``a f`` and the image's principal point mapped by ``A``."""
+    from ..core.rotations import rot6d_to_matrix
+
     A = np.asarray(A, np.float64)
     K = np.asarray(K, np.float64)
-    Kc = np.repeat(K[None], len(A), 0)
-    Kc[:, 0, 0], Kc[:, 1, 1] = A[:, 0, 0] * K[0, 0], A[:, 1, 1] * K[1, 1]
-    Kc[:, :2, 2] = np.einsum("bij,j->bi", A[:, :, :2], K[:2, 2]) + A[:, :, 2]
-    out = {k: torch.as_tensor(np.asarray(getattr(pred, k)), dtype=torch.float64)
-           for k in ("rot6d", "uv", "log_scale")}
-    R, t = crop_pose(out, torch.as_tensor(Kc), torch.as_tensor(np.asarray(anchor, np.float64)), size)
-    return R.numpy().astype(np.float32), t.numpy().astype(np.float32)
+    f = A[:, 0, 0] * K[0, 0]                                              # (B,) crop focal
+    c = np.einsum("bij,j->bi", A[:, :, :2], K[:2, 2]) + A[:, :, 2]        # (B, 2) crop principal point
+    R = rot6d_to_matrix(np.asarray(pred.rot6d, np.float64))
+    z = f / (SCALE0_PER_CROP * size * np.exp(np.asarray(pred.log_scale, np.float64)))
+    uv = (np.asarray(pred.uv, np.float64) + 0.5) * size
+    anchor_cam = np.concatenate([(uv - c) / f[:, None] * z[:, None], z[:, None]], -1)
+    t = anchor_cam - R @ np.asarray(anchor, np.float64)
+    return R.astype(np.float32), t.astype(np.float32)
 
 
 def _meta_error(path: Path, field: str, problem: str) -> ModelFileError:
@@ -316,6 +320,8 @@ class FaceNet:
         self.net.to(self.device)
         self.corr = correspondence or correspondence_for(face_model)
         self.anchor = face_anchor(face_model, self.corr)
+        # the first pass pays oneDNN's kernel set-up (~10 ms): pay it here, not in a clip's first frame
+        self.process(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))
 
     def crops(self, image_bgr: np.ndarray, face_boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Crops of ``image_bgr (H, W, 3)`` uint8 around ``face_boxes (B, 4)`` -> ``(crops (B, S, S, 3)`` uint8 BGR,

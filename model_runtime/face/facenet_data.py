@@ -166,8 +166,8 @@ def build_cache(root: Path, out_dir: Path, face_model, max_frames: int = 0,
     try:
         for src in find_sources(root):
             path = out_dir / f"{src.name}.npz"
-            if path.is_file():
-                continue
+            if path.is_file() or summary["sources"].get(src.name, {}).get("faces") == 0:
+                continue                                # cached, or known to hold no usable face
             t0 = time.perf_counter()
             arrays = cache_source(src, detector, stage, max_frames)
             n = 0 if arrays is None else len(arrays["crop"])

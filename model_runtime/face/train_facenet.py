@@ -319,6 +319,10 @@ def train(data: dict, model: FaceModel, corr, cfg: TrainConfig, run_dir: Path, d
                         "gen": gen.get_state(), "step": step, "wall": time.perf_counter() - t_start,
                         "config": asdict(cfg)}, tmp)
             tmp.replace(ckpt)
+    if len(val_idx) and "val_landmark_pct" not in last:
+        last.update({"step": step,
+                     "val_landmark_pct": landmark_error(net, data, val_idx, mt, cfg, device, jitter=False),
+                     "val_landmark_pct_jitter": landmark_error(net, data, val_idx, mt, cfg, device, jitter=True)})
     net.eval()
     summary = {"steps": step, "seconds": round(time.perf_counter() - t_start, 1), "last": last,
                "config": asdict(cfg), "train_faces": int(len(train_idx)), "val_faces": int(len(val_idx))}
