@@ -123,6 +123,10 @@ class FaceResult:
     extras: dict = field(default_factory=dict)
 
 
+#: SH band-0 level of white ambient light with irradiance 1 (band 0 of :func:`sh_basis` is 0.886)
+UNIT_AMBIENT: float = 1.0 / 0.8862269
+
+
 def ambient_sh(level: float = 0.8) -> np.ndarray:
     """SH ``(27,)`` of white ambient light (irradiance ~0.71 * level / 0.8 everywhere)."""
     mu = np.zeros((3, NUM_SH), np.float32)
@@ -484,14 +488,14 @@ class FaceFitter:
     def _solve_sh(self, p, ctx) -> torch.Tensor:
         """Closed-form lighting for the current shape/pose/albedo: ridge regression of the sampled
         colours on albedo x SH basis -> ``(27,)``.  The light is white (one 9-vector for the three
-        channels) and its ambient level (band 0) is held near :func:`ambient_sh`'s, so the skin's
-        colour and brightness go into the albedo, not into the light: the albedo is what the
-        avatar shows under another light (Blender's).  The directional bands are free (ridge
+        channels) and its ambient level (band 0) is held near :data:`UNIT_AMBIENT` (irradiance 1),
+        so the skin's colour and brightness go into the albedo, not into the light: the albedo is
+        the colour the image shows, what the avatar shows under another light (Blender's).  The directional bands are free (ridge
         ``1e-2 V``)."""
         from ..models.face_model import sh_basis
 
         idx, px, normals, vis = self._photo_samples(p, ctx)
-        prior = torch.as_tensor(ambient_sh(), device=self.device).view(3, NUM_SH)
+        prior = torch.as_tensor(ambient_sh(UNIT_AMBIENT), device=self.device).view(3, NUM_SH)
         if vis.sum() < 20:
             return prior.reshape(-1)
         refl = face_albedo(self._alb_mean[idx], self._alb_b[idx], p["albedo"][None])[0]     # (V, 3)

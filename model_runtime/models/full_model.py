@@ -47,7 +47,8 @@ class FullBodyModel:
     face_to_body similarity from face-model coordinates to the body rest frame
     (beta = 0); face_flipped: the face triangles were re-oriented to face +Z;
     body_weights ``(V, 52)`` the body's skin weights ramped to ``head`` near the
-    hole rim (:func:`bridge.seam_skin_weights`), used for the body part.
+    hole rim (:func:`bridge.seam_skin_weights`), used for the body part; interior ``(n,)`` merged
+    ids of the loose body parts kept inside the head (mouth inside), coloured as such.
     """
 
     body: BodyModel
@@ -61,6 +62,7 @@ class FullBodyModel:
     alignment_rms: float
     face_flipped: bool
     body_weights: np.ndarray
+    interior: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------ sizes
@@ -116,6 +118,7 @@ class FullBodyModel:
         t = np.clip(ring / SEAM_BLEND_RINGS, 0.0, 1.0)[:, None]
         c = np.empty((self.num_vertices, 3), np.float32)
         c[: self.num_body_vertices] = body
+        c[self.interior] = MOUTH_INSIDE_RGB
         c[self.face_vertex_slice] = (1.0 - t) * body + t * face_rgb
         return c
 
@@ -198,11 +201,10 @@ class FullBodyModel:
         return verts, joints
 
 
-#: eyeball radius as a fraction of the distance between an eye's two corner landmarks (iBUG 36/39),
-#: and how far behind the front of the lids (the most forward face vertex over the eye opening)
-#: the eyeball's front sits, in radii
+#: eyeball radius as a fraction of the distance between an eye's two corner landmarks (iBUG 36/39);
+#: clearance between the eyeball and the lids, in radii
 EYE_RADIUS_FRACTION = 0.5
-EYE_BEHIND_LIDS_RADII = 0.15
+EYE_CLEARANCE_RADII = 0.05
 
 
 def eye_spheres(eye_points: np.ndarray, face_vertices: np.ndarray,
@@ -212,9 +214,10 @@ def eye_spheres(eye_points: np.ndarray, face_vertices: np.ndarray,
     ``eye_points (2, 6, 3)`` (corner, two upper lid points, corner, two lower lid points, iBUG
     order), ``face_vertices (N, 3)``, ``forward (3,)`` the face's looking direction -> ``(2, 4)``:
     centre xyz and radius per eye (same order and units).  The centre lies on the forward line
-    through the landmarks' mean, one radius plus :data:`EYE_BEHIND_LIDS_RADII` behind the most
-    forward vertex within half an eye width of that line (the lids), so the eyeball fills the
-    opening without poking through it."""
+    through the landmarks' mean, as far forward as it can while every face vertex over the eye
+    (within one radius of that line and in front of the landmarks: lids and skin, not the
+    socket's lining behind them) stays :data:`EYE_CLEARANCE_RADII` outside the sphere: the
+    eyeball sits just behind the lid margins, as an eye does, and shows through the opening."""
     p = np.asarray(eye_points, np.float64)
     v = np.asarray(face_vertices, np.float64)
     f = np.asarray(forward, np.float64) / np.linalg.norm(forward)
@@ -226,11 +229,34 @@ def eye_spheres(eye_points: np.ndarray, face_vertices: np.ndarray,
         rel = v - c
         depth = rel @ f                                                      # (N,) forward of c
         lateral = np.linalg.norm(rel - depth[:, None] * f, axis=1)
-        near = lateral < 0.5 * width[k]
-        front = depth[near].max() if near.any() else 0.0
-        out[k, :3] = c + (front - (1.0 + EYE_BEHIND_LIDS_RADII) * r[k]) * f
+        R = (1.0 + EYE_CLEARANCE_RADII) * r[k]
+        over = (lateral < R) & (depth > 0.0)                                 # lids and skin, not the socket lining
+        z = (depth[over] - np.sqrt(R ** 2 - lateral[over] ** 2)).min() if over.any() else -r[k]
+        out[k, :3] = c + z * f
         out[k, 3] = r[k]
     return out
+
+
+#: a loose body part whose centre is this close (m) to an eye of the aligned face is that eye's
+#: eyeball, and is dropped
+EYE_COMPONENT_DISTANCE = 0.015
+#: linear RGB of the mouth's inside (loose body parts that are kept: teeth, tongue, gums)
+MOUTH_INSIDE_RGB = (0.35, 0.10, 0.09)
+
+
+def connected_components(faces: np.ndarray, num_vertices: int) -> np.ndarray:
+    """``(V,)`` component label of every vertex of the triangles ``faces (F, 3)`` (numpy label
+    propagation: each vertex takes the smallest label of its triangles until nothing changes)."""
+    lab = np.arange(num_vertices)
+    f = np.asarray(faces, np.int64)
+    while True:
+        m = lab[f].min(1)                                                    # (F,)
+        new = lab.copy()
+        np.minimum.at(new, f.ravel(), np.repeat(m, 3))
+        new = new[new]                                                       # pointer jumping
+        if np.array_equal(new, lab):
+            return lab
+        lab = new
 
 
 def build_full_model(body: BodyModel, face: FaceModel) -> FullBodyModel:
@@ -263,6 +289,22 @@ def build_full_model(body: BodyModel, face: FaceModel) -> FullBodyModel:
     # --- cut one ring wider than the region; where the strip folds (the face rim lies on kept
     #     body surface), widen the cut around the fold and stitch again
     cut = bridge.dilate_faces(bfaces, region)
+    # loose body parts in the head (the template's own eyeballs, mouth interior): eyeballs near the
+    # face's eyes are dropped (the avatar gets eyeballs fitted to the face's lids, eye_spheres);
+    # the others are kept and coloured as the mouth's inside (vertex_colors)
+    comp = connected_components(bfaces, body.num_vertices)
+    main = np.bincount(comp).argmax()
+    eyes = aligned[np.asarray(face.landmarks68)[36:48]].reshape(2, 6, 3).mean(1) \
+        if (np.asarray(face.landmarks68)[36:48] >= 0).all() else np.zeros((0, 3))
+    loose = np.zeros(body.num_vertices, bool)
+    drop = np.zeros(len(bfaces), bool)
+    for k in np.unique(comp[comp != main]):
+        members = comp == k
+        centre = bverts[members].mean(0)
+        if len(eyes) and np.linalg.norm(eyes - centre, axis=1).min() < EYE_COMPONENT_DISTANCE:
+            drop |= members[bfaces].any(1)
+        else:
+            loose |= members
     for _ in range(MAX_CUT_GROWTH):
         try:
             cut = bridge.region_to_disk(bfaces, cut)
@@ -272,7 +314,7 @@ def build_full_model(body: BodyModel, face: FaceModel) -> FullBodyModel:
         if len(hole_loops) != 1:
             raise ModelFileError(src, "head_region", "the cut for the face is not a disk with one boundary loop")
         hole = hole_loops[0]
-        kept_faces = bfaces[~cut]
+        kept_faces = bfaces[~cut & ~drop]
         keep = np.unique(kept_faces)
         remap = np.full(body.num_vertices, -1, np.int64)
         remap[keep] = np.arange(len(keep))
@@ -288,7 +330,8 @@ def build_full_model(body: BodyModel, face: FaceModel) -> FullBodyModel:
         bad_body = keep[np.unique(strip[folds])[np.unique(strip[folds]) < off]]
         cut = cut | np.isin(bfaces, bad_body).any(1)
     weights = bridge.seam_skin_weights(body.weights, kept_faces, hole, HEAD_JOINT)
-    return FullBodyModel(body=body, face=face, body_vertex_ids=keep, merged_faces=merged,
+    interior = np.flatnonzero(loose[keep])
+    return FullBodyModel(body=body, face=face, body_vertex_ids=keep, merged_faces=merged, interior=interior,
                          bridge_faces=strip.astype(np.int32), hole_loop=hole_m, face_loop=rim_m,
                          face_to_body=sim, alignment_rms=rms, face_flipped=flipped,
                          body_weights=weights)
