@@ -52,7 +52,9 @@ class SynthAvatar:
     then merged vertices (order :data:`BODY_KEYPOINT_NAMES`); hand_joint_ids ``(2, 16)``,
     hand_tip_ids ``(2, 5)`` (left, right) for the 21 :data:`HAND21_NAMES`; lm68_ids ``(68,)``;
     mp468_ids ``(468, 3)`` + mp468_bary ``(468, 3)``; body_radius ``(24,)`` / hand_radius ``(21,)``
-    depth tolerance (m) of visibility: how far the visible surface may lie in front of the point.
+    depth tolerance (m) of visibility: how far the visible surface may lie in front of the point;
+    cull: the back-face sign for :func:`~model_runtime.synth.raster.rasterize_batch` (0 when the
+    mesh's winding is not consistent enough to drop back faces, see :func:`backface_sign`).
     """
 
     model: FullBodyModel
@@ -73,6 +75,7 @@ class SynthAvatar:
     body_radius: torch.Tensor
     hand_radius: torch.Tensor
     skin_mean: torch.Tensor
+    cull: int = 0
 
     @property
     def num_vertices(self) -> int:
@@ -98,6 +101,31 @@ class SynthAvatar:
     def face468_points(self, verts: torch.Tensor) -> torch.Tensor:
         """-> ``(B, 468, 3)`` MediaPipe face-mesh points (barycentric on the 3DMM triangles)."""
         return (verts[:, self.mp468_ids] * self.mp468_bary[None, :, :, None]).sum(-2)
+
+
+def backface_sign(rest: np.ndarray, faces: np.ndarray, size: int = 160) -> int:
+    """The screen-space winding sign of back faces of the mesh ``rest (V, 3)``, ``faces (F, 3)``
+    (model space, Y up, facing +Z), found by rendering it from the front, the back and the side:
+    the sign whose culling leaves every view's silhouette and visible triangles unchanged, or 0."""
+    from .raster import rasterize_batch
+
+    v = torch.as_tensor(rest, dtype=torch.float32)
+    v = v - v.mean(0)
+    views = []
+    for yaw in (0.0, np.pi, np.pi / 2):
+        c, s_ = np.cos(yaw), np.sin(yaw)
+        R = torch.tensor([[c, 0, s_], [0, 1, 0], [-s_, 0, c]], dtype=torch.float32)
+        cam = (v @ R.T) * torch.tensor([1.0, -1.0, -1.0]) + torch.tensor([0.0, 0.0, 3.0])
+        f = size * 1.2
+        views.append(torch.cat([cam[:, :2] / cam[:, 2:] * f + size / 2, cam[:, 2:]], -1))
+    px = torch.stack(views)
+    fa = torch.as_tensor(faces, dtype=torch.long)
+    ref = rasterize_batch(px, fa, size, size).face_id
+    for sign in (1, -1):
+        got = rasterize_batch(px, fa, size, size, cull=sign).face_id
+        if float((got == ref).float().mean()) > 0.999:
+            return sign
+    return 0
 
 
 def build_avatar(model: FullBodyModel, device="cpu") -> SynthAvatar:
@@ -201,4 +229,5 @@ def build_avatar(model: FullBodyModel, device="cpu") -> SynthAvatar:
         body_joint_ids=t(body_j, torch.long), body_vertex_ids=t(body_v, torch.long),
         hand_joint_ids=t(hand_j, torch.long), hand_tip_ids=t(hand_t, torch.long),
         lm68_ids=t(lm68, torch.long), mp468_ids=t(mp_ids, torch.long), mp468_bary=t(corr.bary),
-        body_radius=t(body_r), hand_radius=t(hand_r), skin_mean=t(np.median(face_rgb, 0)))
+        body_radius=t(body_r), hand_radius=t(hand_r), skin_mean=t(np.median(face_rgb, 0)),
+        cull=backface_sign(rest, faces))

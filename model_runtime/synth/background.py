@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .sampling import srgb_to_linear
+from .postfx import srgb_to_linear
 
 #: (folder under realdata, COCO-format annotation file)
 REAL_SETS: Final[tuple[tuple[str, str], ...]] = (
@@ -111,21 +111,25 @@ def real_background(img: RealImage, region, width: int, height: int, device) -> 
     if flip:
         crop = crop[:, ::-1]
     t = torch.as_tensor(np.ascontiguousarray(crop), device=device).permute(2, 0, 1).float() / 255
-    return torch.where(t <= 0.04045, t / 12.92, ((t + 0.055) / 1.055) ** 2.4)
+    return srgb_to_linear(t)
 
 
 def procedural(colours: torch.Tensor, noise: torch.Tensor, layout: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Procedural backgrounds ``(N, 3, H, W)`` linear RGB.
+    """Procedural backgrounds ``(N, 3, H, W)`` linear RGB, drawn at half resolution and
+    upsampled (a background is out of focus; 4x fewer operations).
 
     colours ``(N, 4, 3)`` linear; noise ``(N, 4, 24, 32)`` uniform grids (octave k uses the
     top-left ``3*2^k x 4*2^k``); layout ``(N, 16)`` uniform numbers (horizon, floor, stripes, rectangles).
     """
+    full = (height, width)
+    height, width = max(height // 2, 8), max(width // 2, 8)
     N, dev = colours.shape[0], colours.device
-    v = torch.zeros(N, 1, height, width, device=dev)
+    low = (max(height // 4, 4), max(width // 4, 4))                 # octaves summed at 1/8 resolution
+    v = torch.zeros(N, 1, *low, device=dev)
     for k in range(4):                                     # 4 octaves (not a pixel loop)
         g = noise[:, k:k + 1, : 3 * 2 ** k, : 4 * 2 ** k]
-        v = v + 0.5 ** k * F.interpolate(g, size=(height, width), mode="bilinear", align_corners=False)
-    v = (v / 1.875)
+        v = v + 0.5 ** k * F.interpolate(g, size=low, mode="bilinear", align_corners=False)
+    v = F.interpolate(v / 1.875, size=(height, width), mode="bilinear", align_corners=False)
     img = colours[:, 0, :, None, None] * (1 - v) + colours[:, 1, :, None, None] * v        # (N, 3, H, W)
     ys = (torch.arange(height, device=dev, dtype=torch.float32) + 0.5)[None, :, None] / height   # (1, H, 1)
     xs = (torch.arange(width, device=dev, dtype=torch.float32) + 0.5)[None, None, :] / width     # (1, 1, W)
@@ -150,10 +154,10 @@ def procedural(colours: torch.Tensor, noise: torch.Tensor, layout: torch.Tensor,
         on = (L[:, 4] > 0.3 * r) & (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
         shade = 0.6 + 0.4 * L[:, (12 + r) % 16]
         img = torch.where(on[:, None], colours[:, 3, :, None, None] * shade[:, None] * (0.85 + 0.15 * v), img)
-    return img.clamp(0, 1)
+    return F.interpolate(img, size=full, mode="bilinear", align_corners=False).clamp(0, 1)
 
 
 def plain(N: int, height: int, width: int, device) -> torch.Tensor:
     """Uniform grey ``(N, 3, H, W)`` (background switched off)."""
-    g = float(srgb_to_linear(np.array(0.5)))
+    g = 0.5 ** 2.2
     return torch.full((N, 3, height, width), g, device=device)

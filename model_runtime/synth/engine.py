@@ -168,14 +168,15 @@ def _render_chunk(cfg: SynthConfig, ctx: Context, seed: int, indices: list[int],
     quads = _occluder_quads(p, body_3d, hand_3d)                              # (N, O, 4, 3)
     p["occluder_corners"] = quads
     Vm, Fp = av.num_vertices, av.faces.shape[0]
-    occ_faces = torch.tensor([[0, 1, 2], [0, 2, 3]], device=dev)
+    occ_faces = torch.tensor([[0, 1, 2], [0, 2, 3], [0, 2, 1], [0, 3, 2]], device=dev)   # both windings
     occ_faces = torch.cat([occ_faces + Vm + 4 * k for k in range(NUM_OCCLUDERS)])
     faces = torch.cat([av.faces, occ_faces])
     allv = torch.cat([verts_c, quads.reshape(N, -1, 3)], 1)
-    tri_part = torch.cat([av.tri_part, torch.full((2 * NUM_OCCLUDERS,), PARTS.index("occluder"), device=dev)])
-    quv = torch.tensor([[[0, 0], [1, 0], [1, 1]], [[0, 0], [1, 1], [0, 1]]], dtype=torch.float32, device=dev)
+    tri_part = torch.cat([av.tri_part, torch.full((4 * NUM_OCCLUDERS,), PARTS.index("occluder"), device=dev)])
+    quv = torch.tensor([[[0, 0], [1, 0], [1, 1]], [[0, 0], [1, 1], [0, 1]], [[0, 0], [1, 1], [1, 0]], [[0, 0], [0, 1], [1, 1]]],
+                       dtype=torch.float32, device=dev)
     tri_uv = torch.cat([av.tri_uv, quv.repeat(NUM_OCCLUDERS, 1, 1)])
-    tri_height = torch.cat([av.tri_height, torch.zeros(2 * NUM_OCCLUDERS, device=dev)])
+    tri_height = torch.cat([av.tri_height, torch.zeros(4 * NUM_OCCLUDERS, device=dev)])
     normals = _vertex_normals(allv, faces)
     # ---------------- albedo per vertex
     skin = skin_colour(p["skin_tone"], av.skin_mean)                          # (N, 3)
@@ -200,52 +201,59 @@ def _render_chunk(cfg: SynthConfig, ctx: Context, seed: int, indices: list[int],
             used_real[j] = True
     p["bg_real"] = used_real
 
-    def render(Ks: torch.Tensor, h: int, w: int, rep: torch.Tensor, bg_grid_fn):
-        """Render images of the samples ``rep`` with intrinsics ``Ks`` at ``h x w``."""
+    def render(Ks: torch.Tensor, h: int, w: int, rep: torch.Tensor, canvas: torch.Tensor):
+        """Render the samples ``rep`` with intrinsics ``Ks`` at ``h x w`` over ``canvas (n, 3, h, w)`` (in place)."""
         cam = allv[rep]
         px = torch.cat([cam[..., :2] / cam[..., 2:3].clamp_min(1e-6) * Ks[:, None, [0, 1], [0, 1]] + Ks[:, None, :2, 2],
                         cam[..., 2:3]], -1)
-        r = lab.raster(px, faces, h, w)
+        r = lab.raster(px, faces, h, w, av.cull)
         pr = {k: v[rep] for k, v in p.items() if k in ("slot_pattern", "slot_freq", "slot_angle", "slot_colour_a",
                                                      "slot_colour_b", "hair_level", "sh", "light_dir", "light_colour")}
         col = shade(r, cam, normals[rep], albedo[rep], faces, tri_part, tri_uv, tri_height, Fp, slots[rep], pr)
-        out = bg_grid_fn()
-        flat = out.permute(0, 2, 3, 1).reshape(-1, 3)
+        flat = canvas.permute(0, 2, 3, 1).reshape(-1, 3)          # a view: channels-last copy below
+        flat = flat.clone() if not flat.is_contiguous() else flat
         flat[r.pix] = col
         return flat.reshape(len(rep), h, w, 3).permute(0, 3, 1, 2), r
 
     allidx = torch.arange(N, device=dev)
-    image, r_full = render(K, H, W, allidx, lambda: bg.clone())
-    # ---------------- 2D labels and visibility
+    # ---------------- 2D labels (projection of the 3D labels) and crop boxes
     proj = lambda x: lab.project(x, K)                                      # noqa: E731
     body_2d, hand_2d, f68, f468 = proj(body_3d), proj(hand_3d.reshape(N, 42, 3)).reshape(N, 2, 21, 2), proj(f68_3d), proj(f468_3d)
+    hand_box = lab.square_box(hand_2d.reshape(N * 2, 21, 2), 1.5, 24.0).reshape(N, 2, 4)
+    face_cbox = lab.square_box(f68, 1.6, 24.0)
+    hb = hand_box.reshape(N * 2, 4)
+    rep2 = allidx.repeat_interleave(2)
+    # ---------------- crops rendered at crop resolution over the background cut from the image's
+    Kh = lab.crop_intrinsics(K[rep2], hb, cfg.hand_crop)
+    hand_crop, _ = render(Kh, cfg.hand_crop, cfg.hand_crop, rep2, lab.crop_image(bg[rep2], hb, cfg.hand_crop))
+    Kf = lab.crop_intrinsics(K, face_cbox, cfg.face_crop)
+    face_crop, _ = render(Kf, cfg.face_crop, cfg.face_crop, allidx, lab.crop_image(bg, face_cbox, cfg.face_crop))
+    image, r_full = render(K, H, W, allidx, bg)
+    del bg
+    # ---------------- visibility from the image's z-buffer
     body_vis = lab.visibility(body_2d, body_3d, r_full.depth, av.body_radius)
     hand_vis = lab.visibility(hand_2d.reshape(N, 42, 2), hand_3d.reshape(N, 42, 3), r_full.depth,
                               av.hand_radius.repeat(2)).reshape(N, 2, 21)
     f68_vis = lab.visibility(f68, f68_3d, r_full.depth, torch.full((68,), 0.01, device=dev))
     face_box = torch.cat([f68.amin(1), f68.amax(1)], -1)
     mask = (r_full.face_id >= 0) & (r_full.face_id < Fp)
-    # ---------------- crops rendered at crop resolution
-    hand_box = lab.square_box(hand_2d.reshape(N * 2, 21, 2), 1.5, 24.0).reshape(N, 2, 4)
-    face_cbox = lab.square_box(f68, 1.6, 24.0)
-    hb = hand_box.reshape(N * 2, 4)
-    rep2 = allidx.repeat_interleave(2)
-    Kh = lab.crop_intrinsics(K[rep2], hb, cfg.hand_crop)
-    hand_crop, _ = render(Kh, cfg.hand_crop, cfg.hand_crop, rep2, lambda: lab.crop_image(bg[rep2], hb, cfg.hand_crop))
-    Kf = lab.crop_intrinsics(K, face_cbox, cfg.face_crop)
-    face_crop, _ = render(Kf, cfg.face_crop, cfg.face_crop, allidx, lambda: lab.crop_image(bg, face_cbox, cfg.face_crop))
+
     # ---------------- degradations (blur length scales with the crop's zoom)
-    def finish(img, rep, zoom):
+    def finish(img, rep, zoom, stream):
+        """8-bit output with blur/noise/JPEG; ``stream (len(rep),)`` separates the noise of the
+        image (0), the left/right hand crops (1, 2) and the face crop (3) of one sample."""
         x = postfx.linear_to_srgb(img)
         x = postfx.motion_blur(x, p["blur_px"][rep] * zoom, p["blur_angle"][rep])
-        x = postfx.add_noise(x, p["noise_std"][rep], p["pixel_seed"][rep] + torch.arange(len(rep), device=dev) % 3)
+        x = postfx.add_noise(x, p["noise_std"][rep], p["pixel_seed"][rep] * 4 + stream)
         x = postfx.jpeg(x, p["jpeg_quality"][rep])
-        return postfx.quantise8(x)
+        return x if x.device.type == "cpu" else postfx.quantise8(x)     # the CPU JPEG path is already 8-bit
 
-    image = finish(image, allidx, torch.ones(N, device=dev))
+    zeros = torch.zeros(N, dtype=torch.long, device=dev)
+    image = finish(image, allidx, torch.ones(N, device=dev), zeros)
     hzoom = cfg.hand_crop / (hb[:, 2] - hb[:, 0])
-    hand_crop = finish(hand_crop, rep2, hzoom).reshape(N, 2, 3, cfg.hand_crop, cfg.hand_crop)
-    face_crop = finish(face_crop, allidx, cfg.face_crop / (face_cbox[:, 2] - face_cbox[:, 0]))
+    hand_crop = finish(hand_crop, rep2, hzoom, 1 + torch.arange(2 * N, device=dev) % 2).reshape(
+        N, 2, 3, cfg.hand_crop, cfg.hand_crop)
+    face_crop = finish(face_crop, allidx, cfg.face_crop / (face_cbox[:, 2] - face_cbox[:, 0]), zeros + 3)
     tags = lab.hard_case_tags(body_2d, hand_2d, hand_vis, mask, p, W, H)
     params = {k: v for k, v in p.items() if k not in ("bg_crop", "bg_noise")}
     return SynthBatch(image=image, K=K, body_2d=body_2d, body_3d=body_3d, body_vis=body_vis, hand_2d=hand_2d,
@@ -258,8 +266,11 @@ def _render_chunk(cfg: SynthConfig, ctx: Context, seed: int, indices: list[int],
 def generate(config: SynthConfig, seed: int, count: int, device="cpu", start: int = 0, log=None) -> SynthBatch:
     """Render ``count`` samples (indices ``start .. start+count-1`` of the stream of ``seed``).
 
-    The same ``(config, seed, index)`` gives the same sample whatever ``count``/``start``
-    (bit-identical on the same device type and torch version).  Returns a
+    The same call gives the same tensors (bit-identical on the same device type and torch
+    version; shards are therefore byte-identical).  A sample's random draws depend only on
+    ``(config, seed, index)``, so it is the same whatever ``count``/``start`` up to the float
+    rounding of batched matrix products (labels to 1e-5, a few pixels by one 8-bit level).
+    Images are rendered :data:`CHUNK` at a time.  Returns a
     :class:`~model_runtime.synth.batch.SynthBatch` on ``device``.
     """
     if count < 1:

@@ -17,9 +17,9 @@ LIMB_KEYPOINTS: Final[tuple[str, ...]] = ("left_elbow", "right_elbow", "left_wri
 _LIMB_IDX = [BODY_KEYPOINT_NAMES.index(n) for n in LIMB_KEYPOINTS]
 
 
-def raster(verts_px: torch.Tensor, faces: torch.Tensor, height: int, width: int) -> BatchRaster:
-    """:func:`rasterize_batch` (x, y px, z depth)."""
-    return rasterize_batch(verts_px, faces, height, width)
+def raster(verts_px: torch.Tensor, faces: torch.Tensor, height: int, width: int, cull: int = 0) -> BatchRaster:
+    """:func:`rasterize_batch` (x, y px, z depth; ``cull``: the back-face sign, 0 = none)."""
+    return rasterize_batch(verts_px, faces, height, width, cull=cull)
 
 
 def project(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:

@@ -18,30 +18,40 @@ _CHROMA = torch.tensor([
 BLUR_TAPS = 9
 
 
+GAMMA = 2.2
+
+
 def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
-    x = x.clamp(0, 1)
-    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(1e-8) ** (1 / 2.4) - 0.055)
+    """Linear RGB -> display values in [0, 1] with gamma 2.2 (as :func:`model_runtime.face.render.linear_to_bgr8`;
+    one power per value, the piecewise sRGB curve costs three times as much)."""
+    return x.clamp(0, 1).pow(1 / GAMMA)
+
+
+def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`linear_to_srgb`."""
+    return x.clamp(0, 1).pow(GAMMA)
 
 
 def motion_blur(img: torch.Tensor, length_px: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """Linear motion blur of ``img (N, C, H, W)``: the mean of :data:`BLUR_TAPS` copies shifted
-    along ``angle (N,)`` rad over ``length_px (N,)`` px, centred (keypoints do not move)."""
+    along ``angle (N,)`` rad over ``length_px (N,)`` px (offsets rounded to whole pixels, edges
+    repeated), centred so keypoints do not move.  Loops over blurred samples and taps only."""
     N, C, H, W = img.shape
-    sel = torch.nonzero(length_px > 0.5).flatten()
-    if not len(sel):
+    sel = torch.nonzero(length_px > 0.5).flatten().tolist()
+    if not sel:
         return img
-    x = img[sel]
-    dev = img.device
-    ys, xs = torch.meshgrid(torch.arange(H, device=dev, dtype=torch.float32), torch.arange(W, device=dev, dtype=torch.float32), indexing="ij")
-    base = torch.stack([(xs + 0.5) / W * 2 - 1, (ys + 0.5) / H * 2 - 1], -1)[None]      # (1, H, W, 2)
-    L, a = length_px[sel], angle[sel]
-    d = torch.stack([torch.cos(a) * L / W * 2, torch.sin(a) * L / H * 2], -1)[:, None, None, :]   # (n,1,1,2)
-    acc = torch.zeros_like(x)
-    for k in range(BLUR_TAPS):                                           # taps, not pixels
-        off = (k / (BLUR_TAPS - 1) - 0.5) * d
-        acc = acc + F.grid_sample(x, base + off, mode="bilinear", padding_mode="border", align_corners=False)
     out = img.clone()
-    out[sel] = acc / BLUR_TAPS
+    for i in sel:
+        L, a = float(length_px[i]), float(angle[i])
+        t = torch.linspace(-0.5, 0.5, BLUR_TAPS)
+        ox = torch.round(t * L * math.cos(a)).long().tolist()
+        oy = torch.round(t * L * math.sin(a)).long().tolist()
+        pad = int(max(max(abs(v) for v in ox), max(abs(v) for v in oy)))
+        xp = F.pad(img[i:i + 1], (pad, pad, pad, pad), mode="replicate")[0]
+        acc = torch.zeros_like(img[i])
+        for dx, dy in zip(ox, oy):
+            acc += xp[:, pad + dy: pad + dy + H, pad + dx: pad + dx + W]
+        out[i] = acc / BLUR_TAPS
     return out
 
 
@@ -80,7 +90,34 @@ def _blocks_roundtrip(x: torch.Tensor, Q: torch.Tensor, D: torch.Tensor) -> torc
 
 
 def jpeg(img: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    """JPEG round trip of sRGB ``img (N, 3, H, W)`` in [0, 1] at ``quality (N,)`` (0 = untouched)."""
+    """JPEG round trip of sRGB ``img (N, 3, H, W)`` in [0, 1] at ``quality (N,)`` (0 = untouched).
+
+    On the CPU: OpenCV's libjpeg encoder and decoder (:func:`jpeg_cv2`); on other devices the
+    torch re-implementation (:func:`jpeg_torch`), so no image leaves the GPU."""
+    if img.device.type == "cpu":
+        return jpeg_cv2(img, quality)
+    return jpeg_torch(img, quality)
+
+
+def jpeg_cv2(img: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """:func:`jpeg` with OpenCV (CPU tensors); images with quality 0 are only rounded to 8 bit."""
+    import cv2
+    import numpy as np
+
+    u8 = torch.round(img.clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    out = np.empty_like(u8)
+    for i in range(len(u8)):                                  # an encoder call per image
+        q = int(quality[i])
+        if q <= 0:
+            out[i] = u8[i]
+            continue
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(u8[i][..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, q])
+        out[i] = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255
+
+
+def jpeg_torch(img: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """:func:`jpeg` as batched torch operations (any device)."""
     sel = torch.nonzero(quality > 0).flatten()
     if not len(sel):
         return img

@@ -18,7 +18,7 @@ from .config import SynthConfig
 FOV_DEG: Final = (40.0, 75.0)            # horizontal field of view
 TILT_DEG: Final = (-20.0, 30.0)          # camera pitch (positive: looking down on the person)
 ROLL_DEG: Final = (-12.0, 12.0)
-HEIGHT_FRAC: Final = {"normal": (0.45, 0.95), "far": (0.06, 0.3), "close": (0.9, 2.2)}   # person height / image height
+HEIGHT_FRAC: Final = {"normal": (0.45, 0.95), "far": (0.06, 0.3), "close": (0.8, 1.8)}   # person height / image height
 BETA_STD: Final = 1.0
 BETA_EXTREME: Final = (2.0, 3.0)         # |beta_0|, |beta_1| of the "ends of the shape space" draws
 P_BETA_EXTREME: Final = 0.25
@@ -56,7 +56,8 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 def srgb_to_linear(c):
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    """Display values -> linear (gamma 2.2, the inverse of :func:`model_runtime.synth.postfx.linear_to_srgb`)."""
+    return np.power(np.clip(c, 0, 1), 2.2)
 
 
 def _u(gen, lo, hi, *shape):
@@ -177,7 +178,7 @@ def draw(cfg: SynthConfig, gen: torch.Generator, num_poses: int, num_identity: i
         p["roll_deg"] = _u(gen, *ROLL_DEG)[0]
         p["height_frac"] = _u(gen, *HEIGHT_FRAC[kind])[0]
         if kind == "close":
-            p["anchor"] = torch.rand(2, generator=gen)                       # anywhere in the frame
+            p["anchor"] = 0.1 + 0.8 * torch.rand(2, generator=gen)           # anywhere but the very edge
         else:
             p["anchor"] = 0.5 + (torch.rand(2, generator=gen) - 0.5) * 0.5     # centre region
     else:
@@ -200,7 +201,7 @@ def draw(cfg: SynthConfig, gen: torch.Generator, num_poses: int, num_identity: i
     p["blur_angle"] = _u(gen, 0, math.pi)[0]
     p["noise_std"] = _u(gen, *NOISE_STD)[0] if cfg.noise else torch.tensor(0.0)
     p["jpeg_quality"] = torch.randint(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1, (1,), generator=gen)[0] if cfg.jpeg else torch.tensor(0)
-    p["pixel_seed"] = torch.randint(0, 2 ** 62, (1,), generator=gen)[0]
+    p["pixel_seed"] = torch.randint(0, 2 ** 60, (1,), generator=gen)[0]   # x4 + stream stays in int64
     return p
 
 

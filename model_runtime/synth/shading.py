@@ -57,36 +57,42 @@ def slot_of_part(top: torch.Tensor, bottom: torch.Tensor, shoes: torch.Tensor, n
 def shade(r: BatchRaster, verts: torch.Tensor, normals: torch.Tensor, albedo: torch.Tensor, faces: torch.Tensor,
           tri_part: torch.Tensor, tri_uv: torch.Tensor, tri_height: torch.Tensor, num_person_faces: int,
           slots: torch.Tensor, p: dict) -> torch.Tensor:
-    """Linear colour ``(P, 3)`` of the covered pixels of ``r``.
+    """Linear colour ``(P, 3)`` of the covered pixels of ``r`` (in ``r.pix`` order).
 
     verts/normals/albedo ``(N, V, 3)`` camera space (person + occluder vertices); faces ``(F, 3)``;
     tri_part ``(F,)``, tri_uv ``(F, 3, 2)``, tri_height ``(F,)`` (occluder triangles after the
-    first ``num_person_faces``); slots ``(N, parts)`` from :func:`slot_of_part`; ``p``: batched
-    parameters (slot_colour_a/b ``(N, S, 3)``, slot_pattern/freq/angle ``(N, S)``, hair_level
-    ``(N,)``, sh ``(N, 3, 9)``, light_dir ``(N, 3)``, light_colour ``(N, 3)``).
+    first ``num_person_faces``, 4 per quad); slots ``(N, parts)`` from :func:`slot_of_part`;
+    ``p``: batched parameters (slot_colour_a/b ``(N, S, 3)``, slot_pattern/freq/angle ``(N, S)``,
+    hair_level ``(N,)``, sh ``(N, 3, 9)``, light_dir ``(N, 3)``, light_colour ``(N, 3)``).
+    Pixels are shaded image by image (one contiguous run of ``r.pix`` each), so per-image
+    parameters are scalars there instead of per-pixel gathers.
     """
-    n = r.image_index
-    corners = faces[r.fid]                                           # (P, 3)
-    w = r.bary[..., None]
-    pos = (w * verts[n[:, None], corners]).sum(1)
-    nor = (w * normals[n[:, None], corners]).sum(1)
-    alb = (w * albedo[n[:, None], corners]).sum(1)
-    uv = (w * tri_uv[r.fid]).sum(1)
-    nor = nor / nor.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-    nor = torch.where(((nor * pos).sum(-1, keepdim=True) > 0), -nor, nor)
-    part = tri_part[r.fid]
-    slot = slots[n, part]
-    hair = (part == PART["scalp"]) & (tri_height[r.fid] > p["hair_level"][n])
-    slot = torch.where(hair, SLOTS.index("hair"), slot)
-    occ = r.fid >= num_person_faces
-    slot = torch.where(occ, SLOTS.index("occluder0") + torch.div(r.fid - num_person_faces, 2, rounding_mode="floor"), slot)
-    cloth = slot >= 0
-    if bool(cloth.any()):
-        s = slot.clamp_min(0)
-        val = pattern_value(uv, p["slot_pattern"][n, s], p["slot_freq"][n, s], p["slot_angle"][n, s])
-        fab = p["slot_colour_a"][n, s] * (1 - val[:, None]) + p["slot_colour_b"][n, s] * val[:, None]
-        alb = torch.where(cloth[:, None], fab, alb)
-    irr = (sh_basis(nor)[:, None, :] * p["sh"][n]).sum(-1)         # (P, 3)
-    lam = (-(nor * p["light_dir"][n]).sum(-1)).clamp_min(0)
-    irr = irr + p["light_colour"][n] * lam[:, None]
-    return alb.clamp(0, 1) * irr.clamp_min(0)
+    pack = torch.cat([verts, normals, albedo], -1)                      # (N, V, 9)
+    out = []
+    o = 0
+    for i, cnt in enumerate(r.image_counts()):                           # images, not pixels
+        if cnt == 0:
+            continue
+        fid, w = r.fid[o:o + cnt], r.bary[o:o + cnt, :, None]
+        o += cnt
+        g = (w * pack[i][faces[fid]]).sum(1)                             # (P_i, 9)
+        pos, nor, alb = g[:, :3], g[:, 3:6], g[:, 6:]
+        nor = nor / nor.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        nor = torch.where(((nor * pos).sum(-1, keepdim=True) > 0), -nor, nor)
+        part = tri_part[fid]
+        slot = slots[i][part]
+        hair = (part == PART["scalp"]) & (tri_height[fid] > p["hair_level"][i])
+        slot = torch.where(hair, SLOTS.index("hair"), slot)
+        occ = fid >= num_person_faces
+        slot = torch.where(occ, SLOTS.index("occluder0") + torch.div(fid - num_person_faces, 4, rounding_mode="floor"), slot)
+        cloth = torch.nonzero(slot >= 0).flatten()
+        if len(cloth):
+            s = slot[cloth]
+            uv = (w[cloth] * tri_uv[fid[cloth]]).sum(1)
+            val = pattern_value(uv, p["slot_pattern"][i][s], p["slot_freq"][i][s], p["slot_angle"][i][s])[:, None]
+            alb = alb.index_copy(0, cloth, p["slot_colour_a"][i][s] * (1 - val) + p["slot_colour_b"][i][s] * val)
+        irr = sh_basis(nor) @ p["sh"][i].T                                # (P_i, 3)
+        lam = (-(nor @ p["light_dir"][i])).clamp_min(0)
+        irr = irr + lam[:, None] * p["light_colour"][i]
+        out.append(alb.clamp(0, 1) * irr.clamp_min(0))
+    return torch.cat(out) if out else torch.zeros(0, 3, device=verts.device)
