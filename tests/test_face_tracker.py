@@ -32,11 +32,7 @@ def _view(yaw: float, pitch: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def _landmarks(tr: FaceTracker, R, t, K, expression, identity=None) -> np.ndarray:
     """Exact MediaPipe-style landmarks ``(468, 3)`` (x, y px, relative depth px) of a posed face."""
-    m = tr.model
-    shape = m.mean_shape.astype(np.float64) + m.exp_basis @ expression
-    if identity is not None:
-        shape = shape + m.id_basis @ identity
-    pts = tr.corr.points((shape @ R.T + t)[None])[0]
+    pts = tr.landmark_points(expression, identity) @ R.T + t
     return np.c_[project(pts, K), (pts[:, 2] - pts[:, 2].mean()) * K[0, 0] / t[2]]
 
 

@@ -51,6 +51,7 @@ GAP_PAIRS: np.ndarray = np.array([
     (159, 145), (158, 153), (160, 144),                             # lids, person's right eye
     (386, 374), (385, 380), (387, 373),                             # lids, person's left eye
 ], np.int64)
+NUM_LIP_PAIRS = 5
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class FaceTrackerConfig:
     w_expression_l1: float = FaceFitConfig.w_expression_l1
     w_identity: float = FaceFitConfig.w_identity
     w_temporal: float = 1e-2
-    w_gap: float = 0.5              # openings: inner-lip and eyelid pairs (GAP_PAIRS), see the module doc
+    w_gap_lips: float = 2.0         # openings: inner-lip pairs of GAP_PAIRS (see the module doc) ...
+    w_gap_lids: float = 0.5         # ... and eyelid pairs
     landmark_sigma: float = FaceFitConfig.landmark_sigma
     damping: float = 1e-3           # LM: lambda x diag(H), raised on a rejected step
     step_tol: float = 1e-4          # stop when the update's max |delta| is below this ...
@@ -125,6 +127,11 @@ class FaceTracker:
             return np.moveaxis(self.corr.points(np.moveaxis(np.asarray(basis, np.float64), -1, 0)), 0, -1)
 
         self._L0 = self.corr.points(np.asarray(face_model.mean_shape, np.float64)[None])[0]     # (468, 3)
+        # closed lips touch: the two landmarks of an inner-lip pair share their rest point (their
+        # surface points on the mean face are ~1 mm apart, which the solver otherwise closed by
+        # rolling the lips in); the expressions still move each with its own lip
+        a, b = GAP_PAIRS[:NUM_LIP_PAIRS, 0], GAP_PAIRS[:NUM_LIP_PAIRS, 1]
+        self._L0[a] = self._L0[b] = 0.5 * (self._L0[a] + self._L0[b])
         self._Li = pts(face_model.id_basis)                                                   # (468, 3, Ki)
         self._Le = pts(face_model.exp_basis)                                                  # (468, 3, Ke)
         self._Le32, self._Li32 = self._Le.astype(np.float32), self._Li.astype(np.float32)
@@ -138,6 +145,12 @@ class FaceTracker:
         self.num_expression = self._Le.shape[2]
 
     # ------------------------------------------------------------------ public
+    def landmark_points(self, expression: np.ndarray, identity: np.ndarray | None = None) -> np.ndarray:
+        """The tracker's landmark model: model-space points ``(468, 3)`` of ``expression (Ke,)``
+        (and ``identity (Ki,)``), with the inner-lip pairs touching at rest (see ``__init__``)."""
+        P = self._L0 + self._Le @ np.asarray(expression, np.float64)
+        return P if identity is None else P + self._Li @ np.asarray(identity, np.float64)
+
     def initial_pose(self, landmarks: np.ndarray, K: np.ndarray, identity: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Rotation ``(3, 3)`` and translation ``(3,)`` from a weighted 3D similarity between the
@@ -178,10 +191,12 @@ class FaceTracker:
             Rm, t = self.initial_pose(lm, K, identity)
             e = np.zeros(self.num_expression)
             e_prev, iters = None, c.init_iterations
+            rtol = 1e-2 * c.energy_rtol          # a cold start crawls along the lips' valley: do not stop early
         else:
             Rm, t = previous.rotation.astype(np.float64), previous.translation.astype(np.float64)
             e = previous.expression.astype(np.float64).copy()
             e_prev, iters = e.copy(), c.iterations
+            rtol = c.energy_rtol
         e[self.held] = 0.0 if held_values is None else np.asarray(held_values, np.float64)[self.held]
         ctx = _Problem(self, target, K, 1.0 / (c.landmark_sigma * face_size) ** 2, e_prev, fit_identity)
         energy, lin = ctx.linearise(Rm, t, e, identity)
@@ -197,7 +212,7 @@ class FaceTracker:
             Rn, tn, en, idn = ctx.apply(delta, Rm, t, e, identity)
             energy_n, _ = ctx.linearise(Rn, tn, en, idn, jacobian=False)
             if energy_n <= energy:
-                converged = np.abs(delta).max() < c.step_tol or energy - energy_n < c.energy_rtol * energy
+                converged = np.abs(delta).max() < c.step_tol or energy - energy_n < rtol * energy
                 Rm, t, e, identity, energy = Rn, tn, en, idn, energy_n
                 lam = max(lam * 0.3, 1e-7)
                 if converged or done == iters:
@@ -269,8 +284,9 @@ class _Problem:
             energy += cfg.w_identity * float(identity @ identity)
         a, b = GAP_PAIRS[:, 0], GAP_PAIRS[:, 1]
         dg = (u[a] - u[b]) - (self.target[a] - self.target[b])            # (P, 2) opening residuals
-        wg = cfg.w_gap * self.inv_s2 / len(GAP_PAIRS)
-        energy += wg * float((dg ** 2).sum())
+        wg = np.where(np.arange(len(a)) < NUM_LIP_PAIRS, cfg.w_gap_lips, cfg.w_gap_lids) \
+            * self.inv_s2 / len(GAP_PAIRS)                                # (P,)
+        energy += float((wg[:, None] * dg ** 2).sum())
         if not jacobian:
             return energy, (None, None)
         # Jacobian of u: A = du/dX (468, 2, 3); J (468, 2, n) in float32 (the normal equations'
@@ -296,8 +312,9 @@ class _Problem:
         Js = J * np.sqrt(2.0 * wi).astype(np.float32)[:, None]
         H = (Js.T @ Js).astype(np.float64)
         g = 2.0 * (J.T.astype(np.float64) @ (wi * d.reshape(-1)))
-        H += 2.0 * wg * (Jg.T @ Jg)
-        g += 2.0 * wg * (Jg.T @ dg.reshape(-1))
+        wg2 = np.repeat(wg, 2)                                             # (2P,)
+        H += 2.0 * (Jg.T * wg2) @ Jg
+        g += 2.0 * Jg.T @ (wg2 * dg.reshape(-1))
         se = slice(6, 6 + self.Ke)
         H[se, se] += 2.0 * cfg.w_expression * np.eye(self.Ke)
         g[se] += 2.0 * cfg.w_expression * e
