@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", type=Path, default=None, help="default out/detnet/run_<size>_<hand-features>")
     p.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start a new run from the network weights of this checkpoint.pt (same config)")
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--val-frames", type=int, default=48, help="held-out teacher frames for the validation loss")
@@ -147,6 +149,9 @@ def run(args) -> int:
     if args.resume and ckpt.is_file():
         trainer.load(ckpt)
         log(f"resumed from {ckpt} at step {trainer.step}")
+    elif args.init_from is not None:
+        trainer.init_from(args.init_from)
+        log(f"network initialised from {args.init_from}")
     export = args.export or run_dir / "best.pt"
     meta = {"mix": args.mix, "device": device, "threads": args.threads, "batch": args.batch,
             "teacher": "MediaPipe Holistic 0.10.21 on held-in realdata frames", "hands": "hand-graph-cnn 0-199"}

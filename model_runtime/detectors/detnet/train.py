@@ -23,6 +23,8 @@ from .losses import LossWeights, detnet_loss, gt_hand_boxes
 from .network import DetNet
 from .weights import save_weights
 
+GRAD_CLIP = 1000.0
+"""Gradient-norm guard against a diverging step only (a low clip slowed the keypoint-maps down)."""
 PARTS = ("body_k", "body_d", "body_l", "hand_k", "hand_d", "hand_l", "heat_hand", "heat_face")
 
 
@@ -90,7 +92,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.opt)
-        torch.nn.utils.clip_grad_norm_(self.net.parameters(), 50.0)
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), GRAD_CLIP)
         self.scaler.step(self.opt)
         self.scaler.update()
         self.step += 1
@@ -134,6 +136,13 @@ class Trainer:
         self.step, self.best_val = int(d["step"]), float(d["best_val"])
         self.rng.bit_generator.state = d["rng"]
         torch.set_rng_state(d["torch_rng"])
+
+    def init_from(self, path: Path) -> None:
+        """Network weights (only) from another run's checkpoint of the same configuration."""
+        d = torch.load(path, map_location=self.device, weights_only=False)
+        if d["config"] != self.config.to_dict():
+            raise ValueError(f"{path}: checkpoint config {d['config']} differs from {self.config.to_dict()}")
+        self.net.load_state_dict(d["net"])
 
     def train(self, run_dir: Path, until: int, checkpoint_every: int = 200, log_every: int = 20,
               export: Path | None = None, meta: dict | None = None, max_wall_s: float | None = None,
