@@ -44,7 +44,9 @@ def _hand_names(side: str) -> list[str]:
 class SynthAvatar:
     """Device tensors of one :class:`FullBodyModel` for :mod:`model_runtime.synth.engine`.
 
-    faces ``(F, 3)`` long merged triangles; tri_part ``(F,)`` long index into :data:`PARTS`;
+    faces ``(F, 3)`` long merged triangles; vertex_part ``(Vm,)`` / tri_part ``(F,)`` long index
+    into :data:`PARTS` (a pixel takes the part of its triangle's nearest corner, so garment edges
+    follow vertices instead of whole triangles);
     tri_uv ``(F, 3, 2)`` corner UVs (0 where the mesh has none); tri_height ``(F,)`` rest height
     of the triangle above the ears (m, scalp triangles; hair is drawn above a per-image level);
     eye_colour ``(Vm, 3)`` linear colours of eyeball vertices (0 elsewhere), eye_vertex ``(Vm,)``
@@ -60,6 +62,7 @@ class SynthAvatar:
     model: FullBodyModel
     device: torch.device
     faces: torch.Tensor
+    vertex_part: torch.Tensor
     tri_part: torch.Tensor
     tri_uv: torch.Tensor
     tri_height: torch.Tensor
@@ -224,7 +227,7 @@ def build_avatar(model: FullBodyModel, device="cpu") -> SynthAvatar:
     t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)  # noqa: E731
     del head_y
     return SynthAvatar(
-        model=model, device=dev, faces=t(faces, torch.long), tri_part=t(tri_part, torch.long), tri_uv=t(tri_uv),
+        model=model, device=dev, faces=t(faces, torch.long), vertex_part=t(vpart, torch.long), tri_part=t(tri_part, torch.long), tri_uv=t(tri_uv),
         tri_height=t(tri_height), eye_colour=t(eye_col), eye_vertex=t(eye, torch.bool),
         body_joint_ids=t(body_j, torch.long), body_vertex_ids=t(body_v, torch.long),
         hand_joint_ids=t(hand_j, torch.long), hand_tip_ids=t(hand_t, torch.long),

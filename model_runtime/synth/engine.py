@@ -172,7 +172,7 @@ def _render_chunk(cfg: SynthConfig, ctx: Context, seed: int, indices: list[int],
     occ_faces = torch.cat([occ_faces + Vm + 4 * k for k in range(NUM_OCCLUDERS)])
     faces = torch.cat([av.faces, occ_faces])
     allv = torch.cat([verts_c, quads.reshape(N, -1, 3)], 1)
-    tri_part = torch.cat([av.tri_part, torch.full((4 * NUM_OCCLUDERS,), PARTS.index("occluder"), device=dev)])
+    vertex_part = torch.cat([av.vertex_part, torch.full((4 * NUM_OCCLUDERS,), PARTS.index("occluder"), device=dev)])
     quv = torch.tensor([[[0, 0], [1, 0], [1, 1]], [[0, 0], [1, 1], [0, 1]], [[0, 0], [1, 1], [1, 0]], [[0, 0], [0, 1], [1, 1]]],
                        dtype=torch.float32, device=dev)
     tri_uv = torch.cat([av.tri_uv, quv.repeat(NUM_OCCLUDERS, 1, 1)])
@@ -209,7 +209,7 @@ def _render_chunk(cfg: SynthConfig, ctx: Context, seed: int, indices: list[int],
         r = lab.raster(px, faces, h, w, av.cull)
         pr = {k: v[rep] for k, v in p.items() if k in ("slot_pattern", "slot_freq", "slot_angle", "slot_colour_a",
                                                      "slot_colour_b", "hair_level", "sh", "light_dir", "light_colour")}
-        col = shade(r, cam, normals[rep], albedo[rep], faces, tri_part, tri_uv, tri_height, Fp, slots[rep], pr)
+        col = shade(r, cam, normals[rep], albedo[rep], faces, vertex_part, tri_uv, tri_height, Fp, slots[rep], pr)
         flat = canvas.permute(0, 2, 3, 1).reshape(-1, 3)          # a view: channels-last copy below
         flat = flat.clone() if not flat.is_contiguous() else flat
         flat[r.pix] = col

@@ -18,7 +18,7 @@ from .config import SynthConfig
 FOV_DEG: Final = (40.0, 75.0)            # horizontal field of view
 TILT_DEG: Final = (-20.0, 30.0)          # camera pitch (positive: looking down on the person)
 ROLL_DEG: Final = (-12.0, 12.0)
-HEIGHT_FRAC: Final = {"normal": (0.45, 0.95), "far": (0.06, 0.3), "close": (0.8, 1.8)}   # person height / image height
+HEIGHT_FRAC: Final = {"normal": (0.4, 0.9), "far": (0.06, 0.3), "close": (0.8, 1.8)}   # person height / image height
 BETA_STD: Final = 1.0
 BETA_EXTREME: Final = (2.0, 3.0)         # |beta_0|, |beta_1| of the "ends of the shape space" draws
 P_BETA_EXTREME: Final = 0.25
@@ -180,7 +180,7 @@ def draw(cfg: SynthConfig, gen: torch.Generator, num_poses: int, num_identity: i
         if kind == "close":
             p["anchor"] = 0.1 + 0.8 * torch.rand(2, generator=gen)           # anywhere but the very edge
         else:
-            p["anchor"] = 0.5 + (torch.rand(2, generator=gen) - 0.5) * 0.5     # centre region
+            p["anchor"] = 0.5 + (torch.rand(2, generator=gen) - 0.5) * 0.3     # centre region
     else:
         p["fov_deg"], p["tilt_deg"], p["roll_deg"] = torch.tensor(55.0), torch.tensor(0.0), torch.tensor(0.0)
         p["height_frac"], p["anchor"] = torch.tensor(0.8), torch.tensor([0.5, 0.5])

@@ -55,12 +55,13 @@ def slot_of_part(top: torch.Tensor, bottom: torch.Tensor, shoes: torch.Tensor, n
 
 
 def shade(r: BatchRaster, verts: torch.Tensor, normals: torch.Tensor, albedo: torch.Tensor, faces: torch.Tensor,
-          tri_part: torch.Tensor, tri_uv: torch.Tensor, tri_height: torch.Tensor, num_person_faces: int,
+          vertex_part: torch.Tensor, tri_uv: torch.Tensor, tri_height: torch.Tensor, num_person_faces: int,
           slots: torch.Tensor, p: dict) -> torch.Tensor:
     """Linear colour ``(P, 3)`` of the covered pixels of ``r`` (in ``r.pix`` order).
 
     verts/normals/albedo ``(N, V, 3)`` camera space (person + occluder vertices); faces ``(F, 3)``;
-    tri_part ``(F,)``, tri_uv ``(F, 3, 2)``, tri_height ``(F,)`` (occluder triangles after the
+    vertex_part ``(V,)`` body part per vertex (a pixel takes its nearest corner's), tri_uv
+    ``(F, 3, 2)``, tri_height ``(F,)`` (occluder triangles after the
     first ``num_person_faces``, 4 per quad); slots ``(N, parts)`` from :func:`slot_of_part`;
     ``p``: batched parameters (slot_colour_a/b ``(N, S, 3)``, slot_pattern/freq/angle ``(N, S)``,
     hair_level ``(N,)``, sh ``(N, 3, 9)``, light_dir ``(N, 3)``, light_colour ``(N, 3)``).
@@ -79,7 +80,7 @@ def shade(r: BatchRaster, verts: torch.Tensor, normals: torch.Tensor, albedo: to
         pos, nor, alb = g[:, :3], g[:, 3:6], g[:, 6:]
         nor = nor / nor.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         nor = torch.where(((nor * pos).sum(-1, keepdim=True) > 0), -nor, nor)
-        part = tri_part[fid]
+        part = vertex_part[faces[fid].gather(1, w[:, :, 0].argmax(1, keepdim=True))[:, 0]]
         slot = slots[i][part]
         hair = (part == PART["scalp"]) & (tri_height[fid] > p["hair_level"][i])
         slot = torch.where(hair, SLOTS.index("hair"), slot)
