@@ -133,6 +133,7 @@ class FaceTracker:
         a, b = GAP_PAIRS[:NUM_LIP_PAIRS, 0], GAP_PAIRS[:NUM_LIP_PAIRS, 1]
         self._L0[a] = self._L0[b] = 0.5 * (self._L0[a] + self._L0[b])
         self._Li = pts(face_model.id_basis)                                                   # (468, 3, Ki)
+        self._Li[a] = self._Li[b] = 0.5 * (self._Li[a] + self._Li[b])     # no identity parts the lips
         self._Le = pts(face_model.exp_basis)                                                  # (468, 3, Ke)
         self._Le32, self._Li32 = self._Le.astype(np.float32), self._Li.astype(np.float32)
         self._w = self.corr.weights.astype(np.float64)                                        # (468,)
