@@ -5,7 +5,9 @@ detect (``--detector``), estimate the 3DMM with ``--face``: ``fit`` (:class:`fac
 single-image mode), ``net`` (:class:`face.facenet.FaceNet` on the detection's face box), ``net+fit``
 (FaceNet's pose, expression and identity as the start of the capture's landmark fit,
 :class:`face.tracker.FaceTracker` with the identity free, run to convergence) or ``track`` (that landmark
-fit from a similarity pose and the mean face, for reference), and read the 68 landmarks off the mesh.  ``ms_per_face``: the face step alone (detection excluded).  NME = mean point error divided by
+fit from a similarity pose and the mean face, for reference), and read the 68 landmarks off the mesh.
+``ms_per_face``: the face step alone (detection excluded); ``net_ms_per_face`` (net modes): FaceNet alone
+(crop + network + pose), median over the images.  NME = mean point error divided by
 ``sqrt(w * h)`` of the ground-truth landmark box, in %.  Reported overall, per absolute
 yaw bin [0,30], [30,60], [60,90] degrees, against the original fits (``pt3d_68``) and,
 when 3DDFA's re-annotated arrays are found (``--reannotated``/``--index-map`` or the
@@ -40,6 +42,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--face", choices=("fit", "net", "net+fit", "track"), default="fit",
                         help="3DMM fit (default), FaceNet, FaceNet as the start of the landmark fit, or that "
                              "landmark fit from a similarity pose (track)")
+    parser.add_argument("--timing-repeats", type=int, default=1,
+                        help="run FaceNet N times per face and report the median as net_ms_per_face (default 1)")
     parser.add_argument("--facenet-weights", type=Path, default=None,
                         help="FaceNet .pt (default: the shipped weights of the face model)")
     add_detector_arguments(parser)
@@ -111,6 +115,7 @@ class FaceEstimator:
         from ..face.tracker import FaceTracker, FaceTrackerConfig
 
         self.mode, self.fitter, self.net = mode, fitter, facenet
+        self.repeats, self.net_ms = 1, []
         # net+fit / track: the capture's landmark fit (LM, identity free) run to convergence from FaceNet's
         # start (net+fit) or from a similarity pose and the mean face (track)
         self.tracker = FaceTracker(fitter.model, correspondence=fitter.corr, expression_range=fitter.expression_range,
@@ -126,7 +131,13 @@ class FaceEstimator:
 
         H, W = image.shape[:2]
         K = intrinsics(W, H, self.fitter.focal_px)
-        pred, R, t = self.net.predict(image, np.asarray(face_box, np.float64)[None], K)
+        box = np.asarray(face_box, np.float64)[None]
+        times = []
+        for _ in range(max(1, self.repeats)):              # FaceNet alone: crop + network + pose
+            t0 = time.perf_counter()
+            pred, R, t = self.net.predict(image, box, K)
+            times.append(time.perf_counter() - t0)
+        self.net_ms.append(1000.0 * float(np.median(times)))
         return pred, R[0], t[0], K
 
     def _points68(self, pred, R, t, K) -> np.ndarray:
@@ -206,6 +217,8 @@ def evaluate(dirpath: Path, detector, fitter, limit: int = 0, reannotated=None) 
            **_summary(fit_err, yaws), "mediapipe68": _summary(mp_err, yaws),
            "ms_per_face": 1000.0 * t_fit / max(1, len(fit_err)),
            "fit_ms_per_image": 1000.0 * t_fit / max(1, len(fit_err))}
+    if fitter.net_ms:
+        out["net_ms_per_face"] = float(np.median(fitter.net_ms))
     if re_fit:
         out["reannotated"] = {"fit": float(np.mean(re_fit)), "mediapipe68": float(np.mean(re_mp)),
                               "images": len(re_fit)}
@@ -240,7 +253,9 @@ def run(args) -> int:
         net = FaceNet(face_model, device=args.device, weights=args.facenet_weights)
     detector = detector_from_options(args)
     try:
-        out = evaluate(args.dir, detector, FaceEstimator(args.face, fitter, net), args.limit,
+        est = FaceEstimator(args.face, fitter, net)
+        est.repeats = max(1, args.timing_repeats)
+        out = evaluate(args.dir, detector, est, args.limit,
                        _find_reannotated(args.dir, args.reannotated, args.index_map))
         out["face"] = args.face
     finally:
@@ -258,4 +273,6 @@ def run(args) -> int:
         r = out["reannotated"]
         print(f"  re-annotated GT:    {r['fit']:.2f} %   MediaPipe 68: {r['mediapipe68']:.2f} %")
     print(f"  face time {out['ms_per_face']:.1f} ms/face (detection excluded)")
+    if "net_ms_per_face" in out:
+        print(f"  FaceNet alone (crop + network + pose) {out['net_ms_per_face']:.2f} ms/face (median)")
     return 0
