@@ -5,7 +5,8 @@ checkout, bpy as a module).  Writes a capture of random smooth motion with 52
 expression values per frame, builds the avatar once (built-in body + face when
 the assets exist; otherwise the test suite's SMPL-H-structured body with 52
 shape keys), then times ``load_capture`` + :func:`importer.apply_capture`
-(conversion + keyframes for 52 bones and 52 shape keys) and prints the best run.
+(conversion + keyframes for 52 bones and 52 shape keys, the foot-lock rig and the ground plane
+of alternating contact labels) and prints the best run.
 """
 from __future__ import annotations
 
@@ -58,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             cap = capture_file.load_capture(path)
             t1 = time.perf_counter()
+            # feet (issue 10): alternating 0.5 s contact spans and a ground plane, so the foot-lock
+            # rig and the ground object are built and timed too
+            T = cap.num_frames
+            cap.data["foot_contact"] = np.stack([(np.arange(T) // 15) % 2 == 0, (np.arange(T) // 15) % 2 == 1], 1)
+            cap.data["ground_plane"] = np.array([0.0, -1.0, 0.0, 1.0], np.float32)
             summary = importer.apply_capture(bpy.context.scene, arm, mesh, cap)
             t2 = time.perf_counter()
             runs.append((t2 - t0, t1 - t0, t2 - t1))
@@ -67,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"write capture {t_write:.2f} s; create avatar {t_avatar:.2f} s")
         print(f"import (best of {args.repeat}): {total:.3f} s = load {load:.3f} s + convert/keyframes {keys:.3f} s")
         assert summary["frames"] == args.frames and np.isfinite(total)
+        assert len(summary["foot_lock"]) == 2 and summary["ground"] is not None
     return 0
 
 

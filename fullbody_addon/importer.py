@@ -9,6 +9,11 @@ custom property :data:`CONFIDENCE_PROPERTY` in [0, 1] keyed on every frame (0 = 
 did not see the joint: its rotation is the held or neutral pose the capture put there).  With
 :attr:`ImportOptions.key_unseen` off, a bone gets no rotation key on the frames where its
 confidence is 0 (its F-curves interpolate over them).
+
+Feet (:mod:`feet_lock`): with :attr:`ImportOptions.lock_feet` a capture with contact labels gets a
+foot-lock rig (IK constraints on the shins, influence driven by the keyed contact and the
+armature's ``foot_lock`` switch); with :attr:`ImportOptions.ground_plane` a plane object on the
+capture's ground plane.  Neither changes the bones' keys.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 import bpy
 import numpy as np
 
-from . import convert, face_rig
+from . import convert, face_rig, feet_lock
 from .avatar import bone_rest_matrices
 
 LINEAR = bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value
@@ -34,6 +39,8 @@ class ImportOptions:
     expressions: bool = True
     set_scene: bool = True          # scene fps and frame range from the capture
     key_unseen: bool = True         # off: no rotation key where a bone's confidence is 0
+    lock_feet: bool = True          # a foot-lock rig from the capture's foot_contact (feet_lock)
+    ground_plane: bool = True       # a plane object on the capture's ground_plane (feet_lock)
 
 
 def _new_action(id_block, name: str, id_type: str):
@@ -100,7 +107,8 @@ def bone_confidence(capture, order: np.ndarray, T: int) -> np.ndarray:
 def apply_capture(scene, arm_obj, mesh_obj, capture, options: ImportOptions = ImportOptions()) -> dict:
     """Key every frame of ``capture`` on ``arm_obj`` (bones) and ``mesh_obj`` (expressions).
 
-    Returns a summary ``{"frames", "bones", "shape_keys"}``.  Existing animation on
+    Returns a summary ``{"frames", "bones", "shape_keys", "foot_lock", "ground"}`` (the foot-lock
+    empties made, the ground object's name or None).  Existing animation on
     the avatar is replaced (the old actions stay in ``bpy.data`` for undo/NLA).
     """
     pose_6d = np.asarray(capture["pose_6d"])
@@ -126,6 +134,9 @@ def apply_capture(scene, arm_obj, mesh_obj, capture, options: ImportOptions = Im
         pbone.id_properties_ui(CONFIDENCE_PROPERTY).update(min=0.0, max=1.0, description=CONFIDENCE_DESCRIPTION)
         write_curves(bag, f'pose.bones["{name}"]["{CONFIDENCE_PROPERTY}"]', frames, conf[:, b:b + 1], group=name)
     write_curves(bag, f'pose.bones["{names[0]}"].location', frames, ch.root_location, group=names[0])
+    lock = (feet_lock.add_foot_lock(arm_obj, capture, ch.quaternions, ch.root_location, frames, bag,
+                                    write_curves, _new_action) if options.lock_feet else [])
+    ground = feet_lock.add_ground_plane(arm_obj, capture) if options.ground_plane else None
     n_keys = 0
     keys = mesh_obj.data.shape_keys if mesh_obj is not None else None
     if options.expressions and keys is not None and "face_expression" in capture.data:
@@ -142,4 +153,4 @@ def apply_capture(scene, arm_obj, mesh_obj, capture, options: ImportOptions = Im
     if options.set_scene:
         fps = float(np.asarray(capture["fps"]).reshape(-1)[0])
         set_scene_timing(scene, fps, options.frame_start, T)
-    return {"frames": T, "bones": len(names), "shape_keys": n_keys}
+    return {"frames": T, "bones": len(names), "shape_keys": n_keys, "foot_lock": lock, "ground": ground}

@@ -48,6 +48,9 @@ class FULLBODY_PT_capture(bpy.types.Panel):
         row.prop(s, "face", toggle=True)
         row.prop(s, "root_translation", toggle=True)
         box.prop(s, "key_unseen")
+        row = box.row()
+        row.prop(s, "lock_feet")
+        row.prop(s, "ground_plane")
         box.prop(s, "fps")
         box.prop(s, "output_dir")
 

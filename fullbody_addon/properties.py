@@ -36,6 +36,12 @@ class FULLBODY_PG_settings(bpy.types.PropertyGroup):
                              description="Key the held or neutral pose the capture gives the parts the camera did "
                                          "not see (off: those bones get no rotation key on those frames; each bone's "
                                          "'confidence' property says what was seen)")
+    lock_feet: BoolProperty(name="Lock Feet", default=True,
+                            description="Add a foot-lock rig: IK on the shins towards empties that stand still while "
+                                        "the capture says a foot is planted (influence keyed from its contact labels; "
+                                        "the armature's 'foot_lock' property switches it off again)")
+    ground_plane: BoolProperty(name="Ground Plane", default=True,
+                               description="Add a plane object on the ground the capture estimated from the planted feet")
     fps: FloatProperty(name="Frame Rate", min=0.0, max=240.0, default=0.0,
                        description="Frame rate of the capture (0: from the source video)")
     output_dir: StringProperty(name="Capture Folder", subtype="DIR_PATH",

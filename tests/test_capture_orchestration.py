@@ -294,9 +294,10 @@ def test_dropped_person_is_gap_filled(real, fill):
 
 @pytest.fixture(scope="module")
 def body_only(real, tmp_path_factory):
-    """The replayed clip captured without the face, to a file: (result, records, capture)."""
+    """The replayed clip captured without the face (and the feet stage, as the cancelled one it is
+    compared with), to a file: (result, records, capture)."""
     path = tmp_path_factory.mktemp("body") / "full.npz"
-    res, recs = capture(real, face=False, output=path)
+    res, recs = capture(real, face=False, output=path, feet=False)
     return res, recs, load_capture(path)
 
 
@@ -304,7 +305,7 @@ def test_swapped_hands_are_put_back(real, body_only):
     """Hands swapped by the detector on frames 10-14 are put back on the person's sides: the same
     hands, IK input and capture as without the swap, five more swaps counted."""
     base, base_recs, _ = body_only
-    res, recs = capture(real, detector=ReplayDetector(swap_hands=range(10, 15)), face=False)
+    res, recs = capture(real, detector=ReplayDetector(swap_hands=range(10, 15)), face=False, feet=False)
     assert res.hand_swaps == base.hand_swaps + 5
     for r, b in zip(recs, base_recs, strict=True):
         for key in ("hands_2d", "hands_3d", "hands_conf", "quat", "transl"):
@@ -314,7 +315,8 @@ def test_swapped_hands_are_put_back(real, body_only):
 def test_cancel_keeps_the_finished_frames(real, body_only, tmp_path):
     """Cancelled after 20 written frames: CancelledError naming the kept partial capture, whose
     frames are the uncancelled capture's first ones (but its last few: the image-aligned fit's
-    centred smoothing finishes them without their successors, within a few millimetres)."""
+    centred smoothing finishes them without their successors, within a few millimetres).  Without
+    the feet stage, which holds ~3.5 s of frames offline (its cancel: tests/test_feet.py)."""
     _, _, full = body_only
     cancel = threading.Event()
 
@@ -323,7 +325,7 @@ def test_cancel_keeps_the_finished_frames(real, body_only, tmp_path):
             cancel.set()
 
     with pytest.raises(CancelledError, match="kept in") as e:
-        capture(real, face=False, output=tmp_path / "c.npz", cancel=cancel, on_progress=stop_at_20)
+        capture(real, face=False, output=tmp_path / "c.npz", cancel=cancel, on_progress=stop_at_20, feet=False)
     part = load_capture(e.value.partial_output)
     n = part.num_frames
     assert 20 <= n < 81 and part["valid"].all()
@@ -344,7 +346,7 @@ def test_cancel_with_pending_keyframe_fits(real, tmp_path):
             cancel.set()
 
     with pytest.raises(CancelledError) as e:
-        capture(real, face_every=1, output=tmp_path / "f.npz", cancel=cancel, on_progress=stop_at_10)
+        capture(real, face_every=1, output=tmp_path / "f.npz", cancel=cancel, on_progress=stop_at_10, feet=False)
     part = load_capture(e.value.partial_output)
     assert 10 <= part.num_frames < 81
     assert np.isfinite(part["face_sh"]).all() and np.abs(part["face_sh"]).sum(-1).min() > 0

@@ -30,6 +30,7 @@ from model_runtime.models.load import load_body_model
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO / "samples" / "demo_clip.mp4"
+EXTRA = {"feet", "hands"}
 FIGURES = {"reprojection_px", "foot_slide_mm_per_frame", "jitter_mm_per_frame2", "valid_fraction",
            "visible_fraction"}
 
@@ -80,7 +81,11 @@ def test_cli_figures_and_sheet(demo_capture, tmp_path):
     r = cli("eval", "video", str(demo_capture), "--video", str(CLIP), "--sheet", str(sheet), "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    assert set(res) == FIGURES
+    assert set(res) == FIGURES | EXTRA      # the required figures, and the extra feet/hands groups
+    assert set(res["feet"]) == {"contact_fraction", "slide_lowest20_mm_per_frame", "root_depth_range_m",
+                                "root_depth_accel_mm_per_frame2", "ground_plane"}
+    assert {"wrist_body_vs_hand_px", "direction_deg", "palm_normal_deg", "curl_diff_deg", "open_kept",
+            "at_face_kept"} <= set(res["hands"])
     assert set(res["reprojection_px"]) == {"body_median", "body_mean", "hands_median", "hands_mean"}
     assert set(res["visible_fraction"]) == {"body", "left_hand", "right_hand", "face"}
     flat = [*res["reprojection_px"].values(), *res["visible_fraction"].values(), res["foot_slide_mm_per_frame"],
@@ -253,3 +258,20 @@ def test_blender_missing_footage_changes_nothing(blender_scene, demo_capture, tm
     with pytest.raises(RuntimeError, match="none.mp4"):   # the operator's error report
         bpy.ops.fullbody.import_capture(filepath=str(demo_capture), footage=str(tmp_path / "none.mp4"))
     assert len(bpy.data.objects) == before and blender_scene.camera is None
+
+
+def test_hand_figures_of_a_hand_against_itself():
+    """``finger_curl_deg``: straight fingers 0, a finger bent at its base by 90 degrees 90."""
+    from model_runtime.evals import video_extra as X
+
+    hand = np.zeros((21, 3))
+    names = list(X.HAND21_NAMES)
+    for f, x in zip(("thumb", "index", "middle", "ring", "pinky"), (-0.04, -0.02, 0.0, 0.02, 0.04)):
+        for i in range(1, 5):
+            d = np.array([x, -0.08, 0.0]) / np.hypot(x, 0.08)           # fingers fan out from the wrist
+            hand[names.index(f"{f}{i}")] = d * (0.08 + 0.025 * (i - 1))
+    np.testing.assert_allclose(X.finger_curl_deg(hand), 0.0, atol=1e-5)
+    bent = hand.copy()
+    for i in range(2, 5):
+        bent[names.index(f"index{i}")] = hand[names.index("index1")] + (0.0, 0.0, 0.025 * (i - 1))
+    assert abs(X.finger_curl_deg(bent)[0] - 90.0) < 1e-5

@@ -266,3 +266,23 @@ def test_pipeline_planted_feet_stay_put_and_agree_with_the_truth(demo_captures):
 def test_pipeline_waist_up_gets_no_contact(demo_captures):
     cap = demo_captures["waist"]
     assert not cap["foot_contact"].any() and not cap["ground_plane"].any()
+
+
+def test_pipeline_cancel_keeps_frames_with_feet(tmp_path):
+    """Cancelled while the feet stage holds frames (the detector cancels at frame 50): the held
+    frames are finished and kept, finite, with their contact labels."""
+    import threading
+
+    from model_runtime.capture.pipeline import build_pipeline
+    from model_runtime.core.errors import CancelledError
+    from model_runtime.core.options import CaptureOptions
+    from tests.test_capture_orchestration import GreyFrames, ReplayDetector, _load_recording
+
+    cancel = threading.Event()
+    det = ReplayDetector(after_detect=lambda i: cancel.set() if i == 50 else None)
+    pipe = build_pipeline(CaptureOptions(device="cpu", face=False), detector=det)
+    with pytest.raises(CancelledError, match="kept in") as e:
+        pipe.run(GreyFrames(_load_recording()), tmp_path / "c.npz", cancel=cancel)
+    part = cf.load_capture(e.value.partial_output)
+    assert 40 <= part.num_frames < 81 and part["valid"].all()
+    assert part["foot_contact"].any() and np.isfinite(part["transl"]).all()

@@ -60,6 +60,12 @@ BONES_3D: Final[tuple[tuple[str, str], ...]] = (
     ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
     ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
 )
+#: hand bones of the same prior, (side, parent, child) in HAND21_NAMES: the hand's direction (wrist to
+#: the middle finger's base) and its width (index base to pinky base), both rigid with the wrist:
+#: with them the palm's normal follows the hand detector's 3D (the 2D points alone leave a hand's
+#: turn about its own axis and its tilt in depth nearly free)
+HAND_BONES_3D: Final[tuple[tuple[str, str, str], ...]] = tuple(
+    (side, p, c) for side in ("left", "right") for p, c in (("wrist", "middle1"), ("index1", "pinky1")))
 #: finger order of the 21-point hands (thumb, index, middle, ring, pinky)
 _HAND_FINGERS: Final[tuple[str, ...]] = ("thumb", "index", "middle", "ring", "pinky")
 
@@ -83,6 +89,7 @@ class AlignConfig:
     w_ik: float = 2e-3             # per body joint, rad^-2
     w_ik_fingers: float = 5e-4     # per finger joint
     w_3d: float = 5e-3             # per body bone direction (unit vectors)
+    w_3d_hand: float = 5e-2        # per hand bone direction (HAND_BONES_3D)
     w_temporal: float = 1e-2       # per joint, to the previous frame's correction carried forward
     w_transl_temporal: float = 1e-2
     min_confidence: float = 0.2    # 2D points below this confidence are ignored
@@ -234,7 +241,8 @@ class _Frames:
             n = np.linalg.norm(d, axis=-1, keepdims=True)
             conf = np.minimum(c[:, al._bone_c], c[:, al._bone_p]) * (n[..., 0] > 1e-6)
             self.body_3d = d / np.maximum(n, 1e-9)
-            self.w3 = cfg.w_3d * np.where(conf >= cfg.min_confidence, conf, 0.0)         # (B, nb)
+            w = np.where(np.arange(d.shape[1]) < len(BONES_3D), cfg.w_3d, cfg.w_3d_hand)
+            self.w3 = w * np.where(conf >= cfg.min_confidence, conf, 0.0)                  # (B, nb)
 
     def follow(self, rot: np.ndarray, transl: np.ndarray) -> None:
         """Chained frames: the temporal target is the previous frame's current correction carried
@@ -257,9 +265,10 @@ class ImageAligner:
     def __init__(self, keypoints: ModelKeypoints, K: np.ndarray, config: AlignConfig | None = None):
         self.kp, self.config = keypoints, config or AlignConfig()
         self.set_camera(K)
-        bn = list(BODY_KEYPOINT_NAMES)
-        self._bone_p = np.array([bn.index(p) for p, _ in BONES_3D])
-        self._bone_c = np.array([bn.index(c) for _, c in BONES_3D])
+        bn, hn = list(BODY_KEYPOINT_NAMES), list(HAND21_NAMES)
+        hand_row = lambda side, n: _NB + len(hn) * ("left", "right").index(side) + hn.index(n)   # noqa: E731
+        self._bone_p = np.array([bn.index(p) for p, _ in BONES_3D] + [hand_row(s, p) for s, p, _ in HAND_BONES_3D])
+        self._bone_c = np.array([bn.index(c) for _, c in BONES_3D] + [hand_row(s, c) for s, _, c in HAND_BONES_3D])
         self._bone_m = keypoints.M[self._bone_p, :NUM_BODY_JOINTS]                        # (nb, 22) 0/1
 
     def set_camera(self, K: np.ndarray) -> None:
@@ -281,7 +290,9 @@ class ImageAligner:
             rot: ``(B, 52, 3, 3)`` relative rotations from the IK (also the IK prior).
             transl: ``(B, 3)`` translation (Eq. 14), metres, camera frame.
             kp2d: ``(B, 66, 3)`` detector points px + confidence (capture-file keypoint order).
-            body_3d: ``(B, 24, 3)`` the detector's 3D body keypoints (any origin) or None.
+            body_3d: ``(B, 24, 3)`` the detector's 3D body keypoints (any origin), or ``(B, 66, 3)``
+                with the hands' 3D keypoints after them (each hand any origin: only directions
+                within a hand are used), or None.
             prev_rot, prev_transl, prev_ok: ``(B, 52, 3, 3)``, ``(B, 3)``, ``(B,)`` bool: the
                 previous frame's refined values (temporal prior where ``prev_ok``), or None.
             chain: ``(B,)`` bool: frame i follows frame i - 1 of the batch, whose current estimate
@@ -296,8 +307,11 @@ class ImageAligner:
         rot = np.array(rot, np.float64)
         t = np.array(transl, np.float64)
         kp2d = np.asarray(kp2d, np.float64)
-        fr = _Frames(self, kp2d, t, rot.copy(), None if body_3d is None else np.asarray(body_3d, np.float64),
-                     prev_rot, prev_transl, prev_ok, chain)
+        if body_3d is not None:
+            body_3d = np.asarray(body_3d, np.float64)
+            if body_3d.shape[1] < NUM_KEYPOINTS:                  # body only: no hand directions
+                body_3d = np.concatenate([body_3d, np.zeros((len(body_3d), NUM_KEYPOINTS - body_3d.shape[1], 3))], 1)
+        fr = _Frames(self, kp2d, t, rot.copy(), body_3d, prev_rot, prev_transl, prev_ok, chain)
         B = rot.shape[0]
         free = None if frozen is None or not np.any(frozen) else ~np.asarray(frozen, bool)
         lam = np.full(B, self.config.damping)

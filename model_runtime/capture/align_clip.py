@@ -80,6 +80,12 @@ class ClipAlignment:
         kp[..., 2] = np.stack([r.ik_conf for r in recs])
         return kp
 
+    @staticmethod
+    def _kp3d(recs) -> np.ndarray:
+        """``(B, 66, 3)`` the detector's 3D points: body (pelvis-relative), then each hand
+        (wrist-relative), camera axes (the fit uses directions within the body and within a hand)."""
+        return np.stack([np.concatenate([r.body_3d, r.hands_3d.reshape(-1, 3)]) for r in recs])
+
     def calibrate(self, recs, shape) -> bool:
         """Once per clip, on the first window's valid, translated records (IK rotations, Eq. 14
         translations): the focal when ``camera.pending`` (``camera.K``; source ``estimated``, or
@@ -113,7 +119,7 @@ class ClipAlignment:
         t_eq, ok = TranslationSolver(self.camera.K).solve(kp2d[sub, :NUM_BODY_KP], J)
         if ok.sum() >= MIN_CALIBRATION_FRAMES:
             sub = sub[ok]
-            res = self.aligner.fit(rot[sub], t_eq[ok], kp2d[sub], np.stack([recs[i].body_3d for i in sub]))
+            res = self.aligner.fit(rot[sub], t_eq[ok], kp2d[sub], self._kp3d([recs[i] for i in sub]))
             ratio = float(np.median(t_eq[ok, 2] / res.transl[:, 2]))
             if np.isfinite(ratio) and abs(ratio - 1.0) > 1e-3:
                 self.depth_ratio = float(np.clip(ratio, 1.0 / MAX_DEPTH_RATIO, MAX_DEPTH_RATIO))
@@ -167,7 +173,7 @@ class ClipAlignment:
         rot_in, t_in = quat_wxyz_to_matrix(quat), np.stack([r.transl for r in recs])
         if self._prev is not None and self._prev[0] == idx[0] - 1:   # the last frame's correction, carried
             prev_rot[0], prev_t[0], prev_ok[0] = self._prev[1] @ rot_in[0], t_in[0] + self._prev[2], True
-        res = self.aligner.fit(rot_in, t_in, self._kp2d(recs), np.stack([r.body_3d for r in recs]),
+        res = self.aligner.fit(rot_in, t_in, self._kp2d(recs), self._kp3d(recs),
                                prev_rot, prev_t, prev_ok, chain,
                                frozen=np.stack([r.joint_confidence <= 0 for r in recs]),
                                unsure=np.array([not r.transl_ok for r in recs]))

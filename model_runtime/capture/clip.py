@@ -15,6 +15,7 @@ from ..core.options import CaptureOptions
 from ..detectors.base import Detection
 from ..face.stage import FaceStage
 from .align_clip import ClipAlignment
+from .feet import FootStage
 from .fitting import IKFitter, IKStage, frame_record
 from .keyframes import KeyframeScheduler
 from .postprocess import MotionPostprocessor
@@ -40,7 +41,8 @@ class ClipCapture:
 
     def __init__(self, ik: IKStage, face: FaceStage | None, rest_joints: Callable[[np.ndarray], np.ndarray],
                  parents: np.ndarray, options: CaptureOptions, K: np.ndarray, live: bool,
-                 stop: threading.Event, timer: StageTimer, align: ClipAlignment | None = None):
+                 stop: threading.Event, timer: StageTimer, align: ClipAlignment | None = None,
+                 feet: FootStage | None = None):
         self.live, self.timer = live, timer
         self.hands = HandSideTracker()
         self.shape = ShapeEstimator(window=options.shape_window)
@@ -52,7 +54,7 @@ class ClipCapture:
             worker = KeyframeFaceWorker(self.face, stop, timer, low_priority=options.face_every == 0)
             self.keyframes = KeyframeScheduler(worker, options.face_every, live, self.face.current_sh)
         self.postprocess = MotionPostprocessor(K, self.shape, rest_joints, parents, options, live,
-                                               face=self.face is not None, align=align)
+                                               face=self.face is not None, align=align, feet=feet)
         self._held: deque[FrameRecord] = deque()   # fitted frames waiting for the clip's shape / their face fit
 
     @property

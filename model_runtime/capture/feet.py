@@ -433,7 +433,7 @@ class FootStage:
 
     def _fit_plane(self, final: bool) -> None:
         n = len(self._pos)
-        if self.plane is not None and not final and n - self._last_fit < self.refit:
+        if n == 0 or (self.plane is not None and not final and n - self._last_fit < self.refit):
             return
         pos, seen = np.stack(self._pos), np.stack(self._seen)
         L = len(self._labels)
@@ -453,7 +453,7 @@ class FootStage:
         """Labels of the frames whose neighbours are known (all when ``final``)."""
         if self.plane is None:
             return
-        lo, hi = len(self._labels), len(self._pos) - (0 if final else self.speed_half)
+        lo, hi = len(self._labels), len(self._pos) - (0 if final or self.live else self.speed_half)
         if hi <= lo:
             return
         pos = np.stack(self._pos[lo:hi])
@@ -520,8 +520,12 @@ class FootStage:
             on_ray = u * (u * target).sum(-1, keepdims=True)
             target = on_ray + IMAGE_LOCK * (target - on_ray)
         offset = np.where((w > 0)[..., None], target - pos, 0.0)
-        dist = np.stack(self._dist[s:e])
-        corr = smooth_centred(root_correction(w, offset, ray, dist, self.max_gap), self.root_sigma)
+        dist = np.asarray(self._dist[s:e])
+        ok = dist > 0                                                  # frames with a person
+        corr = np.where(ok, root_correction(w, offset, ray, dist, self.max_gap), 0.0)
+        if self.root_sigma > 0:                                        # smoothed over frames with a person
+            corr = np.where(ok, smooth_centred(corr, self.root_sigma)
+                            / np.maximum(smooth_centred(ok.astype(np.float64), self.root_sigma), 1e-9), 0.0)
         sel = np.arange(a - s, b - s)
         sel = sel[[recs[i].valid and recs[i].joints is not None for i in range(len(sel))]]
         if not len(sel):

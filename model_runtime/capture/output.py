@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Final, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from ..core import rotations
 from ..core.capture_file import CaptureWriter
 from ..core.skeleton import BODY_KEYPOINT_NAMES, HAND21_NAMES, JOINT_NAMES, NUM_JOINTS
 from ..face.stage import FaceStage
+from .feet import FootStage
 from .focal import ClipCamera
 from .records import FrameCallback, FrameRecord, ProgressCallback, StageTimer
 from .sources import FrameSource
@@ -23,8 +24,6 @@ from .visibility import KEYPOINT_NAMES, SOURCE_GAP   # KEYPOINT_NAMES: rows of k
 log = logging.getLogger(__name__)
 
 _NB = len(BODY_KEYPOINT_NAMES)
-#: ``foot_contact`` of every frame: not estimated yet (core/capture_file.py)
-NO_CONTACT: Final[np.ndarray] = np.zeros(2, bool)
 _NH = len(HAND21_NAMES)
 #: body keypoint rows of the two wrists [left, right] (the hand rows are placed relative to them)
 _BODY_WRIST_ROWS = np.array([BODY_KEYPOINT_NAMES.index("left_wrist"), BODY_KEYPOINT_NAMES.index("right_wrist")])
@@ -39,7 +38,8 @@ def file_frame(rec: FrameRecord) -> dict[str, np.ndarray]:
     row = dict(pose_6d=rotations.matrix_to_rot6d(rot), transl=rec.transl, valid=rec.valid,
                keypoints_2d=kp2d, keypoints_3d=keypoints_3d(rec),
                face_expression=rec.expression, face_sh=rec.sh, keypoint_visibility=rec.keypoint_visibility,
-               joint_confidence=rec.joint_confidence, joint_source=rec.joint_source, foot_contact=NO_CONTACT)
+               joint_confidence=rec.joint_confidence, joint_source=rec.joint_source,
+               foot_contact=np.asarray(rec.foot_contact, bool))
     bad = [k for k, v in row.items() if not np.isfinite(np.asarray(v, np.float64)).all()]
     if bad:
         log.warning("frame %d: non-finite %s; written as an invalid frame", rec.index, ", ".join(bad))
@@ -75,12 +75,13 @@ def keypoints_3d(rec: FrameRecord) -> np.ndarray:
 
 # --------------------------------------------------------------------------- per-clip values
 class ClipValues:
-    """The capture file's per-clip values: camera, names, the clip's shape and face."""
+    """The capture file's per-clip values: camera, names, the clip's shape and face, the ground plane."""
 
     def __init__(self, shape: ShapeEstimator, face: FaceStage | None, body_model: str, face_model: str,
-                 camera: ClipCamera | None = None):
+                 camera: ClipCamera | None = None, feet: FootStage | None = None):
         self.shape, self.face, self.body_model, self.face_model = shape, face, body_model, face_model
         self.camera = camera     # camera_K / camera_source (None: the K given to initial, "default")
+        self.feet = feet         # ground_plane (zeros until estimated: core/capture_file.py)
         self._written: dict[str, np.ndarray] | None = None
 
     def initial(self, source: FrameSource, K: np.ndarray, extra: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -96,6 +97,7 @@ class ClipValues:
             expression_names=np.asarray(face.expression_names if face is not None else (), dtype=str),
             body_model=np.asarray(self.body_model), face_model=np.asarray(self.face_model),
             camera_source=np.asarray(self.camera.source if self.camera is not None else "default"),
+            ground_plane=np.zeros(4, np.float32),
         )
         vals.update(extra or {})
         return vals
@@ -106,6 +108,8 @@ class ClipValues:
         vals = dict(betas=self.shape.betas.astype(np.float32), scale=np.float32(self.shape.scale))
         if self.camera is not None:      # the clip's focal estimate
             vals.update(camera_K=self.camera.K.astype(np.float32), camera_source=np.asarray(self.camera.source))
+        if self.feet is not None and self.feet.ground_plane is not None:
+            vals.update(ground_plane=self.feet.ground_plane)
         if self.face is not None:
             ident, alb = self.face.clip_params()
             vals.update(face_identity=np.asarray(ident, np.float32), face_albedo=np.asarray(alb, np.float32))

@@ -55,6 +55,7 @@ from ..models.body_model import BodyModel
 from .align import ModelKeypoints
 from .align_clip import ClipAlignment
 from .clip import ClipCapture
+from .feet import FootStage, default_ankle_height
 from .focal import clip_camera
 from .fitting import IKStage
 from .output import KEYPOINT_NAMES, CaptureOutput, ClipValues
@@ -85,6 +86,7 @@ class CapturePipeline:
                  options: CaptureOptions = CaptureOptions()):
         self.detector, self.ik, self.body, self.face, self.options = detector, ik, body, face, options
         self._keypoints: ModelKeypoints | None = None     # the image-aligned fit's model keypoints
+        self._ankle_height = default_ankle_height(body)   # feet: rest ankle height above the soles
 
     def rest_joints(self, betas: np.ndarray) -> np.ndarray:
         """Rest joints ``(52, 3)`` of the body model for ``betas (16,)`` (:meth:`BodyModel.rest_joints`)."""
@@ -153,9 +155,13 @@ class CapturePipeline:
         reset = getattr(self.detector, "reset", None)   # optional in the Detector protocol: forget tracking
         if callable(reset):
             reset()
+        feet = None
+        if opts.feet:
+            feet = FootStage(self.rest_joints, self.body.parents, lambda: camera.K, source.fps, self._ankle_height,
+                             lookahead=not live)
         clip = ClipCapture(self.ik, self.face, self.rest_joints, self.body.parents, opts, K,
-                           live=live, stop=stop, timer=timer, align=align)
-        values = ClipValues(clip.shape, self.face, opts.body_model, opts.face_model, camera)
+                           live=live, stop=stop, timer=timer, align=align, feet=feet)
+        values = ClipValues(clip.shape, self.face, opts.body_model, opts.face_model, camera, feet)
         try:
             out = CaptureOutput(output, values, source, K, static_extra, opts.chunk_frames, timer,
                                 on_frame, on_progress)

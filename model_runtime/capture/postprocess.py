@@ -1,5 +1,6 @@
 """Post-processing of fitted frames, in file order: forward kinematics and the global translation
-(Eq. 14), One Euro filters (rotations, translation, expressions), gap filling (body and face)."""
+(Eq. 14), One Euro filters (rotations, translation, expressions), the image-aligned fit, foot
+contacts and locking (:mod:`.feet`), gap filling (body and face)."""
 from __future__ import annotations
 
 from typing import Callable, Final
@@ -11,6 +12,7 @@ from ..core.lbs import forward_kinematics
 from ..core.options import CaptureOptions, SmoothingConfig
 from ..core.skeleton import NUM_JOINTS
 from .align_clip import ClipAlignment
+from .feet import FootStage
 from .filters import GapFiller, OneEuroFilter, RotationFilter
 from .records import FrameRecord
 from .tracking import ShapeEstimator
@@ -47,12 +49,14 @@ class MotionPostprocessor:
         face: fill the face gaps (frames without a tracked face) before the body gaps.
         align: the image-aligned fit of the filtered frames (:mod:`.align_clip`; it calibrates the
             clip on its first frames: focal estimate, depth anchoring), or None.
+        feet: foot contacts, ground plane, planted feet locked (:class:`~.feet.FootStage`), or None.
     """
 
     def __init__(self, K: np.ndarray, shape: ShapeEstimator, rest_joints: Callable[[np.ndarray], np.ndarray],
                  parents: np.ndarray, options: CaptureOptions, live: bool, face: bool,
-                 align: ClipAlignment | None = None):
+                 align: ClipAlignment | None = None, feet: FootStage | None = None):
         o = options
+        self.feet = feet
         self.shape, self.rest_joints, self.parents, self.face = shape, rest_joints, parents, face
         self.align = align
         self.translation = TranslationSolver(K)
@@ -79,7 +83,14 @@ class MotionPostprocessor:
             recs = self.align.push(recs)             # (offline: a few frames later, smoothed)
             if valid and valid[-1].transl_ok:
                 self._last_transl = valid[-1].transl
+        if self.feet is not None:                    # planted feet locked before the gaps are filled
+            recs = self.feet.push(self._with_shape(recs))
         return self._fill(recs)
+
+    def _with_shape(self, recs: list[FrameRecord]) -> list[FrameRecord]:
+        for r in recs:
+            r.betas, r.scale = self.shape.betas, self.shape.scale
+        return recs
 
     def _fill(self, recs: list[FrameRecord]) -> list[FrameRecord]:
         """Gap filling (face, then body) of finished frames; -> the frames ready to write."""
@@ -96,7 +107,10 @@ class MotionPostprocessor:
 
     def flush(self) -> list[FrameRecord]:
         """End of the clip: the frames held in gaps (trailing gaps are held)."""
-        out = self._fill(self.align.flush()) if self.align is not None else []
+        recs = self.align.flush() if self.align is not None else []
+        if self.feet is not None:
+            recs = self.feet.push(self._with_shape(recs)) + self.feet.flush()
+        out = self._fill(recs)
         for rec in self.face_gaps.flush():
             out += self.body_gaps.push(rec)
         return out + self.body_gaps.flush()

@@ -44,8 +44,17 @@ Version 2 adds what the camera saw (:data:`V2_FRAME_KEYS`; the capture's rules a
 * ``joint_source (T, 52)`` uint8, where a joint's rotation comes from: 0 seen (the camera),
   1 neutral pose (standing legs, relaxed arms and fingers), 2 held (the last seen rotation),
   3 gap (a frame without a person, ``valid`` False, filled from its neighbours);
-* ``foot_contact (T, 2)`` bool [left, right]: the foot is on the ground.  Not estimated yet:
-  the capture writes False (a later stage fills it).
+* ``foot_contact (T, 2)`` bool [left, right]: the foot is planted on the ground (the capture's
+  :mod:`model_runtime.capture.feet`: ankle low above the ground plane and the foot still in the
+  image, with hysteresis; only where the foot's keypoints are seen, so never on a waist-up clip).
+  The capture locks a planted foot in place.  All False: no contact (or, in files made before
+  the estimate existed, not estimated).
+
+Per clip, optional (older files load with the default):
+
+* ``ground_plane (4,)`` float32 ``(n, d)`` in camera space: ``n . X + d`` is the height (m) above
+  the ground, ``|n| = 1``, ``n`` pointing up (towards ``-y``); estimated from the planted feet.
+  All zeros: no plane (the feet were never seen planted).
 
 A version-1 file loads with the documented defaults (:func:`frame_defaults`): visibility 1 where
 the keypoint's confidence is above 0 else 0, joint confidence 1, source seen, no contact.  So does
@@ -99,11 +108,12 @@ PER_FRAME_KEYS: Final[dict[str, tuple[tuple, str]]] = {
 STATIC_KEYS: Final[tuple[str, ...]] = (
     "version", "fps", "image_size", "camera_K", "joint_names", "betas", "scale",
     "keypoint_names", "face_identity", "face_albedo", "expression_names",
-    "body_model", "face_model", "camera_source",
+    "body_model", "face_model", "camera_source", "ground_plane",
 )
 #: static keys that older files lack, and the value they load with.  ``camera_source``: where
-#: ``camera_K`` comes from: "calibration" (a file), "fov" (given), "estimated" (per clip), "default"
-STATIC_DEFAULTS: Final[dict[str, str]] = {"camera_source": "default"}
+#: ``camera_K`` comes from: "calibration" (a file), "fov" (given), "estimated" (per clip), "default";
+#: ``ground_plane`` zeros: no plane
+STATIC_DEFAULTS: Final[dict[str, object]] = {"camera_source": "default", "ground_plane": (0.0, 0.0, 0.0, 0.0)}
 REQUIRED_KEYS: Final[tuple[str, ...]] = STATIC_KEYS + tuple(PER_FRAME_KEYS)
 #: what a version-1 file must hold
 REQUIRED_KEYS_V1: Final[tuple[str, ...]] = tuple(k for k in REQUIRED_KEYS if k not in V2_FRAME_KEYS)
@@ -437,6 +447,21 @@ def _check_v2(path: Path, data: dict) -> None:
     fc = data["foot_contact"]
     if fc.dtype != bool:
         raise ModelFileError(str(path), "foot_contact", f"has dtype {fc.dtype}, expected bool")
+    _check_ground_plane(path, data["ground_plane"])
+
+
+def _check_ground_plane(path: Path, plane: np.ndarray) -> None:
+    """``ground_plane``: 4 finite numbers, all zero (no plane) or a unit normal and an offset."""
+    if plane.shape != (4,) or plane.dtype.kind not in "fiu":
+        raise ModelFileError(str(path), "ground_plane", f"has shape {plane.shape} and dtype {plane.dtype}, "
+                             "expected 4 numbers (normal, offset)")
+    p = plane.astype(np.float64)
+    if not np.isfinite(p).all():
+        raise ModelFileError(str(path), "ground_plane", f"must be finite, got {p.tolist()}")
+    n = float(np.linalg.norm(p[:3]))
+    if (p != 0).any() and abs(n - 1.0) > 1e-3:
+        raise ModelFileError(str(path), "ground_plane", f"normal must have length 1 (or the plane be all "
+                             f"zeros: none), got length {n:.4g}")
 
 
 def load_capture(path: Path | str) -> Capture:
@@ -459,7 +484,7 @@ def load_capture(path: Path | str) -> Capture:
         raise ModelFileError(str(path), missing[0], f"is missing (all missing: {', '.join(missing)})")
     data = load_npz(path, what="capture file (.npz)")
     for k, v in STATIC_DEFAULTS.items():
-        data.setdefault(k, np.asarray(v))
+        data.setdefault(k, np.asarray(v, np.float32) if isinstance(v, tuple) else np.asarray(v))
     ver = int(data["version"]) if data["version"].size == 1 and data["version"].dtype.kind in "iu" else -1
     if ver not in READABLE_VERSIONS:
         raise ModelFileError(str(path), "version", f"is {ver}; this build reads capture versions "

@@ -142,6 +142,7 @@ class CaptureOptions:
     hands: bool = _opt(True, "skip hand IK (fingers stay at rest)", flag="--no-hands")
     align: bool = _opt(True, "skip the image-aligned fit (pose, translation and focal refined so the model "
                              "projects onto the 2D keypoints)", flag="--no-align")
+    feet: bool = _opt(True, "skip foot contacts, the ground plane and foot locking", flag="--no-feet")
     face: bool = _opt(True, "skip face fitting", flag="--no-face")
     face_mode: str = _opt("fit", "face parameters per frame: fit (landmark tracker + keyframe appearance fit, the "
                                  "default), net (FaceNet on the face crop), net+fit (FaceNet initialises the fit)",
@@ -176,7 +177,7 @@ class CaptureOptions:
             raise OptionError("smoothing", f"must be a SmoothingConfig, got {type(self.smoothing).__name__}")
         _choice("fill", self.fill, FILL_MODES)
         _int("max_gap", self.max_gap, 0)
-        for name in ("hands", "face", "align"):
+        for name in ("hands", "face", "align", "feet"):
             if not isinstance(getattr(self, name), bool):
                 raise OptionError(name, f"must be true or false, got {getattr(self, name)!r}")
         _choice("face_mode", self.face_mode, FACE_MODES)

@@ -28,6 +28,10 @@ the same file.  Figures (``None`` where nothing could be measured):
   = the 19 body keypoints that are not on the head, ``left_hand`` / ``right_hand`` = 21 rows each,
   ``face`` = nose, eyes and ears.
 
+Extra keys (:mod:`.video_extra`): ``feet`` (contact fractions, the foot slide by the lowest-20 %
+rule whatever the labels, the pelvis depth's range and pumping) and ``hands`` (wrist and hand
+orientation against the hand detector, finger curl, open hands, hands at the face).
+
 ``--sheet OUT.png`` draws a contact sheet of a few evenly spaced valid frames (layout in
 :func:`sheet_layout`): per frame, the video frame with detector points (green) and projected
 model points (red) joined by lines, beside the avatar (the merged body + face mesh when the
@@ -52,6 +56,7 @@ from ..core.safe_npz import npz_members
 from ..core.skeleton import BODY_KEYPOINT_NAMES, HAND21_NAMES, JOINT_NAMES
 from .common import note, print_result
 from .render_avatar import project
+from .video_extra import feet_figures, hands_figures
 
 CONFIDENCE: Final[float] = 0.5
 CONTACT_QUANTILE: Final[float] = 0.20
@@ -198,12 +203,12 @@ def in_file(cap: Capture, key: str) -> bool:
     return key in cap.data and key in npz_members(cap.path)
 
 
-def foot_contact(cap: Capture, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+def foot_contact(cap: Capture, joints: np.ndarray, labels: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
     """``(contact (T, 2) bool, horizontal projector (3, 3), source)``: the file's ``foot_contact``
-    or the lowest :data:`CONTACT_QUANTILE` of each ankle's valid heights."""
+    (when ``labels``) or the lowest :data:`CONTACT_QUANTILE` of each ankle's valid heights."""
     height, horizontal, source = _height_and_horizontal(cap, joints)
     valid = cap["valid"].astype(bool)
-    if in_file(cap, "foot_contact") and np.asarray(cap["foot_contact"], bool).any():
+    if labels and in_file(cap, "foot_contact") and np.asarray(cap["foot_contact"], bool).any():
         return np.asarray(cap["foot_contact"], bool) & valid[:, None], horizontal, "foot_contact labels"
     contact = np.zeros(height.shape, bool)
     if valid.any():
@@ -212,9 +217,9 @@ def foot_contact(cap: Capture, joints: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return contact, horizontal, f"lowest {CONTACT_QUANTILE:.0%} of ankle height ({source})"
 
 
-def foot_slide(cap: Capture, joints: np.ndarray) -> tuple[float | None, str]:
+def foot_slide(cap: Capture, joints: np.ndarray, labels: bool = True) -> tuple[float | None, str]:
     """Mean horizontal ankle displacement (mm/frame) over consecutive frames both in contact."""
-    contact, horizontal, source = foot_contact(cap, joints)
+    contact, horizontal, source = foot_contact(cap, joints, labels)
     step = np.diff(joints[:, ANKLES], axis=0) @ horizontal.T              # (T-1, 2, 3)
     both = contact[1:] & contact[:-1]
     speeds = np.linalg.norm(step, axis=-1)[both]
@@ -242,12 +247,15 @@ def evaluate(cap: Capture, posed: PosedCapture) -> tuple[dict, str]:
     K = cap["camera_K"].astype(np.float64)
     valid = cap["valid"].astype(bool)
     slide, contact_source = foot_slide(cap, posed.joints)
+    px = project(posed.keypoints, K)
     return {
-        "reprojection_px": reprojection(cap, project(posed.keypoints, K)),
+        "reprojection_px": reprojection(cap, px),
         "foot_slide_mm_per_frame": slide,
         "jitter_mm_per_frame2": jitter(posed.joints, valid),
         "valid_fraction": float(valid.mean()) if len(valid) else 0.0,
         "visible_fraction": visibility(cap),
+        "feet": feet_figures(cap, posed.joints, foot_slide(cap, posed.joints, labels=False)[0]),
+        "hands": hands_figures(cap, posed.keypoints, px),
     }, contact_source
 
 
