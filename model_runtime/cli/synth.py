@@ -56,6 +56,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face-crop", type=_positive, default=256, help="face crop side in px (default 256)")
     parser.add_argument("--pose-source", choices=("mocap", "mocap-heldout", "random"), default=None,
                         help="body poses: retargeted MoCap (default), its held-out actor, or random")
+    parser.add_argument("--mocap-sets", default="hdm05,bandai_namco",
+                        help="comma-separated MoCap folders (hdm05: CC BY-SA 3.0, bandai_namco: CC BY-NC 4.0)")
     parser.add_argument("--data-root", type=Path, default=None, help="folder with mocap/ and realdata/ (default ../shared/data)")
     parser.add_argument("--body", default="builtin", help="body model: builtin or an SMPL-H file")
     parser.add_argument("--face", default="builtin", help="face model: builtin or a BFM file")
@@ -71,17 +73,24 @@ def config_from_args(args: argparse.Namespace, **overrides):
 
     kw = {n: not getattr(args, f"no_{n}") for n in SynthConfig().switches}
     kw.update(width=args.size[0], height=args.size[1], hand_crop=args.hand_crop, face_crop=args.face_crop,
-              body=args.body, face=args.face, data_root=None if args.data_root is None else str(args.data_root))
+              body=args.body, face=args.face, data_root=None if args.data_root is None else str(args.data_root),
+              mocap_sets=tuple(m.strip() for m in args.mocap_sets.split(",") if m.strip()))
     if args.pose_source is not None:
         kw["pose_source"] = args.pose_source
     kw.update(overrides)
-    return SynthConfig(**kw)
+    try:
+        return SynthConfig(**kw)
+    except ValueError as e:
+        from ..core.options import OptionError
+
+        raise OptionError("synth", str(e)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", nargs="?", choices=("write", "preview"), default="write",
-                        help="write shards (default) or a preview grid PNG")
-    parser.add_argument("--out", type=Path, required=True, help="shard folder (write) or .png file (preview)")
+    parser.add_argument("action", nargs="?", choices=("write", "preview", "bench"), default="write",
+                        help="write shards (default), a preview grid PNG, or bench: render --count images "
+                             "in batches of --shard-size without writing (throughput of on-the-fly generation)")
+    parser.add_argument("--out", type=Path, default=None, help="shard folder (write) or .png file (preview)")
     parser.add_argument("--count", type=_positive, default=None, help="samples (default 64; preview 8)")
     parser.add_argument("--seed", type=_seed, default=0, help="stream seed (default 0)")
     parser.add_argument("--start", type=_seed, default=0, help="first sample index of the stream (default 0)")
@@ -134,6 +143,33 @@ def _write_shards(job) -> int:
     return done
 
 
+def _bench(cfg, args, device: str) -> int:
+    """Render ``--count`` images in batches of ``--shard-size`` (nothing written); one JSON line."""
+    import resource
+
+    import torch
+
+    from ..evals.common import note
+    from ..synth import generate
+
+    generate(cfg, args.seed, 1, device=device, log=note)             # models, pose bank, warm-up
+    count = args.count or 64
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for start in range(0, count, args.shard_size):
+        b = generate(cfg, args.seed, min(args.shard_size, count - start), device=device, start=args.start + start)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    print(json.dumps({"bench": count, "batch": args.shard_size, "seconds": round(wall, 2),
+                      "images_per_s": round(count / wall, 3), "cpu_seconds_per_image": round(cpu / count, 3),
+                      "device": device, "threads": args.threads, "size": f"{cfg.width}x{cfg.height}",
+                      "last_batch": len(b)}))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -143,6 +179,12 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     cfg = config_from_args(args)
+    if args.action == "bench":
+        return _bench(cfg, args, device)
+    if args.out is None:
+        from ..core.options import OptionError
+
+        raise OptionError("--out", f"is required for 'synth {args.action}'")
     if args.action == "preview":
         import cv2
 

@@ -32,6 +32,8 @@ class SynthConfig:
     ``pose_source``: ``"mocap"`` (retargeted HDM05 + Bandai Namco training clips),
     ``"mocap-heldout"`` (HDM05 actor dg, the IK evaluation split: used by the evaluation set),
     ``"random"`` (per-joint random rotations inside loose limits; needs no data).
+    ``mocap_sets``: the MoCap folders used (``hdm05``: CC BY-SA 3.0; ``bandai_namco``: CC BY-NC 4.0,
+    leave it out for data that must not carry a non-commercial term).
     ``data_root``: folder holding ``mocap/`` and ``realdata/`` (default ``$FULLBODY_DATA`` or
     ``<repo>/../shared/data``).  ``body``/``face``: ``"builtin"`` or an official model file.
     """
@@ -57,6 +59,7 @@ class SynthConfig:
     noise: bool = True
     jpeg: bool = True
     pose_source: PoseSource = "mocap"
+    mocap_sets: tuple[str, ...] = ("hdm05", "bandai_namco")
     data_root: str | None = None
     body: str = "builtin"
     face: str = "builtin"
@@ -76,6 +79,9 @@ class SynthConfig:
             v = getattr(self, name)
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"SynthConfig.{name} must be in [0, 1], got {v!r}")
+        bad = [m for m in self.mocap_sets if m not in ("hdm05", "bandai_namco")]
+        if bad or not self.mocap_sets:
+            raise ValueError(f"SynthConfig.mocap_sets must be a non-empty subset of ('hdm05', 'bandai_namco'), got {self.mocap_sets!r}")
         if self.pose_source not in ("mocap", "mocap-heldout", "random"):
             raise ValueError(f"SynthConfig.pose_source must be 'mocap', 'mocap-heldout' or 'random', got {self.pose_source!r}")
 
@@ -96,4 +102,4 @@ class SynthConfig:
         return replace(self, **{s: False for s in self.switches})
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}

@@ -42,8 +42,8 @@ class Context:
 def context(cfg: SynthConfig, device, log=None) -> Context:
     """The cached :class:`Context` of ``cfg`` on ``device`` (model files, pose bank, image list)."""
     dev = torch.device(device)
-    key = (cfg.body, cfg.face, str(dev), cfg.pose_source if cfg.pose else "none", str(cfg.resolved_data_root()),
-           cfg.real_background)
+    key = (cfg.body, cfg.face, str(dev), cfg.pose_source if cfg.pose else "none", cfg.mocap_sets,
+           str(cfg.resolved_data_root()), cfg.real_background)
     if key not in _CONTEXTS:
         from ..models.full_model import build_full_model
         from ..models.load import load_body_model, load_face_model
@@ -53,7 +53,7 @@ def context(cfg: SynthConfig, device, log=None) -> Context:
         bank = None
         if cfg.pose and cfg.pose_source != "random":
             split = "heldout" if cfg.pose_source == "mocap-heldout" else "train"
-            bank = poses.pose_bank(body, cfg.resolved_data_root(), split, log=log)
+            bank = poses.pose_bank(body, cfg.resolved_data_root(), split, cfg.mocap_sets, log=log)
         real = bgmod.real_images(str(cfg.resolved_data_root() / "realdata")) if cfg.real_background else ()
         _CONTEXTS[key] = Context(avatar, bank, poses.hand_axes(body), real, face.kind == "builtin")
     return _CONTEXTS[key]

@@ -27,20 +27,30 @@ _BANKS: dict = {}
 _HAND_AXES: dict = {}
 
 
-def pose_bank(body_model, data_root, split: str, log=None) -> torch.Tensor:
+def pose_bank(body_model, data_root, split: str, sets: tuple[str, ...] = ("hdm05", "bandai_namco"),
+              log=None) -> torch.Tensor:
     """Retargeted body rotations ``(P, 22, 3, 3)`` (cached in memory and on disk).
 
     ``split``: ``"train"`` or ``"heldout"`` (see :func:`model_runtime.ik.data.mocap_clip_paths`);
+    ``sets``: MoCap folders to keep (``hdm05``, ``bandai_namco``);
     raises :class:`~model_runtime.core.errors.InputMissingError` naming the folder when the
     MoCap data is missing.
     """
     from ..ik.data import load_body_poses, mocap_clip_paths
     from ..models.keypoints import PartKinematics
 
-    key = (str(data_root), split, body_model.source)
+    from pathlib import Path
+
+    from ..core.errors import InputMissingError
+
+    key = (str(data_root), split, tuple(sets), body_model.source)
     if key not in _BANKS:
         kin = PartKinematics(body_model, "body")
-        rot = load_body_poses(kin, mocap_clip_paths(data_root, split), log=log)
+        root = Path(data_root) / "mocap"
+        paths = [p for p in mocap_clip_paths(data_root, split) if p.relative_to(root).parts[0] in sets]
+        if not paths:
+            raise InputMissingError(f"{root}: no MoCap clips of {', '.join(sets)} for the {split} split")
+        rot = load_body_poses(kin, paths, log=log)
         _BANKS[key] = rot[::BANK_STRIDE].contiguous().float()
     return _BANKS[key]
 
