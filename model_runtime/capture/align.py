@@ -237,6 +237,8 @@ class _Frames:
         self.prev_w = (ok | self.chain).astype(np.float64)                               # (B,) temporal on/off
         self.body_3d = None
         if body_3d is not None and cfg.w_3d > 0:
+            if body_3d.shape[1] < NUM_KEYPOINTS:                  # body only: no hand directions
+                body_3d = np.concatenate([body_3d, np.zeros((B, NUM_KEYPOINTS - body_3d.shape[1], 3))], 1)
             d = body_3d[:, al._bone_c] - body_3d[:, al._bone_p]                            # (B, nb, 3)
             n = np.linalg.norm(d, axis=-1, keepdims=True)
             conf = np.minimum(c[:, al._bone_c], c[:, al._bone_p]) * (n[..., 0] > 1e-6)
@@ -307,11 +309,8 @@ class ImageAligner:
         rot = np.array(rot, np.float64)
         t = np.array(transl, np.float64)
         kp2d = np.asarray(kp2d, np.float64)
-        if body_3d is not None:
-            body_3d = np.asarray(body_3d, np.float64)
-            if body_3d.shape[1] < NUM_KEYPOINTS:                  # body only: no hand directions
-                body_3d = np.concatenate([body_3d, np.zeros((len(body_3d), NUM_KEYPOINTS - body_3d.shape[1], 3))], 1)
-        fr = _Frames(self, kp2d, t, rot.copy(), body_3d, prev_rot, prev_transl, prev_ok, chain)
+        fr = _Frames(self, kp2d, t, rot.copy(), None if body_3d is None else np.asarray(body_3d, np.float64),
+                     prev_rot, prev_transl, prev_ok, chain)
         B = rot.shape[0]
         free = None if frozen is None or not np.any(frozen) else ~np.asarray(frozen, bool)
         lam = np.full(B, self.config.damping)
