@@ -255,5 +255,8 @@ def test_shipped_detector_on_real_frame():
         assert np.isfinite(d.body_2d).all() and np.isfinite(d.body_3d).all() and np.isfinite(d.hands_3d).all()
         batch = det.detect_batch([frame, frame[:, ::-1].copy()])
         assert np.allclose(batch[0].body_2d, d.body_2d, atol=1e-3)
+        for t in (0, 33, 66):                                  # video mode: the previous person square first
+            det.detect(frame, t).validate()
+        det.reset()
         hand = det.detect_hand(frame[:128, :128].copy(), side_hint="left")
         assert hand is None or (hand.keypoints_3d.shape == (21, 3) and hand.side == "left")

@@ -34,18 +34,32 @@ COCO_HIP_WIDEN = 1.0 / 0.65
 """COCO hips (surface points) lie ~1/0.65 further apart than SMPL hip joints (see the MediaPipe backend)."""
 
 
-def letterbox(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, float, np.ndarray]:
-    """Centre the frame in a ``size`` square: ``(size, size, 3)`` RGB uint8, scale, offset ``(2,)``
-    with ``net_px = frame_px * scale + offset``."""
+def square_crop(image_bgr: np.ndarray, centre: np.ndarray, side: float, size: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """The square of ``side`` px around ``centre`` (frame px) resized to ``size``: ``(size, size, 3)`` RGB
+    uint8 (zeros outside the frame), scale, offset ``(2,)`` with ``net_px = frame_px * scale + offset``."""
     import cv2
 
-    h, w = image_bgr.shape[:2]
-    s = size / max(h, w)
-    nw, nh = max(1, round(w * s)), max(1, round(h * s))
-    off = np.array([(size - nw) / 2, (size - nh) / 2])
+    s = size / side
+    off = size / 2 - s * np.asarray(centre, np.float64)
     M = np.array([[s, 0, off[0] + 0.5 * s - 0.5], [0, s, off[1] + 0.5 * s - 0.5]])   # corner-origin affine in cv2 form
     rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
-    return cv2.warpAffine(rgb, M, (size, size), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR), s, off
+    out = cv2.warpAffine(rgb, M, (size, size), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    return out, s, off
+
+
+def letterbox(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """The whole frame centred in a ``size`` square (see :func:`square_crop`)."""
+    h, w = image_bgr.shape[:2]
+    return square_crop(image_bgr, np.array([w / 2, h / 2]), float(max(h, w)), size)
+
+
+def person_box(body_2d: np.ndarray, min_conf: float = 0.2, scale: float = 1.5) -> tuple[np.ndarray, float] | None:
+    """Square around the confident body keypoints ``(24, 3)``: centre ``(2,)``, side px; None if < 4 points."""
+    pts = body_2d[body_2d[:, 2] >= min_conf, :2]
+    if len(pts) < 4:
+        return None
+    lo, hi = pts.min(0), pts.max(0)
+    return (lo + hi) / 2, float(max(hi - lo) * scale + 16.0)
 
 
 class DetNetDetector:
@@ -58,6 +72,9 @@ class DetNetDetector:
         hand_threshold: a hand is reported when its heat-map peak reaches this.
         face_threshold: the face box is reported when H_f's peak reaches this.
         person_threshold: a person is reported when the mean basic-keypoint confidence reaches this.
+        two_pass: after a pass on the whole (letterboxed) frame, run again on the square around the
+            person found (training crops look like that); in video mode (``timestamp_ms`` given) the
+            previous frame's person square is used instead of the first pass.
     Raises:
         ModelFileError: the weights file is missing or malformed (one line naming file and field).
     """
@@ -65,7 +82,8 @@ class DetNetDetector:
     name = "detnet"
 
     def __init__(self, device: str = "cpu", weights: str | Path | None = None, face: str = "mediapipe",
-                 hand_threshold: float = 0.3, face_threshold: float = 0.3, person_threshold: float = 0.15):
+                 hand_threshold: float = 0.3, face_threshold: float = 0.3, person_threshold: float = 0.15,
+                 two_pass: bool = True):
         import torch
 
         from .weights import DEFAULT_WEIGHTS, load_weights
@@ -77,6 +95,8 @@ class DetNetDetector:
         self.config = self.net.config
         self.face_mode = face
         self.hand_threshold, self.face_threshold, self.person_threshold = hand_threshold, face_threshold, person_threshold
+        self.two_pass = two_pass
+        self._track: tuple[np.ndarray, float] | None = None
         self._face_mesh = None
         self._torch = torch
         self._closed = False
@@ -95,19 +115,44 @@ class DetNetDetector:
             d = decode(out, self.config)
         return [t.float().cpu().numpy() for t in d]
 
-    def detect_batch(self, images_bgr: Sequence[np.ndarray]) -> list[Detection]:
-        """Several frames in one forward pass (the face mesh still runs per frame)."""
+    def _detect_views(self, images_bgr, views) -> list[Detection]:
+        """One forward pass over ``views[i] = (centre, side)`` squares (None: the letterboxed frame)."""
+        S = self.config.input_size
+        boxed = [letterbox(im, S) if v is None else square_crop(im, v[0], v[1], S) for im, v in zip(images_bgr, views)]
+        dec = self._run(np.stack([b[0] for b in boxed]))
+        return [self._to_detection(im, [a[i] for a in dec], s, off)
+                for i, (im, (_, s, off)) in enumerate(zip(images_bgr, boxed))]
+
+    def detect_batch(self, images_bgr: Sequence[np.ndarray], views=None) -> list[Detection]:
+        """Independent frames in one forward pass per stage (the face mesh still runs per frame).
+
+        ``views``: per frame a ``(centre, side)`` square to look at first (None: the whole frame).
+        """
         from ..mediapipe import _check_image
 
         for im in images_bgr:
             _check_image(im)
-        boxed = [letterbox(im, self.config.input_size) for im in images_bgr]
-        dec = self._run(np.stack([b[0] for b in boxed]))
-        return [self._to_detection(im, [a[i] for a in dec], s, off) for i, (im, (_, s, off)) in enumerate(zip(images_bgr, boxed))]
+        views = list(views) if views is not None else [None] * len(images_bgr)
+        dets = self._detect_views(images_bgr, views)
+        if not self.two_pass:
+            return dets
+        again = [i for i, d in enumerate(dets) if views[i] is None and d.person and person_box(d.body_2d)]
+        if again:
+            for i, d in zip(again, self._detect_views([images_bgr[i] for i in again],
+                                                      [person_box(dets[i].body_2d) for i in again])):
+                dets[i] = d if d.person else dets[i]
+        return dets
 
     def detect(self, image_bgr: np.ndarray, timestamp_ms: int | None = None) -> Detection:
-        """See :meth:`model_runtime.detectors.base.Detector.detect` (DetNet keeps no tracking state)."""
-        return self.detect_batch([image_bgr])[0]
+        """See :meth:`model_runtime.detectors.base.Detector.detect`; in video mode the previous frame's
+        person square is looked at first (one pass), falling back to the whole frame."""
+        if timestamp_ms is None or not self.two_pass:
+            return self.detect_batch([image_bgr])[0]
+        det = self.detect_batch([image_bgr], [self._track])[0] if self._track is not None else None
+        if det is None or not det.person:
+            det = self.detect_batch([image_bgr])[0]
+        self._track = person_box(det.body_2d) if det.person else None
+        return det
 
     def _to_detection(self, image_bgr, d, s: float, off: np.ndarray) -> Detection:
         body_xy, body_conf, body_3d, hand_xy, hand_conf, hand_3d, hand_score, face_box, face_score, _ = d
@@ -203,7 +248,8 @@ class DetNetDetector:
                              keypoints_3d=hand_3d[side].astype(np.float32), confidence=float(hand_score[side]))
 
     def reset(self) -> None:
-        """DetNet is per frame: nothing to forget."""
+        """Forget the previous frame's person square (video mode)."""
+        self._track = None
 
     def close(self) -> None:
         if self._face_mesh is not None:
