@@ -37,7 +37,7 @@ from .common import enlarged_box, mean_or_none, mpjpe, note, print_result, procr
 
 EVAL_SEED: Final[int] = 20_211_000
 #: bump when the engine's output for a seed changes (the cached set is keyed by it)
-ENGINE_VERSION: Final[int] = 1
+ENGINE_VERSION: Final[int] = 2
 EVAL_COUNT: Final[int] = 500
 TAGS: Final[tuple[str, ...]] = ("hand_small", "limbs_out_of_frame", "hand_occluded", "truncated", "occluded", "blurred")
 HARD: Final[tuple[str, ...]] = ("hand_small", "limbs_out_of_frame", "hand_occluded")

@@ -178,6 +178,7 @@ def _render_chunk(cfg: SynthConfig, ctx: Context, seed: int, indices: list[int],
     tri_uv = torch.cat([av.tri_uv, quv.repeat(NUM_OCCLUDERS, 1, 1)])
     tri_height = torch.cat([av.tri_height, torch.zeros(4 * NUM_OCCLUDERS, device=dev)])
     normals = _vertex_normals(allv, faces)
+    normals[:, Vm:] = torch.tensor([0.0, 0.0, -1.0], device=dev)   # occluder quads face the camera (both windings drawn)
     # ---------------- albedo per vertex
     skin = skin_colour(p["skin_tone"], av.skin_mean)                          # (N, 3)
     fm = model.face
@@ -209,7 +210,7 @@ def _render_chunk(cfg: SynthConfig, ctx: Context, seed: int, indices: list[int],
         r = lab.raster(px, faces, h, w, av.cull)
         pr = {k: v[rep] for k, v in p.items() if k in ("slot_pattern", "slot_freq", "slot_angle", "slot_colour_a",
                                                      "slot_colour_b", "hair_level", "sh", "light_dir", "light_colour")}
-        col = shade(r, cam, normals[rep], albedo[rep], faces, vertex_part, tri_uv, tri_height, Fp, slots[rep], pr)
+        col = shade(r, cam, normals[rep], albedo[rep], faces, vertex_part, tri_uv, tri_height, Fp, slots[rep], pr, flip_normals=av.cull == 0)
         flat = canvas.permute(0, 2, 3, 1).reshape(-1, 3)          # a view: channels-last copy below
         flat = flat.clone() if not flat.is_contiguous() else flat
         flat[r.pix] = col

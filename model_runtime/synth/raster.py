@@ -63,7 +63,7 @@ class BatchRaster:
 #: size classes of the tiled candidate expansion: a triangle whose pixel bounding box fits in
 #: ``s x s`` is tested against a dense ``s*s`` grid (no per-candidate gathers); larger ones are
 #: expanded pixel by pixel (:func:`_expand_large`)
-TILE_SIDES = (1, 2, 4, 8, 16, 32)
+TILE_SIDES = (1, 2, 4, 8, 16, 32, 64)
 
 
 def _setup(t: torch.Tensor, height: int, width: int, cull: int):

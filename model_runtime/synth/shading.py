@@ -56,7 +56,7 @@ def slot_of_part(top: torch.Tensor, bottom: torch.Tensor, shoes: torch.Tensor, n
 
 def shade(r: BatchRaster, verts: torch.Tensor, normals: torch.Tensor, albedo: torch.Tensor, faces: torch.Tensor,
           vertex_part: torch.Tensor, tri_uv: torch.Tensor, tri_height: torch.Tensor, num_person_faces: int,
-          slots: torch.Tensor, p: dict) -> torch.Tensor:
+          slots: torch.Tensor, p: dict, flip_normals: bool = True) -> torch.Tensor:
     """Linear colour ``(P, 3)`` of the covered pixels of ``r`` (in ``r.pix`` order).
 
     verts/normals/albedo ``(N, V, 3)`` camera space (person + occluder vertices); faces ``(F, 3)``;
@@ -66,9 +66,11 @@ def shade(r: BatchRaster, verts: torch.Tensor, normals: torch.Tensor, albedo: to
     ``p``: batched parameters (slot_colour_a/b ``(N, S, 3)``, slot_pattern/freq/angle ``(N, S)``,
     hair_level ``(N,)``, sh ``(N, 3, 9)``, light_dir ``(N, 3)``, light_colour ``(N, 3)``).
     Pixels are shaded image by image (one contiguous run of ``r.pix`` each), so per-image
-    parameters are scalars there instead of per-pixel gathers.
+    parameters are scalars there instead of per-pixel gathers.  ``flip_normals``: turn normals
+    that face away from the camera (needed when back faces are drawn; with back faces culled
+    every drawn triangle faces the camera).
     """
-    pack = torch.cat([verts, normals, albedo], -1)                      # (N, V, 9)
+    pack = torch.cat([normals, albedo] + ([verts] if flip_normals else []), -1)   # (N, V, 6 or 9)
     out = []
     o = 0
     for i, cnt in enumerate(r.image_counts()):                           # images, not pixels
@@ -76,10 +78,11 @@ def shade(r: BatchRaster, verts: torch.Tensor, normals: torch.Tensor, albedo: to
             continue
         fid, w = r.fid[o:o + cnt], r.bary[o:o + cnt, :, None]
         o += cnt
-        g = (w * pack[i][faces[fid]]).sum(1)                             # (P_i, 9)
-        pos, nor, alb = g[:, :3], g[:, 3:6], g[:, 6:]
+        g = torch.einsum("pk,pkc->pc", r.bary[o - cnt:o], pack[i][faces[fid]])   # (P_i, 6 or 9)
+        nor, alb = g[:, :3], g[:, 3:6]
         nor = nor / nor.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-        nor = torch.where(((nor * pos).sum(-1, keepdim=True) > 0), -nor, nor)
+        if flip_normals:
+            nor = torch.where(((nor * g[:, 6:9]).sum(-1, keepdim=True) > 0), -nor, nor)
         part = vertex_part[faces[fid].gather(1, w[:, :, 0].argmax(1, keepdim=True))[:, 0]]
         slot = slots[i][part]
         hair = (part == PART["scalp"]) & (tri_height[fid] > p["hair_level"][i])
