@@ -1,7 +1,7 @@
 """Face close-ups as a user sees them: video crop | the imported avatar rendered from the capture camera.
 
     .venv/bin/python tools/face_closeups.py CAPTURE.npz --video VIDEO --out docs/img/face_X.png [--frames 3]
-                                           [--engine workbench|cycles]
+                                           [--engine workbench|cycles] [--at F1,F2,...]
 
 Goes through the add-on's own path (bpy as a module, headless): the avatar of the capture
 (``avatar_data_from_capture``: merged body + face with the captured identity, albedo and eyes),
@@ -51,6 +51,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--frames", type=int, default=3)
     p.add_argument("--engine", choices=("workbench", "cycles"), default="workbench")
+    p.add_argument("--at", help="comma-separated frame indices to show instead of the automatic choice")
     args = p.parse_args(argv)
 
     import bpy
@@ -66,6 +67,10 @@ def main(argv=None) -> int:
         jaw = cap["face_expression"][valid, names.index("jawOpen")]
         pick.append(int(valid[np.argmax(jaw)]))
     pick = sorted(set(int(f) for f in pick))[: args.frames]
+    if args.at:
+        pick = [int(f) for f in args.at.split(",")]
+        if not all(0 <= f < cap.num_frames for f in pick):
+            p.error(f"--at: frames must lie in 0..{cap.num_frames - 1}")
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
