@@ -92,13 +92,13 @@ def test_root_correction_interpolates_the_depth_across_a_flight():
     w = np.zeros((T, 2))
     w[:3] = 1
     w[7:] = 1
-    ray = np.tile([0.0, 0.0, 1.0], (T, 1))
-    offset = np.zeros((T, 2, 3))
     dist = np.array([3.0, 3.0, 3.0, 3.1, 3.3, 3.2, 3.1, 3.0, 3.0, 3.0])   # pumps in the air
-    c = F.root_correction(w, offset, ray, dist, max_gap=6)
+    c = F.root_correction(w, dist, max_gap=6)
     np.testing.assert_allclose(dist + c, 3.0)
-    c_short = F.root_correction(w, offset, ray, dist, max_gap=3)       # flight too long: left alone
-    np.testing.assert_allclose(c_short, 0.0)
+    np.testing.assert_allclose(c[w.sum(1) > 0], 0.0)                    # planted: left alone
+    jump = np.array([3.0, 3.0, 3.0, 3.2, 3.5, 3.3, 3.2, 3.4, 3.4, 3.4])  # lands 0.4 m further
+    np.testing.assert_allclose((jump + F.root_correction(w, jump, max_gap=6))[2:8], np.linspace(3.0, 3.4, 6))
+    np.testing.assert_allclose(F.root_correction(w, dist, max_gap=3), 0.0)   # flight too long: left alone
 
 
 def _leg_chain(rng, B):

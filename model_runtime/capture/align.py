@@ -271,7 +271,14 @@ class ImageAligner:
         hand_row = lambda side, n: _NB + len(hn) * ("left", "right").index(side) + hn.index(n)   # noqa: E731
         self._bone_p = np.array([bn.index(p) for p, _ in BONES_3D] + [hand_row(s, p) for s, p, _ in HAND_BONES_3D])
         self._bone_c = np.array([bn.index(c) for _, c in BONES_3D] + [hand_row(s, c) for s, _, c in HAND_BONES_3D])
-        self._bone_m = keypoints.M[self._bone_p, :NUM_BODY_JOINTS]                        # (nb, 22) 0/1
+        self._bone_m = keypoints.M[self._bone_p, :NUM_BODY_JOINTS].copy()                 # (nb, 22) 0/1
+        # a hand bone's direction is the wrist's to turn: its step ignores the arm and the spine
+        # above (they follow the 2D points and the arm bones; with them the hand's stronger prior
+        # pulled the shoulders), so the prior acts on the hand's orientation only
+        for i, (side, _, _) in enumerate(HAND_BONES_3D):
+            row = len(BONES_3D) + i
+            self._bone_m[row] = 0.0
+            self._bone_m[row, JOINT_NAMES.index(f"{side}_wrist")] = 1.0
 
     def set_camera(self, K: np.ndarray) -> None:
         K = np.asarray(K, np.float64)

@@ -23,13 +23,15 @@ runs them on a capture's records in file order with a bounded lookahead.
   centimetres from frame to frame, its image position does not): it stays put while the foot is
   planted and follows a foot that pivots; the lock blends in over :data:`BLEND_FRAMES` before
   the span and out over as many after it, so nothing pops.
-* **Root depth** (:func:`root_correction`): the mean offset of the locked feet along the root's
-  viewing ray moves the whole body along that ray (its image hardly changes: the root's
-  projection stays put, the rest scales by a percent or two); across a flight (a jump, a step
-  without contact) shorter than :data:`MAX_GAP_S` the root's distance is interpolated between
-  the spans on either side, so the depth does not pump with the jumps; the correction is smoothed
-  over :data:`ROOT_SMOOTH_S` (a change of depth scales the whole image of the person).
-* **Legs** (:func:`two_bone_ik`, :func:`apply_leg_ik`): what is left of each locked foot's offset
+* **Root depth** (:func:`root_correction`): across a flight (a jump, a step without contact)
+  shorter than :data:`MAX_GAP_S` the root's distance along its viewing ray is interpolated
+  between the planted frames on either side, so the depth does not pump with the jumps (moving
+  along the ray keeps the root's projection; the rest of the image scales by a percent or two);
+  the correction is smoothed over :data:`ROOT_SMOOTH_S`.  On planted frames the root is left
+  where the image-aligned fit put it: moving it there to hold the feet (tried first) scaled the
+  whole body's image and cost 0.1-0.4 px of body reprojection for no less foot slide, the legs
+  take the locked feet's offsets instead.
+* **Legs** (:func:`two_bone_ik`, :func:`apply_leg_ik`): each locked foot's offset
   is taken by an analytic two-bone IK of hip and knee in the leg's own bend plane; the ankle keeps
   its global orientation (the foot stays flat).
 """
@@ -68,10 +70,9 @@ LOCK_HALF_WINDOW_S: Final[float] = 0.5
 #: ... and its distance from the camera over the frames at most this far (s): the fit's depth of a
 #: planted foot wanders by centimetres from frame to frame where its image position does not
 LOCK_DEPTH_HALF_WINDOW_S: Final[float] = 2.0
-#: the root's depth correction is smoothed over time with this standard deviation (s); what is
-#: left of a foot's offset (the faster part) is taken by the leg, which hardly changes the image
+#: the root's depth correction (flights) is smoothed over time with this standard deviation (s)
 ROOT_SMOOTH_S: Final[float] = 0.2
-IMAGE_LOCK: Final[float] = 1.0
+#: the leg IK changes the hip-ankle distance by at most this much (m; :func:`two_bone_ik`)
 MAX_STRETCH: Final[float] = 0.01
 #: the root's depth correction is interpolated across flights up to this long (s)
 MAX_GAP_S: Final[float] = 0.6
@@ -82,7 +83,6 @@ PLANE_HOLD_S: Final[float] = 4.0
 PLANE_REFIT_S: Final[float] = 2.0
 #: prior weight (m per unit of tilt) of the plane's normal towards camera -y
 PLANE_PRIOR: Final[float] = 0.3
-UP_CAMERA: Final[np.ndarray] = np.array([0.0, -1.0, 0.0])
 
 
 # ----------------------------------------------------------------------------- pure functions
@@ -237,31 +237,24 @@ def smooth_centred(x: np.ndarray, sigma: float) -> np.ndarray:
     return gaussian_filter1d(np.asarray(x, np.float64), sigma, axis=0, mode="nearest")
 
 
-def root_correction(w: np.ndarray, offset: np.ndarray, ray: np.ndarray, dist: np.ndarray, max_gap: int) -> np.ndarray:
-    """Correction of the root along its viewing ray, ``(T,)`` m.
-
-    w ``(T, 2)`` lock weights, offset ``(T, 2, 3)`` target - ankle, ray ``(T, 3)`` unit viewing
-    ray of the root, dist ``(T,)`` the root's distance along it.  Where a foot is locked: the
-    weighted mean of the feet's offsets along the ray, times the largest weight.  Across a
-    flight (no foot locked) between two locked frames at most ``max_gap`` apart, the corrected
-    distance is interpolated linearly between them (a body in the air moves at a constant
-    horizontal speed), so the depth does not pump with the jump; elsewhere 0 (the blends fade it
-    at the ends of spans)."""
-    W = w.sum(1)
-    along = (offset @ ray[:, :, None])[..., 0]                      # (T, 2)
-    c = np.where(W > 0, (w * along).sum(1) / np.maximum(W, 1e-12) * w.max(1), 0.0)
-    locked = np.nonzero(W > 0)[0]
+def root_correction(w: np.ndarray, dist: np.ndarray, max_gap: int) -> np.ndarray:
+    """Correction of the root's distance along its viewing ray, ``(T,)`` m: 0 where a foot is
+    locked (``w (T, 2)`` > 0: the legs take the locked feet's offsets, which leaves the image of
+    the rest of the body as the fit made it); across a flight (no foot locked) between two locked
+    frames at most ``max_gap`` apart, the distance ``dist (T,)`` is replaced by the straight line
+    between its values there (a body in the air moves at a constant horizontal speed), so the
+    depth does not pump with a jump; 0 elsewhere."""
+    locked = np.nonzero(w.sum(1) > 0)[0]
+    c = np.zeros(len(dist))
     if len(locked) < 2:
         return c
     t = np.arange(len(c))
     k = np.searchsorted(locked, t, side="right") - 1
-    gap = (k >= 0) & (k < len(locked) - 1) & (W == 0)
     p = locked[np.clip(k, 0, len(locked) - 1)]
     q = locked[np.clip(k + 1, 0, len(locked) - 1)]
-    gap &= (q - p) <= max_gap
+    gap = (k >= 0) & (k < len(locked) - 1) & (t > p) & (t < q) & ((q - p) <= max_gap)
     frac = np.where(gap, (t - p) / np.maximum(q - p, 1), 0.0)
-    s_p, s_q = dist[p] + c[p], dist[q] + c[q]
-    return np.where(gap, s_p + frac * (s_q - s_p) - dist, c)
+    return np.where(gap, dist[p] + frac * (dist[q] - dist[p]) - dist, 0.0)
 
 
 def _rotation_between(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -281,8 +274,8 @@ def two_bone_ik(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, target: np
     (the knee's side of the hip-target line); a target out of reach is brought to the nearest
     reachable distance.  ``max_stretch`` (m) limits the change of the hip-ankle distance (the knee
     bend): near a straight leg a centimetre more or less swings the knee by several, so the rest
-    of the offset along the leg is left (the ankle then lands on the hip-target line).  The knee moves by ``D_hip``; the ankle by ``D_knee D_hip`` about the
-    moved knee."""
+    of the offset along the leg is left (the ankle then lands on the hip-target line).  The knee
+    moves by ``D_hip``; the ankle by ``D_knee D_hip`` about the moved knee."""
     a = np.linalg.norm(knee - hip, axis=-1, keepdims=True)
     b = np.linalg.norm(ankle - knee, axis=-1, keepdims=True)
     ht = target - hip
@@ -385,8 +378,7 @@ class FootStage:
         self._pos: list[np.ndarray] = []            # (2, 3) raw ankles in camera space (0 where invalid)
         self._speed: list[np.ndarray] = []          # (2,) image speed m/s (inf: unseen)
         self._seen: list[np.ndarray] = []           # (2,) bool
-        self._ray: list[np.ndarray] = []            # (3,) unit ray of the root
-        self._dist: list[float] = []                # the root's distance from the camera
+        self._dist: list[float] = []                # the root's distance from the camera (0: no person)
         self._kp: list[np.ndarray] = []             # (2, 3, 2) px and (2, 3) visibility of the feet
         self._vis: list[np.ndarray] = []
         self._labels = np.zeros((0, 2), bool)       # contact of the first len(_labels) frames (final)
@@ -414,12 +406,10 @@ class FootStage:
                 self._pos.append(r.joints[ANKLES] + r.transl)
                 t = np.asarray(r.transl, np.float64)
                 self._dist.append(float(np.linalg.norm(t)))
-                self._ray.append(t / max(self._dist[-1], 1e-9))
                 if r.scale is not None and r.betas is not None:
                     self._ankle_h = float(r.scale) * self.ankle_height(r.betas)
             else:
                 self._pos.append(np.zeros((2, 3)))
-                self._ray.append(np.array([0.0, 0.0, 1.0]))
                 self._dist.append(0.0)
         self._recs.extend(recs)
 
@@ -505,7 +495,7 @@ class FootStage:
     def _lock(self, recs: list, a: int, b: int) -> None:
         """Lock the planted feet of frames ``a..b-1`` (``recs``) and correct the root along its ray."""
         s, e = max(a - self.need - self.depth_window, 0), len(self._labels)
-        pos, ray = np.stack(self._pos[s:e]), np.stack(self._ray[s:e])
+        pos = np.stack(self._pos[s:e])
         lab = self._labels[s:e]
         plan = [lock_plan(lab[:, f], pos[:, f], self.blend, self.half_window) for f in range(2)]
         w = np.stack([p[0] for p in plan], 1)                          # (n, 2)
@@ -515,14 +505,9 @@ class FootStage:
         target = target + u * (u * (far - target)).sum(-1, keepdims=True)   # distance: the longer window's
         if self.live:                                                  # nothing after the span is known
             w = np.where(lab, 1.0, 0.0)
-        if IMAGE_LOCK < 1.0:          # across the ankle's viewing ray only IMAGE_LOCK of the way
-            u = pos / np.maximum(np.linalg.norm(pos, axis=-1, keepdims=True), 1e-9)
-            on_ray = u * (u * target).sum(-1, keepdims=True)
-            target = on_ray + IMAGE_LOCK * (target - on_ray)
-        offset = np.where((w > 0)[..., None], target - pos, 0.0)
         dist = np.asarray(self._dist[s:e])
         ok = dist > 0                                                  # frames with a person
-        corr = np.where(ok, root_correction(w, offset, ray, dist, self.max_gap), 0.0)
+        corr = np.where(ok, root_correction(w, dist, self.max_gap), 0.0)
         if self.root_sigma > 0:                                        # smoothed over frames with a person
             corr = np.where(ok, smooth_centred(corr, self.root_sigma)
                             / np.maximum(smooth_centred(ok.astype(np.float64), self.root_sigma), 1e-9), 0.0)
@@ -530,15 +515,16 @@ class FootStage:
         sel = sel[[recs[i].valid and recs[i].joints is not None for i in range(len(sel))]]
         if not len(sel):
             return
-        wb, tb, cb, rb = w[sel], target[sel], corr[sel], ray[sel]
+        wb, tb, cb = w[sel], target[sel], corr[sel]
         moved = (cb != 0) | (wb > 0).any(1)
         if not moved.any():
             return
         R = [recs[i - (a - s)] for i in sel[moved]]
-        wb, tb, cb, rb = wb[moved], tb[moved], cb[moved], rb[moved]
+        wb, tb, cb = wb[moved], tb[moved], cb[moved]
         quat = np.stack([r.quat for r in R])
         rot = quat_wxyz_to_matrix(quat)
-        transl = np.stack([r.transl for r in R]) + cb[:, None] * rb
+        transl = np.stack([r.transl for r in R]).astype(np.float64)
+        transl = transl * (1.0 + cb / np.maximum(np.linalg.norm(transl, axis=-1), 1e-9))[:, None]   # along the ray
         rest = np.stack([self._rest(r.betas, r.scale) for r in R])
         J, G, _ = forward_kinematics_rt(rot, rest, self.parents)
         J = J + transl[:, None]
