@@ -204,3 +204,16 @@ def test_backface_sign_of_builtin_mesh():
     """Culling back faces leaves the built-in merged mesh's silhouettes and visible triangles unchanged."""
     av = engine.context(CFG, "cpu").avatar
     assert av.cull == 1
+
+
+def test_torch_jpeg_matches_libjpeg():
+    """The device JPEG (used on the GPU) degrades an image like OpenCV's libjpeg (used on the CPU)."""
+    from model_runtime.synth.postfx import jpeg_cv2, jpeg_torch
+
+    b = generate(CFG, seed=2, count=1)
+    x = b.image
+    for q in (30, 80):
+        a, c = jpeg_torch(x, torch.tensor([q])), jpeg_cv2(x, torch.tensor([q]))
+        err_t, err_c = float((a - x).abs().mean()), float((c - x).abs().mean())
+        assert err_c > 0 and abs(err_t - err_c) < 0.3 * err_c
+        assert float((a - c).abs().mean()) < err_c
