@@ -65,7 +65,8 @@ class TrainConfig:
     w_albedo: float = 2e-3
     w_sh: float = 1e-2
     w_distill: float = 0.5         # the fit's projected mesh (Charbonnier, as the landmark term)
-    w_distill_coef: float = 0.02   # the fit's coefficients (squared error)
+    w_distill_coef: float = 0.2    # the fit's identity, albedo, lighting (squared error)
+    w_distill_expression: float = 1.0  # the fit's expression (squared error): keeps the keys' meaning
     landmark_sigma: float = 0.01
     photo_sigma: float = 0.05
     photo_stride: int = 2          # every k-th vertex in the photometric term
@@ -230,10 +231,13 @@ def losses(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], mt: Mod
             tpx = project_batch(tv @ batch["R"].transpose(1, 2) + batch["t"][:, None], batch["K"])
         d2 = ((px - tpx) ** 2).sum(-1) / scale2[:, None]
         terms["distill"] = cfg.w_distill * (torch.sqrt(1 + d2) - 1).mean()
+    sq = lambda k: ((out[k] - batch[k]) ** 2).sum(1).mean()  # noqa: E731
     if cfg.w_distill_coef > 0:
-        sq = lambda k: ((out[k] - batch[k]) ** 2).sum(1).mean()  # noqa: E731
-        terms["distill_coef"] = cfg.w_distill_coef * (sq("expression") + 0.1 * sq("identity") + 0.1 * sq("albedo")
-                                                      + sq("sh"))
+        terms["distill_coef"] = cfg.w_distill_coef * (0.1 * sq("identity") + 0.1 * sq("albedo") + sq("sh"))
+    if cfg.w_distill_expression > 0:
+        # the landmarks alone do not fix which of the redundant ARKit keys moves (a mouth opened by
+        # mouthLowerDown + mouthUpperUp instead of jawOpen fits as well): the fit's keys do
+        terms["distill_expression"] = cfg.w_distill_expression * sq("expression")
     return terms
 
 
@@ -305,11 +309,15 @@ def train(data: dict, model: FaceModel, corr, cfg: TrainConfig, run_dir: Path, d
             last.update(val)
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items()))
         if step % 50 == 0 or step == cfg.steps:
+            if fields is None:
+                fields = [k for k in last if not k.startswith("val_")] + ["val_landmark_pct", "val_landmark_pct_jitter"]
+                if csv_path.is_file():                    # resumed with other terms: keep the old log aside
+                    with open(csv_path, newline="") as fh:
+                        if next(csv.reader(fh), None) != fields:
+                            csv_path.replace(run_dir / f"log_until_{step}.csv")
             new = not csv_path.is_file()
             with open(csv_path, "a", newline="") as fh:
-                fields = fields or list(last)
-                w = csv.DictWriter(fh, fieldnames=fields + ["val_landmark_pct", "val_landmark_pct_jitter"],
-                                   extrasaction="ignore")
+                w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
                 if new:
                     w.writeheader()
                 w.writerow(last)
