@@ -75,6 +75,8 @@ def renders(path: str, frames: int) -> np.ndarray:
     mat = bpy.data.materials.new("ground")
     mat.diffuse_color = (0.55, 0.6, 0.5, 1.0)
     ground.data.materials.append(mat)
+    scene.world = bpy.data.worlds.new("sky")
+    scene.world.color = (0.75, 0.78, 0.82)
     scene.render.engine = "BLENDER_WORKBENCH"
     sh = scene.display.shading
     sh.light, sh.color_type = "STUDIO", "MATERIAL"

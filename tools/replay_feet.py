@@ -1,0 +1,74 @@
+"""Replay a capture made without the feet stage (``--no-feet``, or an older file) through
+``capture/feet.FootStage`` and write the result as a capture file: the feet stage's effect alone,
+on exactly the same motion, in seconds instead of a re-capture (how its settings were compared,
+docs/fidelity.md "Feet").
+
+    .venv/bin/python tools/replay_feet.py IN.npz OUT.npz [--live] [--set NAME=VALUE ...]
+
+``--set`` overrides a module constant of ``capture/feet.py`` for the run (e.g. ``ON_SPEED=0.2``).
+The records are rebuilt from the file (rotations, translation, detections, visibility, joint
+confidence), so the stage sees what it sees inside a capture but for the per-frame timing.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model_runtime.capture import feet  # noqa: E402
+from model_runtime.core.capture_file import load_capture  # noqa: E402
+from model_runtime.core.lbs import forward_kinematics  # noqa: E402
+from model_runtime.core.rotations import matrix_to_quat_wxyz, matrix_to_rot6d, quat_wxyz_to_matrix, rot6d_to_matrix  # noqa: E402
+from model_runtime.models.load import load_body_model  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("capture")
+    p.add_argument("out")
+    p.add_argument("--live", action="store_true", help="the live (causal) stage")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    args = p.parse_args(argv)
+    for kv in args.set:
+        name, value = kv.split("=", 1)
+        if not hasattr(feet, name):
+            sys.exit(f"--set {kv}: capture/feet.py has no {name}")
+        setattr(feet, name, type(getattr(feet, name))(value))
+    cap = load_capture(args.capture)
+    d = dict(cap.data)
+    body = load_body_model(str(d["body_model"]))
+    T = len(d["valid"])
+    betas, scale = d["betas"].astype(np.float64), float(d["scale"])
+    rot = rot6d_to_matrix(d["pose_6d"].astype(np.float64))
+    rest = np.broadcast_to(body.rest_joints(betas) * scale, (T, 52, 3)).copy()
+    J, _ = forward_kinematics(rot, rest, body.parents)
+    recs = [types.SimpleNamespace(
+        index=t, valid=bool(d["valid"][t]), joints=J[t] if d["valid"][t] else None,
+        transl=d["transl"][t].astype(np.float64), quat=matrix_to_quat_wxyz(rot[t]),
+        body_2d=d["keypoints_2d"][t, :24].astype(np.float64), keypoint_visibility=d["keypoint_visibility"][t],
+        joint_confidence=d["joint_confidence"][t], betas=betas, scale=scale) for t in range(T)]
+    K = d["camera_K"].astype(np.float64)
+    stage = feet.FootStage(body.rest_joints, body.parents, lambda: K, float(d["fps"]), feet.default_ankle_height(body),
+                           lookahead=not args.live)
+    out = []
+    for i in range(0, T, 8):
+        out += stage.push(recs[i:i + 8])
+    out += stage.flush()
+    assert [r.index for r in out] == list(range(T))
+    d["pose_6d"] = matrix_to_rot6d(quat_wxyz_to_matrix(np.stack([r.quat for r in out]))).astype(np.float32)
+    d["transl"] = np.stack([r.transl for r in out]).astype(np.float32)
+    d["foot_contact"] = np.stack([r.foot_contact for r in out])
+    d["ground_plane"] = stage.ground_plane if stage.ground_plane is not None else np.zeros(4, np.float32)
+    np.savez(args.out, **d)
+    print(f"wrote {args.out}: contact {d['foot_contact'].mean(0).round(3).tolist()}, ground plane "
+          f"{np.round(d['ground_plane'], 3).tolist()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
