@@ -19,8 +19,6 @@ HEAD_BONE = "head"
 #: angular radii (degrees from the eye's front axis) of pupil and iris; colours linear RGB
 PUPIL_DEG, IRIS_DEG = 10.0, 27.0
 PUPIL_RGB, IRIS_RGB, SCLERA_RGB = (0.01, 0.01, 0.01), (0.12, 0.07, 0.03), (0.80, 0.78, 0.74)
-#: eyeLook* key of 1.0 in degrees (model_runtime.face.gaze.MAX_ANGLE_DEG, repeated: Blender may lack the runtime)
-MAX_ANGLE_DEG = 30.0
 COLOR_ATTRIBUTE = "albedo"
 
 
@@ -109,15 +107,19 @@ def find_eyes(arm_obj) -> list:
     return [kids[n] for n in EYE_OBJECTS if n in kids]
 
 
+def _gaze_module():
+    """``model_runtime.face.gaze`` of this build (numpy only, shipped with the extension)."""
+    import importlib
+
+    from . import _runtime
+
+    return importlib.import_module(_runtime.body_model.__package__.rsplit(".", 1)[0] + ".face.gaze")
+
+
 def gaze_angles(expression: np.ndarray, names) -> np.ndarray:
     """``expression (T, E)`` of ``names`` -> ``(T, 2, 2)`` radians [eye right, left][yaw to the
-    person's left, pitch down] (the inverse of the runtime's ``face.gaze.angles_to_keys``)."""
-    x = np.asarray(expression, np.float64)
-    idx = {str(n): i for i, n in enumerate(names)}
-    get = lambda k: x[:, idx[k]] if k in idx else np.zeros(len(x))  # noqa: E731
-    right = np.stack([get("eyeLookInRight") - get("eyeLookOutRight"), get("eyeLookDownRight") - get("eyeLookUpRight")], -1)
-    left = np.stack([get("eyeLookOutLeft") - get("eyeLookInLeft"), get("eyeLookDownLeft") - get("eyeLookUpLeft")], -1)
-    return np.radians(MAX_ANGLE_DEG) * np.stack([right, left], 1)
+    person's left, pitch down]: the runtime's ``face.gaze.keys_to_angles`` (one definition)."""
+    return _gaze_module().keys_to_angles(expression, [str(n) for n in names])
 
 
 def key_gaze(arm_obj, capture, frames: np.ndarray, write_curves, new_action) -> int:
