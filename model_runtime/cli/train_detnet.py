@@ -5,7 +5,9 @@ Data sources (each optional, mixed per batch by ``--mix``):
 * ``teacher``: held-in real frames labelled by MediaPipe Holistic, cached once with
   ``--make-teacher`` under ``out/detnet/teacher`` (never in the repo);
 * ``hands``: hand-graph-cnn crops 0-199 (real 3D; attention 0, zero-padded as in Fig. 6);
-  200-299 are not trained on.
+  200-299 are not trained on;
+* ``synth``: shards of the synthetic engine (``python -m model_runtime synth --out DIR``, ``--synth-dir``);
+* ``synth-live``: synthetic images generated on the fly on the training device (the GPU when lent).
 
 Resumes from ``<run-dir>/checkpoint.pt`` with ``--resume``; writes ``curves.csv``/``val.csv`` there
 and exports the weights with the lowest validation loss (``--export``, float16).  ``--plot`` draws
@@ -29,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--realdata", type=Path, default=REALDATA, help="realdata root (default ../shared/data/realdata)")
     p.add_argument("--teacher-dir", type=Path, default=Path("out/detnet/teacher"))
     p.add_argument("--mix", default="teacher:3,hands:1",
-                   help="sources and weights, e.g. 'teacher:3,hands:1' (sources: teacher, hands)")
+                   help="sources and weights, e.g. 'teacher:3,hands:1,synth:2' (teacher, hands, synth, synth-live)")
+    p.add_argument("--synth-dir", type=Path, default=Path("out/synth/detnet_train"), help="shards for 'synth'")
     p.add_argument("--size", choices=("small", "base"), default="small", help="width preset")
     p.add_argument("--hand-features", choices=("both", "supp", "body"), default="both",
                    help="Table 6: both (DetNet), supp (DetNet-S), body (DetNet-B)")
@@ -61,8 +64,8 @@ def _sources(args, log):
     mix = {}
     for part in args.mix.split(","):
         name, _, w = part.partition(":")
-        if name not in ("teacher", "hands"):
-            raise ValueError(f"--mix: unknown source '{name}' (teacher, hands)")
+        if name not in ("teacher", "hands", "synth", "synth-live"):
+            raise ValueError(f"--mix: unknown source '{name}' (teacher, hands, synth, synth-live)")
         mix[name] = float(w or 1)
     train, val = [], []
     if "teacher" in mix:
@@ -81,6 +84,20 @@ def _sources(args, log):
         train.append((hands, mix["hands"]))
         val += [hands[i] for i in range(0, len(hands), 25)]
         log(f"hands: {len(hands)} hand-graph-cnn crops")
+    if "synth" in mix:
+        from ..detectors.detnet.synth_source import SynthShards
+
+        shards = SynthShards(args.synth_dir)
+        held = list(range(0, len(shards), 16))
+        train.append((_Subset(shards, sorted(set(range(len(shards))) - set(held))), mix["synth"]))
+        val += [shards[i] for i in held]
+        log(f"synth: {len(shards)} images from {args.synth_dir} ({len(held)} for validation)")
+    if "synth-live" in mix:
+        from ..core.options import resolve_device
+        from ..detectors.detnet.synth_source import SynthStream
+
+        train.append((SynthStream(resolve_device(args.device), seed=args.seed + 7), mix["synth-live"]))
+        log("synth-live: generated on the fly")
     return train, val
 
 

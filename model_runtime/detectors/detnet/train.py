@@ -117,7 +117,7 @@ class Trainer:
     # -- checkpoints --
     def state(self, history: list) -> dict:
         return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
-                "step": self.step, "best_val": self.best_val, "config": self.config.to_dict(),
+                "step": self.step, "best_val": self.best_val, "val_size": len(self.val), "config": self.config.to_dict(),
                 "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
 
     def save(self, path: Path) -> None:
@@ -134,6 +134,8 @@ class Trainer:
         self.opt.load_state_dict(d["opt"])
         self.scaler.load_state_dict(d["scaler"])
         self.step, self.best_val = int(d["step"]), float(d["best_val"])
+        if d.get("val_size") != len(self.val):     # another validation set (sources changed): not comparable
+            self.best_val = math.inf
         self.rng.bit_generator.state = d["rng"]
         torch.set_rng_state(d["torch_rng"])
 
