@@ -105,6 +105,7 @@ def test_eval_face_video_on_a_real_talking_clip(tmp_path):
     assert res["r_jaw_lip"] >= 0.9 and res["r_blink_lid"] >= 0.85, res
     assert res["r_gaze_x"] is not None and res["r_gaze_x"] > 0.5, res
     assert res["offset_d"] < 0.2, res
+    assert -1.0 <= res["r_mouth_width"] <= 1.0
     for part in ("cheek", "forehead"):
         c = res["colour"][part]
         assert len(c["image_srgb"]) == 3 and c["render_error"] < 40, c

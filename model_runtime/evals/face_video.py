@@ -15,7 +15,8 @@ video; per frame it gives what the face *did*, in units of the eye-corner distan
 Figures (Pearson correlation over the frames where the capture is valid and a face was found):
 
 * ``r_jaw_lip``: r(``jawOpen``, lip gap); ``r_blink_lid``: r(mean of ``eyeBlinkLeft/Right``,
-  lid closure); ``r_gaze_x``/``r_gaze_y``: r(``eyeLook*`` horizontal/vertical, gaze);
+  lid closure); ``r_mouth_width``: r(half the sum of ``mouthSmile*``/``mouthStretch*`` minus
+  ``mouthPucker`` and ``mouthFunnel``, mouth-corner distance 61-291 / D): the other mouth keys; ``r_gaze_x``/``r_gaze_y``: r(``eyeLook*`` horizontal/vertical, gaze);
   ``closed_lip_jaw``: mean ``jawOpen`` on frames whose lip gap is below 0.02 D;
 * ``offset_d``: median over frames of the distance between the centroids of the captured face's
   468 landmark points (the posed avatar, projected with the capture's camera) and MediaPipe's,
@@ -42,6 +43,7 @@ from .common import note, print_result
 
 EYE_CORNERS: Final[tuple[int, int]] = (33, 263)
 LIPS_INNER: Final[tuple[int, int]] = (13, 14)
+MOUTH_CORNERS: Final[tuple[int, int]] = (61, 291)
 #: (upper lid, lower lid, corner a, corner b) of the person's right eye, then the left
 LIDS: Final[tuple[tuple[int, int, int, int], ...]] = ((159, 145, 33, 133), (386, 374, 362, 263))
 CHEEKS: Final[tuple[int, ...]] = (50, 280)
@@ -67,6 +69,12 @@ def eye_corner_distance(lm: np.ndarray) -> np.ndarray:
 def lip_gap(lm: np.ndarray) -> np.ndarray:
     """``(..., 468, >=2)`` -> ``(...,)`` inner-lip distance / eye-corner distance."""
     return np.linalg.norm(lm[..., LIPS_INNER[0], :2] - lm[..., LIPS_INNER[1], :2], axis=-1) / eye_corner_distance(lm)
+
+
+def mouth_width(lm: np.ndarray) -> np.ndarray:
+    """``(..., 468, >=2)`` -> ``(...,)`` mouth-corner distance (61-291) / eye-corner distance."""
+    return np.linalg.norm(lm[..., MOUTH_CORNERS[0], :2] - lm[..., MOUTH_CORNERS[1], :2], axis=-1) \
+        / eye_corner_distance(lm)
 
 
 def lid_openness(lm: np.ndarray) -> np.ndarray:
@@ -268,6 +276,11 @@ def evaluate(cap: Capture, meas: dict, video: Path) -> dict:
         closed = gap < CLOSED_LIP_GAP
         res["closed_lip_jaw"] = float(jaw[closed].mean()) if closed.any() else None
         res["jaw_range"] = [float(jaw.min()), float(jaw.max())]
+    wide = ("mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight")
+    narrow = ("mouthPucker", "mouthFunnel")
+    if all(n in col for n in wide + narrow):
+        width_keys = 0.5 * sum(ex[:, col[n]] for n in wide) - sum(ex[:, col[n]] for n in narrow)
+        res["r_mouth_width"] = pearson(width_keys, mouth_width(lm))
     if "eyeBlinkLeft" in col and "eyeBlinkRight" in col:
         blink = 0.5 * (ex[:, col["eyeBlinkLeft"]] + ex[:, col["eyeBlinkRight"]])
         res["r_blink_lid"] = pearson(blink, lid_closure(lm))
