@@ -222,7 +222,7 @@ def build_pipeline(options: CaptureOptions, detector: Detector | None = None) ->
     ik = IKSolver(device=device, body_model=body)
     face = None
     if options.face:
-        from ..face.stage import make_face_stage
+        from ..face.stage_factory import make_face_stage
         from ..models.load import load_face_model
 
         face = make_face_stage(options.face_mode, load_face_model(options.face_model), device=device)

@@ -126,23 +126,3 @@ class FaceFitStage:
     def clip_params(self) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
             return self._identity.astype(np.float32), self._albedo.copy()
-
-
-def make_face_stage(mode: str, face_model, device: str = "cpu") -> FaceStage:
-    """The capture's face stage for ``--face`` ``mode``: ``"fit"`` (:class:`FaceFitStage`), ``"net"``
-    (:class:`.facenet_stage.NetFaceStage`: FaceNet every frame) or ``"net+fit"``
-    (:class:`.facenet_stage.NetFitFaceStage`: FaceNet initialises the fit).  Missing or mismatched FaceNet
-    weights raise :class:`~model_runtime.core.errors.ModelFileError` naming the file."""
-    from .fit import FaceFitter
-
-    if mode not in ("fit", "net", "net+fit"):
-        raise ValueError(f"face mode must be fit, net or net+fit, got {mode!r}")
-    if mode == "fit":
-        return FaceFitStage(FaceFitter(face_model, device=device))
-    from .facenet import FaceNet
-    from .facenet_stage import NetFaceStage, NetFitFaceStage
-
-    net = FaceNet(face_model, device=device)
-    if mode == "net":
-        return NetFaceStage(net)
-    return NetFitFaceStage(FaceFitter(face_model, device=device), net)
