@@ -21,7 +21,9 @@ runs them on a capture's records in file order with a bounded lookahead.
   positions within :data:`LOCK_HALF_WINDOW_S` in the same span across its viewing ray, and
   within :data:`LOCK_DEPTH_HALF_WINDOW_S` along it (the fit's depth of a planted foot wanders by
   centimetres from frame to frame, its image position does not): it stays put while the foot is
-  planted and follows a foot that pivots; the lock blends in over :data:`BLEND_FRAMES` before
+  planted and follows a foot that pivots; across the ray it stays within
+  :data:`MAX_IMAGE_OFFSET_M` of where the image-aligned fit put the ankle (the lock's cost in the
+  image is bounded by the detector's noise); the lock blends in over :data:`BLEND_FRAMES` before
   the span and out over as many after it, so nothing pops.
 * **Root depth** (:func:`root_correction`): across a flight (a jump, a step without contact)
   shorter than :data:`MAX_GAP_S` the root's distance along its viewing ray is interpolated
@@ -72,6 +74,9 @@ LOCK_HALF_WINDOW_S: Final[float] = 0.5
 LOCK_DEPTH_HALF_WINDOW_S: Final[float] = 2.0
 #: the root's depth correction (flights) is smoothed over time with this standard deviation (s)
 ROOT_SMOOTH_S: Final[float] = 0.2
+#: a locked ankle stays within this distance (m) across its viewing ray of where the fit put it
+#: (about the detector's 2D noise on a foot, 3-6 px at 2-3 m): the lock bounds its cost in the image
+MAX_IMAGE_OFFSET_M: Final[float] = 0.015
 #: the leg IK changes the hip-ankle distance by at most this much (m; :func:`two_bone_ik`)
 MAX_STRETCH: Final[float] = 0.01
 #: the root's depth correction is interpolated across flights up to this long (s)
@@ -503,6 +508,13 @@ class FootStage:
         far = np.stack([lock_plan(lab[:, f], pos[:, f], self.blend, self.depth_window)[1] for f in range(2)], 1)
         u = target / np.maximum(np.linalg.norm(target, axis=-1, keepdims=True), 1e-9)
         target = target + u * (u * (far - target)).sum(-1, keepdims=True)   # distance: the longer window's
+        # across the ankle's viewing ray (what the image shows), at most MAX_IMAGE_OFFSET_M from where
+        # the fit put it: a detector that moves a planted foot further is followed that far behind
+        v = pos / np.maximum(np.linalg.norm(pos, axis=-1, keepdims=True), 1e-9)
+        off = target - pos
+        across = off - v * (v * off).sum(-1, keepdims=True)
+        n_across = np.linalg.norm(across, axis=-1, keepdims=True)
+        target = target - across * (1.0 - np.minimum(1.0, MAX_IMAGE_OFFSET_M / np.maximum(n_across, 1e-12)))
         if self.live:                                                  # nothing after the span is known
             w = np.where(lab, 1.0, 0.0)
         dist = np.asarray(self._dist[s:e])
