@@ -39,13 +39,14 @@ import numpy as np
 
 from ..core.capture_file import Capture, load_capture
 from ..core.errors import InputMissingError, InputUnreadableError
+from ..face.gaze import EYES, eye_offsets
 from .common import note, print_result
 
 EYE_CORNERS: Final[tuple[int, int]] = (33, 263)
 LIPS_INNER: Final[tuple[int, int]] = (13, 14)
 MOUTH_CORNERS: Final[tuple[int, int]] = (61, 291)
 #: (upper lid, lower lid, corner a, corner b) of the person's right eye, then the left
-LIDS: Final[tuple[tuple[int, int, int, int], ...]] = ((159, 145, 33, 133), (386, 374, 362, 263))
+LIDS: Final[tuple[tuple[int, int, int, int], ...]] = EYES
 CHEEKS: Final[tuple[int, ...]] = (50, 280)
 FOREHEAD: Final[tuple[int, ...]] = (151, 108, 337)
 CLOSED_LIP_GAP: Final[float] = 0.02
@@ -93,19 +94,9 @@ def lid_closure(lm: np.ndarray) -> np.ndarray:
 
 def iris_gaze(lm: np.ndarray, iris: np.ndarray) -> np.ndarray:
     """Iris centre relative to its eye: ``lm (..., 468, >=2)``, ``iris (..., 10, >=2)`` px ->
-    ``(..., 2)`` mean over both eyes of (x towards the person's left, y down), in eye widths,
-    0 = centred between the corners (and the lids' mid-line for y)."""
-    out = []
-    for (up, lo, a, b), c in zip(LIDS, (0, 5)):
-        pa, pb = lm[..., a, :2], lm[..., b, :2]
-        axis = pb - pa                                   # both eyes: from the person's right to left
-        w = np.linalg.norm(axis, axis=-1, keepdims=True)
-        ex = axis / np.maximum(w, 1e-9)
-        ey = np.stack([-ex[..., 1], ex[..., 0]], -1)    # image-down when the head is upright
-        mid = 0.25 * (pa + pb + lm[..., up, :2] + lm[..., lo, :2])
-        d = iris[..., c, :2] - mid
-        out.append(np.stack([(d * ex).sum(-1), (d * ey).sum(-1)], -1) / w)
-    return 0.5 * (out[0] + out[1])
+    ``(..., 2)`` mean over both eyes of (x towards the person's left, y down) in eye widths
+    (:func:`model_runtime.face.gaze.eye_offsets`, the capture's own measure)."""
+    return eye_offsets(lm, iris)[0].mean(-2)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float | None:
