@@ -232,8 +232,9 @@ class FaceFitter:
                        state: FaceFitState, rounds: int = 2) -> FaceResult:
         """Albedo and lighting in closed form for a known pose, expression and identity (``state``,
         e.g. seeded from a :class:`face_tracker.FaceTrack`): alternating ridge regressions of the
-        sampled colours (the photometric term's visible skin vertices) on Eq. 4-5, SH given the
-        albedo, then the albedo given the SH, ``rounds`` times, then the SH once more.  Pose,
+        sampled colours (the photometric term's visible skin vertices) on Eq. 4-5, the albedo given
+        the SH (white unit ambient light on a clip's first keyframe), then the SH given the albedo,
+        ``rounds`` times, then the SH once more.  Pose,
         expression and identity are returned unchanged.  The albedo is the running mean over the
         first ``config.identity_frames`` calls (``state.n_identity`` counts them), then frozen.
         ~10-30 ms on one CPU core (vs 0.1-1 s for :meth:`fit`); ``ok=False`` as :meth:`fit`.
@@ -245,9 +246,13 @@ class FaceFitter:
         learn = state.n_identity < self.config.identity_frames
         params = self._make_params(state)
         with torch.no_grad():
+            if learn and state.n_identity == 0:      # a clip's first keyframe: start from white unit light
+                params["sh"].copy_(torch.as_tensor(ambient_sh(UNIT_AMBIENT), device=self.device))
             for _ in range(rounds if learn else 0):
-                params["sh"].copy_(self._solve_sh(params, ctx))
+                # albedo first: solving the light first from the mean albedo let its directional
+                # bands take the skin's colour difference, and the albedo kept ~85 % of the mean's
                 params["albedo"].copy_(self._solve_albedo(params, ctx))
+                params["sh"].copy_(self._solve_sh(params, ctx))
             params["sh"].copy_(self._solve_sh(params, ctx))
         return self._result(params, ctx, state, learn)
 
