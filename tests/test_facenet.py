@@ -78,7 +78,7 @@ def test_losses_decrease_on_real_crops(real_crops, face_model):
     from model_runtime.face.train_facenet import ModelTensors, TrainConfig, augment, losses
 
     torch.manual_seed(0)
-    cfg = TrainConfig(w_distill=0.0, w_distill_coef=0.0, w_distill_expression=0.0)  # self-supervised terms only
+    cfg = TrainConfig(w_distill=0.0, w_distill_coef=0.0, w_distill_expression=0.0, w_distill_sh=0.0)  # self-supervised
     mt = ModelTensors(face_model, correspondence_for(face_model), "cpu", cfg.photo_stride)
     net = FaceNetModule(face_model.sizes, expression_box=True)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)

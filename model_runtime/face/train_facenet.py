@@ -67,6 +67,7 @@ class TrainConfig:
     w_distill: float = 0.5         # the fit's projected mesh (Charbonnier, as the landmark term)
     w_distill_coef: float = 0.2    # the fit's identity, albedo, lighting (squared error)
     w_distill_expression: float = 1.0  # the fit's expression (squared error): keeps the keys' meaning
+    w_distill_sh: float = 2.0      # the fit's lighting again (squared error): the network's came out too dark
     landmark_sigma: float = 0.01
     photo_sigma: float = 0.05
     photo_stride: int = 2          # every k-th vertex in the photometric term
@@ -234,6 +235,8 @@ def losses(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], mt: Mod
     sq = lambda k: ((out[k] - batch[k]) ** 2).sum(1).mean()  # noqa: E731
     if cfg.w_distill_coef > 0:
         terms["distill_coef"] = cfg.w_distill_coef * (0.1 * sq("identity") + 0.1 * sq("albedo") + sq("sh"))
+    if cfg.w_distill_sh > 0:
+        terms["distill_sh"] = cfg.w_distill_sh * sq("sh")
     if cfg.w_distill_expression > 0:
         # the landmarks alone do not fix which of the redundant ARKit keys moves (a mouth opened by
         # mouthLowerDown + mouthUpperUp instead of jawOpen fits as well): the fit's keys do
