@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-dir", type=Path, default=Path("out/detnet/teacher"))
     p.add_argument("--mix", default="teacher:3,hands:1",
                    help="sources and weights, e.g. 'teacher:3,hands:1,synth:2' (teacher, hands, synth, synth-live)")
-    p.add_argument("--synth-dir", type=Path, default=Path("out/synth/detnet_train"), help="shards for 'synth'")
+    p.add_argument("--synth-dir", type=Path, nargs="+", default=[Path("out/synth/detnet_train")],
+                   help="shard folders for 'synth'")
     p.add_argument("--size", choices=("small", "base"), default="small", help="width preset")
     p.add_argument("--hand-features", choices=("both", "supp", "body"), default="both",
                    help="Table 6: both (DetNet), supp (DetNet-S), body (DetNet-B)")
@@ -87,7 +88,7 @@ def _sources(args, log):
     if "synth" in mix:
         from ..detectors.detnet.synth_source import SynthShards
 
-        shards = SynthShards(args.synth_dir)
+        shards = _Concat([SynthShards(d) for d in args.synth_dir])
         held = list(range(0, len(shards), 16))
         train.append((_Subset(shards, sorted(set(range(len(shards))) - set(held))), mix["synth"]))
         val += [shards[i] for i in held]
@@ -99,6 +100,18 @@ def _sources(args, log):
         train.append((SynthStream(resolve_device(args.device), seed=args.seed + 7), mix["synth-live"]))
         log("synth-live: generated on the fly")
     return train, val
+
+
+class _Concat:
+    def __init__(self, parts):
+        self.items = [(p, i) for p in parts for i in range(len(p))]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        p, j = self.items[i]
+        return p[j]
 
 
 class _Subset:
