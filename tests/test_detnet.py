@@ -208,6 +208,11 @@ def test_checkpoint_resume_is_exact(demo_samples, tmp_path):
     assert (tmp_path / "a" / "curves.csv").read_text().count("\n") == 4      # header + 3 rows
     net, meta = load_weights(tmp_path / "a.pt")                              # exported best weights load
     assert meta["step"] == 3 and net.config == cfg
+    d = trainer()
+    d.init_from(tmp_path / "b" / "checkpoint.pt")                           # weights only, a new run
+    assert d.step == 0
+    assert all(torch.equal(x, y) for x, y in zip(d.net.state_dict().values(),
+                                                  torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["net"].values()))
 
 
 def test_weights_round_trip_and_bad_files(tmp_path):
