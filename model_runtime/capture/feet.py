@@ -81,11 +81,13 @@ MAX_IMAGE_OFFSET_M: Final[float] = 0.015
 MAX_STRETCH: Final[float] = 0.01
 #: the root's depth correction is interpolated across flights up to this long (s)
 MAX_GAP_S: Final[float] = 0.6
+#: offline, frames are locked and released in blocks of at least this many
+EMIT_BLOCK: Final[int] = 16
 #: ground plane: first fit after this many candidate frames (offline the stage holds frames until
 #: then, at most PLANE_HOLD_S), refitted every PLANE_REFIT_S seconds on the contact frames
 PLANE_MIN_FRAMES: Final[int] = 10
 PLANE_HOLD_S: Final[float] = 4.0
-PLANE_REFIT_S: Final[float] = 2.0
+PLANE_REFIT_S: Final[float] = 5.0
 #: prior weight (m per unit of tilt) of the plane's normal towards camera -y
 PLANE_PRIOR: Final[float] = 0.3
 
@@ -473,7 +475,10 @@ class FootStage:
             if self.live or len(self._pos) >= self.hold:
                 return self._emit(len(self._pos))                   # no plane (feet unseen): as they are
             return []
-        return self._emit(len(self._labels) - self.need)
+        upto = len(self._labels) - self.need
+        if not self.live and upto - self._first < EMIT_BLOCK:
+            return []                               # offline: lock in blocks (numpy's per-call overhead)
+        return self._emit(upto)
 
     def flush(self) -> list:
         self._fit_plane(final=True)
