@@ -145,6 +145,7 @@ def capture_options(settings, prefs) -> "options.CaptureOptions":
         smoothing=options.SmoothingConfig.from_strength(float(settings.smoothing)),
         hands=bool(settings.hands),
         face=bool(settings.face),
+        feet=bool(settings.feet),
         folder_fps=float(settings.fps) if settings.fps > 0 else defaults.folder_fps,
     )
 

@@ -46,6 +46,7 @@ class FULLBODY_PT_capture(bpy.types.Panel):
         row = box.row(align=True)
         row.prop(s, "hands", toggle=True)
         row.prop(s, "face", toggle=True)
+        row.prop(s, "feet", toggle=True)
         row.prop(s, "root_translation", toggle=True)
         box.prop(s, "key_unseen")
         row = box.row()

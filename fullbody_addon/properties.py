@@ -30,6 +30,9 @@ class FULLBODY_PG_settings(bpy.types.PropertyGroup):
                              description="Temporal smoothing strength (One Euro filter; 0 = raw)")
     hands: BoolProperty(name="Hands", default=True)
     face: BoolProperty(name="Face", default=True)
+    feet: BoolProperty(name="Foot Contacts", default=True,
+                       description="Estimate foot contacts and the ground plane and lock planted feet in the runtime "
+                                   "(holds about 3.5 s of frames before writing them)")
     root_translation: BoolProperty(name="Root Translation", default=True,
                                    description="Move the root through space (off: animation in place)")
     key_unseen: BoolProperty(name="Key Unseen Parts", default=True,
