@@ -276,8 +276,10 @@ def _wait_for_chunks(out: Path, n: int, proc: subprocess.Popen, timeout: float =
 
 def test_capture_stopped_by_sigterm_keeps_frames_and_per_clip_values(tmp_path):
     out = tmp_path / "term.npz"
-    proc = subprocess.Popen([sys.executable, "-m", "model_runtime", "capture", str(CLIP), "-o", str(out), "--quiet"],
-                            cwd=REPO, stderr=subprocess.PIPE, text=True)
+    # --no-feet: the feet stage holds ~3.5 s of frames (longer than this 81-frame clip) before writing
+    # chunks, so without it the chunks appear one by one; the feet stage's cancel path: tests/test_feet.py
+    proc = subprocess.Popen([sys.executable, "-m", "model_runtime", "capture", str(CLIP), "-o", str(out), "--quiet",
+                             "--no-feet"], cwd=REPO, stderr=subprocess.PIPE, text=True)
     _wait_for_chunks(out, 5, proc)                       # 40 frames: past the 30-frame shape window
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=120)[1]
@@ -295,7 +297,7 @@ def test_serve_survives_bad_lines_and_sigterm_keeps_the_job(tmp_path):
         events = iter(proc.stdout.readline, b"")
         assert P.decode(next(events))["event"] == "hello"
         proc.stdin.write(P.encode(P.request("capture", id="c", source=str(CLIP), output=str(out),
-                                            options={"face": False})))
+                                            options={"face": False, "feet": False})))
         proc.stdin.flush()
         bad = [b"\xff\xfe\n", b"[" * 200000 + b"]" * 200000 + b"\n", b'{"cmd": ["capture"]}\n',
                b'{"cmd": "capture", "id": "x", "source": 1.5, "output": "o.npz"}\n', b"1e999999\n"]

@@ -24,8 +24,18 @@ Keypoint orders (every label is computed from the same posed 3D points that are 
 
 Pixels: (0, 0) is the top-left corner of the top-left pixel; camera x right, y down, z forward, m.
 """
-from .batch import SynthBatch
 from .config import SynthConfig
-from .engine import generate
 
 __all__ = ["SynthBatch", "SynthConfig", "generate"]
+
+
+def __getattr__(name: str):
+    """``SynthBatch`` and ``generate`` load torch: imported on first use, so that the CLI can
+    build its parser from :class:`SynthConfig` (standard library) without loading torch."""
+    if name == "SynthBatch":
+        from .batch import SynthBatch
+        return SynthBatch
+    if name == "generate":
+        from .engine import generate
+        return generate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
