@@ -43,3 +43,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def addon():
+    """The Blender add-on registered for one test module (bpy imported on first use, so tests
+    without Blender never load it).  ``test_addon_runtime`` overrides it to point the add-on at
+    this project's runtime."""
+    import fullbody_addon
+
+    fullbody_addon.register()
+    yield
+    fullbody_addon.unregister()

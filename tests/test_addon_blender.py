@@ -19,13 +19,6 @@ from model_runtime.core import rotations  # noqa: E402
 from model_runtime.core.capture_file import load_capture  # noqa: E402
 
 @pytest.fixture(scope="module")
-def addon():
-    fullbody_addon.register()
-    yield
-    fullbody_addon.unregister()
-
-
-@pytest.fixture(scope="module")
 def body_file(tmp_path_factory):
     body = H.synthetic_body_model()
     return body, H.write_smplh_npz(tmp_path_factory.mktemp("body") / "smplh_test.npz", body)

@@ -16,13 +16,6 @@ EXPRESSIONS = ("jawOpen", "eyeBlinkLeft", "mouthSmileRight")
 FRAMES = (1, 9, 20)
 
 
-@pytest.fixture(scope="module")
-def addon():
-    fullbody_addon.register()
-    yield
-    fullbody_addon.unregister()
-
-
 def bone_world(arm) -> dict[str, np.ndarray]:
     return {pb.name: np.array(arm.matrix_world @ pb.matrix) for pb in arm.pose.bones}
 

@@ -39,13 +39,6 @@ def capture_path(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def addon():
-    fullbody_addon.register()
-    yield
-    fullbody_addon.unregister()
-
-
 @pytest.fixture
 def scene(addon):
     bpy.ops.wm.read_factory_settings(use_empty=True)

@@ -16,25 +16,11 @@ import json
 import time
 from pathlib import Path
 
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+from ..core.options import int_at_least
 
 
-def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
+_positive = int_at_least(1)
+_seed = int_at_least(0)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -102,27 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_png(path: Path, overwrite: bool) -> Path:
-    import os
-    import tempfile
+    """The preview's output file: :func:`model_runtime.core.capture_file.check_output` for a .png."""
+    from ..core.capture_file import check_output
 
-    from ..core.errors import OutputError
-
-    if path.suffix.lower() != ".png":
-        raise OutputError(f"{path}: the preview must be a .png file")
-    if path.is_dir():
-        raise OutputError(f"{path}: the output is a folder; give a file name ending in .png")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{path}: the output folder {parent} does not exist")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".synth-probe-", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write in the output folder {parent} ({e.strerror or e})") from None
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path}: the output exists; choose another name or pass --overwrite")
-    return path
+    return check_output(path, overwrite, suffix=".png", exists_note="")
 
 
 def _write_shards(job) -> int:

@@ -147,31 +147,38 @@ def sibling(path: Path | str, tag: str) -> Path:
     raise OutputError(f"{path}: no free name for the {tag} capture next to it")
 
 
-def check_output(path: Path | str, overwrite: bool = False) -> Path:
-    """Check an output capture path before any work starts; returns it as a Path.
+def check_writable_folder(folder: Path, path: Path | str) -> None:
+    """Raise :class:`OutputError` naming ``path`` unless a file can be created in ``folder``.
+
+    The real test, a probe file (``os.access`` is wrong for root and for read-only mounts)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".fullbody-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write in the output folder {folder} ({e.strerror or e})") from None
+
+
+def check_output(path: Path | str, overwrite: bool = False, suffix: str = ".npz",
+                 exists_note: str = " (a failed run never replaces it)") -> Path:
+    """Check an output file path before any work starts; returns it as a Path.
 
     Raises :class:`OutputError` (one line naming the path) when it does not end in
-    ``.npz``, is a folder, its folder is missing or not writable, or it exists and
-    ``overwrite`` is false."""
+    ``suffix`` (a capture: ``.npz``), is a folder, its folder is missing or not writable, or
+    it exists and ``overwrite`` is false (the message then ends with ``exists_note``)."""
     path = Path(path)
-    if path.suffix.lower() != ".npz":
-        raise OutputError(f"{path}: the output must be a .npz file")
+    if path.suffix.lower() != suffix:
+        raise OutputError(f"{path}: the output must be a {suffix} file")
     if path.is_dir():
-        raise OutputError(f"{path}: the output is a folder; give a file name ending in .npz")
+        raise OutputError(f"{path}: the output is a folder; give a file name ending in {suffix}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         raise OutputError(f"{path}: the output folder {parent} does not exist")
     if not parent.is_dir():
         raise OutputError(f"{path}: {parent} is not a folder")
-    try:   # the real test (os.access is wrong for root and for read-only mounts)
-        fd, probe = tempfile.mkstemp(prefix=".fullbody-probe-", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write in the output folder {parent} ({e.strerror or e})") from None
+    check_writable_folder(parent, path)
     if path.exists() and not overwrite:
-        raise OutputError(f"{path}: the output exists; choose another name or pass --overwrite "
-                          "(a failed run never replaces it)")
+        raise OutputError(f"{path}: the output exists; choose another name or pass --overwrite{exists_note}")
     return path
 
 

@@ -262,6 +262,19 @@ def _number(kind: type):
     return parse
 
 
+def int_at_least(minimum: int):
+    """argparse ``type`` for a whole number ``>= minimum`` (junk and smaller values are usage errors)."""
+
+    def parse(text: str) -> int:
+        v = _number(int)(text)
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {v}")
+        return v
+
+    parse.__name__ = f"int>={minimum}"
+    return parse
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add one flag per :class:`CaptureOptions` field (and the smoothing flags) to ``p``."""
     d = CaptureOptions()

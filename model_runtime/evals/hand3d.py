@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputMissingError, InputUnreadableError
+from ..core.options import int_at_least
 from ..detectors import add_detector_arguments, detector_from_options
 from .common import mean_or_none, mpjpe, note, print_result, procrustes_align, read_image
 
@@ -97,19 +98,12 @@ def evaluate(detector, folder: Path, limit: int | None = None, hand_3d: str = "s
     }
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, required=True,
                         help="folder with images/, params.mat, pose_gt.mat (hand-graph-cnn layout)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N images")
-    parser.add_argument("--start", type=int, default=0,
+    parser.add_argument("--limit", type=int_at_least(1), default=None, help="evaluate only the first N images")
+    parser.add_argument("--start", type=int_at_least(0), default=0,
                         help="skip the first N images (DetNet trains on hand-graph-cnn 0-199: use --start 200)")
     parser.add_argument("--hand-3d", choices=("scaled", "world"), default="scaled",
                         help="3D keypoints to score: the detector's (scaled, default) or MediaPipe's world landmarks")

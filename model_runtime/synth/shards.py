@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..core.capture_file import check_writable_folder
 from ..core.errors import InputMissingError, ModelFileError, OutputError
 from .batch import TENSOR_FIELDS, SynthBatch
 
@@ -36,8 +37,6 @@ def shard_name(k: int) -> str:
 def check_output_dir(out: Path, overwrite: bool = False) -> Path:
     """Check a shard folder before any work: created if missing (its parent must exist), must be
     writable and hold no shards unless ``overwrite``.  Raises :class:`OutputError` naming it."""
-    import tempfile
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: the output must be a folder, this is a file")
@@ -48,12 +47,7 @@ def check_output_dir(out: Path, overwrite: bool = False) -> Path:
             out.mkdir()
         except OSError as e:
             raise OutputError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".synth-probe-", dir=out)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise OutputError(f"{out}: cannot write in the output folder ({e.strerror or e})") from None
+    check_writable_folder(out, out)
     if not overwrite and any(out.glob("shard_*.npz")):
         raise OutputError(f"{out}: the folder already holds shards; choose another folder or pass --overwrite")
     return out
