@@ -339,5 +339,24 @@ def test_aflw2000_eval_command(realdata, tmp_path, capsys):
     assert 0 < out["nme"] < 40 and 0 < out["mediapipe68"]["nme"] < 40
     assert abs(out["nme"] - out["mediapipe68"]["nme"]) < 2.0, "the fit should stay close to its detector"
     assert out["fit_ms_per_image"] > 0
+    # the standard NME is the mean of the per-image NMEs; the 68 points split into the five groups
+    assert out["nme"] == pytest.approx(np.mean([r["nme"] for r in out["per_image"]]))
+    assert set(out["by_group"]) == {"jaw", "brows", "nose", "eyes", "mouth"}
     assert main(["eval", "aflw2000", "--dir", str(tmp_path)]) != 0
     assert str(tmp_path) in capsys.readouterr().err
+
+
+def test_aflw2000_standard_nme():
+    """The standard AFLW2000-3D NME: mean point error / sqrt(w h) of the GT landmark box; the groups
+    cover the 68 points once, so their point-count-weighted mean is the NME."""
+    from model_runtime.evals.aflw2000 import IBUG68_GROUPS, group_nme, nme_percent, point_errors
+
+    rng = np.random.default_rng(3)
+    gt = rng.uniform(0, 1, (68, 2)) * [200.0, 50.0] + 10.0
+    gt[0], gt[1] = (10.0, 10.0), (210.0, 60.0)                 # box exactly 200 x 50 -> sqrt = 100 px
+    assert nme_percent(gt + [3.0, 4.0], gt) == pytest.approx(5.0)    # 5 px everywhere = 5 %
+    err = point_errors(gt + rng.normal(0, 2, gt.shape), gt)
+    groups = group_nme(err)
+    sizes = {k: b - a for k, (a, b) in IBUG68_GROUPS.items()}
+    assert sum(sizes.values()) == 68
+    assert sum(groups[k] * sizes[k] for k in groups) / 68 == pytest.approx(err.mean())

@@ -7,8 +7,11 @@ single-image mode), ``net`` (:class:`face.facenet.FaceNet` on the detection's fa
 :class:`face.tracker.FaceTracker` with the identity free, run to convergence) or ``track`` (that landmark
 fit from a similarity pose and the mean face, for reference), and read the 68 landmarks off the mesh.
 ``ms_per_face``: the face step alone (detection excluded); ``net_ms_per_face`` (net modes): FaceNet alone
-(crop + network + pose), median over the images.  NME = mean point error divided by
-``sqrt(w * h)`` of the ground-truth landmark box, in %.  Reported overall, per absolute
+(crop + network + pose), median over the images.  ``nme``: the standard AFLW2000-3D NME (3DDFA, PRNet):
+mean 2D point error over the 68 points divided by ``sqrt(w * h)`` of the ground-truth landmark box, in %,
+averaged over the images (``nme_median``: the median over images; ``nme_interocular``: divided by the
+outer eye-corner distance instead, 300W's normaliser, for comparison only).  Reported overall, per iBUG
+group (``by_group``: jaw, brows, nose, eyes, mouth), per image (``per_image``), per absolute
 yaw bin [0,30], [30,60], [60,90] degrees, against the original fits (``pt3d_68``) and,
 when 3DDFA's re-annotated arrays are found (``--reannotated``/``--index-map`` or the
 research-data layout next to DIR), against the manual re-annotation too.  MediaPipe's own
@@ -49,10 +52,37 @@ def add_arguments(parser) -> None:
     add_detector_arguments(parser)
 
 
+#: iBUG-68 landmark groups (0-based index ranges) for the per-group NME
+IBUG68_GROUPS: dict[str, tuple[int, int]] = {"jaw": (0, 17), "brows": (17, 27), "nose": (27, 36),
+                                             "eyes": (36, 48), "mouth": (48, 68)}
+
+
+def box_size(gt: np.ndarray) -> np.ndarray:
+    """``(..., 68, 2)`` ground truth -> ``(...,)`` the standard normaliser ``sqrt(w h)`` of its landmark box, px."""
+    wh = gt.max(-2) - gt.min(-2)
+    return np.sqrt(np.maximum(wh[..., 0] * wh[..., 1], 1e-9))
+
+
+def interocular(gt: np.ndarray) -> np.ndarray:
+    """``(..., 68, 2)`` -> ``(...,)`` outer eye-corner distance (iBUG 36-45), px (300W's normaliser)."""
+    return np.maximum(np.linalg.norm(gt[..., 36, :] - gt[..., 45, :], axis=-1), 1e-9)
+
+
+def point_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """``(..., 68, 2)`` predictions and ground truth -> ``(..., 68)`` per-point errors in % of :func:`box_size`."""
+    return np.linalg.norm(pred - gt, axis=-1) / box_size(gt)[..., None] * 100.0
+
+
 def nme_percent(pred: np.ndarray, gt: np.ndarray) -> float:
-    """NME of ``(68, 2)`` predictions vs ground truth, normalised by sqrt(w*h) of the GT box, in %."""
-    wh = gt.max(0) - gt.min(0)
-    return float(np.linalg.norm(pred - gt, axis=1).mean() / np.sqrt(max(wh[0] * wh[1], 1e-9)) * 100.0)
+    """Standard AFLW2000-3D NME (3DDFA, PRNet) of ``(68, 2)`` predictions vs ground truth: mean 2D point error
+    divided by ``sqrt(w h)`` of the ground-truth landmark box, in %."""
+    return float(point_errors(pred, gt).mean())
+
+
+def group_nme(errors: np.ndarray) -> dict[str, float]:
+    """``(N, 68)`` per-point errors (%) -> mean per iBUG group (:data:`IBUG68_GROUPS`)."""
+    e = np.asarray(errors, np.float64).reshape(-1, 68)
+    return {k: float(e[:, a:b].mean()) if len(e) else float("nan") for k, (a, b) in IBUG68_GROUPS.items()}
 
 
 def read_annotation(mat_path: Path) -> tuple[np.ndarray, float]:
@@ -88,9 +118,15 @@ def _find_reannotated(dirpath: Path, reann: Path | None, index_map: Path | None)
         return np.load(reann), {k: int(v) for k, v in json.load(fh)["index"].items()}
 
 
-def _summary(errors: list[float], yaws: list[float]) -> dict:
-    e, y = np.asarray(errors), np.asarray(yaws)
-    out = {"nme": float(e.mean()) if len(e) else float("nan"), "by_yaw": {}}
+def _summary(errors: list[np.ndarray], yaws: list[float], interocular_errors: list[float]) -> dict:
+    """Per-image ``(68,)`` point errors (% of the box size), yaws (deg) and inter-ocular NMEs -> the summary:
+    ``nme`` (standard, mean over images), ``nme_median``, ``nme_interocular``, ``by_yaw``, ``by_group``."""
+    pts = np.asarray(errors, np.float64).reshape(-1, 68)
+    e, y = pts.mean(1), np.asarray(yaws)
+    out = {"nme": float(e.mean()) if len(e) else float("nan"),
+           "nme_median": float(np.median(e)) if len(e) else float("nan"),
+           "nme_interocular": float(np.mean(interocular_errors)) if len(e) else float("nan"),
+           "by_yaw": {}, "by_group": group_nme(pts)}
     for lo, hi in YAW_BINS:
         sel = (y >= lo) & (y <= hi) if lo == 0 else (y > lo) & (y <= hi)
         out["by_yaw"][f"{int(lo)}-{int(hi)}"] = {"nme": float(e[sel].mean()) if sel.any() else None,
@@ -189,7 +225,7 @@ def evaluate(dirpath: Path, detector, fitter, limit: int = 0, reannotated=None) 
         raise InputMissingError(f"{dirpath}: no imageNNNNN.jpg with a .mat next to it")
     if not isinstance(fitter, FaceEstimator):
         fitter = FaceEstimator("fit", fitter)
-    fit_err, mp_err, yaws, re_fit, re_mp, failed = [], [], [], [], [], []
+    fit_err, mp_err, fit_io, mp_io, yaws, re_fit, re_mp, failed, per_image = [], [], [], [], [], [], [], [], []
     t_fit = 0.0
     for path in images:
         img = cv2.imread(str(path))
@@ -207,20 +243,27 @@ def evaluate(dirpath: Path, detector, fitter, limit: int = 0, reannotated=None) 
             failed.append(path.name)
             continue
         mp68 = det.face_landmarks[MP468_TO_IBUG68, :2]
-        fit_err.append(nme_percent(pred68, gt))
-        mp_err.append(nme_percent(mp68, gt))
+        fit_err.append(point_errors(pred68, gt))
+        mp_err.append(point_errors(mp68, gt))
+        io = interocular(gt)
+        fit_io.append(float(np.linalg.norm(pred68 - gt, axis=-1).mean() / io * 100.0))
+        mp_io.append(float(np.linalg.norm(mp68 - gt, axis=-1).mean() / io * 100.0))
         yaws.append(yaw)
+        per_image.append({"image": path.name, "yaw": yaw, "nme": float(fit_err[-1].mean()),
+                          "mediapipe68": float(mp_err[-1].mean()), "box_px": float(box_size(gt)),
+                          "by_group": group_nme(fit_err[-1])})
         if reannotated is not None and path.stem in reannotated[1]:
             gt2 = reannotated[0][reannotated[1][path.stem]].T
             re_fit.append(nme_percent(pred68, gt2))
             re_mp.append(nme_percent(mp68, gt2))
     t_fit -= fitter.extra_s
     out = {"images": len(fit_err), "failed": len(failed), "failed_images": failed,
-           **_summary(fit_err, yaws), "mediapipe68": _summary(mp_err, yaws),
+           **_summary(fit_err, yaws, fit_io), "mediapipe68": _summary(mp_err, yaws, mp_io),
            "ms_per_face": 1000.0 * t_fit / max(1, len(fit_err)),
            "fit_ms_per_image": 1000.0 * t_fit / max(1, len(fit_err))}
     if fitter.net_ms:
         out["net_ms_per_face"] = float(np.median(fitter.net_ms))
+    out["per_image"] = per_image
     if re_fit:
         out["reannotated"] = {"fit": float(np.mean(re_fit)), "mediapipe68": float(np.mean(re_mp)),
                               "images": len(re_fit)}
@@ -271,6 +314,8 @@ def run(args) -> int:
         mp = out["mediapipe68"]["by_yaw"][k]["nme"]
         if v["nme"] is not None:
             print(f"  yaw {k:>6}: {v['nme']:.2f} % (MediaPipe {mp:.2f} %), {v['images']} images")
+    for k, v in out["by_group"].items():
+        print(f"  {k:>6}:     {v:.2f} % (MediaPipe {out['mediapipe68']['by_group'][k]:.2f} %)")
     if "reannotated" in out:
         r = out["reannotated"]
         print(f"  re-annotated GT:    {r['fit']:.2f} %   MediaPipe 68: {r['mediapipe68']:.2f} %")
