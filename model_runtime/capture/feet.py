@@ -56,6 +56,8 @@ ANKLES: Final[np.ndarray] = np.array([JOINT_NAMES.index("left_ankle"), JOINT_NAM
 #: body keypoint rows of each foot ``(2, 3)``: ankle, heel, big toe [left, right]
 FOOT_ROWS: Final[np.ndarray] = np.array([[BODY_KEYPOINT_NAMES.index(f"{s}_{p}") for p in ("ankle", "heel", "big_toe")]
                                          for s in ("left", "right")])
+#: knee and ankle joints of each leg ``(2, 2)`` [left, right]: a foot counts as seen only where they are
+_LEG_JOINTS: Final[np.ndarray] = np.stack([KNEES, ANKLES], 1)
 #: contact thresholds: ankle height above the ankle plane (m) and image speed of the foot (m/s)
 ON_HEIGHT: Final[float] = 0.06
 OFF_HEIGHT: Final[float] = 0.12
@@ -81,8 +83,9 @@ MAX_IMAGE_OFFSET_M: Final[float] = 0.015
 MAX_STRETCH: Final[float] = 0.01
 #: the root's depth correction is interpolated across flights up to this long (s)
 MAX_GAP_S: Final[float] = 0.6
-#: offline, frames are locked and released in blocks of at least this many
-EMIT_BLOCK: Final[int] = 16
+#: offline, frames are decided (final labels, locks) in blocks of at least this many: the windows
+#: around a block are computed once per block (they were handed on unlocked before)
+LOCK_BLOCK: Final[int] = 64
 #: ground plane: first fit after this many candidate frames (offline the stage holds frames until
 #: then, at most PLANE_HOLD_S), refitted every PLANE_REFIT_S seconds on the contact frames
 PLANE_MIN_FRAMES: Final[int] = 10
@@ -343,21 +346,29 @@ def ankle_height_above_soles(body, betas: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- the stage
 class FootStage:
     """Contact labels, ground plane, foot locking and root depth of one clip's records
-    (:meth:`push` in file order, :meth:`flush` at the end; both return the frames ready to write).
+    (:meth:`push` in file order, :meth:`flush` at the end).
 
-    Offline (``lookahead``), frames wait for the plane (at most :data:`PLANE_HOLD_S`) and then for
-    ``need`` frames of labels (~1.9 s at 30 fps) so that the locks' targets, the blends before a
-    span and the root's interpolation across flights and its smoothing are known.  Live, the same
-    rules run with what has arrived: contacts causally, the lock is on exactly on contact frames
-    (its target the mean of the span's frames so far within the window) and the root correction
-    is neither interpolated nor smoothed.  Sets ``rec.foot_contact (2,)``, and on locked frames ``rec.quat``,
-    ``rec.transl``, ``rec.joints``.  ``plane`` is the current ground plane ``(4,)`` or None.
+    Offline (``lookahead``), :meth:`push` hands every record on at once, with provisional contact
+    labels (those known so far: the plane and the frames around it), so that the capture writes it
+    chunk by chunk as before; the stage keeps the records of the last seconds and decides them
+    later, in blocks of at least :data:`LOCK_BLOCK` frames, once the plane is known (at most
+    :data:`PLANE_HOLD_S`) and ``need`` frames of labels after them (~3.5 s at 30 fps) fix the
+    locks' targets, the blends before a span and the root's interpolation across flights and its
+    smoothing.  The records it then changes (final labels, locked legs, root depth, and the gap
+    frames filled from them: :attr:`refill_gap`) are changed in place and listed by
+    :meth:`take_revised`, for the writer to rewrite (:meth:`CaptureWriter.rewrite`).  :meth:`flush`
+    (the clip's end, a cancel) decides everything still open and returns nothing new.
+    Live, the same rules run with what has arrived, before the records are handed on: contacts
+    causally, the lock on exactly the contact frames (its target the mean of the span's frames so
+    far within the window), the root correction neither interpolated nor smoothed.
+    Sets ``rec.foot_contact (2,)``, and on locked frames ``rec.quat``, ``rec.transl``,
+    ``rec.joints``.  ``plane`` is the current ground plane ``(4,)`` or None.
 
     Args:
         rest_joints: ``betas`` -> rest joints ``(52, 3)``; parents: ``(52,)``.
         K: ``() -> (3, 3)`` the clip's current intrinsics; fps: frames per second.
         ankle_height: ``betas`` -> the rest ankle height above the soles (m, unscaled).
-        lookahead: offline (wait for later frames) or live.
+        lookahead: offline (decide with later frames) or live.
     """
 
     def __init__(self, rest_joints: Callable[[np.ndarray], np.ndarray], parents: np.ndarray,
@@ -377,13 +388,19 @@ class FootStage:
                      if lookahead else 0)
         self.hold = round(PLANE_HOLD_S * fps) if lookahead else 0
         self.refit = max(1, round(PLANE_REFIT_S * fps))
+        #: ``(gap, a, b) -> None``: fill the records of one gap (frames without a person) again from
+        #: the valid records either side (None: the clip's start/end), as the capture's gap filler
+        #: did (:meth:`filters.GapFiller.fill_gap`); called when a lock changed ``a`` or ``b``
+        #: after the gap was filled.  None: gaps keep their fill.
+        self.refill_gap: Callable[[list, object, object], None] | None = None
         self.plane: np.ndarray | None = None        # the ankle plane (n, d): n . X + d = ankle height above it
         self._ankle_h = 0.0
-        self._recs: deque = deque()                 # records not yet emitted
+        self._recs: deque = deque()                 # records kept for deciding: history index _first on
         self._first = 0                             # history index of self._recs[0]
+        self._final = 0                             # frames before this one are decided (final)
+        self._revised: list = []                    # records changed after they were handed on
         # per-frame history (all frames of the clip: a few numbers each)
         self._pos: list[np.ndarray] = []            # (2, 3) raw ankles in camera space (0 where invalid)
-        self._speed: list[np.ndarray] = []          # (2,) image speed m/s (inf: unseen)
         self._seen: list[np.ndarray] = []           # (2,) bool
         self._dist: list[float] = []                # the root's distance from the camera (0: no person)
         self._kp: list[np.ndarray] = []             # (2, 3, 2) px and (2, 3) visibility of the feet
@@ -399,23 +416,30 @@ class FootStage:
             return None
         return np.concatenate([self.plane[:3], [self.plane[3] + self._ankle_h]]).astype(np.float32)
 
+    @property
+    def undecided(self) -> int:
+        """Frames handed on whose labels and lock are not final yet (offline)."""
+        return len(self._pos) - self._final
+
     # -------------------------------------------------------------- input
     def _add(self, recs) -> None:
+        rows = FOOT_ROWS
         for r in recs:
             ok = bool(r.valid and r.joints is not None)
-            rows = FOOT_ROWS
-            vis = np.asarray(r.keypoint_visibility, np.float64)[rows] if ok else np.zeros((2, 3))
-            self._kp.append(np.asarray(r.body_2d)[rows, :2] if ok else np.zeros((2, 3, 2)))
-            self._vis.append(vis)
-            legs = np.asarray(r.joint_confidence)[np.stack([KNEES, ANKLES], 1)] > 0 if ok else np.zeros((2, 2), bool)
-            self._seen.append((vis >= SEEN).all(-1) & legs.all(-1) if ok else np.zeros(2, bool))
             if ok:
+                vis = np.asarray(r.keypoint_visibility, np.float64)[rows]
+                legs = np.asarray(r.joint_confidence)[_LEG_JOINTS] > 0
+                self._kp.append(np.asarray(r.body_2d)[rows, :2])
+                self._vis.append(vis)
+                self._seen.append((vis >= SEEN).all(-1) & legs.all(-1))
                 self._pos.append(r.joints[ANKLES] + r.transl)
-                t = np.asarray(r.transl, np.float64)
-                self._dist.append(float(np.linalg.norm(t)))
+                self._dist.append(float(np.linalg.norm(np.asarray(r.transl, np.float64))))
                 if r.scale is not None and r.betas is not None:
                     self._ankle_h = float(r.scale) * self.ankle_height(r.betas)
             else:
+                self._kp.append(np.zeros((2, 3, 2)))
+                self._vis.append(np.zeros((2, 3)))
+                self._seen.append(np.zeros(2, bool))
                 self._pos.append(np.zeros((2, 3)))
                 self._dist.append(0.0)
         self._recs.extend(recs)
@@ -430,8 +454,9 @@ class FootStage:
 
     def _fit_plane(self, final: bool) -> None:
         n = len(self._pos)
-        if n == 0 or (self.plane is not None and not final and n - self._last_fit < self.refit):
-            return
+        if n == 0 or (not final and n - self._last_fit < self.refit
+                      and (self.plane is not None or n >= self.hold + self.refit)):
+            return                      # (no plane by the end of the hold: tried again every refit)
         pos, seen = np.stack(self._pos), np.stack(self._seen)
         L = len(self._labels)
         if self.plane is not None and self._labels[:L].any():
@@ -446,6 +471,12 @@ class FootStage:
             self.plane = plane
         self._last_fit = n
 
+    def _contacts(self, lo: int, hi: int, init) -> np.ndarray:
+        """Contact ``(hi - lo, 2)`` of frames ``lo..hi-1`` under the current plane, hysteresis from ``init``."""
+        pos = np.stack(self._pos[lo:hi])
+        height = pos @ self.plane[:3] + self.plane[3]
+        return contact_labels(height, self._speeds(lo, hi), np.stack(self._seen[lo:hi]), init)
+
     def _label(self, final: bool) -> None:
         """Labels of the frames whose neighbours are known (all when ``final``)."""
         if self.plane is None:
@@ -453,11 +484,23 @@ class FootStage:
         lo, hi = len(self._labels), len(self._pos) - (0 if final or self.live else self.speed_half)
         if hi <= lo:
             return
-        pos = np.stack(self._pos[lo:hi])
-        height = pos @ self.plane[:3] + self.plane[3]
-        seen = np.stack(self._seen[lo:hi])
         init = self._labels[-1] if lo else False
-        self._labels = np.concatenate([self._labels, contact_labels(height, self._speeds(lo, hi), seen, init)])
+        self._labels = np.concatenate([self._labels, self._contacts(lo, hi, init)])
+
+    def _provisional(self, recs: list) -> None:
+        """Contact labels of the newest records as known now: the final ones where they exist, else
+        from the frames so far (the image speed over fewer frames after them)."""
+        n, L = len(self._pos), len(self._labels)
+        lo = n - len(recs)
+        c = np.zeros((n - min(lo, L), 2), bool)                       # frames min(lo, L)..n-1
+        if self.plane is not None:
+            base = min(lo, L)
+            c[:L - base] = self._labels[base:L]
+            if L < n:
+                c[L - base:] = self._contacts(L, n, self._labels[-1] if L else False)
+        c = c[lo - min(lo, L):]
+        for r, ci in zip(recs, c):
+            r.foot_contact = ci.copy()
 
     def _rest(self, betas: np.ndarray, scale: float) -> np.ndarray:
         """Scaled rest joints ``(52, 3)`` of a shape (the clip's last one cached)."""
@@ -468,42 +511,106 @@ class FootStage:
 
     # -------------------------------------------------------------- output
     def push(self, recs) -> list:
+        """Add the next records (file order); -> the records to hand on (offline: all of them, at once)."""
+        recs = list(recs)
         self._add(recs)
         self._fit_plane(final=False)
         self._label(final=False)
+        if self.live:                                   # decided now, before they are handed on
+            self._decide(len(self._pos))
+            return recs
+        self._provisional(recs)
         if self.plane is None:
-            if self.live or len(self._pos) >= self.hold:
-                return self._emit(len(self._pos))                   # no plane (feet unseen): as they are
-            return []
-        upto = len(self._labels) - self.need
-        if not self.live and upto - self._first < EMIT_BLOCK:
-            return []                               # offline: lock in blocks (numpy's per-call overhead)
-        return self._emit(upto)
+            if len(self._pos) >= self.hold:
+                self._revise(self._decide(len(self._pos)))          # no plane (feet unseen): as they are
+        elif len(self._labels) - self.need - self._final >= LOCK_BLOCK:
+            self._revise(self._decide(len(self._labels) - self.need))
+        return recs
 
     def flush(self) -> list:
+        """The clip's end (or a cancel): decide every open frame; -> the records not handed on yet (none)."""
         self._fit_plane(final=True)
         self._label(final=True)
-        return self._emit(len(self._pos), final=True)
+        changed = self._decide(len(self._pos))
+        if not self.live:
+            self._revise(changed)
+        return []
 
-    def _emit(self, upto: int, final: bool = False) -> list:
-        a = self._first
-        b = min(upto, a + len(self._recs))
+    def take_revised(self) -> list:
+        """The records changed since the last call after :meth:`push` had handed them on (each once)."""
+        out, self._revised = self._revised, []
+        return list({id(r): r for r in out}.values())
+
+    def _revise(self, recs: list) -> None:
+        self._revised.extend(recs)
+
+    def _decide(self, upto: int) -> list:
+        """Final labels and locks of frames ``_final..upto-1``; -> the records that changed."""
+        a = self._final
+        b = min(upto, self._first + len(self._recs))
         if b <= a:
             return []
-        out = [self._recs.popleft() for _ in range(b - a)]
-        self._first = b
+        block = [self._recs[i - self._first] for i in range(a, b)]
         L = len(self._labels)
         contact = np.zeros((b - a, 2), bool)
         if L > a:
             contact[:min(L, b) - a] = self._labels[a:min(L, b)]
-        for r, c in zip(out, contact):
+        changed = []
+        for r, c in zip(block, contact):
+            if not np.array_equal(r.foot_contact, c):
+                changed.append(r)
             r.foot_contact = c.copy()
         if L > a and self.plane is not None and self._labels[:L].any():
-            self._lock(out, a, b)
+            changed += self._lock(block, a, b)
+        if not self.live:
+            changed += self._refill(changed)
+        self._final = b
+        self._drop()
+        return changed
+
+    def _drop(self) -> None:
+        """Forget decided records but the last valid one before the open frames and the gap after it
+        (within ``need`` frames; a leading gap from the clip's start too): a gap is filled again
+        when a record either side of it is locked (:meth:`_refill`)."""
+        lo = max(self._first, self._final - self.need)
+        keep = self._final
+        for i in range(self._final - 1, lo - 1, -1):
+            if self._recs[i - self._first].valid:
+                keep = i
+                break
+        else:
+            if self._first == 0 and self._final <= self.need:
+                keep = 0
+        for _ in range(keep - self._first):
+            self._recs.popleft()
+        self._first = max(keep, self._first)
+
+    def _refill(self, changed: list) -> list:
+        """Gaps (runs of records without a person) next to a record in ``changed`` filled again
+        (:attr:`refill_gap`); -> their records."""
+        if self.refill_gap is None or not changed:
+            return []
+        moved = {id(r) for r in changed if r.valid}
+        if not moved:
+            return []
+        recs = list(self._recs)
+        valid = np.array([bool(r.valid) for r in recs])
+        out: list = []
+        edges = np.flatnonzero(np.diff(np.concatenate([[1], valid.astype(np.int8), [1]])))
+        for i, j in zip(edges[::2], edges[1::2]):                     # invalid runs recs[i:j]
+            if i == 0 and self._first > 0:
+                continue                                              # its start is forgotten: keep its fill
+            prev = recs[i - 1] if i > 0 else None
+            nxt = recs[j] if j < len(recs) else None
+            if (prev is not None and id(prev) in moved) or (nxt is not None and id(nxt) in moved):
+                gap = recs[i:j]
+                self.refill_gap(gap, prev, nxt)
+                out += gap
         return out
 
-    def _lock(self, recs: list, a: int, b: int) -> None:
-        """Lock the planted feet of frames ``a..b-1`` (``recs``) and correct the root along its ray."""
+    def _lock(self, recs: list, a: int, b: int) -> list:
+        """Lock the planted feet of frames ``a..b-1`` (``recs``) and correct the root along its ray;
+        -> the records moved."""
         s, e = max(a - self.need - self.depth_window, 0), len(self._labels)
         pos = np.stack(self._pos[s:e])
         lab = self._labels[s:e]
@@ -531,11 +638,11 @@ class FootStage:
         sel = np.arange(a - s, b - s)
         sel = sel[[recs[i].valid and recs[i].joints is not None for i in range(len(sel))]]
         if not len(sel):
-            return
+            return []
         wb, tb, cb = w[sel], target[sel], corr[sel]
         moved = (cb != 0) | (wb > 0).any(1)
         if not moved.any():
-            return
+            return []
         R = [recs[i - (a - s)] for i in sel[moved]]
         wb, tb, cb = wb[moved], tb[moved], cb[moved]
         quat = np.stack([r.quat for r in R])
@@ -556,8 +663,10 @@ class FootStage:
             J[m], G[m] = J2 + transl[m][:, None], G2
         q = matrix_to_quat_wxyz(rot)
         q = np.where((q * quat).sum(-1, keepdims=True) < 0, -q, q)
+        joints = J - transl[:, None]
         for i, r in enumerate(R):
-            r.quat, r.transl, r.joints = q[i], transl[i], J[i] - transl[i]
+            r.quat, r.transl, r.joints = q[i], transl[i], joints[i]
+        return R
 
 
 def default_ankle_height(body) -> Callable[[np.ndarray], float]:

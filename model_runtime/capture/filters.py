@@ -181,6 +181,28 @@ class GapFiller:
     def flush(self) -> list:
         return self._release_held()
 
+    def fill_gap(self, gap: list, a, b) -> None:
+        """Fill the records of one whole gap again (``gap``: in order, none valid) from the valid
+        records either side (``a``, ``b``; None: the clip's start or end), as :meth:`push` and
+        :meth:`flush` filled them: for when ``a`` or ``b`` changed afterwards (the feet stage
+        locks frames after they were handed on).  The blocks of ``max_gap + 1`` records released
+        while waiting hold ``a``; the rest is interpolated, or holds ``a`` (else ``b``)."""
+        if not gap:
+            return
+        step = self.max_gap + 1
+        held = len(gap) if (not self.lookahead or b is None) else len(gap) // step * step
+        if a is not None:
+            for g in gap[:held]:
+                self._fill(g, a)
+        rest = gap[held:]
+        if not rest:
+            return
+        if a is None or self.mode == "hold":
+            for g in rest:
+                self._fill(g, a if a is not None else b)
+        else:
+            self._interpolate(rest, a, b)
+
     def _interpolate(self, gap: list, a, b) -> None:
         t0, t1 = _get(a, "time"), _get(b, "time")
         w = np.array([(_get(g, "time") - t0) / (t1 - t0) if t1 > t0 else 0.5 for g in gap])  # (G,)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -128,6 +129,8 @@ class CaptureOutput:
 
     ``on_frame(record)`` and ``on_progress(frames_done, total_or_None, fps)`` are
     called after every written frame.  Raises what :class:`CaptureWriter` raises for a bad path.
+    Frames the feet stage decides after they were written (``values.feet.take_revised()``: final
+    contact labels, locked legs) are written again where they are (:meth:`CaptureWriter.rewrite`).
     """
 
     def __init__(self, output: Path | str | None, values: ClipValues, source: FrameSource, K: np.ndarray,
@@ -139,12 +142,15 @@ class CaptureOutput:
                                                                 chunk_frames=chunk_frames)
         self.frames = 0
         self.t_start = time.perf_counter()
+        self._rows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # written record -> its frame
 
     def emit(self, records: list[FrameRecord]) -> None:
+        """Write ``records`` (in order), then the revised ones already written."""
         for rec in records:
             t0 = time.perf_counter()
             if self.writer is not None:
                 self.writer.append(**file_frame(rec))
+            self._rows[rec] = self.frames
             self.timer.add("write", time.perf_counter() - t0)
             self.frames += 1
             if self.on_frame is not None:
@@ -152,6 +158,22 @@ class CaptureOutput:
             if self.on_progress is not None:
                 el = time.perf_counter() - self.t_start
                 self.on_progress(self.frames, self.total, self.frames / el if el > 0 else 0.0)
+        self.revise()
+
+    def revise(self) -> None:
+        """Write again the frames the feet stage changed after they were written (those not written
+        yet carry the change when they are)."""
+        feet = self.values.feet
+        if feet is None:
+            return
+        revised = feet.take_revised()
+        if self.writer is None or not revised:
+            return
+        t0 = time.perf_counter()
+        rows = {row: file_frame(r) for r in revised if (row := self._rows.get(r)) is not None}
+        if rows:
+            self.writer.rewrite(rows)
+        self.timer.add("write", time.perf_counter() - t0, n=0)
 
     def write_clip_values(self) -> None:
         if self.writer is not None:

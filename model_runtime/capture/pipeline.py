@@ -174,7 +174,9 @@ class CapturePipeline:
     def _fail(error: BaseException, clip: ClipCapture, out: CaptureOutput, source: FrameSource) -> None:
         """Keep what was fitted before ``error`` (a partial capture) and raise ``error`` naming it."""
         try:
-            out.emit(clip.finish())   # finish what was fitted: held gap/shape buffers
+            out.emit(clip.finish())   # finish what was fitted: held gap/shape buffers, the feet's open span
+        except KeyboardInterrupt:   # a second Ctrl-C/SIGTERM does not stop the keeping
+            log.warning("interrupted again while finishing the held frames; the frames written so far are kept")
         except Exception:  # noqa: BLE001 - keep the first error
             log.exception("could not finish the held frames")
         clip.close()

@@ -68,6 +68,8 @@ class MotionPostprocessor:
                                    lookahead=not live)
         self.face_gaps = GapFiller("interpolate", linear_keys=("expression", "sh"), max_gap=o.max_gap,
                                    flag="face_ok", lookahead=not live)
+        if feet is not None:      # a lock after a gap was filled fills it again
+            feet.refill_gap = self.body_gaps.fill_gap
         self._last_transl: np.ndarray | None = None
 
     def push(self, recs: list[FrameRecord]) -> list[FrameRecord]:

@@ -62,11 +62,13 @@ a frame appended without these keys (:meth:`CaptureWriter.append`).
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import re
 import shutil
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Mapping
@@ -203,11 +205,17 @@ class CaptureWriter:
         w.append(pose_6d=..., transl=..., valid=..., ...)   # once per frame (V2_FRAME_KEYS may be left
                                                              # out: frame_defaults)
         w.update_static(betas=...)                           # as soon as a per-clip value is known
+        w.rewrite({row: frame})                              # a finished frame decided again (feet lock)
         w.close()                                            # or w.abort() keeps what is finished
 
     A hard kill loses at most the frames of the unflushed chunk (``chunk_frames - 1``).
+    :meth:`rewrite` replaces written chunks whole under their own name (temporary file, then
+    rename), so a kill during it leaves each chunk either as it was or as rewritten.
     Values must be finite (``ValueError`` names the key otherwise).
     """
+
+    #: written chunks kept in memory for :meth:`rewrite` (older ones are read back from disk)
+    CACHED_CHUNKS: Final[int] = 64
 
     def __init__(self, path: Path | str, static: Mapping[str, object], chunk_frames: int = 8):
         self.path = Path(path)
@@ -220,6 +228,8 @@ class CaptureWriter:
         self._static: dict[str, np.ndarray] = {"version": np.int32(CAPTURE_VERSION)}
         self._buf: dict[str, list] = {k: [] for k in PER_FRAME_KEYS}
         self.frames_written = 0
+        self._chunk_starts: list[int] = []                       # first frame of each written chunk
+        self._cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()   # recent chunks by start
         self.update_static(**static)
 
     def update_static(self, **values) -> None:
@@ -232,19 +242,71 @@ class CaptureWriter:
             self._static[k] = a
         _atomic_savez(self.dir / "static.npz", self._static)
 
-    def append(self, **frame) -> None:
+    def _checked(self, frame: dict, row: int) -> dict[str, np.ndarray]:
+        """One frame's arrays in the file's dtypes (missing V2 keys defaulted); errors name ``row``."""
+        frame = dict(frame)
         frame.update(frame_defaults(frame) if "keypoints_2d" in frame else {})
         missing = set(PER_FRAME_KEYS) - set(frame)
         if missing:
             raise KeyError(f"frame lacks {sorted(missing)}")
+        out = {}
         for k, (_, dt) in PER_FRAME_KEYS.items():
             a = np.asarray(frame[k], dtype=dt)
             if a.dtype.kind == "f" and not np.isfinite(a).all():
-                raise ValueError(f"{self.path}: frame {self.frames_written + len(self._buf['valid'])} "
-                                 f"'{k}' is not finite")
+                raise ValueError(f"{self.path}: frame {row} '{k}' is not finite")
+            out[k] = a
+        return out
+
+    @property
+    def frames_appended(self) -> int:
+        """Frames appended so far (written in chunks or still buffered)."""
+        return self.frames_written + len(self._buf["valid"])
+
+    def append(self, **frame) -> None:
+        for k, a in self._checked(frame, self.frames_appended).items():
             self._buf[k].append(a)
         if len(self._buf["valid"]) >= self.chunk_frames:
             self.flush()
+
+    def rewrite(self, rows: Mapping[int, Mapping[str, np.ndarray]]) -> None:
+        """Replace frames already appended: ``rows`` maps a frame number (``0 <= row <
+        frames_appended``) to the same keys as :meth:`append`.  Buffered frames are replaced in
+        memory; each written chunk holding a row is written again once, whole, to a temporary name
+        and renamed over itself (a kill leaves it as it was or as rewritten).  A chunk that can no
+        longer be read raises :class:`ModelFileError` naming it."""
+        by_chunk: dict[int, dict[int, dict[str, np.ndarray]]] = {}
+        for row, frame in sorted(rows.items()):
+            if not 0 <= row < self.frames_appended:
+                raise IndexError(f"{self.path}: cannot rewrite frame {row}: {self.frames_appended} frames appended")
+            checked = self._checked(frame, row)
+            if row >= self.frames_written:
+                for k, a in checked.items():
+                    self._buf[k][row - self.frames_written] = a
+                continue
+            start = self._chunk_starts[bisect.bisect_right(self._chunk_starts, row) - 1]
+            by_chunk.setdefault(start, {})[row - start] = checked
+        for start, frames in by_chunk.items():
+            arrays = self._cache.pop(start, None)
+            n = self._chunk_len(start)
+            name = self.dir / f"chunk_{start:08d}_{n:05d}.npz"
+            if arrays is None:
+                arrays = load_npz(name, list(PER_FRAME_KEYS))
+            arrays = {k: v.copy() for k, v in arrays.items()}
+            for i, checked in frames.items():
+                for k, a in checked.items():
+                    arrays[k][i] = a
+            _atomic_savez(name, arrays)
+            self._remember(start, arrays)
+
+    def _chunk_len(self, start: int) -> int:
+        i = bisect.bisect_left(self._chunk_starts, start)
+        end = self._chunk_starts[i + 1] if i + 1 < len(self._chunk_starts) else self.frames_written
+        return end - start
+
+    def _remember(self, start: int, arrays: dict[str, np.ndarray]) -> None:
+        self._cache[start] = arrays
+        while len(self._cache) > self.CACHED_CHUNKS:
+            self._cache.popitem(last=False)
 
     def flush(self) -> None:
         n = len(self._buf["valid"])
@@ -252,6 +314,8 @@ class CaptureWriter:
             return
         arrays = {k: np.stack(v) for k, v in self._buf.items()}
         _atomic_savez(self.dir / f"chunk_{self.frames_written:08d}_{n:05d}.npz", arrays)
+        self._chunk_starts.append(self.frames_written)
+        self._remember(self.frames_written, arrays)
         self.frames_written += n
         self._buf = {k: [] for k in PER_FRAME_KEYS}
 
