@@ -286,3 +286,90 @@ def test_pipeline_cancel_keeps_frames_with_feet(tmp_path):
     part = cf.load_capture(e.value.partial_output)
     assert 40 <= part.num_frames < 81 and part["valid"].all()
     assert part["foot_contact"].any() and np.isfinite(part["transl"]).all()
+
+
+# --------------------------------------------------------------------------- written as they come, rewritten when locked
+@pytest.mark.parametrize("mode", ["interpolate", "hold"])
+def test_a_gap_filled_again_matches_the_streaming_fill(mode):
+    """``GapFiller.fill_gap`` (used when the feet stage locks a record next to a gap after the gap
+    was filled) gives what the streaming fill would have given with the changed records: leading,
+    short, long (> max_gap: blocks held while waiting, the rest interpolated) and trailing gaps."""
+    from model_runtime.capture.filters import GapFiller
+
+    rng = np.random.default_rng(3)
+    T = 40
+    valid = np.ones(T, bool)
+    valid[[0, 1]] = False
+    valid[5:8] = False
+    valid[12:25] = False                                            # 13 frames, max_gap 4
+    valid[37:] = False
+
+    def records(x, q):
+        return [dict(valid=bool(v), time=t / 30.0, x=x[t].copy(), q=q[t].copy()) for t, v in enumerate(valid)]
+
+    def streamed(recs):
+        f = GapFiller(mode, quat_keys=("q",), linear_keys=("x",), max_gap=4)
+        out = [o for r in recs for o in f.push(r)] + f.flush()
+        assert [id(o) for o in out] == [id(r) for r in recs]
+        return recs
+
+    def unit(a):
+        return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+    x0, q0 = rng.normal(size=(T, 3)), unit(rng.normal(size=(T, 2, 4)))
+    first = streamed(records(x0, q0))
+    x1, q1 = x0 + rng.normal(size=(T, 3)), unit(q0 + 0.3 * rng.normal(size=(T, 2, 4)))   # the records locked later
+    for r, x, q in zip(first, x1, q1):
+        if r["valid"]:
+            r["x"], r["q"] = x.copy(), q.copy()
+    f = GapFiller(mode, quat_keys=("q",), linear_keys=("x",), max_gap=4)
+    edges = np.flatnonzero(np.diff(np.r_[1, valid.astype(int), 1]))
+    for i, j in zip(edges[::2], edges[1::2]):
+        f.fill_gap(first[i:j], first[i - 1] if i else None, first[j] if j < T else None)
+    ref = streamed(records(x1, q1))
+    np.testing.assert_allclose([r["x"] for r in first], [r["x"] for r in ref], atol=1e-12)
+    np.testing.assert_allclose([r["q"] for r in first], [r["q"] for r in ref], atol=1e-12)
+
+
+def test_pipeline_writes_frames_as_they_come_and_rewrites_the_locked_span(tmp_path):
+    """With the feet stage on, every frame reported done is on disk but the unflushed chunk (as
+    without it), the frames it locks later are rewritten in place (the file ends as the final
+    records), and a gap next to a frame locked after the gap was filled is filled again from it."""
+    from model_runtime.capture.filters import slerp
+    from model_runtime.capture.pipeline import build_pipeline
+    from model_runtime.core.options import CaptureOptions
+    from tests.test_capture_orchestration import GreyFrames, ReplayDetector, _load_recording
+
+    out = tmp_path / "w.npz"
+    opts = CaptureOptions(device="cpu", face=False)
+    assert opts.feet
+    pipe = build_pipeline(opts, detector=ReplayDetector(drop_person={55, 56}))
+    first, recs, behind = {}, [], []
+
+    def on_frame(r):
+        first[r.index] = (r.quat.copy(), r.foot_contact.copy())
+        recs.append(r)
+
+    def on_progress(done, total, fps):
+        on_disk = sum(int(p.name.split("_")[2][:5]) for p in cf.partial_dir(out).glob("chunk_*.npz"))
+        behind.append(done - on_disk)
+
+    pipe.run(GreyFrames(_load_recording()), out, on_frame=on_frame, on_progress=on_progress)
+    assert max(behind) <= opts.chunk_frames - 1, max(behind)
+    cap = cf.load_capture(out)
+    legs = np.r_[F.HIPS, F.KNEES]
+    changed = [r.index for r in recs if not np.allclose(first[r.index][0][legs], r.quat[legs])]
+    assert len(changed) > 10                                         # locked after they were written ...
+    final = np.stack([r.quat for r in recs])
+    got = rotations.matrix_to_quat_wxyz(rotations.rot6d_to_matrix(cap["pose_6d"].astype(np.float64)))
+    got = np.where((got * final).sum(-1, keepdims=True) < 0, -got, got)
+    np.testing.assert_allclose(got, final, atol=2e-3)                # ... and rewritten where they are
+    np.testing.assert_array_equal(cap["foot_contact"], np.stack([r.foot_contact for r in recs]))
+    # the gap (frames 55-56, no person): filled from its neighbours as they are in the end
+    idx = {r.index: i for i, r in enumerate(recs)}
+    a, g, b = idx[54], [idx[55], idx[56]], idx[57]
+    assert not cap["valid"][g].any() and cap["valid"][[a, b]].all()
+    assert 54 in changed or 57 in changed                            # a neighbour was locked after the fill
+    w = np.array([1 / 3, 2 / 3])[:, None]
+    np.testing.assert_allclose(np.stack([recs[i].quat for i in g]), slerp(final[a][None], final[b][None], w),
+                               atol=1e-9)

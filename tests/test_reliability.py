@@ -8,6 +8,7 @@ replacing what was captured, a damaged chunk skipping only itself), the real ``s
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -263,6 +264,36 @@ def test_recover_without_static_names_the_folder(tmp_path):
         recover(tmp_path / "x.npz")
 
 
+def _frame(x: float) -> dict:
+    """A minimal capture-file frame whose translation is ``(x, 0, 0)``."""
+    return dict(pose_6d=np.zeros((52, 6)), transl=np.array([x, 0.0, 0.0]), valid=True, keypoints_2d=np.zeros((1, 3)),
+                keypoints_3d=np.zeros((1, 3)), face_expression=np.zeros(0), face_sh=np.zeros(27))
+
+
+def test_writer_rewrites_written_and_buffered_frames_in_place(tmp_path):
+    """The feet stage's mechanism: a frame already written is written again where it is; the chunk
+    keeps its name (a kill sees the old or the new chunk, whole); a frame not appended is refused."""
+    out = tmp_path / "rw.npz"
+    w = CaptureWriter(out, static=dict(fps=np.float32(30)), chunk_frames=4)
+    for i in range(10):                                   # chunks 0-3 and 4-7 on disk, 8-9 buffered
+        w.append(**_frame(i))
+    names = sorted(p.name for p in partial_dir(out).glob("chunk_*.npz"))
+    w._cache.clear()                                      # chunk 0 and 4 read back from disk
+    w.rewrite({1: _frame(101), 5: _frame(105), 6: _frame(106), 9: _frame(109)})
+    assert sorted(p.name for p in partial_dir(out).glob("chunk_*.npz")) == names
+    assert not list(partial_dir(out).glob("*.tmp"))
+    with pytest.raises(IndexError, match="frame 10"):
+        w.rewrite({10: _frame(110)})
+    with pytest.raises(ValueError, match="frame 2 'transl' is not finite"):
+        w.rewrite({2: _frame(np.nan)})
+    w.rewrite({2: _frame(102)})                           # from the chunk kept in memory
+    kill = tmp_path / "kill"                              # what a kill now would leave: the chunks on disk
+    shutil.copytree(partial_dir(out), partial_dir(kill.with_suffix(".npz")))
+    np.testing.assert_array_equal(np.load(recover(kill.with_suffix(".npz")))["transl"][:, 0],
+                                  [0, 101, 102, 3, 4, 105, 106, 7])
+    np.testing.assert_array_equal(np.load(w.close())["transl"][:, 0], [0, 101, 102, 3, 4, 105, 106, 7, 8, 109])
+
+
 # ------------------------------------------------------------------ 3: SIGTERM stops like Ctrl-C, per-clip values kept
 def _wait_for_chunks(out: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> None:
     end = time.monotonic() + timeout
@@ -276,10 +307,9 @@ def _wait_for_chunks(out: Path, n: int, proc: subprocess.Popen, timeout: float =
 
 def test_capture_stopped_by_sigterm_keeps_frames_and_per_clip_values(tmp_path):
     out = tmp_path / "term.npz"
-    # --no-feet: the feet stage holds ~3.5 s of frames (longer than this 81-frame clip) before writing
-    # chunks, so without it the chunks appear one by one; the feet stage's cancel path: tests/test_feet.py
-    proc = subprocess.Popen([sys.executable, "-m", "model_runtime", "capture", str(CLIP), "-o", str(out), "--quiet",
-                             "--no-feet"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    # the feet stage on (the default): it writes frames as they come and rewrites the span it locks
+    proc = subprocess.Popen([sys.executable, "-m", "model_runtime", "capture", str(CLIP), "-o", str(out), "--quiet"],
+                            cwd=REPO, stderr=subprocess.PIPE, text=True)
     _wait_for_chunks(out, 5, proc)                       # 40 frames: past the 30-frame shape window
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=120)[1]
@@ -287,6 +317,8 @@ def test_capture_stopped_by_sigterm_keeps_frames_and_per_clip_values(tmp_path):
     cap = load_capture(out)
     assert 40 <= cap.num_frames < 81 and str(out) in err
     assert np.abs(cap["betas"]).sum() > 0 and cap["scale"] != 1.0 and np.abs(cap["face_identity"]).sum() > 0
+    # the feet stage's open span was decided on the way out: labelled, on a ground plane
+    assert cap["foot_contact"].any() and cap["ground_plane"].any()
 
 
 def test_serve_survives_bad_lines_and_sigterm_keeps_the_job(tmp_path):
@@ -297,7 +329,7 @@ def test_serve_survives_bad_lines_and_sigterm_keeps_the_job(tmp_path):
         events = iter(proc.stdout.readline, b"")
         assert P.decode(next(events))["event"] == "hello"
         proc.stdin.write(P.encode(P.request("capture", id="c", source=str(CLIP), output=str(out),
-                                            options={"face": False, "feet": False})))
+                                            options={"face": False})))   # the feet stage on (the default)
         proc.stdin.flush()
         bad = [b"\xff\xfe\n", b"[" * 200000 + b"]" * 200000 + b"\n", b'{"cmd": ["capture"]}\n',
                b'{"cmd": "capture", "id": "x", "source": 1.5, "output": "o.npz"}\n', b"1e999999\n"]
@@ -319,7 +351,7 @@ def test_serve_survives_bad_lines_and_sigterm_keeps_the_job(tmp_path):
         assert done and done[0]["cancelled"] and done[0]["output"] == str(out)
         assert proc.wait(60) == EXIT_CANCELLED
         cap = load_capture(out)
-        assert cap.num_frames >= 40 and np.abs(cap["betas"]).sum() > 0
+        assert cap.num_frames >= 40 and np.abs(cap["betas"]).sum() > 0 and cap["foot_contact"].any()
     finally:
         if proc.poll() is None:
             proc.kill()
