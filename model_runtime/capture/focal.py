@@ -27,8 +27,9 @@ from ..core.options import DEFAULT_FOV_DEG
 from ..core.rotations import axis_angle_to_matrix
 from ..geometry.camera import intrinsics_from_fov, load_calibration
 
-#: ``camera_source`` values: a calibration file, ``--fov``, the per-clip estimate, the default field of view
-CAMERA_SOURCES: Final[tuple[str, ...]] = ("calibration", "fov", "estimated", "default")
+#: ``camera_source`` values: a calibration file, ``--fov``, the file's own metadata (:mod:`.lens`: EXIF,
+#: QuickTime), the per-clip estimate, the default field of view
+CAMERA_SOURCES: Final[tuple[str, ...]] = ("calibration", "fov", "metadata", "estimated", "default")
 #: estimates are kept within these fields of view (degrees across the longer image side)
 FOV_RANGE_DEG: Final[tuple[float, float]] = (20.0, 110.0)
 #: an estimate is used when the posterior standard deviation of log f is below this
@@ -57,13 +58,18 @@ class ClipCamera:
 
 
 def clip_camera(image_size: tuple[int, int], fov: float | None, calibration: str | None,
-                estimate: bool) -> ClipCamera:
-    """The camera of a clip: the calibration, else ``fov``, else the default field of view, to be
+                estimate: bool, metadata_focal: float | None = None) -> ClipCamera:
+    """The camera of a clip: the calibration, else ``fov``, else the focal of the file's metadata
+    (``metadata_focal`` px, principal point at the centre), else the default field of view, to be
     replaced by the per-clip estimate when ``estimate``."""
     if calibration:
         return ClipCamera(load_calibration(calibration, image_size), "calibration")
     if fov is not None:
         return ClipCamera(intrinsics_from_fov(image_size, fov), "fov")
+    if metadata_focal is not None:
+        cam = ClipCamera(intrinsics_from_fov(image_size, DEFAULT_FOV_DEG), "metadata")
+        cam.set_focal(metadata_focal, "metadata")
+        return cam
     return ClipCamera(intrinsics_from_fov(image_size, DEFAULT_FOV_DEG), "default", pending=estimate)
 
 

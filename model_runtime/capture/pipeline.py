@@ -143,7 +143,8 @@ class CapturePipeline:
         """Camera, face and detector reset for a new clip; its state and its output file."""
         opts = self.options
         live = source.is_live if live is None else live
-        camera = clip_camera(source.image_size, opts.fov, opts.calibration, estimate=opts.align and not live)
+        camera = clip_camera(source.image_size, opts.fov, opts.calibration, estimate=opts.align and not live,
+                             metadata_focal=source.focal_px)
         K = camera.K
         align = None
         if opts.align:

@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from ..core.errors import InputMissingError, InputUnreadableError, SourceLostError
+from . import lens
 
 IMAGE_EXTENSIONS: Final[frozenset[str]] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -85,6 +86,8 @@ class FrameSource(ABC):
             ``None`` when unknown in advance (cameras without ``end``).
         is_live: True for cameras.
         start: index of the first frame yielded.
+        focal_px: the focal length (px of the yielded images) the file's own metadata gives
+            (:mod:`.lens`: EXIF, QuickTime), None when it gives none; ``focal_note`` says what was found.
     """
 
     description: str
@@ -93,6 +96,8 @@ class FrameSource(ABC):
     num_frames: int | None
     is_live: bool = False
     start: int = 0
+    focal_px: float | None = None
+    focal_note: str = "no metadata"
 
     @abstractmethod
     def __iter__(self) -> Iterator[Frame]: ...
@@ -186,6 +191,7 @@ class VideoSource(FrameSource):
                 f"{self.path}: cannot decode {where} (zero decodable frames: unsupported codec or "
                 "corrupt file)")
         self._first: np.ndarray | None = first
+        self.focal_px, self.focal_note = lens.focal_from_video(self.path, self.image_size)
 
     def _upright(self, img: np.ndarray) -> np.ndarray:
         code = _ROTATE_CODES.get(self.rotation)
@@ -250,6 +256,7 @@ class ImageFolderSource(FrameSource):
         first = self._read(self.start)
         self.image_size = (first.shape[1], first.shape[0])
         self._first: np.ndarray | None = first
+        self.focal_px, self.focal_note = lens.focal_from_image(files[self.start], self.image_size)
 
     def _read(self, i: int) -> np.ndarray:
         f = self.files[i]

@@ -113,7 +113,8 @@ STATIC_KEYS: Final[tuple[str, ...]] = (
     "body_model", "face_model", "camera_source", "ground_plane",
 )
 #: static keys that older files lack, and the value they load with.  ``camera_source``: where
-#: ``camera_K`` comes from: "calibration" (a file), "fov" (given), "estimated" (per clip), "default";
+#: ``camera_K`` comes from: "calibration" (a file), "fov" (given), "metadata" (EXIF / QuickTime focal of
+#: the source file), "estimated" (per clip), "default";
 #: ``ground_plane`` zeros: no plane
 STATIC_DEFAULTS: Final[dict[str, object]] = {"camera_source": "default", "ground_plane": (0.0, 0.0, 0.0, 0.0)}
 REQUIRED_KEYS: Final[tuple[str, ...]] = STATIC_KEYS + tuple(PER_FRAME_KEYS)

@@ -131,8 +131,9 @@ class CaptureOptions:
     body_model: str = _opt("builtin", "'builtin' or an official SMPL-H .npz/.pkl")
     face_model: str = _opt("builtin", "'builtin' or a Basel face model file")
     fov: float | None = _opt(None, f"camera field of view in degrees across the longer image side (default: "
-                                   f"estimated per clip by the image-aligned fit; {DEFAULT_FOV_DEG:g} when it "
-                                   f"cannot be, e.g. live or with --no-align)", group="camera")
+                                   f"the file's focal metadata (EXIF, QuickTime), else estimated per clip by "
+                                   f"the image-aligned fit; {DEFAULT_FOV_DEG:g} when it cannot be, e.g. live or "
+                                   f"with --no-align)", group="camera")
     calibration: str | None = _opt(None, "camera calibration file (.json with K or fx/fy/cx/cy, OpenCV "
                                          ".yml/.xml, .npz); overrides --fov", group="camera")
     smoothing: SmoothingConfig = _opt(SmoothingConfig(), "One Euro smoothing", cli=False)
