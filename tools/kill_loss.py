@@ -3,8 +3,9 @@
 Runs the real ``model_runtime serve`` on a clip, kills it with SIGKILL when its ``progress``
 events report ``K`` frames done (several K), recovers the capture and prints, per kill, the
 frames reported done, the frames recovered, and whether the per-clip values (betas, scale,
-face identity) survived.  "Lost" = reported done - recovered (the frames an animator saw
-counted in the panel but does not get back).
+face identity) survived, and the feet stage's output (contact labels, ground plane) that was on
+disk.  "Lost" = reported done - recovered (the frames an animator saw counted in the panel but does
+not get back).  The feet stage is on unless ``--no-feet``.
 
     .venv/bin/python tools/kill_loss.py samples/demo_clip.mp4 --at 35 45 55 65 75
 """
@@ -28,7 +29,7 @@ from model_runtime.core import protocol as P  # noqa: E402
 from model_runtime.core.capture_file import load_capture  # noqa: E402
 
 
-def one_kill(video: str, at: int, out: Path, face: bool) -> dict:
+def one_kill(video: str, at: int, out: Path, face: bool, feet: bool = True) -> dict:
     proc = subprocess.Popen([sys.executable, "-m", "model_runtime", "serve", "--log-level", "WARNING"], cwd=REPO,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     reported = 0
@@ -36,7 +37,7 @@ def one_kill(video: str, at: int, out: Path, face: bool) -> dict:
         events = iter(proc.stdout.readline, b"")
         P.decode(next(events))
         proc.stdin.write(P.encode(P.request("capture", id="k", source=video, output=str(out),
-                                            options={"face": face})))
+                                            options={"face": face, "feet": feet})))
         proc.stdin.flush()
         for line in events:
             ev = P.decode(line)
@@ -53,7 +54,8 @@ def one_kill(video: str, at: int, out: Path, face: bool) -> dict:
     return dict(kill_at_reported=reported, recovered=cap.num_frames, lost=reported - cap.num_frames,
                 lost_s=round((reported - cap.num_frames) / float(cap["fps"]), 3),
                 betas_kept=bool(np.abs(cap["betas"]).sum() > 0), scale=round(float(cap["scale"]), 4),
-                identity_kept=bool(cap["face_identity"].size and np.abs(cap["face_identity"]).sum() > 0))
+                identity_kept=bool(cap["face_identity"].size and np.abs(cap["face_identity"]).sum() > 0),
+                contact_frames=int(cap["foot_contact"].any(1).sum()), ground_plane=bool(cap["ground_plane"].any()))
 
 
 def main() -> int:
@@ -61,13 +63,15 @@ def main() -> int:
     p.add_argument("video")
     p.add_argument("--at", type=int, nargs="+", default=[35, 45, 55, 65, 75])
     p.add_argument("--no-face", action="store_true")
+    p.add_argument("--no-feet", action="store_true", help="capture without the feet stage")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for i, at in enumerate(args.at):
-            rows.append(one_kill(str(Path(args.video).resolve()), at, Path(d) / f"k{i}.npz", not args.no_face))
+            rows.append(one_kill(str(Path(args.video).resolve()), at, Path(d) / f"k{i}.npz", not args.no_face,
+                                 not args.no_feet))
             print(json.dumps(rows[-1]), flush=True)
-    print(json.dumps(dict(kills=len(rows), max_lost_frames=max(r["lost"] for r in rows),
+    print(json.dumps(dict(kills=len(rows), feet=not args.no_feet, max_lost_frames=max(r["lost"] for r in rows),
                           max_lost_s=max(r["lost_s"] for r in rows),
                           per_clip_values_kept=all(r["betas_kept"] and r["identity_kept"] for r in rows))))
     return 0

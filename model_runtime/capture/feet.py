@@ -344,6 +344,28 @@ def ankle_height_above_soles(body, betas: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- the stage
+class _Rows:
+    """Per-frame values of a clip in one growing array (capacity doubled when full): ``extend``
+    adds ``(n, *shape)`` rows, ``a`` is the ``(len, *shape)`` view of those added."""
+
+    def __init__(self, shape: tuple, dtype=np.float64):
+        self._buf = np.zeros((256, *shape), dtype)
+        self.n = 0
+
+    def extend(self, rows: np.ndarray) -> None:
+        m = len(rows)
+        if self.n + m > len(self._buf):
+            grown = np.zeros((max(2 * len(self._buf), self.n + m), *self._buf.shape[1:]), self._buf.dtype)
+            grown[:self.n] = self._buf[:self.n]
+            self._buf = grown
+        self._buf[self.n:self.n + m] = rows
+        self.n += m
+
+    @property
+    def a(self) -> np.ndarray:
+        return self._buf[:self.n]
+
+
 class FootStage:
     """Contact labels, ground plane, foot locking and root depth of one clip's records
     (:meth:`push` in file order, :meth:`flush` at the end).
@@ -400,11 +422,11 @@ class FootStage:
         self._final = 0                             # frames before this one are decided (final)
         self._revised: list = []                    # records changed after they were handed on
         # per-frame history (all frames of the clip: a few numbers each)
-        self._pos: list[np.ndarray] = []            # (2, 3) raw ankles in camera space (0 where invalid)
-        self._seen: list[np.ndarray] = []           # (2,) bool
-        self._dist: list[float] = []                # the root's distance from the camera (0: no person)
-        self._kp: list[np.ndarray] = []             # (2, 3, 2) px and (2, 3) visibility of the feet
-        self._vis: list[np.ndarray] = []
+        self._pos = _Rows((2, 3))                   # raw ankles in camera space (0 where invalid)
+        self._seen = _Rows((2,), bool)
+        self._dist = _Rows(())                      # the root's distance from the camera (0: no person)
+        self._kp = _Rows((2, 3, 2))                 # px and visibility of the feet's keypoints
+        self._vis = _Rows((2, 3))
         self._labels = np.zeros((0, 2), bool)       # contact of the first len(_labels) frames (final)
         self._last_fit = 0
         self._rest_cache: tuple | None = None
@@ -419,45 +441,46 @@ class FootStage:
     @property
     def undecided(self) -> int:
         """Frames handed on whose labels and lock are not final yet (offline)."""
-        return len(self._pos) - self._final
+        return self._pos.n - self._final
 
     # -------------------------------------------------------------- input
-    def _add(self, recs) -> None:
-        rows = FOOT_ROWS
-        for r in recs:
-            ok = bool(r.valid and r.joints is not None)
-            if ok:
-                vis = np.asarray(r.keypoint_visibility, np.float64)[rows]
-                legs = np.asarray(r.joint_confidence)[_LEG_JOINTS] > 0
-                self._kp.append(np.asarray(r.body_2d)[rows, :2])
-                self._vis.append(vis)
-                self._seen.append((vis >= SEEN).all(-1) & legs.all(-1))
-                self._pos.append(r.joints[ANKLES] + r.transl)
-                self._dist.append(float(np.linalg.norm(np.asarray(r.transl, np.float64))))
-                if r.scale is not None and r.betas is not None:
-                    self._ankle_h = float(r.scale) * self.ankle_height(r.betas)
-            else:
-                self._kp.append(np.zeros((2, 3, 2)))
-                self._vis.append(np.zeros((2, 3)))
-                self._seen.append(np.zeros(2, bool))
-                self._pos.append(np.zeros((2, 3)))
-                self._dist.append(0.0)
+    def _add(self, recs: list) -> None:
+        """Append the feet's values of ``recs`` to the history, all records at once."""
+        n = len(recs)
+        ok = np.array([bool(r.valid and r.joints is not None) for r in recs], bool)
+        kp, vis, seen = np.zeros((n, 2, 3, 2)), np.zeros((n, 2, 3)), np.zeros((n, 2), bool)
+        pos, dist = np.zeros((n, 2, 3)), np.zeros(n)
+        R = [r for r, o in zip(recs, ok) if o]
+        if R:
+            v = np.stack([np.asarray(r.keypoint_visibility, np.float64) for r in R])[:, FOOT_ROWS]
+            legs = (np.stack([np.asarray(r.joint_confidence) for r in R])[:, _LEG_JOINTS] > 0).all(-1)
+            t = np.stack([np.asarray(r.transl, np.float64) for r in R])
+            kp[ok] = np.stack([np.asarray(r.body_2d) for r in R])[:, FOOT_ROWS, :2]
+            vis[ok] = v
+            seen[ok] = (v >= SEEN).all(-1) & legs
+            pos[ok] = np.stack([r.joints[ANKLES] for r in R]) + t[:, None]
+            dist[ok] = np.linalg.norm(t, axis=-1)
+            shaped = [r for r in R if r.scale is not None and r.betas is not None]
+            if shaped:
+                self._ankle_h = float(shaped[-1].scale) * self.ankle_height(shaped[-1].betas)
+        for rows, new in ((self._kp, kp), (self._vis, vis), (self._seen, seen), (self._pos, pos), (self._dist, dist)):
+            rows.extend(new)
         self._recs.extend(recs)
 
     def _speeds(self, lo: int, hi: int) -> np.ndarray:
         """Image speeds of frames ``lo..hi-1`` (from frames ``lo-speed_half..hi-1+speed_half`` where they exist)."""
         k = self.speed_half
-        a, b = max(lo - k, 0), min(hi + k, len(self._kp))
-        kp, vis = np.stack(self._kp[a:b]), np.stack(self._vis[a:b])
-        depth = np.stack(self._pos[a:b])[..., 2]
+        a, b = max(lo - k, 0), min(hi + k, self._kp.n)
+        kp, vis = self._kp.a[a:b], self._vis.a[a:b]
+        depth = self._pos.a[a:b, :, 2]
         return foot_image_speed(kp, vis, depth, float(self.K()[0, 0]), self.fps, k)[lo - a:hi - a]
 
     def _fit_plane(self, final: bool) -> None:
-        n = len(self._pos)
+        n = self._pos.n
         if n == 0 or (not final and n - self._last_fit < self.refit
                       and (self.plane is not None or n >= self.hold + self.refit)):
             return                      # (no plane by the end of the hold: tried again every refit)
-        pos, seen = np.stack(self._pos), np.stack(self._seen)
+        pos, seen = self._pos.a, self._seen.a
         L = len(self._labels)
         if self.plane is not None and self._labels[:L].any():
             use = self._labels                                        # contact frames
@@ -473,32 +496,27 @@ class FootStage:
 
     def _contacts(self, lo: int, hi: int, init) -> np.ndarray:
         """Contact ``(hi - lo, 2)`` of frames ``lo..hi-1`` under the current plane, hysteresis from ``init``."""
-        pos = np.stack(self._pos[lo:hi])
-        height = pos @ self.plane[:3] + self.plane[3]
-        return contact_labels(height, self._speeds(lo, hi), np.stack(self._seen[lo:hi]), init)
+        height = self._pos.a[lo:hi] @ self.plane[:3] + self.plane[3]
+        return contact_labels(height, self._speeds(lo, hi), self._seen.a[lo:hi], init)
 
-    def _label(self, final: bool) -> None:
-        """Labels of the frames whose neighbours are known (all when ``final``)."""
-        if self.plane is None:
-            return
-        lo, hi = len(self._labels), len(self._pos) - (0 if final or self.live else self.speed_half)
-        if hi <= lo:
-            return
-        init = self._labels[-1] if lo else False
-        self._labels = np.concatenate([self._labels, self._contacts(lo, hi, init)])
+    def _label(self, final: bool) -> np.ndarray:
+        """Final labels of the frames whose neighbours are known (all when ``final``, or live);
+        -> the provisional contact ``(n - len(_labels), 2)`` of the frames after them, from the image
+        speed over the frames there are (one hysteresis pass: the final labels are its first rows)."""
+        n, lo = self._pos.n, len(self._labels)
+        if self.plane is None or n <= lo:
+            return np.zeros((n - lo, 2), bool)
+        hi = max(n - (0 if final or self.live else self.speed_half), lo)
+        c = self._contacts(lo, n, self._labels[-1] if lo else False)
+        self._labels = np.concatenate([self._labels, c[:hi - lo]])
+        return c[hi - lo:]
 
-    def _provisional(self, recs: list) -> None:
-        """Contact labels of the newest records as known now: the final ones where they exist, else
-        from the frames so far (the image speed over fewer frames after them)."""
-        n, L = len(self._pos), len(self._labels)
+    def _provisional(self, recs: list, provisional: np.ndarray) -> None:
+        """Contact labels of the newest records ``recs`` as known now: the final ones where they
+        exist, else ``provisional`` (of the frames after the final labels)."""
+        n, L = self._pos.n, len(self._labels)
         lo = n - len(recs)
-        c = np.zeros((n - min(lo, L), 2), bool)                       # frames min(lo, L)..n-1
-        if self.plane is not None:
-            base = min(lo, L)
-            c[:L - base] = self._labels[base:L]
-            if L < n:
-                c[L - base:] = self._contacts(L, n, self._labels[-1] if L else False)
-        c = c[lo - min(lo, L):]
+        c = np.concatenate([self._labels[lo:L], provisional[max(lo - L, 0):]])
         for r, ci in zip(recs, c):
             r.foot_contact = ci.copy()
 
@@ -513,16 +531,18 @@ class FootStage:
     def push(self, recs) -> list:
         """Add the next records (file order); -> the records to hand on (offline: all of them, at once)."""
         recs = list(recs)
+        if not recs:
+            return recs
         self._add(recs)
         self._fit_plane(final=False)
-        self._label(final=False)
+        provisional = self._label(final=False)
         if self.live:                                   # decided now, before they are handed on
-            self._decide(len(self._pos))
+            self._decide(self._pos.n)
             return recs
-        self._provisional(recs)
+        self._provisional(recs, provisional)
         if self.plane is None:
-            if len(self._pos) >= self.hold:
-                self._revise(self._decide(len(self._pos)))          # no plane (feet unseen): as they are
+            if self._pos.n >= self.hold:
+                self._revise(self._decide(self._pos.n))             # no plane (feet unseen): as they are
         elif len(self._labels) - self.need - self._final >= LOCK_BLOCK:
             self._revise(self._decide(len(self._labels) - self.need))
         return recs
@@ -531,7 +551,7 @@ class FootStage:
         """The clip's end (or a cancel): decide every open frame; -> the records not handed on yet (none)."""
         self._fit_plane(final=True)
         self._label(final=True)
-        changed = self._decide(len(self._pos))
+        changed = self._decide(self._pos.n)
         if not self.live:
             self._revise(changed)
         return []
@@ -612,7 +632,7 @@ class FootStage:
         """Lock the planted feet of frames ``a..b-1`` (``recs``) and correct the root along its ray;
         -> the records moved."""
         s, e = max(a - self.need - self.depth_window, 0), len(self._labels)
-        pos = np.stack(self._pos[s:e])
+        pos = self._pos.a[s:e]
         lab = self._labels[s:e]
         plan = [lock_plan(lab[:, f], pos[:, f], self.blend, self.half_window) for f in range(2)]
         w = np.stack([p[0] for p in plan], 1)                          # (n, 2)
@@ -629,7 +649,7 @@ class FootStage:
         target = target - across * (1.0 - np.minimum(1.0, MAX_IMAGE_OFFSET_M / np.maximum(n_across, 1e-12)))
         if self.live:                                                  # nothing after the span is known
             w = np.where(lab, 1.0, 0.0)
-        dist = np.asarray(self._dist[s:e])
+        dist = self._dist.a[s:e]
         ok = dist > 0                                                  # frames with a person
         corr = np.where(ok, root_correction(w, dist, self.max_gap), 0.0)
         if self.root_sigma > 0:                                        # smoothed over frames with a person
