@@ -138,6 +138,9 @@ def test_weights_round_trip(tmp_path, face_model):
         out = ref.split(ref(to_input(crops)))
     assert np.allclose(a.expression, out["expression"].numpy(), atol=1e-4)
     assert np.allclose(a.sh, out["sh"].numpy(), atol=1e-4)
+    # the inference path (folded BatchNorm, channels-last trace) gives the plain module's outputs
+    for k in ("identity", "rot6d", "uv", "log_scale"):
+        assert np.allclose(getattr(a, k), out[k].numpy(), atol=1e-4), k
     assert a.identity.shape == (2, face_model.sizes["identity"])
 
 

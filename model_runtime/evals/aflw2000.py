@@ -7,7 +7,9 @@ single-image mode), ``net`` (:class:`face.facenet.FaceNet` on the detection's fa
 :class:`face.tracker.FaceTracker` with the identity free, run to convergence) or ``track`` (that landmark
 fit from a similarity pose and the mean face, for reference), and read the 68 landmarks off the mesh.
 ``ms_per_face``: the face step alone (detection excluded); ``net_ms_per_face`` (net modes): FaceNet alone
-(crop + network + pose), median over the images.  ``nme``: the standard AFLW2000-3D NME (3DDFA, PRNet):
+(crop + network + pose), median over the images of the median over ``--timing-repeats`` runs, wall clock;
+``net_cpu_ms_per_face``: the same as CPU time of the calling thread (torch runs on it with one thread; what
+the other processes of a loaded machine take is not counted).  ``nme``: the standard AFLW2000-3D NME (3DDFA, PRNet):
 mean 2D point error over the 68 points divided by ``sqrt(w * h)`` of the ground-truth landmark box, in %,
 averaged over the images (``nme_median``: the median over images; ``nme_interocular``: divided by the
 outer eye-corner distance instead, 300W's normaliser, for comparison only).  Reported overall, per iBUG
@@ -47,6 +49,8 @@ def add_arguments(parser) -> None:
                              "landmark fit from a similarity pose (track)")
     parser.add_argument("--timing-repeats", type=int, default=1,
                         help="run FaceNet N times per face and report the median as net_ms_per_face (default 1)")
+    parser.add_argument("--facenet-plain", action="store_true",
+                        help="run FaceNet as the plain module (no channels-last trace), to compare its speed")
     parser.add_argument("--facenet-weights", type=Path, default=None,
                         help="FaceNet .pt (default: the shipped weights of the face model)")
     add_detector_arguments(parser)
@@ -151,7 +155,7 @@ class FaceEstimator:
         from ..face.tracker import FaceTracker, FaceTrackerConfig
 
         self.mode, self.fitter, self.net = mode, fitter, facenet
-        self.repeats, self.net_ms, self.extra_s = 1, [], 0.0
+        self.repeats, self.net_ms, self.net_cpu_ms, self.extra_s = 1, [], [], 0.0
         # net+fit / track: the capture's landmark fit (LM, identity free) run to convergence from FaceNet's
         # start (net+fit) or from a similarity pose and the mean face (track)
         self.tracker = FaceTracker(fitter.model, correspondence=fitter.corr, expression_range=fitter.expression_range,
@@ -168,12 +172,14 @@ class FaceEstimator:
         H, W = image.shape[:2]
         K = intrinsics(W, H, self.fitter.focal_px)
         box = np.asarray(face_box, np.float64)[None]
-        times = []
+        times, cpu = [], []
         for _ in range(max(1, self.repeats)):              # FaceNet alone: crop + network + pose
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             pred, R, t = self.net.predict(image, box, K)
             times.append(time.perf_counter() - t0)
+            cpu.append(time.thread_time() - c0)
         self.net_ms.append(1000.0 * float(np.median(times)))
+        self.net_cpu_ms.append(1000.0 * float(np.median(cpu)))
         self.extra_s += sum(times[1:])                     # the timing repeats are not part of ms_per_face
         return pred, R[0], t[0], K
 
@@ -263,6 +269,7 @@ def evaluate(dirpath: Path, detector, fitter, limit: int = 0, reannotated=None) 
            "fit_ms_per_image": 1000.0 * t_fit / max(1, len(fit_err))}
     if fitter.net_ms:
         out["net_ms_per_face"] = float(np.median(fitter.net_ms))
+        out["net_cpu_ms_per_face"] = float(np.median(fitter.net_cpu_ms))
     out["per_image"] = per_image
     if re_fit:
         out["reannotated"] = {"fit": float(np.mean(re_fit)), "mediapipe68": float(np.mean(re_mp)),
@@ -295,7 +302,7 @@ def run(args) -> int:
     if args.face in ("net", "net+fit"):
         from ..face.facenet import FaceNet
 
-        net = FaceNet(face_model, device=args.device, weights=args.facenet_weights)
+        net = FaceNet(face_model, device=args.device, weights=args.facenet_weights, optimise=not args.facenet_plain)
     detector = detector_from_options(args)
     try:
         est = FaceEstimator(args.face, fitter, net)
@@ -321,5 +328,6 @@ def run(args) -> int:
         print(f"  re-annotated GT:    {r['fit']:.2f} %   MediaPipe 68: {r['mediapipe68']:.2f} %")
     print(f"  face time {out['ms_per_face']:.1f} ms/face (detection excluded)")
     if "net_ms_per_face" in out:
-        print(f"  FaceNet alone (crop + network + pose) {out['net_ms_per_face']:.2f} ms/face (median)")
+        print(f"  FaceNet alone (crop + network + pose) {out['net_ms_per_face']:.2f} ms/face (median; CPU time "
+              f"of the thread {out['net_cpu_ms_per_face']:.2f} ms)")
     return 0
