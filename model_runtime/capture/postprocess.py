@@ -63,6 +63,13 @@ class MotionPostprocessor:
         self.rot_filter = RotationFilter(o.smoothing)
         self.transl_filter = OneEuroFilter(o.smoothing, group_last_axis=True)
         self.expr_filter = OneEuroFilter(expression_smoothing(o.smoothing))
+        # offline: the expression is smoothed without lag (centred, face/smoothing.py), not by the One Euro
+        self.expr_centred = None
+        if not live and face and o.smoothing.enabled:
+            from ..face.smoothing import CentredExpressionSmoother, expression_sigma_s
+
+            self.expr_centred = CentredExpressionSmoother(
+                expression_sigma_s(o.smoothing.min_cutoff, SmoothingConfig().min_cutoff))
         # body gaps (no person) and face gaps (frames without a tracked face)
         self.body_gaps = GapFiller(o.fill, quat_keys=("quat",), linear_keys=("transl",), max_gap=o.max_gap,
                                    lookahead=not live)
@@ -87,7 +94,10 @@ class MotionPostprocessor:
                 self._last_transl = valid[-1].transl
         if self.feet is not None:                    # planted feet locked before the gaps are filled
             recs = self.feet.push(self._with_shape(recs))
-        return self._fill(recs)
+        return self._centre_face(self._fill(recs))
+
+    def _centre_face(self, recs: list[FrameRecord]) -> list[FrameRecord]:
+        return recs if self.expr_centred is None else self.expr_centred.push(recs)
 
     def _with_shape(self, recs: list[FrameRecord]) -> list[FrameRecord]:
         for r in recs:
@@ -115,7 +125,8 @@ class MotionPostprocessor:
         out = self._fill(recs)
         for rec in self.face_gaps.flush():
             out += self.body_gaps.push(rec)
-        return out + self.body_gaps.flush()
+        out = self._centre_face(out + self.body_gaps.flush())
+        return out if self.expr_centred is None else out + self.expr_centred.flush()
 
     def _translate(self, valid: list[FrameRecord]) -> None:
         """Posed joints (``rec.joints``, scaled) and the translation (Eq. 14, ``rec.transl``; the
@@ -155,5 +166,5 @@ class MotionPostprocessor:
             r.quat = rotations.matrix_to_quat_wxyz(r.rot)
             r.transl = np.zeros(3) if self._last_transl is None else self._last_transl.copy()
             r.joints = None
-        if r.face_ok and self.face:
+        if r.face_ok and self.face and self.expr_centred is None:
             r.expression = self.expr_filter(r.expression, r.time)
