@@ -302,6 +302,39 @@ def test_numpy_path_equals_torch_path(solver, real_poses, kin_body, kin_hand):
         np.testing.assert_allclose(fast[k], ref[k], atol=2e-4, err_msg=k)
 
 
+def test_numpy_path_on_real_detections_batch_1_and_4(solver):
+    """The batch-1 path the live capture runs (and the offline capture's batches of 4) on real
+    MediaPipe Holistic 3D keypoints (tests/data/demo_clip_detections.npz, recorded from
+    samples/demo_clip.mp4; frames with a missing hand included) gives the torch modules' outputs
+    to float32 rounding: the fast path changes the speed, not the result."""
+    from pathlib import Path
+
+    from model_runtime.ik.inference import IKSolver
+
+    d = np.load(Path(__file__).parent / "data" / "demo_clip_detections.npz")
+    ok = d["person"]
+    kp, conf = d["body_3d"][ok].astype(np.float32), d["body_2d"][ok, :, 2].astype(np.float32)
+    hk = np.nan_to_num(d["hands_3d"][ok]).astype(np.float32)
+    hc = np.repeat(np.nan_to_num(d["hands_conf"][ok])[..., None], 21, -1).astype(np.float32)
+    assert (hc[:, :, 0] == 0).any() and (hc[:, :, 0] > 0).any()       # both cases: a hand seen, a hand missing
+    conf[::7, 0] = 0                                                   # some frames without a pelvis (fallback frame)
+    torch_only = IKSolver("cpu", numpy_max_batch=0)
+    ref_b, ref_h = torch_only.solve_body(kp, conf), torch_only.solve_hands_full(hk, hc)
+    for B in (1, 4):
+        worst = {}
+        for i in range(0, len(kp) - B + 1, B):
+            s = slice(i, i + B)
+            assert solver._numpy_path(kp[s])
+            body, hands = solver.solve_body(kp[s], conf[s]), solver.solve_hands_full(hk[s], hc[s])
+            got = {**body, "hand_rot6d": hands["rot6d"], "wrist_global": hands["wrist_global"]}
+            ref = {"rot6d": ref_b["rot6d"][s], "betas": ref_b["betas"][s], "scale": ref_b["scale"][s],
+                   "hand_rot6d": ref_h["rot6d"][s], "wrist_global": ref_h["wrist_global"][s]}
+            for k, v in ref.items():
+                assert got[k].dtype == np.float32 and got[k].shape == v.shape, k
+                worst[k] = max(worst.get(k, 0.0), float(np.abs(got[k] - v).max()))
+        assert max(worst.values()) < 2e-5, (B, worst)
+
+
 def test_bad_input_is_named(solver):
     with pytest.raises(InputUnreadableError, match="'kp3d' has shape"):
         solver.solve_body(np.zeros((2, 23, 3)), np.ones((2, 23)))
