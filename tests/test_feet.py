@@ -373,3 +373,46 @@ def test_pipeline_writes_frames_as_they_come_and_rewrites_the_locked_span(tmp_pa
     w = np.array([1 / 3, 2 / 3])[:, None]
     np.testing.assert_allclose(np.stack([recs[i].quat for i in g]), slerp(final[a][None], final[b][None], w),
                                atol=1e-9)
+
+
+def test_decided_frames_are_on_disk_locked_while_the_capture_runs(tmp_path, monkeypatch):
+    """At every progress event the capture file's written chunks hold every frame as the pipeline
+    now has it: a frame the feet stage locked after it was written is already rewritten there (what
+    a kill at that moment keeps).  Shorter windows and blocks (module constants, as
+    ``tools/replay_feet.py --set`` sets them) so that spans are decided within the 81-frame clip."""
+    from model_runtime.capture.pipeline import build_pipeline
+    from model_runtime.core.options import CaptureOptions
+    from tests.test_capture_orchestration import GreyFrames, ReplayDetector, _load_recording
+
+    import shutil
+
+    monkeypatch.setattr(F, "LOCK_DEPTH_HALF_WINDOW_S", 0.5)
+    monkeypatch.setattr(F, "MAX_GAP_S", 0.2)
+    monkeypatch.setattr(F, "LOCK_BLOCK", 8)
+    out = tmp_path / "d.npz"
+    pipe = build_pipeline(CaptureOptions(device="cpu", face=False), detector=ReplayDetector())
+    first, recs, checked = {}, [], []
+
+    def on_frame(r):
+        first[r.index] = r.quat.copy()
+        recs.append(r)
+
+    def on_progress(done, total, fps):
+        if done == total:
+            return
+        snap = tmp_path / f"snap{done}.npz"                             # a kill now: the chunks on disk
+        shutil.copytree(cf.partial_dir(out), cf.partial_dir(snap))
+        disk = np.load(cf.recover(snap))
+        n = len(disk["valid"])
+        if n == 0:
+            return
+        now = np.stack([r.quat for r in recs[:n]])
+        got = rotations.matrix_to_quat_wxyz(rotations.rot6d_to_matrix(disk["pose_6d"].astype(np.float64)))
+        got = np.where((got * now).sum(-1, keepdims=True) < 0, -got, got)
+        np.testing.assert_allclose(got, now, atol=2e-3)
+        np.testing.assert_array_equal(disk["foot_contact"], np.stack([r.foot_contact for r in recs[:n]]))
+        relocked = [i for i, r in enumerate(recs[:n]) if np.abs(first[r.index] - r.quat).max() > 1e-3]
+        checked.append(len(relocked))
+
+    pipe.run(GreyFrames(_load_recording()), out, on_frame=on_frame, on_progress=on_progress)
+    assert checked and max(checked) > 0, checked                      # locked frames rewritten mid-capture

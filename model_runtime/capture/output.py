@@ -145,7 +145,9 @@ class CaptureOutput:
         self._rows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # written record -> its frame
 
     def emit(self, records: list[FrameRecord]) -> None:
-        """Write ``records`` (in order), then the revised ones already written."""
+        """Write again the frames the feet stage revised, then ``records`` (in order): at every
+        ``on_progress`` call the file holds every written frame as it now is."""
+        self.revise()
         for rec in records:
             t0 = time.perf_counter()
             if self.writer is not None:
@@ -158,7 +160,6 @@ class CaptureOutput:
             if self.on_progress is not None:
                 el = time.perf_counter() - self.t_start
                 self.on_progress(self.frames, self.total, self.frames / el if el > 0 else 0.0)
-        self.revise()
 
     def revise(self) -> None:
         """Write again the frames the feet stage changed after they were written (those not written
@@ -181,6 +182,7 @@ class CaptureOutput:
 
     def close(self, keep: bool) -> Path | None:
         """Finish the file (``keep``: as the capture; else as a kept partial capture); -> its path."""
+        self.revise()
         if self.writer is None:
             return None
         self.write_clip_values()
