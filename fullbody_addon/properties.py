@@ -32,7 +32,7 @@ class FULLBODY_PG_settings(bpy.types.PropertyGroup):
     face: BoolProperty(name="Face", default=True)
     feet: BoolProperty(name="Foot Contacts", default=True,
                        description="Estimate foot contacts and the ground plane and lock planted feet in the runtime "
-                                   "(holds about 3.5 s of frames before writing them)")
+                                   "(frames are written as they come and rewritten once locked)")
     root_translation: BoolProperty(name="Root Translation", default=True,
                                    description="Move the root through space (off: animation in place)")
     key_unseen: BoolProperty(name="Key Unseen Parts", default=True,

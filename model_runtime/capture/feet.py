@@ -2,7 +2,11 @@
 and the root depth anchored by them.
 
 The pure functions work on arrays of frames (shapes in their docstrings); :class:`FootStage`
-runs them on a capture's records in file order with a bounded lookahead.
+runs them on a capture's records in file order with a bounded lookahead.  Offline it does not
+hold frames: it hands each record on at once (unlocked, provisional contact labels) and changes
+it in place when it decides it, ~3.5 s later; the capture rewrites those frames in the file
+(:meth:`FootStage.take_revised`, :meth:`~model_runtime.core.capture_file.CaptureWriter.rewrite`),
+so a kill loses no more than without the stage (docs/reliability.md).
 
 * **Ground plane** (:func:`fit_ground_plane`): a robust plane (``scipy.optimize.least_squares``,
   soft-L1) through the ankles of the planted runs (first: the runs of frames whose feet stand
@@ -86,8 +90,8 @@ MAX_GAP_S: Final[float] = 0.6
 #: offline, frames are decided (final labels, locks) in blocks of at least this many: the windows
 #: around a block are computed once per block (they were handed on unlocked before)
 LOCK_BLOCK: Final[int] = 64
-#: ground plane: first fit after this many candidate frames (offline the stage holds frames until
-#: then, at most PLANE_HOLD_S), refitted every PLANE_REFIT_S seconds on the contact frames
+#: ground plane: first fit after this many candidate frames (offline the stage decides no frame
+#: until then, at most PLANE_HOLD_S), refitted every PLANE_REFIT_S seconds on the contact frames
 PLANE_MIN_FRAMES: Final[int] = 10
 PLANE_HOLD_S: Final[float] = 4.0
 PLANE_REFIT_S: Final[float] = 5.0
