@@ -103,6 +103,7 @@ def test_eval_face_video_on_a_real_talking_clip(tmp_path):
     res = json.loads(r.stdout)
     assert res["frames"] >= 70
     assert res["r_jaw_lip"] >= 0.9 and res["r_blink_lid"] >= 0.85, res
+    assert res["r_jaw_close_lip"] >= 0.9 and res["r_avatar_lip"] >= 0.9, res      # the avatar's own mouth too
     assert res["r_gaze_x"] is not None and res["r_gaze_x"] > 0.5, res
     assert res["offset_d"] < 0.2, res
     assert -1.0 <= res["r_mouth_width"] <= 1.0

@@ -18,6 +18,10 @@ Figures (Pearson correlation over the frames where the capture is valid and a fa
   lid closure); ``r_mouth_width``: r(half the sum of ``mouthSmile*``/``mouthStretch*`` minus
   ``mouthPucker`` and ``mouthFunnel``, mouth-corner distance 61-291 / D): the other mouth keys; ``r_gaze_x``/``r_gaze_y``: r(``eyeLook*`` horizontal/vertical, gaze);
   ``closed_lip_jaw``: mean ``jawOpen`` on frames whose lip gap is below 0.02 D;
+  ``r_jaw_close_lip``: r(``jawOpen - mouthClose``, lip gap): ARKit's lip opening (``mouthClose``
+  closes the lips against an open jaw, so the keys can part the lips without moving ``jawOpen``);
+  ``r_avatar_lip``: r(the posed avatar's own lip gap, its landmark points 13-14 projected, / D, lip gap):
+  the mouth an animator sees, whatever keys open it;
 * ``offset_d``: median over frames of the distance between the centroids of the captured face's
   468 landmark points (the posed avatar, projected with the capture's camera) and MediaPipe's,
   in D; ``landmark_d``: median over frames of the mean per-point distance, in D;
@@ -267,6 +271,8 @@ def evaluate(cap: Capture, meas: dict, video: Path) -> dict:
         closed = gap < CLOSED_LIP_GAP
         res["closed_lip_jaw"] = float(jaw[closed].mean()) if closed.any() else None
         res["jaw_range"] = [float(jaw.min()), float(jaw.max())]
+        if "mouthClose" in col:
+            res["r_jaw_close_lip"] = pearson(jaw - ex[:, col["mouthClose"]], gap)
     wide = ("mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight")
     narrow = ("mouthPucker", "mouthFunnel")
     if all(n in col for n in wide + narrow):
@@ -292,6 +298,7 @@ def evaluate(cap: Capture, meas: dict, video: Path) -> dict:
         D = eye_corner_distance(lm)
         cen = np.linalg.norm(px.mean(1) - lm[:, :, :2].mean(1), axis=-1) / D
         per = np.linalg.norm(px - lm[:, :, :2], axis=-1).mean(1) / D
+        res["r_avatar_lip"] = pearson(lip_gap(px), gap)
         res["offset_d"] = float(np.median(cen))
         res["landmark_d"] = float(np.median(per))
         sample = use[np.linspace(0, len(use) - 1, min(COLOUR_FRAMES, len(use))).round().astype(int)]
