@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .postfx import srgb_to_linear
+from .postfx import linear_to_srgb
 
 #: (folder under realdata, COCO-format annotation file)
 REAL_SETS: Final[tuple[tuple[str, str], ...]] = (
@@ -99,7 +99,8 @@ def real_region(img: RealImage, cand: torch.Tensor, aspect: float) -> tuple[floa
 
 
 def real_background(img: RealImage, region, width: int, height: int, device) -> torch.Tensor:
-    """The region resized to ``(3, height, width)`` linear RGB on ``device``."""
+    """The region resized to ``(height, width, 3)`` display RGB in [0, 1] on ``device`` (the
+    decoded photo is cached: :func:`_read_linear`)."""
     import cv2
 
     x0, y0, w, h, flip = region
@@ -110,13 +111,13 @@ def real_background(img: RealImage, region, width: int, height: int, device) -> 
     crop = cv2.resize(crop, (width, height), interpolation=cv2.INTER_LINEAR)
     if flip:
         crop = crop[:, ::-1]
-    t = torch.as_tensor(np.ascontiguousarray(crop), device=device).permute(2, 0, 1).float() / 255
-    return srgb_to_linear(t)
+    return torch.as_tensor(np.ascontiguousarray(crop), device=device).float().div_(255)
 
 
 def procedural(colours: torch.Tensor, noise: torch.Tensor, layout: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Procedural backgrounds ``(N, 3, H, W)`` linear RGB, drawn at half resolution and
-    upsampled (a background is out of focus; 4x fewer operations).
+    """Procedural backgrounds ``(N, H, W, 3)`` display RGB in [0, 1] (channels last), drawn in
+    linear RGB at half resolution, converted to display values and upsampled (a background is
+    out of focus; 4x fewer operations).
 
     colours ``(N, 4, 3)`` linear; noise ``(N, 4, 24, 32)`` uniform grids (octave k uses the
     top-left ``3*2^k x 4*2^k``); layout ``(N, 16)`` uniform numbers (horizon, floor, stripes, rectangles).
@@ -154,10 +155,23 @@ def procedural(colours: torch.Tensor, noise: torch.Tensor, layout: torch.Tensor,
         on = (L[:, 4] > 0.3 * r) & (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
         shade = 0.6 + 0.4 * L[:, (12 + r) % 16]
         img = torch.where(on[:, None], colours[:, 3, :, None, None] * shade[:, None] * (0.85 + 0.15 * v), img)
-    return F.interpolate(img, size=full, mode="bilinear", align_corners=False).clamp(0, 1)
+    return upsample_nhwc(linear_to_srgb(img), *full)
+
+
+def upsample_nhwc(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear resize (half-pixel centres) of ``img (N, C, h, w)`` to ``(N, height, width, C)``
+    contiguous channels last: OpenCV per image on the CPU (a tenth of torch's CPU cost), torch elsewhere."""
+    if img.device.type != "cpu":
+        return F.interpolate(img, size=(height, width), mode="bilinear", align_corners=False).permute(0, 2, 3, 1).contiguous()
+    import cv2
+
+    src = img.permute(0, 2, 3, 1).contiguous().numpy()
+    out = np.empty((len(src), height, width, src.shape[-1]), np.float32)
+    for i in range(len(src)):                                        # per image: one OpenCV call
+        out[i] = cv2.resize(src[i], (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, -1)
+    return torch.from_numpy(out)
 
 
 def plain(N: int, height: int, width: int, device) -> torch.Tensor:
-    """Uniform grey ``(N, 3, H, W)`` (background switched off)."""
-    g = 0.5 ** 2.2
-    return torch.full((N, 3, height, width), g, device=device)
+    """Uniform grey ``(N, H, W, 3)`` display RGB (background switched off)."""
+    return torch.full((N, height, width, 3), 0.5, device=device)

@@ -29,7 +29,10 @@ class SynthBatch:
     face_crop_box ``(N, 4)``; index ``(N,)`` long sample index (the seed stream position);
     params: dict of ``(N, ...)`` tensors that made each image; tags: dict of ``(N,)`` bool
     hard-case tags (``hand_small``, ``limbs_out_of_frame``, ``hand_occluded``, ``truncated``,
-    ``occluded``, ``blurred``).
+    ``occluded``, ``blurred``); encoded: the compressed streams the CPU path made, ``{"image" |
+    "hand_crop" | "face_crop": [bytes or None per image, flattened over the leading axes]}``: a
+    JPEG whose decoding is that image (shards store it instead of encoding again); empty after
+    selection or on other devices.
     A point ``p`` in image px maps into a crop with box ``b`` of size ``s`` px as
     ``(p - b[:2]) * s / (b[2] - b[0])``.
     """
@@ -55,6 +58,7 @@ class SynthBatch:
     index: torch.Tensor
     params: dict = field(default_factory=dict)
     tags: dict = field(default_factory=dict)
+    encoded: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.image.shape[0])
@@ -63,7 +67,7 @@ class SynthBatch:
         kw = {n: getattr(self, n).to(device) for n in TENSOR_FIELDS}
         kw["params"] = {k: v.to(device) for k, v in self.params.items()}
         kw["tags"] = {k: v.to(device) for k, v in self.tags.items()}
-        return SynthBatch(**kw)
+        return SynthBatch(**kw, encoded=self.encoded)
 
     def __getitem__(self, sel) -> "SynthBatch":
         """Select samples (slice, index tensor or bool mask) from every field."""
@@ -78,6 +82,8 @@ def concat(batches: list[SynthBatch]) -> SynthBatch:
     kw = {n: torch.cat([getattr(b, n) for b in batches]) for n in TENSOR_FIELDS}
     kw["params"] = {k: torch.cat([b.params[k] for b in batches]) for k in batches[0].params}
     kw["tags"] = {k: torch.cat([b.tags[k] for b in batches]) for k in batches[0].tags}
+    kw["encoded"] = {k: [x for b in batches for x in b.encoded[k]] for k in batches[0].encoded
+                     if all(k in b.encoded for b in batches)}
     return SynthBatch(**kw)
 
 

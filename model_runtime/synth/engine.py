@@ -124,6 +124,11 @@ def _occluder_quads(p, body_3d, hand_3d):
     return torch.where(p["occ_active"][..., None, None], quads, off)
 
 
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` -> contiguous ``(N, H, W, C)``."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
 def _vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     v0, v1, v2 = verts[:, faces[:, 0]], verts[:, faces[:, 1]], verts[:, faces[:, 2]]
     fn = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
@@ -194,7 +199,7 @@ def _render_chunk(cfg: SynthConfig, ctx: Context, seed: int, indices: list[int],
     bg = bgmod.procedural(p["bg_colours"], p["bg_noise"], p["bg_layout"], H, W) if cfg.background \
         else bgmod.plain(N, H, W, dev)
     used_real = torch.zeros(N, dtype=torch.bool, device=dev)
-    for j in torch.nonzero(p["bg_real"]).flatten().tolist():                 # per sample: a file read
+    for j in torch.nonzero(p["bg_real"]).flatten().tolist():                 # per sample: a region of a cached photo
         img = ctx.real[int(p["bg_image"][j]) % len(ctx.real)]
         region = bgmod.real_region(img, p["bg_crop"][j].cpu(), W / H)
         if region is not None:
@@ -203,7 +208,8 @@ def _render_chunk(cfg: SynthConfig, ctx: Context, seed: int, indices: list[int],
     p["bg_real"] = used_real
 
     def render(Ks: torch.Tensor, h: int, w: int, rep: torch.Tensor, canvas: torch.Tensor):
-        """Render the samples ``rep`` with intrinsics ``Ks`` at ``h x w`` over ``canvas (n, 3, h, w)`` (in place)."""
+        """Render the samples ``rep`` with intrinsics ``Ks`` at ``h x w`` over ``canvas (n, h, w, 3)``
+        display RGB, channels last (written in place: only the covered pixels are shaded)."""
         cam = allv[rep]
         px = torch.cat([cam[..., :2] / cam[..., 2:3].clamp_min(1e-6) * Ks[:, None, [0, 1], [0, 1]] + Ks[:, None, :2, 2],
                         cam[..., 2:3]], -1)
@@ -211,10 +217,8 @@ def _render_chunk(cfg: SynthConfig, ctx: Context, seed: int, indices: list[int],
         pr = {k: v[rep] for k, v in p.items() if k in ("slot_pattern", "slot_freq", "slot_angle", "slot_colour_a",
                                                      "slot_colour_b", "hair_level", "sh", "light_dir", "light_colour")}
         col = shade(r, cam, normals[rep], albedo[rep], faces, vertex_part, tri_uv, tri_height, Fp, slots[rep], pr, flip_normals=av.cull == 0)
-        flat = canvas.permute(0, 2, 3, 1).reshape(-1, 3)          # a view: channels-last copy below
-        flat = flat.clone() if not flat.is_contiguous() else flat
-        flat[r.pix] = col
-        return flat.reshape(len(rep), h, w, 3).permute(0, 3, 1, 2), r
+        canvas.view(-1, 3)[r.pix] = postfx.linear_to_srgb(col)
+        return canvas, r
 
     allidx = torch.arange(N, device=dev)
     # ---------------- 2D labels (projection of the 3D labels) and crop boxes
@@ -226,9 +230,11 @@ def _render_chunk(cfg: SynthConfig, ctx: Context, seed: int, indices: list[int],
     rep2 = allidx.repeat_interleave(2)
     # ---------------- crops rendered at crop resolution over the background cut from the image's
     Kh = lab.crop_intrinsics(K[rep2], hb, cfg.hand_crop)
-    hand_crop, _ = render(Kh, cfg.hand_crop, cfg.hand_crop, rep2, lab.crop_image(bg[rep2], hb, cfg.hand_crop))
+    bg_chw = bg.permute(0, 3, 1, 2)
+    hand_crop, _ = render(Kh, cfg.hand_crop, cfg.hand_crop, rep2, _nhwc(lab.crop_image(bg_chw[rep2], hb, cfg.hand_crop)))
     Kf = lab.crop_intrinsics(K, face_cbox, cfg.face_crop)
-    face_crop, _ = render(Kf, cfg.face_crop, cfg.face_crop, allidx, lab.crop_image(bg, face_cbox, cfg.face_crop))
+    face_crop, _ = render(Kf, cfg.face_crop, cfg.face_crop, allidx, _nhwc(lab.crop_image(bg_chw, face_cbox, cfg.face_crop)))
+    del bg_chw
     image, r_full = render(K, H, W, allidx, bg)
     del bg
     # ---------------- visibility from the image's z-buffer
@@ -240,28 +246,35 @@ def _render_chunk(cfg: SynthConfig, ctx: Context, seed: int, indices: list[int],
     mask = (r_full.face_id >= 0) & (r_full.face_id < Fp)
 
     # ---------------- degradations (blur length scales with the crop's zoom)
-    def finish(img, rep, zoom, stream):
-        """8-bit output with blur/noise/JPEG; ``stream (len(rep),)`` separates the noise of the
-        image (0), the left/right hand crops (1, 2) and the face crop (3) of one sample."""
-        x = postfx.linear_to_srgb(img)
+    encoded: dict[str, list] = {}
+
+    def finish(name, img, rep, zoom, stream):
+        """8-bit output ``(n, 3, h, w)`` float with blur/noise/JPEG of ``img (n, h, w, 3)``; ``stream (n,)``
+        separates the noise of the image (0), the left/right hand crops (1, 2) and the face crop (3)."""
+        seeds = p["pixel_seed"][rep] * 4 + stream
+        if img.device.type == "cpu":                       # OpenCV/libjpeg; the JPEG streams go to the shards
+            u8, encoded[name] = postfx.finish_cpu(img, p["blur_px"][rep] * zoom, p["blur_angle"][rep],
+                                                  p["noise_std"][rep], seeds, p["jpeg_quality"][rep])
+            return u8.permute(0, 3, 1, 2).contiguous().float().div_(255)
+        x = img.permute(0, 3, 1, 2)
         x = postfx.motion_blur(x, p["blur_px"][rep] * zoom, p["blur_angle"][rep])
-        x = postfx.add_noise(x, p["noise_std"][rep], p["pixel_seed"][rep] * 4 + stream)
-        x = postfx.jpeg(x, p["jpeg_quality"][rep])
-        return x if x.device.type == "cpu" else postfx.quantise8(x)     # the CPU JPEG path is already 8-bit
+        x = postfx.add_noise(x, p["noise_std"][rep], seeds)
+        return postfx.quantise8(postfx.jpeg_torch(x, p["jpeg_quality"][rep]))
 
     zeros = torch.zeros(N, dtype=torch.long, device=dev)
-    image = finish(image, allidx, torch.ones(N, device=dev), zeros)
+    image = finish("image", image, allidx, torch.ones(N, device=dev), zeros)
     hzoom = cfg.hand_crop / (hb[:, 2] - hb[:, 0])
-    hand_crop = finish(hand_crop, rep2, hzoom, 1 + torch.arange(2 * N, device=dev) % 2).reshape(
+    hand_crop = finish("hand_crop", hand_crop, rep2, hzoom, 1 + torch.arange(2 * N, device=dev) % 2).reshape(
         N, 2, 3, cfg.hand_crop, cfg.hand_crop)
-    face_crop = finish(face_crop, allidx, cfg.face_crop / (face_cbox[:, 2] - face_cbox[:, 0]), zeros + 3)
+    face_crop = finish("face_crop", face_crop, allidx, cfg.face_crop / (face_cbox[:, 2] - face_cbox[:, 0]), zeros + 3)
     tags = lab.hard_case_tags(body_2d, hand_2d, hand_vis, mask, p, W, H)
     params = {k: v for k, v in p.items() if k not in ("bg_crop", "bg_noise")}
     return SynthBatch(image=image, K=K, body_2d=body_2d, body_3d=body_3d, body_vis=body_vis, hand_2d=hand_2d,
                       hand_3d=hand_3d, hand_vis=hand_vis, face_box=face_box, face_68=f68, face_68_3d=f68_3d,
                       face_68_vis=f68_vis, face_468=f468, mask=mask, hand_crop=hand_crop, hand_box=hand_box,
                       face_crop=face_crop, face_crop_box=face_cbox,
-                      index=torch.as_tensor(indices, dtype=torch.long, device=dev), params=params, tags=tags)
+                      index=torch.as_tensor(indices, dtype=torch.long, device=dev), params=params, tags=tags,
+                      encoded=encoded)
 
 
 def generate(config: SynthConfig, seed: int, count: int, device="cpu", start: int = 0, log=None) -> SynthBatch:

@@ -1,6 +1,12 @@
-"""Image degradations of the synthetic renders, batched on the device: motion blur, sensor
-noise, JPEG compression (a torch re-implementation of baseline JPEG's lossy steps: YCbCr,
-4:2:0 chroma, 8x8 DCT quantised with the standard tables scaled by quality), 8-bit output."""
+"""Image degradations of the synthetic renders: motion blur, sensor noise, JPEG compression,
+8-bit output.
+
+Two paths with the same steps: :func:`finish_cpu` (OpenCV/libjpeg on channels-last uint8
+buffers, one image at a time: the CPU path, which also returns the JPEG streams so that shards
+store them instead of re-encoding) and the batched torch functions :func:`motion_blur`,
+:func:`add_noise`, :func:`jpeg_torch` (a torch re-implementation of baseline JPEG's lossy
+steps: YCbCr, 4:2:0 chroma, 8x8 DCT quantised with the standard tables scaled by quality) and
+:func:`quantise8` for other devices (no image leaves the GPU)."""
 from __future__ import annotations
 
 import math
@@ -32,6 +38,60 @@ def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0, 1).pow(GAMMA)
 
 
+def blur_offsets(length_px: float, angle: float) -> tuple[list[int], list[int]]:
+    """Whole-pixel offsets ``(dx, dy)`` of the :data:`BLUR_TAPS` copies of a linear motion blur of
+    ``length_px`` along ``angle`` rad, centred on 0."""
+    t = torch.linspace(-0.5, 0.5, BLUR_TAPS)
+    return (torch.round(t * length_px * math.cos(angle)).long().tolist(),
+            torch.round(t * length_px * math.sin(angle)).long().tolist())
+
+
+def finish_cpu(img: torch.Tensor, blur_px: torch.Tensor, blur_angle: torch.Tensor, noise_std: torch.Tensor,
+               seeds: torch.Tensor, quality: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """Blur, noise, 8 bit and JPEG of CPU images ``img (N, H, W, 3)`` float32 display RGB in [0, 1].
+
+    blur_px / blur_angle ``(N,)`` (see :func:`motion_blur`), noise_std ``(N,)`` (Gaussian, drawn
+    from a generator seeded by ``seeds (N,)``), quality ``(N,)`` (0: no JPEG).  Returns the
+    8-bit images ``(N, H, W, 3)`` uint8 (the decoded JPEG where quality > 0) and, per image, the
+    JPEG stream whose decoding they are (``bytes``) or ``None``.
+    A loop over images: every step is one OpenCV/torch call on a whole image.
+    """
+    import cv2
+
+    N, H, W, _ = img.shape
+    out = torch.empty((N, H, W, 3), dtype=torch.uint8)
+    blobs: list = []
+    for i in range(N):
+        x = img[i]
+        L = float(blur_px[i])
+        if L > 0.5:                                                   # mean of shifted copies, edges repeated
+            ox, oy = blur_offsets(L, float(blur_angle[i]))
+            pad = max(max(abs(v) for v in ox), max(abs(v) for v in oy))
+            xp = torch.from_numpy(cv2.copyMakeBorder(x.numpy(), pad, pad, pad, pad, cv2.BORDER_REPLICATE))
+            acc = torch.zeros_like(x)
+            for dx, dy in zip(ox, oy):
+                acc += xp[pad + dy: pad + dy + H, pad + dx: pad + dx + W]
+            x = acc.mul_(1.0 / BLUR_TAPS)
+        std = float(noise_std[i])
+        if std > 0:
+            g = torch.Generator().manual_seed(int(seeds[i]))
+            y = torch.randn((H, W, 3), generator=g).mul_(255 * std).add_(x, alpha=255)
+        else:
+            y = x * 255
+        out[i].copy_(y.clamp_(0, 255).add_(0.5))                      # float -> uint8 truncates: rounding
+        q = int(quality[i])
+        if q <= 0:
+            blobs.append(None)
+            continue
+        u8 = out[i].numpy()
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(u8, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, q])
+        if not ok:
+            raise RuntimeError("OpenCV could not encode a JPEG")
+        cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB, dst=u8)
+        blobs.append(buf.tobytes())
+    return out, blobs
+
+
 def motion_blur(img: torch.Tensor, length_px: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """Linear motion blur of ``img (N, C, H, W)``: the mean of :data:`BLUR_TAPS` copies shifted
     along ``angle (N,)`` rad over ``length_px (N,)`` px (offsets rounded to whole pixels, edges
@@ -42,10 +102,7 @@ def motion_blur(img: torch.Tensor, length_px: torch.Tensor, angle: torch.Tensor)
         return img
     out = img.clone()
     for i in sel:
-        L, a = float(length_px[i]), float(angle[i])
-        t = torch.linspace(-0.5, 0.5, BLUR_TAPS)
-        ox = torch.round(t * L * math.cos(a)).long().tolist()
-        oy = torch.round(t * L * math.sin(a)).long().tolist()
+        ox, oy = blur_offsets(float(length_px[i]), float(angle[i]))
         pad = int(max(max(abs(v) for v in ox), max(abs(v) for v in oy)))
         xp = F.pad(img[i:i + 1], (pad, pad, pad, pad), mode="replicate")[0]
         acc = torch.zeros_like(img[i])

@@ -6,9 +6,10 @@ returning the covered pixels as a flat list so shading only touches them.
 Same conventions: pixel ``(row i, col j)`` has its centre at ``(x, y) = (j + 0.5, i + 0.5)``
 (COCO), depth ``z`` grows away from the camera, the nearest triangle wins (ties: lowest
 triangle id), both windings are drawn.  No Python loop over triangles or pixels: every
-triangle's bounding box is expanded into candidate pixels, the z-test is a ``scatter_reduce``;
-the only loops are over chunks of images that bound the candidate count (memory) and over
-six tile sizes: small triangles are tested against dense ``s x s`` pixel grids (:data:`TILE_SIDES`).
+triangle's bounding-box rows are expanded into the pixel spans inside the triangle (row spans:
+no pixel outside a triangle is tested), the z-test is one ``scatter_reduce`` of a packed
+(depth, triangle) key; the only loop is over chunks of images that bound the candidate count
+(memory).
 Depth and barycentrics are perspective-correct (``1/z`` is interpolated in screen space).
 """
 from __future__ import annotations
@@ -60,12 +61,6 @@ class BatchRaster:
         return (self.bary[..., None] * vals).sum(-2)
 
 
-#: size classes of the tiled candidate expansion: a triangle whose pixel bounding box fits in
-#: ``s x s`` is tested against a dense ``s*s`` grid (no per-candidate gathers); larger ones are
-#: expanded pixel by pixel (:func:`_expand_large`)
-TILE_SIDES = (1, 2, 4, 8, 16, 32, 64)
-
-
 def _setup(t: torch.Tensor, height: int, width: int, cull: int):
     """Per-triangle set-up of ``t (T, 3, 3)``: which survive, their bbox and edge functions.
 
@@ -96,80 +91,98 @@ def _setup(t: torch.Tensor, height: int, width: int, cull: int):
     return keep, x0.long(), y0.long(), (x1 - x0 + 1).long(), (y1 - y0 + 1).long(), A, B, C, 1.0 / t[..., 2]
 
 
-def _inside(A, B, C, iz, i, j):
-    """Barycentrics at local pixel offsets ``i, j`` (broadcastable): ``(w0, w1, w2, zinv, inside)``."""
-    w0 = C[..., 0] + A[..., 0] * i + B[..., 0] * j
-    w1 = C[..., 1] + A[..., 1] * i + B[..., 1] * j
-    w2 = 1.0 - w0 - w1
-    eps = -1e-6
-    inside = (w0 >= eps) & (w1 >= eps) & (w2 >= eps)
-    return w0, w1, w2, inside
+def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[idx]`` for a 1-D ``x`` (``index_select``: several times faster than advanced indexing on the CPU)."""
+    return x.index_select(0, idx)
 
 
-def _expand_large(sel, x0, y0, bw, bh, A, B, C):
-    """Pixel-by-pixel candidates of the triangles ``sel`` (big bounding boxes)."""
-    dev = x0.device
-    counts = bw[sel] * bh[sel]
-    total = int(counts.sum())
-    rows = torch.repeat_interleave(sel, counts)
-    start = torch.cumsum(counts, 0) - counts
-    local = torch.arange(total, device=dev) - torch.repeat_interleave(start, counts)
-    bwr = bw[rows]
-    i = local % bwr
-    j = torch.div(local, bwr, rounding_mode="floor")
-    w0, w1, w2, inside = _inside(A[rows], B[rows], C[rows], None, i.float(), j.float())
-    return rows[inside], i[inside], j[inside], w0[inside], w1[inside], w2[inside]
+_KEY_EMPTY = torch.iinfo(torch.long).max
 
 
 def _chunk_raster(tri: torch.Tensor, height: int, width: int, n0: int, face_id, depth, cull: int = 0):
-    """Rasterise ``tri (n, F, 3, 3)`` (x, y px, z) of images ``n0..n0+n`` into the flat buffers."""
+    """Rasterise ``tri (n, F, 3, 3)`` (x, y px, z) of images ``n0..n0+n`` into the flat buffers.
+
+    Candidates are row spans: for each triangle and each row of its bounding box, the columns
+    whose pixel centres satisfy the three edge inequalities ``w_k = a_k i + c_k(j) >= eps``
+    (solved for ``i``, with a little slack, then tested exactly), so no pixel outside a triangle
+    is expanded.  The z-test is one ``scatter_reduce`` of the key ``(depth bits << 32) | triangle``
+    (positive float32 bits order like the floats): the nearest surface wins, the lowest triangle id
+    among exact ties.  The winners' barycentrics are evaluated again at their pixels.
+    Returns the flat pixel ids (ascending), their triangle, barycentrics ``(P, 3)`` and depth.
+    """
     dev = tri.device
     n, F = tri.shape[:2]
+    HW = height * width
     keep, x0, y0, bw, bh, A, B, C, iz = _setup(tri.reshape(n * F, 3, 3), height, width, cull)
     gid = torch.nonzero(keep).flatten()                               # image * F + triangle
-    side = torch.maximum(bw, bh)
-    rows, ii, jj, ws = [], [], [], []
-    lo = 0
-    for s in TILE_SIDES:                                              # size classes, not triangles
-        sel = torch.nonzero((side > lo) & (side <= s)).flatten()
-        lo = s
-        if not len(sel):
-            continue
-        k = torch.arange(s * s, device=dev)
-        i, j = (k % s).float(), torch.div(k, s, rounding_mode="floor").float()
-        w0, w1, w2, inside = _inside(A[sel, None], B[sel, None], C[sel, None], None, i[None], j[None])
-        inside &= (i[None] < bw[sel, None]) & (j[None] < bh[sel, None])
-        r, q = torch.nonzero(inside, as_tuple=True)
-        rows.append(sel[r]), ii.append(q % s), jj.append(torch.div(q, s, rounding_mode="floor"))
-        ws.append(torch.stack([w0[r, q], w1[r, q], w2[r, q]], -1))
-    big = torch.nonzero(side > TILE_SIDES[-1]).flatten()
-    if len(big):
-        r, i, j, w0, w1, w2 = _expand_large(big, x0, y0, bw, bh, A, B, C)
-        rows.append(r), ii.append(i), jj.append(j), ws.append(torch.stack([w0, w1, w2], -1))
-    empty = torch.zeros(0, dtype=torch.long, device=dev)
-    if not rows:
+    T = int(gid.shape[0])
+    if T == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=dev)
         return empty, empty, torch.zeros(0, 3, device=dev), torch.zeros(0, device=dev)
-    r, i, j, w = torch.cat(rows), torch.cat(ii), torch.cat(jj), torch.cat(ws).clamp_min(0)
-    wz = w * iz[r]                                                  # perspective-correct weights
-    zinv = wz.sum(-1)
+    base = torch.div(gid, F, rounding_mode="floor") * HW + y0 * width + x0     # flat id of the bbox origin
+    eps = -1e-6
+    a = torch.stack([A[:, 0], A[:, 1], -A[:, 0] - A[:, 1]], -1)                 # (T, 3): w_k = a i + b j + c
+    b = torch.stack([B[:, 0], B[:, 1], -B[:, 0] - B[:, 1]], -1)
+    c = torch.stack([C[:, 0], C[:, 1], 1.0 - C[:, 0] - C[:, 1]], -1)
+    a = torch.where(a == 0, torch.full_like(a, 1e-12), a)   # a horizontal edge: an all-or-nothing row bound
+    inv = 1.0 / a
+    p, q = (eps - c) * inv, -b * inv                        # w_k >= eps <=> i >= p + q j (a > 0), i <= p + q j (a < 0)
+    lower = a > 0
+    inf = torch.tensor(float("inf"), device=dev)
+    bounds = [torch.where(lower, p, -inf), torch.where(lower, q, 0.0), torch.where(lower, inf, p), torch.where(lower, 0.0, q)]
+    bounds = [x[:, k].contiguous() for x in bounds for k in range(3)]          # 12 columns (T,)
+    # ---- one entry per (triangle, bbox row)
+    t_r = torch.repeat_interleave(torch.arange(T, device=dev), bh)            # (R,)
+    j_r = torch.arange(t_r.shape[0], device=dev) - _take(torch.cumsum(bh, 0) - bh, t_r)
+    jf = j_r.float()
+    pl0, pl1, pl2, ql0, ql1, ql2, pu0, pu1, pu2, qu0, qu1, qu2 = (_take(x, t_r) for x in bounds)
+    lo = torch.maximum(torch.maximum(pl0 + ql0 * jf, pl1 + ql1 * jf), pl2 + ql2 * jf)
+    hi = torch.minimum(torch.minimum(pu0 + qu0 * jf, pu1 + qu1 * jf), pu2 + qu2 * jf)
+    lo = torch.ceil(lo - 1e-3).clamp_min(0)
+    hi = torch.minimum(torch.floor(hi + 1e-3), (_take(bw, t_r) - 1).float())
+    cnt = (hi - lo + 1).clamp_min(0).long()
+    A0, A1, B0, B1, C0, C1 = (x.contiguous() for x in (A[:, 0], A[:, 1], B[:, 0], B[:, 1], C[:, 0], C[:, 1]))
+    c0j = _take(C0, t_r) + _take(B0, t_r) * jf
+    c1j = _take(C1, t_r) + _take(B1, t_r) * jf
+    off = torch.cumsum(cnt, 0) - cnt - lo.long()
+    rowbase = _take(base, t_r) + j_r * width
+    # ---- one entry per candidate pixel
+    run = torch.repeat_interleave(torch.arange(t_r.shape[0], device=dev), cnt)          # (P,)
+    i = torch.arange(run.shape[0], device=dev) - _take(off, run)
+    fi = i.float()
+    w0 = _take(c0j, run) + _take(_take(A0, t_r), run) * fi
+    w1 = _take(c1j, run) + _take(_take(A1, t_r), run) * fi
+    w2 = 1.0 - w0 - w1
+    inside = (w0 >= eps) & (w1 >= eps) & (w2 >= eps)
+    if not bool(inside.all()):                              # the slack let a few edge pixels in
+        sel = torch.nonzero(inside).flatten()
+        run, i, w0, w1, w2 = (_take(x, sel) for x in (run, i, w0, w1, w2))
+    t_c = _take(t_r, run)
+    iz0, iz1, iz2 = (iz[:, k].contiguous() for k in range(3))
+    zinv = w0.clamp_min(0) * _take(iz0, t_c) + w1.clamp_min(0) * _take(iz1, t_c) + w2.clamp_min(0) * _take(iz2, t_c)
     z = 1.0 / zinv
-    bary = wz / zinv[:, None]
-    g = gid[r]
-    img = torch.div(g, F, rounding_mode="floor")
-    fid = g - img * F
-    lpix = img * (height * width) + (y0[r] + j) * width + (x0[r] + i)
-    # z-test: nearest depth, then the lowest triangle id among exact ties
-    zbuf = torch.full((n * height * width,), float("inf"), dtype=z.dtype, device=dev)
-    zbuf = zbuf.scatter_reduce(0, lpix, z, reduce="amin")
-    win = z <= zbuf[lpix]
-    best = torch.full((n * height * width,), torch.iinfo(torch.long).max, dtype=torch.long, device=dev)
-    best = best.scatter_reduce(0, lpix[win], fid[win], reduce="amin")
-    keep = win & (fid == best[lpix])
-    pix = lpix[keep] + n0 * height * width
-    fid, bary, z = fid[keep], bary[keep], z[keep]
+    key = (z.view(torch.int32).long() << 32) | t_c
+    lpix = _take(rowbase, run) + i
+    keybuf = torch.full((n * HW,), _KEY_EMPTY, dtype=torch.long, device=dev)
+    keybuf.scatter_reduce_(0, lpix, key, reduce="amin")
+    # ---- the winners, in pixel order
+    pix = torch.nonzero(keybuf != _KEY_EMPTY).flatten()
+    kw = _take(keybuf, pix)
+    tw = kw & 0xFFFFFFFF
+    zw = (kw >> 32).to(torch.int32).view(torch.float32)
+    rem = pix - _take(base, tw)
+    jw = torch.div(rem, width, rounding_mode="floor")
+    fiw, fjw = (rem - jw * width).float(), jw.float()
+    v0 = (_take(C0, tw) + _take(B0, tw) * fjw) + _take(A0, tw) * fiw
+    v1 = (_take(C1, tw) + _take(B1, tw) * fjw) + _take(A1, tw) * fiw
+    wz = torch.stack([v0, v1, 1.0 - v0 - v1], -1).clamp_min(0) * torch.stack(
+        [_take(iz0, tw), _take(iz1, tw), _take(iz2, tw)], -1)
+    bary = wz / wz.sum(-1, keepdim=True)
+    fid = _take(gid, tw) - torch.div(pix, HW, rounding_mode="floor") * F
+    pix = pix + n0 * HW
     face_id.view(-1)[pix] = fid
-    depth.view(-1)[pix] = z
-    return pix, fid, bary, z
+    depth.view(-1)[pix] = zw
+    return pix, fid, bary, zw
 
 
 def rasterize_batch(verts_px: torch.Tensor, faces: torch.Tensor, height: int, width: int,
@@ -200,6 +213,5 @@ def rasterize_batch(verts_px: torch.Tensor, faces: torch.Tensor, height: int, wi
             n1 += 1
         parts.append(_chunk_raster(tri[n0:n1], height, width, n0, face_id, depth, cull))
         n0 = n1
-    pix, fid, bary, _ = (torch.cat(x) for x in zip(*parts))
-    pix, order = torch.sort(pix)                  # image-major: one contiguous run per image
-    return BatchRaster(face_id, depth, pix, fid[order], bary[order])
+    pix, fid, bary, _ = (torch.cat(x) for x in zip(*parts))      # ascending: chunks are in image order
+    return BatchRaster(face_id, depth, pix, fid, bary)

@@ -2,8 +2,10 @@
 
 A shard is a valid ``.npz`` (zip of ``.npy`` members) written with fixed zip timestamps, so
 the same ``(config, seed, count, shard size)`` gives byte-identical files on the same device
-type and library versions.  Images and crops are stored as 8-bit PNG (lossless: the engine's
-output is already 8-bit), the mask as packed bits, the rest as ``.npy`` members
+type and library versions.  Images and crops are stored losslessly as the JPEG stream the
+engine decoded them from (CPU path, :attr:`SynthBatch.encoded`) or else as 8-bit PNG
+(members ``<field>_enc`` + ``<field>_offsets``; version 1 shards, read too, named them
+``<field>_png``), the mask as packed bits, the rest as ``.npy`` members
 (``params.<name>``, ``tags.<name>``); ``config_json`` holds the :class:`SynthConfig`, ``seed``
 and ``start`` the stream position.  :func:`read_shards` yields :class:`SynthBatch` per shard
 through :func:`model_runtime.core.safe_npz.load_npz` (a damaged file is a
@@ -25,7 +27,9 @@ from ..core.capture_file import check_writable_folder
 from ..core.errors import InputMissingError, ModelFileError, OutputError
 from .batch import TENSOR_FIELDS, SynthBatch
 
-SHARD_VERSION = 1
+SHARD_VERSION = 2
+#: versions :func:`read_shard` reads (1: PNG only, members ``<field>_png``)
+READABLE_VERSIONS = (1, 2)
 _PNG_FIELDS = ("image", "hand_crop", "face_crop")
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -68,15 +72,21 @@ def _u8(x: torch.Tensor) -> np.ndarray:
 
 
 def encode(batch: SynthBatch, config_json: str, seed: int) -> dict[str, np.ndarray]:
-    """The arrays of a shard (see module docstring)."""
+    """The arrays of a shard (see module docstring): each image is its JPEG stream from
+    ``batch.encoded`` where there is one (decoding it gives the image exactly), else a PNG."""
     arrays: dict[str, np.ndarray] = {"shard_version": np.array(SHARD_VERSION), "config_json": np.array(config_json),
                                      "seed": np.array(int(seed), np.int64)}
     for name in TENSOR_FIELDS:
         t = getattr(batch, name)
         if name in _PNG_FIELDS:
-            imgs = _u8(t).reshape(-1, *t.shape[-3:])
-            blobs = [_png(im) for im in imgs]                     # per image (an encoder call each)
-            arrays[f"{name}_png"] = np.frombuffer(b"".join(blobs), np.uint8)
+            n = int(np.prod(t.shape[:-3]))
+            have = batch.encoded.get(name)
+            have = have if have is not None and len(have) == n else [None] * n
+            if any(b is None for b in have):
+                imgs = _u8(t).reshape(-1, *t.shape[-3:])
+                have = [b if b is not None else _png(im) for b, im in zip(have, imgs)]   # an encoder call each
+            blobs = have
+            arrays[f"{name}_enc"] = np.frombuffer(b"".join(blobs), np.uint8)
             arrays[f"{name}_offsets"] = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
             arrays[f"{name}_shape"] = np.array(t.shape, np.int64)
         elif name == "mask":
@@ -101,7 +111,7 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 buf = io.BytesIO()
                 np.lib.format.write_array(buf, np.asarray(arrays[key]), allow_pickle=False)
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=_EPOCH)
-                stored = key.endswith("_png") or key == "mask_bits"
+                stored = key.endswith("_enc") or key == "mask_bits"
                 info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
                 zf.writestr(info, buf.getvalue(), compresslevel=6 if not stored else None)
@@ -115,20 +125,21 @@ def write_shard(path: Path, batch: SynthBatch, config_json: str, seed: int) -> N
     write_npz(Path(path), encode(batch, config_json, seed))
 
 
-def _decode_png(src: str, key: str, data: np.ndarray, offsets: np.ndarray, shape) -> torch.Tensor:
+def _decode_images(src: str, key: str, member: str, data: np.ndarray, offsets: np.ndarray, shape) -> torch.Tensor:
+    """The ``shape (..., 3, h, w)`` float images of the PNG/JPEG streams ``data`` cut at ``offsets``."""
     import cv2
 
     shape = tuple(int(s) for s in shape)
     n = int(np.prod(shape[:-3]))
     if len(offsets) != n + 1 or offsets[-1] != len(data):
-        raise ModelFileError(src, f"{key}_offsets", f"does not index {n} images in '{key}_png'")
-    out = np.empty((n,) + shape[-3:], np.uint8)
+        raise ModelFileError(src, f"{key}_offsets", f"does not index {n} images in '{member}'")
+    out = np.empty((n,) + shape[-2:] + (3,), np.uint8)
     for i in range(n):                                         # per image (a decoder call each)
         im = cv2.imdecode(data[offsets[i]:offsets[i + 1]], cv2.IMREAD_COLOR)
         if im is None or im.shape != (shape[-2], shape[-1], 3):
-            raise ModelFileError(src, f"{key}_png", f"image {i} is not a {shape[-1]}x{shape[-2]} PNG")
-        out[i] = im[..., ::-1].transpose(2, 0, 1)
-    return torch.from_numpy(out.reshape(shape)).float() / 255
+            raise ModelFileError(src, member, f"image {i} is not a {shape[-1]}x{shape[-2]} PNG/JPEG")
+        cv2.cvtColor(im, cv2.COLOR_BGR2RGB, dst=out[i])
+    return torch.from_numpy(out).permute(0, 3, 1, 2).reshape(shape).contiguous().float().div_(255)
 
 
 def read_shard(path: Path | str, device="cpu") -> SynthBatch:
@@ -140,16 +151,19 @@ def read_shard(path: Path | str, device="cpu") -> SynthBatch:
     if not path.is_file():
         raise InputMissingError(f"{path}: shard file not found")
     members = npz_members(path)
+    version = int(load_npz(path, ["shard_version"], what="shard")["shard_version"])
+    if version not in READABLE_VERSIONS:
+        raise ModelFileError(src, "shard_version", f"is {version}, this build reads {READABLE_VERSIONS}")
+    blob = "png" if version == 1 else "enc"
     need = ["shard_version", "mask_bits", "mask_shape"] + [n for n in TENSOR_FIELDS if n not in _PNG_FIELDS + ("mask",)]
-    need += [f"{n}_{s}" for n in _PNG_FIELDS for s in ("png", "offsets", "shape")]
+    need += [f"{n}_{s}" for n in _PNG_FIELDS for s in (blob, "offsets", "shape")]
     z = load_npz(path, need, optional=[k for k in members if k.startswith(("params.", "tags."))],
                  max_bytes=8 << 30, what="shard")
-    if int(z["shard_version"]) != SHARD_VERSION:
-        raise ModelFileError(src, "shard_version", f"is {int(z['shard_version'])}, this build reads {SHARD_VERSION}")
     kw = {}
     for name in TENSOR_FIELDS:
         if name in _PNG_FIELDS:
-            kw[name] = _decode_png(src, name, z[f"{name}_png"], z[f"{name}_offsets"], z[f"{name}_shape"])
+            kw[name] = _decode_images(src, name, f"{name}_{blob}", z[f"{name}_{blob}"], z[f"{name}_offsets"],
+                                      z[f"{name}_shape"])
         elif name == "mask":
             shape = tuple(int(s) for s in z["mask_shape"])
             bits = np.unpackbits(z["mask_bits"])
