@@ -499,3 +499,63 @@ def test_capture_talking_face_expressions_follow_the_lips(realdata, tmp_path):
     jaw = expr[:, cap["expression_names"].tolist().index("jawOpen")]
     assert np.ptp(jaw) > 0.1 and np.corrcoef(jaw, gaps)[0, 1] > 0.8, (jaw.round(2), np.round(gaps, 3))
     assert np.isfinite(cap["face_sh"]).all() and np.abs(cap["face_albedo"]).sum() > 0
+
+
+def test_batched_translation_equals_frame_by_frame():
+    """postprocess.solve_translations_in_order (batched calls with guessed priors) gives exactly what
+    solving the frames one after the other with the previous solved depth as prior gives, on real
+    MediaPipe detections of samples/demo_clip.mp4 (tests/data/demo_clip_detections.npz; posed
+    joints from the shipped IK), with unsolvable frames among them."""
+    from pathlib import Path
+
+    from model_runtime.capture.postprocess import solve_translations_in_order
+    from model_runtime.ik.inference import IKSolver
+    from model_runtime.models.load import load_body_model
+
+    d = np.load(Path(__file__).parent / "data" / "demo_clip_detections.npz")
+    ok = d["person"]
+    kp2d, kp3d = d["body_2d"][ok].astype(np.float64), d["body_3d"][ok]
+    body = load_body_model()
+    out = IKSolver("cpu", body_model=body).solve_body(kp3d, kp2d[..., 2])
+    rot = np.tile(np.eye(3), (len(kp2d), 52, 1, 1))
+    rot[:, :22] = R.rot6d_to_matrix(out["rot6d"].astype(np.float64))
+    j_rest = np.stack([body.rest_joints(b) for b in out["betas"].astype(np.float64)])
+    joints, _ = forward_kinematics(rot, j_rest, PARENTS)
+    joints = joints * out["scale"][:, None, None]
+    kp2d[5:8, :, 2] = 0.0                                   # frames without a person: no solution
+    solver = TranslationSolver(intrinsics_from_fov(tuple(int(v) for v in d["image_size"]), 60.0))
+    for B in (1, 4, 7):
+        for last_z in (None, 2.5):
+            seq_t, seq_ok, z = [], [], last_z
+            for i in range(0, len(kp2d) - len(kp2d) % B):
+                if i % B == 0:
+                    z_batch_start = z
+                t, o = solver.solve(kp2d[i:i + 1], joints[i:i + 1], None if z is None else np.array([z]))
+                o = bool(o[0]) and bool(np.isfinite(t[0]).all())
+                seq_t.append(t[0]), seq_ok.append(o)
+                z = float(t[0, 2]) if o else z
+                if i % B == B - 1:
+                    got_t, got_ok = solve_translations_in_order(solver, kp2d[i - B + 1:i + 1], joints[i - B + 1:i + 1],
+                                                                z_batch_start)
+                    assert got_ok.tolist() == seq_ok[-B:]
+                    np.testing.assert_array_equal(got_t[got_ok], np.array(seq_t[-B:])[got_ok])
+            assert not all(seq_ok) and any(seq_ok)
+    # a frame whose roots the prior picks (toy skeleton, 6 px noise): after frame 10 (depth 0.84 m)
+    # it differs from what the batch's starting prior (5 m) gives, so one batched pass is not enough
+    rng = np.random.default_rng(4)
+    joints = toy_skeleton(rng, 40)
+    transl = rng.uniform([-0.5, -0.3, 0.8], [0.5, 0.3, 2.0], size=(40, 3))
+    K = intrinsics_from_fov((1280, 720), 60.0)
+    kp = keypoints_from(joints + transl[:, None], K, noise_px=6.0, rng=rng)
+    solver = TranslationSolver(K)
+    order = [3, 10, 29, 7]
+    first_pass, _ = solver.solve(kp[order], joints[order], np.full(4, 5.0))
+    seq, z = [], 5.0
+    for i in order:
+        t, o = solver.solve(kp[i:i + 1], joints[i:i + 1], np.array([z]))
+        assert o[0]
+        seq.append(t[0])
+        z = float(t[0, 2])
+    got, ok = solve_translations_in_order(solver, kp[order], joints[order], 5.0)
+    assert ok.all() and (first_pass[2] != seq[2]).any()
+    np.testing.assert_array_equal(got, np.array(seq))

@@ -7,10 +7,14 @@
 * :class:`KeyframeFaceWorker`: the keyframe face fits (:meth:`FaceStage.fit_appearance`) on a
   one-thread :class:`~concurrent.futures.ThreadPoolExecutor` of lower OS priority; each fit is a
   :class:`~concurrent.futures.Future`.
+* :func:`warm_imports`: import, off the fitting thread, the modules the per-frame stages load on
+  first use.
 * :func:`limit_numpy_blas_threads`: cap OpenBLAS's spinning thread pools.
 """
 from __future__ import annotations
 
+import importlib
+import logging
 import os
 import queue
 import threading
@@ -26,6 +30,12 @@ from ..face.stage import FaceStage
 from .records import DetectedFrame, StageTimer
 from .sources import FrameSource
 
+log = logging.getLogger(__name__)
+
+#: modules the per-frame stages import on first use (the feet stage's ground plane: scipy.optimize,
+#: scipy.ndimage; torch rotations: roma).  Imported in the fitting thread they stalled it mid-clip
+#: for ~1 s on a quiet machine, 2-3 s under load (cProfile of a replayed tennis capture).
+LAZY_STAGE_MODULES: Final[tuple[str, ...]] = ("scipy.optimize", "scipy.ndimage", "roma")
 #: nice value of the keyframe face thread (adaptive mode)
 FACE_THREAD_NICE: Final[int] = 10
 #: seconds between two looks at a queue or the stop event
@@ -106,6 +116,29 @@ def _detect_frames(detector: Detector, inp: queue.Queue, out: queue.Queue, stop:
         _put(out, _End(e), stop)
 
 
+def _import_all(names: tuple[str, ...]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - the stage that needs it reports it when it imports it
+            log.debug("warm import of %s failed: %s", name, e)
+
+
+def warm_imports(names: tuple[str, ...] = LAZY_STAGE_MODULES) -> threading.Thread | None:
+    """Import ``names`` in a background daemon thread (-> the thread, or None when all are loaded):
+    started while the models load and MediaPipe starts its graph, so the stage that needs a module
+    later finds it loaded (or waits on the import lock for the rest) instead of importing it
+    between two frames."""
+    import sys
+
+    todo = tuple(n for n in names if n not in sys.modules)
+    if not todo:
+        return None
+    t = threading.Thread(target=_import_all, args=(todo,), name="capture-imports", daemon=True)
+    t.start()
+    return t
+
+
 class DetectionStream:
     """Decodes ``source`` and detects its frames in two threads; :meth:`next_batch` takes them.
 
@@ -125,6 +158,7 @@ class DetectionStream:
         ]
 
     def start(self) -> None:
+        warm_imports()           # while the detector starts its graph: nothing for the fitting thread to load later
         for t in self._threads:
             t.start()
 

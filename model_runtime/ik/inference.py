@@ -97,13 +97,16 @@ class IKSolver:
         shape = np.shape(kp3d)
         return len(shape) > 0 and 0 < shape[0] <= self.numpy_max_batch
 
-    @torch.inference_mode()
     def solve_body(self, kp3d, conf) -> dict:
         """kp3d ``(B, 24, 3)`` (BODY_KEYPOINT_NAMES order, metres), conf ``(B, 24)`` ->
         ``rot6d (B, 22, 6)``, ``betas (B, 16)``, ``scale (B,)``."""
-        if self._numpy_path(kp3d):
+        if self._numpy_path(kp3d):        # no torch at all (entering inference_mode alone costs ~20 us)
             kp = _as_array(kp3d, "kp3d", (None, 24, 3))
             return self._np.solve_body(kp, _as_array(conf, "conf", (kp.shape[0], 24)))
+        return self._solve_body_torch(kp3d, conf)
+
+    @torch.inference_mode()
+    def _solve_body_torch(self, kp3d, conf) -> dict:
         numpy_out = not torch.is_tensor(kp3d)
         kp = _as_tensor(kp3d, "kp3d", (None, 24, 3), self.device)
         c = _as_tensor(conf, "conf", (kp.shape[0], 24), self.device)
@@ -118,7 +121,6 @@ class IKSolver:
         res = {"rot6d": matrix_to_rot6d(R), "betas": out["betas"], "scale": out["scale"]}
         return {k: v.cpu().numpy() for k, v in res.items()} if numpy_out else res
 
-    @torch.inference_mode()
     def solve_hands_full(self, kp3d, conf) -> dict:
         """kp3d ``(B, 2, 21, 3)`` (HAND21 order; ``[:, 0]`` left, ``[:, 1]`` right), conf ``(B, 2, 21)`` ->
         ``rot6d (B, 2, 15, 6)`` SMPL-H finger joints (relative) and ``wrist_global (B, 2, 3, 3)``: each
@@ -127,6 +129,10 @@ class IKSolver:
         if self._numpy_path(kp3d):
             kp = _as_array(kp3d, "kp3d", (None, 2, 21, 3))
             return self._np.solve_hands_full(kp, _as_array(conf, "conf", (kp.shape[0], 2, 21)))
+        return self._solve_hands_torch(kp3d, conf)
+
+    @torch.inference_mode()
+    def _solve_hands_torch(self, kp3d, conf) -> dict:
         numpy_out = not torch.is_tensor(kp3d)
         kp = _as_tensor(kp3d, "kp3d", (None, 2, 21, 3), self.device)
         B = kp.shape[0]
