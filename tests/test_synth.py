@@ -217,3 +217,26 @@ def test_torch_jpeg_matches_libjpeg():
         err_t, err_c = float((a - x).abs().mean()), float((c - x).abs().mean())
         assert err_c > 0 and abs(err_t - err_c) < 0.3 * err_c
         assert float((a - c).abs().mean()) < err_c
+
+
+def test_hand_occluded_tag_from_depth_tested_visibility(captured):
+    """hand_occluded: >= 11 of a hand's 21 keypoints in frame and hidden (depth test) by another
+    part, the other hand or an occluder; its own fingers do not count.  Recomputed with numpy
+    from the engine's own z-buffer triangles."""
+    b, rasters = captured
+    face_id = torch.cat([r.face_id for _, _, r in rasters]).numpy()
+    from model_runtime.synth.engine import context
+
+    tri_hand = context(CFG, "cpu").avatar.tri_hand.numpy()
+    xy, vis = b.hand_2d.numpy(), b.hand_vis.numpy()                          # (6, 2, 21, 2), (6, 2, 21)
+    inside = (xy[..., 0] >= 0) & (xy[..., 0] < CFG.width) & (xy[..., 1] >= 0) & (xy[..., 1] < CFG.height)
+    col = np.clip(np.floor(xy[..., 0]).astype(int), 0, CFG.width - 1)
+    row = np.clip(np.floor(xy[..., 1]).astype(int), 0, CFG.height - 1)
+    f = face_id[np.arange(6)[:, None, None], row, col]
+    shown = np.where((f >= 0) & (f < len(tri_hand)), tri_hand[np.clip(f, 0, len(tri_hand) - 1)], -1)
+    side = np.arange(2)[None, :, None]
+    hidden_other = inside & ~vis & (shown != side)
+    expect = (hidden_other.sum(-1) >= 11).any(-1)
+    np.testing.assert_array_equal(b.tags["hand_occluded"].numpy(), expect)
+    # both kinds of hidden hand points occur here, and only the other-part ones count
+    assert (inside & ~vis & (shown == side)).any() and hidden_other.any()

@@ -55,6 +55,8 @@ class SynthAvatar:
     hand_tip_ids ``(2, 5)`` (left, right) for the 21 :data:`HAND21_NAMES`; lm68_ids ``(68,)``;
     mp468_ids ``(468, 3)`` + mp468_bary ``(468, 3)``; body_radius ``(24,)`` / hand_radius ``(21,)``
     depth tolerance (m) of visibility: how far the visible surface may lie in front of the point;
+    tri_hand ``(F,)`` long: 0 / 1 for triangles of the left / right hand (their first corner's
+    dominant skinning joint is that wrist or a finger joint), -1 elsewhere (what hid a hand point);
     cull: the back-face sign for :func:`~model_runtime.synth.raster.rasterize_batch` (0 when the
     mesh's winding is not consistent enough to drop back faces, see :func:`backface_sign`).
     """
@@ -78,6 +80,7 @@ class SynthAvatar:
     body_radius: torch.Tensor
     hand_radius: torch.Tensor
     skin_mean: torch.Tensor
+    tri_hand: torch.Tensor
     cull: int = 0
 
     @property
@@ -207,6 +210,10 @@ def build_avatar(model: FullBodyModel, device="cpu") -> SynthAvatar:
     scalp = head & ~eye & (rest[:, 1] > ear_y - 0.06)
     vpart[scalp] = PART["scalp"]
     tri_part = vpart[faces[:, 0]]
+    vhand = np.full(len(rest), -1)
+    for side, name in enumerate(("left", "right")):
+        vhand[np.isin(dom, [JOINT_NAMES.index(n) for n in _hand_names(name) if n in JOINT_NAMES])] = side
+    tri_hand = vhand[faces[:, 0]]
     tri_height = rest[faces].mean(1)[:, 1] - ear_y
     # --- corner UVs of kept body triangles (matched back to the body's triangle list)
     tri_uv = np.zeros((len(faces), 3, 2), np.float32)
@@ -232,5 +239,5 @@ def build_avatar(model: FullBodyModel, device="cpu") -> SynthAvatar:
         body_joint_ids=t(body_j, torch.long), body_vertex_ids=t(body_v, torch.long),
         hand_joint_ids=t(hand_j, torch.long), hand_tip_ids=t(hand_t, torch.long),
         lm68_ids=t(lm68, torch.long), mp468_ids=t(mp_ids, torch.long), mp468_bary=t(corr.bary),
-        body_radius=t(body_r), hand_radius=t(hand_r), skin_mean=t(np.median(face_rgb, 0)),
+        body_radius=t(body_r), hand_radius=t(hand_r), skin_mean=t(np.median(face_rgb, 0)), tri_hand=t(tri_hand, torch.long),
         cull=backface_sign(rest, faces))

@@ -267,7 +267,10 @@ def _render_chunk(cfg: SynthConfig, ctx: Context, seed: int, indices: list[int],
     hand_crop = finish("hand_crop", hand_crop, rep2, hzoom, 1 + torch.arange(2 * N, device=dev) % 2).reshape(
         N, 2, 3, cfg.hand_crop, cfg.hand_crop)
     face_crop = finish("face_crop", face_crop, allidx, cfg.face_crop / (face_cbox[:, 2] - face_cbox[:, 0]), zeros + 3)
-    tags = lab.hard_case_tags(body_2d, hand_2d, hand_vis, mask, p, W, H)
+    side = torch.arange(2, device=dev).repeat_interleave(21)                  # (42,) 0 left, 1 right
+    hand_hidden = lab.hidden_by_other(hand_2d.reshape(N, 42, 2), hand_vis.reshape(N, 42), r_full.face_id,
+                                      av.tri_hand, side).reshape(N, 2, 21)
+    tags = lab.hard_case_tags(body_2d, hand_2d, hand_hidden, mask, p, W, H)
     params = {k: v for k, v in p.items() if k not in ("bg_crop", "bg_noise")}
     return SynthBatch(image=image, K=K, body_2d=body_2d, body_3d=body_3d, body_vis=body_vis, hand_2d=hand_2d,
                       hand_3d=hand_3d, hand_vis=hand_vis, face_box=face_box, face_68=f68, face_68_3d=f68_3d,

@@ -48,6 +48,26 @@ def visibility(xy: torch.Tensor, pts: torch.Tensor, depth: torch.Tensor, radius:
     return inside & (d >= pts[..., 2] - radius)
 
 
+def hidden_by_other(xy: torch.Tensor, vis: torch.Tensor, face_id: torch.Tensor, tri_owner: torch.Tensor,
+                    owner: torch.Tensor) -> torch.Tensor:
+    """``(N, P)`` bool: points in frame, not visible, and what the pixel shows is not their own part.
+
+    xy ``(N, P, 2)`` px; vis ``(N, P)`` from :func:`visibility` (so a hidden point has a nearer
+    surface at its pixel); face_id ``(N, H, W)`` the z-buffer's triangles (-1 background; ids past
+    ``len(tri_owner)`` are occluders, owned by nobody); tri_owner ``(F,)`` long the part each
+    person triangle belongs to (-1 none); owner ``(P,)`` long the part of each point.  A hand
+    point hidden by its own fingers is not hidden by another part; one behind the other hand,
+    the body or an occluder is."""
+    N, H, W = face_id.shape
+    inside = (xy[..., 0] >= 0) & (xy[..., 0] < W) & (xy[..., 1] >= 0) & (xy[..., 1] < H)
+    col = xy[..., 0].floor().long().clamp(0, W - 1)
+    row = xy[..., 1].floor().long().clamp(0, H - 1)
+    f = face_id.reshape(N, -1).gather(1, row * W + col)
+    person = (f >= 0) & (f < tri_owner.shape[0])
+    shown = torch.where(person, tri_owner[f.clamp(0, tri_owner.shape[0] - 1)], torch.full_like(f, -1))
+    return inside & ~vis & (shown != owner)
+
+
 def square_box(xy: torch.Tensor, enlarge: float, min_side: float) -> torch.Tensor:
     """Square boxes ``(N, 4)`` x0, y0, x1, y1 around points ``(N, P, 2)``: centred on their box,
     side ``max(enlarge * longer side, min_side)``."""
@@ -79,25 +99,31 @@ def crop_image(img: torch.Tensor, box: torch.Tensor, size: int) -> torch.Tensor:
     return F.grid_sample(img, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def hard_case_tags(body_2d, hand_2d, hand_vis, mask, p: dict, width: int, height: int) -> dict[str, torch.Tensor]:
+#: a hand is "occluded" when at least this many of its 21 keypoints are in frame and hidden by
+#: something other than its own fingers (another body part, the other hand, an occluder)
+HAND_OCCLUDED_POINTS: Final[int] = 11
+
+
+def hard_case_tags(body_2d, hand_2d, hand_hidden, mask, p: dict, width: int, height: int) -> dict[str, torch.Tensor]:
     """Hard-case tags ``(N,)`` bool.
 
     hand_small: a hand with at least 11 of 21 keypoints in frame whose keypoint box's longer
     side is under :data:`SMALL_HAND_PX`; limbs_out_of_frame: an elbow, wrist, knee or ankle is outside the image;
-    hand_occluded: a hand with at least 11 keypoints in frame has fewer than half of those
-    visible; truncated: any body keypoint outside the image or the mask touches the border;
-    occluded: an occluder was placed; blurred: motion blur over 4 px.
+    hand_occluded: a hand with at least :data:`HAND_OCCLUDED_POINTS` (of 21) keypoints in frame
+    and hidden by another part or an occluder (``hand_hidden (N, 2, 21)`` from
+    :func:`hidden_by_other`; its own fingers do not count); truncated: any body keypoint outside
+    the image or the mask touches the border; occluded: an occluder was placed; blurred: motion
+    blur over 4 px.
     """
     inside_b = (body_2d[..., 0] >= 0) & (body_2d[..., 0] < width) & (body_2d[..., 1] >= 0) & (body_2d[..., 1] < height)
     inside_h = (hand_2d[..., 0] >= 0) & (hand_2d[..., 0] < width) & (hand_2d[..., 1] >= 0) & (hand_2d[..., 1] < height)
     hand_in = inside_h.sum(-1) >= 11                                                       # (N, 2)
     hand_h = (hand_2d.amax(-2) - hand_2d.amin(-2)).amax(-1)                             # longer box side
-    vis_frac = (hand_vis & inside_h).sum(-1).float() / inside_h.sum(-1).clamp_min(1).float()
     border = mask[:, 0].any(-1) | mask[:, -1].any(-1) | mask[:, :, 0].any(-1) | mask[:, :, -1].any(-1)
     return {
         "hand_small": (hand_in & (hand_h < SMALL_HAND_PX)).any(-1),
         "limbs_out_of_frame": (~inside_b[:, _LIMB_IDX]).any(-1),
-        "hand_occluded": (hand_in & (vis_frac < 0.5)).any(-1),
+        "hand_occluded": ((hand_hidden & inside_h).sum(-1) >= HAND_OCCLUDED_POINTS).any(-1),
         "truncated": (~inside_b).any(-1) | border,
         "occluded": p["occ_active"].any(-1),
         "blurred": p["blur_px"] > 4.0,
