@@ -351,3 +351,14 @@ def test_cancel_with_pending_keyframe_fits(real, tmp_path):
     assert 10 <= part.num_frames < 81
     assert np.isfinite(part["face_sh"]).all() and np.abs(part["face_sh"]).sum(-1).min() > 0
     assert not [t for t in threading.enumerate() if t.name.startswith("capture-face")]
+
+
+def test_stage_cpu_times_are_recorded(real):
+    """Each stage's thread CPU time is recorded next to its wall time (``bench`` reports both):
+    one thread cannot use more CPU than wall time in a stage."""
+    res, recs = capture(real)
+    assert len(recs) == 81
+    assert {"decode", "detect", "ik", "face_track", "filter"} <= set(res.stage_cpu_ms)
+    for k, cpu in res.stage_cpu_ms.items():
+        assert 0.0 <= cpu <= 1.05 * res.stage_ms[k] + 0.5, (k, cpu, res.stage_ms[k])
+    assert res.stage_cpu_ms["ik"] > 0 and res.stage_cpu_ms["filter"] > 0

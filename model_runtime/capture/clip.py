@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from typing import Callable, Final
 
@@ -65,9 +64,9 @@ class ClipCapture:
         """Fit detected frames (in order; the IK nets run once for all of them); -> the records
         ready to write (possibly none, or several)."""
         recs = [frame_record(frame, det, t_read, self.hands, self.num_expressions) for frame, det, t_read in batch]
-        t0 = time.perf_counter()
+        t0 = self.timer.now()
         self.ik.fit(recs)
-        self.timer.add("ik", time.perf_counter() - t0, n=len(recs))
+        self.timer.since("ik", t0, n=len(recs))
         for rec, (frame, det, _) in zip(recs, batch):
             if rec.valid and self.face is not None:
                 self._track_face(rec, frame, det)
@@ -82,9 +81,9 @@ class ClipCapture:
         """End of stream (or abort): freeze the shape, wait for the face fits, release everything."""
         self.shape.freeze()
         out = self._release_ready(final=True)
-        t0 = time.perf_counter()
+        t0 = self.timer.now()
         out += self.postprocess.flush()
-        self.timer.add("filter", time.perf_counter() - t0, n=0)
+        self.timer.since("filter", t0, n=0)
         return out
 
     def close(self) -> None:
@@ -93,9 +92,9 @@ class ClipCapture:
 
     def _track_face(self, rec: FrameRecord, frame: Frame, det: Detection) -> None:
         """Track the face of one frame (``rec.expression``) and maybe make it a keyframe."""
-        t0 = time.perf_counter()
+        t0 = self.timer.now()
         tracked = self.face.track(frame.image, det)
-        self.timer.add("face_track", time.perf_counter() - t0)
+        self.timer.since("face_track", t0)
         if tracked is None:
             return
         rec.expression, seed = np.asarray(tracked[0], np.float64), tracked[1]
@@ -118,7 +117,7 @@ class ClipCapture:
                 if rec.face_ok:
                     rec.sh = self.keyframes.lighting()
             ready.append(self._held.popleft())
-        t0 = time.perf_counter()
+        t0 = self.timer.now()
         out = self.postprocess.push(ready)
-        self.timer.add("filter", time.perf_counter() - t0, n=len(ready))
+        self.timer.since("filter", t0, n=len(ready))
         return out

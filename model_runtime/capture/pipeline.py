@@ -136,7 +136,8 @@ class CapturePipeline:
             raise err
         return CaptureResult(output=path, frames=out.frames, valid_frames=clip.valid_frames, cancelled=False,
                              wall_s=wall, stage_ms=timer.mean_ms(), hand_swaps=clip.hands.swaps,
-                             dropped_frames=timer.dropped, face_fits=timer.count["face"])
+                             dropped_frames=timer.dropped, face_fits=timer.count["face"],
+                             stage_cpu_ms=timer.mean_cpu_ms())
 
     def _start_clip(self, source: FrameSource, output, live: bool | None, static_extra, stop: threading.Event,
                     timer: StageTimer, on_frame, on_progress) -> tuple[ClipCapture, CaptureOutput]:

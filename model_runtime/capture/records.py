@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+import time
+
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,12 +108,30 @@ class StageTimer:
     count: dict[str, int] = field(default_factory=lambda: {s: 0 for s in STAGES})
     dropped: int = 0      # live frames dropped because the fitting fell behind
 
+    cpu: dict[str, float] = field(default_factory=dict)   # thread CPU seconds of the stages timed by since()
+
     def add(self, stage: str, seconds: float, n: int = 1) -> None:
         self.total[stage] += seconds
         self.count[stage] += n
 
+    @staticmethod
+    def now() -> tuple[float, float]:
+        """``(wall, this thread's CPU)`` seconds, for :meth:`since`."""
+        return time.perf_counter(), time.thread_time()
+
+    def since(self, stage: str, start: tuple[float, float], n: int = 1) -> None:
+        """:meth:`add` the wall time since ``start`` (:meth:`now`) and record the thread's CPU time
+        (what the stage costs whatever else runs on the machine)."""
+        wall, cpu = self.now()
+        self.add(stage, wall - start[0], n)
+        self.cpu[stage] = self.cpu.get(stage, 0.0) + cpu - start[1]
+
     def mean_ms(self) -> dict[str, float]:
         return {s: 1000.0 * self.total[s] / max(self.count[s], 1) for s in STAGES}
+
+    def mean_cpu_ms(self) -> dict[str, float]:
+        """Thread CPU ms per counted item of the stages timed by :meth:`since`."""
+        return {s: 1000.0 * self.cpu[s] / max(self.count[s], 1) for s in STAGES if s in self.cpu}
 
 
 @dataclass
@@ -127,6 +147,7 @@ class CaptureResult:
     hand_swaps: int = 0
     dropped_frames: int = 0
     face_fits: int = 0       # keyframe face fits (every face frame is tracked); stage_ms["face"] is per fit
+    stage_cpu_ms: dict[str, float] = field(default_factory=dict)   # thread CPU ms, as stage_ms (StageTimer.mean_cpu_ms)
 
     @property
     def fps(self) -> float:

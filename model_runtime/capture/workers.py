@@ -67,12 +67,12 @@ def _decode_frames(source: FrameSource, out: queue.Queue, stop: threading.Event,
     it = iter(source)
     try:
         while not stop.is_set():
-            t0 = time.perf_counter()
+            t0 = timer.now()
             try:
                 frame = next(it)
             except StopIteration:
                 break
-            timer.add("decode", time.perf_counter() - t0)
+            timer.since("decode", t0)
             item = (frame, time.perf_counter())
             if drop_when_full:
                 try:
@@ -107,9 +107,9 @@ def _detect_frames(detector: Detector, inp: queue.Queue, out: queue.Queue, stop:
             frame, t_read = item
             ts = max(int(round(frame.time * 1000.0)), last_ts + 1)  # strictly increasing for tracking
             last_ts = ts
-            t0 = time.perf_counter()
+            t0 = timer.now()
             det = detector.detect(frame.image, timestamp_ms=ts)
-            timer.add("detect", time.perf_counter() - t0)
+            timer.since("detect", t0)     # CPU: this thread's only (MediaPipe's own threads are not in it)
             if not _put(out, DetectedFrame(frame, det, t_read), stop):
                 return
     except BaseException as e:
@@ -229,11 +229,11 @@ class KeyframeFaceWorker:
     def _fit(self, image: np.ndarray, detection: Detection, seed: Any) -> np.ndarray | None:
         if self.stop.is_set():
             return None
-        t0 = time.perf_counter()
+        t0 = self.timer.now()
         try:
             return self.stage.fit_appearance(image, detection, seed)
         finally:
-            self.timer.add("face", time.perf_counter() - t0)
+            self.timer.since("face", t0)
 
     def submit_if_idle(self, image: np.ndarray, detection: Detection, seed: Any) -> Future | None:
         """Start a fit if none is running; -> its future, or None (busy: no keyframe here)."""

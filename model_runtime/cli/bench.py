@@ -11,12 +11,18 @@ Each run uses a fresh detector, so both pay MediaPipe's graph start-up.
 Output (``--json``)::
 
     {"video", "frames", "device", "machine",
-     "mediapipe": {"fps", "ms_per_frame", "stages_ms": {"decode", "detect"}},
-     "pipeline": {"fps", "ms_per_frame", "stages_ms": {"decode", "detect", "ik", "face", "filter", "write"}},
+     "mediapipe": {"fps", "ms_per_frame", "cpu_ms_per_frame", "stages_ms": {"decode", "detect"}},
+     "pipeline": {"fps", "ms_per_frame", "cpu_ms_per_frame", "fitting_thread_cpu_ms_per_frame",
+                  "stages_ms": {"decode", "detect", "ik", "face", "filter", "write"}, "stages_cpu_ms": {...}},
      "ratio": pipeline fps / mediapipe fps}
 
 ``stages_ms`` are mean milliseconds per frame spent *in* each stage (stages
-overlap across threads, so they do not add up to ``ms_per_frame``);
+overlap across threads, so they do not add up to ``ms_per_frame``), ``stages_cpu_ms`` the CPU time
+of the stage's thread in them (on a shared machine the wall time also counts waits for a core;
+``detect``: the calling thread only, MediaPipe's own threads are in ``cpu_ms_per_frame``);
+``cpu_ms_per_frame``: the whole process's CPU time per frame (all threads), for the pipeline
+also ``fitting_thread_cpu_ms_per_frame`` (the caller's thread: IK, face tracker, post-processing,
+writing);
 ``face_track`` is the per-frame expression/pose tracker, ``face`` is per
 keyframe (albedo and lighting; ``face_fits`` counts them, see ``--face-every``).  The runs alternate (MediaPipe, pipeline, MediaPipe, ...,
 ``--repeat`` pipeline runs); ``ratio`` is the median over the pipeline runs of
@@ -61,7 +67,7 @@ def bench_mediapipe(spec: str, options) -> dict[str, Any]:
     n = 0
     try:
         with open_source(spec, start=options.start, end=options.end, fps=options.folder_fps) as src:
-            t_start = time.perf_counter()
+            t_start, cpu_start = time.perf_counter(), time.process_time()
             it = iter(src)
             last_ts = -1
             while True:
@@ -79,9 +85,10 @@ def bench_mediapipe(spec: str, options) -> dict[str, Any]:
                 detect += t2 - t1
                 n += 1
             wall = time.perf_counter() - t_start
+            cpu = time.process_time() - cpu_start
     finally:
         det.close()
-    return dict(frames=n, fps=n / wall, ms_per_frame=1000.0 * wall / n,
+    return dict(frames=n, fps=n / wall, ms_per_frame=1000.0 * wall / n, cpu_ms_per_frame=1000.0 * cpu / n,
                 stages_ms=dict(decode=1000.0 * dec / n, detect=1000.0 * detect / n))
 
 
@@ -94,11 +101,15 @@ def bench_pipeline(spec: str, options) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory() as tmp, \
                 open_source(spec, start=options.start, end=options.end, fps=options.folder_fps) as src:
+            cpu_start, fit_start = time.process_time(), time.thread_time()
             res = pipe.run(src, Path(tmp) / "bench.npz")
+            cpu, fit_cpu = time.process_time() - cpu_start, time.thread_time() - fit_start
     finally:
         pipe.detector.close()
     return dict(frames=res.frames, fps=res.fps, ms_per_frame=1000.0 * res.wall_s / res.frames,
-                stages_ms=res.stage_ms, valid_frames=res.valid_frames, face_fits=res.face_fits)
+                cpu_ms_per_frame=1000.0 * cpu / res.frames, fitting_thread_cpu_ms_per_frame=1000.0 * fit_cpu / res.frames,
+                stages_ms=res.stage_ms, stages_cpu_ms=res.stage_cpu_ms, valid_frames=res.valid_frames,
+                face_fits=res.face_fits)
 
 
 def machine() -> str:
@@ -130,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
     mp = dict(frames=mps[0]["frames"], fps=float(np.mean([m["fps"] for m in mps])),
               runs_fps=[m["fps"] for m in mps],
               ms_per_frame=float(np.mean([m["ms_per_frame"] for m in mps])),
+              cpu_ms_per_frame=float(np.mean([m["cpu_ms_per_frame"] for m in mps])),
               stages_ms={k: float(np.mean([m["stages_ms"][k] for m in mps])) for k in mps[0]["stages_ms"]})
     out = dict(video=str(args.video), frames=mp["frames"], start=options.start, device=options.resolved_device(),
                machine=machine(), load_avg_1min=load, mediapipe=mp, pipeline=pl,
@@ -142,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
               + ", ".join(f"{f:.1f}" for f in mp["runs_fps"]))
         print(f"  whole pipeline  : {pl['fps']:6.1f} fps  ({pl['ms_per_frame']:.1f} ms/frame)")
         print("  stages (ms/frame): " + ", ".join(f"{k} {v:.1f}" for k, v in pl["stages_ms"].items()))
+        print("  stages CPU (ms/frame): " + ", ".join(f"{k} {v:.1f}" for k, v in pl["stages_cpu_ms"].items()))
+        print(f"  CPU per frame   : mediapipe alone {mp['cpu_ms_per_frame']:.1f} ms, pipeline {pl['cpu_ms_per_frame']:.1f} ms "
+              f"(fitting thread {pl['fitting_thread_cpu_ms_per_frame']:.1f})")
         print(f"  ratio           : {out['ratio']:.2f} (runs " + ", ".join(f"{r:.2f}" for r in ratios) + ")")
     sys.stdout.flush()
     return EXIT_OK
