@@ -193,6 +193,27 @@ def test_lost_joint_is_held_then_blends_to_neutral_and_back():
         np.testing.assert_allclose(out[14:40, e], np.broadcast_to(rot[13, e], (26, 3, 3)), atol=1e-12)
 
 
+def test_fingers_blend_faster_than_limbs():
+    """A finger and an elbow lost for 2 s (neutral by then) come back: the finger's observation
+    weight reaches 1 after BLEND_FINGERS_S, the elbow's after BLEND_S, both monotonically, in the
+    same way in batches (fingers flicker in and out of the hand detector)."""
+    fps, T = 30.0, 100
+    f, e = J["right_index2"], J["left_elbow"]
+    rot = np.tile(np.eye(3), (T, 52, 1, 1))
+    rot[:, f] = [_rot("z", 60.0 + 0.2 * t) for t in range(T)]           # a curled finger
+    rot[:, e] = [_rot("y", -60.0 - 0.2 * t) for t in range(T)]
+    seen = np.ones((T, 52), bool)
+    seen[10:70, [f, e]] = False
+    out, w, src = _walk(seen, rot, fps)
+    fast, slow = int(round(V.BLEND_FINGERS_S * fps)), int(round(V.BLEND_S * fps))
+    assert fast < slow and (src[60:70, f] == V.SOURCE_NEUTRAL).all()
+    assert (np.diff(w[70:70 + fast, f]) > 0).all() and w[69 + fast, f] == pytest.approx(1.0)
+    assert w[69 + fast, e] < 1.0 and w[69 + slow, e] == pytest.approx(1.0)
+    np.testing.assert_allclose(out[69 + fast:, f], rot[69 + fast:, f], atol=1e-12)
+    assert (np.diff(_angle_deg(out[69:69 + fast, f], rot[69:69 + fast, f])) < 0).all()
+    np.testing.assert_allclose(_walk(seen, rot, fps, batch=7)[0], out, atol=1e-12)
+
+
 def test_short_dropout_holds_the_last_fresh_rotation():
     """Seen by the hysteresis but not usable on frames 5-6: the last fresh rotation at full weight,
     source held, confidence weight 0; then the observation again."""

@@ -19,7 +19,8 @@ Three steps, each a pure vectorised function or a small per-clip state:
    seen rotation (*held*) and, :data:`HOLD_S` seconds after it was last seen, blends over
    :data:`BLEND_S` seconds to the neutral pose (:func:`neutral_pose`: standing legs, relaxed arms
    and fingers, an upright body facing the camera); one never seen is neutral from the start; one
-   that comes back into view blends back to the observation over :data:`BLEND_S`.  Seen joints
+   that comes back into view blends back to the observation over :data:`BLEND_S`
+   (:data:`BLEND_FINGERS_S` for the fingers).  Seen joints
    keep their observed *global* orientation when an ancestor is replaced (a talking head's head
    keeps its turn when the unseen body below it stands neutral).
 
@@ -63,6 +64,11 @@ OFF_FRAMES: Final[int] = 3
 BLEND_S: Final[float] = 0.3
 #: seconds an unseen joint holds its last seen rotation before it blends to the neutral pose
 HOLD_S: Final[float] = 1.0
+#: the same blends for the finger joints: hands are small and fast and flicker in and out of the
+#: hand detector (on the openpose clip they are found in bursts of a few frames, more than HOLD_S
+#: apart); with BLEND_S their fingers were mid-blend, flatter than the detector's, on most frames
+#: they were seen (docs/fidelity.md, "Hands")
+BLEND_FINGERS_S: Final[float] = 0.1
 
 #: keypoints the IK always gets at the detector's confidence, seen or not: its body frame is built from
 #: them and it was trained with them always present.  Without the guessed hips of a talking head its
@@ -238,6 +244,7 @@ def neutral_pose() -> np.ndarray:
 
 
 NEUTRAL_POSE: Final[np.ndarray] = neutral_pose()
+_FINGER_JOINTS: Final[np.ndarray] = np.array([n.split("_", 1)[-1] in HAND_JOINT_SUFFIXES for n in JOINT_NAMES])
 NEUTRAL_POSE.setflags(write=False)
 
 
@@ -340,6 +347,7 @@ class UnseenBlender:
 
     blend_s: float = BLEND_S
     hold_s: float = HOLD_S
+    blend_fingers_s: float = BLEND_FINGERS_S
     neutral: np.ndarray = field(default_factory=lambda: NEUTRAL_POSE.copy())
     w: np.ndarray | None = None                     # (52,) observation weight
     u: np.ndarray | None = None                     # (52,) weight of the held rotation against neutral
@@ -383,9 +391,10 @@ class UnseenBlender:
         B = len(rot)
         W, U = np.empty((B, NUM_JOINTS)), np.empty((B, NUM_JOINTS))
         held, obs = np.empty_like(rot), np.empty_like(rot)
+        blend = np.where(_FINGER_JOINTS, self.blend_fingers_s, self.blend_s)
         for t in range(B):
             now = float(times[t])
-            step = min(max(now - self.t_prev, 0.0), self.blend_s) / self.blend_s
+            step = np.minimum(max(now - self.t_prev, 0.0), blend) / blend                 # (52,)
             self.t_prev = now
             s, f = seen[t], fresh[t]
             self.w = np.minimum(np.maximum(self.w + np.where(s, step, -step), 0.0), 1.0)
