@@ -397,15 +397,22 @@ class ImageAligner:
         z = np.maximum(X[..., 2], 1e-6)
         return X[..., :2] / z[..., None] * self._fxy + self._c, z
 
-    def _rot_prior(self, rot, target, G, w):
-        """Residuals ``(B, 52, 3)`` (camera frame) and energy ``(B,)`` of ``w (3 - tr(R R_target^T))``
-        (= ``2 w (1 - cos angle)``, ``~ w angle^2``): the residual ``G_parent sin(angle) axis``
-        is half its gradient for the increments ``w_a``, ``w`` its Gauss-Newton Hessian."""
+    def _parent_globals(self, G):
+        """Global rotations ``(B, 52, 3, 3)`` of each joint's parent (the root's: identity)."""
+        return np.concatenate([np.broadcast_to(np.eye(3), G[:, :1].shape), G[:, self.kp.parents[1:]]], 1)
+
+    def _rot_prior(self, rot, target, Gp, w):
+        """Residuals ``(B, 52, 3)`` (camera frame; None when ``Gp`` is None: energy only) and energy
+        ``(B,)`` of ``w (3 - tr(R R_target^T))`` (= ``2 w (1 - cos angle)``, ``~ w angle^2``): the
+        residual ``G_parent sin(angle) axis`` is half its gradient for the increments ``w_a``, ``w``
+        its Gauss-Newton Hessian; ``Gp``: :meth:`_parent_globals`."""
         Q = rot @ np.swapaxes(target, -1, -2)                                              # parent frame
+        energy = (w * (3.0 - Q[..., 0, 0] - Q[..., 1, 1] - Q[..., 2, 2])).sum(-1)
+        if Gp is None:
+            return None, energy
         e = 0.5 * np.stack([Q[..., 2, 1] - Q[..., 1, 2], Q[..., 0, 2] - Q[..., 2, 0], Q[..., 1, 0] - Q[..., 0, 1]], -1)
-        Gp = np.concatenate([np.broadcast_to(np.eye(3), G[:, :1].shape), G[:, self.kp.parents[1:]]], 1)
         r = (Gp @ e[..., None])[..., 0] * w[..., None]
-        return r, (w * (3.0 - Q[..., 0, 0] - Q[..., 1, 1] - Q[..., 2, 2])).sum(-1)
+        return r, energy
 
     def _linearise(self, fr: _Frames, rot, t, jacobian: bool = True):
         """-> energy ``(B,)``, global rotations, and (H blocks, gradients) of the GN step."""
@@ -422,9 +429,10 @@ class ImageAligner:
         w_rot[NUM_BODY_JOINTS:] = cfg.w_ik_fingers
         w_rot = np.broadcast_to(w_rot, rot.shape[:2])                                      # (B, 52)
         w_tmp = cfg.w_temporal * np.broadcast_to(fr.prev_w[:, None], rot.shape[:2])
-        r_ik, e_ik = self._rot_prior(rot, fr.ik_rot, G, w_rot)
+        Gp = self._parent_globals(G) if jacobian else None     # energy only: no residuals needed
+        r_ik, e_ik = self._rot_prior(rot, fr.ik_rot, Gp, w_rot)
         energy = energy + e_ik
-        r_t, e_t = self._rot_prior(rot, fr.prev_rot, G, w_tmp)
+        r_t, e_t = self._rot_prior(rot, fr.prev_rot, Gp, w_tmp)
         dt = t - fr.prev_transl
         pw = fr.prev_w
         energy = energy + e_t + pw * cfg.w_transl_temporal * (dt * dt).sum(-1)
@@ -546,8 +554,7 @@ class ImageAligner:
         w = np.zeros((B, rot.shape[1], 3))
         w[:, :NUM_BODY_JOINTS] = db[:, 3:].reshape(B, NUM_BODY_JOINTS, 3)
         w[:, _FINGER_JOINTS.reshape(-1)] = df.reshape(B, -1, 3)
-        Gp = np.concatenate([np.broadcast_to(np.eye(3), G[:, :1].shape), G[:, self.kp.parents[1:]]], 1)
-        w_local = (np.swapaxes(Gp, -1, -2) @ w[..., None])[..., 0]
+        w_local = (np.swapaxes(self._parent_globals(G), -1, -2) @ w[..., None])[..., 0]
         return axis_angle_to_matrix(w_local) @ rot, t + db[:, :3]
 
 
