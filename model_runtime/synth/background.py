@@ -130,45 +130,47 @@ def procedural(colours: torch.Tensor, noise: torch.Tensor, layout: torch.Tensor,
     for k in range(4):                                     # 4 octaves (not a pixel loop)
         g = noise[:, k:k + 1, : 3 * 2 ** k, : 4 * 2 ** k]
         v = v + 0.5 ** k * F.interpolate(g, size=low, mode="bilinear", align_corners=False)
-    v = F.interpolate(v / 1.875, size=(height, width), mode="bilinear", align_corners=False)
-    img = colours[:, 0, :, None, None] * (1 - v) + colours[:, 1, :, None, None] * v        # (N, 3, H, W)
+    v = F.interpolate(v / 1.875, size=(height, width), mode="bilinear", align_corners=False)[:, 0, :, :, None]  # (N, H, W, 1)
+    col = colours[:, :, None, None, :]                                                            # (N, 4, 1, 1, 3)
+    img = col[:, 0] * (1 - v) + col[:, 1] * v                                                     # (N, H, W, 3)
     ys = (torch.arange(height, device=dev, dtype=torch.float32) + 0.5)[None, :, None] / height   # (1, H, 1)
     xs = (torch.arange(width, device=dev, dtype=torch.float32) + 0.5)[None, None, :] / width     # (1, 1, W)
     L = layout[:, :, None, None]                                                                  # (N, 16, 1, 1)
     # wall stripes (vertical) on some images
-    stripes = (L[:, 3] < 0.35) & (torch.sin(xs * (10 + 60 * L[:, 2]) * np.pi) > 0)
-    img = torch.where(stripes[:, None], img * 0.8, img)
+    stripes = (L[:, 3] < 0.35) & (torch.sin(xs * (10 + 60 * L[:, 2]) * np.pi) > 0)             # (N, 1, W)
+    img = torch.where(stripes[..., None], img * 0.8, img)
     # floor below a horizon, perspective checkerboard
     hy = 0.3 + 0.5 * L[:, 1]
-    floor = (L[:, 0] < 0.6) & (ys > hy)
+    floor = (L[:, 0] < 0.6) & (ys > hy)                                                           # (N, H, 1)
     dy = (ys - hy).clamp_min(1e-3)
     u = (xs - 0.5) / dy * (1 + 3 * L[:, 5])
     w = 1.0 / dy * (0.5 + L[:, 6])
-    check = ((torch.floor(u) + torch.floor(w)) % 2 == 0) & (L[:, 7] < 0.5)
-    fcol = colours[:, 2, :, None, None] * (1 - 0.3 * check[:, None]) * (0.7 + 0.3 * v)
-    img = torch.where(floor[:, None], fcol, img)
+    check = ((torch.floor(u) + torch.floor(w)) % 2 == 0) & (L[:, 7] < 0.5)                      # (N, H, W)
+    fcol = col[:, 2] * (1 - 0.3 * check[..., None]) * (0.7 + 0.3 * v)
+    img = torch.where(floor[..., None], fcol, img)
     # up to three rectangles
     for r in range(3):
         x0, y0 = L[:, 8 + 2 * r] * 0.9, L[:, 9 + 2 * r] * 0.8
         x1 = x0 + 0.1 + 0.3 * L[:, (10 + 2 * r) % 16]
         y1 = y0 + 0.15 + 0.4 * L[:, (11 + 2 * r) % 16]
-        on = (L[:, 4] > 0.3 * r) & (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+        on = (L[:, 4] > 0.3 * r) & (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)               # (N, H, W)
         shade = 0.6 + 0.4 * L[:, (12 + r) % 16]
-        img = torch.where(on[:, None], colours[:, 3, :, None, None] * shade[:, None] * (0.85 + 0.15 * v), img)
+        img = torch.where(on[..., None], col[:, 3] * shade[..., None] * (0.85 + 0.15 * v), img)
     return upsample_nhwc(linear_to_srgb(img), *full)
 
 
 def upsample_nhwc(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bilinear resize (half-pixel centres) of ``img (N, C, h, w)`` to ``(N, height, width, C)``
-    contiguous channels last: OpenCV per image on the CPU (a tenth of torch's CPU cost), torch elsewhere."""
+    """Bilinear resize (half-pixel centres) of channels-last ``img (N, h, w, C)`` to contiguous
+    ``(N, height, width, C)``: OpenCV per image on the CPU (a tenth of torch's CPU cost), torch elsewhere."""
     if img.device.type != "cpu":
-        return F.interpolate(img, size=(height, width), mode="bilinear", align_corners=False).permute(0, 2, 3, 1).contiguous()
+        x = F.interpolate(img.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=False)
+        return x.permute(0, 2, 3, 1).contiguous()
     import cv2
 
-    src = img.permute(0, 2, 3, 1).contiguous().numpy()
+    src = img.contiguous().numpy()
     out = np.empty((len(src), height, width, src.shape[-1]), np.float32)
     for i in range(len(src)):                                        # per image: one OpenCV call
-        out[i] = cv2.resize(src[i], (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, -1)
+        cv2.resize(src[i], (width, height), dst=out[i], interpolation=cv2.INTER_LINEAR)
     return torch.from_numpy(out)
 
 
