@@ -186,26 +186,38 @@ def fuse_batchnorm(net: FaceNetModule) -> FaceNetModule:
 # ----------------------------------------------------------------------------- inference
 class InferenceNet:
     """The forward pass of an eval-mode, BatchNorm-folded (:func:`fuse_batchnorm`) :class:`FaceNetModule`
-    as plain functional calls on channels-last weights: oneDNN runs its convolutions without a layout
-    change per layer, and no Python module is entered per layer (7 blocks of 3 modules and the head).
-    ``__call__(x (B, 3, S, S))`` -> raw outputs ``(B, D)``, the module's (to float rounding).  On one CPU
-    thread the network's CPU time is ~0.55x the plain module's (docs/facenet.md, "Speed")."""
+    straight from uint8 BGR crops, as plain functional calls on channels-last weights.
+
+    * oneDNN runs the convolutions without a layout change per layer (channels-last weights; the
+      ``(B, S, S, 3)`` crops viewed as ``(B, 3, S, S)`` are channels-last already, no copy);
+    * the input conversion is folded into the first convolution: BGR -> RGB swaps its input
+      channels, ``/ 255`` scales its weights, so the input costs one subtraction
+      (``conv(W, x / 255 - m) = conv(W / 255, x - 255 m)``, zero padding included);
+    * no Python module is entered per layer (7 blocks of 3 modules and the head).
+
+    ``__call__(crops (B, S, S, 3) uint8 BGR tensor)`` -> raw outputs ``(B, D)``, the module's on
+    :func:`to_input` of the same crops (to float rounding).  On one CPU thread FaceNet's CPU time is
+    ~0.55x the plain module's (docs/facenet.md, "Speed")."""
 
     def __init__(self, net: FaceNetModule):
-        convs = [block[0] for block in net.trunk]
         if any(not isinstance(block[1], nn.Identity) for block in net.trunk):
             raise ValueError("fold the BatchNorms first (fuse_batchnorm)")
         cl = torch.channels_last
-        self.layers = [(c.weight.detach().contiguous(memory_format=cl), c.bias.detach(), c.stride, c.padding)
-                       for c in convs]
+        self.layers = []
+        for k, block in enumerate(net.trunk):
+            c = block[0]
+            w = c.weight.detach()
+            if k == 0:
+                w = w[:, [2, 1, 0]] / 255.0                          # BGR input, 0..255
+            self.layers.append((w.contiguous(memory_format=cl), c.bias.detach(), c.stride, c.padding))
         fc1, fc2 = net.head[1], net.head[3]
         self.fc = [(fc1.weight.detach(), fc1.bias.detach()), (fc2.weight.detach(), fc2.bias.detach())]
-        self.mean_rgb = net.mean_rgb.detach()
+        self.mean_bgr255 = (net.mean_rgb.detach()[:, [2, 1, 0]] * 255.0).contiguous()
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
         import torch.nn.functional as F
 
-        h = (x - self.mean_rgb).contiguous(memory_format=torch.channels_last)
+        h = crops.permute(0, 3, 1, 2).float() - self.mean_bgr255         # (B, 3, S, S), channels-last strides
         for w, b, stride, pad in self.layers:
             h = torch.relu_(F.conv2d(h, w, b, stride, pad))
         (w1, b1), (w2, b2) = self.fc
@@ -367,10 +379,21 @@ class FaceNet:
         S = self.input_size
         if crops_bgr.ndim != 4 or crops_bgr.shape[1:] != (S, S, 3) or crops_bgr.dtype != np.uint8:
             raise ValueError(f"crops must be (B, {S}, {S}, 3) uint8, got {crops_bgr.shape} {crops_bgr.dtype}")
-        out = self.net.split(self._forward(to_input(crops_bgr, self.device)))
-        npf = lambda k: out[k].float().cpu().numpy()  # noqa: E731
-        return FaceNetPrediction(identity=npf("identity"), expression=npf("expression"), albedo=npf("albedo"),
-                                 sh=npf("sh"), rot6d=npf("rot6d"), uv=npf("uv"), log_scale=npf("log_scale"))
+        if isinstance(self._forward, InferenceNet):
+            raw = self._forward(torch.as_tensor(np.ascontiguousarray(crops_bgr), device=self.device))
+        else:
+            raw = self._forward(to_input(crops_bgr, self.device))
+        return self._prediction(raw.float().cpu().numpy())
+
+    def _prediction(self, raw: np.ndarray) -> FaceNetPrediction:
+        """Raw outputs ``(B, D)`` (numpy) -> :class:`FaceNetPrediction` (:meth:`FaceNetModule.split` in numpy)."""
+        s, o, out = self.net.sizes, 9, {}
+        for k in ("identity", "expression", "albedo", "sh"):
+            out[k] = raw[:, o:o + s[k]]
+            o += s[k]
+        if self.net.expression_box:
+            out["expression"] = 1.0 / (1.0 + np.exp(-out["expression"]))
+        return FaceNetPrediction(rot6d=raw[:, :6], uv=raw[:, 6:8], log_scale=raw[:, 8], **out)
 
     def predict(self, image_bgr: np.ndarray, face_boxes: np.ndarray, K: np.ndarray):
         """One image, boxes ``(B, 4)``, camera ``K (3, 3)`` -> ``(prediction, R (B, 3, 3), t (B, 3))``."""
