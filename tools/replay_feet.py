@@ -1,5 +1,5 @@
 """Replay a capture made without the feet stage (``--no-feet``, or an older file) through
-``capture/feet.FootStage`` and write the result as a capture file: the feet stage's effect alone,
+``capture/feet_stage.FootStage`` and write the result as a capture file: the feet stage's effect alone,
 on exactly the same motion, in seconds instead of a re-capture (how its settings were compared,
 docs/fidelity.md "Feet").
 
@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model_runtime.capture import feet  # noqa: E402
+from model_runtime.capture.feet_stage import FootStage  # noqa: E402
 from model_runtime.core.capture_file import load_capture  # noqa: E402
 from model_runtime.core.lbs import forward_kinematics  # noqa: E402
 from model_runtime.core.rotations import matrix_to_quat_wxyz, matrix_to_rot6d, quat_wxyz_to_matrix, rot6d_to_matrix  # noqa: E402
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
             transl=d["transl"][t].astype(np.float64), quat=matrix_to_quat_wxyz(rot[t]),
             body_2d=d["keypoints_2d"][t, :24].astype(np.float64), keypoint_visibility=d["keypoint_visibility"][t],
             joint_confidence=d["joint_confidence"][t], betas=betas, scale=scale) for t in range(T)]
-        stage = feet.FootStage(body.rest_joints, body.parents, lambda: K, float(d["fps"]),
+        stage = FootStage(body.rest_joints, body.parents, lambda: K, float(d["fps"]),
                                feet.default_ankle_height(body), lookahead=not args.live)
         out = []
         t0 = time.thread_time()

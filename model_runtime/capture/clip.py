@@ -14,7 +14,7 @@ from ..core.options import CaptureOptions
 from ..detectors.base import Detection
 from ..face.stage import FaceStage
 from .align_clip import ClipAlignment
-from .feet import FootStage
+from .feet_stage import FootStage
 from .fitting import IKFitter, IKStage, frame_record
 from .keyframes import KeyframeScheduler
 from .postprocess import MotionPostprocessor

@@ -15,7 +15,7 @@ from ..core import rotations
 from ..core.capture_file import CaptureWriter
 from ..core.skeleton import BODY_KEYPOINT_NAMES, HAND21_NAMES, JOINT_NAMES, NUM_JOINTS
 from ..face.stage import FaceStage
-from .feet import FootStage
+from .feet_stage import FootStage
 from .focal import ClipCamera
 from .records import FrameCallback, FrameRecord, ProgressCallback, StageTimer
 from .sources import FrameSource

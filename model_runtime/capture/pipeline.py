@@ -55,7 +55,8 @@ from ..models.body_model import BodyModel
 from .align import ModelKeypoints
 from .align_clip import ClipAlignment
 from .clip import ClipCapture
-from .feet import FootStage, default_ankle_height
+from .feet import default_ankle_height
+from .feet_stage import FootStage
 from .focal import clip_camera
 from .fitting import IKStage
 from .output import KEYPOINT_NAMES, CaptureOutput, ClipValues

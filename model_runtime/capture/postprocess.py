@@ -12,7 +12,7 @@ from ..core.lbs import forward_kinematics
 from ..core.options import CaptureOptions, SmoothingConfig
 from ..core.skeleton import NUM_JOINTS
 from .align_clip import ClipAlignment
-from .feet import FootStage
+from .feet_stage import FootStage
 from .filters import GapFiller, OneEuroFilter, RotationFilter
 from .records import FrameRecord
 from .tracking import ShapeEstimator
@@ -79,7 +79,7 @@ class MotionPostprocessor:
         face: fill the face gaps (frames without a tracked face) before the body gaps.
         align: the image-aligned fit of the filtered frames (:mod:`.align_clip`; it calibrates the
             clip on its first frames: focal estimate, depth anchoring), or None.
-        feet: foot contacts, ground plane, planted feet locked (:class:`~.feet.FootStage`), or None.
+        feet: foot contacts, ground plane, planted feet locked (:class:`~.feet_stage.FootStage`), or None.
     """
 
     def __init__(self, K: np.ndarray, shape: ShapeEstimator, rest_joints: Callable[[np.ndarray], np.ndarray],

@@ -68,7 +68,7 @@ class FrameRecord:
         joints ``(52, 3)`` posed, scaled joints relative to the model origin (None when invalid);
         transl ``(3,)`` m camera frame; transl_ok: Eq. 14 had a solution on this frame;
         quat ``(52, 4)`` WXYZ smoothed rotations; betas ``(16,)``, scale: the clip's shape.
-        foot_contact ``(2,)`` bool [left, right] (:class:`feet.FootStage`; planted feet locked there).
+        foot_contact ``(2,)`` bool [left, right] (:class:`feet_stage.FootStage`; planted feet locked there).
     """
 
     index: int
