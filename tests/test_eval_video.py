@@ -135,6 +135,29 @@ def test_mismatched_video_is_named(demo_capture, tmp_path):
     assert cv2.imread(str(tmp_path / "s.png")).shape == (900, 1600, 3)
 
 
+def test_sheet_from_an_image_folder(demo_capture, tmp_path):
+    """``--video`` may be the image folder a capture was made from (read as ``capture`` reads it): the
+    clip's frames as lossless PNGs give the very sheet the video gives, without a warning."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    src = cv2.VideoCapture(str(CLIP))
+    i = 0
+    while True:
+        ok, img = src.read()
+        if not ok:
+            break
+        cv2.imwrite(str(folder / f"{i:03d}.png"), img)
+        i += 1
+    from_video, from_folder = tmp_path / "v.png", tmp_path / "f.png"
+    r = cli("eval", "video", str(demo_capture), "--video", str(CLIP), "--sheet", str(from_video), "--json")
+    assert r.returncode == 0, r.stderr
+    r = cli("eval", "video", str(demo_capture), "--video", str(folder), "--sheet", str(from_folder), "--json")
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    np.testing.assert_array_equal(cv2.imread(str(from_folder)), cv2.imread(str(from_video)))
+    r = cli("eval", "video", str(demo_capture), "--video", str(tmp_path / "nothing"), "--sheet", str(tmp_path / "n.png"))
+    assert r.returncode != 0 and "nothing" in r.stderr and r.stderr.count("\n") <= 2, r.stderr
+
+
 def test_reprojection_is_zero_on_projected_keypoints(demo_capture, tmp_path):
     cap = load_capture(demo_capture)
     kp = cap["keypoints_2d"].copy()

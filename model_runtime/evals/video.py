@@ -50,7 +50,7 @@ from typing import Final
 import numpy as np
 
 from ..core.capture_file import Capture, load_capture
-from ..core.errors import InputMissingError, InputUnreadableError, OutputError
+from ..core.errors import InputMissingError, InputUnreadableError, OutputError, SourceLostError
 from ..core.rotations import rot6d_to_matrix
 from ..core.safe_npz import npz_members
 from ..core.skeleton import BODY_KEYPOINT_NAMES, HAND21_NAMES, JOINT_NAMES
@@ -94,7 +94,7 @@ def _int_in(lo: int, hi: int, also: tuple[int, ...] = ()):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("capture", help="capture .npz to measure")
-    p.add_argument("--video", help="the video the capture was made from (for the contact sheet)")
+    p.add_argument("--video", help="the video or image folder the capture was made from (for the contact sheet)")
     p.add_argument("--sheet", help="write a contact sheet (.png) of a few frames")
     p.add_argument("--sheet-frames", type=_int_in(1, 100), default=SHEET_FRAMES, metavar="N",
                    help=f"frames on the sheet (default {SHEET_FRAMES}, evenly spaced valid frames)")
@@ -280,53 +280,54 @@ def sheet_layout(image_size: tuple[int, int], n_frames: int, width: int = SHEET_
 
 
 class VideoFrames:
-    """Frames of ``path`` by index, scaled to the capture's image size; warns (stderr) when the
-    video's frame rate, size or length disagree with the capture."""
+    """Frames of ``path`` (a video or an image folder, read as ``capture`` reads it:
+    :func:`model_runtime.capture.sources.open_source`, rotation metadata applied) by index, scaled to
+    the capture's image size; warns (stderr) when the frame rate, size or length disagree with the
+    capture."""
 
     def __init__(self, path: str | Path, cap: Capture):
-        import cv2
+        from ..capture.sources import open_source
 
         self.path = Path(path)
-        if not self.path.is_file():
-            raise InputMissingError(f"{self.path}: video file not found")
-        vc = cv2.VideoCapture(str(self.path))
-        if not vc.isOpened():
-            raise InputUnreadableError(f"{self.path}: cannot open the video")
-        self.vc = vc
+        if not self.path.exists():
+            raise InputMissingError(f"{self.path}: video file or image folder not found")
+        self.source = open_source(self.path)           # InputUnreadableError names the file
         self.size = tuple(int(v) for v in cap["image_size"])
         fps = float(np.asarray(cap["fps"]).reshape(-1)[0])
-        v_fps, v_size = vc.get(cv2.CAP_PROP_FPS), (int(vc.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                                                     int(vc.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-        v_frames = int(vc.get(cv2.CAP_PROP_FRAME_COUNT))
+        v_fps, v_size, v_frames = self.source.fps, tuple(self.source.image_size), self.source.num_frames
         self.warnings = []
-        if abs(v_fps - fps) > 1e-3 * fps:
+        if self.path.is_file() and abs(v_fps - fps) > 1e-3 * fps:
             self.warnings.append(f"the video runs at {v_fps:.3f} fps, the capture at {fps:.3f} fps: "
                                  "frames are matched by index, so the timing may not agree")
         if v_size != self.size:
             self.warnings.append(f"the video is {v_size[0]}x{v_size[1]}, the capture's camera "
                                  f"{self.size[0]}x{self.size[1]}: frames are scaled to the capture's size")
-        if 0 < v_frames < cap.num_frames:
+        if v_frames is not None and 0 < v_frames < cap.num_frames:
             self.warnings.append(f"the video has {v_frames} frames, the capture {cap.num_frames}")
         for w in self.warnings:
             note(f"warning: {self.path.name}: {w}")
-        self._next = 0
 
     def read(self, indices: np.ndarray) -> dict[int, np.ndarray]:
-        """``{index: BGR (H, W, 3)}`` for sorted ``indices``, decoded in order; missing ones left out."""
+        """``{index: BGR (H, W, 3)}`` for ``indices``, decoded in order (streamed); missing ones left out."""
         import cv2
 
+        want = {int(i) for i in indices}
         out = {}
-        for i in sorted(int(i) for i in indices):
-            while self._next < i and self.vc.grab():
-                self._next += 1
-            ok, img = self.vc.read()
-            self._next += 1
-            if not ok:
-                break
-            if (img.shape[1], img.shape[0]) != self.size:
-                img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
-            out[i] = img
-        self.vc.release()
+        last = max(want, default=-1)
+        try:
+            for frame in self.source:
+                i = frame.index - self.source.start
+                if i in want:
+                    img = frame.image
+                    if (img.shape[1], img.shape[0]) != self.size:
+                        img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
+                    out[i] = img
+                if i >= last:
+                    break
+        except SourceLostError as e:                    # a truncated video: the frames before it
+            note(f"warning: {e}")
+        finally:
+            self.source.close()
         return out
 
 
