@@ -252,7 +252,7 @@ class FootStage:
             contact[:min(L, b) - a] = self._labels[a:min(L, b)]
         changed = []
         for r, c in zip(block, contact):
-            if not np.array_equal(r.foot_contact, c):
+            if not np.array_equal(getattr(r, "foot_contact", None), c):
                 changed.append(r)
             r.foot_contact = c.copy()
         if L > a and self.plane is not None and self._labels[:L].any():
