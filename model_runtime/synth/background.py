@@ -133,29 +133,37 @@ def procedural(colours: torch.Tensor, noise: torch.Tensor, layout: torch.Tensor,
     v = F.interpolate(v / 1.875, size=(height, width), mode="bilinear", align_corners=False)[:, 0, :, :, None]  # (N, H, W, 1)
     col = colours[:, :, None, None, :]                                                            # (N, 4, 1, 1, 3)
     img = col[:, 0] * (1 - v) + col[:, 1] * v                                                     # (N, H, W, 3)
-    ys = (torch.arange(height, device=dev, dtype=torch.float32) + 0.5)[None, :, None] / height   # (1, H, 1)
-    xs = (torch.arange(width, device=dev, dtype=torch.float32) + 0.5)[None, None, :] / width     # (1, 1, W)
-    L = layout[:, :, None, None]                                                                  # (N, 16, 1, 1)
-    # wall stripes (vertical) on some images
-    stripes = (L[:, 3] < 0.35) & (torch.sin(xs * (10 + 60 * L[:, 2]) * np.pi) > 0)             # (N, 1, W)
-    img = torch.where(stripes[..., None], img * 0.8, img)
-    # floor below a horizon, perspective checkerboard
-    hy = 0.3 + 0.5 * L[:, 1]
-    floor = (L[:, 0] < 0.6) & (ys > hy)                                                           # (N, H, 1)
-    dy = (ys - hy).clamp_min(1e-3)
-    u = (xs - 0.5) / dy * (1 + 3 * L[:, 5])
-    w = 1.0 / dy * (0.5 + L[:, 6])
-    check = ((torch.floor(u) + torch.floor(w)) % 2 == 0) & (L[:, 7] < 0.5)                      # (N, H, W)
-    fcol = col[:, 2] * (1 - 0.3 * check[..., None]) * (0.7 + 0.3 * v)
-    img = torch.where(floor[..., None], fcol, img)
-    # up to three rectangles
-    for r in range(3):
-        x0, y0 = L[:, 8 + 2 * r] * 0.9, L[:, 9 + 2 * r] * 0.8
-        x1 = x0 + 0.1 + 0.3 * L[:, (10 + 2 * r) % 16]
-        y1 = y0 + 0.15 + 0.4 * L[:, (11 + 2 * r) % 16]
-        on = (L[:, 4] > 0.3 * r) & (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)               # (N, H, W)
-        shade = 0.6 + 0.4 * L[:, (12 + r) % 16]
-        img = torch.where(on[..., None], col[:, 3] * shade[..., None] * (0.85 + 0.15 * v), img)
+    ys = (torch.arange(height, device=dev, dtype=torch.float32) + 0.5)[:, None] / height      # (H, 1)
+    xs = (torch.arange(width, device=dev, dtype=torch.float32) + 0.5)[None, :] / width        # (1, W)
+    for i, L in enumerate(layout.tolist()):               # per image: only the features it has
+        im, vi = img[i], v[i]                                                                   # (H, W, 3), (H, W, 1)
+        if L[3] < 0.35:                                   # wall stripes (vertical)
+            im.mul_(torch.where(torch.sin(xs * (10 + 60 * L[2]) * np.pi) > 0, 0.8, 1.0)[..., None])
+        if L[0] < 0.6:                                    # floor below a horizon, perspective checkerboard
+            hy = 0.3 + 0.5 * L[1]
+            below = torch.nonzero(ys[:, 0] > hy).flatten()               # rows whose centre is below hy
+            if len(below):
+                r0 = int(below[0])
+                dy = (ys[r0:] - hy).clamp_min(1e-3)
+                fcol = col[i, 2] * (0.7 + 0.3 * vi[r0:])
+                if L[7] < 0.5:
+                    u = (xs - 0.5) / dy * (1 + 3 * L[5])
+                    w = 1.0 / dy * (0.5 + L[6])
+                    check = (torch.floor(u) + torch.floor(w)) % 2 == 0
+                    fcol = fcol * torch.where(check, 0.7, 1.0)[..., None]
+                im[r0:] = fcol
+        for r in range(3):                                # up to three rectangles
+            if not L[4] > 0.3 * r:
+                continue
+            x0, y0 = L[8 + 2 * r] * 0.9, L[9 + 2 * r] * 0.8
+            x1 = x0 + 0.1 + 0.3 * L[(10 + 2 * r) % 16]
+            y1 = y0 + 0.15 + 0.4 * L[(11 + 2 * r) % 16]
+            cols = torch.nonzero((xs[0] >= x0) & (xs[0] < x1)).flatten()
+            rows = torch.nonzero((ys[:, 0] >= y0) & (ys[:, 0] < y1)).flatten()
+            if len(cols) and len(rows):
+                sl = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+                shade = 0.6 + 0.4 * L[(12 + r) % 16]
+                im[sl] = col[i, 3] * shade * (0.85 + 0.15 * vi[sl])
     return upsample_nhwc(linear_to_srgb(img), *full)
 
 

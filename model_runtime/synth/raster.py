@@ -201,15 +201,21 @@ def rasterize_batch(verts_px: torch.Tensor, faces: torch.Tensor, height: int, wi
     tri = v[:, f]                                                             # (N, F, 3, 3)
     face_id = torch.full((N, height, width), -1, dtype=torch.long, device=dev)
     depth = torch.full((N, height, width), float("inf"), dtype=torch.float32, device=dev)
-    # candidate estimate per image: bounding-box areas of the on-screen triangles
-    span = (tri[..., :2].amax(-2) - tri[..., :2].amin(-2)).clamp(max=max(height, width)) + 1.5
-    est = (span[..., 0] * span[..., 1] * (tri[..., 2] > 1e-6).all(-1)).sum(-1)        # (N,)
+    # candidate estimate per image (row spans test only covered pixels): twice the on-screen
+    # area of the vertices' bounding box (a depth complexity of 2); chunking does not change the result
+    front = v[..., 2] > 1e-6
+    big = torch.tensor(float("inf"), device=dev)
+    x0 = torch.where(front, v[..., 0], big).amin(1).clamp(0, width)
+    y0 = torch.where(front, v[..., 1], big).amin(1).clamp(0, height)
+    x1 = torch.where(front, v[..., 0], -big).amax(1).clamp(0, width)
+    y1 = torch.where(front, v[..., 1], -big).amax(1).clamp(0, height)
+    est = (2 * (x1 - x0 + 1).clamp_min(0) * (y1 - y0 + 1).clamp_min(0)).tolist()          # (N,)
     parts = []
     n0 = 0
     while n0 < N:
-        n1, acc = n0 + 1, float(est[n0])
-        while n1 < N and acc + float(est[n1]) <= max_candidates:
-            acc += float(est[n1])
+        n1, acc = n0 + 1, est[n0]
+        while n1 < N and acc + est[n1] <= max_candidates:
+            acc += est[n1]
             n1 += 1
         parts.append(_chunk_raster(tri[n0:n1], height, width, n0, face_id, depth, cull))
         n0 = n1
