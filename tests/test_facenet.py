@@ -226,3 +226,22 @@ def test_pose_in_camera_puts_the_anchor_under_the_predicted_crop_pixel():
     crop_px = np.einsum("bij,bj->bi", A[:, :, :2], px) + A[:, :, 2]
     assert np.allclose(crop_px, (pred.uv + 0.5) * 96, atol=1e-3)
     assert np.allclose(R[0], np.diag([1.0, -1.0, -1.0]), atol=1e-6)
+
+
+def test_aflw2000_net_timing_compares_with_the_plain_module(realdata, capsys):
+    """``eval aflw2000 --face net --facenet-compare`` on one real image: FaceNet's NME, its CPU time and
+    the plain module's, timed call by call (the two give the same landmarks, so one NME)."""
+    from model_runtime.cli.main import main
+
+    data = realdata / "PRNet" / "TestImages" / "AFLW2000"
+    if not data.is_dir():
+        pytest.skip(f"{data} not available")
+    args = ["eval", "aflw2000", "--dir", str(data), "--limit", "1", "--face", "net", "--device", "cpu", "--json"]
+    assert main(args + ["--timing-repeats", "3", "--facenet-compare"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["images"] == 1 and out["net_cpu_ms_per_face"] > 0 and out["plain_net_cpu_ms_per_face"] > 0
+    assert out["net_cpu_ratio"] == pytest.approx(out["net_cpu_ms_per_face"] / out["plain_net_cpu_ms_per_face"])
+    assert main(args + ["--facenet-plain"]) == 0
+    plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert plain["nme"] == pytest.approx(out["nme"], abs=1e-4)
+    assert "net_cpu_ratio" not in plain

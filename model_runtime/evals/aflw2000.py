@@ -9,7 +9,10 @@ fit from a similarity pose and the mean face, for reference), and read the 68 la
 ``ms_per_face``: the face step alone (detection excluded); ``net_ms_per_face`` (net modes): FaceNet alone
 (crop + network + pose), median over the images of the median over ``--timing-repeats`` runs, wall clock;
 ``net_cpu_ms_per_face``: the same as CPU time of the calling thread (torch runs on it with one thread; what
-the other processes of a loaded machine take is not counted).  ``nme``: the standard AFLW2000-3D NME (3DDFA, PRNet):
+the other processes of a loaded machine take is not counted).  ``--facenet-compare`` also runs the plain
+module (:class:`~model_runtime.face.facenet.FaceNet` with ``optimise=False``) right after every timed call:
+``plain_net_cpu_ms_per_face`` and ``net_cpu_ratio`` (median over faces of fast / plain), a ratio that
+the machine's load affects far less than either time.  ``nme``: the standard AFLW2000-3D NME (3DDFA, PRNet):
 mean 2D point error over the 68 points divided by ``sqrt(w * h)`` of the ground-truth landmark box, in %,
 averaged over the images (``nme_median``: the median over images; ``nme_interocular``: divided by the
 outer eye-corner distance instead, 300W's normaliser, for comparison only).  Reported overall, per iBUG
@@ -51,6 +54,9 @@ def add_arguments(parser) -> None:
                         help="run FaceNet N times per face and report the median as net_ms_per_face (default 1)")
     parser.add_argument("--facenet-plain", action="store_true",
                         help="run FaceNet as the plain module (no channels-last trace), to compare its speed")
+    parser.add_argument("--facenet-compare", action="store_true",
+                        help="also time the plain module, interleaved call by call with the fast one "
+                             "(plain_net_cpu_ms_per_face, net_cpu_ratio)")
     parser.add_argument("--facenet-weights", type=Path, default=None,
                         help="FaceNet .pt (default: the shipped weights of the face model)")
     add_detector_arguments(parser)
@@ -156,6 +162,7 @@ class FaceEstimator:
 
         self.mode, self.fitter, self.net = mode, fitter, facenet
         self.repeats, self.net_ms, self.net_cpu_ms, self.extra_s = 1, [], [], 0.0
+        self.plain, self.plain_cpu_ms = None, []          # --facenet-compare: the plain module, interleaved
         # net+fit / track: the capture's landmark fit (LM, identity free) run to convergence from FaceNet's
         # start (net+fit) or from a similarity pose and the mean face (track)
         self.tracker = FaceTracker(fitter.model, correspondence=fitter.corr, expression_range=fitter.expression_range,
@@ -172,14 +179,21 @@ class FaceEstimator:
         H, W = image.shape[:2]
         K = intrinsics(W, H, self.fitter.focal_px)
         box = np.asarray(face_box, np.float64)[None]
-        times, cpu = [], []
+        times, cpu, plain_cpu = [], [], []
         for _ in range(max(1, self.repeats)):              # FaceNet alone: crop + network + pose
             t0, c0 = time.perf_counter(), time.thread_time()
             pred, R, t = self.net.predict(image, box, K)
             times.append(time.perf_counter() - t0)
             cpu.append(time.thread_time() - c0)
-        self.net_ms.append(1000.0 * float(np.median(times)))
+            if self.plain is not None:                     # the same call on the plain module, right after
+                t0, c0 = time.perf_counter(), time.thread_time()
+                self.plain.predict(image, box, K)
+                plain_cpu.append(time.thread_time() - c0)
+                times.append(time.perf_counter() - t0)     # left out of ms_per_face below with the repeats
+        self.net_ms.append(1000.0 * float(np.median(times[::2] if self.plain is not None else times)))
         self.net_cpu_ms.append(1000.0 * float(np.median(cpu)))
+        if plain_cpu:
+            self.plain_cpu_ms.append(1000.0 * float(np.median(plain_cpu)))
         self.extra_s += sum(times[1:])                     # the timing repeats are not part of ms_per_face
         return pred, R[0], t[0], K
 
@@ -270,6 +284,9 @@ def evaluate(dirpath: Path, detector, fitter, limit: int = 0, reannotated=None) 
     if fitter.net_ms:
         out["net_ms_per_face"] = float(np.median(fitter.net_ms))
         out["net_cpu_ms_per_face"] = float(np.median(fitter.net_cpu_ms))
+    if fitter.plain_cpu_ms:
+        out["plain_net_cpu_ms_per_face"] = float(np.median(fitter.plain_cpu_ms))
+        out["net_cpu_ratio"] = float(np.median(np.asarray(fitter.net_cpu_ms) / np.asarray(fitter.plain_cpu_ms)))
     out["per_image"] = per_image
     if re_fit:
         out["reannotated"] = {"fit": float(np.mean(re_fit)), "mediapipe68": float(np.mean(re_mp)),
@@ -307,6 +324,8 @@ def run(args) -> int:
     try:
         est = FaceEstimator(args.face, fitter, net)
         est.repeats = max(1, args.timing_repeats)
+        if net is not None and args.facenet_compare:
+            est.plain = FaceNet(face_model, device=args.device, weights=args.facenet_weights, optimise=False)
         out = evaluate(args.dir, detector, est, args.limit,
                        _find_reannotated(args.dir, args.reannotated, args.index_map))
         out["face"] = args.face
@@ -330,4 +349,7 @@ def run(args) -> int:
     if "net_ms_per_face" in out:
         print(f"  FaceNet alone (crop + network + pose) {out['net_ms_per_face']:.2f} ms/face (median; CPU time "
               f"of the thread {out['net_cpu_ms_per_face']:.2f} ms)")
+    if "net_cpu_ratio" in out:
+        print(f"  plain module, interleaved: {out['plain_net_cpu_ms_per_face']:.2f} ms CPU/face; "
+              f"fast / plain {out['net_cpu_ratio']:.2f}")
     return 0
