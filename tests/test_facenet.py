@@ -245,3 +245,40 @@ def test_aflw2000_net_timing_compares_with_the_plain_module(realdata, capsys):
     plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert plain["nme"] == pytest.approx(out["nme"], abs=1e-4)
     assert "net_cpu_ratio" not in plain
+
+
+def test_net_stage_takes_the_gaze_from_the_iris(realdata):
+    """``--face net``: the eyeLook* keys are the iris gaze (face/gaze.py, as the fit's stage writes them),
+    the other keys FaceNet's own; on real LivePortrait d0 frames with MediaPipe's iris landmarks."""
+    import cv2
+
+    from model_runtime.detectors import make_detector
+    from model_runtime.face.facenet_stage import NetFaceStage, usable_box
+    from model_runtime.face.gaze import GazeEstimator, angles_to_keys
+    from model_runtime.face.render import intrinsics
+
+    clip = realdata / "LivePortrait/assets/examples/driving/d0.mp4"
+    if not clip.is_file():
+        pytest.skip(f"{clip} not available")
+    face = load_face_model("builtin")
+    stage = NetFaceStage(FaceNet(face))
+    names = stage.expression_names
+    look = np.array([n.startswith("eyeLook") for n in names])
+    assert look.sum() == 8
+    vc, det, ref = cv2.VideoCapture(str(clip)), make_detector("mediapipe"), GazeEstimator()
+    try:
+        for i in range(6):
+            ok, img = vc.read()
+            assert ok
+            if i == 0:
+                stage.reset(intrinsics(img.shape[1], img.shape[0]))
+            d = det.detect(img, timestamp_ms=40 * i)
+            assert d.face_landmarks is not None and d.extras.get("iris_landmarks_px") is not None
+            expr, _ = stage.track(img, d)
+            want = angles_to_keys(ref.update(d.face_landmarks, d.extras["iris_landmarks_px"]), names)
+            np.testing.assert_allclose(expr[look], want[look], atol=1e-6)
+            pred, _, _ = stage.net.predict(img, usable_box(d), stage.K)
+            np.testing.assert_allclose(expr[~look], pred.expression[0][~look], atol=1e-6)
+    finally:
+        det.close()
+        vc.release()

@@ -3,7 +3,9 @@
 * :class:`NetFaceStage` (``net``): FaceNet on the face box's crop of every frame gives the
   expression, the lighting and the head pose; identity and albedo are the running means of its
   predictions over the clip's first ``identity_frames`` face frames, then frozen (as the fit's
-  are).  Nothing to fit on keyframes: :meth:`fit_appearance` returns the latest lighting.
+  are).  The ``eyeLook*`` keys come from the iris landmarks (:mod:`.gaze`, as in the fit's stage)
+  when the detection has them.  Nothing to fit on keyframes: :meth:`fit_appearance` returns the
+  latest lighting.
 * :class:`NetFitFaceStage` (``net+fit``): the fit's stage (:class:`.stage.FaceFitStage`: landmark
   tracker every frame, closed-form appearance on keyframes) with FaceNet as its initialisation:
   on a clip's first face frame and after a lost face the tracker starts from FaceNet's pose,
@@ -19,6 +21,7 @@ import numpy as np
 
 from ..detectors.base import Detection
 from .facenet import FaceNet
+from .gaze import GazeEstimator, angles_to_keys
 from .stage import FaceFitStage
 
 
@@ -38,12 +41,14 @@ class NetFaceStage:
         self.net = facenet
         self.identity_frames = int(identity_frames)
         self.expression_names: tuple[str, ...] = tuple(facenet.model.exp_names)
+        self._gaze_keys = np.array([n.startswith("eyeLook") for n in self.expression_names], bool)
         self._lock = threading.Lock()
         self.reset(np.eye(3))
 
     def reset(self, K: np.ndarray) -> None:
         sizes = self.net.model.sizes
         self.K = np.asarray(K, np.float64)
+        self._gaze = GazeEstimator()                    # eyeLook* keys from the iris (face/gaze.py)
         self._n = 0
         self._identity = np.zeros(sizes["identity"], np.float64)
         with self._lock:
@@ -66,7 +71,13 @@ class NetFaceStage:
                 self._albedo = (self._albedo * n + pred.albedo[0]) / (n + 1)
                 self._n = n + 1
             self._sh = pred.sh[0].astype(np.float64)
-        return pred.expression[0], (R[0], t[0])
+        expression = pred.expression[0].copy()
+        lm = detection.face_landmarks
+        if self._gaze_keys.any() and lm is not None:
+            iris = detection.extras.get("iris_landmarks_px") if detection.extras else None
+            gaze = angles_to_keys(self._gaze.update(lm, iris), self.expression_names)
+            expression[self._gaze_keys] = gaze[self._gaze_keys]
+        return expression, (R[0], t[0])
 
     def fit_appearance(self, image_bgr: np.ndarray, detection: Detection, seed: Any) -> np.ndarray | None:
         """Nothing to fit: FaceNet gives the lighting of every frame -> the latest ``(27,)``."""
