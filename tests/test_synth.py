@@ -154,6 +154,20 @@ def test_shard_round_trip(tmp_path):
     for name in ("image", "hand_crop", "face_crop", "mask", "body_2d", "hand_3d", "face_468", "K"):
         assert torch.equal(getattr(r, name), getattr(b, name)), name
     assert torch.equal(r.params["rot"], b.params["rot"]) and set(r.tags) == set(b.tags)
+    # images are stored as the engine's own JPEG streams (CPU path): no second encoding
+    assert len(b.encoded["image"]) == 2 and all(x is not None and x[:2] == b"\xff\xd8" for x in b.encoded["image"])
+    # a version-1 shard (PNG members named <field>_png) is still read
+    from model_runtime.synth.shards import encode, write_npz
+
+    arrays = encode(b[:], "{}", 3)
+    assert not b[:].encoded                                                     # selection drops the streams: PNG
+    arrays = {(k[:-4] + "_png" if k.endswith("_enc") else k): v for k, v in arrays.items()}
+    arrays["shard_version"] = np.array(1)
+    (tmp_path / "v1").mkdir()
+    write_npz(tmp_path / "v1" / "shard_00000.npz", arrays)
+    r1 = read_shard(tmp_path / "v1" / "shard_00000.npz")
+    for name in ("image", "hand_crop", "face_crop", "mask", "body_2d"):
+        assert torch.equal(getattr(r1, name), getattr(b, name)), name
 
 
 def _cli(*args, cwd=REPO):
