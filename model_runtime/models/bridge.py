@@ -21,6 +21,12 @@ scipy), so the merged model also builds inside Blender's Python:
 5. :func:`bridge_loops` - the two loops are joined by a strip of triangles
    chosen by dynamic programming (shortest diagonals, Fuchs-Kedem-Uselton
    style), oriented consistently with both meshes.  Loops may have any lengths.
+   Before, the hole loop is smoothed (:func:`smooth_loop`; a cut along mesh
+   edges zig-zags) and the offset spread over the rings around it (:func:`seam_spread`).
+6. The strip is found once, for the mean face; identity and expression then
+   move the face rim (the jaw by centimetres), so the body around the hole
+   follows the rim's displacement (:func:`strip_links`, :func:`seam_spread`),
+   fading out over a few rings, and the strip keeps its rest shape instead of folding.
 
 Conventions: meshes are ``faces (F, 3)`` int vertex ids, counter-clockwise
 seen from outside (normals point out).  A *loop* is an ``(L,)`` array of vertex
@@ -44,7 +50,7 @@ __all__ = [
     "boundary_half_edges", "boundary_loops", "loop_length", "triangle_normals",
     "vertex_normals_np", "face_region_on_body", "region_to_disk", "dilate_faces", "resample_loop",
     "align_loops", "bridge_loops", "outer_loop", "ring_distance", "seam_skin_weights",
-    "folded_triangles", "connected_components",
+    "folded_triangles", "connected_components", "seam_spread", "strip_links", "smooth_loop", "strip_quality",
 ]
 
 
@@ -317,6 +323,74 @@ def folded_triangles(verts: np.ndarray, faces: np.ndarray, which: np.ndarray, mi
     nb = order[pos] // 3
     cos = np.where(found, (np.repeat(n[which], 3, axis=0) * n[nb]).sum(1), 1.0)
     return (cos < min_cos).reshape(-1, 3).any(1)
+
+
+def strip_quality(verts: np.ndarray, faces: np.ndarray, which: np.ndarray) -> dict[str, float]:
+    """Shape of the triangles ``faces[which]`` on ``verts (V, 3)``: ``folded`` how many turn by more
+    than 90 degrees from a neighbour (:func:`folded_triangles`), ``min_angle`` smallest corner angle
+    (degrees), ``max_aspect`` largest ``longest edge / its altitude``."""
+    P = np.asarray(verts, np.float64)[np.asarray(faces, np.int64)[which]]          # (W, 3, 3)
+    e = np.roll(P, -1, axis=1) - P                                                 # (W, 3, 3) edge k: k -> k+1
+    ln = np.linalg.norm(e, axis=-1)                                                # (W, 3)
+    area2 = np.linalg.norm(np.cross(e[:, 0], -e[:, 2]), axis=-1)                   # (W,) 2 x area
+    cos = -(e * np.roll(e, 1, axis=1)).sum(-1) / np.maximum(ln * np.roll(ln, 1, axis=1), 1e-30)
+    ang = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))                           # (W, 3) at corner k
+    return {"folded": int(folded_triangles(verts, faces, which).sum()), "min_angle": float(ang.min()),
+            "max_aspect": float((ln.max(1) ** 2 / np.maximum(area2, 1e-30)).max())}
+
+
+def seam_spread(verts: np.ndarray, faces: np.ndarray, hole: np.ndarray, rings: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """How a per-hole-vertex quantity spreads onto the body around the hole.
+
+    ``verts (V, 3)``, ``faces (F, 3)`` the kept body triangles, ``hole (La,)`` the hole loop.
+    Returns ``ids (n,)`` the vertices fewer than ``rings`` edge rings from the hole (hole first)
+    and ``S (n, La)``: a hole vertex keeps its own value; a vertex ``r`` rings away takes a
+    Gaussian mix (sigma = the hole's mean edge length) of the hole vertices' values, times
+    ``smoothstep(1 - r / rings)``, so the quantity fades to 0 at ``rings``.
+    """
+    verts = np.asarray(verts, np.float64)
+    hole = np.asarray(hole, np.int64)
+    dist = ring_distance(faces, len(verts), hole, rings)                           # (V,)
+    ids = np.flatnonzero(dist < rings)
+    ids = ids[np.argsort(dist[ids], kind="stable")]
+    t = 1.0 - dist[ids] / rings
+    fade = t * t * (3.0 - 2.0 * t)                                                  # (n,) 1 on the hole
+    sigma = np.linalg.norm(np.roll(verts[hole], -1, 0) - verts[hole], axis=1).mean()
+    d2 = ((verts[ids][:, None] - verts[hole][None]) ** 2).sum(-1)                   # (n, La)
+    G = np.exp(-(d2 - d2.min(1, keepdims=True)) / (2.0 * sigma ** 2))
+    G /= G.sum(1, keepdims=True)
+    pos = np.full(len(verts), -1, np.int64)
+    pos[hole] = np.arange(len(hole))
+    on = dist[ids] == 0
+    G[on] = 0.0
+    G[on, pos[ids[on]]] = 1.0
+    return ids, fade[:, None] * G
+
+
+def strip_links(hole: np.ndarray, rim: np.ndarray, strip: np.ndarray) -> np.ndarray:
+    """``H (La, Lb)``: row ``i`` averages the rim vertices hole vertex ``hole[i]`` shares a strip
+    edge with (``strip (Fs, 3)`` in the same ids as ``hole (La,)`` / ``rim (Lb,)``)."""
+    hole, rim = np.asarray(hole, np.int64), np.asarray(rim, np.int64)
+    n = int(max(hole.max(), rim.max(), np.max(strip))) + 1
+    pos_a, pos_b = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    pos_a[hole], pos_b[rim] = np.arange(len(hole)), np.arange(len(rim))
+    e = np.asarray(strip, np.int64)[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    e = np.concatenate([e, e[:, ::-1]])
+    link = (pos_a[e[:, 0]] >= 0) & (pos_b[e[:, 1]] >= 0)
+    H = np.zeros((len(hole), len(rim)))
+    H[pos_a[e[link, 0]], pos_b[e[link, 1]]] = 1.0
+    return H / np.maximum(H.sum(1, keepdims=True), 1.0)
+
+
+def smooth_loop(pts: np.ndarray, iters: int = 10, lam: float = 0.5, mu: float = -0.53) -> np.ndarray:
+    """Taubin smoothing of the closed polyline ``pts (L, 3)`` -> ``(L, 3)``: alternating steps
+    ``lam`` and ``mu`` towards the mean of the two neighbours.  Removes the zig-zag of a hole cut
+    along mesh edges (alternate vertices 1 and 9 mm from the face rim) without shrinking the loop."""
+    p = np.asarray(pts, np.float64).copy()
+    for _ in range(iters):
+        for f in (lam, mu):
+            p = p + f * (0.5 * (np.roll(p, 1, 0) + np.roll(p, -1, 0)) - p)
+    return p
 
 
 # ------------------------------------------------------------------ alignment

@@ -13,7 +13,12 @@ once by :mod:`bridge`), fitted to the body's shape (a similarity that follows
 the hole rim as beta changes), and then moved rigidly by the head joint:
 for LBS this is skin weight 1.0 on ``head`` (:meth:`FullBodyModel.skin_weights`).
 So that the rim the face is stitched to moves with it, the body's weights are
-ramped to ``head`` over five rings around the hole (:func:`bridge.seam_skin_weights`).
+ramped to ``head`` over five rings around the hole (:func:`bridge.seam_skin_weights`),
+and the body around the hole follows the face rim's identity/expression
+displacement (:func:`bridge.strip_links`, :func:`bridge.seam_spread`), applied
+in the rest frame before skinning, so it is linear in identity and expression
+like Eq. 3.  The hole loop is smoothed once (:func:`bridge.smooth_loop`), a
+constant rest offset of the same vertices (``follow_offset``).
 """
 from __future__ import annotations
 
@@ -48,7 +53,10 @@ class FullBodyModel:
     (beta = 0); face_flipped: the face triangles were re-oriented to face +Z;
     body_weights ``(V, 52)`` the body's skin weights ramped to ``head`` near the
     hole rim (:func:`bridge.seam_skin_weights`), used for the body part; interior ``(n,)`` merged
-    ids of the loose body parts kept inside the head (mouth inside), coloured as such.
+    ids of the loose body parts kept inside the head (mouth inside), coloured as such;
+    follow_ids ``(n,)`` merged body ids near the hole, follow_weights ``(n, Lb)`` and follow_offset
+    ``(n, 3)``: at rest they move by ``follow_offset + follow_weights @`` the face rim's displacement
+    from the mean face (:func:`bridge.seam_spread`, :func:`bridge.strip_links`, :func:`bridge.smooth_loop`).
     """
 
     body: BodyModel
@@ -63,6 +71,9 @@ class FullBodyModel:
     face_flipped: bool
     body_weights: np.ndarray
     interior: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    follow_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    follow_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    follow_offset: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------ sizes
@@ -161,6 +172,11 @@ class FullBodyModel:
                 "keep": self.body_vertex_ids,
                 "v_template": b.v_template, "shapedirs": sd, "J_regressor": b.J_regressor,
                 "weights": self.body_weights, "posedirs": b.posedirs,
+                "rim_id": f.id_basis[self.face_loop - self.num_body_vertices],
+                "rim_exp": f.exp_basis[self.face_loop - self.num_body_vertices],
+                "follow_W": self.follow_weights.astype(np.float32),
+                "follow_off": self.follow_offset.astype(np.float32),
+                "follow_w": self.body_weights[self.body_vertex_ids[self.follow_ids]],
             }
             self._cache[key] = {k: (v if k == "keep" or v is None else backend.asarray_like(np.ascontiguousarray(v), like))
                                 for k, v in c.items()}
@@ -189,6 +205,17 @@ class FullBodyModel:
         sim = alignment.fit_similarity(c["rim0"], rim_b)                   # rim at beta = 0 -> rim_b
         s, R, t = (backend.asarray_like(a, fv) for a in (sim.scale, sim.R, sim.t))
         fv = s[:, None, None] * backend.einsum("bij,bnj->bni", R, fv) + t[:, None, :]
+        if len(self.follow_ids):
+            # the body around the hole follows the face rim's displacement from the mean face,
+            # in the rest frame, then skinned like its vertices (LBS is linear in the rest position)
+            d = backend.einsum("nck,bk->bnc", c["rim_id"], identity) + \
+                backend.einsum("nck,bk->bnc", c["rim_exp"], expression)            # (B, Lb, 3) face units
+            d = s[:, None, None] * backend.einsum("bij,bnj->bni", R, backend.einsum("ij,bnj->bni", c["M"], d))
+            D = backend.einsum("nl,blc->bnc", c["follow_W"], d) + c["follow_off"]  # (B, n, 3) rest frame
+            A = backend.einsum("nj,bjcd->bncd", c["follow_w"], T[:, :, :3, :3])   # (B, n, 3, 3) blended rotation
+            body_v = body_v.clone() if hasattr(body_v, "clone") else body_v.copy()
+            near = self.body_vertex_ids[self.follow_ids]
+            body_v[:, near] = body_v[:, near] + backend.einsum("bncd,bnd->bnc", A, D)
         # rigid with the head: T_head already removes the beta-shaped rest head joint
         Th = T[:, HEAD_JOINT]                                                # (B, 4, 4)
         fv = backend.einsum("bij,bnj->bni", Th[:, :3, :3], fv) + Th[:, None, :3, 3]
@@ -305,33 +332,48 @@ def build_full_model(body: BodyModel, face: FaceModel) -> FullBodyModel:
             drop |= members[bfaces].any(1)
         else:
             loose |= members
-    for _ in range(MAX_CUT_GROWTH):
-        try:
-            cut = bridge.region_to_disk(bfaces, cut)
-            hole_loops = bridge.boundary_loops(bfaces[cut])
-        except ValueError as e:
-            raise ModelFileError(src, "head_region", f"does not give a usable face region ({e})") from e
-        if len(hole_loops) != 1:
-            raise ModelFileError(src, "head_region", "the cut for the face is not a disk with one boundary loop")
-        hole = hole_loops[0]
-        kept_faces = bfaces[~cut & ~drop]
-        keep = np.unique(kept_faces)
-        remap = np.full(body.num_vertices, -1, np.int64)
-        remap[keep] = np.arange(len(keep))
-        off = len(keep)
-        hole_m, rim_m = remap[hole], face_rim + off
-        body_n = bridge.vertex_normals_np(bverts, kept_faces)
-        strip = bridge.bridge_loops(hole_m, bverts[hole], rim_m, aligned[face_rim], body_n[hole], face_n[face_rim])
-        merged = np.concatenate([remap[kept_faces], ffaces + off, strip]).astype(np.int32)
-        rest = np.concatenate([bverts[keep], aligned])
-        folds = bridge.folded_triangles(rest, merged, np.arange(len(merged) - len(strip), len(merged)))
+    # first with the hole loop smoothed; if the cut cannot grow out of its folds that way (a face
+    # rim lying on kept body surface, e.g. an automatic region), again with the cut as it is
+    cut0 = cut
+    for smooth in (1.0, 0.0):
+        cut = cut0
+        for _ in range(MAX_CUT_GROWTH):
+            try:
+                cut = bridge.region_to_disk(bfaces, cut)
+                hole_loops = bridge.boundary_loops(bfaces[cut])
+            except ValueError as e:
+                raise ModelFileError(src, "head_region", f"does not give a usable face region ({e})") from e
+            if len(hole_loops) != 1:
+                raise ModelFileError(src, "head_region", "the cut for the face is not a disk with one boundary loop")
+            hole = hole_loops[0]
+            kept_faces = bfaces[~cut & ~drop]
+            keep = np.unique(kept_faces)
+            remap = np.full(body.num_vertices, -1, np.int64)
+            remap[keep] = np.arange(len(keep))
+            off = len(keep)
+            hole_m, rim_m = remap[hole], face_rim + off
+            # the cut runs along mesh edges and zig-zags: smooth the hole loop, fading into the body
+            follow_ids, spread = bridge.seam_spread(bverts[keep], remap[kept_faces], hole_m)
+            follow_off = spread @ (bridge.smooth_loop(bverts[hole]) - bverts[hole]) * smooth  # (n, 3)
+            kept_v = bverts[keep].copy()
+            kept_v[follow_ids] += follow_off
+            body_n = bridge.vertex_normals_np(kept_v, remap[kept_faces])
+            strip = bridge.bridge_loops(hole_m, kept_v[hole_m], rim_m, aligned[face_rim], body_n[hole_m],
+                                        face_n[face_rim])
+            merged = np.concatenate([remap[kept_faces], ffaces + off, strip]).astype(np.int32)
+            rest = np.concatenate([kept_v, aligned])
+            folds = bridge.folded_triangles(rest, merged, np.arange(len(merged) - len(strip), len(merged)))
+            if not folds.any():
+                break
+            bad_body = keep[np.unique(strip[folds])[np.unique(strip[folds]) < off]]
+            cut = cut | np.isin(bfaces, bad_body).any(1)
         if not folds.any():
             break
-        bad_body = keep[np.unique(strip[folds])[np.unique(strip[folds]) < off]]
-        cut = cut | np.isin(bfaces, bad_body).any(1)
     weights = bridge.seam_skin_weights(body.weights, kept_faces, hole, HEAD_JOINT)
+    follow_w = spread @ bridge.strip_links(hole_m, rim_m, strip)                    # (n, Lb)
     interior = np.flatnonzero(loose[keep])
     return FullBodyModel(body=body, face=face, body_vertex_ids=keep, merged_faces=merged, interior=interior,
                          bridge_faces=strip.astype(np.int32), hole_loop=hole_m, face_loop=rim_m,
                          face_to_body=sim, alignment_rms=rms, face_flipped=flipped,
-                         body_weights=weights)
+                         body_weights=weights, follow_ids=follow_ids, follow_weights=follow_w,
+                         follow_offset=follow_off)
