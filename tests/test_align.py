@@ -296,3 +296,29 @@ def test_capture_is_aligned_to_the_detections(body, replay_captures):
     assert str(off["camera_source"]) == "default"
     np.testing.assert_allclose(off["camera_K"], intrinsics_from_fov((640, 480), 60.0), rtol=1e-6)
     assert on.num_frames == off.num_frames == 81 and on["valid"].all()
+
+
+def test_live_fit_is_filtered_causally(tmp_path, monkeypatch):
+    """Live, the fit pulls every frame onto its own detections; the post-fit One Euro takes the
+    jitter out again (recorded demo-clip detections, live capture, with and without the filter),
+    and the filter follows the capture's smoothing: scaled by LIVE_FIT_SPEEDUP, off with it."""
+    from test_capture_orchestration import GreyFrames, ReplayDetector, _load_recording
+
+    from model_runtime.capture import align_clip
+    from model_runtime.capture.pipeline import build_pipeline
+    from model_runtime.core.options import SmoothingConfig
+    from model_runtime.evals.video import PosedCapture, jitter
+
+    def live_jitter(path):
+        pipe = build_pipeline(CaptureOptions(device="cpu", face=False, feet=False), detector=ReplayDetector())
+        pipe.run(GreyFrames(_load_recording()), path, live=True)
+        cap = load_capture(path)
+        return jitter(PosedCapture(cap).joints, cap["valid"].astype(bool))
+
+    filtered = live_jitter(tmp_path / "filtered.npz")
+    monkeypatch.setattr(align_clip.ClipAlignment, "_live_filtered", lambda self, recs: recs)
+    raw = live_jitter(tmp_path / "raw.npz")
+    assert filtered < 0.7 * raw, (filtered, raw)
+    s = align_clip.live_fit_smoothing(SmoothingConfig())
+    assert (s.min_cutoff, s.beta) == (1.5 * align_clip.LIVE_FIT_SPEEDUP, 0.3 * align_clip.LIVE_FIT_SPEEDUP)
+    assert not align_clip.live_fit_smoothing(SmoothingConfig(enabled=False)).enabled

@@ -1,7 +1,8 @@
 """The image-aligned fit of one clip (issue 10): :class:`ClipAlignment` runs :mod:`.align`'s
 :class:`~.align.ImageAligner` on the capture's records in file order, links consecutive batches
 by the temporal prior, calibrates the clip on its first frames (focal estimate of :mod:`.focal`,
-depth anchoring) and smooths the result without lag (:class:`CentredSmoother`)."""
+depth anchoring) and smooths the result without lag (:class:`CentredSmoother`) or, live, causally
+(:func:`live_fit_smoothing`)."""
 from __future__ import annotations
 
 import math
@@ -10,10 +11,12 @@ from typing import Final
 
 import numpy as np
 
+from ..core.options import SmoothingConfig
 from ..core.rotations import matrix_to_quat_wxyz, quat_wxyz_to_matrix
 from ..core.skeleton import BODY_KEYPOINT_NAMES, NUM_JOINTS
 from ..models.keypoints import NUM_BODY_KP
 from .align import AlignConfig, ImageAligner, ModelKeypoints
+from .filters import OneEuroFilter, RotationFilter
 from .focal import MAX_FRAMES, ClipCamera, FocalEstimate, estimate_focal
 from .translation import TranslationSolver
 
@@ -31,6 +34,19 @@ MAX_DEPTH_RATIO: Final[float] = 1.25
 ALIGN_BATCH: Final[int] = 4
 #: :class:`CentredSmoother`: at most this many frames on each side
 MAX_HALF_WINDOW: Final[int] = 6
+#: live post-fit filter: the capture's One Euro cut-off and speed coefficient times this.  Tennis /
+#: openpose live (docs/fidelity.md): unfiltered 2.5 / 2.7 px body median, jitter 77 / 128 mm/frame^2;
+#: x1 8.8 / 12.3 px, 22 / 27; x2 (3 Hz, beta 0.6) in between; offline 3.7 / 5.5 px, 20 / 17
+LIVE_FIT_SPEEDUP: Final[float] = 2.0
+
+
+def live_fit_smoothing(config: SmoothingConfig) -> SmoothingConfig:
+    """The One Euro parameters of the live post-fit filter: the capture's, :data:`LIVE_FIT_SPEEDUP`
+    times faster (cut-off and speed coefficient; the slider's scale, ``SmoothingConfig.from_strength``):
+    the frames were filtered once before the fit already, this only takes out what the fit puts
+    back.  At the default 3 Hz, beta 0.6."""
+    return SmoothingConfig(min_cutoff=config.min_cutoff * LIVE_FIT_SPEEDUP, beta=config.beta * LIVE_FIT_SPEEDUP,
+                           d_cutoff=config.d_cutoff, enabled=config.enabled)
 
 
 class ClipAlignment:
@@ -50,15 +66,20 @@ class ClipAlignment:
         keypoints: the body model's keypoints (shared by the clips of a pipeline).
         camera: the clip's :class:`~.focal.ClipCamera` (its ``K`` is updated by the estimate).
         config: weights and iterations.
+        lookahead: offline (the centred smoother of the fit's result); False: live.
+        smoothing: the capture's One Euro parameters; live, the fit's result is filtered again,
+            causally, by :func:`live_fit_smoothing` of them (None or disabled: not filtered).
     """
 
     def __init__(self, keypoints: ModelKeypoints, camera: ClipCamera, config: AlignConfig | None = None,
-                 fps: float = 30.0, lookahead: bool = True):
+                 fps: float = 30.0, lookahead: bool = True, smoothing: SmoothingConfig | None = None):
         self.kp, self.camera = keypoints, camera
         self.aligner = ImageAligner(keypoints, camera.K, config)
         cfg = self.aligner.config
         self.smoother = CentredSmoother(fps, cfg.smoothing_s if lookahead else 0.0, cfg.smoothing_max_s,
                                         cfg.smoothing_speed, keypoints, camera)
+        live = None if lookahead or smoothing is None or not smoothing.enabled else live_fit_smoothing(smoothing)
+        self.live_filter = None if live is None else (RotationFilter(live), OneEuroFilter(live, group_last_axis=True))
         self.calibrating = True
         self.focal: FocalEstimate | None = None
         self.depth_ratio = 1.0
@@ -135,12 +156,24 @@ class ClipAlignment:
         self._pending += recs
         if self.smoother.half and sum(r.valid for r in self._pending) < ALIGN_BATCH:
             return []                               # offline: fit ALIGN_BATCH frames at once (cheaper)
-        return self._posed(self.smoother.push(self._fit_pending()))
+        return self._posed(self._live_filtered(self.smoother.push(self._fit_pending())))
 
     def flush(self) -> list:
         """End of the clip: the records still held (fitted and smoothed)."""
         out = self.smoother.push(self._fit_pending())
-        return self._posed(out + self.smoother.flush())
+        return self._posed(self._live_filtered(out + self.smoother.flush()))
+
+    def _live_filtered(self, recs) -> list:
+        """Live: the fit's rotations and translation through the causal One Euro filters (the fit
+        pulls every frame onto that frame's detections, so without them a live capture jitters as
+        much as the detector: tennis 77 against 20 mm/frame^2 offline, docs/fidelity.md)."""
+        if self.live_filter is not None:
+            rot_f, transl_f = self.live_filter
+            for r in recs:
+                if r.valid:
+                    r.quat = rot_f.quaternions(quat_wxyz_to_matrix(r.quat), r.time)
+                    r.transl = transl_f(r.transl, r.time)
+        return recs
 
     def _fit_pending(self) -> list:
         recs, self._pending = self._pending, []

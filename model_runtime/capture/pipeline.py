@@ -152,7 +152,8 @@ class CapturePipeline:
         if opts.align:
             if self._keypoints is None:
                 self._keypoints = ModelKeypoints(self.body)
-            align = ClipAlignment(self._keypoints, camera, fps=source.fps, lookahead=not live)
+            align = ClipAlignment(self._keypoints, camera, fps=source.fps, lookahead=not live,
+                                  smoothing=opts.smoothing)
         if self.face is not None:
             self.face.reset(K)
         reset = getattr(self.detector, "reset", None)   # optional in the Detector protocol: forget tracking
