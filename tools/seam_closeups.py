@@ -1,13 +1,14 @@
 """Close-ups of the seam where the 3DMM face meets the scalp, rendered with Blender (bpy, headless).
 
     .venv/bin/python tools/seam_closeups.py --out docs/img/seam_after.png [--capture CAPTURE.npz]
-                                            [--engine workbench|cycles]
+                                            [--engine workbench|cycles] [--views jaw|forehead]
 
 The merged built-in model (``build_full_model``) in the rest pose with the capture's face identity
 (none: the mean face), rows: neutral expression / ``jawOpen`` 1 + ``jawLeft`` 0.5 with the head
-turned 30 degrees; columns: the person's right jaw side, the chin from below-front, the left jaw
-side.  One grey, smooth-shaded mesh, studio light, so only the geometry shows.  The ``model_runtime``
-imported is the first on ``sys.path`` (``PYTHONPATH=<exported older tree>`` renders an older seam).
+turned 30 degrees; columns (``--views jaw``): the person's right jaw side, the chin from
+below-front, the left jaw side, or (``--views forehead``) the top of the face patch from
+above-front.  One grey, smooth-shaded mesh, studio light, so only the geometry shows.  The
+``model_runtime`` imported is the first on ``sys.path`` (``PYTHONPATH=<exported older tree>`` renders an older seam).
 """
 from __future__ import annotations
 
@@ -25,9 +26,12 @@ except ImportError:
 
 PANEL = 360
 #: camera targets (model frame, m: x left of the person, y up, z forward) and view directions
-VIEWS = (("right jaw", (-0.045, 0.59, 0.05), (-0.85, 0.05, 0.5)),
-         ("chin", (0.0, 0.58, 0.07), (0.0, -0.3, 0.95)),
-         ("left jaw", (0.045, 0.59, 0.05), (0.85, 0.05, 0.5)))
+VIEWS = {"jaw": (("right jaw", (-0.045, 0.59, 0.05), (-0.85, 0.05, 0.5)),
+                 ("chin", (0.0, 0.58, 0.07), (0.0, -0.3, 0.95)),
+                 ("left jaw", (0.045, 0.59, 0.05), (0.85, 0.05, 0.5))),
+         "forehead": (("forehead R", (-0.019, 0.739, 0.127), (-0.2, 0.5, 0.85)),
+                      ("forehead", (0.0, 0.74, 0.125), (0.0, 0.4, 0.9)),
+                      ("forehead L", (0.019, 0.739, 0.127), (0.2, 0.5, 0.85)))}
 
 
 def to_blender(p: np.ndarray) -> np.ndarray:
@@ -50,7 +54,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--capture", help="take face_identity from this capture .npz")
     p.add_argument("--engine", choices=("workbench", "cycles"), default="workbench")
+    p.add_argument("--views", choices=tuple(VIEWS), default="jaw")
     args = p.parse_args(argv)
+    views = VIEWS[args.views]
 
     m = build_full_model(load_builtin_body(), load_builtin_face())
     ki, ke = m.face.sizes["identity"], m.face.sizes["expression"]
@@ -96,7 +102,7 @@ def main(argv=None) -> int:
     con = cam.constraints.new("TRACK_TO")
     con.target, con.track_axis, con.up_axis = target, "TRACK_NEGATIVE_Z", "UP_Y"
     # the skin point nearest each view target, to follow it when the head turns
-    tgt_ids = [int(np.argmin(np.linalg.norm(rest - np.array(t), axis=1))) for _, t, _ in VIEWS]
+    tgt_ids = [int(np.argmin(np.linalg.norm(rest - np.array(t), axis=1))) for _, t, _ in views]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(2):
@@ -104,7 +110,7 @@ def main(argv=None) -> int:
             mesh.update()
             head_R = rot[r, JOINT_NAMES.index("neck")] @ rot[r, HEAD_JOINT]
             panels = []
-            for (name, _, d), vid in zip(VIEWS, tgt_ids):
+            for (name, _, d), vid in zip(views, tgt_ids):
                 t = verts[r, vid]
                 eye = t + 0.22 * (head_R @ (np.array(d) / np.linalg.norm(d)))
                 target.location = to_blender(t).tolist()
