@@ -6,7 +6,9 @@ Builds the merged built-in model and poses it (rest pose) with the identities of
 ``tests/test_bridge.py::test_builtin_seam_does_not_fold_under_identity_and_expression`` (mean, 8
 random N(0, 1), +-2 on the first 6 components; plus the ``face_identity`` of each capture given),
 each with the neutral face and every expression key at 1, and prints the worst
-``bridge.strip_quality`` (folded strip triangles, smallest corner angle, largest aspect).  The
+``bridge.strip_quality`` (folded strip triangles, smallest corner angle, largest aspect) and, for
+the neutral face, how far the seam's vertices (both loops) stand out of or sink into their ring of
+neighbours (along the vertex normal, from the neighbours' mean; mm).  The
 ``model_runtime`` imported is the first on ``sys.path``: ``PYTHONPATH=<exported older tree>``
 measures an older bridge (the metric is then taken from this checkout's ``bridge.py``).
 """
@@ -58,16 +60,30 @@ def main(argv=None) -> int:
     F = m.merged_faces.astype(np.int64)
     which = np.arange(len(F) - len(m.bridge_faces), len(F))
     rot = np.tile(np.eye(3), (len(E), NUM_JOINTS, 1, 1))
+    seam = np.concatenate([m.hole_loop, m.face_loop])
+    e = F[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    e = np.unique(np.sort(e, axis=1), axis=0)
+    e = np.concatenate([e, e[:, ::-1]])                                         # (2E, 2) both ways
+
+    def bump_mm(v: np.ndarray) -> tuple[float, float]:
+        """(deepest, proudest) seam vertex vs its neighbours' mean along its normal, mm, verts (V, 3)."""
+        deg = np.bincount(e[:, 0], minlength=len(v))
+        mean = np.stack([np.bincount(e[:, 0], weights=v[e[:, 1], c], minlength=len(v)) for c in range(3)], 1)
+        h = ((v - mean / np.maximum(deg, 1)[:, None]) * bridge.vertex_normals_np(v, F)).sum(1)[seam] * 1e3
+        return float(h.min()), float(h.max())
+
     print(f"strip {len(which)} triangles, hole {len(m.hole_loop)} / rim {len(m.face_loop)} vertices")
     for name, group in ids.items():
-        qs = []
+        qs, bumps = [], []
         for idv in group:
             v = m.forward(np.zeros((len(E), 16)), rot, np.tile(idv, (len(E), 1)), E)[0]
             qs += [quality(v[k], F, which) for k in range(len(E))]
+            bumps.append(bump_mm(v[0].astype(np.float64)))
         folded = np.array([q["folded"] for q in qs])
         print(f"{name}: {len(qs)} meshes, {int((folded > 0).sum())} with folds (neutral: {int(folded[0])}), "
               f"most folded {int(folded.max())}, min angle {min(q['min_angle'] for q in qs):.2f} deg, "
-              f"max aspect {max(q['max_aspect'] for q in qs):.1f}")
+              f"max aspect {max(q['max_aspect'] for q in qs):.1f}, seam vertex vs neighbours "
+              f"{min(b[0] for b in bumps):+.1f} .. {max(b[1] for b in bumps):+.1f} mm")
     return 0
 
 
