@@ -12,6 +12,7 @@ from typing import Final
 import numpy as np
 
 from ..core.options import SmoothingConfig
+from ..core.streams import HeldStream
 from ..core.rotations import matrix_to_quat_wxyz, quat_wxyz_to_matrix
 from ..core.skeleton import BODY_KEYPOINT_NAMES, NUM_JOINTS
 from ..models.keypoints import NUM_BODY_KP
@@ -221,7 +222,7 @@ class ClipAlignment:
         self._set_shape(betas, scale)
 
 
-class CentredSmoother:
+class CentredSmoother(HeldStream):
     """Zero-lag smoothing of the aligned frames: a centred Gaussian over time of each joint's
     rotation (quaternions sign-aligned and normalised) and of the translation, at most
     :data:`MAX_HALF_WINDOW` frames each side, over runs of consecutive valid frames; next to a gap
@@ -244,21 +245,11 @@ class CentredSmoother:
         self.sigma_max = self.sigma if sigma_max_s is None or keypoints is None else max(float(sigma_max_s), self.sigma)
         self.half = 0 if self.sigma <= 0 else min(MAX_HALF_WINDOW, max(1, math.ceil(2.5 * self.sigma_max * fps)))
         self.kp, self.camera = keypoints, camera
-        self._held: deque = deque()
+        super().__init__()
         self._past: deque = deque(maxlen=max(self.half, 1))   # (index, quat, transl, kp2d) before smoothing
 
-    def push(self, recs) -> list:
-        self._held.extend(recs)
-        out = []
-        while len(self._held) > self.half:
-            out.append(self._release())
-        return out
-
-    def flush(self) -> list:
-        out = []
-        while self._held:
-            out.append(self._release())
-        return out
+    def _ready(self) -> bool:
+        return len(self._held) > self.half
 
     @staticmethod
     def _kp2d(r) -> np.ndarray | None:

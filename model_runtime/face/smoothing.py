@@ -20,6 +20,8 @@ from typing import Final
 
 import numpy as np
 
+from ..core.streams import HeldStream
+
 #: std (s) of the centred Gaussian at the default smoothing strength: the image-aligned fit's
 #: std for moving body parts (capture/align.py ``AlignConfig.smoothing_s``)
 EXPRESSION_SIGMA_S: Final[float] = 0.04
@@ -77,7 +79,7 @@ def centred_gaussian(x: np.ndarray, ok: np.ndarray, sigma_frames: float, half: i
     return out
 
 
-class CentredExpressionSmoother:
+class CentredExpressionSmoother(HeldStream):
     """Streaming :func:`centred_gaussian` of ``rec.expression`` over records in file order, on their times.
 
     Records need ``index`` (frame number), ``time`` (seconds), ``face_ok`` (a tracked face) and
@@ -90,23 +92,13 @@ class CentredExpressionSmoother:
     """
 
     def __init__(self, sigma_s: float):
+        super().__init__()
         self.sigma = float(sigma_s)
         self.reach = WINDOW_SIGMAS * self.sigma
-        self._held: deque = deque()
         self._past: deque = deque()                   # (index, time, raw expression) already released
 
-    def push(self, recs: list) -> list:
-        self._held.extend(recs)
-        out = []
-        while self._held and (self.sigma <= 0 or self._held[-1].time - self._held[0].time >= self.reach - 1e-9):
-            out.append(self._release())
-        return out
-
-    def flush(self) -> list:
-        out = []
-        while self._held:
-            out.append(self._release())
-        return out
+    def _ready(self) -> bool:
+        return self.sigma <= 0 or self._held[-1].time - self._held[0].time >= self.reach - 1e-9
 
     def _release(self):
         r = self._held.popleft()
