@@ -18,6 +18,7 @@ from model_runtime.capture import lens
 from model_runtime.capture.focal import clip_camera
 from model_runtime.capture.sources import ImageFolderSource, VideoSource
 from model_runtime.core.capture_file import load_capture
+from test_sources import write_video
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "samples" / "demo_clip.mp4"
@@ -119,17 +120,8 @@ def add_to_moov(mp4: Path, extra: bytes) -> None:
     raise AssertionError("no moov")
 
 
-def write_mp4(path: Path, frames: list[np.ndarray]) -> Path:
-    h, w = frames[0].shape[:2]
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (w, h))
-    for f in frames:
-        vw.write(f)
-    vw.release()
-    return path
-
-
 def test_quicktime_focal_of_a_video(tmp_path):
-    mp4 = write_mp4(tmp_path / "iphone.mp4", demo_frames(3))
+    mp4 = write_video(tmp_path / "iphone.mp4", demo_frames(3))
     assert VideoSource(mp4).focal_px is None
     add_to_moov(mp4, _box(b"udta", quicktime_meta(28.0)))
     src = VideoSource(mp4)
@@ -139,7 +131,7 @@ def test_quicktime_focal_of_a_video(tmp_path):
 
 
 def test_broken_quicktime_metadata_is_none(tmp_path):
-    mp4 = write_mp4(tmp_path / "bad.mp4", demo_frames(2))
+    mp4 = write_video(tmp_path / "bad.mp4", demo_frames(2))
     meta = bytearray(quicktime_meta(28.0))
     struct.pack_into(">I", meta, len(meta) - 20, 0xFFFFFF)        # an item size past the box
     add_to_moov(mp4, bytes(meta))

@@ -172,7 +172,7 @@ class ClipAlignment:
             rot_f, transl_f = self.live_filter
             for r in recs:
                 if r.valid:
-                    r.quat = rot_f.quaternions(quat_wxyz_to_matrix(r.quat), r.time)
+                    r.quat = rot_f.filter_quaternions(r.quat, r.time)
                     r.transl = transl_f(r.transl, r.time)
         return recs
 

@@ -94,7 +94,11 @@ class RotationFilter:
     def quaternions(self, rot: np.ndarray, t: float) -> np.ndarray:
         """``rot (J, 3, 3)`` at ``t`` s -> smoothed unit quaternions ``(J, 4)`` WXYZ, each in the
         hemisphere of the previous frame's (continuous over time)."""
-        q = align_hemisphere(rotations.matrix_to_quat_wxyz(np.asarray(rot, np.float64)), self._prev)
+        return self.filter_quaternions(rotations.matrix_to_quat_wxyz(np.asarray(rot, np.float64)), t)
+
+    def filter_quaternions(self, q: np.ndarray, t: float) -> np.ndarray:
+        """As :meth:`quaternions`, for unit quaternions ``q (J, 4)`` WXYZ (either sign)."""
+        q = align_hemisphere(np.asarray(q, np.float64), self._prev)
         qf = self._f(q, t)
         qf = qf / np.maximum(np.linalg.norm(qf, axis=-1, keepdims=True), 1e-12)
         self._prev = qf

@@ -90,50 +90,52 @@ def _number(v) -> float | None:
 
 
 # ----------------------------------------------------------------------------- videos (QuickTime)
+def _header(head: bytes, room: int) -> tuple[bytes, int, int] | None:
+    """An ISO-BMFF box header at the start of ``head`` (at least 8 bytes, 16 for a 64-bit size) with
+    ``room`` bytes left in its parent: ``(type, header length, box size)``, or None when malformed
+    (size 0 means "to the end of the parent")."""
+    if len(head) < 8 or room < 8:
+        return None
+    size, kind = struct.unpack(">I4s", head[:8])
+    length = 8
+    if size == 1:
+        if len(head) < 16 or room < 16:
+            return None
+        size, length = struct.unpack(">Q", head[8:16])[0], 16
+    elif size == 0:
+        size = room
+    if size < length or size > room:
+        return None
+    return kind, length, size
+
+
 def _boxes(data: bytes, start: int = 0, end: int | None = None):
     """``(type, payload start, payload end)`` of the ISO-BMFF boxes in ``data[start:end]``."""
     end = len(data) if end is None else end
     pos = start
-    while pos + 8 <= end:
-        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        head = 8
-        if size == 1:
-            if pos + 16 > end:
-                return
-            size, head = struct.unpack(">Q", data[pos + 8:pos + 16])[0], 16
-        elif size == 0:
-            size = end - pos
-        if size < head or pos + size > end:
-            return
-        yield kind, pos + head, pos + size
+    while (h := _header(data[pos:pos + 16], end - pos)) is not None:
+        kind, length, size = h
+        yield kind, pos + length, pos + size
         pos += size
 
 
 def _read_moov(path: Path) -> bytes | None:
     """The ``moov`` box of an MP4/MOV (top-level boxes walked by their headers; ``mdat`` skipped)."""
     with open(path, "rb") as f:
-        f.seek(0, 2)
-        total = f.tell()
+        total = f.seek(0, 2)
         pos = 0
-        while pos + 8 <= total:
+        while True:
             f.seek(pos)
-            head = f.read(16)
-            if len(head) < 8:
+            h = _header(f.read(16), total - pos)
+            if h is None:
                 return None
-            size, kind = struct.unpack(">I4s", head[:8])
-            if size == 1 and len(head) == 16:
-                size = struct.unpack(">Q", head[8:16])[0]
-            elif size == 0:
-                size = total - pos
-            if size < 8:
-                return None
+            kind, _, size = h
             if kind == b"moov":
                 if size > _MAX_BOX:
                     return None
                 f.seek(pos)
                 return f.read(size)
             pos += size
-    return None
 
 
 def _meta_value(data: bytes, meta_start: int, meta_end: int) -> float | None:

@@ -149,11 +149,11 @@ class CaptureOutput:
         ``on_progress`` call the file holds every written frame as it now is."""
         self.revise()
         for rec in records:
-            t0 = time.perf_counter()
+            t0 = self.timer.now()
             if self.writer is not None:
                 self.writer.append(**file_frame(rec))
             self._rows[rec] = self.frames
-            self.timer.add("write", time.perf_counter() - t0)
+            self.timer.since("write", t0)
             self.frames += 1
             if self.on_frame is not None:
                 self.on_frame(rec)
@@ -170,11 +170,11 @@ class CaptureOutput:
         revised = feet.take_revised()
         if self.writer is None or not revised:
             return
-        t0 = time.perf_counter()
+        t0 = self.timer.now()
         rows = {row: file_frame(r) for r in revised if (row := self._rows.get(r)) is not None}
         if rows:
             self.writer.rewrite(rows)
-        self.timer.add("write", time.perf_counter() - t0, n=0)
+        self.timer.since("write", t0, n=0)
 
     def write_clip_values(self) -> None:
         if self.writer is not None:

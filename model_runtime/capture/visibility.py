@@ -40,7 +40,8 @@ import numpy as np
 
 from ..core import rotations
 from ..core.skeleton import (
-    BODY_KEYPOINT_NAMES, HAND21_NAMES, HAND_JOINT_SUFFIXES, JOINT_NAMES, NUM_JOINTS, PARENTS, depth_levels
+    BODY_KEYPOINT_NAMES, HAND21_NAMES, HAND_JOINT_SUFFIXES, JOINT_NAMES, NUM_BODY_JOINTS, NUM_JOINTS, PARENTS,
+    depth_levels
 )
 from .filters import slerp
 
@@ -244,7 +245,8 @@ def neutral_pose() -> np.ndarray:
 
 
 NEUTRAL_POSE: Final[np.ndarray] = neutral_pose()
-_FINGER_JOINTS: Final[np.ndarray] = np.array([n.split("_", 1)[-1] in HAND_JOINT_SUFFIXES for n in JOINT_NAMES])
+#: the 30 finger joints (SMPL-H: every joint after the 22 body joints)
+_FINGER_JOINTS: Final[np.ndarray] = np.arange(NUM_JOINTS) >= NUM_BODY_JOINTS
 NEUTRAL_POSE.setflags(write=False)
 
 

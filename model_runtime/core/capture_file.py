@@ -289,7 +289,7 @@ class CaptureWriter:
         for start, frames in by_chunk.items():
             arrays = self._cache.pop(start, None)
             n = self._chunk_len(start)
-            name = self.dir / f"chunk_{start:08d}_{n:05d}.npz"
+            name = self._chunk_path(start, n)
             if arrays is None:
                 arrays = load_npz(name, list(PER_FRAME_KEYS))
             arrays = {k: v.copy() for k, v in arrays.items()}
@@ -298,6 +298,10 @@ class CaptureWriter:
                     arrays[k][i] = a
             _atomic_savez(name, arrays)
             self._remember(start, arrays)
+
+    def _chunk_path(self, start: int, n: int) -> Path:
+        """The chunk file of frames ``start .. start + n - 1`` (the names :data:`_CHUNK` reads back)."""
+        return self.dir / f"chunk_{start:08d}_{n:05d}.npz"
 
     def _chunk_len(self, start: int) -> int:
         i = bisect.bisect_left(self._chunk_starts, start)
@@ -314,7 +318,7 @@ class CaptureWriter:
         if not n:
             return
         arrays = {k: np.stack(v) for k, v in self._buf.items()}
-        _atomic_savez(self.dir / f"chunk_{self.frames_written:08d}_{n:05d}.npz", arrays)
+        _atomic_savez(self._chunk_path(self.frames_written, n), arrays)
         self._chunk_starts.append(self.frames_written)
         self._remember(self.frames_written, arrays)
         self.frames_written += n
