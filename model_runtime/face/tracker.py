@@ -136,6 +136,8 @@ class FaceTracker:
         self._Li[a] = self._Li[b] = 0.5 * (self._Li[a] + self._Li[b])     # no identity parts the lips
         self._Le = pts(face_model.exp_basis)                                                  # (468, 3, Ke)
         self._Le32, self._Li32 = self._Le.astype(np.float32), self._Li.astype(np.float32)
+        # the same bases as (468*3, K) matrices: one matrix-vector product per evaluation
+        self._Le2, self._Li2 = self._Le.reshape(-1, self._Le.shape[2]), self._Li.reshape(-1, self._Li.shape[2])
         self._w = self.corr.weights.astype(np.float64)                                        # (468,)
         # landmark normals of the mean face (model space); expression/identity barely turn them
         n = outward_sign(face_model) * vertex_normals(np.asarray(face_model.mean_shape, np.float64)[None],
@@ -236,6 +238,7 @@ class _Problem:
         self.c = np.array([K[0, 2], K[1, 2]], np.float64)
         self.Ke, self.Ki = tr.num_expression, tr.num_identity
         self.last_error = float("nan")
+        self._base: tuple[np.ndarray, np.ndarray] | None = None    # (identity, L0 + Li identity) of the last call
 
     def free_mask(self, e: np.ndarray, g: np.ndarray) -> np.ndarray:
         """Unknowns to solve for: all but the expression coefficients held at a bound whose
@@ -260,7 +263,9 @@ class _Problem:
         """-> energy, (H, g) at the given parameters (IRLS weights of the Charbonnier term);
         ``jacobian=False``: the energy only (a step's acceptance test), ``(None, None)``."""
         tr, cfg = self.tr, self.tr.config
-        P = tr._L0 + tr._Le @ e + tr._Li @ identity                       # (468, 3) model space
+        if self._base is None or not np.array_equal(self._base[0], identity):   # fixed unless fit_identity
+            self._base = (identity.copy(), tr._L0 + (tr._Li2 @ identity).reshape(-1, 3))
+        P = self._base[1] + (tr._Le2 @ e).reshape(-1, 3)                  # (468, 3) model space
         RP = P @ Rm.T
         X = RP + t                                                         # (468, 3) camera
         z = np.maximum(X[:, 2], 1e-6)
@@ -270,7 +275,7 @@ class _Problem:
         self.last_error = float(np.sqrt(dist2).mean())
         # visibility weight from the landmark normals (held fixed within the step)
         n = tr._normals @ Rm.T
-        cosv = -(n * X).sum(1) / np.maximum(np.linalg.norm(X, axis=1), 1e-12)
+        cosv = -np.einsum("ij,ij->i", n, X) / np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X)), 1e-12)
         w = tr._w * (0.3 + 0.7 * np.clip(cosv, 0.0, 1.0))
         W = w.sum()
         r2 = dist2 * self.inv_s2
@@ -299,7 +304,7 @@ class _Problem:
         AR = (A @ Rm).astype(np.float32)                                   # (468, 2, 3)
         ke = self.Ke
         J = np.empty((len(X), 2, 6 + ke + (self.Ki if self.fit_identity else 0)), np.float32)
-        J[:, :, :3] = A @ -_skew(RP)                                       # rotation increment
+        J[:, :, :3] = np.cross(RP[:, None, :], A)                          # rotation increment: a^T (-[p]x) = (p x a)^T
         J[:, :, 3:6] = A                                                   # translation
         for basis, cols in ((tr._Le32, slice(6, 6 + ke)),) + (((tr._Li32, slice(6 + ke, None)),)
                                                               if self.fit_identity else ()):
