@@ -215,6 +215,10 @@ def test_checkpoint_resume_is_exact(demo_samples, tmp_path):
     assert d.step == 0
     assert all(torch.equal(x, y) for x, y in zip(d.net.state_dict().values(),
                                                   torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["net"].values()))
+    e = trainer()
+    e.init_from(tmp_path / "a.pt")                                          # or from an exported weights file
+    assert e.step == 0
+    assert all(torch.equal(x, y) for x, y in zip(e.net.state_dict().values(), net.state_dict().values()))
 
 
 def test_weights_round_trip_and_bad_files(tmp_path):

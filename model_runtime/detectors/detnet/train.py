@@ -156,11 +156,20 @@ class Trainer:
         torch.set_rng_state(d["torch_rng"])
 
     def init_from(self, path: Path) -> None:
-        """Network weights (only) from another run's checkpoint of the same configuration."""
+        """Network weights (only) from another run's checkpoint, or from a weights file (e.g. the
+        shipped ``detnet_small.pt``: its float16 values, continued in float32), of the same
+        configuration."""
+        from .weights import FORMAT, load_weights
+
         d = torch.load(path, map_location=self.device, weights_only=False)
-        if d["config"] != self.config.to_dict():
-            raise ValueError(f"{path}: checkpoint config {d['config']} differs from {self.config.to_dict()}")
-        self.net.load_state_dict(d["net"])
+        if isinstance(d, dict) and d.get("format") == FORMAT:
+            net, _ = load_weights(path)                   # validated: names the file and field
+            config, state = net.config.to_dict(), net.state_dict()
+        else:
+            config, state = d["config"], d["net"]
+        if config != self.config.to_dict():
+            raise ValueError(f"{path}: config {config} differs from {self.config.to_dict()}")
+        self.net.load_state_dict(state)
 
     def train(self, run_dir: Path, until: int, checkpoint_every: int = 200, log_every: int = 20,
               export: Path | None = None, meta: dict | None = None, max_wall_s: float | None = None,
