@@ -1,7 +1,7 @@
 """The image-aligned fit of one clip (issue 10): :class:`ClipAlignment` runs :mod:`.align`'s
 :class:`~.align.ImageAligner` on the capture's records in file order, links consecutive batches
 by the temporal prior, calibrates the clip on its first frames (focal estimate of :mod:`.focal`,
-depth anchoring) and smooths the result without lag (:class:`CentredSmoother`) or, live, causally
+the clip's beta fitted to the image by :mod:`.shape_fit`, depth anchoring) and smooths the result without lag (:class:`CentredSmoother`) or, live, causally
 (:func:`live_fit_smoothing`)."""
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from ..models.keypoints import NUM_BODY_KP
 from .align import AlignConfig, ImageAligner, ModelKeypoints
 from .filters import OneEuroFilter, RotationFilter
 from .focal import MAX_FRAMES, ClipCamera, FocalEstimate, estimate_focal
+from .shape_fit import ShapeFit, ShapeFitConfig, fit_clip_shape
 from .translation import TranslationSolver
+from .visibility import fit_confidence
 
 #: calibration (:meth:`ClipAlignment.calibrate`): at least this many frames; the depth anchoring
 #: rescales alpha by at most this factor
@@ -70,11 +72,15 @@ class ClipAlignment:
         lookahead: offline (the centred smoother of the fit's result); False: live.
         smoothing: the capture's One Euro parameters; live, the fit's result is filtered again,
             causally, by :func:`live_fit_smoothing` of them (None or disabled: not filtered).
+        shape_fit: the per-clip beta fit of :meth:`calibrate`, or None (the IK's beta is kept).
     """
 
     def __init__(self, keypoints: ModelKeypoints, camera: ClipCamera, config: AlignConfig | None = None,
-                 fps: float = 30.0, lookahead: bool = True, smoothing: SmoothingConfig | None = None):
+                 fps: float = 30.0, lookahead: bool = True, smoothing: SmoothingConfig | None = None,
+                 shape_fit: ShapeFitConfig | None = ShapeFitConfig()):
         self.kp, self.camera = keypoints, camera
+        self.shape_fit_config = shape_fit
+        self.shape_fit: ShapeFit | None = None          # the result of the clip's beta fit
         self.aligner = ImageAligner(keypoints, camera.K, config)
         cfg = self.aligner.config
         self.smoother = CentredSmoother(fps, cfg.smoothing_s if lookahead else 0.0, cfg.smoothing_max_s,
@@ -97,9 +103,11 @@ class ClipAlignment:
 
     @staticmethod
     def _kp2d(recs) -> np.ndarray:
-        """``(B, 66, 3)`` px with the confidences the IK used (``ik_conf``: 0 for unseen points)."""
+        """``(B, 66, 3)`` px with the confidences the IK used (``ik_conf``: 0 for unseen points)
+        less the points whose model position is a guess (:func:`.visibility.fit_confidence`)."""
         kp = np.stack([np.concatenate([r.body_2d, r.hands_2d.reshape(-1, 3)]) for r in recs])
-        kp[..., 2] = np.stack([r.ik_conf for r in recs])
+        kp[..., 2] = fit_confidence(np.stack([r.ik_conf for r in recs]), np.stack([r.keypoint_visibility for r in recs]),
+                                    np.stack([r.joint_confidence for r in recs]))
         return kp
 
     @staticmethod
@@ -111,10 +119,11 @@ class ClipAlignment:
     def calibrate(self, recs, shape) -> bool:
         """Once per clip, on the first window's valid, translated records (IK rotations, Eq. 14
         translations): the focal when ``camera.pending`` (``camera.K``; source ``estimated``, or
-        ``default`` when the frames do not determine it) and the depth anchoring
-        (``shape.rescale``, on frames whose shoulders and hips are seen; none when fewer than
-        :data:`MIN_CALIBRATION_FRAMES`).  Fewer than :data:`MIN_CALIBRATION_FRAMES` frames (live) skip both.
-        Returns whether ``camera.K`` or the shape's scale changed (translations to solve again)."""
+        ``default`` when the frames do not determine it), then on frames whose shoulders and hips
+        are seen (none when fewer than :data:`MIN_CALIBRATION_FRAMES`) the clip's beta
+        (``shape.set_betas``, :func:`~.shape_fit.fit_clip_shape`) and the depth anchoring
+        (``shape.rescale``).  Fewer than :data:`MIN_CALIBRATION_FRAMES` frames (live) skip all.
+        Returns whether ``camera.K`` or the shape changed (joints and translations to solve again)."""
         self.calibrating, estimate = False, self.camera.pending
         self.camera.pending = False
         recs = [r for r in recs if r.transl_ok][:shape.window]      # the shape's window: same frames, same result
@@ -137,17 +146,36 @@ class ClipAlignment:
         sub = torso[::max(1, -(-len(torso) // ANCHOR_FRAMES))]
         if len(sub) < MIN_CALIBRATION_FRAMES:
             return changed
-        J = J[sub] - np.stack([recs[i].transl for i in sub])[:, None]
-        t_eq, ok = TranslationSolver(self.camera.K).solve(kp2d[sub, :NUM_BODY_KP], J)
-        if ok.sum() >= MIN_CALIBRATION_FRAMES:
-            sub = sub[ok]
-            res = self.aligner.fit(rot[sub], t_eq[ok], kp2d[sub], self._kp3d([recs[i] for i in sub]))
-            ratio = float(np.median(t_eq[ok, 2] / res.transl[:, 2]))
-            if np.isfinite(ratio) and abs(ratio - 1.0) > 1e-3:
-                self.depth_ratio = float(np.clip(ratio, 1.0 / MAX_DEPTH_RATIO, MAX_DEPTH_RATIO))
-                shape.rescale(self.depth_ratio)
+        t_eq, ok = self._eq14(rot[sub], kp2d[sub])
+        if ok.sum() < MIN_CALIBRATION_FRAMES:
+            return changed
+        sub, t_eq = sub[ok], t_eq[ok]
+        kp3d = self._kp3d([recs[i] for i in sub])
+        if self.shape_fit_config is not None:
+            frozen = np.stack([recs[i].joint_confidence <= 0 for i in sub])
+            fit = fit_clip_shape(self.aligner, rot[sub], t_eq, kp2d[sub], kp3d, shape.betas, shape.scale,
+                                 self.shape_fit_config, frozen)
+            self.shape_fit = fit
+            if not np.array_equal(fit.betas, shape.betas):
+                shape.set_betas(fit.betas)
+                self._set_shape(shape.betas, shape.scale)
                 changed = True
+                t_eq, ok = self._eq14(rot[sub], kp2d[sub])           # Eq. 14 with the new skeleton
+                if ok.sum() < MIN_CALIBRATION_FRAMES:
+                    return changed
+                sub, t_eq, kp3d = sub[ok], t_eq[ok], kp3d[ok]
+        res = self.aligner.fit(rot[sub], t_eq, kp2d[sub], kp3d)
+        ratio = float(np.median(t_eq[:, 2] / res.transl[:, 2]))
+        if np.isfinite(ratio) and abs(ratio - 1.0) > 1e-3:
+            self.depth_ratio = float(np.clip(ratio, 1.0 / MAX_DEPTH_RATIO, MAX_DEPTH_RATIO))
+            shape.rescale(self.depth_ratio)
+            changed = True
         return changed
+
+    def _eq14(self, rot: np.ndarray, kp2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Eq. 14's translations ``(B, 3)`` and ``ok (B,)`` of rotations with the current shape."""
+        J, _, _ = self.kp.pose(rot, np.zeros((len(rot), 3)))
+        return TranslationSolver(self.camera.K).solve(kp2d[:, :NUM_BODY_KP], J)
 
     def push(self, recs) -> list:
         """The next records in file order (valid or not, filtered): refine the valid ones

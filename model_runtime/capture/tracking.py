@@ -10,7 +10,10 @@
 * :class:`ShapeEstimator`: beta and scale alpha are per clip.  The IK gives
   them per frame; the clip's value is the confidence-weighted median over the
   first ``window`` valid frames (robust to the frames where the pose is
-  unusual or the detection poor), then frozen.
+  unusual or the detection poor), then frozen.  The image-aligned fit's
+  calibration then refines beta against the image (:meth:`ShapeEstimator.set_betas`,
+  :mod:`.shape_fit`) and alpha by the depth anchoring (:meth:`ShapeEstimator.rescale`);
+  :attr:`ShapeEstimator.ik_betas` keeps the IK's value.
 """
 from __future__ import annotations
 
@@ -98,6 +101,7 @@ class ShapeEstimator:
         self._scale: list[float] = []
         self._w: list[float] = []
         self._frozen: tuple[np.ndarray, float] | None = None
+        self._ik_betas: np.ndarray | None = None
         self._nb = num_betas
 
     @property
@@ -122,6 +126,22 @@ class ShapeEstimator:
         """Freeze with whatever was seen (end of the clip)."""
         if self._frozen is None:
             self._frozen = self._estimate()
+
+    def set_betas(self, betas: np.ndarray) -> None:
+        """Replace the clip's betas (freezing first; the IK's stay in :attr:`ik_betas`): the
+        image-aligned fit's per-clip shape (:func:`~.shape_fit.fit_clip_shape`)."""
+        self.freeze()
+        if self._ik_betas is None:
+            self._ik_betas = self._frozen[0].copy()
+        b = np.asarray(betas, np.float64).reshape(self._nb)
+        if not np.isfinite(b).all():
+            raise ValueError("betas: non-finite values")
+        self._frozen = (b.copy(), self._frozen[1])
+
+    @property
+    def ik_betas(self) -> np.ndarray:
+        """The IK's clip betas (the weighted median), before :meth:`set_betas`."""
+        return self._ik_betas.copy() if self._ik_betas is not None else self.betas
 
     def rescale(self, factor: float) -> None:
         """Multiply the clip's scale by ``factor`` (freezing it first): the image-aligned fit's depth
