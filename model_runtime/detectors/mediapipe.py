@@ -50,6 +50,16 @@ Mappings and approximations (documented in ``docs/evaluation.md`` too):
   x image width); box = landmark extent.  Holistic gives no face score: 1.
   With the refined mesh, ``extras['iris_landmarks_px'] (10, 3)``: landmarks 468-477 (iris centre
   and four rim points of the person's right eye, then of the left), same units.
+* **Face check** (``face_check=True``): Holistic finds the face in a region derived from the
+  *pose* landmarks, and the pose model can put its face points on another structure (AFLW2000
+  ``image00251``: a side view with a raised arm, pose nose and eyes on the cheek, the face mesh
+  turned by ~90 deg).  Each frame compares the mesh's nose tip, eye centres and mouth corners with
+  the pose's (:func:`face_pose_disagreement`, in face sizes; 0.04-0.14 on correct faces of the
+  real images and talking clips).  Above :data:`FACE_POSE_DISAGREEMENT_MAX` the standalone
+  Face Mesh (its own BlazeFace detector, refined mesh) is run on a square crop around the head
+  (:func:`head_crop`); its face replaces Holistic's (``extras['face_source'] = 'face_mesh'``), and
+  when it finds no face Holistic's is dropped (``'rejected'``).  The extra graph runs only on such
+  frames, so ordinary frames cost a few numpy operations more.
 * **COCO-WholeBody 133**: body 17 from the pose landmarks; feet: big toe =
   ``foot_index``, heel = ``heel``, small toe is not available (confidence 0);
   face 68 via :data:`model_runtime.face.landmarks.MP468_TO_IBUG68`; hands as above.
@@ -269,6 +279,51 @@ def hand_metric_3d(hand_px: np.ndarray) -> np.ndarray:
     return (p * (HAND_PALM_LENGTH_M / np.maximum(palm, 1e-6))).astype(np.float32)
 
 
+FACE_POSE_DISAGREEMENT_MAX: Final[float] = 0.25
+"""Mean distance (in face sizes, :func:`face_pose_disagreement`) between the face mesh's and the pose's
+nose, eyes and mouth corners above which Holistic's face is re-checked: a quarter of the face, about
+the eye-to-nose distance, i.e. the two models put these points on different features."""
+HEAD_CROP_SCALE: Final[float] = 2.0
+"""Side of the re-check crop / the larger side of the box around Holistic's face and the pose's face points."""
+# mesh points (averaged) <-> pose landmarks: nose tip, eye centres (person's left, right), mouth corners
+_MESH_FACE_POINTS: Final[tuple[tuple[int, ...], ...]] = ((1,), (263, 362), (33, 133), (291,), (61,))
+_POSE_FACE_POINTS: Final[tuple[int, ...]] = (_P["nose"], _P["left_eye"], _P["right_eye"], _P["mouth_left"],
+                                             _P["mouth_right"])
+_MESH_IDS: Final[np.ndarray] = np.array([i for ix in _MESH_FACE_POINTS for i in ix])
+_MESH_MEAN: Final[np.ndarray] = np.zeros((len(_MESH_FACE_POINTS), len(_MESH_IDS)), np.float32)
+_k = 0
+for _r, _ix in enumerate(_MESH_FACE_POINTS):
+    _MESH_MEAN[_r, _k:_k + len(_ix)] = 1.0 / len(_ix)
+    _k += len(_ix)
+_POSE_IDS: Final[np.ndarray] = np.array(_POSE_FACE_POINTS)
+
+
+def face_pose_disagreement(face_px: np.ndarray, pose_px: np.ndarray) -> float:
+    """Mean 2D distance between the face mesh's nose tip, eye centres and mouth corners and the same
+    pose landmarks, divided by ``sqrt(w h)`` of the mesh's box.
+
+    Args:
+        face_px: ``(468, >=2)`` face-mesh landmarks, px.
+        pose_px: ``(33, >=2)`` pose landmarks, px.
+    """
+    xy = face_px[:, :2]
+    wh = xy.max(0) - xy.min(0)
+    size = max(float(np.sqrt(max(wh[0] * wh[1], 0.0))), 1e-6)
+    d = _MESH_MEAN @ xy[_MESH_IDS] - pose_px[_POSE_IDS, :2]
+    return float(np.sqrt((d * d).sum(1)).mean() / size)
+
+
+def head_crop(face_px: np.ndarray, pose_px: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    """Square crop ``(x0, y0, x1, y1)`` (clipped to the image) centred on the box around the face mesh and the
+    pose's face landmarks (0-10), side :data:`HEAD_CROP_SCALE` x its larger side."""
+    pts = np.concatenate([face_px[:, :2], pose_px[:11, :2]])
+    lo, hi = pts.min(0), pts.max(0)
+    c, half = 0.5 * (lo + hi), 0.5 * HEAD_CROP_SCALE * float((hi - lo).max())
+    x0, y0 = (int(max(0, np.floor(c[i] - half))) for i in (0, 1))
+    x1, y1 = int(min(width, np.ceil(c[0] + half))), int(min(height, np.ceil(c[1] + half)))
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
 def _check_image(image_bgr: np.ndarray) -> None:
     if not isinstance(image_bgr, np.ndarray) or image_bgr.ndim != 3 or image_bgr.shape[2] != 3 \
             or image_bgr.dtype != np.uint8 or min(image_bgr.shape[:2]) < 1:
@@ -286,13 +341,14 @@ class MediaPipeDetector:
         refine_face_landmarks: use the attention face mesh (better eyes/lips, ~10 % slower).
         min_detection_confidence, min_tracking_confidence: MediaPipe thresholds.
         body_map: landmark -> body keypoint map (default: the calibrated asset).
+        face_check: re-check a face that disagrees with the pose (module docstring, "Face check").
     """
 
     name = "mediapipe"
 
     def __init__(self, device: str = "cpu", model_complexity: int = 1, refine_face_landmarks: bool = True,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
-                 body_map: BodyMap | None = None):
+                 body_map: BodyMap | None = None, face_check: bool = True):
         if model_complexity not in (0, 1, 2):
             raise ValueError(f"model_complexity must be 0, 1 or 2, got {model_complexity}")
         path = _pose_model_path(model_complexity)
@@ -301,6 +357,7 @@ class MediaPipeDetector:
                                  "is not shipped with the mediapipe wheel and will not be downloaded; "
                                  "use model_complexity=1 or install the file by hand")
         self.device = device
+        self.face_check = bool(face_check)
         self.body_map = BodyMap.load() if body_map is None else body_map
         self._body_uses = self.body_map.uses()                                          # (24, 33)
         self._opts = dict(model_complexity=model_complexity, refine_face_landmarks=refine_face_landmarks,
@@ -322,6 +379,10 @@ class MediaPipeDetector:
                 g = mp.solutions.holistic.Holistic(static_image_mode=True, **self._opts)
             elif kind == "video":
                 g = mp.solutions.holistic.Holistic(static_image_mode=False, smooth_landmarks=True, **self._opts)
+            elif kind == "face_mesh":   # the face check's standalone Face Mesh (own BlazeFace detector)
+                g = mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=True, max_num_faces=1, refine_landmarks=self._opts["refine_face_landmarks"],
+                    min_detection_confidence=self._opts["min_detection_confidence"])
             else:  # "hands": hand-only crops
                 g = mp.solutions.hands.Hands(
                     static_image_mode=True, max_num_hands=2, model_complexity=1,
@@ -357,8 +418,33 @@ class MediaPipeDetector:
             self._last_ts = int(timestamp_ms)
             graph = self._graph("video")
         height, width = image_bgr.shape[:2]
-        res = graph.process(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
-        return self._to_detection(res, width, height)
+        rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+        det = self._to_detection(graph.process(rgb), width, height)
+        if self.face_check and det.face_landmarks is not None:
+            self._check_face(rgb, det)
+        return det
+
+    def _check_face(self, rgb: np.ndarray, det: Detection) -> None:
+        """The face check (module docstring): keep, replace or drop Holistic's face in ``det``."""
+        pose = det.extras["pose_landmarks_px"]
+        score = face_pose_disagreement(det.face_landmarks, pose)
+        det.extras["face_pose_disagreement"] = score
+        if score <= FACE_POSE_DISAGREEMENT_MAX:
+            det.extras["face_source"] = "holistic"
+            return
+        height, width = rgb.shape[:2]
+        x0, y0, x1, y1 = head_crop(det.face_landmarks, pose, width, height)
+        res = self._graph("face_mesh").process(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+        if not res.multi_face_landmarks:
+            det.face_landmarks, det.face_box, det.face_conf = None, None, 0.0
+            det.extras.pop("iris_landmarks_px", None)
+            det.wholebody_2d[_WB_FACE] = 0.0
+            det.extras["face_source"] = "rejected"
+            return
+        face = _to_pixels(_landmarks(res.multi_face_landmarks[0], False), x1 - x0, y1 - y0)
+        face[:, :2] += np.array([x0, y0], np.float32)
+        self._set_face(det, face)
+        det.extras["face_source"] = "face_mesh"
 
     def _to_detection(self, res, width: int, height: int) -> Detection:
         det = Detection.empty((width, height))
@@ -387,17 +473,22 @@ class MediaPipeDetector:
             wb[sl] = det.hands_2d[side]
 
         if res.face_landmarks is not None:
-            face_all = _to_pixels(_landmarks(res.face_landmarks, False), width, height)
-            face = face_all[:NUM_FACE_LANDMARKS]
-            det.face_landmarks = face[:, :3].copy()
-            if len(face_all) >= NUM_FACE_LANDMARKS + 10:   # refined mesh: iris centre + 4 rim points per eye
-                det.extras["iris_landmarks_px"] = face_all[NUM_FACE_LANDMARKS:NUM_FACE_LANDMARKS + 10, :3].copy()
-            lo, hi = face[:, :2].min(0), face[:, :2].max(0)
-            det.face_box = np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]], np.float32)
-            det.face_conf = 1.0
-            wb[_WB_FACE] = face[MP468_TO_IBUG68][:, [0, 1, 3]]
+            self._set_face(det, _to_pixels(_landmarks(res.face_landmarks, False), width, height))
         det.extras["pose_landmarks_px"] = pose
         return det
+
+    @staticmethod
+    def _set_face(det: Detection, face_all: np.ndarray) -> None:
+        """``(468 or 478, 4)`` px face-mesh landmarks -> the face fields of ``det``."""
+        face = face_all[:NUM_FACE_LANDMARKS]
+        det.face_landmarks = face[:, :3].copy()
+        det.extras.pop("iris_landmarks_px", None)
+        if len(face_all) >= NUM_FACE_LANDMARKS + 10:   # refined mesh: iris centre + 4 rim points per eye
+            det.extras["iris_landmarks_px"] = face_all[NUM_FACE_LANDMARKS:NUM_FACE_LANDMARKS + 10, :3].copy()
+        lo, hi = face[:, :2].min(0), face[:, :2].max(0)
+        det.face_box = np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]], np.float32)
+        det.face_conf = 1.0
+        det.wholebody_2d[_WB_FACE] = face[MP468_TO_IBUG68][:, [0, 1, 3]]
 
     def detect_hand(self, image_bgr: np.ndarray, side_hint: str | None = None) -> HandDetection | None:
         """One hand in a hand-only crop (MediaPipe Hands); see the Detector protocol.

@@ -59,6 +59,9 @@ def add_arguments(parser) -> None:
                              "(plain_net_cpu_ms_per_face, net_cpu_ratio)")
     parser.add_argument("--facenet-weights", type=Path, default=None,
                         help="FaceNet .pt (default: the shipped weights of the face model)")
+    parser.add_argument("--no-face-check", action="store_true",
+                        help="mediapipe: keep Holistic's face even where it disagrees with the pose (the detector's "
+                             "face check off; for comparison)")
     add_detector_arguments(parser)
 
 
@@ -273,7 +276,7 @@ def evaluate(dirpath: Path, detector, fitter, limit: int = 0, reannotated=None) 
         yaws.append(yaw)
         per_image.append({"image": path.name, "yaw": yaw, "nme": float(fit_err[-1].mean()),
                           "mediapipe68": float(mp_err[-1].mean()), "box_px": float(box_size(gt)),
-                          "by_group": group_nme(fit_err[-1])})
+                          "by_group": group_nme(fit_err[-1]), "face_source": det.extras.get("face_source")})
         if reannotated is not None and path.stem in reannotated[1]:
             gt2 = reannotated[0][reannotated[1][path.stem]].T
             re_fit.append(nme_percent(pred68, gt2))
@@ -323,6 +326,8 @@ def run(args) -> int:
 
         net = FaceNet(face_model, device=args.device, weights=args.facenet_weights, optimise=not args.facenet_plain)
     detector = detector_from_options(args)
+    if args.no_face_check and hasattr(detector, "face_check"):
+        detector.face_check = False
     try:
         est = FaceEstimator(args.face, fitter, net)
         est.repeats = max(1, args.timing_repeats)
@@ -331,6 +336,7 @@ def run(args) -> int:
         out = evaluate(args.dir, detector, est, args.limit,
                        _find_reannotated(args.dir, args.reannotated, args.index_map))
         out["face"] = args.face
+        out["face_check"] = bool(getattr(detector, "face_check", False))
     finally:
         detector.close()
     if args.json:
