@@ -16,7 +16,7 @@ from .feet_stage import FootStage
 from .filters import GapFiller, OneEuroFilter, RotationFilter
 from .records import FrameRecord
 from .tracking import ShapeEstimator
-from .translation import TranslationSolver
+from .translation import TranslationSolver, eq14_confidence
 
 #: One Euro for expressions: coefficient speeds are in units/s (not rad/s); a blink or a
 #: syllable moves a coefficient by ~0.5 in ~0.1 s, so the cut-off must reach ~5 Hz while it
@@ -36,12 +36,14 @@ def expression_smoothing(config: SmoothingConfig) -> SmoothingConfig:
 
 
 def solve_translations_in_order(solver: TranslationSolver, kp2d: np.ndarray, joints: np.ndarray,
-                                last_z: float | None) -> tuple[np.ndarray, np.ndarray]:
+                                last_z: float | None, points: np.ndarray | None = None
+                                ) -> tuple[np.ndarray, np.ndarray]:
     """Eq. 14 for consecutive frames, each with the depth of the last solved frame before it as its
     prior (``last_z`` before the first; None: no prior): what solving them one after the other
     gives, in batched calls.
 
-    kp2d ``(B, 24, 3)``, joints ``(B, 52, 3)`` -> ``transl (B, 3)``, ``ok (B,)`` (finite and solved).
+    kp2d ``(B, 24, 3)``, joints ``(B, 52, 3)``, points ``(B, 24, 3)`` or None (the model's keypoints,
+    for the head bones: :meth:`TranslationSolver.solve`) -> ``transl (B, 3)``, ``ok (B,)`` (finite and solved).
 
     The prior only picks between two valid roots of a bone, so the batch is solved with guessed
     priors (first all ``last_z``, then the depths the previous pass gave each frame's predecessors)
@@ -53,7 +55,7 @@ def solve_translations_in_order(solver: TranslationSolver, kp2d: np.ndarray, joi
     start = np.nan if last_z is None else last_z          # a NaN prior prefers no root, as None does
     prior = np.full(B, start)
     for _ in range(B):
-        t, ok = solver.solve(kp2d, joints, prior)
+        t, ok = solver.solve(kp2d, joints, prior, points)
         ok = ok & np.isfinite(t).all(-1)
         # the prior of frame i: the depth of the last solved frame before it (forward fill)
         z = np.where(ok, t[:, 2], np.nan)
@@ -169,18 +171,26 @@ class MotionPostprocessor:
         scale = self.shape.scale
         joints = joints * scale                                                          # (B, 52, 3)
         last = self._last_transl
-        self._solve_translation(valid, joints)
+        points = None              # the model's face keypoints: Eq. 14's head bones (face close-ups)
+        if self.align is not None:
+            self.align.set_shape(self.shape.betas, scale)
+            points = self.align.kp.pose(rots, np.zeros((len(valid), 3)))[2][:, :24]
+        self._solve_translation(valid, joints, points)
         if self.align is not None and self.align.calibrating and self.shape.frozen:
             # the clip's first frames: focal estimate and depth anchoring, then Eq. 14 again
             if self.align.calibrate(valid, self.shape):
                 self.translation, self._last_transl = TranslationSolver(self.align.camera.K), last
-                self._solve_translation(valid, joints * (self.shape.scale / scale))
+                ratio = self.shape.scale / scale
+                self._solve_translation(valid, joints * ratio, None if points is None else points * ratio)
 
-    def _solve_translation(self, valid: list[FrameRecord], joints: np.ndarray) -> None:
+    def _solve_translation(self, valid: list[FrameRecord], joints: np.ndarray, points: np.ndarray | None) -> None:
         if not valid:
             return
         last_z = None if self._last_transl is None else float(self._last_transl[2])
-        t, ok = solve_translations_in_order(self.translation, np.stack([r.body_2d for r in valid]), joints, last_z)
+        kp2d = np.stack([r.body_2d for r in valid]).astype(np.float64)
+        # Eq. 14 on what the camera sees: confidences lowered outside the image (visibility.py)
+        kp2d[..., 2] = eq14_confidence(kp2d[..., 2], np.stack([r.keypoint_visibility[:kp2d.shape[1]] for r in valid]))
+        t, ok = solve_translations_in_order(self.translation, kp2d, joints, last_z, points)
         for r, j, ti, oki in zip(valid, joints, t, ok):
             r.joints = j
             r.transl_ok = bool(oki)

@@ -27,7 +27,11 @@ with the skeleton that is finally animated.  Robustness:
 * a consensus step drops the bones that disagree with the best-supported
   estimate (its reprojection of all joint keypoints), so one wrong keypoint
   cannot move the median;
-* if no torso bone is visible, limb bones (upper arms, thighs) are used.
+* if no torso bone is visible, limb bones (upper arms, thighs) and, when the posed model's face
+  keypoints are given, the head's rigid bones (ears, eyes, nose: :data:`HEAD_BONES`) are used: a
+  face filling the frame (talking head, selfie) has no shoulders in it, and MediaPipe's guessed
+  shoulders below the image are a small person's; with the confidences gated by the image frame
+  (:func:`eq14_confidence`) they are not taken, and the head's own size sets the depth.
 
 Intrinsics: ``--fov`` (degrees across the *longer* image side, principal point
 at the image centre; default :data:`DEFAULT_FOV_DEG` = 60, a typical webcam/phone
@@ -54,6 +58,16 @@ LIMB_BONES: Final[tuple[tuple[str, str], ...]] = (
     ("left_shoulder", "left_elbow"), ("right_shoulder", "right_elbow"),
     ("left_hip", "left_knee"), ("right_hip", "right_knee"),
 )
+#: the head's rigid bones (BODY_KEYPOINT_NAMES names; the face keypoints are skinned vertices of the
+#: head, so their 3D comes from the posed model's keypoints, ``points`` of :meth:`TranslationSolver.solve`):
+#: used only when no torso bone is visible, like :data:`LIMB_BONES`.  Not the ``head`` keypoint: the
+#: detector's is the ears' midpoint, the model's the head joint inside the skull.
+HEAD_BONES: Final[tuple[tuple[str, str], ...]] = (
+    ("left_ear", "right_ear"), ("left_eye", "right_eye"), ("left_ear", "nose"), ("right_ear", "nose"),
+    ("left_ear", "right_eye"), ("right_ear", "left_eye"),
+)
+#: the face keypoints the consensus also checks on frames that use the head bones
+FACE_KEYPOINTS: Final[tuple[str, ...]] = ("nose", "left_eye", "right_eye", "left_ear", "right_ear")
 MIN_CONFIDENCE: Final[float] = 0.3
 AMBIGUOUS_WEIGHT: Final[float] = 0.1
 #: consensus tolerance: a fraction of the typical projected bone length, at least CONSENSUS_MIN_PX
@@ -126,6 +140,17 @@ def _project(X: np.ndarray, K: np.ndarray) -> np.ndarray:
     return np.stack([K[0, 0] * x + K[0, 1] * y + K[0, 2], K[1, 1] * y + K[1, 2]], -1)
 
 
+def eq14_confidence(confidence: np.ndarray, visibility: np.ndarray) -> np.ndarray:
+    """The confidences Eq. 14 uses: the detector's ``confidence (..., K)`` where the keypoint's
+    ``visibility (..., K)`` (:func:`.visibility.keypoint_visibility`: the confidence lowered outside
+    the image, 0 where not detected) is the same, the visibility where it is lower.  A torso that
+    MediaPipe guesses below a face close-up's frame thus weighs what its visibility says; points in
+    the image keep their confidence exactly (the visibility is stored as float32)."""
+    c = np.asarray(confidence, np.float64)
+    v = np.asarray(visibility, np.float64)
+    return np.where(v < c - 1e-6, v, c)
+
+
 def weighted_median(values: np.ndarray, weights: np.ndarray, axis: int = -1) -> np.ndarray:
     """Weighted median along ``axis`` (NaN where all weights are 0); vectorised."""
     v = np.moveaxis(values, axis, -1)
@@ -148,43 +173,56 @@ class TranslationSolver:
         K: ``(3, 3)`` camera matrix.
         keypoint_names: names of the 2D keypoint rows (default BODY_KEYPOINT_NAMES).
         bones: (parent, child) name pairs; default :data:`TORSO_BONES` then :data:`LIMB_BONES`
-            as fallback.
+            and :data:`HEAD_BONES` as fallback (the head bones only when :meth:`solve` gets the
+            model's face keypoints).
     """
 
     def __init__(self, K: np.ndarray, keypoint_names: Sequence[str] = BODY_KEYPOINT_NAMES,
                  bones: Sequence[tuple[str, str]] = TORSO_BONES,
                  fallback_bones: Sequence[tuple[str, str]] = LIMB_BONES,
-                 min_confidence: float = MIN_CONFIDENCE):
+                 min_confidence: float = MIN_CONFIDENCE,
+                 head_bones: Sequence[tuple[str, str]] = HEAD_BONES):
         self.K = np.asarray(K, np.float64)
         self.K_inv = np.linalg.inv(self.K)
         names = list(keypoint_names)
         self.min_confidence = float(min_confidence)
 
-        def idx(pairs):
-            kp = np.array([[names.index(p), names.index(c)] for p, c in pairs], np.int64).reshape(-1, 2)
-            jt = np.array([[JOINT_NAMES.index(p), JOINT_NAMES.index(c)] for p, c in pairs], np.int64).reshape(-1, 2)
-            return kp, jt
+        self.names = tuple(names)
+        self._is_joint = np.array([n in JOINT_NAMES for n in names])
+        self._kp_joint = np.array([JOINT_NAMES.index(n) if n in JOINT_NAMES else -1 for n in names], np.int64)
 
-        self._primary = idx(bones)
-        self._fallback = idx(fallback_bones)
-        # joints checked by the consensus: every keypoint that is an SMPL-H joint
-        check = [n for n in names if n in JOINT_NAMES]
+        def idx(pairs):
+            return np.array([[names.index(p), names.index(c)] for p, c in pairs], np.int64).reshape(-1, 2)
+
+        head = [b for b in head_bones if b[0] in names and b[1] in names]
+        self._primary, self._fallback, self._head = idx(bones), idx(fallback_bones), idx(head)
+        for p, c in list(bones) + list(fallback_bones):
+            if p not in JOINT_NAMES or c not in JOINT_NAMES:
+                raise ValueError(f"torso and limb bones must be joints: {p}, {c}")
+        # keypoints checked by the consensus: every keypoint that is an SMPL-H joint, and on frames
+        # that use the head bones the face keypoints (vertices of the posed model)
+        face = [n for n in FACE_KEYPOINTS if n in names]
+        check = [n for n in names if n in JOINT_NAMES or n in face]
         self._check_kp = np.array([names.index(n) for n in check], np.int64)
-        self._check_jt = np.array([JOINT_NAMES.index(n) for n in check], np.int64)
-        self._bone_kp = np.concatenate([self._primary[0], self._fallback[0]], 0)           # (N, 2) kp rows
+        self._check_face = np.array([n in face for n in check])
+        self._bone_kp = np.concatenate([self._primary, self._fallback, self._head], 0)      # (N, 2) kp rows
         self._bone_check = np.searchsorted(self._check_kp, self._bone_kp)                  # (N, 2) into check
         assert np.array_equal(self._check_kp[self._bone_check], self._bone_kp)
 
-    def solve(self, kp2d: np.ndarray, joints: np.ndarray, z_prior: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+    def solve(self, kp2d: np.ndarray, joints: np.ndarray, z_prior: np.ndarray | None = None,
+              points: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Translation per frame.
 
         Args:
-            kp2d: ``(B, Kp, 3)`` px + confidence, rows in ``keypoint_names`` order.
+            kp2d: ``(B, Kp, 3)`` px + confidence, rows in ``keypoint_names`` order (confidences
+                gated by the image frame: :func:`eq14_confidence`).
             joints: ``(B, 52, 3)`` the posed, scaled model joints in camera axes *without*
                 translation (``alpha * FK(R, J(beta))``), metres.
             z_prior: ``(B,)`` the previous frame's ``transl[:, 2]`` (to pick between two valid
                 roots) or None.
+            points: ``(B, Kp, 3)`` or None: the posed, scaled model's keypoints (joints and
+                skinned vertices, as ``joints``) in ``keypoint_names`` order; only the rows that
+                are not joints (the face) are read.  None: no head bones.
 
         Returns:
             ``transl (B, 3)`` metres, camera frame (NaN rows where unsolvable) and
@@ -192,28 +230,40 @@ class TranslationSolver:
             their 2D keypoints.
         """
         kp2d = np.asarray(kp2d, np.float64)
-        joints = np.asarray(joints, np.float64)
-        t, w = self._per_bone(kp2d, joints, *self._primary, z_prior)
-        t2, w2 = self._per_bone(kp2d, joints, *self._fallback, z_prior)
+        X = self._model_points(np.asarray(joints, np.float64), points)                   # (B, Kp, 3)
+        t, w = self._per_bone(kp2d, X, self._primary, z_prior)
+        t2, w2 = self._per_bone(kp2d, X, self._fallback, z_prior)
+        t3, w3 = self._per_bone(kp2d, X, self._head, z_prior)
         none = w.sum(-1, keepdims=True) <= 0          # fallback bones only where no torso bone
-        t = np.concatenate([t, t2], 1)                 # (B, N, 3)
-        w = np.concatenate([w, w2 * none], 1)          # (B, N)
-        w = w * self._consensus(kp2d, joints, t, w)
+        t = np.concatenate([t, t2, t3], 1)             # (B, N, 3)
+        w = np.concatenate([w, w2 * none, w3 * none], 1)   # (B, N)
+        w = w * self._consensus(kp2d, X, t, w, none[:, 0])
         transl = np.stack([weighted_median(t[..., i], w) for i in range(3)], -1)
         ok = np.all(np.isfinite(transl), -1)
         return transl, ok
 
-    def _consensus(self, kp2d: np.ndarray, joints: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.ndarray:
+    def _model_points(self, joints: np.ndarray, points: np.ndarray | None) -> np.ndarray:
+        """``(B, Kp, 3)`` the model's 3D keypoints in keypoint order: joint rows from ``joints``,
+        the others from ``points`` (NaN without them: their bones get no weight)."""
+        X = np.full(joints.shape[:1] + (len(self.names), 3), np.nan)
+        X[:, self._is_joint] = joints[:, self._kp_joint[self._is_joint]]
+        if points is not None:
+            X[:, ~self._is_joint] = np.asarray(points, np.float64)[:, ~self._is_joint]
+        return X
+
+    def _consensus(self, kp2d: np.ndarray, X: np.ndarray, t: np.ndarray, w: np.ndarray,
+                   face: np.ndarray) -> np.ndarray:
         """Keep the bones that agree with the best-supported estimate, ``(B, N)`` 0/1.
 
         Every bone's translation reprojects all checked joints; the estimate whose
         reprojection matches the most (confidence-weighted) keypoints within a
         tolerance wins, and only bones whose two ends are among its inliers stay.
         One wrong keypoint thus cannot drag the median (it touches up to 4 of the
-        6 torso bones).
+        6 torso bones).  The face keypoints count only on ``face (B,)`` frames (those that use
+        the head bones), so frames with a torso are decided exactly as before.
         """
         obs = kp2d[:, self._check_kp]                                   # (B, M, 3)
-        X = joints[:, self._check_jt]                                   # (B, M, 3)
+        X = X[:, self._check_kp]                                        # (B, M, 3)
         cand = t[:, :, None, :] + X[:, None]                            # (B, N, M, 3)
         uv = _project(cand, self.K)
         res = np.linalg.norm(uv - obs[:, None, :, :2], axis=-1)         # (B, N, M)
@@ -221,6 +271,7 @@ class TranslationSolver:
         scale = weighted_median(px, w)                                  # (B,) typical bone in px
         tol = np.maximum(CONSENSUS_MIN_PX, CONSENSUS_TOL * np.nan_to_num(scale))[:, None, None]
         conf = np.where(obs[..., 2] >= self.min_confidence, obs[..., 2], 0.0)   # (B, M)
+        conf = np.where(self._check_face[None] & ~face[:, None], 0.0, conf)
         inl = (res < tol) & (conf[:, None] > 0)                          # NaN compares False
         score = np.where(w > 0, (inl * conf[:, None]).sum(-1), -1.0)    # (B, N)
         best = np.argmax(score, -1)                                     # (B,)
@@ -228,10 +279,13 @@ class TranslationSolver:
         ends = inl_best[:, self._bone_check[:, 0]] & inl_best[:, self._bone_check[:, 1]]   # (B, N)
         return ends.astype(np.float64)
 
-    def _per_bone(self, kp2d, joints, kp_idx, jt_idx, z_prior):
-        """Per-bone translation estimates ``(B, N, 3)`` and weights ``(B, N)``."""
+    def _per_bone(self, kp2d, X, kp_idx, z_prior):
+        """Per-bone translation estimates ``(B, N, 3)`` and weights ``(B, N)`` (0 where the model
+        has no 3D for a bone's end)."""
         p2, c2 = kp2d[:, kp_idx[:, 0]], kp2d[:, kp_idx[:, 1]]          # (B, N, 3)
-        P, C = joints[:, jt_idx[:, 0]], joints[:, jt_idx[:, 1]]         # (B, N, 3)
+        P, C = X[:, kp_idx[:, 0]], X[:, kp_idx[:, 1]]                   # (B, N, 3)
+        known = np.isfinite(P).all(-1) & np.isfinite(C).all(-1)
+        P, C = np.where(known[..., None], P, 0.0), np.where(known[..., None], C, 0.0)
         delta = C[..., 2] - P[..., 2]
         length = np.linalg.norm(C - P, axis=-1)
         zp_prior = None
@@ -243,6 +297,6 @@ class TranslationSolver:
         t = 0.5 * ((z_p[..., None] * ray_p - P) + ((z_p + delta)[..., None] * ray_c - C))
         conf = np.minimum(p2[..., 2], c2[..., 2])
         px_len = np.linalg.norm(c2[..., :2] - p2[..., :2], axis=-1)
-        w = np.where(conf >= self.min_confidence, conf * px_len * quality, 0.0)
+        w = np.where((conf >= self.min_confidence) & known, conf * px_len * quality, 0.0)
         w = np.where(np.isfinite(t).all(-1), w, 0.0)
         return np.nan_to_num(t), w

@@ -216,6 +216,43 @@ def joint_confidence(vis: np.ndarray, use: np.ndarray) -> np.ndarray:
     return np.where(use, vis, 0.0)[..., _JOINT_ROWS].min(-1).max(-1)
 
 
+def fit_confidence(ik_conf: np.ndarray, vis: np.ndarray, joint_conf: np.ndarray) -> np.ndarray:
+    """The confidences ``(..., 66)`` of the image-aligned fit's 2D term (:mod:`.align_clip`): the IK's
+    (``ik_conf``, 0 for unseen keypoints) without the points whose model position is invented, which
+    the fit could only reach by moving the whole body:
+
+    * the torso's (:data:`IK_TORSO`, which the IK gets seen or not) lowered to their visibility and
+      0 below :data:`SEEN_OFF` (MediaPipe's guessed hips below a talking head, its guessed shoulders
+      below a face close-up), and the neck's and shoulders' 0 where the chest (``spine3``) is unseen
+      (its rotation is then the neutral pose's, so theirs is a guess);
+    * a hand's where its arm (shoulder and elbow joints) is unseen: the arm hangs neutral, the hand
+      cannot be where the detector sees it, and its 21 points pulled a face close-up's body away
+      from the camera until the hand came near the face (docs/fidelity.md, "Face close-ups").
+
+    ``vis (..., 66)``: :func:`keypoint_visibility`; ``joint_conf (..., 52)``: :func:`joint_confidence`
+    after the blending (0 = unseen)."""
+    c = np.array(ik_conf, np.float64)
+    v = np.asarray(vis, np.float64)
+    jc = np.asarray(joint_conf, np.float64)
+    torso = np.where(v < c - 1e-6, v, c)
+    torso = np.where(v >= SEEN_OFF, torso, 0.0)
+    c = np.where(_IK_TORSO_MASK, torso, c)
+    chest = jc[..., _SPINE3] > 0
+    c[..., _CHEST_ROWS] = np.where(chest[..., None], c[..., _CHEST_ROWS], 0.0)
+    for side, rows in _HAND_ROWS.items():
+        arm = (jc[..., _ARM_JOINTS[side]] > 0).any(-1)
+        c[..., rows] = np.where(arm[..., None], c[..., rows], 0.0)
+    return c
+
+
+_SPINE3: Final[int] = JOINT_NAMES.index("spine3")
+_CHEST_ROWS: Final[np.ndarray] = np.array([KEYPOINT_NAMES.index(n) for n in ("neck", "left_shoulder", "right_shoulder")])
+_HAND_ROWS: Final[dict[str, np.ndarray]] = {
+    side: np.array([KEYPOINT_NAMES.index(n) for n in _hand(side, *HAND21_NAMES)]) for side in ("left", "right")}
+_ARM_JOINTS: Final[dict[str, np.ndarray]] = {
+    side: np.array([JOINT_NAMES.index(f"{side}_{j}") for j in ("shoulder", "elbow")]) for side in ("left", "right")}
+
+
 # --------------------------------------------------------------------------- neutral pose
 def _rot_z(deg: float) -> np.ndarray:
     a = np.radians(deg)
