@@ -141,8 +141,10 @@ def test_eq14_and_fit_confidences_follow_the_image_frame():
     assert c[9] == pytest.approx(0.8 * (1 - 47 / (0.15 * 352)), rel=1e-5)
     jc = np.ones(52)
     jc[JOINT_NAMES.index("spine3")] = 0.0           # the chest unseen: neck and shoulders are guesses
-    jc[[JOINT_NAMES.index("right_shoulder"), JOINT_NAMES.index("right_elbow")]] = 0.0
+    jc[[JOINT_NAMES.index(f"right_{j}") for j in ("collar", "shoulder", "elbow")]] = 0.0
+    jc[[JOINT_NAMES.index(f"left_{j}") for j in ("shoulder", "elbow")]] = 0.0
     f = fit_confidence(kp[:, 2], vis, jc)
     assert f[BODY_KEYPOINT_NAMES.index("neck")] == 0.0 and f[9] == 0.0 and f[10] == 0.0
-    assert (f[24 + 21:] == 0.0).all() and (f[24:24 + 21] == 0.8).all()   # right arm unseen, left seen
+    # the right arm is unseen; the left collar is seen, and the fit can swing the arm by it
+    assert (f[24 + 21:] == 0.0).all() and (f[24:24 + 21] == 0.8).all()
     assert f[BODY_KEYPOINT_NAMES.index("nose")] == 0.8

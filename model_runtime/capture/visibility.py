@@ -225,9 +225,11 @@ def fit_confidence(ik_conf: np.ndarray, vis: np.ndarray, joint_conf: np.ndarray)
       0 below :data:`SEEN_OFF` (MediaPipe's guessed hips below a talking head, its guessed shoulders
       below a face close-up), and the neck's and shoulders' 0 where the chest (``spine3``) is unseen
       (its rotation is then the neutral pose's, so theirs is a guess);
-    * a hand's where its arm (shoulder and elbow joints) is unseen: the arm hangs neutral, the hand
-      cannot be where the detector sees it, and its 21 points pulled a face close-up's body away
-      from the camera until the hand came near the face (docs/fidelity.md, "Face close-ups").
+    * a hand's where its whole arm (collar, shoulder and elbow joints) is unseen: the arm hangs
+      neutral, the fit cannot move it, the hand cannot be where the detector sees it, and its 21
+      points pulled a face close-up's body away from the camera until the hand came near the face
+      (docs/fidelity.md, "Face close-ups").  With the collar seen, the fit swings the neutral arm
+      by it to the hand (a chin resting on a hand: mmpose 300wlp AFW_134212_1_0), so the hand stays.
 
     ``vis (..., 66)``: :func:`keypoint_visibility`; ``joint_conf (..., 52)``: :func:`joint_confidence`
     after the blending (0 = unseen)."""
@@ -250,7 +252,7 @@ _CHEST_ROWS: Final[np.ndarray] = np.array([KEYPOINT_NAMES.index(n) for n in ("ne
 _HAND_ROWS: Final[dict[str, np.ndarray]] = {
     side: np.array([KEYPOINT_NAMES.index(n) for n in _hand(side, *HAND21_NAMES)]) for side in ("left", "right")}
 _ARM_JOINTS: Final[dict[str, np.ndarray]] = {
-    side: np.array([JOINT_NAMES.index(f"{side}_{j}") for j in ("shoulder", "elbow")]) for side in ("left", "right")}
+    side: np.array([JOINT_NAMES.index(f"{side}_{j}") for j in ("collar", "shoulder", "elbow")]) for side in ("left", "right")}
 
 
 # --------------------------------------------------------------------------- neutral pose
