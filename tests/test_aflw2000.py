@@ -97,3 +97,25 @@ def test_face_check_keeps_a_consistent_face(detectors, realdata):
     assert checked.extras["face_pose_disagreement"] < FACE_POSE_DISAGREEMENT_MAX
     np.testing.assert_array_equal(checked.face_landmarks, raw.face_landmarks)
     assert nme_percent(checked.face_landmarks[MEDIAPIPE_TO_IBUG68, :2], gt) < 5.0
+
+
+def test_face_check_drops_a_face_that_face_mesh_cannot_confirm(detectors, realdata):
+    """mmhuman3d single_person_demo frame 37: a man bent over, the top of his head to the camera.  Holistic
+    puts a mesh on his hair that disagrees with the pose; Face Mesh finds no face in the head crop, so the
+    face is dropped and every face field cleared (the body stays)."""
+    path = realdata / "mmhuman3d/demo/resources/single_person_demo.mp4"
+    if not path.is_file():
+        pytest.skip(f"{path} not available")
+    cap = cv2.VideoCapture(str(path))
+    for _ in range(38):
+        ok, frame = cap.read()
+        assert ok, f"{path}: fewer than 38 frames"
+    cap.release()
+    on, off = detectors
+    raw, checked = off.detect(frame), on.detect(frame)
+    assert raw.face_landmarks is not None
+    assert face_pose_disagreement(raw.face_landmarks, raw.extras["pose_landmarks_px"]) > FACE_POSE_DISAGREEMENT_MAX
+    assert checked.extras["face_source"] == "rejected" and checked.person
+    assert checked.face_landmarks is None and checked.face_box is None and checked.face_conf == 0.0
+    assert "iris_landmarks_px" not in checked.extras and not checked.wholebody_2d[23:91].any()
+    np.testing.assert_array_equal(checked.body_2d, raw.body_2d)
