@@ -14,7 +14,7 @@ import pytest
 from model_runtime.capture.align import AlignConfig, ImageAligner, ModelKeypoints
 from model_runtime.capture.align_clip import CentredSmoother
 from model_runtime.capture.focal import CAMERA_SOURCES, MAX_LOG_F_STD, clip_camera, estimate_focal
-from model_runtime.capture.shape_fit import NUM_FIT_BETAS, fit_clip_shape
+from model_runtime.capture.shape_fit import NUM_FIT_BETAS, ShapeFitConfig, fit_clip_shape
 from model_runtime.capture.tracking import ShapeEstimator
 from model_runtime.core.capture_file import load_capture
 from model_runtime.core.options import CaptureOptions
@@ -294,16 +294,19 @@ def _shape_scene(body, seed: int, B: int = 12):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_shape_fit_recovers_the_bone_proportions(body, seed):
+@pytest.mark.parametrize("sigma_beta, gain", [(ShapeFitConfig().sigma_beta, 0.9), (3.5, 0.5)])
+def test_shape_fit_recovers_the_bone_proportions(body, seed, sigma_beta, gain):
     """From the 2D points of 12 frames the per-clip beta fit takes the skeleton's proportions from
-    the IK's (a few % off per bone) most of the way to the person's; beta's components beyond the
-    fitted ones are kept; the energy goes down."""
+    the IK's (a few % off per bone) towards the person's: with the default prior (the data term an
+    average over frames, for a detector's systematic keypoint offsets) part of the way; with the
+    prior of 12 independent frames (sigma_beta ~ sqrt(12): these synthetic points have no
+    systematic error) most of it.  Components beyond the fitted ones are kept; the energy goes down."""
     kp, K, beta, beta_ik, rot_ik, t, kp2d, X = _shape_scene(body, seed)
-    fit = fit_clip_shape(ImageAligner(kp, K), rot_ik, t, kp2d, X, beta_ik, 1.0)
+    fit = fit_clip_shape(ImageAligner(kp, K), rot_ik, t, kp2d, X, beta_ik, 1.0, ShapeFitConfig(sigma_beta=sigma_beta))
     truth = _bone_proportions(body, beta)
     err_ik = np.abs(_bone_proportions(body, beta_ik) / truth - 1.0).mean()
     err_fit = np.abs(_bone_proportions(body, fit.betas) / truth - 1.0).mean()
-    assert err_fit < 0.5 * err_ik and err_fit < 0.03, (err_ik, err_fit)
+    assert err_fit < gain * err_ik, (err_ik, err_fit)
     assert fit.energy < fit.energy_before
     np.testing.assert_array_equal(fit.betas[NUM_FIT_BETAS:], beta_ik[NUM_FIT_BETAS:])
     np.testing.assert_allclose(kp.betas, fit.betas)          # the aligner's model has the clip's shape

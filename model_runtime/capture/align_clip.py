@@ -17,6 +17,7 @@ from ..core.rotations import matrix_to_quat_wxyz, quat_wxyz_to_matrix
 from ..core.skeleton import BODY_KEYPOINT_NAMES, NUM_JOINTS
 from ..models.keypoints import NUM_BODY_KP
 from .align import AlignConfig, ImageAligner, ModelKeypoints
+from .head import HEAD_JOINTS
 from .filters import OneEuroFilter, RotationFilter
 from .focal import MAX_FRAMES, ClipCamera, FocalEstimate, estimate_focal
 from .shape_fit import ShapeFit, ShapeFitConfig, fit_clip_shape
@@ -152,6 +153,8 @@ class ClipAlignment:
         sub, t_eq = sub[ok], t_eq[ok]
         kp3d = self._kp3d([recs[i] for i in sub])
         if self.shape_fit_config is not None:
+            # the anchoring keeps Eq. 14's depth with the IK's skeleton: a new beta changes the
+            # skeleton's proportions, not the clip's depth (the image does not give its size)
             frozen = np.stack([recs[i].joint_confidence <= 0 for i in sub])
             fit = fit_clip_shape(self.aligner, rot[sub], t_eq, kp2d[sub], kp3d, shape.betas, shape.scale,
                                  self.shape_fit_config, frozen)
@@ -160,10 +163,6 @@ class ClipAlignment:
                 shape.set_betas(fit.betas)
                 self._set_shape(shape.betas, shape.scale)
                 changed = True
-                t_eq, ok = self._eq14(rot[sub], kp2d[sub])           # Eq. 14 with the new skeleton
-                if ok.sum() < MIN_CALIBRATION_FRAMES:
-                    return changed
-                sub, t_eq, kp3d = sub[ok], t_eq[ok], kp3d[ok]
         res = self.aligner.fit(rot[sub], t_eq, kp2d[sub], kp3d)
         ratio = float(np.median(t_eq[:, 2] / res.transl[:, 2]))
         if np.isfinite(ratio) and abs(ratio - 1.0) > 1e-3:
@@ -237,7 +236,8 @@ class ClipAlignment:
             prev_rot[0], prev_t[0], prev_ok[0] = self._prev[1] @ rot_in[0], t_in[0] + self._prev[2], True
         res = self.aligner.fit(rot_in, t_in, self._kp2d(recs), self._kp3d(recs),
                                prev_rot, prev_t, prev_ok, chain,
-                               frozen=np.stack([r.joint_confidence <= 0 for r in recs]),
+                               frozen=np.stack([(r.joint_confidence <= 0) | (HEAD_JOINTS & r.head_from_face)
+                                                for r in recs]),
                                unsure=np.array([not r.transl_ok for r in recs]))
         q = matrix_to_quat_wxyz(res.rot)
         q = np.where((q * quat).sum(-1, keepdims=True) < 0, -q, q)

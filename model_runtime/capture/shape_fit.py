@@ -5,36 +5,40 @@ median (:class:`~.tracking.ShapeEstimator`); the network predicts beta poorly (`
 ``L_beta`` stays at ~0.85 of its prior variance), so the model's limbs come out longer or shorter
 than the person's and the image-aligned fit makes up for it with the pose.  Bone lengths in the
 image over several frames with different poses are what determine beta.  :func:`fit_clip_shape`,
-once per clip on the calibration window (:meth:`~.align_clip.ClipAlignment.calibrate`), refines the
-first :attr:`ShapeFitConfig.num_betas` components by alternating
+once per clip on the calibration window (:meth:`~.align_clip.ClipAlignment.calibrate`: up to 12
+frames whose torso is seen), refines the first :attr:`ShapeFitConfig.num_betas` components by
+minimising, over beta and every frame's pose and translation::
 
-1. the image-aligned fit of the frames' pose and translation with the current shape
-   (:class:`~.align.ImageAligner`, from the IK's rotations and Eq. 14's translations), and
-2. Gauss-Newton on beta and the frames' translations with those rotations held,
+    F(beta) = (1/B) sum_b min_{pose_b, t_b} E_align,b(pose_b, t_b; beta) + s^2 |(beta - beta_ik) / sigma_beta|^2
 
-minimising::
+``E_align,b`` is the image-aligned fit's energy of frame ``b`` (:mod:`.align`: the robust 2D term of
+the confident body keypoints, the priors to the IK's pose and to the detector's 3D limb directions,
+which are what stop a too-long bone from being hidden by turning it out of the image plane),
+``beta_ik`` the IK's clip beta and ``sigma_beta`` the prior's width in beta's own units (the body
+model's beta is a unit-variance shape space: BodyIKNet was trained on ``beta ~ N(0, 1)``);
+``s = AlignConfig.sigma`` puts the prior in the 2D term's units (a frame's residual of ``s`` per
+keypoint is worth one ``sigma_beta``).  The data term is an average over frames, not a sum: a
+detector's keypoints differ from the model's joints in the same way from frame to frame
+(centimetres: the hips, the ears), so more frames of one person are not more independent evidence
+against the prior.  With the sum, beta followed those offsets: on the demo clip (rendered from the
+built-in model with known beta) the bone proportions got worse, 2.1 % -> 3.2 % off; with the
+average they get better, 2.1 % -> 1.3 % (docs/fidelity.md, "Per-clip shape").
 
-    E(beta, t_1..t_B) = (1/B) sum_b sum_k c_bk rho(|pi(X_bk(beta) + t_b) - m_bk| / ppm_b)
-                        + s^2 |(beta - beta_ik) / sigma_beta|^2
+Each step is Gauss-Newton on the reduced problem (variable projection): at the frames' fitted
+poses, the aligner's normal equations of each frame's 69 unknowns (translation + 22 body joints,
+priors included) are joined with beta's and eliminated by a Schur complement, leaving a
+``num_betas x num_betas`` system; then every frame's pose is fitted again with the new beta (from
+the IK's pose, as the capture does) and the step is kept only if ``F`` went down (halved up to
+twice otherwise).  Holding the poses while solving for beta does not work: the pose absorbs most
+of a bone's error, and alternating the two converges over tens of rounds.  For fixed rotations the
+keypoints are exactly linear in beta (rest joints ``J0 + Jd beta`` through the joint regressor,
+skinned vertices ``v0 + Vd beta``, carried through the same rigid transforms), so their derivatives
+``D`` come from one posing per component and are exact.
 
-``rho`` is the aligner's Charbonnier (robust scale ``s`` = ``AlignConfig.sigma``, metres at the
-person's depth), ``c`` the IK's confidences of the body keypoints (zero below
-:attr:`ShapeFitConfig.min_confidence`), ``beta_ik`` the IK's clip beta and ``sigma_beta`` the prior's
-width in beta's own units (the body model's beta is a unit-variance shape space: BodyIKNet was trained
-on ``beta ~ N(0, 1)``).  The data term is an average over frames, not a sum: a detector's keypoints
-differ from the model's joints in the same way from frame to frame (centimetres), so more frames of
-the same person are not more independent evidence against the prior; ``s^2`` puts the prior in the
-2D term's units (one frame's residual of ``s`` per keypoint is worth one ``sigma_beta`` of beta).
-
-For fixed rotations the keypoints are exactly linear in beta (rest joints ``J0 + Jd beta`` through
-the joint regressor, skinned vertices ``v0 + Vd beta``, both carried through the same rigid
-transforms), so ``X(beta + d) = X(beta) + D d`` with ``D`` from one posing per component (exact,
-not a finite-difference approximation).  The translations (3 per frame) are eliminated by a Schur
-complement: one step solves a ``num_betas x num_betas`` system.  Steps are accepted only when they
-lower ``E`` (Levenberg-Marquardt damping otherwise).
-
-The scale alpha is a gauge of the image (``alpha X + t`` and ``k alpha X + k t`` project alike) and
-is left to the depth anchoring that follows (:meth:`~.align_clip.ClipAlignment.calibrate`).
+The scale alpha is a gauge of the image (``alpha X + t`` and ``k alpha X + k t`` project alike), and
+so is most of beta's first component (the body's height): the image fixes the skeleton's
+proportions, not its size.  The depth anchoring that follows (:meth:`~.align_clip.ClipAlignment.calibrate`)
+sets alpha so that the clip keeps Eq. 14's depth with the IK's skeleton.
 """
 from __future__ import annotations
 
@@ -168,7 +172,8 @@ def fit_clip_shape(aligner: ImageAligner, rot: np.ndarray, transl: np.ndarray, k
     kp2d = np.array(kp2d, np.float64)
     kp2d[:, NUM_BODY_KP:, 2] = 0.0                     # body keypoints only (the hands' sizes are the hand detector's)
     kp2d[:, :NUM_BODY_KP, 2] = np.where(kp2d[:, :NUM_BODY_KP, 2] >= cfg.min_confidence, kp2d[:, :NUM_BODY_KP, 2], 0.0)
-    w_prior = aligner.config.sigma ** 2 / cfg.sigma_beta ** 2
+    # the frames' energies are summed: the prior counts once per frame (the data term's average)
+    w_prior = len(rot) * aligner.config.sigma ** 2 / cfg.sigma_beta ** 2
 
     def evaluate(beta):
         kp.set_shape(beta, scale)
