@@ -232,11 +232,13 @@ class TranslationSolver:
         kp2d = np.asarray(kp2d, np.float64)
         X = self._model_points(np.asarray(joints, np.float64), points)                   # (B, Kp, 3)
         t, w = self._per_bone(kp2d, X, self._primary, z_prior)
-        t2, w2 = self._per_bone(kp2d, X, self._fallback, z_prior)
-        t3, w3 = self._per_bone(kp2d, X, self._head, z_prior)
         none = w.sum(-1, keepdims=True) <= 0          # fallback bones only where no torso bone
-        t = np.concatenate([t, t2, t3], 1)             # (B, N, 3)
-        w = np.concatenate([w, w2 * none, w3 * none], 1)   # (B, N)
+        if none.any():
+            t2, w2 = self._per_bone(kp2d, X, self._fallback, z_prior)
+            t3, w3 = self._per_bone(kp2d, X, self._head, z_prior)
+            t = np.concatenate([t, t2, t3], 1)             # (B, N, 3)
+            w = np.concatenate([w, w2 * none, w3 * none], 1)   # (B, N)
+        # (else the fallback bones' weights would all be 0: they neither win nor move the median)
         w = w * self._consensus(kp2d, X, t, w, none[:, 0])
         transl = np.stack([weighted_median(t[..., i], w) for i in range(3)], -1)
         ok = np.all(np.isfinite(transl), -1)
@@ -262,21 +264,29 @@ class TranslationSolver:
         6 torso bones).  The face keypoints count only on ``face (B,)`` frames (those that use
         the head bones), so frames with a torso are decided exactly as before.
         """
-        obs = kp2d[:, self._check_kp]                                   # (B, M, 3)
-        X = X[:, self._check_kp]                                        # (B, M, 3)
+        N = t.shape[1]                                                   # all bones, or the torso's only
+        check = self._check_kp if face.any() else self._check_kp[~self._check_face]
+        bone_kp, bone_check = self._bone_kp[:N], self._bone_check[:N]
+        obs = kp2d[:, check]                                            # (B, M, 3)
+        X = X[:, check]                                                 # (B, M, 3)
         cand = t[:, :, None, :] + X[:, None]                            # (B, N, M, 3)
         uv = _project(cand, self.K)
         res = np.linalg.norm(uv - obs[:, None, :, :2], axis=-1)         # (B, N, M)
-        px = np.linalg.norm(kp2d[:, self._bone_kp[:, 1], :2] - kp2d[:, self._bone_kp[:, 0], :2], axis=-1)
+        px = np.linalg.norm(kp2d[:, bone_kp[:, 1], :2] - kp2d[:, bone_kp[:, 0], :2], axis=-1)
         scale = weighted_median(px, w)                                  # (B,) typical bone in px
         tol = np.maximum(CONSENSUS_MIN_PX, CONSENSUS_TOL * np.nan_to_num(scale))[:, None, None]
         conf = np.where(obs[..., 2] >= self.min_confidence, obs[..., 2], 0.0)   # (B, M)
-        conf = np.where(self._check_face[None] & ~face[:, None], 0.0, conf)
+        if face.any():
+            conf = np.where(self._check_face[None] & ~face[:, None], 0.0, conf)
         inl = (res < tol) & (conf[:, None] > 0)                          # NaN compares False
         score = np.where(w > 0, (inl * conf[:, None]).sum(-1), -1.0)    # (B, N)
         best = np.argmax(score, -1)                                     # (B,)
         inl_best = np.take_along_axis(inl, best[:, None, None], 1)[:, 0]        # (B, M)
-        ends = inl_best[:, self._bone_check[:, 0]] & inl_best[:, self._bone_check[:, 1]]   # (B, N)
+        if not face.any():                                              # rows of the joint checks
+            full = np.zeros((len(t), len(self._check_kp)), bool)
+            full[:, ~self._check_face] = inl_best
+            inl_best = full
+        ends = inl_best[:, bone_check[:, 0]] & inl_best[:, bone_check[:, 1]]   # (B, N)
         return ends.astype(np.float64)
 
     def _per_bone(self, kp2d, X, kp_idx, z_prior):
