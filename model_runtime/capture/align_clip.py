@@ -17,7 +17,6 @@ from ..core.rotations import matrix_to_quat_wxyz, quat_wxyz_to_matrix
 from ..core.skeleton import BODY_KEYPOINT_NAMES, NUM_JOINTS
 from ..models.keypoints import NUM_BODY_KP
 from .align import AlignConfig, ImageAligner, ModelKeypoints
-from .head import HEAD_JOINTS
 from .filters import OneEuroFilter, RotationFilter
 from .focal import MAX_FRAMES, ClipCamera, FocalEstimate, estimate_focal
 from .shape_fit import ShapeFit, ShapeFitConfig, fit_clip_shape
@@ -236,8 +235,7 @@ class ClipAlignment:
             prev_rot[0], prev_t[0], prev_ok[0] = self._prev[1] @ rot_in[0], t_in[0] + self._prev[2], True
         res = self.aligner.fit(rot_in, t_in, self._kp2d(recs), self._kp3d(recs),
                                prev_rot, prev_t, prev_ok, chain,
-                               frozen=np.stack([(r.joint_confidence <= 0) | (HEAD_JOINTS & r.head_from_face)
-                                                for r in recs]),
+                               frozen=np.stack([r.joint_confidence <= 0 for r in recs]),
                                unsure=np.array([not r.transl_ok for r in recs]))
         q = matrix_to_quat_wxyz(res.rot)
         q = np.where((q * quat).sum(-1, keepdims=True) < 0, -q, q)
