@@ -166,22 +166,25 @@ class MotionPostprocessor:
         if not valid:
             return
         rots = np.stack([r.rot for r in valid])                                          # (B, 52, 3, 3)
-        j_rest = np.broadcast_to(self.rest_joints(self.shape.betas), (len(valid), NUM_JOINTS, 3))
-        joints, _ = forward_kinematics(rots, np.ascontiguousarray(j_rest), self.parents)
-        scale = self.shape.scale
-        joints = joints * scale                                                          # (B, 52, 3)
         last = self._last_transl
-        points = None              # the model's face keypoints: Eq. 14's head bones (face close-ups)
-        if self.align is not None:
-            self.align.set_shape(self.shape.betas, scale)
-            points = self.align.kp.pose(rots, np.zeros((len(valid), 3)))[2][:, :24]
-        self._solve_translation(valid, joints, points)
+        self._solve_translation(valid, *self._posed(rots))
         if self.align is not None and self.align.calibrating and self.shape.frozen:
-            # the clip's first frames: focal estimate and depth anchoring, then Eq. 14 again
+            # the clip's first frames: focal estimate, beta and depth anchoring, then Eq. 14 again
             if self.align.calibrate(valid, self.shape):
                 self.translation, self._last_transl = TranslationSolver(self.align.camera.K), last
-                ratio = self.shape.scale / scale
-                self._solve_translation(valid, joints * ratio, None if points is None else points * ratio)
+                self._solve_translation(valid, *self._posed(rots))
+
+    def _posed(self, rots: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Posed, scaled joints ``(B, 52, 3)`` of ``rots (B, 52, 3, 3)`` with the clip's shape and
+        the model's body keypoints ``(B, 24, 3)`` (Eq. 14's head bones, face close-ups; None
+        without the image-aligned fit)."""
+        j_rest = np.broadcast_to(self.rest_joints(self.shape.betas), (len(rots), NUM_JOINTS, 3))
+        joints, _ = forward_kinematics(rots, np.ascontiguousarray(j_rest), self.parents)
+        points = None
+        if self.align is not None:
+            self.align.set_shape(self.shape.betas, self.shape.scale)
+            points = self.align.kp.pose(rots, np.zeros((len(rots), 3)))[2][:, :24]
+        return joints * self.shape.scale, points
 
     def _solve_translation(self, valid: list[FrameRecord], joints: np.ndarray, points: np.ndarray | None) -> None:
         if not valid:
