@@ -140,11 +140,97 @@ def test_two_bone_ik_reaches_the_target_and_keeps_the_foot():
         np.testing.assert_allclose(G2[:, a], G[:, a], atol=1e-9)         # the foot keeps its orientation
         other = [j for j in range(52) if j not in (h, k, a)]
         np.testing.assert_allclose(new[:, other], rot[:, other])
-        # a limited stretch moves the ankle onto the hip-target line at most max_stretch farther/nearer
-        lim = F.apply_leg_ik(rot, G, J[:, h], J[:, k], J[:, a], target, side, max_stretch=0.0)
+        # a knee that may not bend or straighten keeps the hip-ankle distance (the ankle lands on
+        # the hip-target line); one that may by 2 cm moves off or towards that line by at most that
+        lim = F.apply_leg_ik(rot, G, J[:, h], J[:, k], J[:, a], target, side, max_knee_shift=0.0)
         J3, _, _ = forward_kinematics_rt(lim, rest, PARENTS)
         np.testing.assert_allclose(np.linalg.norm(J3[:, a] - J3[:, h], axis=-1),
                                    np.linalg.norm(J[:, a] - J[:, h], axis=-1), atol=1e-6)
+
+        def bend(J):
+            u = (J[:, a] - J[:, h]) / np.linalg.norm(J[:, a] - J[:, h], axis=-1, keepdims=True)
+            hk = J[:, k] - J[:, h]
+            return np.linalg.norm(hk - (hk * u).sum(-1, keepdims=True) * u, axis=-1)
+
+        J4, _, _ = forward_kinematics_rt(F.apply_leg_ik(rot, G, J[:, h], J[:, k], J[:, a], target, side,
+                                                        max_knee_shift=0.02), rest, PARENTS)
+        assert np.abs(bend(J4) - bend(J)).max() <= 0.02 + 1e-6
+        assert np.abs(bend(J4) - bend(J)).max() > 0.015          # (the random targets ask for more)
+
+
+def test_knee_shift_reach_keeps_a_straight_knee_and_lets_a_bent_one_reach():
+    a = b = np.array([[0.4]])
+    hip = np.zeros((1, 3))
+    for bend, lo_cm, hi_cm in ((0.02, 0.0, 0.5), (0.2, 2.0, 4.0)):       # knee off the hip-ankle line (m)
+        c = 2 * np.sqrt(0.16 - bend ** 2)
+        knee, ankle = np.array([[bend, -c / 2, 0.0]]), np.array([[0.0, -c, 0.0]])
+        c_min, c_max = F.knee_shift_reach(a, b, knee, hip, ankle, 0.02)
+        assert c_min[0, 0] < c < c_max[0, 0] <= 0.8
+        # a nearly straight leg may hardly lengthen (the knee would swing by centimetres per
+        # millimetre); a bent one lengthens or shortens by about the knee's shift
+        assert lo_cm <= 100 * (c_max[0, 0] - c) <= hi_cm and 100 * (c - c_min[0, 0]) >= 0.2
+
+
+def _standing_records(T: int, fps: float, noise: float):
+    """A person standing still 3 m in front of the camera (knees a little bent), both feet planted and seen
+    still by the detector, whose fitted root moves across the viewing ray by ``noise`` m (standard
+    deviation) frame to frame (the image-aligned fit's per-frame noise); -> (records, stage arguments)."""
+    import types
+
+    from model_runtime.models.load import load_body_model
+
+    body = load_body_model("builtin")
+    betas = np.zeros(16)
+    rot = np.tile(np.eye(3), (1, 52, 1, 1))
+    rot[0, F.HIPS] = rotations.axis_angle_to_matrix(np.array([-0.15, 0.0, 0.0]))   # knees a little bent
+    rot[0, F.KNEES] = rotations.axis_angle_to_matrix(np.array([0.3, 0.0, 0.0]))
+    joints = forward_kinematics_rt(rot, body.rest_joints(betas)[None], body.parents)[0][0]
+    quat = rotations.matrix_to_quat_wxyz(rot[0])
+    K = np.array([[1000.0, 0, 640], [0, 1000.0, 360], [0, 0, 1]])
+    base = np.array([0.0, 0.2, 3.0])
+    kp = np.zeros((24, 3))
+    feet3d = joints[F.ANKLES] + base                                 # the detector: the still feet
+    for f in range(2):
+        p = feet3d[f] @ K.T
+        kp[F.FOOT_ROWS[f], :2] = p[:2] / p[2] + np.array([[0, 0], [-10, 5], [20, 5]])
+    recs = []
+    rng = np.random.default_rng(4)
+    for t in range(T):
+        transl = base + np.array([rng.normal(0.0, noise), 0.0, 0.0])
+        vis = np.ones(66)
+        if t in (T // 4, T // 2):                                    # a foot hidden for a frame: two
+            vis[F.FOOT_ROWS[int(t == T // 2)]] = 0.0                  # runs each, enough for a plane
+        recs.append(types.SimpleNamespace(
+            index=t, valid=True, joints=joints.copy(), transl=transl, quat=quat.copy(),
+            body_2d=kp.copy(), keypoint_visibility=vis, joint_confidence=np.ones(52), betas=betas, scale=1.0))
+    return recs, (body.rest_joints, body.parents, lambda: K, fps, F.default_ankle_height(body))
+
+
+@pytest.mark.parametrize("fps", [12.0, 30.0])
+def test_lock_holds_a_planted_foot_through_the_fits_per_frame_noise(fps, monkeypatch):
+    """The lock's image bound is taken from where the fit put the ankle on average over
+    +-BOUND_HALF_S, not frame by frame: a root that jumps by 2 cm (more than the bound) from frame
+    to frame leaves the locked feet nearly still at 12 and 30 fps, where a bound from each frame's
+    own ankle drags them along by a centimetre a frame."""
+    from model_runtime.capture.feet_stage import FootStage
+
+    def run():
+        recs, args = _standing_records(round(4 * fps), fps, 0.02)
+        stage = FootStage(*args)
+        out = []
+        for i in range(0, len(recs), 4):
+            out += stage.push(recs[i:i + 4])
+        out += stage.flush()
+        c = np.stack([r.foot_contact for r in out])
+        ankles = np.stack([r.joints[F.ANKLES] + r.transl for r in out])
+        both = c[1:] & c[:-1]
+        return c, np.linalg.norm(np.diff(ankles, axis=0), axis=-1)[both].mean() * 1000
+
+    contact, slide = run()
+    assert contact.mean() > 0.8                                     # planted but where hidden
+    monkeypatch.setattr(F, "BOUND_HALF_S", 0.0)
+    _, slide_per_frame_bound = run()
+    assert slide < 3.0 and slide_per_frame_bound > 3 * slide, (slide, slide_per_frame_bound)
 
 
 # --------------------------------------------------------------------------- capture file

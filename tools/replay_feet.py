@@ -3,12 +3,16 @@
 on exactly the same motion, in seconds instead of a re-capture (how its settings were compared,
 docs/fidelity.md "Feet").
 
-    .venv/bin/python tools/replay_feet.py IN.npz OUT.npz [--live] [--set NAME=VALUE ...] [--repeat N]
+    .venv/bin/python tools/replay_feet.py IN.npz OUT.npz [--live] [--set NAME=VALUE ...] [--repeat N] [--batches N,...]
 
 Prints the stage's CPU time per frame (``time.thread_time`` around ``push``/``flush``; the best
 of ``--repeat`` runs, each on fresh records): what the feet stage costs inside a capture.
 
 ``--set`` overrides a module constant of ``capture/feet.py`` for the run (e.g. ``ON_SPEED=0.2``).
+``--batches`` gives the records per ``push`` (default 8): the first ground-plane fit, and the labels
+made under it, come at the first push with enough still feet, so a replay is the capture's result
+only with the capture's batches (those of the image-aligned fit: its first window, then 4 at a
+time; ``--batches 29,4`` reproduces the courtyard capture, ``26,4`` tennis, ``1,29,4`` openpose).
 The records are rebuilt from the file (rotations, translation, detections, visibility, joint
 confidence), so the stage sees what it sees inside a capture but for the per-frame timing.
 """
@@ -32,6 +36,15 @@ from model_runtime.core.rotations import matrix_to_quat_wxyz, matrix_to_rot6d, q
 from model_runtime.models.load import load_body_model  # noqa: E402
 
 
+def _batches(sizes: list[int], T: int):
+    """Push sizes covering ``T`` records: ``sizes`` in order, then its last one repeated."""
+    i, k = 0, 0
+    while i < T:
+        n = min(sizes[min(k, len(sizes) - 1)], T - i)
+        yield n
+        i, k = i + n, k + 1
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("capture")
@@ -39,12 +52,21 @@ def main(argv=None) -> int:
     p.add_argument("--live", action="store_true", help="the live (causal) stage")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--repeat", type=int, default=1, help="runs timed (the best is printed)")
+    p.add_argument("--batches", default="8", metavar="N[,N...]",
+                   help="records per push: one size, or the sizes a capture pushed (the last repeated; "
+                        "the first ground-plane fit and the labels made under it depend on them)")
     args = p.parse_args(argv)
     for kv in args.set:
         name, value = kv.split("=", 1)
         if not hasattr(feet, name):
             sys.exit(f"--set {kv}: capture/feet.py has no {name}")
-        setattr(feet, name, type(getattr(feet, name))(value))
+        kind = type(getattr(feet, name))
+        setattr(feet, name, value.lower() in ("1", "true", "yes") if kind is bool else kind(value))
+    try:
+        sizes = [int(n) for n in args.batches.split(",")]
+        assert sizes and min(sizes) > 0
+    except (ValueError, AssertionError):
+        sys.exit(f"--batches {args.batches}: expected positive integers separated by commas")
     cap = load_capture(args.capture)
     d = dict(cap.data)
     body = load_body_model(str(d["body_model"]))
@@ -65,8 +87,10 @@ def main(argv=None) -> int:
                                feet.default_ankle_height(body), lookahead=not args.live)
         out = []
         t0 = time.thread_time()
-        for i in range(0, T, 8):
-            out += stage.push(recs[i:i + 8])
+        i = 0
+        for n in _batches(sizes, T):
+            out += stage.push(recs[i:i + n])
+            i += n
         out += stage.flush()
         best = min(best, time.thread_time() - t0)
     assert [r.index for r in out] == list(range(T))

@@ -26,9 +26,12 @@ rewrites those frames in the file, so a kill loses no more than without the stag
   within :data:`LOCK_DEPTH_HALF_WINDOW_S` along it (the fit's depth of a planted foot wanders by
   centimetres from frame to frame, its image position does not): it stays put while the foot is
   planted and follows a foot that pivots; across the ray it stays within
-  :data:`MAX_IMAGE_OFFSET_M` of where the image-aligned fit put the ankle (the lock's cost in the
-  image is bounded by the detector's noise); the lock blends in over :data:`BLEND_FRAMES` before
-  the span and out over as many after it, so nothing pops.
+  :data:`MAX_IMAGE_OFFSET_M` of where the image-aligned fit put the ankle on average over
+  :data:`BOUND_HALF_S` either side (the lock's cost in the image is bounded by the detector's
+  noise; bounded by each frame's own fitted ankle, the target zig-zagged with the fit's per-frame
+  noise wherever it was held at the bound); the lock blends in over :data:`BLEND_S` (at least
+  :data:`BLEND_MIN_FRAMES`) before the span and out over as long after it, so nothing pops.
+  All windows are in seconds, so a clip at 12 fps is locked as one at 50.
 * **Root depth** (:func:`root_correction`): across a flight (a jump, a step without contact)
   shorter than :data:`MAX_GAP_S` the root's distance along its viewing ray is interpolated
   between the planted frames on either side, so the depth does not pump with the jumps (moving
@@ -39,7 +42,9 @@ rewrites those frames in the file, so a kill loses no more than without the stag
   take the locked feet's offsets instead.
 * **Legs** (:func:`two_bone_ik`, :func:`apply_leg_ik`): each locked foot's offset
   is taken by an analytic two-bone IK of hip and knee in the leg's own bend plane; the ankle keeps
-  its global orientation (the foot stays flat).
+  its global orientation (the foot stays flat).  The knee bends or straightens by at most
+  :data:`MAX_KNEE_SHIFT` (:func:`knee_shift_reach`): a nearly straight leg hardly lengthens (its
+  knee would swing by centimetres per millimetre), a bent one reaches its target.
 """
 from __future__ import annotations
 
@@ -68,8 +73,10 @@ OFF_SPEED: Final[float] = 0.25
 SPEED_HALF_S: Final[float] = 0.1
 #: a foot's keypoints count as seen at this visibility
 SEEN: Final[float] = 0.5
-#: the lock blends in/out over this many frames before/after a contact span
-BLEND_FRAMES: Final[int] = 3
+#: the lock blends in/out over this long before/after a contact span (s), and over at least
+#: BLEND_MIN_FRAMES (a one-frame ramp is a step)
+BLEND_S: Final[float] = 0.1
+BLEND_MIN_FRAMES: Final[int] = 2
 #: a locked foot's target: the mean ankle position over the same span's frames at most this far (s)
 LOCK_HALF_WINDOW_S: Final[float] = 0.5
 #: ... and its distance from the camera over the frames at most this far (s): the fit's depth of a
@@ -80,8 +87,11 @@ ROOT_SMOOTH_S: Final[float] = 0.2
 #: a locked ankle stays within this distance (m) across its viewing ray of where the fit put it
 #: (about the detector's 2D noise on a foot, 3-6 px at 2-3 m): the lock bounds its cost in the image
 MAX_IMAGE_OFFSET_M: Final[float] = 0.015
-#: the leg IK changes the hip-ankle distance by at most this much (m; :func:`two_bone_ik`)
-MAX_STRETCH: Final[float] = 0.01
+#: ... of where the fit put it on average over this long either side within the span (s)
+BOUND_HALF_S: Final[float] = 0.1
+#: the leg IK bends or straightens the knee by at most this much (m; :func:`two_bone_ik`): the knee
+#: moves off or towards the hip-ankle line no more than the ankle may across its ray
+MAX_KNEE_SHIFT: Final[float] = 0.05
 #: the root's depth correction is interpolated across flights up to this long (s)
 MAX_GAP_S: Final[float] = 0.6
 #: offline, frames are decided (final labels, locks) in blocks of at least this many: the windows
@@ -279,21 +289,25 @@ def _rotation_between(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def two_bone_ik(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, target: np.ndarray,
-                max_stretch: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+                max_knee_shift: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
     """Global rotation increments ``(D_hip, D_knee)`` ``(..., 3, 3)`` that move ``ankle`` to
     ``target`` (all ``(..., 3)``) keeping the bone lengths and the knee in the leg's bend plane
     (the knee's side of the hip-target line); a target out of reach is brought to the nearest
-    reachable distance.  ``max_stretch`` (m) limits the change of the hip-ankle distance (the knee
-    bend): near a straight leg a centimetre more or less swings the knee by several, so the rest
-    of the offset along the leg is left (the ankle then lands on the hip-target line).  The knee
-    moves by ``D_hip``; the ankle by ``D_knee D_hip`` about the moved knee."""
+    reachable distance.  ``max_knee_shift`` (m) limits how far the knee moves off or towards the
+    hip-ankle line (how much the knee bends or straightens): near a straight leg a centimetre
+    more or less of hip-ankle distance swings the knee by several, with a bent knee it moves the
+    knee about as much; the rest of the offset along the leg is left (the ankle then lands on the
+    hip-target line).  The knee moves by ``D_hip``; the ankle by ``D_knee D_hip`` about the moved
+    knee."""
     a = np.linalg.norm(knee - hip, axis=-1, keepdims=True)
     b = np.linalg.norm(ankle - knee, axis=-1, keepdims=True)
     ht = target - hip
     dist = np.linalg.norm(ht, axis=-1, keepdims=True)
     d = ht / np.maximum(dist, 1e-9)
-    cur = np.linalg.norm(ankle - hip, axis=-1, keepdims=True)
-    c = np.clip(np.clip(dist, cur - max_stretch, cur + max_stretch), np.abs(a - b) + 1e-4, a + b - 1e-4)
+    c = dist
+    if np.isfinite(max_knee_shift):
+        c = np.clip(c, *knee_shift_reach(a, b, knee, hip, ankle, max_knee_shift))
+    c = np.clip(c, np.abs(a - b) + 1e-4, a + b - 1e-4)
     hk = knee - hip
     pole = hk - (hk * d).sum(-1, keepdims=True) * d                 # the knee's side, across the line
     ha = ankle - hip
@@ -311,15 +325,33 @@ def two_bone_ik(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, target: np
     return D_hip, D_knee
 
 
+def knee_shift_reach(a: np.ndarray, b: np.ndarray, knee: np.ndarray, hip: np.ndarray, ankle: np.ndarray,
+                     shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """The hip-ankle distances ``(c_min, c_max)`` ``(..., 1)`` of a leg (thigh ``a``, shin ``b``,
+    ``(..., 1)``; joints ``(..., 3)``) at which the knee is at most ``shift`` (m) farther from or
+    nearer to the hip-ankle line than now: the knee's distance from the line is ``y``, and
+    ``c(y) = sqrt(a^2 - y^2) + sqrt(b^2 - y^2)`` falls as ``y`` grows."""
+    ha = ankle - hip
+    u = ha / np.maximum(np.linalg.norm(ha, axis=-1, keepdims=True), 1e-9)
+    hk = knee - hip
+    y = np.linalg.norm(hk - (hk * u).sum(-1, keepdims=True) * u, axis=-1, keepdims=True)
+    m = np.minimum(a, b)
+
+    def c_of(yy):
+        yy = np.clip(yy, 0.0, m)
+        return np.sqrt(np.maximum(a ** 2 - yy ** 2, 0.0)) + np.sqrt(np.maximum(b ** 2 - yy ** 2, 0.0))
+    return c_of(y + shift), c_of(y - shift)
+
+
 def apply_leg_ik(rot: np.ndarray, G: np.ndarray, hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray,
-                 target: np.ndarray, side: int, max_stretch: float = np.inf) -> np.ndarray:
+                 target: np.ndarray, side: int, max_knee_shift: float = np.inf) -> np.ndarray:
     """The relative rotations ``rot (B, 52, 3, 3)`` with one leg moved by :func:`two_bone_ik`.
 
     G ``(B, 52, 3, 3)`` the global rotations of ``rot``; hip/knee/ankle/target ``(B, 3)`` of leg
     ``side`` (0 left, 1 right).  Hip: ``G_p^T D_h G_hip``; knee: ``(D_h G_hip)^T D_k D_h G_knee``;
     ankle: its global orientation kept.  Returns a new array."""
     h, k, a = HIPS[side], KNEES[side], ANKLES[side]
-    Dh, Dk = two_bone_ik(hip, knee, ankle, target, max_stretch)
+    Dh, Dk = two_bone_ik(hip, knee, ankle, target, max_knee_shift)
     out = rot.copy()
     Gp = G[:, 0]                                                    # hips' parent: the pelvis
     Gh_new = Dh @ G[:, h]
@@ -358,4 +390,4 @@ def default_ankle_height(body) -> Callable[[np.ndarray], float]:
 
 __all__ = ["fit_ground_plane", "run_means", "contact_labels", "hysteresis", "lock_plan", "root_correction",
            "smooth_centred",
-           "two_bone_ik", "apply_leg_ik", "foot_image_speed", "ankle_height_above_soles", "default_ankle_height"]
+           "two_bone_ik", "knee_shift_reach", "apply_leg_ik", "foot_image_speed", "ankle_height_above_soles", "default_ankle_height"]

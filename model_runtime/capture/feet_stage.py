@@ -74,7 +74,7 @@ class FootStage:
         self.rest_joints, self.parents, self.K, self.fps = rest_joints, parents, K, float(fps)
         self.ankle_height = ankle_height
         self.live = not lookahead
-        self.blend = F.BLEND_FRAMES
+        self.blend = max(F.BLEND_MIN_FRAMES, round(F.BLEND_S * fps))
         self.half_window = max(1, round(F.LOCK_HALF_WINDOW_S * fps))
         self.depth_window = max(self.half_window, round(F.LOCK_DEPTH_HALF_WINDOW_S * fps))
         self.speed_half = max(1, round(F.SPEED_HALF_S * fps))
@@ -303,10 +303,9 @@ class FootStage:
                 out += gap
         return out
 
-    def _lock(self, recs: list, a: int, b: int) -> list:
-        """Lock the planted feet of frames ``a..b-1`` (``recs``) and correct the root along its ray;
-        -> the records moved."""
-        s, e = max(a - self.need - self.depth_window, 0), len(self._labels)
+    def _plan(self, s: int, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Lock weights ``(n, 2)``, ankle targets ``(n, 2, 3)`` and the root's correction along its
+        ray ``(n,)`` of frames ``s..e-1`` (labelled frames), from their labels and raw ankles."""
         pos = self._pos.a[s:e]
         lab = self._labels[s:e]
         plan = [F.lock_plan(lab[:, f], pos[:, f], self.blend, self.half_window) for f in range(2)]
@@ -317,8 +316,13 @@ class FootStage:
         target = target + u * (u * (far - target)).sum(-1, keepdims=True)   # distance: the longer window's
         # across the ankle's viewing ray (what the image shows), at most F.MAX_IMAGE_OFFSET_M from where
         # the fit put it: a detector that moves a planted foot further is followed that far behind
-        v = pos / np.maximum(np.linalg.norm(pos, axis=-1, keepdims=True), 1e-9)
-        off = target - pos
+        # in a span, from where the fit put the ankle on average over +-BOUND_HALF_S (the fit's
+        # per-frame noise would make a bounded target zig-zag with it); blends: from the frame's own
+        k = round(F.BOUND_HALF_S * self.fps)
+        ref = np.stack([F.lock_plan(lab[:, f], pos[:, f], 0, k)[1] for f in range(2)], 1) if k > 0 else pos
+        ref = np.where(lab[..., None], ref, pos)
+        v = ref / np.maximum(np.linalg.norm(ref, axis=-1, keepdims=True), 1e-9)
+        off = target - ref
         across = off - v * (v * off).sum(-1, keepdims=True)
         n_across = np.linalg.norm(across, axis=-1, keepdims=True)
         target = target - across * (1.0 - np.minimum(1.0, F.MAX_IMAGE_OFFSET_M / np.maximum(n_across, 1e-12)))
@@ -330,6 +334,13 @@ class FootStage:
         if self.root_sigma > 0:                                        # smoothed over frames with a person
             corr = np.where(ok, F.smooth_centred(corr, self.root_sigma)
                             / np.maximum(F.smooth_centred(ok.astype(np.float64), self.root_sigma), 1e-9), 0.0)
+        return w, target, corr
+
+    def _lock(self, recs: list, a: int, b: int) -> list:
+        """Lock the planted feet of frames ``a..b-1`` (``recs``) and correct the root along its ray;
+        -> the records moved."""
+        s = max(a - self.need - self.depth_window, 0)
+        w, target, corr = self._plan(s, len(self._labels))
         sel = np.arange(a - s, b - s)
         sel = sel[[recs[i].valid and recs[i].joints is not None for i in range(len(sel))]]
         if not len(sel):
@@ -353,7 +364,7 @@ class FootStage:
                 continue
             goal = J[m][:, F.ANKLES[f]] + wb[m, f, None] * (tb[m, f] - J[m][:, F.ANKLES[f]])
             rot[m] = F.apply_leg_ik(rot[m], G[m], J[m][:, F.HIPS[f]], J[m][:, F.KNEES[f]], J[m][:, F.ANKLES[f]], goal, f,
-                                  F.MAX_STRETCH)
+                                  F.MAX_KNEE_SHIFT)
             J2, G2, _ = forward_kinematics_rt(rot[m], rest[m], self.parents)
             J[m], G[m] = J2 + transl[m][:, None], G2
         q = matrix_to_quat_wxyz(rot)
