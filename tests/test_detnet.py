@@ -272,3 +272,23 @@ def test_shipped_detector_on_real_frame():
         det.reset()
         hand = det.detect_hand(frame[:128, :128].copy(), side_hint="left")
         assert hand is None or (hand.keypoints_3d.shape == (21, 3) and hand.side == "left")
+
+
+def test_eval_flag_detnet_weights_loads_that_file(tmp_path):
+    """``--detnet-weights`` (every eval's detector flags) builds DetNet from the given file, not the shipped one."""
+    import argparse
+
+    from model_runtime.detectors import add_detector_arguments, detector_from_options
+
+    path = save_weights(DetNet(tiny()).eval(), tmp_path / "mine.pt", {"note": "mine"})
+    parser = argparse.ArgumentParser()
+    add_detector_arguments(parser)
+    det = detector_from_options(parser.parse_args(["--detector", "detnet", "--device", "cpu",
+                                                   "--detnet-weights", str(path)]))
+    try:
+        assert det.meta["note"] == "mine" and det.config == tiny()
+    finally:
+        det.close()
+    with pytest.raises(ModelFileError, match="nothing.pt"):
+        detector_from_options(parser.parse_args(["--detector", "detnet", "--device", "cpu",
+                                                 "--detnet-weights", str(tmp_path / "nothing.pt")]))

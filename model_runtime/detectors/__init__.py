@@ -64,10 +64,15 @@ def add_detector_arguments(parser) -> None:
     parser.add_argument("--model-complexity", type=int, choices=(0, 1, 2), default=1,
                         help="MediaPipe pose model complexity: 0 lite, 1 full, 2 heavy (default: 1, the "
                              "only one the mediapipe wheel ships; 0/2 need their .tflite installed by hand)")
+    parser.add_argument("--detnet-weights", default=None, metavar="PT",
+                        help="--detector detnet: a weights file other than the shipped one (e.g. the best.pt "
+                             "of a 'train detnet' run)")
 
 
 def detector_from_options(opts) -> Detector:
     """The detector asked for by ``detector``/``device``/``model_complexity``: the flags of
     :func:`add_detector_arguments` or a :class:`~model_runtime.core.options.CaptureOptions`."""
     kw = {"model_complexity": opts.model_complexity} if opts.detector == "mediapipe" else {}
+    if opts.detector == "detnet" and getattr(opts, "detnet_weights", None):
+        kw["weights"] = opts.detnet_weights
     return make_detector(opts.detector, device=resolve_device(opts.device), **kw)
