@@ -335,8 +335,9 @@ def test_aflw2000_eval_command(realdata, tmp_path, capsys):
     assert main(["eval", "aflw2000", "--dir", str(data), "--limit", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["images"] + out["failed"] == 2 and out["images"] >= 1
-    # image00251 is one where MediaPipe itself locks onto the wrong structure (~33 %)
-    assert 0 < out["nme"] < 40 and 0 < out["mediapipe68"]["nme"] < 40
+    # image00251 is one where Holistic's face locks onto the wrong structure (33 %); the detector's face
+    # check re-finds it with the standalone Face Mesh (~7 %, tests/test_aflw2000.py)
+    assert 0 < out["nme"] < 15 and 0 < out["mediapipe68"]["nme"] < 15
     assert abs(out["nme"] - out["mediapipe68"]["nme"]) < 2.0, "the fit should stay close to its detector"
     assert out["fit_ms_per_image"] > 0
     # the standard NME is the mean of the per-image NMEs; the 68 points split into the five groups
