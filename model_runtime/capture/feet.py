@@ -89,9 +89,10 @@ ROOT_SMOOTH_S: Final[float] = 0.2
 MAX_IMAGE_OFFSET_M: Final[float] = 0.015
 #: ... of where the fit put it on average over this long either side within the span (s)
 BOUND_HALF_S: Final[float] = 0.1
-#: the leg IK bends or straightens the knee by at most this much (m; :func:`two_bone_ik`): the knee
-#: moves off or towards the hip-ankle line no more than the ankle may across its ray
-MAX_KNEE_SHIFT: Final[float] = 0.05
+#: the leg IK bends or straightens the knee by at most this much (m; :func:`two_bone_ik`), twice
+#: what the ankle may move across its ray: more reach costs jitter (the knee follows the fit's
+#: noisy hip), less leaves bent legs short of their targets
+MAX_KNEE_SHIFT: Final[float] = 0.03
 #: the root's depth correction is interpolated across flights up to this long (s)
 MAX_GAP_S: Final[float] = 0.6
 #: offline, frames are decided (final labels, locks) in blocks of at least this many: the windows
