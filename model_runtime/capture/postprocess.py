@@ -191,8 +191,11 @@ class MotionPostprocessor:
             return
         last_z = None if self._last_transl is None else float(self._last_transl[2])
         kp2d = np.stack([r.body_2d for r in valid]).astype(np.float64)
-        # Eq. 14 on what the camera sees: confidences lowered outside the image (visibility.py)
-        kp2d[..., 2] = eq14_confidence(kp2d[..., 2], np.stack([r.keypoint_visibility[:kp2d.shape[1]] for r in valid]))
+        if points is not None:
+            # Eq. 14 on what the camera sees: confidences lowered outside the image (visibility.py); with
+            # the torso out of frame the head bones (the model's face points) give the depth.  Without
+            # them (no image-aligned fit) a face close-up keeps the guessed torso rather than no depth.
+            kp2d[..., 2] = eq14_confidence(kp2d[..., 2], np.stack([r.keypoint_visibility[:kp2d.shape[1]] for r in valid]))
         t, ok = solve_translations_in_order(self.translation, kp2d, joints, last_z, points)
         for r, j, ti, oki in zip(valid, joints, t, ok):
             r.joints = j
