@@ -63,7 +63,7 @@ class ShapeFitConfig:
 
     num_betas: int = NUM_FIT_BETAS
     sigma_beta: float = 1.0        # prior width around the IK's beta, in beta's units
-    rounds: int = 4                # Gauss-Newton steps in beta (each: one pose fit of the frames)
+    rounds: int = 2                # Gauss-Newton steps in beta (each: one pose fit of the frames)
     pose_iterations: int = 10      # LM iterations of each pose fit (fewer: F is not smooth in beta)
     min_confidence: float = 0.5    # body keypoints below this IK confidence are not used
     max_step: float = 1.0          # largest change of a component in one step (beta units)
