@@ -21,7 +21,7 @@ from .filters import OneEuroFilter, RotationFilter
 from .focal import MAX_FRAMES, ClipCamera, FocalEstimate, estimate_focal
 from .shape_fit import ShapeFit, ShapeFitConfig, fit_clip_shape
 from .translation import TranslationSolver
-from .visibility import fit_confidence
+from .visibility import fit_confidence, mark_reached, reach_joints
 
 #: calibration (:meth:`ClipAlignment.calibrate`): at least this many frames; the depth anchoring
 #: rescales alpha by at most this factor
@@ -233,14 +233,18 @@ class ClipAlignment:
         rot_in, t_in = quat_wxyz_to_matrix(quat), np.stack([r.transl for r in recs])
         if self._prev is not None and self._prev[0] == idx[0] - 1:   # the last frame's correction, carried
             prev_rot[0], prev_t[0], prev_ok[0] = self._prev[1] @ rot_in[0], t_in[0] + self._prev[2], True
+        jc = np.stack([r.joint_confidence for r in recs])
+        reach = reach_joints(jc)
         res = self.aligner.fit(rot_in, t_in, self._kp2d(recs), self._kp3d(recs),
                                prev_rot, prev_t, prev_ok, chain,
-                               frozen=np.stack([r.joint_confidence <= 0 for r in recs]),
+                               frozen=(jc <= 0) & ~reach,        # unseen joints stay, but an arm reaches a seen hand
                                unsure=np.array([not r.transl_ok for r in recs]))
         q = matrix_to_quat_wxyz(res.rot)
         q = np.where((q * quat).sum(-1, keepdims=True) < 0, -q, q)
         for i, r in enumerate(recs):
             r.quat, r.transl, r.joints = q[i], res.transl[i], res.joints[i]
+            if reach[i].any():
+                r.joint_confidence, r.joint_source = mark_reached(r.joint_confidence, r.joint_source, reach[i])
         self._prev = (int(idx[-1]), res.rot[-1] @ np.swapaxes(rot_in[-1], -1, -2), res.transl[-1] - t_in[-1])
 
     def set_shape(self, betas: np.ndarray, scale: float) -> None:

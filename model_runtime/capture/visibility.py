@@ -225,11 +225,12 @@ def fit_confidence(ik_conf: np.ndarray, vis: np.ndarray, joint_conf: np.ndarray)
       0 below :data:`SEEN_OFF` (MediaPipe's guessed hips below a talking head, its guessed shoulders
       below a face close-up), and the neck's and shoulders' 0 where the chest (``spine3``) is unseen
       (its rotation is then the neutral pose's, so theirs is a guess);
-    * a hand's where its whole arm (collar, shoulder and elbow joints) is unseen: the arm hangs
-      neutral, the fit cannot move it, the hand cannot be where the detector sees it, and its 21
-      points pulled a face close-up's body away from the camera until the hand came near the face
-      (docs/fidelity.md, "Face close-ups").  With the collar seen, the fit swings the neutral arm
-      by it to the hand (a chin resting on a hand: mmpose 300wlp AFW_134212_1_0), so the hand stays.
+    * a hand's where neither its wrist nor any joint of its arm (collar, shoulder, elbow) is seen:
+      the fit could reach those points only by moving the whole body (before :func:`reach_joints`,
+      a seen hand of an unseen arm pulled a face close-up's body away from the camera until the
+      hand came near the face, docs/fidelity.md, "Face close-ups").  With the collar seen the fit
+      swings the arm by it (a chin resting on a hand: mmpose 300wlp AFW_134212_1_0); with the
+      wrist seen and the arm not, the fit poses the arm (:func:`reach_joints`).
 
     ``vis (..., 66)``: :func:`keypoint_visibility`; ``joint_conf (..., 52)``: :func:`joint_confidence`
     after the blending (0 = unseen)."""
@@ -242,15 +243,44 @@ def fit_confidence(ik_conf: np.ndarray, vis: np.ndarray, joint_conf: np.ndarray)
     chest = jc[..., _SPINE3] > 0
     c[..., _CHEST_ROWS] = np.where(chest[..., None], c[..., _CHEST_ROWS], 0.0)
     for side, rows in _HAND_ROWS.items():
-        arm = (jc[..., _ARM_JOINTS[side]] > 0).any(-1)
+        arm = (jc[..., _ARM_JOINTS[side]] > 0).any(-1) | (jc[..., _WRIST[side]] > 0)
         c[..., rows] = np.where(arm[..., None], c[..., rows], 0.0)
     return c
+
+
+def reach_joints(joint_conf: np.ndarray) -> np.ndarray:
+    """``(..., 52)`` bool: the arm joints (collar, shoulder, elbow) that the image-aligned fit poses
+    although unseen, so that the arm reaches a seen hand: those of a side whose wrist joint (the hand
+    detector's wrist, index and pinky bases) is seen while its whole arm is not, e.g. a hand over
+    the eye of a face close-up whose shoulders are below the image.  Without it the arm hangs
+    neutral and the hand with it, far from where the camera sees it.  After the fit they are
+    recorded as seen at the wrist's confidence (:func:`mark_reached`)."""
+    jc = np.asarray(joint_conf)
+    out = np.zeros(jc.shape, bool)
+    for side in ("left", "right"):
+        arm = _ARM_JOINTS[side]
+        reach = (jc[..., _WRIST[side]] > 0) & (jc[..., arm] <= 0).all(-1)
+        out[..., arm] = reach[..., None]
+    return out
+
+
+def mark_reached(joint_conf: np.ndarray, joint_source: np.ndarray, reach: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``joint_confidence`` and ``joint_source`` ``(..., 52)`` of a frame whose ``reach`` joints
+    (:func:`reach_joints`) the fit posed to the seen hand: seen, at the confidence of that side's wrist."""
+    jc = np.array(joint_conf, copy=True)
+    src = np.array(joint_source, copy=True)
+    for side in ("left", "right"):
+        arm = _ARM_JOINTS[side]
+        jc[..., arm] = np.where(reach[..., arm], jc[..., _WRIST[side], None], jc[..., arm])
+    src[reach] = SOURCE_SEEN
+    return jc, src
 
 
 _SPINE3: Final[int] = JOINT_NAMES.index("spine3")
 _CHEST_ROWS: Final[np.ndarray] = np.array([KEYPOINT_NAMES.index(n) for n in ("neck", "left_shoulder", "right_shoulder")])
 _HAND_ROWS: Final[dict[str, np.ndarray]] = {
     side: np.array([KEYPOINT_NAMES.index(n) for n in _hand(side, *HAND21_NAMES)]) for side in ("left", "right")}
+_WRIST: Final[dict[str, int]] = {side: JOINT_NAMES.index(f"{side}_wrist") for side in ("left", "right")}
 _ARM_JOINTS: Final[dict[str, np.ndarray]] = {
     side: np.array([JOINT_NAMES.index(f"{side}_{j}") for j in ("collar", "shoulder", "elbow")]) for side in ("left", "right")}
 
