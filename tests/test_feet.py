@@ -171,10 +171,11 @@ def test_knee_shift_reach_keeps_a_straight_knee_and_lets_a_bent_one_reach():
         assert lo_cm <= 100 * (c_max[0, 0] - c) <= hi_cm and 100 * (c - c_min[0, 0]) >= 0.2
 
 
-def _standing_records(T: int, fps: float, noise: float):
+def _standing_records(T: int, fps: float, noise: float, sink: float = 0.0):
     """A person standing still 3 m in front of the camera (knees a little bent), both feet planted and seen
     still by the detector, whose fitted root moves across the viewing ray by ``noise`` m (standard
-    deviation) frame to frame (the image-aligned fit's per-frame noise); -> (records, stage arguments)."""
+    deviation) frame to frame (the image-aligned fit's per-frame noise) and sinks by ``sink`` m over
+    the clip (the fit's depth drifting along a tilted ray); -> (records, stage arguments)."""
     import types
 
     from model_runtime.models.load import load_body_model
@@ -196,7 +197,7 @@ def _standing_records(T: int, fps: float, noise: float):
     recs = []
     rng = np.random.default_rng(4)
     for t in range(T):
-        transl = base + np.array([rng.normal(0.0, noise), 0.0, 0.0])
+        transl = base + np.array([rng.normal(0.0, noise), sink * t / T, 0.0])
         vis = np.ones(66)
         if t in (T // 4, T // 2):                                    # a foot hidden for a frame: two
             vis[F.FOOT_ROWS[int(t == T // 2)]] = 0.0                  # runs each, enough for a plane
@@ -231,6 +232,32 @@ def test_lock_holds_a_planted_foot_through_the_fits_per_frame_noise(fps, monkeyp
     monkeypatch.setattr(F, "BOUND_HALF_S", 0.0)
     _, slide_per_frame_bound = run()
     assert slide < 3.0 and slide_per_frame_bound > 3 * slide, (slide, slide_per_frame_bound)
+
+
+def test_labels_and_plane_do_not_depend_on_how_the_frames_arrive():
+    """The first ground plane comes from the frames up to the PLANE_MIN_FRAMES-th still foot (and
+    a third planted run), not from the frames there happen to be at a push: the capture's batches
+    (the image-aligned fit's window, then a few frames at a time) no longer change the plane and
+    the labels made under it.  A fit rising 15 cm over 4 s puts the later frames near the contact
+    height threshold, where a plane fitted on more or fewer of the early frames decides."""
+    from model_runtime.capture.feet_stage import FootStage
+
+    results = []
+    for batch in (1, 4, 17, 29, 200):
+        recs, args = _standing_records(120, 30.0, 0.0, sink=-0.15)
+        stage = FootStage(*args)
+        out = []
+        for i in range(0, len(recs), batch):
+            out += stage.push(recs[i:i + batch])
+        out += stage.flush()
+        results.append((np.stack([r.foot_contact for r in out]), stage.ground_plane,
+                        np.stack([r.quat for r in out])))
+    c0, p0, q0 = results[0]
+    assert 0.2 < c0.mean() < 0.9                                      # the sinking feet are let go
+    for c, p, q in results[1:]:
+        np.testing.assert_array_equal(c, c0)
+        np.testing.assert_allclose(p, p0, atol=1e-6)
+        np.testing.assert_allclose(q, q0, atol=1e-9)
 
 
 # --------------------------------------------------------------------------- capture file

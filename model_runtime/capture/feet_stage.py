@@ -163,6 +163,18 @@ class FootStage:
             use = seen & (self._speeds(0, n) < F.ON_SPEED)
             if use.sum() < F.PLANE_MIN_FRAMES and not (final or n >= self.hold):
                 return
+            if self.plane is None and not final:
+                # the first plane from the frames up to the PLANE_MIN_FRAMES-th still foot whose
+                # speed window is complete, however the frames came in (the labels made under it
+                # are final: with the frames there happened to be, they hung on the batch sizes)
+                m = max(n if self.live else n - self.speed_half, 0)
+                u = use[:m]
+                runs = np.cumsum((u & ~np.concatenate([np.zeros((1, 2), bool), u[:-1]])).sum(1))
+                enough = (np.cumsum(u.sum(1)) >= F.PLANE_MIN_FRAMES) & (runs >= 3)   # a plane needs 3 runs
+                if enough.any():
+                    use = u[:int(np.argmax(enough)) + 1]
+                elif n < self.hold:
+                    return
         pts, frames = F.run_means(use, pos[:len(use)])                  # one point per planted run
         plane = F.fit_ground_plane(pts, weights=frames) if use.sum() >= F.PLANE_MIN_FRAMES else None
         if plane is not None:
