@@ -73,8 +73,8 @@ class ShapeFitConfig:
 @dataclass
 class ShapeFit:
     """Result of :func:`fit_clip_shape`: ``betas (16,)`` (the first ``num_betas`` refined),
-    ``rot``/``transl`` of the last pose fit (with the refined shape), the energy ``E`` with the IK's
-    beta and with the refined one (both after a pose fit)."""
+    ``rot``/``transl`` of the last pose fit (with the refined shape), ``F`` (the module docstring,
+    summed over frames) with the IK's beta and with the refined one (both after a pose fit)."""
 
     betas: np.ndarray
     rot: np.ndarray
