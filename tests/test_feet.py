@@ -238,13 +238,13 @@ def test_labels_and_plane_do_not_depend_on_how_the_frames_arrive():
     """The first ground plane comes from the frames up to the PLANE_MIN_FRAMES-th still foot (and
     a third planted run), not from the frames there happen to be at a push: the capture's batches
     (the image-aligned fit's window, then a few frames at a time) no longer change the plane and
-    the labels made under it.  A fit rising 15 cm over 4 s puts the later frames near the contact
+    the labels made under it.  A fit rising 30 cm over 8 s puts the later frames near the contact
     height threshold, where a plane fitted on more or fewer of the early frames decides."""
     from model_runtime.capture.feet_stage import FootStage
 
     results = []
     for batch in (1, 4, 17, 29, 200):
-        recs, args = _standing_records(120, 30.0, 0.0, sink=-0.15)
+        recs, args = _standing_records(240, 30.0, 0.0, sink=-0.3)
         stage = FootStage(*args)
         out = []
         for i in range(0, len(recs), batch):

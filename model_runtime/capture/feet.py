@@ -102,6 +102,9 @@ LOCK_BLOCK: Final[int] = 64
 #: until then, at most PLANE_HOLD_S), refitted every PLANE_REFIT_S seconds on the contact frames
 PLANE_MIN_FRAMES: Final[int] = 10
 PLANE_HOLD_S: Final[float] = 4.0
+#: offline, the first plane is fitted on the still feet of the clip's first PLANE_FIRST_S (or more,
+#: up to PLANE_MIN_FRAMES of them in three runs): the first moment's two feet fix one tilt only
+PLANE_FIRST_S: Final[float] = 2.0
 PLANE_REFIT_S: Final[float] = 5.0
 #: prior weight (m per unit of tilt) of the plane's normal towards camera -y
 PLANE_PRIOR: Final[float] = 0.3

@@ -84,6 +84,7 @@ class FootStage:
         self.need = (self.max_gap + self.blend + self.depth_window + math.ceil(4 * self.root_sigma) + 2
                      if lookahead else 0)
         self.hold = round(F.PLANE_HOLD_S * fps) if lookahead else 0
+        self.first_plane = min(round(F.PLANE_FIRST_S * fps), self.hold) if lookahead else 0
         self.refit = max(1, round(F.PLANE_REFIT_S * fps))
         #: ``(gap, a, b) -> None``: fill the records of one gap (frames without a person) again from
         #: the valid records either side (None: the clip's start/end), as the capture's gap filler
@@ -164,13 +165,16 @@ class FootStage:
             if use.sum() < F.PLANE_MIN_FRAMES and not (final or n >= self.hold):
                 return
             if self.plane is None and not final:
-                # the first plane from the frames up to the PLANE_MIN_FRAMES-th still foot whose
-                # speed window is complete, however the frames came in (the labels made under it
-                # are final: with the frames there happened to be, they hung on the batch sizes)
+                # the first plane from the still feet of the first PLANE_FIRST_S (live: none), or up
+                # to the PLANE_MIN_FRAMES-th still foot and a third planted run if that is later,
+                # of frames whose speed window is complete, however the frames came in (the labels
+                # made under it are final: from the frames there happened to be, they hung on the
+                # capture's batch sizes)
                 m = max(n if self.live else n - self.speed_half, 0)
                 u = use[:m]
                 runs = np.cumsum((u & ~np.concatenate([np.zeros((1, 2), bool), u[:-1]])).sum(1))
                 enough = (np.cumsum(u.sum(1)) >= F.PLANE_MIN_FRAMES) & (runs >= 3)   # a plane needs 3 runs
+                enough[:self.first_plane - 1] = False
                 if enough.any():
                     use = u[:int(np.argmax(enough)) + 1]
                 elif n < self.hold:
