@@ -12,7 +12,7 @@ space).  In Blender both are added as separate, removable things, never baked in
   capture already holds still through each contact span), and an IK constraint :data:`CONSTRAINT_NAME` (chain of 2: thigh and shin) on the shin bone
   aiming its tail (the ankle) at it.  Its influence is a driver ``contact * lock``: ``contact`` is
   the shin's :data:`CONTACT_PROPERTY` custom property, keyed per frame from ``foot_contact``
-  (ramped over :data:`BLEND_FRAMES` frames either side so nothing pops), ``lock`` the armature
+  (ramped over :data:`BLEND_S` either side so nothing pops), ``lock`` the armature
   object's :data:`LOCK_PROPERTY` (1 on, 0 off: one switch for both feet, also keyable).
 
 Why a constraint rig and not keys: the feet stay planted, also when the animator edits the
@@ -39,8 +39,16 @@ CONSTRAINT_NAME: Final[str] = "Capture Foot Lock"
 LOCK_PROPERTY: Final[str] = "foot_lock"
 #: the shin bones' per-frame contact weight (0..1) from the capture's foot_contact
 CONTACT_PROPERTY: Final[str] = "foot_contact"
-#: the lock ramps in/out over this many frames either side of a contact span
-BLEND_FRAMES: Final[int] = 3
+#: the lock ramps in/out over this long (s) either side of a contact span, and over at least
+#: BLEND_MIN_FRAMES frames: the runtime's own ramp (``model_runtime.capture.feet.BLEND_S`` /
+#: ``BLEND_MIN_FRAMES``, which imports scipy, so not from here; tests/test_addon_feet.py keeps them equal)
+BLEND_S: Final[float] = 0.1
+BLEND_MIN_FRAMES: Final[int] = 2
+
+
+def blend_frames(fps: float) -> int:
+    """Frames of the contact ramp at ``fps``: :data:`BLEND_S` of them, at least :data:`BLEND_MIN_FRAMES`."""
+    return max(BLEND_MIN_FRAMES, int(round(BLEND_S * fps))) if fps > 0 else BLEND_MIN_FRAMES
 #: (shin bone, whose tail is the ankle) and the chain's bones, [left, right]
 LEGS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("left_knee", ("pelvis", "left_hip", "left_knee", "left_ankle")),
@@ -49,7 +57,7 @@ LEGS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
 GROUND_MIN_SIZE: Final[float] = 4.0
 
 
-def contact_weights(contact: np.ndarray, blend: int = BLEND_FRAMES) -> np.ndarray:
+def contact_weights(contact: np.ndarray, blend: int = BLEND_MIN_FRAMES) -> np.ndarray:
     """``contact (T,)`` bool -> ``(T,)`` weight: 1 on contact frames, a smoothstep ramp to 0 over
     ``blend`` frames either side, vectorised (distance to the nearest contact frame)."""
     c = np.asarray(contact, bool)
@@ -105,6 +113,7 @@ def add_foot_lock(arm_obj, capture, quats: np.ndarray, root_location: np.ndarray
     contact = np.asarray(capture.data.get("foot_contact", np.zeros((len(frames), 2), bool)), bool)
     if not contact.any():
         return []
+    fps = float(np.asarray(capture.data.get("fps", 0.0)).reshape(-1)[0])
     if LOCK_PROPERTY not in arm_obj:
         arm_obj[LOCK_PROPERTY] = 1.0
         arm_obj.id_properties_ui(LOCK_PROPERTY).update(
@@ -113,7 +122,7 @@ def add_foot_lock(arm_obj, capture, quats: np.ndarray, root_location: np.ndarray
     made = []
     for side, (shin, chain) in zip("LR", LEGS):
         f = "LR".index(side)
-        w = contact_weights(contact[:, f])
+        w = contact_weights(contact[:, f], blend_frames(fps))
         target = bone_heads_world(arm_obj, quats, root_location, chain)       # the captured (locked) ankle
         name = f"{arm_obj.name}_foot_{side}"
         empty = bpy.data.objects.get(name)

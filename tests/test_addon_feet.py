@@ -75,7 +75,7 @@ def test_lock_feet_and_ground_plane(scene, capture_path):
     for f, side in enumerate(("left", "right")):
         con = arm.pose.bones[f"{side}_knee"].constraints[feet_lock.CONSTRAINT_NAME]
         assert con.type == "IK" and con.target == empties[f] and con.chain_count == 2
-        w = feet_lock.contact_weights(contact[:, f])
+        w = feet_lock.contact_weights(contact[:, f], feet_lock.blend_frames(float(cap["fps"])))
         # the empty is on the captured ankle (numpy FK of the keys = the capture's own FK)
         for t in range(0, len(contact), 7):
             scene.frame_set(start + t)
@@ -125,3 +125,11 @@ def test_contact_weights_ramp():
     assert (w[4:6] == 1).all() and w[0] == 0 and w[1] == 0 and w[9] == 0
     assert 0 < w[2] < w[3] < 1 and 1 > w[6] > w[7] > 0
     assert not feet_lock.contact_weights(np.zeros(5, bool)).any()
+
+
+def test_blender_ramp_is_the_runtime_ramp():
+    """The rig's contact ramp lasts as long as the runtime's lock ramp, in seconds (12 fps: 2 frames, 60 fps: 6)."""
+    from model_runtime.capture import feet
+
+    assert (feet_lock.BLEND_S, feet_lock.BLEND_MIN_FRAMES) == (feet.BLEND_S, feet.BLEND_MIN_FRAMES)
+    assert [feet_lock.blend_frames(f) for f in (12.0, 30.0, 60.0, 0.0)] == [2, 3, 6, 2]
