@@ -207,9 +207,11 @@ class AlignResult:
     joints: np.ndarray
 
 
-class _Frames:
+class AlignFrames:
     """The fixed data of one :meth:`ImageAligner.fit` call (targets, weights, priors); the temporal
-    targets of chained frames follow the previous frame's current estimate."""
+    targets of chained frames follow the previous frame's current estimate.  Public for the fits
+    built on the same energy (:mod:`.shape_fit`): ``m (B, 66, 2)`` the detector's points px, ``c (B, 66)``
+    their confidences (0 below ``min_confidence``), ``inv_ppm (B,)`` metres per pixel at the person."""
 
     def __init__(self, al: "ImageAligner", kp2d, transl, ik_rot, body_3d, prev_rot, prev_transl, prev_ok, chain):
         cfg = al.config
@@ -284,8 +286,8 @@ class ImageAligner:
         K = np.asarray(K, np.float64)
         self.K = K
         self.f = float(K[0, 0])
-        self._fxy = np.array([K[0, 0], K[1, 1]])
-        self._c = np.array([K[0, 2], K[1, 2]])
+        self.fxy = np.array([K[0, 0], K[1, 1]])             # focal lengths (px)
+        self.principal = np.array([K[0, 2], K[1, 2]])       # principal point (px)
 
     # ------------------------------------------------------------------ public
     def fit(self, rot: np.ndarray, transl: np.ndarray, kp2d: np.ndarray, body_3d: np.ndarray | None = None,
@@ -316,7 +318,7 @@ class ImageAligner:
         rot = np.array(rot, np.float64)
         t = np.array(transl, np.float64)
         kp2d = np.asarray(kp2d, np.float64)
-        fr = _Frames(self, kp2d, t, rot.copy(), None if body_3d is None else np.asarray(body_3d, np.float64),
+        fr = AlignFrames(self, kp2d, t, rot.copy(), None if body_3d is None else np.asarray(body_3d, np.float64),
                      prev_rot, prev_transl, prev_ok, chain)
         B = rot.shape[0]
         free = None if frozen is None or not np.any(frozen) else ~np.asarray(frozen, bool)
@@ -324,13 +326,13 @@ class ImageAligner:
         n_it = self.config.iterations if iterations is None else int(iterations)
         fr.follow(rot, t)
         t = self._start_translation(fr, rot, t, np.ones(B, bool) if unsure is None else np.asarray(unsure, bool))
-        state = self._linearise(fr, rot, t)
-        e0 = self._linearise(fr, np.asarray(rot), np.asarray(transl, np.float64), jacobian=False)[0]
+        state = self.linearise(fr, rot, t)
+        e0 = self.linearise(fr, np.asarray(rot), np.asarray(transl, np.float64), jacobian=False)[0]
         energy = state[0]
         for it in range(n_it):
             _, G, H, g = state
             rot_n, t_n = self._apply(self._solve(H, g, lam, fr.sides, free), rot, t, G)
-            e_n = self._linearise(fr, rot_n, t_n, jacobian=False)[0]
+            e_n = self.linearise(fr, rot_n, t_n, jacobian=False)[0]
             ok = e_n < energy
             lam = np.where(ok, np.maximum(lam * 0.3, 1e-7), lam * 10.0)
             if ok.any():
@@ -338,12 +340,12 @@ class ImageAligner:
                 t = np.where(ok[:, None], t_n, t)
                 fr.follow(rot, t)
                 # the last iteration needs the energy only (chained targets may have moved)
-                state = self._linearise(fr, rot, t, jacobian=it < n_it - 1)
+                state = self.linearise(fr, rot, t, jacobian=it < n_it - 1)
                 energy = state[0]
         joints, _, _ = self.kp.pose(rot, np.zeros_like(t))
         return AlignResult(rot=rot, transl=t, energy_before=e0, energy=energy, joints=joints)
 
-    def _start_translation(self, fr: _Frames, rot: np.ndarray, t: np.ndarray, unsure: np.ndarray) -> np.ndarray:
+    def _start_translation(self, fr: AlignFrames, rot: np.ndarray, t: np.ndarray, unsure: np.ndarray) -> np.ndarray:
         """The translation to start from, per frame the lowest energy of: the given one; the warm
         start, the temporal target (the previous frame's translation correction carried to this
         frame, for chained frames from the previous frame's start); and, for ``unsure`` frames and
@@ -352,18 +354,18 @@ class ImageAligner:
         on their rays, ``t_xy - m t_z = m X_z - X_xy`` for normalised pixels ``m`` (linear).  The
         energy's metres-per-pixel follow the start."""
         B = len(t)
-        e_best = self._linearise(fr, rot, t, jacobian=False)[0]
+        e_best = self.linearise(fr, rot, t, jacobian=False)[0]
         start = t
         has_prev = fr.prev_w > 0
         if has_prev.any():
             t_pred = np.where(has_prev[:, None], fr.prev_transl, t)                      # the temporal target
-            e_pred = self._linearise(fr, rot, t_pred, jacobian=False)[0]
+            e_pred = self.linearise(fr, rot, t_pred, jacobian=False)[0]
             use = has_prev & (e_pred < e_best)
             start, e_best = np.where(use[:, None], t_pred, start), np.where(use, e_pred, e_best)
         ok = unsure & ((fr.c > 0).sum(-1) >= 3)
         if ok.any():
             X = self.kp.pose(rot, np.zeros_like(t))[2]                                   # (B, 66, 3)
-            m = (fr.m - self._c) / self._fxy                                              # (B, 66, 2)
+            m = (fr.m - self.principal) / self.fxy                                              # (B, 66, 2)
             c, (a, b) = fr.c, (m[..., 0], m[..., 1])
             N = np.zeros((B, 3, 3))
             N[:, 0, 0] = N[:, 1, 1] = c.sum(-1)
@@ -375,7 +377,7 @@ class ImageAligner:
             N[~ok] = np.eye(3)
             t_ls = np.linalg.solve(N, rhs[..., None])[..., 0]
             ok &= np.isfinite(t_ls).all(-1) & (t_ls[:, 2] > 0.05)
-            e_ls = self._linearise(fr, rot, np.where(ok[:, None], t_ls, t), jacobian=False)[0]
+            e_ls = self.linearise(fr, rot, np.where(ok[:, None], t_ls, t), jacobian=False)[0]
             use = ok & (e_ls < START_GAIN * e_best)
             start = np.where(use[:, None], t_ls, start)
         moved = (start != t).any(-1)
@@ -388,14 +390,15 @@ class ImageAligner:
         ``ik_rot``, default ``rot`` itself; no chained frames)."""
         rot = np.asarray(rot, np.float64)
         t = np.asarray(transl, np.float64)
-        fr = _Frames(self, np.asarray(kp2d, np.float64), t, rot if ik_rot is None else np.asarray(ik_rot, np.float64),
+        fr = AlignFrames(self, np.asarray(kp2d, np.float64), t, rot if ik_rot is None else np.asarray(ik_rot, np.float64),
                      None if body_3d is None else np.asarray(body_3d, np.float64), prev_rot, prev_transl, prev_ok, None)
-        return self._linearise(fr, rot, t, jacobian=False)[0]
+        return self.linearise(fr, rot, t, jacobian=False)[0]
 
-    # ------------------------------------------------------------------ internals
-    def _project(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # ------------------------------------------------------------------ the energy (also for shape_fit)
+    def project(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Camera points ``(..., 3)`` -> pixels ``(..., 2)`` and depths ``(...,)`` (clamped above 0)."""
         z = np.maximum(X[..., 2], 1e-6)
-        return X[..., :2] / z[..., None] * self._fxy + self._c, z
+        return X[..., :2] / z[..., None] * self.fxy + self.principal, z
 
     def _parent_globals(self, G):
         """Global rotations ``(B, 52, 3, 3)`` of each joint's parent (the root's: identity)."""
@@ -414,11 +417,13 @@ class ImageAligner:
         r = (Gp @ e[..., None])[..., 0] * w[..., None]
         return r, energy
 
-    def _linearise(self, fr: _Frames, rot, t, jacobian: bool = True):
-        """-> energy ``(B,)``, global rotations, and (H blocks, gradients) of the GN step."""
+    def linearise(self, fr: AlignFrames, rot, t, jacobian: bool = True):
+        """-> energy ``(B,)``, global rotations, and (H blocks, gradients) of the GN step: ``H = (Hbb
+        (B, 69, 69) translation + body joints, Hbf, Hff)``, ``g = (gb (B, 69, 1), gf)``; ``(None, None)``
+        with ``jacobian=False``."""
         cfg = self.config
         J, G, X = self.kp.pose(rot, t)
-        u, z = self._project(X)
+        u, z = self.project(X)
         d = (u - fr.m) * fr.inv_ppm[:, None, None]                                          # metres (B, 66, 2)
         d2 = (d * d).sum(-1)
         s2 = cfg.sigma ** 2
@@ -449,9 +454,9 @@ class ImageAligner:
         Xr, ur, zr = X[:, rows], u[:, rows], z[:, rows]
         # d(metres at the person)/dX of the active keypoints: A (B, R, 2, 3)
         A = np.zeros((B, len(rows), 2, 3))
-        A[..., 0, 0] = self._fxy[0] / zr
-        A[..., 1, 1] = self._fxy[1] / zr
-        A[..., :, 2] = -(ur - self._c) / zr[..., None]
+        A[..., 0, 0] = self.fxy[0] / zr
+        A[..., 1, 1] = self.fxy[1] / zr
+        A[..., :, 2] = -(ur - self.principal) / zr[..., None]
         A *= fr.inv_ppm[:, None, None, None]
         wk = fr.c[:, rows] / root[:, rows]                                                 # IRLS (B, R)
         # d X_k / d w_a = M_ka (J_a - X_k) x . ; rows a_r . (D x w) = (a_r x D) . w, over the

@@ -50,7 +50,7 @@ import numpy as np
 from ..core.backend import cross
 from ..core.skeleton import NUM_BODY_JOINTS
 from ..models.keypoints import NUM_BODY_KP
-from .align import ImageAligner, ModelKeypoints, _Frames
+from .align import AlignFrames, ImageAligner, ModelKeypoints
 
 #: beta components refined (the body model's first components carry most of the skeleton's
 #: variation: the joint basis' column norms fall from 0.41 m to ~0.02 m by the tenth)
@@ -102,31 +102,31 @@ def shape_basis(kp: ModelKeypoints, rot: np.ndarray, nb: int) -> np.ndarray:
     return D
 
 
-def reduced_step(aligner: ImageAligner, fr: _Frames, rot: np.ndarray, transl: np.ndarray, D: np.ndarray,
+def reduced_step(aligner: ImageAligner, fr: AlignFrames, rot: np.ndarray, transl: np.ndarray, D: np.ndarray,
                  grad_prior: np.ndarray, h_prior: float, frozen: np.ndarray | None = None) -> np.ndarray:
     """One Gauss-Newton step in beta with every frame's pose and translation free (variable
     projection): at the fitted pose, the normal equations of ``[pose_b, t_b]`` (the aligner's own,
     priors included) and beta; the 69 unknowns of each frame are eliminated by a Schur complement.
 
     Args:
-        fr: the frames as the aligner sees them (:class:`~.align._Frames`; hands not used).
+        fr: the frames as the aligner sees them (:class:`~.align.AlignFrames`; hands not used).
         rot, transl: the fitted pose; D ``(B, 66, 3, nb)`` keypoint derivatives in beta.
         grad_prior ``(nb,)`` / h_prior: the beta prior's gradient (half of it) and Hessian (diagonal).
         frozen: ``(B, 52)`` joints held as given, or None.
     Returns ``d_beta (nb,)``.
     """
-    _, _, (Hpp, _, _), (gp, _) = aligner._linearise(fr, rot, transl)               # (B, 69, 69), (B, 69, 1)
+    _, _, (Hpp, _, _), (gp, _) = aligner.linearise(fr, rot, transl)               # (B, 69, 69), (B, 69, 1)
     J, _, X = aligner.kp.pose(rot, transl)
-    u, z = aligner._project(X)
+    u, z = aligner.project(X)
     rows = np.nonzero(fr.c.any(0))[0]
     d = ((u - fr.m) * fr.inv_ppm[:, None, None])[:, rows]                              # metres (B, R, 2)
     s2 = aligner.config.sigma ** 2
     w = fr.c[:, rows] / np.sqrt(1.0 + (d * d).sum(-1) / s2)                          # IRLS (B, R)
     B, R = w.shape
     A = np.zeros((B, R, 2, 3))
-    A[..., 0, 0] = aligner._fxy[0] / z[:, rows]
-    A[..., 1, 1] = aligner._fxy[1] / z[:, rows]
-    A[..., :, 2] = -(u[:, rows] - aligner._c) / z[:, rows, None]
+    A[..., 0, 0] = aligner.fxy[0] / z[:, rows]
+    A[..., 1, 1] = aligner.fxy[1] / z[:, rows]
+    A[..., :, 2] = -(u[:, rows] - aligner.principal) / z[:, rows, None]
     A *= fr.inv_ppm[:, None, None, None]
     # the pose's columns as the aligner lays them out: translation, then 3 per body joint
     anc, anc_w = aligner.kp.body_anc[rows], aligner.kp.body_anc_w[rows]                # (R, L)
@@ -185,7 +185,7 @@ def fit_clip_shape(aligner: ImageAligner, rot: np.ndarray, transl: np.ndarray, k
     F0 = F
     for _ in range(cfg.rounds):
         D = shape_basis(kp, res.rot, nb)
-        fr = _Frames(aligner, kp2d, res.transl, rot.copy(), kp3d, None, None, None, None)
+        fr = AlignFrames(aligner, kp2d, res.transl, rot.copy(), kp3d, None, None, None, None)
         step = reduced_step(aligner, fr, res.rot, res.transl, D, w_prior * (beta[:nb] - beta_ik[:nb]), w_prior,
                             None if frozen is None or not np.any(frozen) else np.asarray(frozen, bool))
         step *= min(1.0, cfg.max_step / max(float(np.abs(step).max()), 1e-12))
