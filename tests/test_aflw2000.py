@@ -119,3 +119,29 @@ def test_face_check_drops_a_face_that_face_mesh_cannot_confirm(detectors, realda
     assert checked.face_landmarks is None and checked.face_box is None and checked.face_conf == 0.0
     assert "iris_landmarks_px" not in checked.extras and not checked.wholebody_2d[23:91].any()
     np.testing.assert_array_equal(checked.body_2d, raw.body_2d)
+
+
+def test_ibug_jaw_follows_its_definition_on_the_mesh_oval():
+    """The 68-point jaw (face/landmarks.py): ends at the height of the eye corners on the face-mesh oval (iBUG
+    0/16 are at the ear, at eye level; the common table's 162/389 sit at the temples), 8 at the chin, the points
+    in order along the oval from one end to the other, spaced evenly (each step 0.5-1.6x the mean), checked on the
+    built-in face's mean shape through the shipped MediaPipe correspondence."""
+    import mediapipe as mp
+
+    from model_runtime.face.landmarks import MP468_TO_IBUG68
+    from model_runtime.face.tracker import FaceTracker
+    from model_runtime.models.load import load_face_model
+
+    L = FaceTracker(load_face_model(None))._L0                        # (468, 3) landmark points, Y up
+    jaw = MP468_TO_IBUG68[:17]
+    eye_y = L[[33, 133, 362, 263], 1].mean()
+    eye_to_chin = eye_y - L[152, 1]
+    assert jaw[8] == 152
+    for end in (jaw[0], jaw[16]):
+        assert abs(L[end, 1] - eye_y) < 0.1 * eye_to_chin             # the temples' 162/389 are 0.12 above
+    oval = set(i for e in mp.solutions.face_mesh_connections.FACEMESH_FACE_OVAL for i in e)
+    assert set(jaw.tolist()) <= oval
+    heights = L[jaw, 1]
+    assert (np.diff(heights[:9]) < 0).all() and (np.diff(heights[8:]) > 0).all()   # down to the chin and up again
+    steps = np.linalg.norm(np.diff(L[jaw], axis=0), axis=1)
+    assert steps.min() > 0.5 * steps.mean() and steps.max() < 1.6 * steps.mean()
