@@ -132,9 +132,9 @@ def test_runtime_killed_half_way_imports_what_it_finished(scene):
     cap = load_capture(job.output)
     # at most the unflushed chunk is lost (chunk_frames = 8); the per-clip values were on disk already
     assert reported - 8 < cap.num_frames < CLIP_FRAMES, (reported, cap.num_frames)
-    # the contact labels are on disk with the frames; before the feet stage's first ground plane (the still
-    # feet of the clip's first 2 s) they are all "no contact" (the Stop test above checks decided labels)
-    assert cap["foot_contact"].shape == (cap.num_frames, 2)
+    # provisional labels and plane on disk: before the feet stage's first ground plane (the still feet of
+    # the clip's first 2 s) they come from a provisional plane of the still feet so far
+    assert cap["foot_contact"].any() and cap["ground_plane"].any()
     assert np.abs(cap["betas"]).sum() > 0 and cap["face_identity"].size and np.abs(cap["face_identity"]).sum() > 0
     arm = avatar.find_avatar(bpy.context)
     assert keyed_frames(arm) == cap.num_frames

@@ -92,6 +92,10 @@ class FootStage:
         #: after the gap was filled.  None: gaps keep their fill.
         self.refill_gap: Callable[[list, object, object], None] | None = None
         self.plane: np.ndarray | None = None        # the ankle plane (n, d): n . X + d = ankle height above it
+        # offline, before the first plane: one from the still feet there are so far, for the provisional
+        # labels written with the frames only (a capture killed then keeps labels and a plane); the
+        # final labels and locks use ``plane`` alone, so the finished file does not depend on it
+        self._provisional_plane: np.ndarray | None = None
         self._ankle_h = 0.0
         self._recs: deque = deque()                 # records kept for deciding: history index _first on
         self._first = 0                             # history index of self._recs[0]
@@ -110,9 +114,10 @@ class FootStage:
     @property
     def ground_plane(self) -> np.ndarray | None:
         """``(4,)`` float32 ``(n, d)``: ``n . X + d`` = height above the ground (camera space), or None."""
-        if self.plane is None:
+        plane = self.plane if self.plane is not None else self._provisional_plane
+        if plane is None:
             return None
-        return np.concatenate([self.plane[:3], [self.plane[3] + self._ankle_h]]).astype(np.float32)
+        return np.concatenate([plane[:3], [plane[3] + self._ankle_h]]).astype(np.float32)
 
     @property
     def undecided(self) -> int:
@@ -178,6 +183,9 @@ class FootStage:
                 if enough.any():
                     use = u[:int(np.argmax(enough)) + 1]
                 elif n < self.hold:
+                    if use.sum() >= F.PLANE_MIN_FRAMES:           # provisional labels meanwhile
+                        pts, frames = F.run_means(use, pos[:len(use)])
+                        self._provisional_plane = F.fit_ground_plane(pts, weights=frames)
                     return
         pts, frames = F.run_means(use, pos[:len(use)])                  # one point per planted run
         plane = F.fit_ground_plane(pts, weights=frames) if use.sum() >= F.PLANE_MIN_FRAMES else None
@@ -185,9 +193,11 @@ class FootStage:
             self.plane = plane
         self._last_fit = n
 
-    def _contacts(self, lo: int, hi: int, init) -> np.ndarray:
-        """Contact ``(hi - lo, 2)`` of frames ``lo..hi-1`` under the current plane, hysteresis from ``init``."""
-        height = self._pos.a[lo:hi] @ self.plane[:3] + self.plane[3]
+    def _contacts(self, lo: int, hi: int, init, plane: np.ndarray | None = None) -> np.ndarray:
+        """Contact ``(hi - lo, 2)`` of frames ``lo..hi-1`` under ``plane`` (default: the current
+        plane), hysteresis from ``init``."""
+        plane = self.plane if plane is None else plane
+        height = self._pos.a[lo:hi] @ plane[:3] + plane[3]
         return F.contact_labels(height, self._speeds(lo, hi), self._seen.a[lo:hi], init)
 
     def _label(self, final: bool) -> np.ndarray:
@@ -195,6 +205,8 @@ class FootStage:
         -> the provisional contact ``(n - len(_labels), 2)`` of the frames after them, from the image
         speed over the frames there are (one hysteresis pass: the final labels are its first rows)."""
         n, lo = self._pos.n, len(self._labels)
+        if self.plane is None and self._provisional_plane is not None and not final and n > lo:
+            return self._contacts(lo, n, False, self._provisional_plane)   # provisional only (see __init__)
         if self.plane is None or n <= lo:
             return np.zeros((n - lo, 2), bool)
         hi = max(n - (0 if final or self.live else self.speed_half), lo)
