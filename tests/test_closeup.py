@@ -182,3 +182,40 @@ def test_an_unseen_arm_reaches_a_seen_hand():
     assert not reach[1].any()
     conf, src = mark_reached(jc[0], np.full(52, SOURCE_NEUTRAL, np.uint8), reach[0])
     assert np.allclose(conf[arm], 0.7) and (src[arm] == 0).all() and (src[np.setdiff1d(np.arange(52), arm)] == SOURCE_NEUTRAL).all()
+
+
+def test_a_released_arm_blends_back_instead_of_dropping(kp):
+    """An arm that reached a seen hand and then loses it (the hand detector drops the hand) blends from
+    its last reached pose to the unseen arm's pose over visibility.BLEND_S (smoothstep), frame by frame
+    across calls, and is recorded as held; an arm seen again, or the blend's end, stops it."""
+    from model_runtime.capture.align_clip import ClipAlignment
+    from model_runtime.capture.focal import ClipCamera
+    from model_runtime.capture.visibility import ARM_JOINTS, BLEND_S, release_weights
+    from model_runtime.core.rotations import matrix_to_quat_wxyz
+
+    fps = 30.0
+    clip = ClipAlignment(kp, ClipCamera(intrinsics_from_fov((640, 480), 60.0), "fov"), fps=fps)
+    arm = ARM_JOINTS["left"]
+    n_rel = round(BLEND_S * fps)
+    T = 4 + n_rel + 3
+    reached = matrix_to_quat_wxyz(axis_angle_to_matrix(np.array([0.0, 0.0, 1.2])))       # the reaching arm
+    q = np.tile(np.array([1.0, 0.0, 0.0, 0.0]), (T, 52, 1))                               # the unseen (given) arm
+    reach = np.zeros((T, 52), bool)
+    reach[:4, arm] = True
+    q[:4, arm] = reached
+    jc = np.zeros((T, 52))
+    mask = np.concatenate([clip._release(q[:6], np.arange(6), jc[:6], reach[:6]),     # two calls, in order
+                           clip._release(q[6:], np.arange(6, T), jc[6:], reach[6:])])
+    assert not mask[:4].any() and mask[4:4 + n_rel, 0].all() and not mask[4 + n_rel:].any() and not mask[:, 1].any()
+    angle = 2 * np.degrees(np.arccos(np.clip(np.abs(q[:, arm[0], 0]), 0, 1)))             # from the given pose
+    want = np.degrees(1.2) * release_weights(np.arange(T) - 3, n_rel)
+    np.testing.assert_allclose(angle[4:], want[4:], atol=1e-6)
+    assert (np.diff(angle[3:4 + n_rel]) < 0).all() and angle[4 + n_rel:].max() < 1e-6
+    # the arm seen again ends the blend at once
+    clip2 = ClipAlignment(kp, ClipCamera(intrinsics_from_fov((640, 480), 60.0), "fov"), fps=fps)
+    q2 = np.tile(np.array([1.0, 0.0, 0.0, 0.0]), (6, 52, 1))
+    q2[:2, arm] = reached
+    jc2 = np.zeros((6, 52))
+    jc2[3:, arm] = 1.0
+    m2 = clip2._release(q2, np.arange(6), jc2, reach[:6] & (np.arange(6) < 2)[:, None])
+    assert m2[2, 0] and not m2[3:].any()

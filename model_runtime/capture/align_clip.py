@@ -17,11 +17,12 @@ from ..core.rotations import matrix_to_quat_wxyz, quat_wxyz_to_matrix
 from ..core.skeleton import BODY_KEYPOINT_NAMES, NUM_JOINTS
 from ..models.keypoints import NUM_BODY_KP
 from .align import AlignConfig, ImageAligner, ModelKeypoints
-from .filters import OneEuroFilter, RotationFilter
+from .filters import OneEuroFilter, RotationFilter, slerp
 from .focal import MAX_FRAMES, ClipCamera, FocalEstimate, estimate_focal
 from .shape_fit import ShapeFit, ShapeFitConfig, fit_clip_shape
 from .translation import TranslationSolver
-from .visibility import fit_confidence, mark_reached, reach_joints
+from .visibility import (ARM_JOINTS, BLEND_S, SOURCE_HELD, fit_confidence, mark_reached, reach_joints,
+                         release_weights)
 
 #: calibration (:meth:`ClipAlignment.calibrate`): at least this many frames; the depth anchoring
 #: rescales alpha by at most this factor
@@ -94,6 +95,9 @@ class ClipAlignment:
         self._pending: list = []                        # records waiting for a batch (offline)
         # the last refined frame: index, correction of its rotations and of its translation
         self._prev: tuple[int, np.ndarray, np.ndarray] | None = None
+        # per side: (frame index, arm quaternions (3, 4)) of the last frame whose arm reached a seen hand
+        self._reached: dict[str, tuple[int, np.ndarray]] = {}
+        self._release_frames = max(1, round(BLEND_S * fps))
 
     def _set_shape(self, betas: np.ndarray, scale: float) -> None:
         key = (np.asarray(betas, np.float64).tobytes(), float(scale))
@@ -241,11 +245,46 @@ class ClipAlignment:
                                unsure=np.array([not r.transl_ok for r in recs]))
         q = matrix_to_quat_wxyz(res.rot)
         q = np.where((q * quat).sum(-1, keepdims=True) < 0, -q, q)
+        joints = res.joints
+        mask = self._release(q, idx, jc, reach)                     # (B, 2): a released arm blended back
+        released = mask.any(1)
+        if released.any():                                          # those frames' posed joints again
+            joints = joints.copy()
+            joints[released] = self.aligner.kp.pose(quat_wxyz_to_matrix(q[released]),
+                                                    np.zeros((int(released.sum()), 3)))[0]
         for i, r in enumerate(recs):
-            r.quat, r.transl, r.joints = q[i], res.transl[i], res.joints[i]
+            r.quat, r.transl, r.joints = q[i], res.transl[i], joints[i]
             if reach[i].any():
                 r.joint_confidence, r.joint_source = mark_reached(r.joint_confidence, r.joint_source, reach[i])
+            if released[i]:
+                r.joint_source = np.array(r.joint_source, copy=True)
+                for k, side in enumerate(("left", "right")):
+                    if mask[i, k]:
+                        r.joint_source[ARM_JOINTS[side]] = SOURCE_HELD
         self._prev = (int(idx[-1]), res.rot[-1] @ np.swapaxes(rot_in[-1], -1, -2), res.transl[-1] - t_in[-1])
+
+    def _release(self, q: np.ndarray, idx: np.ndarray, jc: np.ndarray, reach: np.ndarray) -> np.ndarray:
+        """An arm that reached a seen hand (:func:`~.visibility.reach_joints`) and then loses it blends
+        from its last reached pose to the pose it is given (the unseen arm's) over
+        :data:`~.visibility.BLEND_S`, in place in ``q (B, 52, 4)``; -> ``(B, 2)`` bool, the
+        (frame, side) pairs blended.  Frames in order; the state carries across calls."""
+        mask = np.zeros((len(q), 2), bool)
+        for k, side in enumerate(("left", "right")):
+            arm = ARM_JOINTS[side]
+            for i in range(len(q)):
+                if reach[i, arm].all():
+                    self._reached[side] = (int(idx[i]), q[i, arm].copy())
+                    continue
+                last = self._reached.get(side)
+                if last is None:
+                    continue
+                since = int(idx[i]) - last[0]
+                if since > self._release_frames or (jc[i, arm] > 0).any():   # blended out, or seen again
+                    del self._reached[side]
+                    continue
+                q[i, arm] = slerp(q[i, arm], last[1], release_weights(since, self._release_frames))
+                mask[i, k] = True
+        return mask
 
     def set_shape(self, betas: np.ndarray, scale: float) -> None:
         """The clip's current shape (betas, scale alpha)."""

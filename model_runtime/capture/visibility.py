@@ -243,7 +243,7 @@ def fit_confidence(ik_conf: np.ndarray, vis: np.ndarray, joint_conf: np.ndarray)
     chest = jc[..., _SPINE3] > 0
     c[..., _CHEST_ROWS] = np.where(chest[..., None], c[..., _CHEST_ROWS], 0.0)
     for side, rows in _HAND_ROWS.items():
-        arm = (jc[..., _ARM_JOINTS[side]] > 0).any(-1) | (jc[..., _WRIST[side]] > 0)
+        arm = (jc[..., ARM_JOINTS[side]] > 0).any(-1) | (jc[..., _WRIST[side]] > 0)
         c[..., rows] = np.where(arm[..., None], c[..., rows], 0.0)
     return c
 
@@ -258,7 +258,7 @@ def reach_joints(joint_conf: np.ndarray) -> np.ndarray:
     jc = np.asarray(joint_conf)
     out = np.zeros(jc.shape, bool)
     for side in ("left", "right"):
-        arm = _ARM_JOINTS[side]
+        arm = ARM_JOINTS[side]
         reach = (jc[..., _WRIST[side]] > 0) & (jc[..., arm] <= 0).all(-1)
         out[..., arm] = reach[..., None]
     return out
@@ -270,10 +270,19 @@ def mark_reached(joint_conf: np.ndarray, joint_source: np.ndarray, reach: np.nda
     jc = np.array(joint_conf, copy=True)
     src = np.array(joint_source, copy=True)
     for side in ("left", "right"):
-        arm = _ARM_JOINTS[side]
+        arm = ARM_JOINTS[side]
         jc[..., arm] = np.where(reach[..., arm], jc[..., _WRIST[side], None], jc[..., arm])
     src[reach] = SOURCE_SEEN
     return jc, src
+
+
+def release_weights(frames_since: np.ndarray, blend_frames: int) -> np.ndarray:
+    """Weight ``(...)`` of a released arm's last reached pose ``frames_since`` frames after the hand was
+    last seen (1 on that frame, a smoothstep down to 0 over ``blend_frames``): an arm that reached a
+    hand blends back to its unseen pose over :data:`BLEND_S`, like any part that leaves the camera,
+    instead of dropping in one frame when the hand detector loses the hand."""
+    w = np.clip(1.0 - np.asarray(frames_since, np.float64) / (blend_frames + 1.0), 0.0, 1.0)
+    return w * w * (3.0 - 2.0 * w)
 
 
 _SPINE3: Final[int] = JOINT_NAMES.index("spine3")
@@ -281,7 +290,8 @@ _CHEST_ROWS: Final[np.ndarray] = np.array([KEYPOINT_NAMES.index(n) for n in ("ne
 _HAND_ROWS: Final[dict[str, np.ndarray]] = {
     side: np.array([KEYPOINT_NAMES.index(n) for n in _hand(side, *HAND21_NAMES)]) for side in ("left", "right")}
 _WRIST: Final[dict[str, int]] = {side: JOINT_NAMES.index(f"{side}_wrist") for side in ("left", "right")}
-_ARM_JOINTS: Final[dict[str, np.ndarray]] = {
+#: (collar, shoulder, elbow) of each side, the joints :func:`reach_joints` frees
+ARM_JOINTS: Final[dict[str, np.ndarray]] = {
     side: np.array([JOINT_NAMES.index(f"{side}_{j}") for j in ("collar", "shoulder", "elbow")]) for side in ("left", "right")}
 
 
