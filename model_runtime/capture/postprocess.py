@@ -178,13 +178,13 @@ class MotionPostprocessor:
         """Posed, scaled joints ``(B, 52, 3)`` of ``rots (B, 52, 3, 3)`` with the clip's shape and
         the model's body keypoints ``(B, 24, 3)`` (Eq. 14's head bones, face close-ups; None
         without the image-aligned fit)."""
+        if self.align is not None:       # the fit's model keypoints pose the same skeleton: one FK for both
+            self.align.set_shape(self.shape.betas, self.shape.scale)
+            joints, _, points = self.align.kp.pose(rots, np.zeros((len(rots), 3)))
+            return joints, points[:, :24]
         j_rest = np.broadcast_to(self.rest_joints(self.shape.betas), (len(rots), NUM_JOINTS, 3))
         joints, _ = forward_kinematics(rots, np.ascontiguousarray(j_rest), self.parents)
-        points = None
-        if self.align is not None:
-            self.align.set_shape(self.shape.betas, self.shape.scale)
-            points = self.align.kp.pose(rots, np.zeros((len(rots), 3)))[2][:, :24]
-        return joints * self.shape.scale, points
+        return joints * self.shape.scale, None
 
     def _solve_translation(self, valid: list[FrameRecord], joints: np.ndarray, points: np.ndarray | None) -> None:
         if not valid:
