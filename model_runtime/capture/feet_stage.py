@@ -161,7 +161,7 @@ class FootStage:
         if n == 0 or (not final and n - self._last_fit < self.refit
                       and (self.plane is not None or n >= self.hold + self.refit)):
             return                      # (no plane by the end of the hold: tried again every refit)
-        pos, seen = self._pos.a, self._seen.a
+        seen = self._seen.a
         L = len(self._labels)
         if self.plane is not None and self._labels[:L].any():
             use = self._labels                                        # contact frames
@@ -183,15 +183,20 @@ class FootStage:
                 if enough.any():
                     use = u[:int(np.argmax(enough)) + 1]
                 elif n < self.hold:
-                    if use.sum() >= F.PLANE_MIN_FRAMES:           # provisional labels meanwhile
-                        pts, frames = F.run_means(use, pos[:len(use)])
-                        self._provisional_plane = F.fit_ground_plane(pts, weights=frames)
+                    self._provisional_plane = self._plane_from(use)     # provisional labels meanwhile
                     return
-        pts, frames = F.run_means(use, pos[:len(use)])                  # one point per planted run
-        plane = F.fit_ground_plane(pts, weights=frames) if use.sum() >= F.PLANE_MIN_FRAMES else None
+        plane = self._plane_from(use)
         if plane is not None:
             self.plane = plane
         self._last_fit = n
+
+    def _plane_from(self, use: np.ndarray) -> np.ndarray | None:
+        """The plane through the ankles of the frames ``use (m, 2)`` marks, one point per planted run,
+        or None with fewer than PLANE_MIN_FRAMES of them."""
+        if use.sum() < F.PLANE_MIN_FRAMES:
+            return None
+        pts, frames = F.run_means(use, self._pos.a[:len(use)])
+        return F.fit_ground_plane(pts, weights=frames)
 
     def _contacts(self, lo: int, hi: int, init, plane: np.ndarray | None = None) -> np.ndarray:
         """Contact ``(hi - lo, 2)`` of frames ``lo..hi-1`` under ``plane`` (default: the current
