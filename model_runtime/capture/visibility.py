@@ -44,6 +44,7 @@ from ..core.skeleton import (
     depth_levels
 )
 from .filters import slerp
+from .translation import eq14_confidence
 
 #: keypoint rows of ``keypoints_2d`` / ``keypoint_visibility`` in capture files
 KEYPOINT_NAMES: Final[tuple[str, ...]] = (
@@ -237,8 +238,7 @@ def fit_confidence(ik_conf: np.ndarray, vis: np.ndarray, joint_conf: np.ndarray)
     c = np.array(ik_conf, np.float64)
     v = np.asarray(vis, np.float64)
     jc = np.asarray(joint_conf, np.float64)
-    torso = np.where(v < c - 1e-6, v, c)
-    torso = np.where(v >= SEEN_OFF, torso, 0.0)
+    torso = np.where(v >= SEEN_OFF, eq14_confidence(c, v), 0.0)    # gated by the image frame, as Eq. 14's
     c = np.where(_IK_TORSO_MASK, torso, c)
     chest = jc[..., _SPINE3] > 0
     c[..., _CHEST_ROWS] = np.where(chest[..., None], c[..., _CHEST_ROWS], 0.0)
