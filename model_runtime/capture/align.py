@@ -451,24 +451,9 @@ class ImageAligner:
             return energy, G, None, None
         B = rot.shape[0]
         rows, sides = fr.rows, fr.sides
-        Xr, ur, zr = X[:, rows], u[:, rows], z[:, rows]
-        # d(metres at the person)/dX of the active keypoints: A (B, R, 2, 3)
-        A = np.zeros((B, len(rows), 2, 3))
-        A[..., 0, 0] = self.fxy[0] / zr
-        A[..., 1, 1] = self.fxy[1] / zr
-        A[..., :, 2] = -(ur - self.principal) / zr[..., None]
-        A *= fr.inv_ppm[:, None, None, None]
+        Xr = X[:, rows]
+        A, Jb = self.body_jacobian(fr, J, X, u, z, rows)                                   # (B, R, 2, 3), (B, R, 2, 69)
         wk = fr.c[:, rows] / root[:, rows]                                                 # IRLS (B, R)
-        # d X_k / d w_a = M_ka (J_a - X_k) x . ; rows a_r . (D x w) = (a_r x D) . w, over the
-        # joints that move X_k only (anc); laid out (B, R, 69, 2) for the scatter
-        anc, anc_w = self.kp.body_anc[rows], self.kp.body_anc_w[rows]                      # (R, L)
-        D = J[:, anc] - Xr[:, :, None, :]                                                  # (B, R, L, 3)
-        val = cross(A[:, :, None, :, :], D[:, :, :, None, :]) * anc_w[None, :, :, None, None]   # (B, R, L, 2, 3)
-        JbT = np.zeros((B, len(rows), 3 + 3 * NUM_BODY_JOINTS, 2), np.float32)
-        JbT[:, :, :3] = np.swapaxes(A, -1, -2)
-        cidx = 3 + 3 * anc[..., None] + np.arange(3)                                       # (R, L, 3)
-        JbT[:, np.arange(len(rows))[:, None, None], cidx] = np.swapaxes(val, -1, -2)
-        Jb = np.swapaxes(JbT, -1, -2)                                                       # (B, R, 2, 69)
         wr = np.repeat(wk, 2, axis=1).astype(np.float32)                                    # (B, 2R)
         Jb2 = Jb.reshape(B, 2 * len(rows), -1)
         JbWT = np.swapaxes(Jb2 * wr[..., None], 1, 2)
@@ -515,6 +500,29 @@ class ImageAligner:
             Hbb += JwT @ Jd
             gb += JwT @ r3.reshape(B, -1, 1)
         return energy, G, (Hbb, Hbf, Hff), (gb, gf)
+
+    def body_jacobian(self, fr: AlignFrames, J, X, u, z, rows, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+        """The 2D term's Jacobian at keypoints ``rows (R,)``: ``A (B, R, 2, 3)``, d(metres at the
+        person)/dX, and ``Jb (B, R, 2, 69)`` (``dtype``) over the translation and the 22 body joints'
+        rotation increments; ``J (B, 52, 3)`` joints, ``X (B, 66, 3)`` keypoints, ``u``/``z`` their
+        pixels and depths (:meth:`project`)."""
+        B = len(J)
+        Xr, ur, zr = X[:, rows], u[:, rows], z[:, rows]
+        A = np.zeros((B, len(rows), 2, 3))
+        A[..., 0, 0] = self.fxy[0] / zr
+        A[..., 1, 1] = self.fxy[1] / zr
+        A[..., :, 2] = -(ur - self.principal) / zr[..., None]
+        A *= fr.inv_ppm[:, None, None, None]
+        # d X_k / d w_a = M_ka (J_a - X_k) x . ; rows a_r . (D x w) = (a_r x D) . w, over the
+        # joints that move X_k only (anc); laid out (B, R, 69, 2) for the scatter
+        anc, anc_w = self.kp.body_anc[rows], self.kp.body_anc_w[rows]                      # (R, L)
+        D = J[:, anc] - Xr[:, :, None, :]                                                  # (B, R, L, 3)
+        val = cross(A[:, :, None, :, :], D[:, :, :, None, :]) * anc_w[None, :, :, None, None]   # (B, R, L, 2, 3)
+        JbT = np.zeros((B, len(rows), 3 + 3 * NUM_BODY_JOINTS, 2), dtype)
+        JbT[:, :, :3] = np.swapaxes(A, -1, -2)
+        cidx = 3 + 3 * anc[..., None] + np.arange(3)                                       # (R, L, 3)
+        JbT[:, np.arange(len(rows))[:, None, None], cidx] = np.swapaxes(val, -1, -2)
+        return A, np.swapaxes(JbT, -1, -2)
 
     def _solve(self, H, g, lam, sides, free=None):
         """LM step by the Schur complement of the (block-diagonal) finger blocks of the ``sides``

@@ -47,7 +47,6 @@ from typing import Final
 
 import numpy as np
 
-from ..core.backend import cross
 from ..core.skeleton import NUM_BODY_JOINTS
 from ..models.keypoints import NUM_BODY_KP
 from .align import AlignFrames, ImageAligner, ModelKeypoints
@@ -123,19 +122,8 @@ def reduced_step(aligner: ImageAligner, fr: AlignFrames, rot: np.ndarray, transl
     s2 = aligner.config.sigma ** 2
     w = fr.c[:, rows] / np.sqrt(1.0 + (d * d).sum(-1) / s2)                          # IRLS (B, R)
     B, R = w.shape
-    A = np.zeros((B, R, 2, 3))
-    A[..., 0, 0] = aligner.fxy[0] / z[:, rows]
-    A[..., 1, 1] = aligner.fxy[1] / z[:, rows]
-    A[..., :, 2] = -(u[:, rows] - aligner.principal) / z[:, rows, None]
-    A *= fr.inv_ppm[:, None, None, None]
     # the pose's columns as the aligner lays them out: translation, then 3 per body joint
-    anc, anc_w = aligner.kp.body_anc[rows], aligner.kp.body_anc_w[rows]                # (R, L)
-    val = cross(A[:, :, None], (J[:, anc] - X[:, rows][:, :, None])[:, :, :, None]) * anc_w[None, :, :, None, None]
-    JpT = np.zeros((B, R, 3 + 3 * NUM_BODY_JOINTS, 2))
-    JpT[:, :, :3] = np.swapaxes(A, -1, -2)
-    cidx = 3 + 3 * anc[..., None] + np.arange(3)                                       # (R, L, 3)
-    JpT[:, np.arange(R)[:, None, None], cidx] = np.swapaxes(val, -1, -2)
-    Jp = np.swapaxes(JpT, -1, -2)                                                      # (B, R, 2, 69)
+    A, Jp = aligner.body_jacobian(fr, J, X, u, z, rows, np.float64)                  # (B, R, 2, 3), (B, R, 2, 69)
     Jb = A @ D[:, rows]                                                                # (B, R, 2, nb)
     wk = w[..., None, None]
     Hpb = np.einsum("bkri,bkrj->bij", Jp * wk, Jb)                                   # (B, 69, nb)
