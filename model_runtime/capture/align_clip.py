@@ -191,7 +191,7 @@ class ClipAlignment:
 
     def flush(self) -> list:
         """End of the clip: the records still held (fitted and smoothed)."""
-        out = self.smoother.push(self._fit_pending())
+        out = self.smoother.push(self._fit_pending(final=True))
         return self._posed(self._live_filtered(out + self.smoother.flush()))
 
     def _live_filtered(self, recs) -> list:
@@ -206,11 +206,21 @@ class ClipAlignment:
                     r.transl = transl_f(r.transl, r.time)
         return recs
 
-    def _fit_pending(self) -> list:
-        recs, self._pending = self._pending, []
+    def _fit_pending(self, final: bool = False) -> list:
+        """Refine the pending records and hand them on.  Offline the fit runs on fixed chunks of
+        :data:`ALIGN_BATCH` valid frames (the rest waits for the next records, or ``final``), so the
+        result does not depend on how the records arrived (the temporal links inside a batch and
+        across batches converge differently)."""
+        recs = self._pending
         valid = [r for r in recs if r.valid]
-        if valid:
-            self.refine(valid)
+        if self.smoother.half and not final:
+            n = len(valid) // ALIGN_BATCH * ALIGN_BATCH
+            cut = [i for i, r in enumerate(recs) if r.valid][n - 1] + 1 if n else 0
+            recs, valid = recs[:cut], valid[:n]
+        self._pending = self._pending[len(recs):]
+        step = ALIGN_BATCH if self.smoother.half else max(1, len(valid))
+        for i in range(0, len(valid), step):
+            self.refine(valid[i:i + step])
         return recs
 
     def _posed(self, recs) -> list:

@@ -107,7 +107,12 @@ class ClipCapture:
         rec.keyframe_fit = self.keyframes.submit_if_keyframe(frame, det, seed)
 
     def _release_ready(self, final: bool) -> list[FrameRecord]:
-        """Post-process the leading held records whose keyframe fit is done (all if ``final``)."""
+        """Post-process the leading held records whose keyframe fit is done (all if ``final``).
+        Offline, the first release waits until it can hold the shape's whole window
+        (:attr:`~.tracking.ShapeEstimator.window_end`): the clip's calibration runs on those frames,
+        so its result does not depend on how fast the keyframe fits finish."""
+        if not (final or self.live) and self.postprocess.calibration_pending and not self._window_ready():
+            return []
         ready: list[FrameRecord] = []
         while self._held:
             rec = self._held[0]
@@ -121,3 +126,15 @@ class ClipCapture:
         out = self.postprocess.push(ready)
         self.timer.since("filter", t0, n=len(ready))
         return out
+
+    def _window_ready(self) -> bool:
+        """Whether every held record up to the shape window's end may leave (its keyframe fit done)."""
+        end = self.shape.window_end
+        if end is None or self.keyframes is None:
+            return True
+        for rec in self._held:
+            if rec.index > end:
+                return True
+            if rec.keyframe_fit is not None and not rec.keyframe_fit.done():
+                return False
+        return False             # the window's end is not held yet

@@ -139,7 +139,7 @@ class IKFitter:
                 r.valid = False
                 continue
             r.rot[:NUM_BODY_JOINTS] = rot_body[i]
-            self.shape.add(betas[i], float(scale[i]), weight=float(r.ik_conf[:_NB].mean()))
+            self.shape.add(betas[i], float(scale[i]), weight=float(r.ik_conf[:_NB].mean()), index=r.index)
         fitted = np.array([r.valid for r in valid])
         valid, joint_conf, jseen = [r for r in valid if r.valid], joint_conf[fitted], jseen[fitted]
         with_hands = [r for r in valid if _hands_seen(r).any()] if self.hands else []

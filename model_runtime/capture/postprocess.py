@@ -128,6 +128,11 @@ class MotionPostprocessor:
             recs = self.feet.push(self._with_shape(recs))
         return self._centre_face(self._fill(recs))
 
+    @property
+    def calibration_pending(self) -> bool:
+        """Whether the clip's calibration (:meth:`.align_clip.ClipAlignment.calibrate`) has yet to run."""
+        return self.align is not None and self.align.calibrating
+
     def _centre_face(self, recs: list[FrameRecord]) -> list[FrameRecord]:
         return recs if self.expr_centred is None else self.expr_centred.push(recs)
 
@@ -170,7 +175,8 @@ class MotionPostprocessor:
         self._solve_translation(valid, *self._posed(rots))
         if self.align is not None and self.align.calibrating and self.shape.frozen:
             # the clip's first frames: focal estimate, beta and depth anchoring, then Eq. 14 again
-            if self.align.calibrate(valid, self.shape):
+            end = self.shape.window_end
+            if self.align.calibrate([r for r in valid if end is None or r.index <= end], self.shape):
                 self.translation, self._last_transl = TranslationSolver(self.align.camera.K), last
                 self._solve_translation(valid, *self._posed(rots))
 

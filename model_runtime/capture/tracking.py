@@ -103,6 +103,10 @@ class ShapeEstimator:
         self._frozen: tuple[np.ndarray, float] | None = None
         self._ik_betas: np.ndarray | None = None
         self._nb = num_betas
+        #: the frame index of the last frame added when the estimate froze (the window's end: the
+        #: clip's calibration runs on the frames up to it), None while open or when none carried one
+        self.window_end: int | None = None
+        self._last_index: int | None = None
 
     @property
     def frozen(self) -> bool:
@@ -112,20 +116,23 @@ class ShapeEstimator:
     def count(self) -> int:
         return len(self._w)
 
-    def add(self, betas: np.ndarray, scale: float, weight: float) -> None:
-        """Add one frame's ``betas (16,)``, ``scale`` and ``weight`` (e.g. mean body confidence)."""
+    def add(self, betas: np.ndarray, scale: float, weight: float, index: int | None = None) -> None:
+        """Add one frame's ``betas (16,)``, ``scale`` and ``weight`` (e.g. mean body confidence);
+        ``index``: the frame's index (:attr:`window_end`)."""
         if self._frozen is not None or not weight > 0:
             return
         self._betas.append(np.asarray(betas, np.float64).reshape(self._nb))
         self._scale.append(float(scale))
         self._w.append(float(weight))
+        self._last_index = index
         if len(self._w) >= self.window:
-            self._frozen = self._estimate()
+            self.freeze()
 
     def freeze(self) -> None:
         """Freeze with whatever was seen (end of the clip)."""
         if self._frozen is None:
             self._frozen = self._estimate()
+            self.window_end = self._last_index
 
     def set_betas(self, betas: np.ndarray) -> None:
         """Replace the clip's betas (freezing first; the IK's stay in :attr:`ik_betas`): the
