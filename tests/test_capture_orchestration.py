@@ -362,3 +362,26 @@ def test_stage_cpu_times_are_recorded(real):
     for k, cpu in res.stage_cpu_ms.items():
         assert 0.0 <= cpu <= 1.05 * res.stage_ms[k] + 0.5, (k, cpu, res.stage_ms[k])
     assert res.stage_cpu_ms["ik"] > 0 and res.stage_cpu_ms["filter"] > 0
+    assert 0.0 < res.fitting_cpu_s <= res.wall_s * 1.05 + 0.1
+
+
+def test_fitting_runs_below_the_detector(real):
+    """The fitting (and the callbacks it calls) runs in one thread other than the caller's, FIT_THREAD_NICE
+    nice steps lower (Linux), so the detector's threads come first; the caller's own priority is untouched."""
+    import os
+    import threading
+
+    from model_runtime.capture.workers import FIT_THREAD_NICE
+
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = set()
+
+    def on_frame(rec, recs):
+        seen.add((threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+
+    res, recs = capture(real, face=False, on_frame=on_frame)
+    assert len(recs) == 81 and len(seen) == 1
+    (tid, nice), = seen
+    assert tid != threading.get_native_id()
+    assert nice == min(19, caller + FIT_THREAD_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller

@@ -1,4 +1,4 @@
-"""One clip's capture in the caller's thread: detected frames -> records -> IK -> face -> held until
+"""One clip's capture in the fitting thread: detected frames -> records -> IK -> face -> held until
 released (the clip's shape, keyframe fits) -> post-processing.  Everything carried from frame to
 frame lives here (or in the stages it owns); the pipeline creates one per capture."""
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Four threads overlap the work, joined by bounded queues (so memory stays flat whatever the clip
 length)::
 
-    [decode thread]  source frames ──q──> [detect thread] detector ──q──> [caller's thread]
+    [decode thread]  source frames ──q──> [detect thread] detector ──q──> [fitting thread, nice +5]
                                                                            hand sides, IK, shape,
                                                                            face tracker, Eq. 14,
                                                                            filters, gap filling,
@@ -11,7 +11,9 @@ length)::
                             [face thread, low priority] keyframe face fit <──┘
 
 OpenCV decoding and MediaPipe release the GIL, so on two cores decoding and detection of frame
-t+1 run while frame t is fitted.  The face is split in two: every frame's head pose and
+t+1 run while frame t is fitted.  The fitting thread runs at a lower OS priority: MediaPipe's graph
+threads, the capture's bottleneck, come first, and the fitting takes the CPU they leave idle (the
+caller's thread only waits for it).  The face is split in two: every frame's head pose and
 expression come from a fast landmark tracker (~2-4 ms, inline); the photometric part (closed
 form, ~25 ms) runs on keyframes at a lower OS priority (:mod:`.keyframes`) and gives the clip's
 albedo and the lighting, so it does not slow the body capture down.  Cancellation (an
@@ -63,7 +65,7 @@ from .output import KEYPOINT_NAMES, CaptureOutput, ClipValues
 from .postprocess import expression_smoothing
 from .records import CaptureResult, FrameCallback, ProgressCallback, StageTimer
 from .sources import FrameSource
-from .workers import DetectionStream, limit_numpy_blas_threads
+from .workers import FIT_THREAD_NICE, POLL_S, DetectionStream, limit_numpy_blas_threads, lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,9 @@ class CapturePipeline:
         """Capture ``source`` into ``output`` (``.npz``; None = do not write).
 
         ``on_progress(frames_done, total_or_None, fps)`` and ``on_frame(record)`` (the
-        written :class:`FrameRecord`) are called from this thread after every written frame.
+        written :class:`FrameRecord`) are called from the fitting thread after every written
+        frame (one thread, of lower priority: :data:`.workers.FIT_THREAD_NICE`); this thread
+        waits for it, so Ctrl-C still reaches it.
         Returns a :class:`CaptureResult`; raises :class:`CancelledError` when ``cancel`` is set,
         the source's error (e.g. :class:`SourceLostError`), or :class:`NoPersonError` when no
         frame had a person -- each with ``partial_output`` set.  ``live`` (default:
@@ -111,20 +115,43 @@ class CapturePipeline:
         clip, out = self._start_clip(source, output, live, static_extra, stop_workers, timer, on_frame, on_progress)
         stream = DetectionStream(source, self.detector, timer, self.options.queue_size, stop_workers)
         batch_size = 1 if clip.live else self.options.ik_batch
-        error: BaseException | None = None
+        errors: list[BaseException] = []
+        fit_cpu = [0.0]
+
+        def fit() -> None:
+            """The fitting loop, in its own thread of lower priority (:data:`.workers.FIT_THREAD_NICE`)."""
+            lower_thread_priority(FIT_THREAD_NICE)
+            c0 = time.thread_time()
+            try:
+                while (batch := stream.next_batch(batch_size, cancel)) is not None:
+                    if not batch:
+                        raise CancelledError(f"{source.description}: capture cancelled after {out.frames} frames")
+                    out.emit(clip.process(batch))
+                    out.write_clip_values()
+                out.emit(clip.finish())
+            except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+                errors.append(e)
+            finally:
+                fit_cpu[0] = time.thread_time() - c0
+
         stream.start()
+        fitter = threading.Thread(target=fit, name="capture-fit", daemon=True)
         try:
-            while (batch := stream.next_batch(batch_size, cancel)) is not None:
-                if not batch:
-                    raise CancelledError(f"{source.description}: capture cancelled after {out.frames} frames")
-                out.emit(clip.process(batch))
-                out.write_clip_values()
-            out.emit(clip.finish())
-        except BaseException as e:  # noqa: BLE001 - re-raised below with the partial output named
-            error = e
+            fitter.start()
+            while fitter.is_alive():     # the caller's thread waits here, so Ctrl-C (SIGINT) still reaches it
+                fitter.join(POLL_S)
+        except BaseException as e:  # noqa: BLE001 - Ctrl-C / SIGTERM: the fitting stops at the next frame
+            cancel.set()
+            errors.insert(0, e)
+            while fitter.is_alive():
+                try:
+                    fitter.join(POLL_S)
+                except KeyboardInterrupt:   # a second Ctrl-C/SIGTERM does not lose the fitted frames
+                    log.warning("interrupted again; stopping after the frame being fitted")
         finally:
             stop_workers.set()
             stream.join()
+        error = errors[0] if errors else None
         wall = time.perf_counter() - out.t_start
         if error is not None:
             self._fail(error, clip, out, source)
@@ -138,7 +165,7 @@ class CapturePipeline:
         return CaptureResult(output=path, frames=out.frames, valid_frames=clip.valid_frames, cancelled=False,
                              wall_s=wall, stage_ms=timer.mean_ms(), hand_swaps=clip.hands.swaps,
                              dropped_frames=timer.dropped, face_fits=timer.count["face"],
-                             stage_cpu_ms=timer.mean_cpu_ms())
+                             stage_cpu_ms=timer.mean_cpu_ms(), fitting_cpu_s=fit_cpu[0])
 
     def _start_clip(self, source: FrameSource, output, live: bool | None, static_extra, stop: threading.Event,
                     timer: StageTimer, on_frame, on_progress) -> tuple[ClipCapture, CaptureOutput]:

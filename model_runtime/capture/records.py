@@ -148,6 +148,7 @@ class CaptureResult:
     dropped_frames: int = 0
     face_fits: int = 0       # keyframe face fits (every face frame is tracked); stage_ms["face"] is per fit
     stage_cpu_ms: dict[str, float] = field(default_factory=dict)   # thread CPU ms, as stage_ms (StageTimer.mean_cpu_ms)
+    fitting_cpu_s: float = 0.0   # CPU seconds of the fitting thread (hand sides, IK, face tracker, filters, writing)
 
     @property
     def fps(self) -> float:

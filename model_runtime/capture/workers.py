@@ -36,8 +36,12 @@ log = logging.getLogger(__name__)
 #: scipy.ndimage; torch rotations: roma).  Imported in the fitting thread they stalled it mid-clip
 #: for ~1 s on a quiet machine, 2-3 s under load (cProfile of a replayed tennis capture).
 LAZY_STAGE_MODULES: Final[tuple[str, ...]] = ("scipy.optimize", "scipy.ndimage", "roma")
-#: nice value of the keyframe face thread (adaptive mode)
+#: nice increment of the keyframe face thread (adaptive mode)
 FACE_THREAD_NICE: Final[int] = 10
+#: nice increment of the fitting thread (:meth:`.pipeline.CapturePipeline.run`): MediaPipe's graph
+#: threads come first, the fitting takes the CPU they leave (MediaPipe alone keeps ~1.4 of 2 cores
+#: busy).  Tennis, 150 frames, quiet: bench ratio 0.81 at the same priority, 0.92 at +5, 0.91 at +10
+FIT_THREAD_NICE: Final[int] = 5
 #: seconds between two looks at a queue or the stop event
 POLL_S: Final[float] = 0.05
 
@@ -87,7 +91,7 @@ def _decode_frames(source: FrameSource, out: queue.Queue, stop: threading.Event,
             if not _put(out, item, stop):
                 return
         _put(out, _End(), stop)
-    except BaseException as e:  # forwarded, raised in the caller's thread after earlier frames
+    except BaseException as e:  # forwarded, raised in the fitting thread after earlier frames
         _put(out, _End(e), stop)
 
 
@@ -193,16 +197,17 @@ class DetectionStream:
 
 
 # --------------------------------------------------------------------------- keyframe face fits
-def lower_thread_priority() -> None:
-    """Lower the calling thread's priority to a nice value of :data:`FACE_THREAD_NICE` (Linux
-    threads have their own nice value; elsewhere leave it as is).
+def lower_thread_priority(by: int = FACE_THREAD_NICE) -> None:
+    """Lower the calling thread's priority by ``by`` nice steps (Linux threads have their own nice
+    value; elsewhere, or where it is not allowed, leave it as is).
 
     Not ``SCHED_IDLE``: on a machine with other (niced) work an idle-class thread is starved,
     and a clip's first keyframe, which the offline capture needs for its albedo and lighting,
     took 3-9 s instead of ~0.5 s (bench, tennis.mp4 and s20.mp4).  At nice 10 the worker still
     yields ~90 % of a shared core to the capture's own threads."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FACE_THREAD_NICE)
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
     except (AttributeError, OSError):
         pass
 

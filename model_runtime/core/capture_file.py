@@ -233,6 +233,11 @@ class CaptureWriter:
         self._cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()   # recent chunks by start
         self.update_static(**static)
 
+    @property
+    def chunks_written(self) -> int:
+        """Chunks of frames written to disk so far."""
+        return len(self._chunk_starts)
+
     def update_static(self, **values) -> None:
         for k, v in values.items():
             if k not in STATIC_KEYS:
