@@ -385,3 +385,16 @@ def test_fitting_runs_below_the_detector(real):
     assert tid != threading.get_native_id()
     assert nice == min(19, caller + FIT_THREAD_NICE)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
+
+
+def test_detected_queue_is_sized_by_image_memory():
+    """Offline the detector may run ahead of the fitting by up to 256 MiB of images (64 frames at
+    most, never fewer than queue_size); live the queue stays short (latency)."""
+    from model_runtime.capture.workers import DETECTED_QUEUE_BYTES, MAX_DETECTED_FRAMES, detected_queue_size
+
+    assert detected_queue_size((812, 720), 8, live=False) == MAX_DETECTED_FRAMES
+    n = detected_queue_size((1080, 1920), 8, live=False)
+    assert 8 < n < MAX_DETECTED_FRAMES and n * 1080 * 1920 * 3 <= DETECTED_QUEUE_BYTES
+    assert detected_queue_size((3840, 2160), 8, live=False) == 10
+    assert detected_queue_size((7680, 4320), 8, live=False) == 8
+    assert detected_queue_size((812, 720), 8, live=True) == 8

@@ -3,7 +3,7 @@
 Four threads overlap the work, joined by bounded queues (so memory stays flat whatever the clip
 length)::
 
-    [decode thread]  source frames ──q──> [detect thread] detector ──q──> [fitting thread, nice +5]
+    [decode thread]  source frames ──q──> [detect thread] detector ──q──> [fitting thread, nice +10]
                                                                            hand sides, IK, shape,
                                                                            face tracker, Eq. 14,
                                                                            filters, gap filling,
@@ -65,7 +65,8 @@ from .output import KEYPOINT_NAMES, CaptureOutput, ClipValues
 from .postprocess import expression_smoothing
 from .records import CaptureResult, FrameCallback, ProgressCallback, StageTimer
 from .sources import FrameSource
-from .workers import FIT_THREAD_NICE, POLL_S, DetectionStream, limit_numpy_blas_threads, lower_thread_priority
+from .workers import (FIT_THREAD_NICE, POLL_S, DetectionStream, detected_queue_size, limit_numpy_blas_threads,
+                      lower_thread_priority)
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ class CapturePipeline:
         cancel = cancel or threading.Event()
         stop_workers, timer = threading.Event(), StageTimer()
         clip, out = self._start_clip(source, output, live, static_extra, stop_workers, timer, on_frame, on_progress)
-        stream = DetectionStream(source, self.detector, timer, self.options.queue_size, stop_workers)
+        stream = DetectionStream(source, self.detector, timer, self.options.queue_size, stop_workers,
+                                 detected_queue_size(source.image_size, self.options.queue_size, clip.live))
         batch_size = 1 if clip.live else self.options.ik_batch
         errors: list[BaseException] = []
         fit_cpu = [0.0]

@@ -40,8 +40,16 @@ LAZY_STAGE_MODULES: Final[tuple[str, ...]] = ("scipy.optimize", "scipy.ndimage",
 FACE_THREAD_NICE: Final[int] = 10
 #: nice increment of the fitting thread (:meth:`.pipeline.CapturePipeline.run`): MediaPipe's graph
 #: threads come first, the fitting takes the CPU they leave (MediaPipe alone keeps ~1.4 of 2 cores
-#: busy).  Tennis, 150 frames, quiet: bench ratio 0.81 at the same priority, 0.92 at +5, 0.91 at +10
-FIT_THREAD_NICE: Final[int] = 5
+#: busy).  Tennis, 150 frames, bench ratio (docs/bench.md): 0.81 at the same priority; with the
+#: detector's queue of 8: +5 0.87/0.88, +10 0.88/0.92, +19 0.92/0.89; with :data:`DETECTED_QUEUE_BYTES`:
+#: +10 0.93/0.95, +19 0.91/0.95.  Not +19: against other busy programs the fitting would crawl
+FIT_THREAD_NICE: Final[int] = 10
+#: offline, detected frames waiting for the fitting thread: as many as fit in this many bytes of
+#: images (at least the capture's ``queue_size``, at most :data:`MAX_DETECTED_FRAMES`), so that the
+#: fitting's one-off spikes (the clip's calibration, a face's cold start, ~0.1-0.5 s) do not stall
+#: the detector: it detects ahead while the fitting catches up on the CPU it leaves
+DETECTED_QUEUE_BYTES: Final[int] = 256 * 2 ** 20
+MAX_DETECTED_FRAMES: Final[int] = 64
 #: seconds between two looks at a queue or the stop event
 POLL_S: Final[float] = 0.05
 
@@ -143,16 +151,28 @@ def warm_imports(names: tuple[str, ...] = LAZY_STAGE_MODULES) -> threading.Threa
     return t
 
 
+def detected_queue_size(image_size: tuple[int, int], queue_size: int, live: bool) -> int:
+    """Detected frames that may wait for the fitting: ``queue_size`` live (a short queue keeps the
+    latency down), offline as many ``(W, H)`` BGR images as fit in :data:`DETECTED_QUEUE_BYTES`,
+    between ``queue_size`` and :data:`MAX_DETECTED_FRAMES`."""
+    if live:
+        return queue_size
+    w, h = image_size
+    return int(max(queue_size, min(MAX_DETECTED_FRAMES, DETECTED_QUEUE_BYTES // max(1, 3 * w * h))))
+
+
 class DetectionStream:
     """Decodes ``source`` and detects its frames in two threads; :meth:`next_batch` takes them.
+    ``queue_size`` frames wait between decoding and detection, ``detected_size`` (default the same)
+    between detection and the fitting (:func:`detected_queue_size`).
 
     ``stop`` ends both threads (set it, then :meth:`join`).
     """
 
     def __init__(self, source: FrameSource, detector: Detector, timer: StageTimer, queue_size: int,
-                 stop: threading.Event):
+                 stop: threading.Event, detected_size: int | None = None):
         frames: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._detected: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._detected: queue.Queue = queue.Queue(maxsize=detected_size or queue_size)
         self._end: _End | None = None
         self._threads = [
             threading.Thread(target=_decode_frames, args=(source, frames, stop, timer, source.is_live),
