@@ -173,3 +173,21 @@ def test_unshipped_pose_models_are_not_downloaded(complexity):
     with pytest.raises(ModelFileError, match="not be downloaded"):
         make_detector("mediapipe", model_complexity=complexity)
     assert not os.path.exists(_pose_model_path(complexity))
+
+
+def test_body_face_points_come_from_the_face_mesh(detector, realdata):
+    """Where a face mesh is kept, the body's eyes are the mesh's eye-ring centres and its nose the
+    mesh's point 4 (the pose model's face points are coarse on turned heads); on the COCO skier they
+    land within a few px of the annotated eyes and nose (face box ~40 px)."""
+    from model_runtime.detectors.mediapipe import _BODY_FROM_MESH
+
+    img = cv2.imread(str(realdata / COCO_WB / "000000000785.jpg"))
+    ann = json.loads((realdata / COCO_WB / "test_coco_wholebody_one_image.json").read_text())["annotations"][0]
+    gt = _wholebody_gt(ann)
+    det = detector.detect(img)
+    names = list(BODY_KEYPOINT_NAMES)
+    for row, ids in _BODY_FROM_MESH:
+        np.testing.assert_allclose(det.body_2d[row, :2], det.face_landmarks[list(ids), :2].mean(0), atol=1e-3)
+    for name, coco in (("nose", 0), ("left_eye", 1), ("right_eye", 2)):
+        err = np.linalg.norm(det.body_2d[names.index(name), :2] - gt[coco, :2])
+        assert err < 6.0, (name, err)

@@ -60,6 +60,9 @@ Mappings and approximations (documented in ``docs/evaluation.md`` too):
   (:func:`head_crop`); its face replaces Holistic's (``extras['face_source'] = 'face_mesh'``), and
   when it finds no face Holistic's is dropped (``'rejected'``).  The extra graph runs only on such
   frames, so ordinary frames cost a few numpy operations more.
+* **Face points of the body**: where a face mesh is kept, the body's nose and eyes are the mesh's
+  (:func:`body_face_points_from_mesh`): the pose model's face points are coarse on turned or
+  tilted heads, and the image-aligned fit places the avatar's head on them.
 * **COCO-WholeBody 133**: body 17 from the pose landmarks; feet: big toe =
   ``foot_index``, heel = ``heel``, small toe is not available (confidence 0);
   face 68 via :data:`model_runtime.face.landmarks.MP468_TO_IBUG68`; hands as above.
@@ -243,6 +246,28 @@ _WB_RHAND: Final[slice] = slice(112, 133)
 _PALM: Final[tuple[int, int]] = (0, 9)   # hand landmark indices: wrist, middle-finger MCP
 
 
+#: the body keypoints the face mesh places (:func:`body_face_points_from_mesh`) and their mesh points
+#: (averaged): nose = 4 (the nose's front above the tip, where the pose's nose lands on frontal faces:
+#: 0.08 eye distances median on d0, the tip 1: 0.19), eyes = the mean of each eye's 16-point ring
+_BODY_FROM_MESH: Final[tuple[tuple[int, tuple[int, ...]], ...]] = (
+    (BODY_KEYPOINT_NAMES.index("nose"), (4,)),
+    (BODY_KEYPOINT_NAMES.index("left_eye"),            # the person's left eye
+     (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)),
+    (BODY_KEYPOINT_NAMES.index("right_eye"),
+     (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)),
+)
+
+
+def body_face_points_from_mesh(body_2d: np.ndarray, face_landmarks: np.ndarray) -> None:
+    """Replace the body's nose and eyes ``body_2d (24, 3)`` (x, y px; confidences kept) in place by
+    the face mesh's ``(468, >=2)`` px.  The pose model places its face points coarsely: on a head
+    tilted back (LivePortrait d3) its eyes sit a median 0.16-0.24 eye distances below the mesh's eye
+    centres, where on frontal faces (d0) they agree within 0.02-0.06; the avatar's head, fitted to
+    these points, sat 0.25 face sizes off the face (docs/face.md)."""
+    for row, ids in _BODY_FROM_MESH:
+        body_2d[row, :2] = face_landmarks[list(ids), :2].mean(0)
+
+
 def _pose_model_path(model_complexity: int) -> str:
     import mediapipe
 
@@ -422,6 +447,8 @@ class MediaPipeDetector:
         det = self._to_detection(graph.process(rgb), width, height)
         if self.face_check and det.face_landmarks is not None:
             self._check_face(rgb, det)
+        if det.face_landmarks is not None:
+            body_face_points_from_mesh(det.body_2d, det.face_landmarks)
         return det
 
     def _check_face(self, rgb: np.ndarray, det: Detection) -> None:
