@@ -382,8 +382,9 @@ def test_pipeline_waist_up_gets_no_contact(demo_captures):
 
 
 def test_pipeline_cancel_keeps_frames_with_feet(tmp_path):
-    """Cancelled while the feet stage holds frames (the detector cancels at frame 50): the held
-    frames are finished and kept, finite, with their contact labels."""
+    """Cancelled while the feet stage holds frames (cancelled once 30 frames are written; the fitting
+    runs behind the detector, so the cancel comes from the written frames, not from the detector):
+    the held frames are finished and kept, finite, with their contact labels."""
     import threading
 
     from model_runtime.capture.pipeline import build_pipeline
@@ -392,12 +393,16 @@ def test_pipeline_cancel_keeps_frames_with_feet(tmp_path):
     from tests.test_capture_orchestration import GreyFrames, ReplayDetector, _load_recording
 
     cancel = threading.Event()
-    det = ReplayDetector(after_detect=lambda i: cancel.set() if i == 50 else None)
-    pipe = build_pipeline(CaptureOptions(device="cpu", face=False), detector=det)
+
+    def stop_at_30(done, total, fps):
+        if done >= 30:
+            cancel.set()
+
+    pipe = build_pipeline(CaptureOptions(device="cpu", face=False), detector=ReplayDetector())
     with pytest.raises(CancelledError, match="kept in") as e:
-        pipe.run(GreyFrames(_load_recording()), tmp_path / "c.npz", cancel=cancel)
+        pipe.run(GreyFrames(_load_recording()), tmp_path / "c.npz", cancel=cancel, on_progress=stop_at_30)
     part = cf.load_capture(e.value.partial_output)
-    assert 40 <= part.num_frames < 81 and part["valid"].all()
+    assert 30 < part.num_frames < 81 and part["valid"].all()
     assert part["foot_contact"].any() and np.isfinite(part["transl"]).all()
 
 

@@ -154,7 +154,8 @@ def warm_imports(names: tuple[str, ...] = LAZY_STAGE_MODULES) -> threading.Threa
 def detected_queue_size(image_size: tuple[int, int], queue_size: int, live: bool) -> int:
     """Detected frames that may wait for the fitting: ``queue_size`` live (a short queue keeps the
     latency down), offline as many ``(W, H)`` BGR images as fit in :data:`DETECTED_QUEUE_BYTES`,
-    between ``queue_size`` and :data:`MAX_DETECTED_FRAMES`."""
+    between ``queue_size`` and :data:`MAX_DETECTED_FRAMES`.  A cancel stops the fitting at its next
+    frame: the frames still waiting (detected, not fitted) are not in the partial capture."""
     if live:
         return queue_size
     w, h = image_size

@@ -60,7 +60,7 @@ Mappings and approximations (documented in ``docs/evaluation.md`` too):
   (:func:`head_crop`); its face replaces Holistic's (``extras['face_source'] = 'face_mesh'``), and
   when it finds no face Holistic's is dropped (``'rejected'``).  The extra graph runs only on such
   frames, so ordinary frames cost a few numpy operations more.
-* **Face points of the body**: where a face mesh is kept, the body's nose and eyes are the mesh's
+* **Face points of the body**: where the face check keeps a face mesh, the body's nose and eyes are the mesh's
   (:func:`body_face_points_from_mesh`): the pose model's face points are coarse on turned or
   tilted heads, and the image-aligned fit places the avatar's head on them.
 * **COCO-WholeBody 133**: body 17 from the pose landmarks; feet: big toe =
@@ -447,8 +447,8 @@ class MediaPipeDetector:
         det = self._to_detection(graph.process(rgb), width, height)
         if self.face_check and det.face_landmarks is not None:
             self._check_face(rgb, det)
-        if det.face_landmarks is not None:
-            body_face_points_from_mesh(det.body_2d, det.face_landmarks)
+            if det.face_landmarks is not None:     # a face the check kept: its nose and eyes are the body's
+                body_face_points_from_mesh(det.body_2d, det.face_landmarks)
         return det
 
     def _check_face(self, rgb: np.ndarray, det: Detection) -> None:
