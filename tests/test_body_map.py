@@ -72,8 +72,7 @@ def test_calibrated_map_not_worse_on_real_h36m_frames(realdata):
             px, world = d.extras["pose_landmarks_px"], d.extras["pose_world_landmarks"]
             from_pose = np.ones(len(BODY_KEYPOINT_NAMES), bool)
             if d.face_landmarks is not None:      # nose and eyes: the face mesh's (detectors/mediapipe.py)
-                from model_runtime.detectors.mediapipe import _BODY_FROM_MESH
-                from_pose[[row for row, _ in _BODY_FROM_MESH]] = False
+                from_pose[[BODY_KEYPOINT_NAMES.index(n) for n in ("nose", "left_eye", "right_eye")]] = False
             np.testing.assert_allclose(d.body_2d[from_pose, :2], calibrated.apply_2d(px)[from_pose], atol=1e-3)
             np.testing.assert_allclose(d.body_3d, calibrated.apply_3d(world), atol=1e-5)
             g2, g3 = part[gt_idx, :2], S[gt_idx, :3] - S[gt_idx[0], :3]

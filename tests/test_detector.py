@@ -176,18 +176,29 @@ def test_unshipped_pose_models_are_not_downloaded(complexity):
 
 
 def test_body_face_points_come_from_the_face_mesh(detector, realdata):
-    """Where a face mesh is kept, the body's eyes are the mesh's eye-ring centres and its nose the
-    mesh's point 4 (the pose model's face points are coarse on turned heads); on the COCO skier they
-    land within a few px of the annotated eyes and nose (face box ~40 px)."""
-    from model_runtime.detectors.mediapipe import _BODY_FROM_MESH
-
+    """Where a face mesh is kept, the body's nose lies on the mesh's segment from point 4 to the tip
+    (point 1) and each eye 0.2 eye widths from its ring's centre, on the brow side (where the body
+    model's keypoint vertices sit on the face: the pose model's face points are coarse on turned
+    heads); on the COCO skier they land within a few px of the annotated eyes and nose (face ~40 px)."""
     img = cv2.imread(str(realdata / COCO_WB / "000000000785.jpg"))
     ann = json.loads((realdata / COCO_WB / "test_coco_wholebody_one_image.json").read_text())["annotations"][0]
     gt = _wholebody_gt(ann)
     det = detector.detect(img)
     names = list(BODY_KEYPOINT_NAMES)
-    for row, ids in _BODY_FROM_MESH:
-        np.testing.assert_allclose(det.body_2d[row, :2], det.face_landmarks[list(ids), :2].mean(0), atol=1e-3)
+    lm = det.face_landmarks[:, :2].astype(np.float64)
+    nose = det.body_2d[names.index("nose"), :2]
+    seg = lm[1] - lm[4]
+    t = float((nose - lm[4]) @ seg / (seg @ seg))
+    assert 0.3 < t < 0.5 and np.linalg.norm(lm[4] + t * seg - nose) < 1e-3
+    mouth = lm[[13, 14]].mean(0)
+    for name, ring, corners in (("left_eye", [263, 362, 387, 373], (263, 362)), ("right_eye", [33, 133, 160, 144], (33, 133))):
+        eye = det.body_2d[names.index(name), :2]
+        width = np.linalg.norm(lm[corners[0]] - lm[corners[1]])
+        centre = lm[[263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]].mean(0) \
+            if name == "left_eye" else lm[[33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]].mean(0)
+        off = eye - centre
+        assert 0.17 * width < np.linalg.norm(off) < 0.23 * width
+        assert np.linalg.norm(eye - mouth) > np.linalg.norm(centre - mouth)          # towards the brow
     for name, coco in (("nose", 0), ("left_eye", 1), ("right_eye", 2)):
         err = np.linalg.norm(det.body_2d[names.index(name), :2] - gt[coco, :2])
         assert err < 6.0, (name, err)

@@ -60,9 +60,10 @@ Mappings and approximations (documented in ``docs/evaluation.md`` too):
   (:func:`head_crop`); its face replaces Holistic's (``extras['face_source'] = 'face_mesh'``), and
   when it finds no face Holistic's is dropped (``'rejected'``).  The extra graph runs only on such
   frames, so ordinary frames cost a few numpy operations more.
-* **Face points of the body**: where the face check keeps a face mesh, the body's nose and eyes are the mesh's
-  (:func:`body_face_points_from_mesh`): the pose model's face points are coarse on turned or
-  tilted heads, and the image-aligned fit places the avatar's head on them.
+* **Face points of the body**: where the face check keeps a face mesh, the body's nose and eyes are
+  placed by the mesh (:func:`body_face_points_from_mesh`, at the mesh points where the body model's
+  keypoint vertices lie): the pose model's face points are coarse on turned or tilted heads, and the
+  image-aligned fit places the avatar's head on them.
 * **COCO-WholeBody 133**: body 17 from the pose landmarks; feet: big toe =
   ``foot_index``, heel = ``heel``, small toe is not available (confidence 0);
   face 68 via :data:`model_runtime.face.landmarks.MP468_TO_IBUG68`; hands as above.
@@ -246,26 +247,48 @@ _WB_RHAND: Final[slice] = slice(112, 133)
 _PALM: Final[tuple[int, int]] = (0, 9)   # hand landmark indices: wrist, middle-finger MCP
 
 
-#: the body keypoints the face mesh places (:func:`body_face_points_from_mesh`) and their mesh points
-#: (averaged): nose = 4 (the nose's front above the tip, where the pose's nose lands on frontal faces:
-#: 0.08 eye distances median on d0, the tip 1: 0.19), eyes = the mean of each eye's 16-point ring
-_BODY_FROM_MESH: Final[tuple[tuple[int, tuple[int, ...]], ...]] = (
-    (BODY_KEYPOINT_NAMES.index("nose"), (4,)),
-    (BODY_KEYPOINT_NAMES.index("left_eye"),            # the person's left eye
-     (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)),
+#: the body keypoints the face mesh places (:func:`body_face_points_from_mesh`): nose, then the eyes
+#: (the person's left, right) with their 16-point rings and (outer, inner) corners
+_NOSE_ROW: Final[int] = BODY_KEYPOINT_NAMES.index("nose")
+_EYES: Final[tuple[tuple[int, tuple[int, ...], tuple[int, int]], ...]] = (
+    (BODY_KEYPOINT_NAMES.index("left_eye"),
+     (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466), (263, 362)),
     (BODY_KEYPOINT_NAMES.index("right_eye"),
-     (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)),
+     (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246), (33, 133)),
 )
+_MOUTH: Final[tuple[int, int]] = (13, 14)          # inner lips' middle
+#: where the body model's keypoint vertices sit on the merged face, in the built-in model's rest pose
+#: (``build_full_model``; the same for any identity to ~1 mm): the nose 38 % of the way from mesh
+#: point 4 (the nose's front above the tip) to point 1 (the tip); each eye 0.195 eye widths above its
+#: ring's centre (away from the mouth, across the corner-to-corner axis) and 0.04 towards the inner
+#: corner, i.e. near the upper lid of an open eye, but moving with the head, not with a blink
+NOSE_FROM_4_TO_1: Final[float] = 0.38
+EYE_UP: Final[float] = 0.195
+EYE_IN: Final[float] = 0.04
 
 
 def body_face_points_from_mesh(body_2d: np.ndarray, face_landmarks: np.ndarray) -> None:
     """Replace the body's nose and eyes ``body_2d (24, 3)`` (x, y px; confidences kept) in place by
-    the face mesh's ``(468, >=2)`` px.  The pose model places its face points coarsely: on a head
-    tilted back (LivePortrait d3) its eyes sit a median 0.16-0.24 eye distances below the mesh's eye
-    centres, where on frontal faces (d0) they agree within 0.02-0.06; the avatar's head, fitted to
-    these points, sat 0.25 face sizes off the face (docs/face.md)."""
-    for row, ids in _BODY_FROM_MESH:
-        body_2d[row, :2] = face_landmarks[list(ids), :2].mean(0)
+    points of the face mesh ``(468, >=2)`` px that correspond to the body model's keypoint vertices
+    (:data:`NOSE_FROM_4_TO_1`, :data:`EYE_UP`, :data:`EYE_IN`).  The pose model places its face points
+    coarsely: on a head tilted back (LivePortrait d3) its eyes sit a median 0.16-0.24 eye distances
+    below the mesh's eye centres, where on frontal faces (d0) they agree within 0.02-0.06; the
+    avatar's head, fitted to these points, sat 0.25 face sizes off the face (docs/face.md)."""
+    lm = np.asarray(face_landmarks, np.float64)[:, :2]
+    body_2d[_NOSE_ROW, :2] = lm[4] + NOSE_FROM_4_TO_1 * (lm[1] - lm[4])
+    mouth = lm[list(_MOUTH)].mean(0)
+    for row, ring, (outer, inner) in _EYES:
+        centre = lm[list(ring)].mean(0)
+        axis = lm[inner] - lm[outer]
+        width = float(np.hypot(*axis))
+        if width < 1e-6:
+            body_2d[row, :2] = centre
+            continue
+        axis /= width
+        up = np.array([axis[1], -axis[0]])
+        if up @ (centre - mouth) < 0:
+            up = -up
+        body_2d[row, :2] = centre + width * (EYE_UP * up + EYE_IN * axis)
 
 
 def _pose_model_path(model_complexity: int) -> str:
