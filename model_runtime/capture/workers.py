@@ -17,6 +17,7 @@ import importlib
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -226,6 +227,8 @@ def lower_thread_priority(by: int = FACE_THREAD_NICE) -> None:
     and a clip's first keyframe, which the offline capture needs for its albedo and lighting,
     took 3-9 s instead of ~0.5 s (bench, tennis.mp4 and s20.mp4).  At nice 10 the worker still
     yields ~90 % of a shared core to the capture's own threads."""
+    if not sys.platform.startswith("linux"):     # elsewhere PRIO_PROCESS with a thread id would name a process
+        return
     try:
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
