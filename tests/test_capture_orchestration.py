@@ -387,6 +387,37 @@ def test_fitting_runs_below_the_detector(real):
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
 
 
+def test_thread_priorities_are_relative_to_the_process():
+    """A thread started by the niced fitting thread (the keyframe face worker) ends FACE_THREAD_NICE
+    below the process, not that much below the fitting thread; a thread already lower stays there."""
+    import os
+
+    from model_runtime.capture.workers import FACE_THREAD_NICE, FIT_THREAD_NICE, lower_thread_priority
+
+    base = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    seen = {}
+
+    def child():
+        lower_thread_priority(FACE_THREAD_NICE)
+        seen["face"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        lower_thread_priority(FIT_THREAD_NICE)           # never raised back
+        seen["again"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def fitting():
+        lower_thread_priority(FIT_THREAD_NICE)
+        seen["fit"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        t = threading.Thread(target=child)
+        t.start()
+        t.join()
+
+    t = threading.Thread(target=fitting)
+    t.start()
+    t.join()
+    assert seen == {"fit": min(19, base + FIT_THREAD_NICE), "face": min(19, base + FACE_THREAD_NICE),
+                    "again": min(19, base + FACE_THREAD_NICE)}
+    assert FIT_THREAD_NICE < FACE_THREAD_NICE
+
+
 def test_detected_queue_is_sized_by_image_memory():
     """Offline the detector may run ahead of the fitting by up to 256 MiB of images (64 frames at
     most, never fewer than queue_size); live the queue stays short (latency)."""

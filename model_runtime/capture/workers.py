@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 #: scipy.ndimage; torch rotations: roma).  Imported in the fitting thread they stalled it mid-clip
 #: for ~1 s on a quiet machine, 2-3 s under load (cProfile of a replayed tennis capture).
 LAZY_STAGE_MODULES: Final[tuple[str, ...]] = ("scipy.optimize", "scipy.ndimage", "roma")
-#: nice increment of the keyframe face thread (adaptive mode)
-FACE_THREAD_NICE: Final[int] = 10
+#: nice increment of the keyframe face thread (adaptive mode): below the fitting thread
+#: (:data:`FIT_THREAD_NICE`), which is below MediaPipe's threads
+FACE_THREAD_NICE: Final[int] = 15
 #: nice increment of the fitting thread (:meth:`.pipeline.CapturePipeline.run`): MediaPipe's graph
 #: threads come first, the fitting takes the CPU they leave (MediaPipe alone keeps ~1.4 of 2 cores
 #: busy).  Tennis, 150 frames, bench ratio (docs/bench.md): 0.81 at the same priority; with the
@@ -220,18 +221,23 @@ class DetectionStream:
 
 # --------------------------------------------------------------------------- keyframe face fits
 def lower_thread_priority(by: int = FACE_THREAD_NICE) -> None:
-    """Lower the calling thread's priority by ``by`` nice steps (Linux threads have their own nice
-    value; elsewhere, or where it is not allowed, leave it as is).
+    """Lower the calling thread's priority to ``by`` nice steps below the process's (Linux threads
+    have their own nice value; elsewhere, or where it is not allowed, leave it as is).
 
     Not ``SCHED_IDLE``: on a machine with other (niced) work an idle-class thread is starved,
     and a clip's first keyframe, which the offline capture needs for its albedo and lighting,
     took 3-9 s instead of ~0.5 s (bench, tennis.mp4 and s20.mp4).  At nice 10 the worker still
-    yields ~90 % of a shared core to the capture's own threads."""
+    yields ~90 % of a shared core to the capture's own threads; since the fitting runs at +10 itself,
+    the face worker runs at +15 (tennis bench, session 5: its one keyframe 266 ms wall, ratio 0.935)."""
     if not sys.platform.startswith("linux"):     # elsewhere PRIO_PROCESS with a thread id would name a process
         return
     try:
         tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+        # relative to the process (its main thread), not to the thread that started this one (threads
+        # inherit their creator's nice: the face worker is started by the niced fitting thread)
+        target = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + by)
+        if target > os.getpriority(os.PRIO_PROCESS, tid):     # only ever lower (raising needs privileges)
+            os.setpriority(os.PRIO_PROCESS, tid, target)
     except (AttributeError, OSError):
         pass
 
