@@ -191,11 +191,12 @@ def test_body_face_points_come_from_the_face_mesh(detector, realdata):
     t = float((nose - lm[4]) @ seg / (seg @ seg))
     assert 0.3 < t < 0.5 and np.linalg.norm(lm[4] + t * seg - nose) < 1e-3
     mouth = lm[[13, 14]].mean(0)
-    for name, ring, corners in (("left_eye", [263, 362, 387, 373], (263, 362)), ("right_eye", [33, 133, 160, 144], (33, 133))):
+    from model_runtime.face.landmarks import MP_LEFT_EYE_RING, MP_RIGHT_EYE_RING
+
+    for name, ring, corners in (("left_eye", MP_LEFT_EYE_RING, (263, 362)), ("right_eye", MP_RIGHT_EYE_RING, (33, 133))):
         eye = det.body_2d[names.index(name), :2]
         width = np.linalg.norm(lm[corners[0]] - lm[corners[1]])
-        centre = lm[[263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]].mean(0) \
-            if name == "left_eye" else lm[[33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]].mean(0)
+        centre = lm[list(ring)].mean(0)
         off = eye - centre
         assert 0.17 * width < np.linalg.norm(off) < 0.23 * width
         assert np.linalg.norm(eye - mouth) > np.linalg.norm(centre - mouth)          # towards the brow

@@ -80,7 +80,7 @@ import numpy as np
 from ..core.errors import ModelFileError
 from ..core.safe_npz import load_npz
 from ..core.skeleton import BODY_KEYPOINT_NAMES
-from ..face.landmarks import MP468_TO_IBUG68
+from ..face.landmarks import MP468_TO_IBUG68, MP_LEFT_EYE_RING, MP_RIGHT_EYE_RING
 from .base import (
     NUM_BODY_KEYPOINTS, NUM_FACE_LANDMARKS, NUM_HAND_KEYPOINTS, NUM_WHOLEBODY_KEYPOINTS, Detection,
     HandDetection
@@ -251,10 +251,8 @@ _PALM: Final[tuple[int, int]] = (0, 9)   # hand landmark indices: wrist, middle-
 #: (the person's left, right) with their 16-point rings and (outer, inner) corners
 _NOSE_ROW: Final[int] = BODY_KEYPOINT_NAMES.index("nose")
 _EYES: Final[tuple[tuple[int, tuple[int, ...], tuple[int, int]], ...]] = (
-    (BODY_KEYPOINT_NAMES.index("left_eye"),
-     (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466), (263, 362)),
-    (BODY_KEYPOINT_NAMES.index("right_eye"),
-     (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246), (33, 133)),
+    (BODY_KEYPOINT_NAMES.index("left_eye"), MP_LEFT_EYE_RING, (263, 362)),
+    (BODY_KEYPOINT_NAMES.index("right_eye"), MP_RIGHT_EYE_RING, (33, 133)),
 )
 _MOUTH: Final[tuple[int, int]] = (13, 14)          # inner lips' middle
 #: where the body model's keypoint vertices sit on the merged face, in the built-in model's rest pose

@@ -5,6 +5,12 @@ from typing import Final
 
 import numpy as np
 
+#: each eye's 16-point ring (lids and corners), the person's left eye then the right (MediaPipe ids)
+MP_LEFT_EYE_RING: Final[tuple[int, ...]] = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387,
+                                            388, 466)
+MP_RIGHT_EYE_RING: Final[tuple[int, ...]] = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160,
+                                             161, 246)
+
 MP468_TO_IBUG68: Final[np.ndarray] = np.array([
     127, 234, 132, 58, 172, 136, 150, 176, 152, 400, 379, 365, 397, 288, 361, 454, 356,  # 0-16 jaw
     71, 63, 105, 66, 107,                                   # 17-21 brow (subject's right)
