@@ -212,11 +212,12 @@ class ClipAlignment:
         result does not depend on how the records arrived (the temporal links inside a batch and
         across batches converge differently)."""
         recs = self._pending
-        valid = [r for r in recs if r.valid]
+        pos = [i for i, r in enumerate(recs) if r.valid]
         if self.smoother.half and not final:
-            n = len(valid) // ALIGN_BATCH * ALIGN_BATCH
-            cut = [i for i, r in enumerate(recs) if r.valid][n - 1] + 1 if n else 0
-            recs, valid = recs[:cut], valid[:n]
+            n = len(pos) // ALIGN_BATCH * ALIGN_BATCH
+            pos = pos[:n]
+            recs = recs[:pos[-1] + 1] if n else []
+        valid = [recs[i] for i in pos]
         self._pending = self._pending[len(recs):]
         step = ALIGN_BATCH if self.smoother.half else max(1, len(valid))
         for i in range(0, len(valid), step):
