@@ -10,7 +10,7 @@ from model_runtime.capture.sources import open_source
 from model_runtime.core.options import CaptureOptions
 video, n = sys.argv[1], int(sys.argv[2])
 for rep in range(2):
-    pipe = build_pipeline(CaptureOptions(device='cpu', end=n))
+    pipe = build_pipeline(CaptureOptions(device='cpu', end=n, **({'shape_window': int(sys.argv[3])} if len(sys.argv) > 3 else {})))
     det = pipe.detector; orig = det.detect; ts = []
     def detect(img, timestamp_ms=None):
         r = orig(img, timestamp_ms); ts.append(time.perf_counter()); return r
