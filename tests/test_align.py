@@ -415,43 +415,6 @@ def test_shape_window_end_is_the_frame_that_froze_it():
     assert s.frozen and s.window_end == 7
 
 
-def test_short_clip_shape_window_is_a_third_of_it(tmp_path, monkeypatch):
-    """Offline, a clip of known length waits for at most a third of its frames (at least 12) before
-    its calibration: a 40-frame clip's full 30-frame window put all of the fitting's heavy work
-    after the detector had finished."""
-    from test_capture_orchestration import GreyFrames, ReplayDetector, _load_recording
-
-    from model_runtime.capture import align_clip
-    from model_runtime.capture import clip as clip_module
-    from model_runtime.capture.pipeline import build_pipeline
-    from model_runtime.capture.tracking import MIN_SHAPE_WINDOW, shape_window
-
-    assert MIN_SHAPE_WINDOW == align_clip.ANCHOR_FRAMES          # the calibration's frames
-    assert shape_window(30, None, live=False) == 30                # length unknown
-    assert shape_window(30, 40, live=True) == 30                   # live: never
-    assert shape_window(30, 1000, live=False) == 30
-    assert shape_window(30, 40, live=False) == 13
-    assert shape_window(30, 20, live=False) == 12                  # at least MIN_SHAPE_WINDOW ...
-    assert shape_window(8, 20, live=False) == 8                    # ... or the requested one if smaller
-
-    windows = []
-
-    class Spy(ShapeEstimator):
-        def __init__(self, window, **kw):
-            super().__init__(window, **kw)
-            windows.append(self)
-
-    monkeypatch.setattr(clip_module, "ShapeEstimator", Spy)
-    rec = _load_recording()
-    frames = GreyFrames(rec)
-    pipe = build_pipeline(CaptureOptions(device="cpu", face=False), detector=ReplayDetector())
-    pipe.run(frames, tmp_path / "short.npz")
-    n = len(rec["index"])
-    assert windows[0].window == max(MIN_SHAPE_WINDOW, n // 3) < 30
-    assert windows[0].window_end is not None and windows[0].window_end < n - 1   # froze before the clip's end
-    assert load_capture(tmp_path / "short.npz")["valid"].sum() == int(rec["person"].sum())
-
-
 def test_offline_capture_does_not_depend_on_how_frames_arrive(tmp_path):
     """The clip's calibration runs on the shape window's frames and the fit on fixed chunks of
     ALIGN_BATCH valid frames, so the same detections give the same file whether the IK takes one

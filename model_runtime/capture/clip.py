@@ -20,7 +20,7 @@ from .keyframes import KeyframeScheduler
 from .postprocess import MotionPostprocessor
 from .records import DetectedFrame, FrameRecord, StageTimer
 from .sources import Frame
-from .tracking import HandSideTracker, ShapeEstimator, shape_window
+from .tracking import HandSideTracker, ShapeEstimator
 from .workers import KeyframeFaceWorker
 
 log = logging.getLogger(__name__)
@@ -34,18 +34,17 @@ class ClipCapture:
     the frames ready to write, in order.  :meth:`close` stops the keyframe worker.
 
     ``live``: emit every frame at once (running shape estimate, hold-filling); offline, frames
-    are held until the clip's shape is known (``shape_window`` valid frames, fewer on a short clip of
-    ``num_frames``: :func:`~.tracking.shape_window`) so every frame's translation uses the same
-    skeleton, and until the keyframe fit they need is done.
+    are held until the clip's shape is known (``shape_window`` valid frames) so every frame's
+    translation uses the same skeleton, and until the keyframe fit they need is done.
     """
 
     def __init__(self, ik: IKStage, face: FaceStage | None, rest_joints: Callable[[np.ndarray], np.ndarray],
                  parents: np.ndarray, options: CaptureOptions, K: np.ndarray, live: bool,
                  stop: threading.Event, timer: StageTimer, align: ClipAlignment | None = None,
-                 feet: FootStage | None = None, num_frames: int | None = None):
+                 feet: FootStage | None = None):
         self.live, self.timer = live, timer
         self.hands = HandSideTracker()
-        self.shape = ShapeEstimator(window=shape_window(options.shape_window, num_frames, live))
+        self.shape = ShapeEstimator(window=options.shape_window)
         self.ik = IKFitter(ik, self.shape, hands=options.hands)
         self.face = face if face is not None and options.face else None
         self.num_expressions = len(face.expression_names) if face is not None else 0

@@ -193,7 +193,7 @@ class CapturePipeline:
             feet = FootStage(self.rest_joints, self.body.parents, lambda: camera.K, source.fps, self._ankle_height,
                              lookahead=not live)
         clip = ClipCapture(self.ik, self.face, self.rest_joints, self.body.parents, opts, K,
-                           live=live, stop=stop, timer=timer, align=align, feet=feet, num_frames=source.num_frames)
+                           live=live, stop=stop, timer=timer, align=align, feet=feet)
         values = ClipValues(clip.shape, self.face, opts.body_model, opts.face_model, camera, feet)
         try:
             out = CaptureOutput(output, values, source, K, static_extra, opts.chunk_frames, timer,

@@ -87,29 +87,6 @@ class HandSideTracker:
         return hands_2d, hands_3d, hands_conf, swapped
 
 
-#: offline, a clip of known length holds at most this fraction of its frames for the shape window ...
-SHORT_CLIP_WINDOW_FRACTION: Final[float] = 1.0 / 3.0
-#: ... but at least this many valid frames (the clip's calibration fits up to 12 of them:
-#: ``align_clip.ANCHOR_FRAMES``)
-MIN_SHAPE_WINDOW: Final[int] = 12
-
-
-def shape_window(requested: int, num_frames: int | None, live: bool) -> int:
-    """Valid frames of a clip's shape window (:class:`ShapeEstimator`): ``requested``
-    (``CaptureOptions.shape_window``), except for an offline clip of known length ``num_frames``,
-    where it is at most :data:`SHORT_CLIP_WINDOW_FRACTION` of the clip and at least
-    :data:`MIN_SHAPE_WINDOW` (or ``requested`` if that is smaller).
-
-    Why: offline, nothing is released until the window's frames are fitted (the clip's calibration
-    runs on them), so on a short clip a full window put all of the fitting's heavy work, the
-    calibration and the image-aligned fit of the held frames, after the detector had finished
-    (courtyard's 40 frames: the first release came 0.4 s after the last detection)."""
-    requested = int(requested)
-    if live or num_frames is None:
-        return requested
-    return max(min(requested, MIN_SHAPE_WINDOW), min(requested, int(num_frames * SHORT_CLIP_WINDOW_FRACTION)))
-
-
 class ShapeEstimator:
     """Clip-level shape ``betas (16,)`` and scale ``alpha`` from per-frame IK estimates.
 
