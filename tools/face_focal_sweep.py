@@ -28,7 +28,7 @@ for rec in sys.argv[1:]:
         K[0, 0] *= m
         K[1, 1] *= m
         face.reset(K)
-        err = [face._track.landmark_error_px for d in dets if face.track(None, d) is not None]
+        tracks = [r[1][0] for r in (face.track(None, d) for d in dets) if r is not None]   # seed = (FaceTrack, ...)
         identity, _ = face.clip_params()
-        print(f"  x{m:<4}: landmark error {np.mean(err):.3f} px, |identity| {np.linalg.norm(identity):.2f}, "
-              f"face at z {float(face._track.translation[2]):.2f} m")
+        print(f"  x{m:<4}: landmark error {np.mean([t.landmark_error_px for t in tracks]):.3f} px, "
+              f"|identity| {np.linalg.norm(identity):.2f}, face at z {float(tracks[-1].translation[2]):.2f} m")

@@ -84,24 +84,10 @@ def _frames(src: Source, max_frames: int):
                 yield img, None
 
 
-def skin_mask(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The fit's photometric mask (face oval minus eyes, brows and lips) of ``landmarks (468, 2)`` px
-    -> ``(height, width)`` uint8 0/1."""
-    import cv2
-
-    from .fit import _MP_FACE_OVAL, _MP_LEFT_BROW, _MP_LEFT_EYE, _MP_LIPS_OUTER, _MP_RIGHT_BROW, _MP_RIGHT_EYE
-
-    mask = np.zeros((height, width), np.uint8)
-    poly = lambda idx: np.round(landmarks[list(idx), :2]).astype(np.int32)  # noqa: E731
-    cv2.fillPoly(mask, [poly(_MP_FACE_OVAL)], 1)
-    cv2.fillPoly(mask, [poly(i) for i in (_MP_LEFT_EYE, _MP_RIGHT_EYE, _MP_LIPS_OUTER, _MP_LEFT_BROW,
-                                          _MP_RIGHT_BROW)], 0)
-    return mask
-
-
 def cache_source(src: Source, detector, stage, max_frames: int = 0) -> dict[str, np.ndarray] | None:
     """Detect, track and crop every frame of ``src`` -> the arrays of the module docstring (None: no face)."""
     from .facenet import crop_affine, crop_box, cut_crops
+    from .fit import skin_mask
     from .render import intrinsics
 
     rows: dict[str, list] = {k: [] for k in ("crop", "landmarks", "mask", "A", "K", "rotation", "translation",
@@ -130,7 +116,7 @@ def cache_source(src: Source, detector, stage, max_frames: int = 0) -> dict[str,
         lm_c = lm[:, :2] @ A[:, :2].T + A[:, 2]
         rows["crop"].append(cut_crops(img, A[None], STORE_SIZE)[0])
         rows["landmarks"].append(lm_c.astype(np.float32))
-        rows["mask"].append(skin_mask(lm_c, STORE_SIZE, STORE_SIZE))
+        rows["mask"].append(skin_mask(lm_c, STORE_SIZE, STORE_SIZE))      # the fit's photometric mask
         rows["A"].append(A.astype(np.float32))
         rows["K"].append(K.astype(np.float32))
         rows["rotation"].append(tr.rotation.astype(np.float32))

@@ -51,10 +51,22 @@ from .render import intrinsics, outward_sign, project
 # MediaPipe face-mesh regions (index loops) used to mask the photometric term.
 _MP_FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
                  152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
-_MP_LEFT_EYE, _MP_RIGHT_EYE = MP_LEFT_EYE_RING, MP_RIGHT_EYE_RING
 _MP_LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
 _MP_LEFT_BROW = (276, 283, 282, 295, 285, 300, 293, 334, 296, 336)
 _MP_RIGHT_BROW = (46, 53, 52, 65, 55, 70, 63, 105, 66, 107)
+
+
+def skin_mask(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The photometric term's mask of MediaPipe's ``landmarks (468, >=2)`` px: ``(height, width)`` uint8,
+    1 inside the face oval, 0 on the eyes, brows and lips and elsewhere."""
+    import cv2
+
+    mask = np.zeros((height, width), np.uint8)
+    poly = lambda idx: np.round(landmarks[list(idx), :2]).astype(np.int32)  # noqa: E731
+    cv2.fillPoly(mask, [poly(_MP_FACE_OVAL)], 1)
+    cv2.fillPoly(mask, [poly(i) for i in (MP_LEFT_EYE_RING, MP_RIGHT_EYE_RING, _MP_LIPS_OUTER, _MP_LEFT_BROW,
+                                          _MP_RIGHT_BROW)], 0)
+    return mask
 
 
 @dataclass(frozen=True)
@@ -267,7 +279,7 @@ class FaceFitter:
             face_size = float(np.sqrt(face_box[2] * face_box[3]))
         else:
             face_size = float(np.sqrt(np.prod(np.maximum(hi - lo, 1.0))))
-        photo_mask = self._skin_mask(lm, H, W)
+        photo_mask = skin_mask(lm, H, W).astype(np.float32)
         image_lin = torch.as_tensor(image_bgr[..., ::-1].astype(np.float32) / 255.0, device=self.device) ** 2.2
         return _FrameContext(image=image_lin.permute(2, 0, 1)[None].contiguous(),
                              mask=torch.as_tensor(photo_mask, device=self.device)[None, None],
@@ -353,17 +365,6 @@ class FaceFitter:
     def _geometry(self, p) -> torch.Tensor:
         """Model-space vertices ``(N, 3)``."""
         return face_geometry(self._mean, self._id_b, self._exp_b, p["identity"][None], p["expression"][None])[0]
-
-    def _skin_mask(self, lm: np.ndarray, H: int, W: int) -> np.ndarray:
-        """``(H, W)`` float32 1 inside MediaPipe's face oval, 0 on eyes, brows, lips and elsewhere."""
-        import cv2
-
-        mask = np.zeros((H, W), np.uint8)
-        poly = lambda idx: np.round(lm[list(idx), :2]).astype(np.int32)  # noqa: E731
-        cv2.fillPoly(mask, [poly(_MP_FACE_OVAL)], 1)
-        cv2.fillPoly(mask, [poly(i) for i in (_MP_LEFT_EYE, _MP_RIGHT_EYE, _MP_LIPS_OUTER,
-                                              _MP_LEFT_BROW, _MP_RIGHT_BROW)], 0)
-        return mask.astype(np.float32)
 
     def _visible(self, cam: torch.Tensor, px: torch.Tensor, normals: torch.Tensor, ctx) -> torch.Tensor:
         """``(V,)`` float visibility of vertices (no gradient): facing the camera and no
