@@ -42,7 +42,7 @@ def frame_metrics(model, corr, params: dict, image_bgr: np.ndarray, landmarks: n
     ``landmarks (468, 2+)`` px -> ``(landmark error px, landmark error % face size, photometric error)``."""
     import torch
 
-    from ..face.facenet_data import skin_mask
+    from ..face.fit import skin_mask
     from ..face.render import outward_sign, project
     from ..face.train_facenet import visible
     from ..models.face_model import face_albedo, face_geometry, sh_shading, vertex_normals
