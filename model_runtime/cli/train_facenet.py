@@ -25,6 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", type=Path, default=Path("out/facenet/run"))
     p.add_argument("--cache-only", action="store_true", help="build the cache and stop")
     p.add_argument("--max-frames", type=int, default=0, help="at most N frames per source in the cache (0 = all)")
+    p.add_argument("--synth", type=int, default=1500,
+                   help="synthetic renders of the face model at any head pose to add to the cache "
+                        "(face/facenet_synth.py; built once, 0 = none)")
+    p.add_argument("--synth-share", type=float, default=None,
+                   help="share of each batch drawn from the synthetic renders (default 0.3)")
     p.add_argument("--holdout", nargs="*", default=list(DEFAULT_HOLDOUT),
                    help="cached sources kept out of training (landmark check)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default 6000)")
@@ -53,6 +58,7 @@ def run(args) -> int:
     from ..face.correspondence import correspondence_for, model_signature
     from ..face.facenet import CROP_SCALE, FACENET_VERSION, WEIGHTS_DIR, save_weights, weights_path
     from ..face.facenet_data import build_cache, load_cache
+    from ..face.facenet_synth import SYNTH_SOURCE, build_synth_source
     from ..face.train_facenet import TrainConfig, train
     from ..models.face_model import FACE_ASSET_VERSION
     from ..models.load import load_face_model
@@ -65,6 +71,12 @@ def run(args) -> int:
     data_root = args.data or Path(__file__).resolve().parents[3] / "shared" / "data" / "realdata"
     t0 = time.perf_counter()
     summary = build_cache(data_root, args.cache_dir, model, args.max_frames, log=log)
+    synth_path = args.cache_dir / f"{SYNTH_SOURCE}.npz"
+    if args.synth > 0 and not synth_path.is_file():
+        t1 = time.perf_counter()
+        n = build_synth_source(model, correspondence_for(model), args.synth, synth_path, data_root, seed=args.seed,
+                               log=log)
+        log(f"{SYNTH_SOURCE}: {n} synthetic faces ({time.perf_counter() - t1:.0f} s)")
     if summary.get("face_model_signature") != model_signature(model):
         log(f"warning: {args.cache_dir} was built for another face model")
     if args.cache_only:
@@ -74,7 +86,7 @@ def run(args) -> int:
     held = [names.index(h) for h in args.holdout if h in names]
     val_idx = np.flatnonzero(np.isin(data["source"], held))
     cfg = TrainConfig(**{k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("lr", args.lr),
-                                            ("seed", args.seed)) if v is not None})
+                                            ("seed", args.seed), ("synth_share", args.synth_share)) if v is not None})
     if args.export_only:
         ckpt = args.run_dir / "checkpoint.pt"
         if not ckpt.is_file():

@@ -182,7 +182,8 @@ def load_cache(out_dir: Path, names: list[str] | None = None) -> dict[str, np.nd
         raise InputMissingError(f"{out_dir}: no cached FaceNet data; run 'python -m model_runtime train facenet "
                                 "--cache-only' first")
     parts = [dict(np.load(p)) for p in files]
-    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    keys = [k for k in parts[0] if all(k in p for p in parts)]     # extras of one source (synth: yaw_deg) dropped
+    out = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     out["source"] = np.concatenate([np.full(len(p["crop"]), i) for i, p in enumerate(parts)])
     out["source_names"] = np.array([p.stem for p in files])
     return out

@@ -57,6 +57,7 @@ class TrainConfig:
     scale: float = 0.12            # log side jitter (std)
     roll_deg: float = 15.0         # uniform roll +-
     grey: float = 0.15             # probability of a grey crop
+    synth_share: float = 0.3       # share of a batch drawn from the synthetic renders (when cached; .facenet_synth)
     w_landmark: float = 1.0
     w_photo: float = 0.1
     w_identity: float = 2e-3
@@ -262,6 +263,17 @@ def landmark_error(net: FaceNetModule, data: dict, idx: np.ndarray, mt: ModelTen
     return float(torch.cat(errs).mean() * 100) if errs else float("nan")
 
 
+def split_synthetic(data: dict, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` of the cache split into (synthetic renders, real faces) by source name
+    (:data:`.facenet_synth.SYNTH_PREFIX`)."""
+    from .facenet_synth import SYNTH_PREFIX
+
+    names = np.asarray([str(n) for n in data.get("source_names", ())])
+    synth_ids = np.flatnonzero(np.char.startswith(names, SYNTH_PREFIX)) if len(names) else np.zeros(0, np.int64)
+    is_synth = np.isin(data["source"][rows], synth_ids) if "source" in data else np.zeros(len(rows), bool)
+    return rows[is_synth], rows[~is_synth]
+
+
 def train(data: dict, model: FaceModel, corr, cfg: TrainConfig, run_dir: Path, device="cpu", resume: bool = False,
           val_idx: np.ndarray | None = None, log: Callable[[str], None] = print) -> tuple[FaceNetModule, dict]:
     """Train on the cached ``data`` (rows not in ``val_idx``); checkpoints and ``log.csv`` in ``run_dir``.
@@ -287,13 +299,19 @@ def train(data: dict, model: FaceModel, corr, cfg: TrainConfig, run_dir: Path, d
     mt = ModelTensors(model, corr, device, cfg.photo_stride)
     val_idx = np.asarray(val_idx if val_idx is not None else [], np.int64)
     train_idx = np.setdiff1d(np.arange(len(data["crop"])), val_idx)
+    synth_idx, real_idx = split_synthetic(data, train_idx)
+    n_synth = int(round(cfg.synth_share * cfg.batch)) if len(synth_idx) and len(real_idx) else 0
     csv_path = run_dir / "log.csv"
     fields = None
     last, val = {}, {}
     t_start = time.perf_counter() - wall
     net.train()
     while step < cfg.steps:
-        idx = train_idx[torch.randint(len(train_idx), (cfg.batch,), generator=gen).numpy()]
+        if n_synth:
+            idx = np.concatenate([real_idx[torch.randint(len(real_idx), (cfg.batch - n_synth,), generator=gen).numpy()],
+                                  synth_idx[torch.randint(len(synth_idx), (n_synth,), generator=gen).numpy()]])
+        else:
+            idx = train_idx[torch.randint(len(train_idx), (cfg.batch,), generator=gen).numpy()]
         batch = augment(data, idx, cfg, gen, device, net.input_size)
         terms = losses(net.split(net(batch["x"])), batch, mt, cfg, net.input_size)
         loss = sum(terms.values())

@@ -1,0 +1,91 @@
+"""FaceNet's synthetic training crops (face/facenet_synth.py): exact labels at any head pose, stored as the
+real cache stores a face frame, and mixed into training batches at ``synth_share``."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model_runtime.models.load import load_face_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def model_corr():
+    from model_runtime.face.correspondence import correspondence_for
+
+    m = load_face_model()
+    return m, correspondence_for(m)
+
+
+@pytest.fixture(scope="module")
+def synth_rows(model_corr):
+    """Six renders (plain-noise backgrounds: no research data needed) as cache arrays."""
+    from model_runtime.face.facenet_synth import render_sample, sample_parameters, smooth_noise
+
+    m, corr = model_corr
+    rng = np.random.default_rng(7)
+    rows = []
+    while len(rows) < 6:
+        row = render_sample(m, corr, sample_parameters(m, rng), smooth_noise(rng, 320), rng)
+        if row is not None:
+            rows.append(row)
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def test_synthetic_labels_are_exact_through_the_training_crop(synth_rows, model_corr):
+    """The exact pose and coefficients, put through a jittered training crop, land on the stored landmarks
+    (to float rounding, not the fit's few-% residual of real frames)."""
+    from model_runtime.face.train_facenet import ModelTensors, TrainConfig, augment, project_batch
+
+    m, corr = model_corr
+    mt = ModelTensors(m, corr, "cpu")
+    b = augment(synth_rows, np.arange(6), TrainConfig(roll_deg=30.0), torch.Generator().manual_seed(1), "cpu")
+    pts = project_batch(mt.landmarks(b["identity"], b["expression"]) @ b["R"].transpose(1, 2) + b["t"][:, None], b["K"])
+    err = (pts - b["landmarks"]).norm(dim=-1).mean(1) / b["face_size"]
+    assert float(err.max()) < 2e-3, err
+
+
+def test_synthetic_crops_show_the_face_where_the_landmarks_are(synth_rows):
+    """The crop is the render: the face's landmark box holds the skin mask, and the face differs from the
+    background around it; the teacher is exact (error 0) and frames are marked synthetic (-1)."""
+    from model_runtime.face.facenet_data import STORE_SIZE
+
+    assert synth_rows["crop"].shape == (6, STORE_SIZE, STORE_SIZE, 3) and synth_rows["crop"].dtype == np.uint8
+    for crop, lm, mask in zip(synth_rows["crop"], synth_rows["landmarks"], synth_rows["mask"]):
+        lo, hi = lm.min(0), lm.max(0)
+        assert (lo > 0).all() and (hi < STORE_SIZE).all()
+        assert 0.25 * STORE_SIZE < float(np.sqrt(np.prod(hi - lo))) < 0.75 * STORE_SIZE    # 2x the box around it
+        assert mask.sum() > 300
+    assert np.all(synth_rows["teacher_error_px"] == 0) and np.all(synth_rows["frame"] == -1)
+
+
+def test_poses_cover_profiles(model_corr):
+    """Half the samples are turned beyond 40 degrees, up to 90: what the six frontal training people lack."""
+    from model_runtime.face.facenet_synth import MAX_YAW_DEG, sample_parameters
+
+    m, _ = model_corr
+    rng = np.random.default_rng(0)
+    yaw = np.array([float(sample_parameters(m, rng)["yaw_deg"]) for _ in range(400)])
+    assert 0.4 < np.mean(np.abs(yaw) > 40) < 0.6
+    assert np.abs(yaw).max() <= MAX_YAW_DEG and np.mean(np.abs(yaw) > 70) > 0.1
+    assert np.mean(yaw > 0) > 0.4 and np.mean(yaw < 0) > 0.4
+
+
+def test_cache_with_a_synthetic_source_loads_and_batches_mix_it(tmp_path, synth_rows):
+    """``load_cache`` takes the synthetic file beside real ones (its extra ``yaw_deg`` is dropped) and
+    ``split_synthetic`` tells its rows apart by name, so a batch can hold ``synth_share`` of them."""
+    from model_runtime.face.facenet_data import load_cache
+    from model_runtime.face.facenet_synth import SYNTH_SOURCE
+    from model_runtime.face.train_facenet import split_synthetic
+
+    real = {k: v[:2] for k, v in synth_rows.items() if k != "yaw_deg"}
+    np.savez(tmp_path / "video_x.npz", **real)
+    np.savez(tmp_path / f"{SYNTH_SOURCE}.npz", **synth_rows)
+    data = load_cache(tmp_path)
+    assert len(data["crop"]) == 8 and "yaw_deg" not in data
+    synth, real_rows = split_synthetic(data, np.arange(8))
+    names = [str(n) for n in data["source_names"]]
+    assert len(synth) == 6 and len(real_rows) == 2
+    assert all(names[data["source"][i]] == SYNTH_SOURCE for i in synth)
