@@ -89,3 +89,27 @@ def test_cache_with_a_synthetic_source_loads_and_batches_mix_it(tmp_path, synth_
     names = [str(n) for n in data["source_names"]]
     assert len(synth) == 6 and len(real_rows) == 2
     assert all(names[data["source"][i]] == SYNTH_SOURCE for i in synth)
+
+
+def test_pose_only_synthetic_rows_do_not_train_the_expression_head(synth_rows, model_corr):
+    """``synth_expression=False``: a synthetic row's loss reaches the network's pose, identity, albedo and
+    light, but not its expression output (the geometry uses the exact expression, and the expression
+    distillation counts real rows only); real rows still train it."""
+    from model_runtime.face.facenet import FaceNetModule
+    from model_runtime.face.train_facenet import ModelTensors, TrainConfig, augment, losses
+
+    m, corr = model_corr
+    mt = ModelTensors(m, corr, "cpu")
+    torch.manual_seed(0)
+    net = FaceNetModule(m.sizes, expression_box=m.kind == "builtin")
+    cfg = TrainConfig(synth_expression=False)
+    b = augment(synth_rows, np.arange(4), cfg, torch.Generator().manual_seed(2), "cpu", net.input_size)
+    b["synthetic"] = torch.tensor([False, False, True, True])
+    out = {k: v.detach().requires_grad_(True) for k, v in net.split(net(b["x"])).items()}
+    sum(losses(out, b, mt, cfg, net.input_size).values()).backward()
+    ge = out["expression"].grad
+    e = out["expression"].detach()
+    priors = 2 * cfg.w_expression * e / 4 + (cfg.w_expression_l1 * torch.sign(e) / 4 if mt.box else 0.0)
+    assert torch.allclose(ge[2:], priors[2:], atol=1e-6)              # the priors' pull only
+    assert float((ge[:2] - priors[:2]).abs().max()) > 1e-4            # real rows: the landmark terms too
+    assert float(out["identity"].grad[2:].abs().max()) > 0 and float(out["sh"].grad[2:].abs().max()) > 0

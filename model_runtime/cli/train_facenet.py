@@ -25,11 +25,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", type=Path, default=Path("out/facenet/run"))
     p.add_argument("--cache-only", action="store_true", help="build the cache and stop")
     p.add_argument("--max-frames", type=int, default=0, help="at most N frames per source in the cache (0 = all)")
-    p.add_argument("--synth", type=int, default=1500,
+    p.add_argument("--synth", type=int, default=0,
                    help="synthetic renders of the face model at any head pose to add to the cache "
-                        "(face/facenet_synth.py; built once, 0 = none)")
+                        "(face/facenet_synth.py; built once; default 0: none, as the shipped weights)")
     p.add_argument("--synth-share", type=float, default=None,
-                   help="share of each batch drawn from the synthetic renders (default 0.3)")
+                   help="share of each batch drawn from the synthetic renders (default 0.3 with --synth, "
+                        "else 0)")
+    p.add_argument("--synth-pose-only", action="store_true",
+                   help="the synthetic renders teach pose, identity, albedo and light, not expression "
+                        "(TrainConfig.synth_expression off)")
     p.add_argument("--holdout", nargs="*", default=list(DEFAULT_HOLDOUT),
                    help="cached sources kept out of training (landmark check)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default 6000)")
@@ -85,8 +89,11 @@ def run(args) -> int:
     names = [str(n) for n in data["source_names"]]
     held = [names.index(h) for h in args.holdout if h in names]
     val_idx = np.flatnonzero(np.isin(data["source"], held))
+    share = args.synth_share if args.synth_share is not None else (0.3 if args.synth > 0 else None)
     cfg = TrainConfig(**{k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("lr", args.lr),
-                                            ("seed", args.seed), ("synth_share", args.synth_share)) if v is not None})
+                                            ("seed", args.seed), ("synth_share", share),
+                                            ("synth_expression", False if args.synth_pose_only else None))
+                         if v is not None})
     if args.export_only:
         ckpt = args.run_dir / "checkpoint.pt"
         if not ckpt.is_file():

@@ -57,7 +57,11 @@ class TrainConfig:
     scale: float = 0.12            # log side jitter (std)
     roll_deg: float = 15.0         # uniform roll +-
     grey: float = 0.15             # probability of a grey crop
-    synth_share: float = 0.3       # share of a batch drawn from the synthetic renders (when cached; .facenet_synth)
+    synth_share: float = 0.0       # share of a batch drawn from the synthetic renders (.facenet_synth; 0: real
+                                   # faces only, as the shipped weights; session 7's 0.3 and 0.15 were not shipped)
+    synth_expression: bool = True  # False: synthetic rows teach pose, identity, albedo and light only; their
+                                   # geometry uses the exact expression and the expression head learns from
+                                   # real faces alone (the renders' drawn mouth and eyes are not a real one's)
     w_landmark: float = 1.0
     w_photo: float = 0.1
     w_identity: float = 2e-3
@@ -198,13 +202,18 @@ def losses(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], mt: Mod
     """The loss terms (each a scalar, weighted) of :meth:`FaceNetModule.split` outputs on ``batch`` (:func:`augment`)."""
     R, t = crop_pose(out, batch["K"], mt.anchor, size)
     Rt = R.transpose(1, 2)
+    e_geo, real = out["expression"], None
+    if not cfg.synth_expression and "synthetic" in batch:      # synthetic rows: the exact expression
+        syn = batch["synthetic"]
+        e_geo = torch.where(syn[:, None], batch["expression"], out["expression"])
+        real = (~syn).float()
     scale2 = (cfg.landmark_sigma * batch["face_size"]) ** 2                                      # (B,)
-    lm = project_batch(mt.landmarks(out["identity"], out["expression"]) @ Rt + t[:, None], batch["K"])
+    lm = project_batch(mt.landmarks(out["identity"], e_geo) @ Rt + t[:, None], batch["K"])
     r2 = ((lm - batch["landmarks"]) ** 2).sum(-1) / scale2[:, None]
     w = mt.corr_w
     terms = {"landmark": cfg.w_landmark * ((torch.sqrt(1 + r2) - 1) @ w / w.sum()).mean()}
     # photometric (Eq. 4-5) at the visible skin vertices of the subset
-    cam = mt.vertices(out["identity"], out["expression"]) @ Rt + t[:, None]                     # (B, V, 3)
+    cam = mt.vertices(out["identity"], e_geo) @ Rt + t[:, None]                                  # (B, V, 3)
     px = project_batch(cam, batch["K"])
     normals = mt.normals @ Rt                                                                    # (B, V, 3)
     vis = visible(cam, px, normals, cfg.zbuffer)
@@ -241,7 +250,9 @@ def losses(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], mt: Mod
     if cfg.w_distill_expression > 0:
         # the landmarks alone do not fix which of the redundant ARKit keys moves (a mouth opened by
         # mouthLowerDown + mouthUpperUp instead of jawOpen fits as well): the fit's keys do
-        terms["distill_expression"] = cfg.w_distill_expression * sq("expression")
+        se = ((out["expression"] - batch["expression"]) ** 2).sum(1)
+        se = se.mean() if real is None else (se * real).sum() / real.sum().clamp_min(1.0)
+        terms["distill_expression"] = cfg.w_distill_expression * se
     return terms
 
 
@@ -310,9 +321,12 @@ def train(data: dict, model: FaceModel, corr, cfg: TrainConfig, run_dir: Path, d
         if n_synth:
             idx = np.concatenate([real_idx[torch.randint(len(real_idx), (cfg.batch - n_synth,), generator=gen).numpy()],
                                   synth_idx[torch.randint(len(synth_idx), (n_synth,), generator=gen).numpy()]])
-        else:
-            idx = train_idx[torch.randint(len(train_idx), (cfg.batch,), generator=gen).numpy()]
+        else:       # real faces only (synthetic rows in the cache are not drawn at share 0)
+            pool = real_idx if len(real_idx) else train_idx
+            idx = pool[torch.randint(len(pool), (cfg.batch,), generator=gen).numpy()]
         batch = augment(data, idx, cfg, gen, device, net.input_size)
+        if n_synth:
+            batch["synthetic"] = torch.arange(cfg.batch, device=device) >= cfg.batch - n_synth
         terms = losses(net.split(net(batch["x"])), batch, mt, cfg, net.input_size)
         loss = sum(terms.values())
         opt.zero_grad(set_to_none=True)
