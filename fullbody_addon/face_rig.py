@@ -107,19 +107,20 @@ def find_eyes(arm_obj) -> list:
     return [kids[n] for n in EYE_OBJECTS if n in kids]
 
 
-def _gaze_module():
-    """``model_runtime.face.gaze`` of this build (numpy only, shipped with the extension)."""
+def _face_module(name: str):
+    """``model_runtime.face.<name>`` of this build (``gaze``, ``neutral``: numpy only, shipped with the
+    extension)."""
     import importlib
 
     from . import _runtime
 
-    return importlib.import_module(_runtime.body_model.__package__.rsplit(".", 1)[0] + ".face.gaze")
+    return importlib.import_module(_runtime.body_model.__package__.rsplit(".", 1)[0] + ".face." + name)
 
 
 def gaze_angles(expression: np.ndarray, names) -> np.ndarray:
     """``expression (T, E)`` of ``names`` -> ``(T, 2, 2)`` radians [eye right, left][yaw to the
     person's left, pitch down]: the runtime's ``face.gaze.keys_to_angles`` (one definition)."""
-    return _gaze_module().keys_to_angles(expression, [str(n) for n in names])
+    return _face_module("gaze").keys_to_angles(expression, [str(n) for n in names])
 
 
 def key_gaze(arm_obj, capture, frames: np.ndarray, write_curves, new_action) -> int:
@@ -136,3 +137,50 @@ def key_gaze(arm_obj, capture, frames: np.ndarray, write_curves, new_action) -> 
         _, bag = new_action(obj, f"{obj.name}_gaze", "OBJECT")
         write_curves(bag, "rotation_euler", frames, eul, group="Gaze")
     return len(eyes)
+
+
+# --------------------------------------------------------------------------- neutral face
+#: the mesh's custom property holding the resting expression moved into its shape ({key name: value})
+REST_PROPERTY = "fullbody_rest_expression"
+
+
+def rest_expression(capture, names) -> np.ndarray:
+    """The capture's resting level of each of its keys ``(E,)`` (``face.neutral.rest_expression``)."""
+    valid = capture["valid"] if "valid" in capture.data else None
+    return _face_module("neutral").rest_expression(capture["face_expression"], [str(n) for n in names], valid)
+
+
+def set_rest_shape(mesh_obj, rest: dict[str, float]) -> float:
+    """Move the resting expression ``rest`` ({shape key: level}, {} = none) into ``mesh_obj``'s shape:
+    the basis and every shape key get ``sum_k level_k (key_k - basis)`` added, less what an earlier
+    call added (kept in :data:`REST_PROPERTY`), so each key's own offset stays and repeated imports
+    do not add up.  Keyed at ``value - level``, the posed mesh is the one keyed at ``value`` without it.
+    Returns the largest vertex move (model units)."""
+    keys = mesh_obj.data.shape_keys
+    if keys is None:
+        return 0.0
+    old = {str(k): float(v) for k, v in dict(mesh_obj.get(REST_PROPERTY, {})).items()}
+    blocks = keys.key_blocks
+    change = {n: rest.get(n, 0.0) - old.get(n, 0.0) for n in set(rest) | set(old) if n in blocks}
+    change = {n: v for n, v in change.items() if v != 0.0}
+    if change:
+        V = len(mesh_obj.data.vertices)
+        basis = np.empty(3 * V, np.float32)
+        keys.reference_key.data.foreach_get("co", basis)
+        co = np.empty(3 * V, np.float32)
+        offset = np.zeros(3 * V, np.float64)
+        for n, v in change.items():
+            blocks[n].data.foreach_get("co", co)
+            offset += v * (co.astype(np.float64) - basis)
+        for kb in blocks:
+            kb.data.foreach_get("co", co)
+            kb.data.foreach_set("co", (co + offset).astype(np.float32))
+        mesh_obj.data.vertices.foreach_get("co", co)
+        mesh_obj.data.vertices.foreach_set("co", (co + offset).astype(np.float32))
+        mesh_obj.data.update()
+    kept = {n: float(v) for n, v in rest.items() if n in blocks and v != 0.0}
+    if kept:
+        mesh_obj[REST_PROPERTY] = kept
+    elif REST_PROPERTY in mesh_obj:
+        del mesh_obj[REST_PROPERTY]
+    return float(np.abs(offset).max()) if change else 0.0

@@ -14,6 +14,11 @@ Feet (:mod:`feet_lock`): with :attr:`ImportOptions.lock_feet` a capture with con
 foot-lock rig (IK constraints on the shins, influence driven by the keyed contact and the
 armature's ``foot_lock`` switch); with :attr:`ImportOptions.ground_plane` a plane object on the
 capture's ground plane.  Neither changes the bones' keys.
+
+Face: with :attr:`ImportOptions.neutral_face` the clip's resting expression (the keys a face holds all
+the time, ``model_runtime.face.neutral``) is moved into the mesh (:func:`face_rig.set_rest_shape`) and
+the shape keys are keyed relative to it: the same posed face, curves a retargeted character can use.
+Off, an earlier import's resting expression is taken out of the mesh again.
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ class ImportOptions:
     key_unseen: bool = True         # off: no rotation key where a bone's confidence is 0
     lock_feet: bool = True          # a foot-lock rig from the capture's foot_contact (feet_lock)
     ground_plane: bool = True       # a plane object on the capture's ground_plane (feet_lock)
+    neutral_face: bool = False      # the clip's resting expression moved into the mesh, keys relative to it
 
 
 def _new_action(id_block, name: str, id_type: str):
@@ -143,6 +149,9 @@ def apply_capture(scene, arm_obj, mesh_obj, capture, options: ImportOptions = Im
         expr = np.asarray(capture["face_expression"], np.float32)
         expr_names = [str(n) for n in capture["expression_names"]]
         present = [(i, n) for i, n in enumerate(expr_names) if n in keys.key_blocks]
+        rest = face_rig.rest_expression(capture, expr_names) if options.neutral_face else np.zeros(len(expr_names))
+        face_rig.set_rest_shape(mesh_obj, {n: float(rest[i]) for i, n in present if rest[i] != 0.0})
+        expr = expr - rest[None].astype(np.float32)
         if present:
             _, kbag = _new_action(keys, f"{mesh_obj.name}_expressions", "KEY")
             for i, n in present:

@@ -108,7 +108,8 @@ def import_capture_into_scene(context, path: str, settings=None, create_new: boo
         warnings.extend(data.warnings)
     opts = importer.ImportOptions(frame_start=context.scene.frame_start,
                                   root_translation=settings.root_translation, key_unseen=settings.key_unseen,
-                                  lock_feet=settings.lock_feet, ground_plane=settings.ground_plane)
+                                  lock_feet=settings.lock_feet, ground_plane=settings.ground_plane,
+                                  neutral_face=settings.neutral_face)
     with SceneTransaction(arm, mesh):
         if data is not None:
             arm, mesh = avatar.create_avatar(data, name=Path(path).stem)

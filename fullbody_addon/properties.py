@@ -43,6 +43,11 @@ class FULLBODY_PG_settings(bpy.types.PropertyGroup):
                             description="Add a foot-lock rig: IK on the shins towards empties that stand still while "
                                         "the capture says a foot is planted (influence keyed from its contact labels; "
                                         "the armature's 'foot_lock' property switches it off again)")
+    neutral_face: BoolProperty(name="Neutral Face", default=True,
+                               description="Move the expression the face holds all clip long (e.g. naturally wide eyes) "
+                                           "into the avatar's face shape and key the shape keys relative to it: the same "
+                                           "face in Blender, curves a retargeted character can use (off: the capture's "
+                                           "values as they are)")
     ground_plane: BoolProperty(name="Ground Plane", default=True,
                                description="Add a plane object on the ground the capture estimated from the planted feet")
     fps: FloatProperty(name="Frame Rate", min=0.0, max=240.0, default=0.0,
