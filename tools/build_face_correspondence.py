@@ -5,7 +5,9 @@
 Renders the face model's mean shape from several viewpoints (the built-in face inside
 the built-in body's head, with eyes), runs MediaPipe's attention face mesh on the
 renders and traces every landmark back to the surface (see
-:mod:`model_runtime.face.correspondence`).  Deterministic for a given
+:mod:`model_runtime.face.correspondence`).  For the built-in face it also writes MediaPipe's
+left/right mirror table (``assets/face_mp468_mirror.npz``, from the renders and their flips), with
+which the runtime makes the correspondence symmetric (``correspondence.symmetrize``).  Deterministic for a given
 model and MediaPipe version; takes ~20 s on the 2-core CPU.  Re-run it whenever
 ``assets/face_builtin.npz`` changes (the runtime refuses a stale file by its
 model signature).
@@ -21,7 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model_runtime.models.load import load_face_model  # noqa: E402
-from model_runtime.face.correspondence import BUILTIN_CORRESPONDENCE_PATH, OVAL_WEIGHT, build_correspondence
+from model_runtime.face.correspondence import (BUILTIN_CORRESPONDENCE_PATH, BUILTIN_MIRROR_PATH, OVAL_WEIGHT,  # noqa: E402
+                                               build_correspondence, build_mirror_table)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}: signature {corr.model_signature}, weights mean {w.mean():.2f} "
           f"(>0.5: {(w > 0.5).sum()} of {len(w)} points; face-oval factor {OVAL_WEIGHT}), "
           f"median spread over views {1000 * float(np.median(corr.spread_m)):.1f} mm")
+    if args.face_model == "builtin" and args.out is None:
+        mirror = build_mirror_table(model)
+        np.savez_compressed(BUILTIN_MIRROR_PATH, mirror=mirror.astype(np.int16))
+        print(f"wrote {BUILTIN_MIRROR_PATH}: MediaPipe's mirror table, {(mirror == np.arange(len(mirror))).sum()} "
+              "midline landmarks")
     return 0
 
 
