@@ -1,5 +1,5 @@
 """The MediaPipe-468 correspondence of the (mirror-symmetric) built-in face can be made
-mirror-symmetric (``face/correspondence.py: symmetrize``, issue 11; measured on real clips and not
+mirror-symmetric (``face/symmetry.py: symmetrize``, issue 11; measured on real clips and not
 switched on by default, docs/face.md): traced with MediaPipe on renders it put the
 nose tip 3 mm off the midline and the two lower lids 4 mm apart, so a symmetric person came out
 with lopsided keys.  Real parts: the shipped face model, correspondence and mirror table, the real
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from model_runtime.core.errors import ModelFileError
-from model_runtime.face.correspondence import (BUILTIN_CORRESPONDENCE_PATH, SYMMETRIC_ENV, closest_on_triangles,
-                                               correspondence_for, load_correspondence_file, load_mirror_table,
-                                               mirror_vertices, split_openings, surface_points, symmetrize)
+from model_runtime.face.correspondence import (BUILTIN_CORRESPONDENCE_PATH, SYMMETRIC_ENV, correspondence_for,
+                                               load_correspondence_file, split_openings)
+from model_runtime.face.symmetry import (closest_on_triangles, load_mirror_table, mirror_vertices, surface_points,
+                                         symmetrize)
 from model_runtime.models.face_model import load_builtin_face
 
 FLIP = np.array([-1.0, 1.0, 1.0])

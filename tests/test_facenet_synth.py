@@ -113,3 +113,31 @@ def test_pose_only_synthetic_rows_do_not_train_the_expression_head(synth_rows, m
     assert torch.allclose(ge[2:], priors[2:], atol=1e-6)              # the priors' pull only
     assert float((ge[:2] - priors[:2]).abs().max()) > 1e-4            # real rows: the landmark terms too
     assert float(out["identity"].grad[2:].abs().max()) > 0 and float(out["sh"].grad[2:].abs().max()) > 0
+
+
+def test_fine_tuning_starts_from_the_given_weights(tmp_path, synth_rows, model_corr):
+    """``train(init_from=...)`` (``train facenet --init-from``) starts from a weights file: with a zero
+    learning rate the trained network is the file's, which a fresh start is not; a checkpoint to resume
+    wins over it."""
+    from model_runtime.face.facenet import FaceNetModule, save_weights
+    from model_runtime.face.facenet_data import load_cache
+    from model_runtime.face.train_facenet import TrainConfig, train
+
+    m, corr = model_corr
+    np.savez(tmp_path / "video_x.npz", **{k: v for k, v in synth_rows.items() if k != "yaw_deg"})
+    data = load_cache(tmp_path)
+    torch.manual_seed(123)
+    src = FaceNetModule(m.sizes, expression_box=m.kind == "builtin")
+    save_weights(src, tmp_path / "w.pt", {})
+    want = {k: v.detach().half().float() for k, v in src.named_parameters()}
+    cfg = TrainConfig(steps=1, batch=2, lr=0.0, eval_every=10)
+    quiet = lambda s: None  # noqa: E731
+    net, _ = train(data, m, corr, cfg, tmp_path / "run", log=quiet, init_from=tmp_path / "w.pt")
+    for k, v in net.named_parameters():
+        assert torch.equal(v.detach(), want[k]), k
+    fresh, _ = train(data, m, corr, cfg, tmp_path / "run2", log=quiet)
+    assert any(not torch.equal(v.detach(), want[k]) for k, v in fresh.named_parameters())
+    resumed, _ = train(data, m, corr, TrainConfig(steps=1, batch=2, lr=0.0, eval_every=10), tmp_path / "run2",
+                       resume=True, log=quiet, init_from=tmp_path / "w.pt")
+    for (k, a), (_, b) in zip(resumed.named_parameters(), fresh.named_parameters()):
+        assert torch.equal(a.detach(), b.detach()), k

@@ -23,8 +23,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model_runtime.models.load import load_face_model  # noqa: E402
-from model_runtime.face.correspondence import (BUILTIN_CORRESPONDENCE_PATH, BUILTIN_MIRROR_PATH, OVAL_WEIGHT,  # noqa: E402
+from model_runtime.face.correspondence import (BUILTIN_CORRESPONDENCE_PATH, OVAL_WEIGHT,  # noqa: E402
                                                build_correspondence, build_mirror_table)
+from model_runtime.face.symmetry import BUILTIN_MIRROR_PATH  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

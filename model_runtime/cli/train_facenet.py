@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from these weights (a facenet_<model>.pt, e.g. the shipped one) with a fresh "
+                        "optimiser: fine-tuning")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     p.add_argument("--face-model", default="builtin", help="'builtin' or a Basel face model file")
@@ -105,8 +108,12 @@ def run(args) -> int:
     log(f"FaceNet: {len(data['crop']) - len(val_idx)} training faces from {len(names) - len(held)} sources, "
         f"{len(val_idx)} held out; {cfg.steps} steps of {cfg.batch} on {device}")
     corr = correspondence_for(model)
+    if args.init_from is not None and not args.init_from.is_file():
+        from ..core.errors import InputMissingError
+
+        raise InputMissingError(f"{args.init_from}: no such weights file (--init-from)")
     net, result = train(data, model, corr, cfg, args.run_dir, device=device, resume=args.resume, val_idx=val_idx,
-                        log=log)
+                        log=log, init_from=args.init_from)
     if args.no_export:
         return 0
     faces = {n: int((data["source"] == i).sum()) for i, n in enumerate(names)}
@@ -117,8 +124,13 @@ def run(args) -> int:
             "training": {"faces": faces, "held_out": [names[i] for i in held], "steps": result["steps"],
                          "seconds": result["seconds"], "device": device, "threads": args.threads,
                          "final": result["last"], "config": dataclasses.asdict(cfg),
+                         "init_from": None if args.init_from is None else args.init_from.name,
                          "data": "face crops of the held-in videos/images of shared/data/realdata "
-                                 "(MediaPipe landmarks + the fit as teacher); AFLW2000 never used"},
+                                 "(MediaPipe landmarks + the fit as teacher)"
+                                 + (f" + synthetic renders of the face model, {cfg.synth_share:g} of each batch"
+                                    + (" (pose, identity, albedo and light only)" if not cfg.synth_expression else "")
+                                    if cfg.synth_share > 0 and faces.get(SYNTH_SOURCE) else "")
+                                 + "; AFLW2000 never used"},
             "wall_s": round(time.perf_counter() - t0, 1)}
     out = weights_path(model, args.export_dir or WEIGHTS_DIR)
     save_weights(net, out, meta)

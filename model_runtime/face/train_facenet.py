@@ -286,8 +286,11 @@ def split_synthetic(data: dict, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def train(data: dict, model: FaceModel, corr, cfg: TrainConfig, run_dir: Path, device="cpu", resume: bool = False,
-          val_idx: np.ndarray | None = None, log: Callable[[str], None] = print) -> tuple[FaceNetModule, dict]:
+          val_idx: np.ndarray | None = None, log: Callable[[str], None] = print,
+          init_from: Path | None = None) -> tuple[FaceNetModule, dict]:
     """Train on the cached ``data`` (rows not in ``val_idx``); checkpoints and ``log.csv`` in ``run_dir``.
+    ``init_from``: a weights file (:func:`~.facenet.save_weights`'s ``.pt``, e.g. the shipped one) to start
+    from, with a fresh optimiser and schedule (ignored when resuming a checkpoint).
     -> ``(net, summary)`` (summary: steps, seconds, last terms, held-out landmark error)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -307,6 +310,10 @@ def train(data: dict, model: FaceModel, corr, cfg: TrainConfig, run_dir: Path, d
         gen.set_state(st["gen"])
         step, wall = st["step"], st["wall"]
         log(f"resumed at step {step}")
+    elif init_from is not None:
+        state = torch.load(init_from, map_location=device, weights_only=True)
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        log(f"initialised from {init_from}")
     mt = ModelTensors(model, corr, device, cfg.photo_stride)
     val_idx = np.asarray(val_idx if val_idx is not None else [], np.int64)
     train_idx = np.setdiff1d(np.arange(len(data["crop"])), val_idx)
