@@ -405,6 +405,27 @@ def _trace(lm: np.ndarray, fid: np.ndarray, snap_px: float) -> np.ndarray:
     return tri
 
 
+def _render_views(model: FaceModel, views, size: int, context: RenderContext | None | str
+                  ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
+    """The mean face rendered from each (yaw, pitch) of ``views`` (half the image tall, 20 deg field of
+    view) -> ``([(image, triangle ids)], [projected vertices (N, 2) px])``."""
+    from .render import intrinsics, project
+
+    if isinstance(context, str):
+        context = builtin_render_context(model)
+    mean = np.asarray(model.mean_shape, np.float64)
+    centre = 0.5 * (mean.min(0) + mean.max(0))
+    K = intrinsics(size, size, fov_deg=20.0)
+    dist = K[0, 0] * float(np.ptp(mean[:, 1])) / (0.5 * size)   # the face is half the image tall
+    renders, projections = [], []
+    for yaw, pitch in views:
+        R = view_rotation(yaw, pitch)
+        t = np.array([0.0, 0.0, dist]) - R @ centre
+        renders.append(render_view(model, context, R, t, K, size))
+        projections.append(project(mean @ R.T + t, K))
+    return renders, projections
+
+
 def build_correspondence(model: FaceModel, views=DEFAULT_VIEWS, size: int = 512, min_views: int = 2,
                          context: RenderContext | None | str = "auto") -> FaceCorrespondence:
     """Measure the MediaPipe-468 correspondence of ``model`` by running MediaPipe on renders of it.
@@ -414,22 +435,10 @@ def build_correspondence(model: FaceModel, views=DEFAULT_VIEWS, size: int = 512,
     Raises :class:`ModelFileError` if MediaPipe finds the face in fewer than ``min_views``
     renders or some landmark is never traced to the surface.
     """
-    from .render import intrinsics, project
-
     src = model.source or model.kind
-    if isinstance(context, str):
-        context = builtin_render_context(model)
     mean = np.asarray(model.mean_shape, np.float64)
-    centre = 0.5 * (mean.min(0) + mean.max(0))
-    K = intrinsics(size, size, fov_deg=20.0)
-    dist = K[0, 0] * float(np.ptp(mean[:, 1])) / (0.5 * size)   # the face is half the image tall
     faces = np.asarray(model.faces, np.int64)
-    renders, projections = [], []
-    for yaw, pitch in views:
-        R = view_rotation(yaw, pitch)
-        t = np.array([0.0, 0.0, dist]) - R @ centre
-        renders.append(render_view(model, context, R, t, K, size))
-        projections.append(project(mean @ R.T + t, K))       # (N, 2) px
+    renders, projections = _render_views(model, views, size, context)
 
     detections = detect_face_mesh([img for img, _ in renders])
     samples_tri, samples_bary, samples_pt = [], [], []       # per view: (468,), (468,3), (468,3)
@@ -486,19 +495,8 @@ def build_mirror_table(model: FaceModel, views=DEFAULT_VIEWS, size: int = 512,
     :class:`ModelFileError` unless the result is an involution found in at least 2 views."""
     from scipy.optimize import linear_sum_assignment
 
-    from .render import intrinsics
-
     src = model.source or model.kind
-    if isinstance(context, str):
-        context = builtin_render_context(model)
-    mean = np.asarray(model.mean_shape, np.float64)
-    centre = 0.5 * (mean.min(0) + mean.max(0))
-    K = intrinsics(size, size, fov_deg=20.0)
-    dist = K[0, 0] * float(np.ptp(mean[:, 1])) / (0.5 * size)
-    imgs = []
-    for yaw, pitch in views:
-        R = view_rotation(yaw, pitch)
-        imgs.append(render_view(model, context, R, np.array([0.0, 0.0, dist]) - R @ centre, K, size)[0])
+    imgs = [img for img, _ in _render_views(model, views, size, context)[0]]
     found = detect_face_mesh(imgs + [np.ascontiguousarray(img[:, ::-1]) for img in imgs])
     votes = []
     for a, b in zip(found[:len(imgs)], found[len(imgs):]):
