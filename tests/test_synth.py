@@ -20,7 +20,9 @@ from model_runtime.synth import engine, labels
 from model_runtime.synth.shards import read_shard, read_shards, write_shard
 
 REPO = Path(__file__).resolve().parents[1]
-CFG = SynthConfig(width=96, height=128, hand_crop=32, face_crop=32, pose_source="random")
+# procedural backgrounds only: the same draws with or without ../shared (real backgrounds change the
+# random sequence, and these tests must not depend on the research data being there)
+CFG = SynthConfig(width=96, height=128, hand_crop=32, face_crop=32, pose_source="random", real_background=False)
 
 
 @pytest.fixture(scope="module")
@@ -123,11 +125,15 @@ def test_batched_rasteriser_matches_face_renderer(captured):
     for i in range(px.shape[0]):
         ref = rasterize(px[i].double(), faces, CFG.height, CFG.width)
         assert float((r.mask[i] == ref.mask).float().mean()) > 0.999
-        # different triangles may win where many sub-pixel triangles meet (float32, perspective depth)
-        assert float((r.face_id[i] == ref.face_id).float().mean()) > 0.99
         m = ref.mask & r.mask[i]
         # depth: ours is perspective-correct, the reference interpolates z linearly on screen
-        assert float((r.depth[i][m] - ref.depth[m].float()).abs().max()) < 0.01
+        dz = (r.depth[i] - ref.depth.float()).abs()
+        assert float(dz[m].max()) < 0.01
+        # another triangle may win only where it is a tie: coincident surfaces (garments laid on the skin:
+        # up to a quarter of a clothed body's pixels, at depth differences of 0) or sub-pixel triangles
+        # meeting, never a surface in front of or behind the reference's
+        other = m & (r.face_id[i] != ref.face_id)
+        assert not other.any() or float(dz[other].max()) < 1e-3
 
 
 def test_same_seed_same_result_and_prefix():
@@ -229,8 +235,10 @@ def test_torch_jpeg_matches_libjpeg():
     for q in (30, 80):
         a, c = jpeg_torch(x, torch.tensor([q])), jpeg_cv2(x, torch.tensor([q]))
         err_t, err_c = float((a - x).abs().mean()), float((c - x).abs().mean())
-        assert err_c > 0 and abs(err_t - err_c) < 0.3 * err_c
-        assert float((a - c).abs().mean()) < err_c
+        # within 30 %, or half an 8-bit level where the loss itself is a few levels (the two codecs round
+        # their DCTs differently: at q 80 on smooth renders 0.0020 against 0.0027)
+        assert err_c > 0 and abs(err_t - err_c) < max(0.3 * err_c, 0.5 / 255)
+        assert float((a - c).abs().mean()) < max(err_c, 1 / 255)       # or within one level of each other
 
 
 def test_hand_occluded_tag_from_depth_tested_visibility(captured):
