@@ -1,8 +1,8 @@
 """Synthetic data engine (issue 12): labels agree with the pixels, visibility with the z-buffer,
 the same seed gives the same bytes, bad inputs/outputs give one clear line.
 
-Small images (96x128, 32 px crops) and random poses keep it fast; the real-background option
-reads ../shared when present (else the procedural background is used).
+Small images (96x128, 32 px crops) and random poses keep it fast; the procedural background only, so
+the draws are the same whether ../shared (the real backgrounds) is there or not.
 """
 from __future__ import annotations
 
