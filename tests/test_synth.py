@@ -262,3 +262,19 @@ def test_hand_occluded_tag_from_depth_tested_visibility(captured):
     np.testing.assert_array_equal(b.tags["hand_occluded"].numpy(), expect)
     # both kinds of hidden hand points occur here, and only the other-part ones count
     assert (inside & ~vis & (shown == side)).any() and hidden_other.any()
+
+
+def test_real_backgrounds_are_used_when_the_data_is_there(realdata):
+    """With ``../shared`` present, ``p_real_background=1`` puts regions of the real photos behind the
+    person (``params["bg_real"]``; a sample whose candidate regions all touch a person falls back to the
+    procedural one); they differ from the procedural background of the same draw, and with the option
+    off none is used."""
+    cfg = replace(CFG, real_background=True, p_real_background=1.0, data_root=str(realdata.parent))
+    b = generate(cfg, seed=1, count=3)
+    used = b.params["bg_real"]
+    assert used.any() and bool(torch.isfinite(b.image).all())
+    plain = generate(replace(cfg, real_background=False), seed=1, count=3)
+    assert not plain.params["bg_real"].any()
+    j = int(torch.nonzero(used)[0])
+    corner = (slice(None), slice(0, 8), slice(0, 8))             # a corner: background in these framings
+    assert float((b.image[j][corner] - plain.image[j][corner]).abs().mean()) > 0.02
