@@ -141,3 +141,19 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path, synth_rows, model_c
                        resume=True, log=quiet, init_from=tmp_path / "w.pt")
     for (k, a), (_, b) in zip(resumed.named_parameters(), fresh.named_parameters()):
         assert torch.equal(a.detach(), b.detach()), k
+
+
+def test_select_rows_keeps_the_chosen_faces_of_every_array(tmp_path, synth_rows):
+    """``facenet_data.select_rows`` (``train facenet --synth-min-yaw``): the rows kept, in order, in every
+    per-face array; the source names untouched."""
+    from model_runtime.face.facenet_data import load_cache, select_rows
+    from model_runtime.face.facenet_synth import SYNTH_SOURCE
+
+    np.savez(tmp_path / "video_x.npz", **{k: v[:2] for k, v in synth_rows.items() if k != "yaw_deg"})
+    np.savez(tmp_path / f"{SYNTH_SOURCE}.npz", **synth_rows)
+    data = load_cache(tmp_path)
+    keep = np.array([True, True] + [abs(y) >= 40 for y in synth_rows["yaw_deg"]])
+    out = select_rows(data, keep)
+    assert len(out["crop"]) == keep.sum() and list(out["source_names"]) == list(data["source_names"])
+    np.testing.assert_array_equal(out["crop"], data["crop"][keep])
+    np.testing.assert_array_equal(out["source"], data["source"][keep])

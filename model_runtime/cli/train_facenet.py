@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synth-pose-only", action="store_true",
                    help="the synthetic renders teach pose, identity, albedo and light, not expression "
                         "(TrainConfig.synth_expression off)")
+    p.add_argument("--synth-min-yaw", type=float, default=0.0,
+                   help="use only the synthetic renders turned at least this far (deg of yaw), where the real "
+                        "faces are missing (default 0: all)")
     p.add_argument("--holdout", nargs="*", default=list(DEFAULT_HOLDOUT),
                    help="cached sources kept out of training (landmark check)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default 6000)")
@@ -64,7 +67,7 @@ def run(args) -> int:
     from ..core.options import resolve_device
     from ..face.correspondence import correspondence_for, model_signature
     from ..face.facenet import CROP_SCALE, FACENET_VERSION, WEIGHTS_DIR, save_weights, weights_path
-    from ..face.facenet_data import build_cache, load_cache
+    from ..face.facenet_data import build_cache, load_cache, select_rows
     from ..face.facenet_synth import SYNTH_SOURCE, build_synth_source
     from ..face.train_facenet import TrainConfig, train
     from ..models.face_model import FACE_ASSET_VERSION
@@ -90,6 +93,12 @@ def run(args) -> int:
         return 0
     data = load_cache(args.cache_dir)
     names = [str(n) for n in data["source_names"]]
+    if args.synth_min_yaw > 0 and SYNTH_SOURCE in names:
+        rows = data["source"] == names.index(SYNTH_SOURCE)
+        keep = np.ones(len(rows), bool)
+        keep[rows] = np.abs(np.load(synth_path)["yaw_deg"]) >= args.synth_min_yaw
+        data = select_rows(data, keep)
+        log(f"{SYNTH_SOURCE}: {int(keep[rows].sum())} of {int(rows.sum())} renders at >= {args.synth_min_yaw:g} deg of yaw")
     held = [names.index(h) for h in args.holdout if h in names]
     val_idx = np.flatnonzero(np.isin(data["source"], held))
     share = args.synth_share if args.synth_share is not None else (0.3 if args.synth > 0 else None)
@@ -129,6 +138,7 @@ def run(args) -> int:
                                  "(MediaPipe landmarks + the fit as teacher)"
                                  + (f" + synthetic renders of the face model, {cfg.synth_share:g} of each batch"
                                     + (" (pose, identity, albedo and light only)" if not cfg.synth_expression else "")
+                                    + (f", at >= {args.synth_min_yaw:g} deg of yaw" if args.synth_min_yaw > 0 else "")
                                     if cfg.synth_share > 0 and faces.get(SYNTH_SOURCE) else "")
                                  + "; AFLW2000 never used"},
             "wall_s": round(time.perf_counter() - t0, 1)}

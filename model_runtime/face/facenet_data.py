@@ -187,3 +187,10 @@ def load_cache(out_dir: Path, names: list[str] | None = None) -> dict[str, np.nd
     out["source"] = np.concatenate([np.full(len(p["crop"]), i) for i, p in enumerate(parts)])
     out["source_names"] = np.array([p.stem for p in files])
     return out
+
+
+def select_rows(data: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    """The cache ``data`` (:func:`load_cache`) with only the face rows ``keep (F,)`` bool."""
+    n = len(data["crop"])
+    return {k: (v[keep] if k != "source_names" and len(v) == n else v) for k, v in data.items()}
+
