@@ -73,6 +73,10 @@ def run(args) -> int:
     from ..models.face_model import FACE_ASSET_VERSION
     from ..models.load import load_face_model
 
+    if args.init_from is not None and not args.init_from.is_file():
+        from ..core.errors import InputMissingError
+
+        raise InputMissingError(f"{args.init_from}: no such weights file (--init-from)")
     torch.set_num_threads(args.threads)
     limit_numpy_blas_threads(args.threads)
     device = resolve_device(args.device)
@@ -117,10 +121,6 @@ def run(args) -> int:
     log(f"FaceNet: {len(data['crop']) - len(val_idx)} training faces from {len(names) - len(held)} sources, "
         f"{len(val_idx)} held out; {cfg.steps} steps of {cfg.batch} on {device}")
     corr = correspondence_for(model)
-    if args.init_from is not None and not args.init_from.is_file():
-        from ..core.errors import InputMissingError
-
-        raise InputMissingError(f"{args.init_from}: no such weights file (--init-from)")
     net, result = train(data, model, corr, cfg, args.run_dir, device=device, resume=args.resume, val_idx=val_idx,
                         log=log, init_from=args.init_from)
     if args.no_export:
