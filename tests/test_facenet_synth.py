@@ -141,6 +141,11 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path, synth_rows, model_c
                        resume=True, log=quiet, init_from=tmp_path / "w.pt")
     for (k, a), (_, b) in zip(resumed.named_parameters(), fresh.named_parameters()):
         assert torch.equal(a.detach(), b.detach()), k
+    from model_runtime.core.errors import ModelFileError
+
+    (tmp_path / "junk.pt").write_bytes(b"not a state dict")
+    with pytest.raises(ModelFileError, match="junk.pt"):
+        train(data, m, corr, cfg, tmp_path / "run3", log=quiet, init_from=tmp_path / "junk.pt")
 
 
 def test_select_rows_keeps_the_chosen_faces_of_every_array(tmp_path, synth_rows):

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.face_model import NUM_SH, FaceModel, face_albedo, face_geometry, sh_shading, vertex_normals
-from .facenet import CROP_SCALE, INPUT_SIZE, FaceNetModule, crop_pose, face_anchor
+from .facenet import CROP_SCALE, INPUT_SIZE, FaceNetModule, crop_pose, face_anchor, load_state
 from .facenet_data import STORE_SCALE
 
 
@@ -311,8 +311,7 @@ def train(data: dict, model: FaceModel, corr, cfg: TrainConfig, run_dir: Path, d
         step, wall = st["step"], st["wall"]
         log(f"resumed at step {step}")
     elif init_from is not None:
-        state = torch.load(init_from, map_location=device, weights_only=True)
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        load_state(Path(init_from), net)           # checked: a bad file is one line naming it and the field
         log(f"initialised from {init_from}")
     mt = ModelTensors(model, corr, device, cfg.photo_stride)
     val_idx = np.asarray(val_idx if val_idx is not None else [], np.int64)
