@@ -108,6 +108,7 @@ def test_eval_face_video_on_a_real_talking_clip(tmp_path):
     assert res["r_jaw_close_lip"] >= 0.9 and res["r_avatar_lip"] >= 0.9, res      # the avatar's own mouth too
     assert res["r_gaze_x"] is not None and res["r_gaze_x"] > 0.5, res
     assert res["offset_d"] < 0.2, res
+    assert 0.7 < res["face_scale"] < 1.3, res               # the avatar's face about her size in the image
     assert -1.0 <= res["r_mouth_width"] <= 1.0
     for part in ("cheek", "forehead"):
         c = res["colour"][part]

@@ -301,6 +301,7 @@ def evaluate(cap: Capture, meas: dict, video: Path) -> dict:
         res["r_avatar_lip"] = pearson(lip_gap(px), gap)
         res["offset_d"] = float(np.median(cen))
         res["landmark_d"] = float(np.median(per))
+        res["face_scale"] = float(np.median(eye_corner_distance(px) / D))   # the avatar's face size / hers
         sample = use[np.linspace(0, len(use) - 1, min(COLOUR_FRAMES, len(use))).round().astype(int)]
         res["colour"] = colour_figures(cap, face, meas, video, sample)
     return res
