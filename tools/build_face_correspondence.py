@@ -7,7 +7,7 @@ the built-in body's head, with eyes), runs MediaPipe's attention face mesh on th
 renders and traces every landmark back to the surface (see
 :mod:`model_runtime.face.correspondence`).  For the built-in face it also writes MediaPipe's
 left/right mirror table (``assets/face_mp468_mirror.npz``, from the renders and their flips), with
-which the runtime makes the correspondence symmetric (``correspondence.symmetrize``).  Deterministic for a given
+which the runtime makes the correspondence symmetric (``face/symmetry.py: symmetrize``, off by default).  Deterministic for a given
 model and MediaPipe version; takes ~20 s on the 2-core CPU.  Re-run it whenever
 ``assets/face_builtin.npz`` changes (the runtime refuses a stale file by its
 model signature).

@@ -58,3 +58,4 @@ for rep in range(2):
     for tag, a, b, thread in events:
         if b - a > 0.02 or tag not in ("process", "postprocess.push"):
             print(f'    {tag:18s} {a - t0:6.3f}-{b - t0:6.3f} s ({1000 * (b - a):4.0f} ms, {thread})')
+    pipe.detector.close()

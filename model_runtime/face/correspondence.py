@@ -39,10 +39,9 @@ from ..models.face_model import NUM_SH, FaceModel
 from ..core.safe_npz import load_npz
 from ..core.asset_io import ASSET_DIR as _ASSET_DIR
 from .landmarks import MP468_TO_IBUG68  # noqa: F401 - the one table, re-exported for the fit
-from .symmetry import load_mirror_table, symmetrize
+from .symmetry import NUM_MP_LANDMARKS, load_mirror_table, symmetrize
 
 CORRESPONDENCE_VERSION: Final[int] = 1
-NUM_MP_LANDMARKS: Final[int] = 468
 BUILTIN_CORRESPONDENCE_PATH: Final[Path] = (
     _ASSET_DIR / "face_mp468_correspondence.npz")
 
@@ -484,6 +483,7 @@ def build_correspondence(model: FaceModel, views=DEFAULT_VIEWS, size: int = 512,
     return FaceCorrespondence(vertex_ids=vertex_ids.astype(np.int64), bary=bary.astype(np.float32),
                               weights=weights.astype(np.float32), model_signature=model_signature(model),
                               spread_m=spread.astype(np.float32))
+
 
 def build_mirror_table(model: FaceModel, views=DEFAULT_VIEWS, size: int = 512,
                        context: RenderContext | None | str = "auto") -> np.ndarray:

@@ -21,6 +21,7 @@ from ..core.errors import ModelFileError
 from ..core.safe_npz import load_npz
 from ..models.face_model import FaceModel
 
+#: MediaPipe's face-mesh landmarks (without the 10 iris points)
 NUM_MP_LANDMARKS: Final[int] = 468
 
 #: MediaPipe's left/right mirror of its 468 landmarks (``mirror[i]`` = the landmark at the mirror
@@ -129,8 +130,8 @@ def symmetrize(model: FaceModel, corr, mirror: np.ndarray):
     Each landmark's point becomes the mean of its own and its mirror partner's point reflected
     (``mirror``: :func:`load_mirror_table`), put back on the surface (:func:`surface_points`); the
     partner takes its exact mirror image (the mirror vertices, the same barycentrics); midline
-    landmarks on the mesh's midline (:func:`midline_points`); weights and spreads are averaged over each pair.  A model that is
-    not mirror-symmetric (BFM) is returned unchanged."""
+    landmarks on the mesh's midline (:func:`midline_points`); weights and spreads are averaged over
+    each pair.  A model that is not mirror-symmetric (BFM) is returned unchanged."""
     mean = np.asarray(model.mean_shape, np.float64)
     P = corr.points(mean[None])[0]
     scale = float(np.linalg.norm(P[33] - P[263]))
@@ -139,13 +140,13 @@ def symmetrize(model: FaceModel, corr, mirror: np.ndarray):
         return corr
     flip = np.array([-1.0, 1.0, 1.0])
     target = 0.5 * (P + P[mirror] * flip)                                        # (468, 3)
-    own = np.flatnonzero(np.arange(NUM_MP_LANDMARKS) <= mirror)                 # one of each pair + midline
+    faces = np.asarray(model.faces, np.int64)
+    idx = np.arange(len(mirror))
+    own, mid = np.flatnonzero(idx < mirror), np.flatnonzero(idx == mirror)      # one of each pair; midline
     vid, bary = corr.vertex_ids.copy(), corr.bary.astype(np.float64).copy()
-    vid[own], bary[own] = surface_points(mean, np.asarray(model.faces, np.int64), target[own])
-    mid = np.flatnonzero(mirror == np.arange(NUM_MP_LANDMARKS))
-    vid[mid], bary[mid] = midline_points(mean, np.asarray(model.faces, np.int64), vmirror, target[mid])
-    other = mirror[own]
-    vid[other], bary[other] = vmirror[vid[own]], bary[own]
+    vid[own], bary[own] = surface_points(mean, faces, target[own])
+    vid[mid], bary[mid] = midline_points(mean, faces, vmirror, target[mid])
+    vid[mirror[own]], bary[mirror[own]] = vmirror[vid[own]], bary[own]          # the partners: mirror images
     pair_mean = lambda x: None if x is None else (0.5 * (x + x[mirror])).astype(np.float32)  # noqa: E731
     return dataclasses.replace(corr, vertex_ids=vid, bary=bary.astype(np.float32), weights=pair_mean(corr.weights),
                                spread_m=pair_mean(corr.spread_m))
