@@ -25,6 +25,10 @@ Figures (Pearson correlation over the frames where the capture is valid and a fa
 * ``offset_d``: median over frames of the distance between the centroids of the captured face's
   468 landmark points (the posed avatar, projected with the capture's camera) and MediaPipe's,
   in D; ``landmark_d``: median over frames of the mean per-point distance, in D;
+  ``face_scale``: median of the avatar's D in the image over hers; ``eye_width``: median eye
+  width (33-133, 362-263) / D of the posed avatar's points and of hers; ``eye_open``: median lid
+  openness (lid distance / eye width, both eyes) of the avatar and of hers (a narrow eye held
+  open reads as a stare);
 * ``colour``: cheek and forehead colour (sRGB 0-255) of the image (median over sample frames of
   a disc of radius 0.08 D around landmarks 50, 280 / 151, 108, 337), of the captured albedo at
   the same surface points, and of the rendered, lit face (albedo x SH irradiance, Eq. 5, with
@@ -80,6 +84,14 @@ def mouth_width(lm: np.ndarray) -> np.ndarray:
     """``(..., 468, >=2)`` -> ``(...,)`` mouth-corner distance (61-291) / eye-corner distance."""
     return np.linalg.norm(lm[..., MOUTH_CORNERS[0], :2] - lm[..., MOUTH_CORNERS[1], :2], axis=-1) \
         / eye_corner_distance(lm)
+
+
+def eye_width(lm: np.ndarray) -> np.ndarray:
+    """``(..., 468, >=2)`` -> ``(...,)`` the mean of both eyes' corner-to-corner widths (33-133,
+    362-263) / D: how wide the eyes are for the face."""
+    P = np.asarray(lm)[..., :2]
+    w = np.linalg.norm(P[..., 33, :] - P[..., 133, :], axis=-1) + np.linalg.norm(P[..., 362, :] - P[..., 263, :], axis=-1)
+    return 0.5 * w / eye_corner_distance(lm)
 
 
 def lid_openness(lm: np.ndarray) -> np.ndarray:
@@ -302,6 +314,9 @@ def evaluate(cap: Capture, meas: dict, video: Path) -> dict:
         res["offset_d"] = float(np.median(cen))
         res["landmark_d"] = float(np.median(per))
         res["face_scale"] = float(np.median(eye_corner_distance(px) / D))   # the avatar's face size / hers
+        res["eye_width"] = {"avatar": float(np.median(eye_width(px))), "image": float(np.median(eye_width(lm)))}
+        res["eye_open"] = {"avatar": float(np.median(lid_openness(px).mean(-1))),
+                           "image": float(np.median(lid_openness(lm).mean(-1)))}
         sample = use[np.linspace(0, len(use) - 1, min(COLOUR_FRAMES, len(use))).round().astype(int)]
         res["colour"] = colour_figures(cap, face, meas, video, sample)
     return res

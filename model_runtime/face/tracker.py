@@ -67,7 +67,7 @@ class FaceTrackerConfig:
     w_identity: float = FaceFitConfig.w_identity
     w_temporal: float = 1e-2
     w_gap_lips: float = 2.0         # openings: inner-lip pairs of GAP_PAIRS (see the module doc) ...
-    w_gap_lids: float = 0.5         # ... and eyelid pairs
+    w_gap_lids: float = 0.5         # ... and eyelid pairs (both: expression only, see ``FaceTracker.track``)
     landmark_sigma: float = FaceFitConfig.landmark_sigma
     damping: float = 1e-3           # LM: lambda x diag(H), raised on a rejected step
     step_tol: float = 1e-4          # stop when the update's max |delta| is below this ...
@@ -181,6 +181,15 @@ class FaceTracker:
         (start value when ``fit_identity``); previous: last frame's track (warm start and
         temporal prior) or None; face_size px (default: sqrt of the landmark box area);
         held_values ``(Ke,)``: the values of the :attr:`held` keys (gaze), not solved (default 0).
+
+        With ``fit_identity`` the frame is solved twice: pose, expression and identity from the
+        landmarks alone (no opening term), then pose and expression with every term at that
+        identity (:attr:`FaceTrackerConfig.iterations` steps from the first solve).  The openings
+        (:data:`GAP_PAIRS`: quadratic, weighted far above single landmarks) are the expression's:
+        left to shape the identity, the lid pairs traded the eyes' width for their height (every
+        learnt face had eyes 10-15 % narrower than MediaPipe's, held open: a stare) and the lip
+        pairs shrank the face and moved lip partings from ``jawOpen`` to the lips' shape
+        (docs/face.md, "Identity from the landmarks alone").
         """
         c = self.config
         lm = np.asarray(landmarks, np.float64)
@@ -201,7 +210,24 @@ class FaceTracker:
             e_prev, iters = e.copy(), c.iterations
             rtol = c.energy_rtol
         e[self.held] = 0.0 if held_values is None else np.asarray(held_values, np.float64)[self.held]
-        ctx = _Problem(self, target, K, 1.0 / (c.landmark_sigma * face_size) ** 2, e_prev, fit_identity)
+        inv_s2 = 1.0 / (c.landmark_sigma * face_size) ** 2
+        if fit_identity:
+            first = self._solve(_Problem(self, target, K, inv_s2, e_prev, True, openings=False),
+                                Rm, t, e, identity, iters, rtol)
+            Rm, t, e, identity = first[:4]
+            iters, rtol = c.iterations, c.energy_rtol
+            done0 = first[4]
+        else:
+            done0 = 0
+        ctx = _Problem(self, target, K, inv_s2, e_prev, False)
+        Rm, t, e, identity, done = self._solve(ctx, Rm, t, e, identity, iters, rtol)
+        return FaceTrack(rotation=Rm.astype(np.float32), translation=t.astype(np.float32),
+                         expression=e.astype(np.float32), identity=identity.astype(np.float32),
+                         landmark_error_px=ctx.last_error, iterations=done0 + done)
+
+    def _solve(self, ctx: "_Problem", Rm, t, e, identity, iters: int, rtol: float):
+        """Levenberg-Marquardt on ``ctx`` from the given parameters -> ``(Rm, t, e, identity, steps)``."""
+        c = self.config
         energy, lin = ctx.linearise(Rm, t, e, identity)
         lam = c.damping
         done = 0
@@ -223,16 +249,15 @@ class FaceTracker:
                 _, lin = ctx.linearise(Rm, t, e, identity)
             else:
                 lam *= 10.0
-        return FaceTrack(rotation=Rm.astype(np.float32), translation=t.astype(np.float32),
-                         expression=e.astype(np.float32), identity=identity.astype(np.float32),
-                         landmark_error_px=ctx.last_error, iterations=done)
+        return Rm, t, e, identity, done
 
 
 class _Problem:
     """One frame's linearisation: energy, Gauss-Newton ``H``, gradient ``g`` for the unknowns
     ``[w (3), t (3), e (Ke), i (Ki if fit_identity)]``."""
 
-    def __init__(self, tr: FaceTracker, target, K, inv_scale2: float, e_prev, fit_identity: bool):
+    def __init__(self, tr: FaceTracker, target, K, inv_scale2: float, e_prev, fit_identity: bool,
+                 openings: bool = True):
         self.tr, self.target, self.inv_s2, self.e_prev, self.fit_identity = tr, target, inv_scale2, e_prev, fit_identity
         self.f = np.array([K[0, 0], K[1, 1]], np.float64)
         self.c = np.array([K[0, 2], K[1, 2]], np.float64)
@@ -240,7 +265,7 @@ class _Problem:
         self._dist2: np.ndarray | None = None     # squared px distances of the last evaluation
         cfg = tr.config
         self._wg = np.where(np.arange(len(GAP_PAIRS)) < NUM_LIP_PAIRS, cfg.w_gap_lips, cfg.w_gap_lids) \
-            * inv_scale2 / len(GAP_PAIRS)                                 # (P,) weights of the openings
+            * (inv_scale2 / len(GAP_PAIRS) if openings else 0.0)          # (P,) weights of the openings
         self._base: tuple[np.ndarray, np.ndarray] | None = None    # (identity, L0 + Li identity) of the last call
 
     @property
