@@ -137,7 +137,7 @@ def create_avatar(data: AvatarData, name: str = "FullBody", collection=None):
     arm_obj = create_armature(data, name, collection)
     mesh_obj = create_mesh(data, name + "_mesh", collection, arm_obj)
     arm_obj["mesh_name"] = mesh_obj.name
-    face_rig.create_eyes(arm_obj, data.eyes, collection)
+    face_rig.create_eyes(arm_obj, data.eyes, collection, iris=data.iris_colour)
     return arm_obj, mesh_obj
 
 

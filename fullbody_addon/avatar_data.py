@@ -54,6 +54,7 @@ class AvatarData:
     shape_key_deltas: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 3), np.float32))
     colors: np.ndarray | None = None
     eyes: np.ndarray | None = None                 # (2, 4) eyeball centre (Blender axes) + radius, [right, left]
+    iris_colour: np.ndarray | None = None          # (3,) linear RGB of the person's iris, None: the default
     warnings: list = field(default_factory=list)   # shown to the user by the operators
     betas: np.ndarray = field(default_factory=lambda: np.zeros(skeleton.NUM_BETAS, np.float32))
     source: str = ""
@@ -139,7 +140,19 @@ def avatar_data_from_capture(capture, body=None, face=None, runtime_python: str 
         notes += _model_mismatch(capture, "face_model", spec or "builtin")
     data = _avatar_data_with_face(capture, body, face, spec, betas, runtime_python)
     data.warnings.extend(notes)
+    data.iris_colour = captured_iris_colour(capture)
     return data
+
+
+def captured_iris_colour(capture) -> np.ndarray | None:
+    """The capture's ``iris_colour (3,)`` (linear RGB in [0, 1]), or None when it has none (zeros,
+    absent in older files, or malformed)."""
+    if "iris_colour" not in capture.data:
+        return None
+    c = np.asarray(capture["iris_colour"], np.float64).reshape(-1)
+    if c.shape != (3,) or not np.isfinite(c).all() or not (c > 0).any():
+        return None
+    return np.clip(c, 0.0, 1.0).astype(np.float32)
 
 
 def _model_mismatch(capture, key: str, used: str) -> list[str]:

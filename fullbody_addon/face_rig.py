@@ -2,7 +2,9 @@
 
 Geometry is generated here (a UV sphere with sclera, iris and pupil as vertex colours: CC0 by
 construction); the centres and radii come from the avatar file's ``eyes`` (the face model's eye
-landmarks, :func:`model_runtime.models.full_model.eye_spheres`).  Each eye is an object whose
+landmarks, :func:`model_runtime.models.full_model.eye_spheres`), the iris colour from the
+capture's ``iris_colour`` when it has one (sampled from the person's eyes,
+:mod:`model_runtime.face.eye_colour`), else :data:`IRIS_RGB`.  Each eye is an object whose
 origin is the eyeball's centre, parented to the armature's ``head`` bone, so it follows the head;
 the capture's ARKit ``eyeLook*`` keys (gaze from MediaPipe's iris landmarks,
 :mod:`model_runtime.face.gaze`) are turned into per-frame rotations (``rotation_euler``: Z = yaw to
@@ -22,17 +24,18 @@ PUPIL_RGB, IRIS_RGB, SCLERA_RGB = (0.01, 0.01, 0.01), (0.12, 0.07, 0.03), (0.80,
 COLOR_ATTRIBUTE = "albedo"
 
 
-def uv_sphere(radius: float, segments: int = 32, rings: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def uv_sphere(radius: float, segments: int = 32, rings: int = 16, iris=IRIS_RGB
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A UV sphere around the origin whose pole points at Blender -Y (the avatar's front) ->
     ``(verts (V, 3), quads (F, 4) vertex ids, colours (V, 3) linear RGB)`` (pupil/iris/sclera by the
-    angle from -Y; triangles at the poles are quads with a repeated vertex)."""
+    angle from -Y, the iris ``iris (3,)``; triangles at the poles are quads with a repeated vertex)."""
     th = np.linspace(0.0, np.pi, rings + 1)                          # angle from the front pole
     ph = np.linspace(0.0, 2 * np.pi, segments, endpoint=False)
     T, P = np.meshgrid(th, ph, indexing="ij")                        # (rings+1, segments)
     v = np.stack([np.sin(T) * np.cos(P), -np.cos(T), np.sin(T) * np.sin(P)], -1).reshape(-1, 3) * radius
     ang = np.degrees(T).reshape(-1)
     col = np.where((ang <= PUPIL_DEG)[:, None], PUPIL_RGB,
-                   np.where((ang <= IRIS_DEG)[:, None], IRIS_RGB, SCLERA_RGB)).astype(np.float32)
+                   np.where((ang <= IRIS_DEG)[:, None], np.asarray(iris, np.float64), SCLERA_RGB)).astype(np.float32)
     r, s = np.meshgrid(np.arange(rings), np.arange(segments), indexing="ij")
     a = r * segments + s
     b = r * segments + (s + 1) % segments
@@ -40,8 +43,8 @@ def uv_sphere(radius: float, segments: int = 32, rings: int = 16) -> tuple[np.nd
     return v.astype(np.float32), quads.astype(np.int32), col
 
 
-def _eye_mesh(name: str, radius: float):
-    v, quads, col = uv_sphere(radius)
+def _eye_mesh(name: str, radius: float, iris=IRIS_RGB):
+    v, quads, col = uv_sphere(radius, iris=iris)
     me = bpy.data.meshes.new(name)
     me.vertices.add(len(v))
     me.vertices.foreach_set("co", v.ravel())
@@ -72,10 +75,11 @@ def _eye_material(name: str):
     return mat
 
 
-def create_eyes(arm_obj, eyes: np.ndarray | None, collection=None) -> list:
+def create_eyes(arm_obj, eyes: np.ndarray | None, collection=None, iris=None) -> list:
     """Two eyeball objects for ``eyes (2, 4)`` (centre in the armature's rest space, Blender axes, +
     radius; [person's right, left]), parented to ``arm_obj``'s ``head`` bone with their rest
-    placement kept; -> the objects ([] when ``eyes`` is None or there is no head bone)."""
+    placement kept, irises ``iris (3,)`` linear RGB (None: :data:`IRIS_RGB`); -> the objects ([]
+    when ``eyes`` is None or there is no head bone)."""
     if eyes is None or HEAD_BONE not in arm_obj.data.bones:
         return []
     from mathutils import Matrix
@@ -87,7 +91,8 @@ def create_eyes(arm_obj, eyes: np.ndarray | None, collection=None) -> list:
     mat = _eye_material(f"{arm_obj.name}_eyes")
     out = []
     for name, e in zip(EYE_OBJECTS, np.asarray(eyes, np.float64)):
-        obj = bpy.data.objects.new(f"{arm_obj.name}_{name}", _eye_mesh(f"{arm_obj.name}_{name}", float(e[3])))
+        obj = bpy.data.objects.new(f"{arm_obj.name}_{name}", _eye_mesh(f"{arm_obj.name}_{name}", float(e[3]),
+                                                                        IRIS_RGB if iris is None else iris))
         obj.data.materials.append(mat)
         collection.objects.link(obj)
         obj.parent = arm_obj

@@ -100,6 +100,9 @@ def test_eval_face_video_on_a_real_talking_clip(tmp_path):
     cap = tmp_path / "d0.npz"
     r = _cli("capture", D0, "-o", cap, "--quiet")
     assert r.returncode == 0, r.stderr[-2000:]
+    with np.load(cap) as z:                      # her iris, sampled on keyframes (face/eye_colour.py): dark brown
+        iris = z["iris_colour"]
+    assert 0 < iris.max() < 0.2 and iris[0] >= iris[2], iris
     r = _cli("eval", "face-video", cap, "--video", D0, "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)

@@ -55,6 +55,8 @@ Per clip, optional (older files load with the default):
 * ``ground_plane (4,)`` float32 ``(n, d)`` in camera space: ``n . X + d`` is the height (m) above
   the ground, ``|n| = 1``, ``n`` pointing up (towards ``-y``); estimated from the planted feet.
   All zeros: no plane (the feet were never seen planted).
+* ``iris_colour (3,)`` float32 linear RGB in [0, 1]: the person's iris, an albedo like the face's
+  (:mod:`model_runtime.face.eye_colour`).  All zeros: not seen (the add-on's default brown).
 
 A version-1 file loads with the documented defaults (:func:`frame_defaults`): visibility 1 where
 the keypoint's confidence is above 0 else 0, joint confidence 1, source seen, no contact.  So does
@@ -110,13 +112,14 @@ PER_FRAME_KEYS: Final[dict[str, tuple[tuple, str]]] = {
 STATIC_KEYS: Final[tuple[str, ...]] = (
     "version", "fps", "image_size", "camera_K", "joint_names", "betas", "scale",
     "keypoint_names", "face_identity", "face_albedo", "expression_names",
-    "body_model", "face_model", "camera_source", "ground_plane",
+    "body_model", "face_model", "camera_source", "ground_plane", "iris_colour",
 )
 #: static keys that older files lack, and the value they load with.  ``camera_source``: where
 #: ``camera_K`` comes from: "calibration" (a file), "fov" (given), "metadata" (EXIF / QuickTime focal of
 #: the source file), "estimated" (per clip), "default";
 #: ``ground_plane`` zeros: no plane
-STATIC_DEFAULTS: Final[dict[str, object]] = {"camera_source": "default", "ground_plane": (0.0, 0.0, 0.0, 0.0)}
+STATIC_DEFAULTS: Final[dict[str, object]] = {"camera_source": "default", "ground_plane": (0.0, 0.0, 0.0, 0.0),
+                                             "iris_colour": (0.0, 0.0, 0.0)}
 REQUIRED_KEYS: Final[tuple[str, ...]] = STATIC_KEYS + tuple(PER_FRAME_KEYS)
 #: what a version-1 file must hold
 REQUIRED_KEYS_V1: Final[tuple[str, ...]] = tuple(k for k in REQUIRED_KEYS if k not in V2_FRAME_KEYS)
@@ -529,6 +532,10 @@ def _check_v2(path: Path, data: dict) -> None:
     if fc.dtype != bool:
         raise ModelFileError(str(path), "foot_contact", f"has dtype {fc.dtype}, expected bool")
     _check_ground_plane(path, data["ground_plane"])
+    ic = data["iris_colour"]
+    if ic.shape != (3,) or ic.dtype.kind not in "fiu" or not np.isfinite(ic).all() or ((ic < 0) | (ic > 1)).any():
+        raise ModelFileError(str(path), "iris_colour", f"must be 3 linear RGB values in [0, 1], got "
+                             f"{np.asarray(ic).tolist()} ({ic.dtype})")
 
 
 def _check_ground_plane(path: Path, plane: np.ndarray) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..detectors.base import Detection
+from .eye_colour import FACE_FORWARD, EyeColourEstimate
 from .facenet import FaceNet
 from .gaze import GazeEstimator, angles_to_keys
 from .stage import FaceFitStage
@@ -51,6 +52,7 @@ class NetFaceStage:
         self._gaze = GazeEstimator()                    # eyeLook* keys from the iris (face/gaze.py)
         self._n = 0
         self._identity = np.zeros(sizes["identity"], np.float64)
+        self._iris = EyeColourEstimate(self.identity_frames)
         with self._lock:
             self._albedo = np.zeros(sizes["albedo"], np.float64)
             from .fit import ambient_sh
@@ -80,8 +82,13 @@ class NetFaceStage:
         return expression, (R[0], t[0])
 
     def fit_appearance(self, image_bgr: np.ndarray, detection: Detection, seed: Any) -> np.ndarray | None:
-        """Nothing to fit: FaceNet gives the lighting of every frame -> the latest ``(27,)``."""
-        return self.current_sh()
+        """Nothing to fit: FaceNet gives the lighting of every frame -> the latest ``(27,)``; the
+        keyframe's iris colour is sampled (:mod:`.eye_colour`) with it and the frame's rotation."""
+        sh = self.current_sh()
+        if seed is not None:
+            self._iris.add(image_bgr, detection.face_landmarks, (detection.extras or {}).get("iris_landmarks_px"),
+                           sh, np.asarray(seed[0], np.float64) @ FACE_FORWARD)
+        return sh
 
     def current_sh(self) -> np.ndarray:
         with self._lock:
@@ -90,6 +97,9 @@ class NetFaceStage:
     def clip_params(self) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
             return self._identity.astype(np.float32), self._albedo.astype(np.float32)
+
+    def iris_colour(self) -> np.ndarray:
+        return self._iris.value()
 
 
 class NetFitFaceStage(FaceFitStage):

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..detectors.base import Detection
+from .eye_colour import FACE_FORWARD, EyeColourEstimate
 from .gaze import GazeEstimator, angles_to_keys
 
 
@@ -36,6 +37,9 @@ class FaceStage(Protocol):
 
     def clip_params(self) -> tuple[np.ndarray, np.ndarray]:
         """-> current per-clip ``(identity (Ki,), albedo (Ka,))``."""
+
+    def iris_colour(self) -> np.ndarray:
+        """-> the clip's iris colour ``(3,)`` linear RGB (:mod:`.eye_colour`), zeros while unknown."""
 
 
 class FaceFitStage:
@@ -78,6 +82,7 @@ class FaceFitStage:
         self._gaze = GazeEstimator()                    # eyeLook* keys from the iris (face/gaze.py)
         self._identity = np.zeros(sizes["identity"], np.float64)
         self._n_identity = 0
+        self._iris = EyeColourEstimate(self.fitter.config.identity_frames)
         with self._lock:
             self._albedo = np.zeros(sizes["albedo"], np.float32)
             self._sh = ambient_sh()
@@ -117,6 +122,9 @@ class FaceFitStage:
             if clip != self._clip:
                 return None
             self._albedo, self._sh, self._n_appearance = res.albedo, res.sh, res.state.n_identity
+            iris = self._iris
+        iris.add(image_bgr, detection.face_landmarks, (detection.extras or {}).get("iris_landmarks_px"), res.sh,
+                 np.asarray(tr.rotation, np.float64) @ FACE_FORWARD)
         return res.sh
 
     def current_sh(self) -> np.ndarray:
@@ -126,3 +134,6 @@ class FaceFitStage:
     def clip_params(self) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
             return self._identity.astype(np.float32), self._albedo.copy()
+
+    def iris_colour(self) -> np.ndarray:
+        return self._iris.value()
