@@ -2,7 +2,8 @@
 (two runs of the first N frames, the real MediaPipe pipeline): when the first and last detections came,
 how long the run went on after the last one, and when the fitting released frames.  ``--stages`` also
 lists the fitting thread's calls (``ClipCapture.process`` and ``MotionPostprocessor.push`` over 20 ms,
-the shape freezes, ``finish``) with their start and end, seconds from the run's start."""
+the shape freezes, ``finish``, the face worker's keyframe appearance fits) with their start and end, seconds
+from the run's start."""
 import sys, time, tempfile, threading
 from pathlib import Path as _P
 sys.path[:0] = [str(_P(__file__).resolve().parents[1])]
@@ -13,6 +14,7 @@ from model_runtime.core.options import CaptureOptions
 import model_runtime.capture.clip as C
 import model_runtime.capture.postprocess as PP
 import model_runtime.capture.tracking as TR
+import model_runtime.face.stage as FS
 
 stages = "--stages" in sys.argv
 argv = [a for a in sys.argv[1:] if a != "--stages"]
@@ -36,6 +38,7 @@ if stages:
     timed(C.ClipCapture, "finish", "finish")
     timed(PP.MotionPostprocessor, "push", "postprocess.push")
     timed(TR.ShapeEstimator, "freeze", "shape.freeze")
+    timed(FS.FaceFitStage, "fit_appearance", "face.fit_appearance")
 for rep in range(2):
     events.clear()
     pipe = build_pipeline(CaptureOptions(device='cpu', end=n, **({'shape_window': int(argv[2])} if len(argv) > 2 else {})))
