@@ -432,3 +432,48 @@ def test_offline_capture_does_not_depend_on_how_frames_arrive(tmp_path):
     for key in ("scale", "betas", "camera_K", "pose_6d", "transl"):       # the IK's batched matmuls: ~1e-7
         np.testing.assert_allclose(caps[0][key], caps[1][key], rtol=0, atol=2e-5, err_msg=key)
     np.testing.assert_array_equal(caps[0]["foot_contact"], caps[1]["foot_contact"])
+
+
+def test_calibration_does_not_wait_for_the_keyframe_fits(tmp_path, monkeypatch):
+    """Offline, the clip's calibration runs as soon as the shape window's frames are held, not when
+    their keyframe face fits are done (``MotionPostprocessor.calibrate_early``; on a short clip that
+    wait put it after the last detection): the real pipeline on LivePortrait d0 (shared data) with
+    the first keyframe fit held until the calibration has run; the capture is the one made without
+    holding it."""
+    import threading
+
+    from conftest import REALDATA
+    from model_runtime.capture.pipeline import build_pipeline
+    from model_runtime.capture.sources import open_source
+    from model_runtime.capture.align_clip import ClipAlignment
+    from model_runtime.face.stage import FaceFitStage
+
+    video = REALDATA / "LivePortrait/assets/examples/driving/d0.mp4"
+    if not video.is_file():
+        pytest.skip(f"{video} is missing (shared real data)")
+
+    def capture(path):
+        with open_source(str(video)) as src:
+            build_pipeline(CaptureOptions(device="cpu")).run(src, path)
+        return load_capture(path)
+
+    free = capture(tmp_path / "free.npz")
+    calibrated, waited = threading.Event(), []
+    calibrate, fit_appearance = ClipAlignment.calibrate, FaceFitStage.fit_appearance
+
+    def calibrate_then_tell(self, *a, **k):
+        out = calibrate(self, *a, **k)
+        calibrated.set()
+        return out
+
+    def fit_after_calibration(self, *a, **k):
+        if not waited:
+            waited.append(calibrated.wait(timeout=60))     # the first keyframe fit waits for the calibration
+        return fit_appearance(self, *a, **k)
+
+    monkeypatch.setattr(ClipAlignment, "calibrate", calibrate_then_tell)
+    monkeypatch.setattr(FaceFitStage, "fit_appearance", fit_after_calibration)
+    held = capture(tmp_path / "held.npz")
+    assert waited == [True]                              # the calibration ran while the fit was held
+    for key in ("scale", "betas", "camera_K", "pose_6d", "transl", "face_expression", "face_sh", "foot_contact"):
+        np.testing.assert_array_equal(free[key], held[key], err_msg=key)

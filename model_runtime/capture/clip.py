@@ -110,8 +110,16 @@ class ClipCapture:
         """Post-process the leading held records whose keyframe fit is done (all if ``final``).
         Offline, the first release waits until it can hold the shape's whole window
         (:attr:`~.tracking.ShapeEstimator.window_end`): the clip's calibration runs on those frames,
-        so its result does not depend on how fast the keyframe fits finish."""
+        so its result does not depend on how fast the keyframe fits finish; it runs as soon as the
+        window is held (:meth:`~.postprocess.MotionPostprocessor.calibrate_early`), not when its
+        keyframe fits are done (on a short clip that wait put it after the last detection)."""
         if not (final or self.live) and self.postprocess.calibration_pending and not self._window_ready():
+            end = self.shape.window_end
+            if self.shape.frozen and end is not None and self._held and self._held[-1].index >= end:
+                # the window is here, its keyframe fits are not done: calibrate now, release later
+                t0 = self.timer.now()
+                self.postprocess.calibrate_early([r for r in self._held if r.index <= end])
+                self.timer.since("filter", t0, n=0)
             return []
         ready: list[FrameRecord] = []
         while self._held:

@@ -128,6 +128,24 @@ class MotionPostprocessor:
             recs = self.feet.push(self._with_shape(recs))
         return self._centre_face(self._fill(recs))
 
+    def calibrate_early(self, recs: list[FrameRecord]) -> None:
+        """Offline: the clip's calibration on the shape window's held records ``recs`` before they are
+        released (their keyframe face fits may still be running), so that it is not left for the
+        moment they are.  Exactly what :meth:`push` does on its first records (Eq. 14 with the
+        current shape, :meth:`.align_clip.ClipAlignment.calibrate`); the records' translations are
+        solved again by :meth:`push`, from the same state, so the capture is the same."""
+        if not (self.align is not None and self.align.calibrating and self.shape.frozen):
+            return
+        valid = [r for r in recs if r.valid]
+        if not valid:
+            return
+        last = self._last_transl
+        self._solve_translation(valid, *self._posed(np.stack([r.rot for r in valid])))
+        end = self.shape.window_end
+        if self.align.calibrate([r for r in valid if end is None or r.index <= end], self.shape):
+            self.translation = TranslationSolver(self.align.camera.K)
+        self._last_transl = last
+
     @property
     def calibration_pending(self) -> bool:
         """Whether the clip's calibration (:meth:`.align_clip.ClipAlignment.calibrate`) has yet to run."""
