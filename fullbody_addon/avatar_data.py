@@ -192,7 +192,10 @@ def _avatar_data_with_face(capture, body, face, spec, betas, runtime_python) -> 
         data = avatar_data_from_body(body, betas)   # e.g. a body without a face region: keep the body
         data.warnings.append(f"no face on this avatar: {e}")
         return data
-    return avatar_data_from_full_model(merged, betas, identity, albedo)
+    detail = np.asarray(capture["face_albedo_detail"], np.float32) if "face_albedo_detail" in capture.data else None
+    if detail is not None and detail.shape != (face.num_vertices, 3):
+        detail = None                    # none captured (0, 3), or captured with another face model
+    return avatar_data_from_full_model(merged, betas, identity, albedo, detail)
 
 
 def needs_runtime(face_spec: str | None) -> bool:
@@ -231,10 +234,12 @@ def _coefficients(capture, key: str, n: int) -> np.ndarray:
     return out
 
 
-def avatar_data_from_full_model(full, betas: np.ndarray, identity: np.ndarray, albedo: np.ndarray) -> AvatarData:
-    """Merged body + face (a ``model_runtime.models.full_model.FullBodyModel``) for one person:
+def avatar_data_from_full_model(full, betas: np.ndarray, identity: np.ndarray, albedo: np.ndarray,
+                                albedo_detail: np.ndarray | None = None) -> AvatarData:
+    """Merged body + face (a ``model_runtime.models.full_model.FullBodyModel``) for one person
+    (``albedo_detail (N, 3)``: the captured colour detail of the face, or None):
     :func:`model_runtime.models.avatar_file.avatar_arrays` in Blender axes."""
-    return avatar_data_from_arrays(_avatar_file().avatar_arrays(full, betas, identity, albedo))
+    return avatar_data_from_arrays(_avatar_file().avatar_arrays(full, betas, identity, albedo, albedo_detail))
 
 
 def _avatar_file():

@@ -100,9 +100,10 @@ def test_eval_face_video_on_a_real_talking_clip(tmp_path):
     cap = tmp_path / "d0.npz"
     r = _cli("capture", D0, "-o", cap, "--quiet")
     assert r.returncode == 0, r.stderr[-2000:]
-    with np.load(cap) as z:                      # her iris, sampled on keyframes (face/eye_colour.py): dark brown
-        iris = z["iris_colour"]
+    with np.load(cap) as z:                      # his iris, sampled on keyframes (face/eye_colour.py): dark brown
+        iris, detail = z["iris_colour"], z["face_albedo_detail"]
     assert 0 < iris.max() < 0.2 and iris[0] >= iris[2], iris
+    assert detail.shape == (3068, 3) and np.abs(detail).max() > 0.1      # brows, lids, lips (face/albedo_detail.py)
     r = _cli("eval", "face-video", cap, "--video", D0, "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
@@ -121,6 +122,8 @@ def test_eval_face_video_on_a_real_talking_clip(tmp_path):
     for part in ("cheek", "forehead"):
         c = res["colour"][part]
         assert len(c["image_srgb"]) == 3 and c["render_error"] < 40, c
+    # the whole face's colour, brows and lips included: 8.4 sRGB levels (14.2 without the detail)
+    assert res["colour"]["face"]["render_error"] < 11, res["colour"]
     missing = _cli("eval", "face-video", cap, "--video", tmp_path / "nope.mp4")
     assert missing.returncode == EXIT_INPUT_MISSING
     assert "nope.mp4" in missing.stderr.strip().splitlines()[-1]

@@ -99,6 +99,7 @@ class ClipValues:
             body_model=np.asarray(self.body_model), face_model=np.asarray(self.face_model),
             camera_source=np.asarray(self.camera.source if self.camera is not None else "default"),
             ground_plane=np.zeros(4, np.float32), iris_colour=np.zeros(3, np.float32),
+            face_albedo_detail=np.zeros((0, 3), np.float32),
         )
         vals.update(extra or {})
         return vals
@@ -116,6 +117,8 @@ class ClipValues:
             vals.update(face_identity=np.asarray(ident, np.float32), face_albedo=np.asarray(alb, np.float32))
             if hasattr(self.face, "iris_colour"):
                 vals.update(iris_colour=np.asarray(self.face.iris_colour(), np.float32))
+            if hasattr(self.face, "albedo_detail"):
+                vals.update(face_albedo_detail=np.asarray(self.face.albedo_detail(), np.float32))
         if not all(np.isfinite(v).all() for v in vals.values() if v.dtype.kind == "f") or not vals["scale"] > 0:
             log.warning("per-clip values are not finite yet; the file keeps the last finite ones")
             return

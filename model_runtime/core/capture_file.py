@@ -57,6 +57,9 @@ Per clip, optional (older files load with the default):
   All zeros: no plane (the feet were never seen planted).
 * ``iris_colour (3,)`` float32 linear RGB in [0, 1]: the person's iris, an albedo like the face's
   (:mod:`model_runtime.face.eye_colour`).  All zeros: not seen (the add-on's default brown).
+* ``face_albedo_detail (N, 3)`` float32 linear RGB in [-1, 1], one row per face-model vertex: the
+  colour seen in the video over the 3DMM albedo of ``face_albedo`` (brows, lash lines, lips;
+  :mod:`model_runtime.face.albedo_detail`).  ``(0, 3)``: none.
 
 A version-1 file loads with the documented defaults (:func:`frame_defaults`): visibility 1 where
 the keypoint's confidence is above 0 else 0, joint confidence 1, source seen, no contact.  So does
@@ -112,14 +115,15 @@ PER_FRAME_KEYS: Final[dict[str, tuple[tuple, str]]] = {
 STATIC_KEYS: Final[tuple[str, ...]] = (
     "version", "fps", "image_size", "camera_K", "joint_names", "betas", "scale",
     "keypoint_names", "face_identity", "face_albedo", "expression_names",
-    "body_model", "face_model", "camera_source", "ground_plane", "iris_colour",
+    "body_model", "face_model", "camera_source", "ground_plane", "iris_colour", "face_albedo_detail",
 )
 #: static keys that older files lack, and the value they load with.  ``camera_source``: where
 #: ``camera_K`` comes from: "calibration" (a file), "fov" (given), "metadata" (EXIF / QuickTime focal of
 #: the source file), "estimated" (per clip), "default";
 #: ``ground_plane`` zeros: no plane
 STATIC_DEFAULTS: Final[dict[str, object]] = {"camera_source": "default", "ground_plane": (0.0, 0.0, 0.0, 0.0),
-                                             "iris_colour": (0.0, 0.0, 0.0)}
+                                             "iris_colour": (0.0, 0.0, 0.0),
+                                             "face_albedo_detail": np.zeros((0, 3), np.float32)}
 REQUIRED_KEYS: Final[tuple[str, ...]] = STATIC_KEYS + tuple(PER_FRAME_KEYS)
 #: what a version-1 file must hold
 REQUIRED_KEYS_V1: Final[tuple[str, ...]] = tuple(k for k in REQUIRED_KEYS if k not in V2_FRAME_KEYS)
@@ -536,6 +540,10 @@ def _check_v2(path: Path, data: dict) -> None:
     if ic.shape != (3,) or ic.dtype.kind not in "fiu" or not np.isfinite(ic).all() or ((ic < 0) | (ic > 1)).any():
         raise ModelFileError(str(path), "iris_colour", f"must be 3 linear RGB values in [0, 1], got "
                              f"{np.asarray(ic).tolist()} ({ic.dtype})")
+    det = data["face_albedo_detail"]
+    if det.ndim != 2 or det.shape[1] != 3 or det.dtype.kind != "f" or (det.size and np.abs(det).max() > 1.0):
+        raise ModelFileError(str(path), "face_albedo_detail", f"has shape {det.shape} and dtype {det.dtype}, expected "
+                             "(N, 3) floats within [-1, 1] (one row per face vertex) or (0, 3)")
 
 
 def _check_ground_plane(path: Path, plane: np.ndarray) -> None:

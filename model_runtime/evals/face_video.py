@@ -32,7 +32,10 @@ Figures (Pearson correlation over the frames where the capture is valid and a fa
 * ``colour``: cheek and forehead colour (sRGB 0-255) of the image (median over sample frames of
   a disc of radius 0.08 D around landmarks 50, 280 / 151, 108, 337), of the captured albedo at
   the same surface points, and of the rendered, lit face (albedo x SH irradiance, Eq. 5, with
-  the frame's ``face_sh``); ``render_error``: mean absolute sRGB difference render vs image.
+  the frame's ``face_sh``); ``render_error``: mean absolute sRGB difference render vs image;
+  ``colour.face.render_error``: the same over all 468 points that face the camera (the image
+  bilinearly at MediaPipe's points, the render at the avatar's: brows, lids, lips and skin), median
+  over the sample frames.  The avatar's colour includes the capture's ``face_albedo_detail``.
 
 Measured landmarks can be kept with ``--landmarks-cache`` (reused when the video's frame count
 matches).  Figures in docs/face.md.
@@ -203,8 +206,11 @@ class CapturedFace:
             nv = sign * vertex_normals(fv, face.faces.astype(np.int64))
             nl = corr.points(nv)
             self.normals[fr] = nl / np.maximum(np.linalg.norm(nl, axis=-1, keepdims=True), 1e-12)
-        alb = face_albedo(face.mean_albedo, face.albedo_basis, cap["face_albedo"][None].astype(np.float32))[0]
-        self.albedo_pts = corr.points(np.clip(alb, 0.0, 1.0)[None].astype(np.float64))[0]
+        alb = np.clip(face_albedo(face.mean_albedo, face.albedo_basis, cap["face_albedo"][None].astype(np.float32))[0], 0, 1)
+        detail = cap["face_albedo_detail"] if "face_albedo_detail" in cap.data else None
+        if detail is not None and detail.shape == alb.shape:         # the avatar's colours (FullBodyModel.vertex_colors)
+            alb = np.clip(alb + detail, 0.0, 1.0)
+        self.albedo_pts = corr.points(alb[None].astype(np.float64))[0]
 
 
 def linear_to_srgb255(c: np.ndarray) -> np.ndarray:
@@ -247,6 +253,17 @@ def colour_figures(cap: Capture, face: CapturedFace, meas: dict, video: Path, fr
         i += 1
     vc.release()
     out = {}
+    from ..face.albedo_detail import sample_linear
+
+    err = []
+    for f, img in imgs.items():                       # the whole face: its 468 points that face the camera
+        lm = meas["landmarks"][f]
+        facing = -(face.normals[f] * face.points[f]).sum(-1) > 0.3 * np.linalg.norm(face.points[f], axis=-1)
+        im = linear_to_srgb255(sample_linear(img, lm[:, :2].astype(np.float64)))
+        rn = linear_to_srgb255(face.albedo_pts * sh_irradiance(face.normals[f], cap["face_sh"][f]))
+        if facing.any():
+            err.append(float(np.abs(rn - im)[facing].mean()))
+    out["face"] = {"render_error": round(float(np.median(err)), 1) if err else None}
     for name, ids in (("cheek", CHEEKS), ("forehead", FOREHEAD)):
         ids = list(ids)
         im, rn = [], []

@@ -26,12 +26,10 @@ from typing import Final
 import numpy as np
 
 from ..models.face_model import sh_shading
+from .landmarks import MP_LEFT_EYE_RING, MP_RIGHT_EYE_RING
 
-#: lid contours of the person's right eye (33 ... 133 ...) and left eye (263 ... 362 ...), in order
-EYE_CONTOURS: Final[tuple[tuple[int, ...], ...]] = (
-    (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7),
-    (263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249),
-)
+#: lid contours of the person's right eye (33, lower lid, 133, upper lid) and left eye (263 ...), in order
+EYE_CONTOURS: Final[tuple[tuple[int, ...], ...]] = (MP_RIGHT_EYE_RING, MP_LEFT_EYE_RING)
 #: iris ring: between these fractions of the iris radius (inside: the pupil and its highlight)
 IRIS_RING: Final[tuple[float, float]] = (0.45, 0.95)
 #: sclera: beyond this many iris radii from the iris centre
@@ -80,7 +78,7 @@ def sample_eye_colours(image_bgr: np.ndarray, landmarks: np.ndarray, iris: np.nd
         x0, y0 = np.floor(poly.min(0)).astype(int)
         x1, y1 = np.ceil(poly.max(0)).astype(int) + 1
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
-        opening = float(np.linalg.norm(poly[4] - poly[12]))          # mid upper lid - mid lower lid
+        opening = float(np.linalg.norm(poly[4] - poly[12]))          # mid lower lid (145/374) - mid upper lid (159/386)
         if r < MIN_IRIS_RADIUS_PX or opening < MIN_OPENING_RADII * r or x1 - x0 < 3 or y1 - y0 < 2:
             continue
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)

@@ -45,12 +45,11 @@ from ..models.face_model import NUM_SH, FaceModel, face_albedo, face_geometry, s
 from ..core.rotations import matrix_to_rot6d, rot6d_to_matrix
 from ..geometry import alignment
 from .correspondence import MP468_TO_IBUG68, NUM_MP_LANDMARKS, FaceCorrespondence, correspondence_for
-from .landmarks import MP_LEFT_EYE_RING, MP_RIGHT_EYE_RING
+from .landmarks import MP_LEFT_EYE_RING, MP_RIGHT_EYE_RING, FACE_OVAL
 from .render import intrinsics, outward_sign, project
 
 # MediaPipe face-mesh regions (index loops) used to mask the photometric term.
-_MP_FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-                 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+_MP_FACE_OVAL = FACE_OVAL
 _MP_LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
 _MP_LEFT_BROW = (276, 283, 282, 295, 285, 300, 293, 334, 296, 336)
 _MP_RIGHT_BROW = (46, 53, 52, 65, 55, 70, 63, 105, 66, 107)

@@ -5,6 +5,11 @@ from typing import Final
 
 import numpy as np
 
+#: MediaPipe face-mesh landmarks around the face's outline (a closed loop, forehead top first)
+FACE_OVAL: Final[tuple[int, ...]] = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378,
+                                     400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54,
+                                     103, 67, 109)
+
 #: each eye's 16-point ring (lids and corners), the person's left eye then the right (MediaPipe ids)
 MP_LEFT_EYE_RING: Final[tuple[int, ...]] = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387,
                                             388, 466)

@@ -11,8 +11,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..detectors.base import Detection
+from .albedo_detail import MAX_SAMPLES, SAMPLE_EVERY, AlbedoDetail
 from .eye_colour import FACE_FORWARD, EyeColourEstimate
 from .gaze import GazeEstimator, angles_to_keys
+from .landmarks import FACE_OVAL
 
 
 class FaceStage(Protocol):
@@ -40,6 +42,10 @@ class FaceStage(Protocol):
 
     def iris_colour(self) -> np.ndarray:
         """-> the clip's iris colour ``(3,)`` linear RGB (:mod:`.eye_colour`), zeros while unknown."""
+
+    def albedo_detail(self) -> np.ndarray:
+        """-> the clip's per-vertex colour detail ``(N, 3)`` linear RGB over the 3DMM albedo
+        (:mod:`.albedo_detail`), ``(0, 3)`` when the stage has none."""
 
 
 class FaceFitStage:
@@ -83,6 +89,8 @@ class FaceFitStage:
         self._identity = np.zeros(sizes["identity"], np.float64)
         self._n_identity = 0
         self._iris = EyeColourEstimate(self.fitter.config.identity_frames)
+        self._detail = AlbedoDetail(self.fitter.model.num_vertices)
+        self._face_frames = 0           # tracked face frames since the identity was frozen
         with self._lock:
             self._albedo = np.zeros(sizes["albedo"], np.float32)
             self._sh = ambient_sh()
@@ -104,6 +112,10 @@ class FaceFitStage:
             n = self._n_identity
             self._identity = (self._identity * n + tr.identity) / (n + 1)
             self._n_identity = n + 1
+        else:
+            if self._face_frames % SAMPLE_EVERY == 0 and self._detail.samples < MAX_SAMPLES and image_bgr is not None:
+                self._sample_detail(image_bgr, tr, lm)
+            self._face_frames += 1
         self._track = tr
         return tr.expression, (tr, self._identity.astype(np.float32), self._clip)
 
@@ -137,3 +149,33 @@ class FaceFitStage:
 
     def iris_colour(self) -> np.ndarray:
         return self._iris.value()
+
+    def albedo_detail(self) -> np.ndarray:
+        from ..models.face_model import face_albedo
+
+        m = self.fitter.model
+        with self._lock:
+            albedo, sh = self._albedo.copy(), self._sh.copy()
+        key = (self._detail.samples, np.asarray(albedo).tobytes(), np.asarray(sh).tobytes())
+        cached = getattr(self, "_detail_cache", None)
+        if cached is not None and cached[0] == key and cached[2] is self._detail:
+            return cached[1]                 # asked at every chunk written: computed when something changed
+        base = face_albedo(m.mean_albedo, m.albedo_basis, np.asarray(albedo, np.float32)[None])[0]
+        out = self._detail.detail(np.clip(base, 0.0, 1.0), sh)
+        self._detail_cache = (key, out, self._detail)
+        return out
+
+    def _sample_detail(self, image_bgr: np.ndarray, tr, landmarks: np.ndarray) -> None:
+        """The face's vertices as tracked (the clip identity, this frame's expression and pose) and the
+        image under them -> one :class:`.albedo_detail.AlbedoDetail` sample."""
+        from ..models.face_model import face_geometry, vertex_normals
+        from .render import outward_sign
+
+        m = self.fitter.model
+        v = face_geometry(m.mean_shape, m.id_basis, m.exp_basis, self._identity[None].astype(np.float32),
+                          np.asarray(tr.expression, np.float32)[None])[0].astype(np.float64)
+        R, t = np.asarray(tr.rotation, np.float64), np.asarray(tr.translation, np.float64)
+        if getattr(self, "_out_sign", None) is None:
+            self._out_sign = outward_sign(m)
+        n = self._out_sign * vertex_normals(v[None], np.asarray(m.faces, np.int64))[0]
+        self._detail.add(image_bgr, v @ R.T + t, n @ R.T, self.K, np.asarray(landmarks)[list(FACE_OVAL), :2])

@@ -60,11 +60,13 @@ def _padded(values, n: int) -> np.ndarray:
     return out
 
 
-def avatar_arrays(full: "FullBodyModel", betas=None, identity=None, albedo=None) -> dict[str, np.ndarray]:
+def avatar_arrays(full: "FullBodyModel", betas=None, identity=None, albedo=None,
+                  albedo_detail=None) -> dict[str, np.ndarray]:
     """The avatar of one person (see the module doc for the fields).
 
     betas ``(<=16,)``, identity ``(<=Ki,)``, albedo ``(<=Ka,)``: missing
-    coefficients are zero (None: mean shape / identity / albedo).  The basis
+    coefficients are zero (None: mean shape / identity / albedo); albedo_detail ``(N, 3)``: the
+    colour seen in the video over that albedo, per face vertex (None: none).  The basis
     mesh and the expression meshes come from one batched numpy forward pass
     (float64) in the rest pose; the pass is linear in the expression, so the
     deltas add exactly as Eq. 3.
@@ -81,7 +83,7 @@ def avatar_arrays(full: "FullBodyModel", betas=None, identity=None, albedo=None)
                             np.broadcast_to(ident.astype(np.float64), (B, len(ident))).copy(), expr)  # (B, Vm, 3)
     joints = _lbs.shaped_joints(body.J_regressor.astype(np.float64), body.v_template.astype(np.float64),
                                 body.shapedirs[..., :NUM_BETAS].astype(np.float64), b[None].astype(np.float64))[0]
-    colors = full.vertex_colors(albedo=alb).astype(np.float32)     # body: the captured skin tone
+    colors = full.vertex_colors(albedo=alb, detail=albedo_detail).astype(np.float32)   # body: the captured skin tone
     out = {
         "format": np.array(AVATAR_FORMAT),
         "version": np.array(AVATAR_FILE_VERSION, np.int64),

@@ -111,10 +111,12 @@ class FullBodyModel:
         w[self.face_vertex_slice, HEAD_JOINT] = 1.0
         return w
 
-    def vertex_colors(self, body_rgb=None, albedo=None) -> np.ndarray:
+    def vertex_colors(self, body_rgb=None, albedo=None, detail=None) -> np.ndarray:
         """Linear RGB ``(Vm, 3)``: face = the albedo of coefficients ``albedo (<=Ka,)`` (None: the mean
-        albedo); body = ``body_rgb (3,)`` (default: the median of that face albedo, so head and body
-        have one skin tone).  The face's outer :data:`SEAM_BLEND_RINGS` rings of vertices are blended
+        albedo) plus ``detail (N, 3)`` (the colour seen in the video over it, brows and lips:
+        :mod:`model_runtime.face.albedo_detail`; None or another vertex count: none); body =
+        ``body_rgb (3,)`` (default: the median of the 3DMM face albedo, so head and body have one
+        skin tone).  The face's outer :data:`SEAM_BLEND_RINGS` rings of vertices are blended
         towards the body colour (linearly by ring), so no colour band marks the seam."""
         if albedo is None:
             face_rgb = self.face.mean_albedo
@@ -125,6 +127,8 @@ class FullBodyModel:
             face_rgb = face_albedo(self.face.mean_albedo, self.face.albedo_basis, a[None])[0]
         face_rgb = np.clip(face_rgb, 0.0, 1.0)
         body = np.median(face_rgb, axis=0) if body_rgb is None else np.asarray(body_rgb, np.float32)
+        if detail is not None and np.shape(detail) == face_rgb.shape and np.isfinite(detail).all():
+            face_rgb = np.clip(face_rgb + np.asarray(detail, np.float32), 0.0, 1.0)
         ring = self._face_rings()                                                   # (N,) 0 on the rim
         t = np.clip(ring / SEAM_BLEND_RINGS, 0.0, 1.0)[:, None]
         c = np.empty((self.num_vertices, 3), np.float32)
