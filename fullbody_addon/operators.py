@@ -15,7 +15,7 @@ import numpy as np
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import avatar, axes, convert, footage, importer, preferences, runtime_setup, session
+from . import avatar, axes, convert, face_rig, footage, importer, preferences, runtime_setup, session
 from ._runtime import capture_file, errors, load_body_model, options, protocol, skeleton
 from .avatar_data import avatar_data_from_capture
 from .runtime_client import CaptureJob, HealthCheck, RuntimeNotSetUp, serve_argv, check_interpreter
@@ -425,7 +425,7 @@ class FULLBODY_OT_live_capture(bpy.types.Operator):
 
 # --- export --------------------------------------------------------------------------------
 class FULLBODY_OT_export_fbx(bpy.types.Operator, ExportHelper):
-    """Export the avatar (armature, mesh, shape keys, animation) as FBX for Blender, Unity or Unreal"""
+    """Export the avatar (armature, mesh, shape keys, eyes with their gaze, animation) as FBX for Blender, Unity or Unreal"""
 
     bl_idname = "fullbody.export_fbx"
     bl_label = "Export FBX"
@@ -447,7 +447,7 @@ class FULLBODY_OT_export_fbx(bpy.types.Operator, ExportHelper):
         prev_active = context.view_layer.objects.active
         for o in prev_sel:
             o.select_set(False)
-        for o in (arm, mesh):
+        for o in (arm, mesh, *face_rig.find_eyes(arm)):       # the eyeballs: bone-parented, gaze keyed
             if o is not None:
                 o.select_set(True)
         context.view_layer.objects.active = arm
