@@ -321,14 +321,38 @@ def test_capture_stopped_by_sigterm_keeps_frames_and_per_clip_values(tmp_path):
     assert cap["foot_contact"].any() and cap["ground_plane"].any()
 
 
+def _longer_clip(path: Path, times: int = 3) -> Path:
+    """The demo clip's real frames ``times`` over, as one video (the SIGTERM below must reach a job still
+    running: on the 81-frame clip a loaded machine once finished the job first)."""
+    import cv2
+
+    frames = []
+    vc = cv2.VideoCapture(str(CLIP))
+    fps = vc.get(cv2.CAP_PROP_FPS) or 30.0
+    while True:
+        ok, img = vc.read()
+        if not ok:
+            break
+        frames.append(img)
+    vc.release()
+    h, w = frames[0].shape[:2]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for _ in range(times):
+        for img in frames:
+            vw.write(img)
+    vw.release()
+    return path
+
+
 def test_serve_survives_bad_lines_and_sigterm_keeps_the_job(tmp_path):
     out = tmp_path / "serve.npz"
+    clip = _longer_clip(tmp_path / "longer.mp4")
     proc = subprocess.Popen([sys.executable, "-m", "model_runtime", "serve", "--log-level", "WARNING"], cwd=REPO,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         events = iter(proc.stdout.readline, b"")
         assert P.decode(next(events))["event"] == "hello"
-        proc.stdin.write(P.encode(P.request("capture", id="c", source=str(CLIP), output=str(out),
+        proc.stdin.write(P.encode(P.request("capture", id="c", source=str(clip), output=str(out),
                                             options={"face": False})))   # the feet stage on (the default)
         proc.stdin.flush()
         bad = [b"\xff\xfe\n", b"[" * 200000 + b"]" * 200000 + b"\n", b'{"cmd": ["capture"]}\n',
