@@ -217,8 +217,8 @@ def avatar_data_via_runtime(capture, body, face_spec: str | None, runtime_python
     from .runtime_convert import avatar_file_via_runtime
 
     person = {"betas": np.asarray(capture["betas"], np.float32).reshape(-1)[: skeleton.NUM_BETAS]}
-    for key, cap_key in (("identity", "face_identity"), ("albedo", "face_albedo")):
-        if cap_key in capture.data:
+    for key, cap_key in (("identity", "face_identity"), ("albedo", "face_albedo"), ("albedo_detail", "face_albedo_detail")):
+        if cap_key in capture.data and np.asarray(capture[cap_key]).size:
             person[key] = np.asarray(capture[cap_key], np.float32).reshape(-1)
     body_spec = "builtin" if body.kind == "builtin" else body.source
     path = avatar_file_via_runtime(runtime_python, body_spec, face_spec or "builtin", person)

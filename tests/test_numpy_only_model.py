@@ -125,3 +125,23 @@ def test_damaged_avatar_file_names_file_and_field(full, tmp_path, damage, field)
     (tmp_path / "cut.npz").write_bytes(path.read_bytes()[:200])
     with pytest.raises(ModelFileError, match=r"cut\.npz .*not a readable avatar"):
         read_avatar_file(tmp_path / "cut.npz")
+
+
+def test_cli_avatar_carries_the_captured_colour_detail(tmp_path, capsys):
+    """``model export --person`` (how the add-on builds an avatar through the runtime, e.g. with a BFM
+    face) passes the captured ``albedo_detail`` on to the avatar's colours; a detail of another size is
+    refused in one line naming it."""
+    full = build_full_model(load_builtin_body(), load_builtin_face())
+    detail = np.zeros((full.face.num_vertices, 3), np.float32)
+    detail[::5, 0] = -0.3
+    person = {"betas": np.zeros(16, np.float32), "albedo_detail": detail}
+    (tmp_path / "p.json").write_text(json.dumps({k: v.reshape(-1).tolist() for k, v in person.items()}))
+    assert main(["model", "export", "--format", "npz", "--out", str(tmp_path / "a.npz"),
+                 "--person", str(tmp_path / "p.json")]) == 0, capsys.readouterr().err
+    got = read_avatar_file(tmp_path / "a.npz")["colors"]
+    np.testing.assert_allclose(got, avatar_arrays(full, albedo_detail=detail)["colors"], atol=1e-6)
+    assert np.abs(got - avatar_arrays(full)["colors"]).max() > 0.1
+    (tmp_path / "bad.json").write_text(json.dumps({"albedo_detail": [0.1] * 30}))
+    code = main(["model", "export", "--format", "npz", "--out", str(tmp_path / "b.npz"), "--person", str(tmp_path / "bad.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 5 and "albedo_detail" in err[-1] and "bad.json" in err[-1]

@@ -114,7 +114,9 @@ def read_pose_file(path: Path, frame: int, full: FullBodyModel) -> PoseParams:
 
 
 def read_person_file(path: Path, full: FullBodyModel) -> dict[str, np.ndarray]:
-    """``betas (16,)``, ``identity (Ki,)``, ``albedo (Ka,)`` from a capture ``.npz`` or a small ``.npz``/``.json``."""
+    """``betas (16,)``, ``identity (Ki,)``, ``albedo (Ka,)`` and, when the file has one for this face
+    model, ``albedo_detail (N, 3)`` (the captured colour detail, the capture's ``face_albedo_detail``)
+    from a capture ``.npz`` or a small ``.npz``/``.json``."""
     src = str(path)
     if not path.exists():
         raise ModelFileError(src, None, "does not exist")
@@ -125,8 +127,16 @@ def read_person_file(path: Path, full: FullBodyModel) -> dict[str, np.ndarray]:
         data = {k: np.asarray(cap[c], np.float32).reshape(-1)[: sizes[k]]
                 for k, c in (("betas", "betas"), ("identity", "face_identity"), ("albedo", "face_albedo"))
                 if c in cap.data}
+        if cap["face_albedo_detail"].size:
+            data["albedo_detail"] = cap["face_albedo_detail"]
     try:
         out = {k: _vector(src, data, k, n) for k, n in sizes.items()}
+        if "albedo_detail" in data:
+            d = np.asarray(data["albedo_detail"], np.float32).reshape(-1)
+            if d.size != 3 * full.face.num_vertices:
+                raise ModelFileError(src, "albedo_detail", f"has {d.size} values, the face model takes "
+                                                           f"{3 * full.face.num_vertices} (3 per vertex)")
+            out["albedo_detail"] = d.reshape(-1, 3)
     except (TypeError, ValueError) as e:
         raise ModelFileError(src, None, f"holds non-numeric coefficients ({e})") from e
     bad = [k for k, v in out.items() if not np.isfinite(v).all()]
