@@ -101,6 +101,10 @@ class NetFaceStage:
     def iris_colour(self) -> np.ndarray:
         return self._iris.value()
 
+    def albedo_detail(self) -> np.ndarray:
+        """None: the colour detail needs the landmark tracker's pose (:mod:`.albedo_detail`)."""
+        return np.zeros((0, 3), np.float32)
+
 
 class NetFitFaceStage(FaceFitStage):
     """``--face net+fit``: :class:`.stage.FaceFitStage` seeded by FaceNet (module docstring).  It sets the

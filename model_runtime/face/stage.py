@@ -60,6 +60,9 @@ class FaceFitStage:
       photometric term solved in closed form: alternating ridge regressions for SH and albedo,
       ~25 ms) for the tracked pose, expression and identity; albedo = running mean over the
       first ``identity_frames`` keyframes, SH = the latest keyframe's, held until the next one.
+    * **Iris colour** (:mod:`.eye_colour`): sampled on the same keyframes.
+    * **Colour detail** (:mod:`.albedo_detail`): every :data:`~.albedo_detail.SAMPLE_EVERY`-th tracked
+      face frame after the identity is frozen, the posed vertices sample the image (in ``track``).
 
     ``track`` runs in the pipeline's thread (the landmark tracker does not look at the image;
     a network that does can), ``fit_appearance`` in the face worker; they share only the
