@@ -145,14 +145,10 @@ def avatar_data_from_capture(capture, body=None, face=None, runtime_python: str 
 
 
 def captured_iris_colour(capture) -> np.ndarray | None:
-    """The capture's ``iris_colour (3,)`` (linear RGB in [0, 1]), or None when it has none (zeros,
-    absent in older files, or malformed)."""
-    if "iris_colour" not in capture.data:
-        return None
-    c = np.asarray(capture["iris_colour"], np.float64).reshape(-1)
-    if c.shape != (3,) or not np.isfinite(c).all() or not (c > 0).any():
-        return None
-    return np.clip(c, 0.0, 1.0).astype(np.float32)
+    """The capture's ``iris_colour (3,)`` (linear RGB in [0, 1], checked by the loader), or None when it
+    has none (zeros: not seen, a file older than the field, or a capture built in memory without it)."""
+    c = np.asarray(capture.data.get("iris_colour", np.zeros(3)), np.float32)
+    return c if c.any() else None
 
 
 def _model_mismatch(capture, key: str, used: str) -> list[str]:
@@ -192,8 +188,8 @@ def _avatar_data_with_face(capture, body, face, spec, betas, runtime_python) -> 
         data = avatar_data_from_body(body, betas)   # e.g. a body without a face region: keep the body
         data.warnings.append(f"no face on this avatar: {e}")
         return data
-    detail = np.asarray(capture["face_albedo_detail"], np.float32) if "face_albedo_detail" in capture.data else None
-    if detail is not None and detail.shape != (face.num_vertices, 3):
+    detail = np.asarray(capture.data.get("face_albedo_detail", np.zeros((0, 3))), np.float32)
+    if detail.shape != (face.num_vertices, 3):
         detail = None                    # none captured (0, 3), or captured with another face model
     return avatar_data_from_full_model(merged, betas, identity, albedo, detail)
 

@@ -33,6 +33,22 @@ def mocap_dir() -> Path:
     return MOCAP
 
 
+@pytest.fixture(scope="session")
+def d0_first_frame():
+    """LivePortrait d0's first frame (shared data) and MediaPipe's detection of it (refined face mesh,
+    iris points): ``(image_bgr, Detection)``; skips without the data."""
+    video = REALDATA / "LivePortrait/assets/examples/driving/d0.mp4"
+    if not video.is_file():
+        pytest.skip(f"{video} is missing (shared real data)")
+    import cv2
+
+    from model_runtime.detectors import make_detector
+
+    img = cv2.VideoCapture(str(video)).read()[1]
+    with make_detector("mediapipe") as det:
+        return img, det.detect(img)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Small per-frame torch batches (IK, retargeting): one thread is faster, and far faster when

@@ -19,22 +19,10 @@ from model_runtime.face.eye_colour import (
 )
 from model_runtime.face.fit import ambient_sh
 
-from conftest import REALDATA
-
-D0 = REALDATA / "LivePortrait/assets/examples/driving/d0.mp4"
-
 
 @pytest.fixture(scope="module")
-def d0_frame():
-    if not D0.is_file():
-        pytest.skip(f"{D0} is missing (shared real data)")
-    import cv2
-
-    from model_runtime.detectors import make_detector
-
-    img = cv2.VideoCapture(str(D0)).read()[1]
-    with make_detector("mediapipe") as det:
-        d = det.detect(img)
+def d0_frame(d0_first_frame):
+    img, d = d0_first_frame
     return img, d.face_landmarks.astype(np.float64), d.extras["iris_landmarks_px"].astype(np.float64)
 
 

@@ -9,16 +9,12 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from model_runtime.face import gaze
 
-from conftest import REALDATA
 
-D0 = REALDATA / "LivePortrait/assets/examples/driving/d0.mp4"
 NAMES = ("eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
          "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight", "jawOpen")
 
@@ -60,16 +56,8 @@ def test_estimator_subtracts_the_clip_neutral_and_holds_closed_eyes():
     np.testing.assert_allclose(est.update(_eyes()[0], None), a)
 
 
-def test_detector_gives_iris_landmarks_on_a_real_frame():
-    if not D0.is_file():
-        pytest.skip(f"{D0} is missing (shared real data)")
-    import cv2
-
-    from model_runtime.detectors import make_detector
-
-    img = cv2.VideoCapture(str(D0)).read()[1]
-    with make_detector("mediapipe") as det:
-        d = det.detect(img)
+def test_detector_gives_iris_landmarks_on_a_real_frame(d0_first_frame):
+    _, d = d0_first_frame
     ir = d.extras["iris_landmarks_px"]
     assert ir.shape == (10, 3) and np.isfinite(ir).all()
     off, openness = gaze.eye_offsets(d.face_landmarks.astype(np.float64), ir.astype(np.float64))

@@ -141,10 +141,18 @@ class MotionPostprocessor:
             return
         last = self._last_transl
         self._solve_translation(valid, *self._posed(np.stack([r.rot for r in valid])))
-        end = self.shape.window_end
-        if self.align.calibrate([r for r in valid if end is None or r.index <= end], self.shape):
-            self.translation = TranslationSolver(self.align.camera.K)
+        self._calibrate(valid)
         self._last_transl = last
+
+    def _calibrate(self, valid: list[FrameRecord]) -> bool:
+        """The clip's calibration on the shape window's records among ``valid`` (translated with the
+        current shape); -> whether the camera or the shape changed (``self.translation`` then uses the
+        new camera and the translations must be solved again)."""
+        end = self.shape.window_end
+        if not self.align.calibrate([r for r in valid if end is None or r.index <= end], self.shape):
+            return False
+        self.translation = TranslationSolver(self.align.camera.K)
+        return True
 
     @property
     def calibration_pending(self) -> bool:
@@ -193,9 +201,8 @@ class MotionPostprocessor:
         self._solve_translation(valid, *self._posed(rots))
         if self.align is not None and self.align.calibrating and self.shape.frozen:
             # the clip's first frames: focal estimate, beta and depth anchoring, then Eq. 14 again
-            end = self.shape.window_end
-            if self.align.calibrate([r for r in valid if end is None or r.index <= end], self.shape):
-                self.translation, self._last_transl = TranslationSolver(self.align.camera.K), last
+            if self._calibrate(valid):
+                self._last_transl = last
                 self._solve_translation(valid, *self._posed(rots))
 
     def _posed(self, rots: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

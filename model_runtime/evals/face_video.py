@@ -51,6 +51,7 @@ import numpy as np
 from ..core.capture_file import Capture, load_capture
 from ..core.errors import InputMissingError, InputUnreadableError
 from ..face.gaze import EYES, eye_offsets
+from ..models.face_model import sh_irradiance
 from .common import note, print_result
 
 EYE_CORNERS: Final[tuple[int, int]] = (33, 263)
@@ -93,7 +94,7 @@ def eye_width(lm: np.ndarray) -> np.ndarray:
     """``(..., 468, >=2)`` -> ``(...,)`` the mean of both eyes' corner-to-corner widths (33-133,
     362-263) / D: how wide the eyes are for the face."""
     P = np.asarray(lm)[..., :2]
-    w = np.linalg.norm(P[..., 33, :] - P[..., 133, :], axis=-1) + np.linalg.norm(P[..., 362, :] - P[..., 263, :], axis=-1)
+    w = sum(np.linalg.norm(P[..., a, :] - P[..., b, :], axis=-1) for _, _, a, b in LIDS)
     return 0.5 * w / eye_corner_distance(lm)
 
 
@@ -228,13 +229,6 @@ def image_colour(img_bgr: np.ndarray, centres: np.ndarray, radius: float) -> np.
     if not mask.any():
         return np.full(3, np.nan)
     return img_bgr[mask][:, ::-1].astype(np.float64).mean(0)
-
-
-def sh_irradiance(normals: np.ndarray, sh: np.ndarray) -> np.ndarray:
-    """Eq. 5's irradiance: ``normals (..., 3)`` camera space, ``sh (27,)`` -> ``(..., 3)``."""
-    from ..models.face_model import NUM_SH, sh_basis
-
-    return sh_basis(normals) @ np.asarray(sh, np.float64).reshape(3, NUM_SH).T
 
 
 def colour_figures(cap: Capture, face: CapturedFace, meas: dict, video: Path, frames: np.ndarray) -> dict:

@@ -24,7 +24,7 @@ from typing import Final
 
 import numpy as np
 
-from ..models.face_model import NUM_SH, sh_basis
+from ..models.face_model import sh_irradiance
 
 #: tracked face frames between two samples (0.4 s at 30 fps), and the most samples of a clip
 SAMPLE_EVERY: Final[int] = 12
@@ -132,7 +132,7 @@ class AlbedoDetail:
             if not self._colour:
                 return np.zeros((self.num_vertices, 3), np.float32)
             col, nrm = np.stack(self._colour).astype(np.float64), np.stack(self._normal).astype(np.float64)
-        irr = sh_basis(nrm) @ np.asarray(sh, np.float64).reshape(3, NUM_SH).T           # (S, N, 3)
+        irr = sh_irradiance(nrm, sh)                                                       # (S, N, 3)
         alb = np.where(irr > MIN_IRRADIANCE, col / np.maximum(irr, MIN_IRRADIANCE), np.nan)
         seen = np.isfinite(alb).all(-1)                                                  # (S, N)
         count = seen.sum(0)

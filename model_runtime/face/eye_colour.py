@@ -25,7 +25,8 @@ from typing import Final
 
 import numpy as np
 
-from ..models.face_model import sh_shading
+from ..models.face_model import sh_irradiance
+from .gaze import EYES, IRIS_CENTRE
 from .landmarks import MP_LEFT_EYE_RING, MP_RIGHT_EYE_RING
 
 #: lid contours of the person's right eye (33, lower lid, 133, upper lid) and left eye (263 ...), in order
@@ -71,14 +72,14 @@ def sample_eye_colours(image_bgr: np.ndarray, landmarks: np.ndarray, iris: np.nd
     H, W = image_bgr.shape[:2]
     lin = (image_bgr[..., ::-1].astype(np.float32) / 255.0) ** 2.2
     iris_px, sclera_px = [], []
-    for contour, k in zip(EYE_CONTOURS, (0, 5)):
+    for contour, k, (up, lo, _, _) in zip(EYE_CONTOURS, IRIS_CENTRE, EYES):
         poly = lm[list(contour), :2]
         centre = ir[k, :2]
         r = float(np.linalg.norm(ir[k + 1:k + 5, :2] - centre, axis=1).mean())
         x0, y0 = np.floor(poly.min(0)).astype(int)
         x1, y1 = np.ceil(poly.max(0)).astype(int) + 1
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
-        opening = float(np.linalg.norm(poly[4] - poly[12]))          # mid lower lid (145/374) - mid upper lid (159/386)
+        opening = float(np.linalg.norm(lm[up, :2] - lm[lo, :2]))      # mid upper lid - mid lower lid
         if r < MIN_IRIS_RADIUS_PX or opening < MIN_OPENING_RADII * r or x1 - x0 < 3 or y1 - y0 < 2:
             continue
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
@@ -105,7 +106,7 @@ def eye_albedo(sample: EyeSample, sh: np.ndarray, forward: np.ndarray) -> np.nda
     ``forward (3,)`` (camera space, the face's outward front) -> ``(3,)`` in [0, 1], or None when
     that irradiance is not positive."""
     n = np.asarray(forward, np.float64) / max(float(np.linalg.norm(forward)), 1e-12)
-    irr = sh_shading(np.ones((1, 1, 3)), n[None, None], np.asarray(sh, np.float64).reshape(1, 27))[0, 0]
+    irr = sh_irradiance(n, sh)
     if not (np.isfinite(irr).all() and (irr > 1e-3).all()):
         return None
     return np.clip(sample.colours[0] / irr, 0.0, 1.0)

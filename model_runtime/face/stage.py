@@ -70,9 +70,11 @@ class FaceFitStage:
     """
 
     def __init__(self, fitter, tracker=None):
+        from .render import outward_sign
         from .tracker import FaceTracker
 
         self.fitter = fitter
+        self._out_sign = outward_sign(fitter.model)     # the face model's outward normals (colour detail)
         self.tracker = tracker or FaceTracker(fitter.model, correspondence=fitter.corr,
                                               expression_range=fitter.expression_range)
         self.expression_names: tuple[str, ...] = tuple(fitter.model.exp_names)
@@ -94,6 +96,7 @@ class FaceFitStage:
         self._iris = EyeColourEstimate(self.fitter.config.identity_frames)
         self._detail = AlbedoDetail(self.fitter.model.num_vertices)
         self._face_frames = 0           # tracked face frames since the identity was frozen
+        self._detail_cache = None       # (key, detail) of the last albedo_detail()
         with self._lock:
             self._albedo = np.zeros(sizes["albedo"], np.float32)
             self._sh = ambient_sh()
@@ -160,25 +163,21 @@ class FaceFitStage:
         with self._lock:
             albedo, sh = self._albedo.copy(), self._sh.copy()
         key = (self._detail.samples, np.asarray(albedo).tobytes(), np.asarray(sh).tobytes())
-        cached = getattr(self, "_detail_cache", None)
-        if cached is not None and cached[0] == key and cached[2] is self._detail:
-            return cached[1]                 # asked at every chunk written: computed when something changed
+        if self._detail_cache is not None and self._detail_cache[0] == key:
+            return self._detail_cache[1]     # asked at every chunk written: computed when something changed
         base = face_albedo(m.mean_albedo, m.albedo_basis, np.asarray(albedo, np.float32)[None])[0]
         out = self._detail.detail(np.clip(base, 0.0, 1.0), sh)
-        self._detail_cache = (key, out, self._detail)
+        self._detail_cache = (key, out)
         return out
 
     def _sample_detail(self, image_bgr: np.ndarray, tr, landmarks: np.ndarray) -> None:
         """The face's vertices as tracked (the clip identity, this frame's expression and pose) and the
         image under them -> one :class:`.albedo_detail.AlbedoDetail` sample."""
         from ..models.face_model import face_geometry, vertex_normals
-        from .render import outward_sign
 
         m = self.fitter.model
         v = face_geometry(m.mean_shape, m.id_basis, m.exp_basis, self._identity[None].astype(np.float32),
                           np.asarray(tr.expression, np.float32)[None])[0].astype(np.float64)
         R, t = np.asarray(tr.rotation, np.float64), np.asarray(tr.translation, np.float64)
-        if getattr(self, "_out_sign", None) is None:
-            self._out_sign = outward_sign(m)
         n = self._out_sign * vertex_normals(v[None], np.asarray(m.faces, np.int64))[0]
         self._detail.add(image_bgr, v @ R.T + t, n @ R.T, self.K, np.asarray(landmarks)[list(FACE_OVAL), :2])

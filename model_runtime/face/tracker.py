@@ -211,14 +211,11 @@ class FaceTracker:
             rtol = c.energy_rtol
         e[self.held] = 0.0 if held_values is None else np.asarray(held_values, np.float64)[self.held]
         inv_s2 = 1.0 / (c.landmark_sigma * face_size) ** 2
+        done0 = 0
         if fit_identity:
-            first = self._solve(_Problem(self, target, K, inv_s2, e_prev, True, openings=False),
-                                Rm, t, e, identity, iters, rtol)
-            Rm, t, e, identity = first[:4]
+            Rm, t, e, identity, done0 = self._solve(_Problem(self, target, K, inv_s2, e_prev, True, openings=False),
+                                                    Rm, t, e, identity, iters, rtol)
             iters, rtol = c.iterations, c.energy_rtol
-            done0 = first[4]
-        else:
-            done0 = 0
         ctx = _Problem(self, target, K, inv_s2, e_prev, False)
         Rm, t, e, identity, done = self._solve(ctx, Rm, t, e, identity, iters, rtol)
         return FaceTrack(rotation=Rm.astype(np.float32), translation=t.astype(np.float32),

@@ -114,6 +114,12 @@ def sh_basis(normals):
     ], axis=-1)
 
 
+def sh_irradiance(normals: np.ndarray, sh: np.ndarray) -> np.ndarray:
+    """Eq. 5's irradiance for one lighting (numpy): ``normals (..., 3)`` unit, camera space,
+    ``sh (27,)`` (3 channels x 9) -> ``(..., 3)``."""
+    return sh_basis(normals) @ np.asarray(sh, np.float64).reshape(3, NUM_SH).T
+
+
 def sh_shading(albedo, normals, sh):
     """Eq. 5. albedo ``(B,N,3)``, normals ``(B,N,3)``, sh ``(B,27)`` (3 channels x 9) -> colour ``(B,N,3)``."""
     H = sh_basis(normals)                       # (B, N, 9)
