@@ -292,3 +292,45 @@ def test_eval_flag_detnet_weights_loads_that_file(tmp_path):
     with pytest.raises(ModelFileError, match="nothing.pt"):
         detector_from_options(parser.parse_args(["--detector", "detnet", "--device", "cpu",
                                                  "--detnet-weights", str(tmp_path / "nothing.pt")]))
+
+
+def test_traced_cpu_graph_equals_the_eager_network():
+    """The CPU detector's traced, frozen graph (``jit``, the default) gives the eager network's detections on
+    real frames of the sample clip, for batch sizes 1 and 2 (one graph each), in video mode too."""
+    cap = cv2.VideoCapture(str(ROOT / "samples/demo_clip.mp4"))
+    frames = []
+    for _ in range(12):
+        ok, frame = cap.read()
+        assert ok
+        frames.append(frame)
+    frames = frames[::4]
+    with make_detector("detnet", face="none") as jit, make_detector("detnet", face="none", jit=False) as eager:
+        assert jit.jit and not eager.jit
+        pairs = [(jit.detect(f, 40 * i), eager.detect(f, 40 * i)) for i, f in enumerate(frames)]
+        pairs += list(zip(jit.detect_batch(frames[:2]), eager.detect_batch(frames[:2])))
+        assert set(jit._traced) == {1, 2}
+    assert any(a.person for a, _ in pairs)
+    for a, b in pairs:
+        assert a.person == b.person
+        np.testing.assert_allclose(a.body_2d, b.body_2d, atol=1e-2)
+        np.testing.assert_allclose(a.body_3d, b.body_3d, atol=1e-4)
+        np.testing.assert_allclose(a.hands_2d, b.hands_2d, atol=1e-2)
+        np.testing.assert_allclose(a.hands_3d, b.hands_3d, atol=1e-4)
+
+
+def test_bench_measures_the_detnet_pipeline_against_mediapipe_alone(capsys):
+    """``bench --detector detnet``: issue 13's yardstick is MediaPipe Holistic alone in the same run, so the
+    baseline runs are MediaPipe's (key ``mediapipe``), ``ratio`` is the DetNet pipeline over them, and DetNet
+    alone is reported beside (``detector_alone``). Real runs on 6 frames of the sample clip (no speed asserted)."""
+    import json
+
+    from model_runtime.cli.main import main
+
+    assert main(["bench", str(ROOT / "samples/demo_clip.mp4"), "--frames", "6", "--repeat", "1",
+                 "--detector", "detnet", "--json", "--no-face"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["detector"] == "detnet" and out["frames"] == 6
+    assert len(out["mediapipe"]["runs_fps"]) == 2 and out["detector_alone"]["frames"] == 6
+    assert out["pipeline"]["frames"] == 6 and out["pipeline"]["fps"] > 0
+    mp = out["mediapipe"]["runs_fps"]
+    assert out["ratio"] == pytest.approx(out["pipeline"]["fps"] / (0.5 * (mp[0] + mp[1])))

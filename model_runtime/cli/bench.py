@@ -1,20 +1,23 @@
-"""``python -m model_runtime bench VIDEO [--frames N] --json``: MediaPipe alone vs the whole pipeline.
+"""``python -m model_runtime bench VIDEO [--frames N] [--detector D] --json``: MediaPipe alone vs the whole pipeline.
 
 In one run, on the same frames of VIDEO:
 
 1. **mediapipe**: decode + MediaPipe Holistic, one frame after the other (what
-   running the detector alone costs);
-2. **pipeline**: the full capture (decode, detect, IK, face fit, translation,
-   filters, writing a capture file to a temporary folder), with its threads.
+   running the legacy detector alone costs; the yardstick of issues 10 and 13 whatever ``--detector``);
+2. **pipeline**: the full capture with ``--detector`` (decode, detect, IK, face fit, translation,
+   filters, writing a capture file to a temporary folder), with its threads;
+3. with a ``--detector`` other than mediapipe, **detector_alone**: decode + that detector, one run
+   after the last MediaPipe run (what the pipeline costs on top of its own detector).
 
-Each run uses a fresh detector, so both pay MediaPipe's graph start-up.
+Each run uses a fresh detector, so all pay the detector's start-up.
 Output (``--json``)::
 
-    {"video", "frames", "device", "machine",
+    {"video", "frames", "device", "machine", "detector",
      "mediapipe": {"fps", "ms_per_frame", "cpu_ms_per_frame", "stages_ms": {"decode", "detect"}},
      "pipeline": {"fps", "ms_per_frame", "cpu_ms_per_frame", "fitting_thread_cpu_ms_per_frame",
                   "stages_ms": {"decode", "detect", "ik", "face", "filter", "write"}, "stages_cpu_ms": {...}},
-     "ratio": pipeline fps / mediapipe fps}
+     "ratio": pipeline fps / mediapipe fps,
+     "detector_alone": {...as mediapipe} (other detectors only)}
 
 ``stages_ms`` are mean milliseconds per frame spent *in* each stage (stages
 overlap across threads, so they do not add up to ``ms_per_frame``), ``stages_cpu_ms`` the CPU time
@@ -57,12 +60,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_capture_options(p)
 
 
-def bench_mediapipe(spec: str, options) -> dict[str, Any]:
-    """Decode + detect sequentially; returns ``{fps, ms_per_frame, stages_ms, frames}``."""
+def bench_detector(spec: str, options, detector: str = "mediapipe") -> dict[str, Any]:
+    """Decode + ``detector`` sequentially; returns ``{fps, ms_per_frame, stages_ms, frames}``."""
+    from dataclasses import replace
+
     from ..detectors import detector_from_options
     from ..capture.sources import open_source
 
-    det = detector_from_options(options)
+    det = detector_from_options(replace(options, detector=detector))
     dec = detect = 0.0
     n = 0
     try:
@@ -128,11 +133,15 @@ def run(args: argparse.Namespace) -> int:
     # is compared with the mean of the MediaPipe runs around it, and the median ratio is reported,
     # so a load change on a shared machine during the bench biases the result less.
     load = [os.getloadavg()[0]]
-    mps = [bench_mediapipe(args.video, options)]
+    mps = [bench_detector(args.video, options)]
     pls = []
     for _ in range(args.repeat):
         pls.append(bench_pipeline(args.video, options))
-        mps.append(bench_mediapipe(args.video, options))
+        mps.append(bench_detector(args.video, options))
+        load.append(os.getloadavg()[0])
+    alone = None
+    if options.detector != "mediapipe":
+        alone = bench_detector(args.video, options, options.detector)
         load.append(os.getloadavg()[0])
     ratios = [pl["fps"] / (0.5 * (a["fps"] + b["fps"])) for pl, a, b in zip(pls, mps[:-1], mps[1:])]
     ratio = float(np.median(ratios))
@@ -144,15 +153,19 @@ def run(args: argparse.Namespace) -> int:
               cpu_ms_per_frame=float(np.mean([m["cpu_ms_per_frame"] for m in mps])),
               stages_ms={k: float(np.mean([m["stages_ms"][k] for m in mps])) for k in mps[0]["stages_ms"]})
     out = dict(video=str(args.video), frames=mp["frames"], start=options.start, device=options.resolved_device(),
-               machine=machine(), load_avg_1min=load, mediapipe=mp, pipeline=pl,
+               machine=machine(), detector=options.detector, load_avg_1min=load, mediapipe=mp, pipeline=pl,
                ratio=ratio, ratios=ratios)
+    if alone is not None:
+        out["detector_alone"] = alone
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         print(f"{out['video']}: {out['frames']} frames on {out['machine']}")
         print(f"  mediapipe alone : {mp['fps']:6.1f} fps  ({mp['ms_per_frame']:.1f} ms/frame), runs "
               + ", ".join(f"{f:.1f}" for f in mp["runs_fps"]))
-        print(f"  whole pipeline  : {pl['fps']:6.1f} fps  ({pl['ms_per_frame']:.1f} ms/frame)")
+        if alone is not None:
+            print(f"  {options.detector} alone : {alone['fps']:6.1f} fps  ({alone['ms_per_frame']:.1f} ms/frame)")
+        print(f"  whole pipeline  : {pl['fps']:6.1f} fps  ({pl['ms_per_frame']:.1f} ms/frame), {options.detector}")
         print("  stages (ms/frame): " + ", ".join(f"{k} {v:.1f}" for k, v in pl["stages_ms"].items()))
         print("  stages CPU (ms/frame): " + ", ".join(f"{k} {v:.1f}" for k, v in pl["stages_cpu_ms"].items()))
         print(f"  CPU per frame   : mediapipe alone {mp['cpu_ms_per_frame']:.1f} ms, pipeline {pl['cpu_ms_per_frame']:.1f} ms "

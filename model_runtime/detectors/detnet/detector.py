@@ -75,6 +75,11 @@ class DetNetDetector:
         two_pass: after a pass on the whole (letterboxed) frame, run again on the square around the
             person found (training crops look like that); in video mode (``timestamp_ms`` given) the
             previous frame's person square is used instead of the first pass.
+        jit: on CPU, run network + decode as a traced and frozen TorchScript graph (one per batch size,
+            traced on first use, ~0.3 s). The graph runs without Python's GIL, so the capture's fitting
+            thread (Python, numpy) no longer stalls the detector between layers: tennis, detect 25.5 ->
+            ~11 ms a frame in the pipeline (docs/detnet.md, "Session 11"); outputs equal the eager
+            network's to 2e-5. CUDA keeps the eager fp16-autocast path.
     Raises:
         ModelFileError: the weights file is missing or malformed (one line naming file and field).
     """
@@ -83,7 +88,7 @@ class DetNetDetector:
 
     def __init__(self, device: str = "cpu", weights: str | Path | None = None, face: str = "mediapipe",
                  hand_threshold: float = 0.3, face_threshold: float = 0.3, person_threshold: float = 0.15,
-                 two_pass: bool = True):
+                 two_pass: bool = True, jit: bool = True):
         import torch
 
         from .weights import DEFAULT_WEIGHTS, load_weights
@@ -100,6 +105,8 @@ class DetNetDetector:
         self._face_mesh = None
         self._torch = torch
         self._closed = False
+        self.jit = bool(jit) and str(device) == "cpu"
+        self._traced: dict[int, object] = {}
 
     # -- network --
     def _run(self, batch_rgb: np.ndarray, attention: float = 1.0):
@@ -109,11 +116,39 @@ class DetNetDetector:
         if self._closed:
             raise RuntimeError("DetNetDetector is closed")
         x = torch.from_numpy(batch_rgb).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        att = torch.full((x.shape[0],), attention, device=x.device)
+        if self.jit:
+            graph = self._traced.get(x.shape[0]) or self._trace(x, att)
+            with torch.inference_mode():
+                d = graph(x, att)
+            return [t.float().numpy() for t in d]
         amp = str(self.device).startswith("cuda")
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=amp):
-            out = self.net(x, torch.full((x.shape[0],), attention, device=x.device))
+            out = self.net(x, att)
             d = decode(out, self.config)
         return [t.float().cpu().numpy() for t in d]
+
+    def _trace(self, x, att):
+        """Trace and freeze network + decode for batch size ``x.shape[0]`` (see ``jit``)."""
+        import warnings
+
+        from .decode import decode
+
+        torch, net, config = self._torch, self.net, self.config
+
+        class _NetDecode(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = net
+
+            def forward(self, image, attention):
+                return tuple(decode(self.net(image, attention), config))
+
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")      # TracerWarnings: shapes are fixed per batch size, by design
+            graph = torch.jit.freeze(torch.jit.trace(_NetDecode().eval(), (x, att), check_trace=False))
+        self._traced[x.shape[0]] = graph
+        return graph
 
     def _detect_views(self, images_bgr, views) -> list[Detection]:
         """One forward pass over ``views[i] = (centre, side)`` squares (None: the letterboxed frame)."""
@@ -255,6 +290,7 @@ class DetNetDetector:
         if self._face_mesh is not None:
             self._face_mesh.close()
             self._face_mesh = None
+        self._traced.clear()
         self._closed = True
 
     def __enter__(self) -> "DetNetDetector":
