@@ -334,3 +334,22 @@ def test_bench_measures_the_detnet_pipeline_against_mediapipe_alone(capsys):
     assert out["pipeline"]["frames"] == 6 and out["pipeline"]["fps"] > 0
     mp = out["mediapipe"]["runs_fps"]
     assert out["ratio"] == pytest.approx(out["pipeline"]["fps"] / (0.5 * (mp[0] + mp[1])))
+
+
+def test_detector_runs_eagerly_where_tracing_fails(monkeypatch, caplog):
+    """A torch whose ``torch.jit.trace`` fails (it is deprecated in 2.13): one log line, then the eager network."""
+    cap = cv2.VideoCapture(str(ROOT / "samples/demo_clip.mp4"))
+    ok, frame = cap.read()
+    assert ok
+
+    def no_trace(*a, **k):
+        raise RuntimeError("tracing removed")
+
+    with make_detector("detnet", face="none", jit=False) as eager:
+        ref = eager.detect(frame)
+    monkeypatch.setattr(torch.jit, "trace", no_trace)
+    with make_detector("detnet", face="none") as det, caplog.at_level("WARNING"):
+        d = det.detect(frame)
+        assert not det.jit and not det._traced
+    assert "tracing removed" in caplog.text and "eager" in caplog.text
+    np.testing.assert_allclose(d.body_2d, ref.body_2d, atol=1e-4)

@@ -14,6 +14,7 @@ attention channel 0 (body-features invalid), as in training.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +23,8 @@ import numpy as np
 from ..base import NUM_WHOLEBODY_KEYPOINTS, Detection, HandDetection
 from ...core.skeleton import BODY_KEYPOINT_NAMES
 from ...face.landmarks import MP468_TO_IBUG68
+
+log = logging.getLogger(__name__)
 
 _WB_BODY = [BODY_KEYPOINT_NAMES.index(n) for n in (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
@@ -79,7 +82,8 @@ class DetNetDetector:
             traced on first use, ~0.3 s). The graph runs without Python's GIL, so the capture's fitting
             thread (Python, numpy) no longer stalls the detector between layers: tennis, detect 25.5 ->
             ~11 ms a frame in the pipeline (docs/detnet.md, "Session 11"); outputs equal the eager
-            network's to 2e-5. CUDA keeps the eager fp16-autocast path.
+            network's to 2e-5. CUDA keeps the eager fp16-autocast path. ``torch.jit`` is deprecated in the
+            pinned torch 2.13 but works; where tracing fails the detector logs one line and runs eagerly.
     Raises:
         ModelFileError: the weights file is missing or malformed (one line naming file and field).
     """
@@ -117,8 +121,8 @@ class DetNetDetector:
             raise RuntimeError("DetNetDetector is closed")
         x = torch.from_numpy(batch_rgb).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         att = torch.full((x.shape[0],), attention, device=x.device)
-        if self.jit:
-            graph = self._traced.get(x.shape[0]) or self._trace(x, att)
+        graph = (self._traced.get(x.shape[0]) or self._trace(x, att)) if self.jit else None
+        if graph is not None:
             with torch.inference_mode():
                 d = graph(x, att)
             return [t.float().numpy() for t in d]
@@ -144,9 +148,16 @@ class DetNetDetector:
             def forward(self, image, attention):
                 return tuple(decode(self.net(image, attention), config))
 
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")      # TracerWarnings: shapes are fixed per batch size, by design
-            graph = torch.jit.freeze(torch.jit.trace(_NetDecode().eval(), (x, att), check_trace=False))
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                # TracerWarnings (shapes are fixed per batch size, by design) and torch 2.13's deprecation
+                # notice of torch.jit (the pinned torch has it; a torch without it falls back below)
+                warnings.simplefilter("ignore")
+                graph = torch.jit.freeze(torch.jit.trace(_NetDecode().eval(), (x, att), check_trace=False))
+        except Exception as e:  # noqa: BLE001 - any tracing failure: the eager network gives the same output
+            log.warning("DetNet: no traced CPU graph (%s: %s); running the eager network", type(e).__name__, e)
+            self.jit = False
+            return None
         self._traced[x.shape[0]] = graph
         return graph
 
