@@ -6,6 +6,9 @@
 * ``AlbedoDetail``: colours rendered from a known albedo and lighting (Eq. 5) give back that albedo
   minus the base, faded where a vertex was seen fewer than ``FULL_SAMPLES`` times, zero where never;
   one wrong sample among several does not move the median.
+* ``hair_zone`` / ``AlbedoDetail.hair_weight``: on the built-in face the zone is the forehead top and the
+  temples, not the brows, eyes, nose, lips or chin; a zone vertex much darker than the skin (hair) keeps the
+  3DMM albedo, a skin-coloured one its detail, a dark brow or a dark chin (a beard) its detail.
 * ``FullBodyModel.vertex_colors``: the detail is added to the face's colours only.
 * The capture file refuses a malformed ``face_albedo_detail`` in one line naming it.
 * Blender (bpy as a module): the avatar's face colours carry the captured detail.
@@ -19,7 +22,7 @@ import pytest
 
 from model_runtime.core.errors import ModelFileError
 from model_runtime.face.albedo_detail import (
-    FULL_SAMPLES, AlbedoDetail, sample_linear, vertex_visibility
+    FULL_SAMPLES, HAIR_LUMINANCE, AlbedoDetail, hair_zone, sample_linear, vertex_visibility
 )
 from model_runtime.face.fit import ambient_sh
 from model_runtime.models.face_model import NUM_SH, sh_basis
@@ -105,6 +108,35 @@ def test_detail_recovers_the_albedo_seen():
     full = det.detail(base, sh)
     good = check & (irr > 0.1).all(1) & (np.abs(n[:, 2]) > 0.5)
     assert np.abs(full[good] - (truth[good] - base[good])).max() < 0.03    # 8-bit rounding, divided by the light
+
+
+def test_hair_zone_and_weight_on_the_built_in_face():
+    from model_runtime.face.correspondence import correspondence_for
+    from model_runtime.models.load import load_face_model
+
+    m = load_face_model(None)
+    mean = np.asarray(m.mean_shape, np.float64).reshape(-1, 3)
+    lm = correspondence_for(m).points(mean[None])[0]
+    zone, skin = hair_zone(mean, lm)
+    near = lambda i: int(np.argmin(((mean - lm[i]) ** 2).sum(1)))    # noqa: E731 - the vertex at landmark i
+    assert zone[near(10)] and zone[near(54)] and zone[near(284)]          # forehead top, both temples' tops
+    assert zone[near(93)] and zone[near(323)]                              # the face's sides
+    for i in (105, 334, 159, 386, 1, 13, 61):                              # brows, upper lids, nose tip, lips
+        assert not zone[near(i)] and not skin[near(i)], i
+    assert skin[near(50)] and skin[near(280)] and skin[near(152)]          # cheeks' centres, chin
+    assert 100 < zone.sum() < 0.25 * len(mean) and not (zone & skin).any()
+
+    det = AlbedoDetail(len(mean), (zone, skin))
+    obs = np.full((len(mean), 3), 0.5)                                     # skin 0.5 everywhere ...
+    lo, hi = HAIR_LUMINANCE
+    hair, light, brow, chin = near(10), near(54), near(105), near(152)
+    obs[hair] = 0.5 * (lo - 0.1)                                           # ... dark hair on the forehead
+    obs[light] = 0.5 * 0.95                                                # a temple a bit darker than the cheeks
+    obs[brow] = obs[chin] = 0.05                                           # a dark brow, a beard
+    w = det.hair_weight(obs, np.ones(len(mean), bool))
+    assert w[hair] == 0.0 and w[light] == 1.0 and w[brow] == 1.0 and w[chin] == 1.0
+    assert (w[~zone] == 1.0).all()
+    assert AlbedoDetail(len(mean)).hair_weight(obs, np.ones(len(mean), bool)).min() == 1.0   # no zone: no fading
 
 
 def test_vertex_colors_add_the_detail_to_the_face_only():

@@ -3,6 +3,9 @@
     .venv/bin/python tools/face_closeups.py CAPTURE.npz --video VIDEO --out docs/img/face_X.png [--frames 3]
                                            [--engine workbench|cycles] [--at F1,F2,...]
 
+``--engine cycles`` lights the avatar by a uniform white world (unit irradiance, the albedo's own
+definition), so its colours compare with the video's; Workbench (default, fast) shows the shape.
+
 Goes through the add-on's own path (bpy as a module, headless): the avatar of the capture
 (``avatar_data_from_capture``: merged body + face with the captured identity, albedo and eyes),
 ``importer.apply_capture`` (bones, expression shape keys, gaze), ``footage.setup_capture_camera``
@@ -79,15 +82,20 @@ def main(argv=None) -> int:
     importer.apply_capture(scene, arm, mesh, cap, importer.ImportOptions(frame_start=1))
     footage.setup_capture_camera(scene, cap, frame_start=1)
     if args.engine == "cycles":
+        # a uniform white world of radiance 1 and no other light: a Lambertian albedo a renders as a times
+        # its ambient occlusion, i.e. under the unit irradiance the captured albedo is defined for (the
+        # fitted lighting of these clips gives 0.94-1.09 on a frontal normal), so the colours compare with
+        # the video's; Workbench's studio light is dimmer and makes every face look darker
         scene.render.engine = "CYCLES"
-        scene.cycles.samples = 16
+        scene.cycles.samples = 32
         scene.cycles.use_denoising = False
-        light = bpy.data.objects.new("key", bpy.data.lights.new("key", "SUN"))
-        light.data.energy = 3.0
-        light.rotation_euler = (1.2, 0.0, 0.4)
-        scene.collection.objects.link(light)
         scene.world = bpy.data.worlds.new("w")
-        scene.world.color = (0.35, 0.35, 0.35)
+        scene.world.color = (1.0, 1.0, 1.0)
+        if scene.world.node_tree is None:    # Blender < 5.0 creates worlds without nodes
+            scene.world.use_nodes = True
+        bg = next(n for n in scene.world.node_tree.nodes if n.type == "BACKGROUND")
+        bg.inputs["Color"].default_value = (1.0, 1.0, 1.0, 1.0)
+        bg.inputs["Strength"].default_value = 1.0
     else:
         scene.render.engine = "BLENDER_WORKBENCH"
         sh = scene.display.shading

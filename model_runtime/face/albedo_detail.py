@@ -13,6 +13,14 @@ is the vertex's observed albedo, and the detail is that minus the 3DMM albedo, f
 :data:`FULL_SAMPLES` samples (vertices seen once or never keep the 3DMM albedo).  The median keeps a
 lip's colour when a few samples catch the mouth open, a lid's when a few catch a blink.
 
+Hair inside the oval (a fringe on the forehead, strands down the cheek sides) is in every sample, so the
+median keeps it; the avatar has no hair, so it would be painted on the skin.  :func:`hair_zone` marks
+where head hair falls (above the brows, and the face's sides outside the cheekbones down to the mouth corners,
+away from the brows, eyes, nose and lips, whose dark colour is the person's); there a vertex whose
+observed albedo is much darker than the clip's skin (luminance below :data:`HAIR_LUMINANCE` of the median
+of the vertices outside the zone and the features) keeps the 3DMM albedo, faded in between.  The lower
+face (a beard, a moustache) is left as seen.
+
 Shapes: face vertices ``(N, 3)`` camera space (x right, y down, z forward); colours linear RGB;
 ``detail (N, 3)`` linear RGB, added to the 3DMM albedo by the avatar
 (:meth:`model_runtime.models.full_model.FullBodyModel.vertex_colors`).
@@ -38,6 +46,50 @@ ZBUFFER_CELLS: Final[int] = 48
 ZBUFFER_TOLERANCE: Final[float] = 0.1
 #: irradiance below this is too dark to divide by
 MIN_IRRADIANCE: Final[float] = 0.05
+#: MediaPipe-468 landmarks of the features whose dark colours belong to the face (brows, eyes, lips, nose)
+FEATURE_LANDMARKS: Final[tuple[int, ...]] = (
+    276, 282, 283, 285, 293, 295, 296, 300, 334, 336, 46, 52, 53, 55, 63, 65, 66, 70, 105, 107,      # brows
+    249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466,                 # left eye
+    7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246,                    # right eye
+    0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191,      # lips
+    267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415,
+    1, 2, 4, 5, 6, 19, 45, 48, 64, 94, 97, 98, 115, 168, 195, 197, 220, 275, 278, 294, 326, 327, 344, 440)  # nose
+#: a vertex within this many eye-corner distances of a feature landmark is a feature vertex
+FEATURE_RADIUS_D: Final[float] = 0.12
+#: the hair zone's sides start this many times the eyes' outer-corner distance from the face's midline
+#: (the face's edge is at ~1.5, the cheekbones at ~1.0)
+HAIR_SIDE: Final[float] = 1.2
+#: hair-zone vertices whose luminance over the skin's is below the first keep the 3DMM albedo; above the
+#: second, their detail; linear in between
+HAIR_LUMINANCE: Final[tuple[float, float]] = (0.55, 0.8)
+_LUMA: Final[np.ndarray] = np.array([0.2126, 0.7152, 0.0722])
+
+
+def hair_zone(vertices: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where head hair may cover the face, on a neutral face: ``vertices (N, 3)`` and its MediaPipe-468
+    ``landmarks (468, 3)`` (same space, any orientation) -> ``(zone (N,), skin (N,))`` bool:
+    ``zone`` above the brows' top, or beyond :data:`HAIR_SIDE` times the eyes' outer corners from the
+    midline and above the mouth corners, not
+    near a feature (:data:`FEATURE_LANDMARKS`, :data:`FEATURE_RADIUS_D`); ``skin`` neither zone nor
+    feature (the cheeks' centres, the nose's sides, the chin: the skin reference)."""
+    v, lm = np.asarray(vertices, np.float64), np.asarray(landmarks, np.float64)
+    right = lm[263] - lm[33]                                      # right eye's outer corner -> left eye's
+    D = float(np.linalg.norm(right))
+    right /= D
+    up = lm[10] - lm[152]                                         # chin -> forehead, made orthogonal
+    up -= (up @ right) * right
+    up /= np.linalg.norm(up)
+    o = lm[168]                                                   # between the eyes
+    u, r = (v - o) @ up, (v - o) @ right
+    brows = list(FEATURE_LANDMARKS[:20])
+    u_brow = float(((lm[brows] - o) @ up).max())
+    u_mouth = float(((lm[[61, 291]] - o) @ up).mean())
+    r_eye = 0.5 * float(abs((lm[33] - o) @ right) + abs((lm[263] - o) @ right))
+    feat = lm[list(FEATURE_LANDMARKS)]
+    d2 = ((v[:, None, :] - feat[None]) ** 2).sum(-1).min(1)
+    feature = d2 < (FEATURE_RADIUS_D * D) ** 2
+    zone = ((u > u_brow) | ((np.abs(r) > HAIR_SIDE * r_eye) & (u > u_mouth))) & ~feature
+    return zone, ~zone & ~feature
 
 
 def vertex_visibility(cam: np.ndarray, normals: np.ndarray, px: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -87,8 +139,10 @@ def sample_linear(image_bgr: np.ndarray, px: np.ndarray) -> np.ndarray:
 class AlbedoDetail:
     """Per-vertex colour samples of one clip's face (module docstring); thread-safe."""
 
-    def __init__(self, num_vertices: int):
+    def __init__(self, num_vertices: int, zone: tuple[np.ndarray, np.ndarray] | None = None):
+        """``zone``: :func:`hair_zone`'s ``(zone, skin)`` masks of this face (None: no hair fading)."""
         self.num_vertices = int(num_vertices)
+        self.zone = None if zone is None else (np.asarray(zone[0], bool), np.asarray(zone[1], bool))
         self._lock = threading.Lock()
         self.reset()
 
@@ -137,10 +191,26 @@ class AlbedoDetail:
         seen = np.isfinite(alb).all(-1)                                                  # (S, N)
         count = seen.sum(0)
         ok = count > 0
-        med = _median_of_seen(np.where(seen[..., None], alb, np.inf), count)
-        fade = np.clip(count / FULL_SAMPLES, 0.0, 1.0)[:, None]
+        med = np.clip(_median_of_seen(np.where(seen[..., None], alb, np.inf), count), 0.0, 1.0)
+        fade = np.clip(count / FULL_SAMPLES, 0.0, 1.0) * self.hair_weight(med, ok)
         base = np.asarray(base_albedo, np.float64)
-        return (fade * (np.clip(med, 0.0, 1.0) - base) * ok[:, None]).astype(np.float32)
+        return (fade[:, None] * (med - base) * ok[:, None]).astype(np.float32)
+
+    def hair_weight(self, observed: np.ndarray, seen: np.ndarray) -> np.ndarray:
+        """``(N,)`` in [0, 1]: how much of a vertex's detail to keep given the ``observed (N, 3)`` albedo
+        (``seen (N,)`` where it has samples): 1 outside the hair zone, else by its luminance over the
+        skin's median (:data:`HAIR_LUMINANCE`; module docstring)."""
+        w = np.ones(self.num_vertices)
+        if self.zone is None:
+            return w
+        zone, skin = self.zone
+        lum = observed @ _LUMA
+        ref = lum[skin & seen]
+        if ref.size == 0:
+            return w
+        q = lum / max(float(np.median(ref)), 1e-6)
+        lo, hi = HAIR_LUMINANCE
+        return np.where(zone, np.clip((q - lo) / (hi - lo), 0.0, 1.0), w)
 
 
 def _median_of_seen(x: np.ndarray, count: np.ndarray) -> np.ndarray:

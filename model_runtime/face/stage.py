@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..detectors.base import Detection
-from .albedo_detail import MAX_SAMPLES, SAMPLE_EVERY, AlbedoDetail
+from .albedo_detail import MAX_SAMPLES, SAMPLE_EVERY, AlbedoDetail, hair_zone
 from .eye_colour import FACE_FORWARD, EyeColourEstimate
 from .gaze import GazeEstimator, angles_to_keys
 from .landmarks import FACE_OVAL
@@ -78,6 +78,8 @@ class FaceFitStage:
         self.tracker = tracker or FaceTracker(fitter.model, correspondence=fitter.corr,
                                               expression_range=fitter.expression_range)
         self.expression_names: tuple[str, ...] = tuple(fitter.model.exp_names)
+        mean = np.asarray(fitter.model.mean_shape, np.float64).reshape(-1, 3)
+        self._hair_zone = hair_zone(mean, self.tracker.corr.points(mean[None])[0])   # colour detail
         self._lock = threading.Lock()
         self.reset(np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]))
 
@@ -94,7 +96,7 @@ class FaceFitStage:
         self._identity = np.zeros(sizes["identity"], np.float64)
         self._n_identity = 0
         self._iris = EyeColourEstimate(self.fitter.config.identity_frames)
-        self._detail = AlbedoDetail(self.fitter.model.num_vertices)
+        self._detail = AlbedoDetail(self.fitter.model.num_vertices, self._hair_zone)
         self._face_frames = 0           # tracked face frames since the identity was frozen
         self._detail_cache = None       # (key, detail) of the last albedo_detail()
         with self._lock:
