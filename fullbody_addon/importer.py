@@ -32,6 +32,8 @@ from .avatar import bone_rest_matrices
 
 LINEAR = bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value
 #: the pose bones' custom property holding the capture's per-frame joint confidence
+#: timeline markers where a capture's track breaks (another person, a cut): "new track 1", ...
+TRACK_MARKER = "new track"
 CONFIDENCE_PROPERTY = "confidence"
 CONFIDENCE_DESCRIPTION = ("How much of this bone's rotation the camera saw on this frame (capture joint_confidence; "
                           "0 = unseen: held or neutral pose)")
@@ -113,8 +115,9 @@ def bone_confidence(capture, order: np.ndarray, T: int) -> np.ndarray:
 def apply_capture(scene, arm_obj, mesh_obj, capture, options: ImportOptions = ImportOptions()) -> dict:
     """Key every frame of ``capture`` on ``arm_obj`` (bones) and ``mesh_obj`` (expressions).
 
-    Returns a summary ``{"frames", "bones", "shape_keys", "foot_lock", "ground"}`` (the foot-lock
-    empties made, the ground object's name or None).  Existing animation on
+    Returns a summary ``{"frames", "bones", "shape_keys", "foot_lock", "ground", "track_breaks"}`` (the
+    foot-lock empties made, the ground object's name or None, the scene frames marked as new tracks:
+    :func:`mark_track_breaks`, with ``set_scene``).  Existing animation on
     the avatar is replaced (the old actions stay in ``bpy.data`` for undo/NLA).
     """
     pose_6d = np.asarray(capture["pose_6d"])
@@ -159,7 +162,25 @@ def apply_capture(scene, arm_obj, mesh_obj, capture, options: ImportOptions = Im
             n_keys = len(present)
     if options.expressions:
         face_rig.key_gaze(arm_obj, capture, frames, write_curves, _new_action)
+    breaks = []
     if options.set_scene:
         fps = float(np.asarray(capture["fps"]).reshape(-1)[0])
         set_scene_timing(scene, fps, options.frame_start, T)
-    return {"frames": T, "bones": len(names), "shape_keys": n_keys, "foot_lock": lock, "ground": ground}
+        breaks = mark_track_breaks(scene, capture, frames)
+    return {"frames": T, "bones": len(names), "shape_keys": n_keys, "foot_lock": lock, "ground": ground,
+            "track_breaks": breaks}
+
+
+def mark_track_breaks(scene, capture, frames: np.ndarray) -> list[int]:
+    """A timeline marker (:data:`TRACK_MARKER` and a number) on every scene frame whose capture frame starts a
+    new track (``track_break``: the detector's person changed, or a cut), replacing the markers of an
+    earlier import; -> those scene frames.  The animation jumps there: cut the shot or key over it."""
+    for m in [m for m in scene.timeline_markers if m.name.startswith(TRACK_MARKER)]:
+        scene.timeline_markers.remove(m)
+    tb = capture.data.get("track_break") if hasattr(capture, "data") else None
+    if tb is None:
+        return []
+    out = [int(frames[i]) for i in np.flatnonzero(np.asarray(tb, bool))]
+    for k, f in enumerate(out, 1):
+        scene.timeline_markers.new(f"{TRACK_MARKER} {k}", frame=f)
+    return out

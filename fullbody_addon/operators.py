@@ -230,6 +230,10 @@ class FULLBODY_OT_import_capture(bpy.types.Operator, ImportHelper):
             return {"CANCELLED"}
         for w in summary["warnings"]:
             self.report({"WARNING"}, w)
+        if summary.get("track_breaks"):
+            self.report({"WARNING"}, f"the capture switches person (or the shot cuts) at frame(s) "
+                                     f"{', '.join(map(str, summary['track_breaks']))}: marked '{importer.TRACK_MARKER}' "
+                                     f"on the timeline")
         self.report({"INFO"}, f"imported {summary['frames']} frames onto '{summary['armature']}' "
                               f"({summary['shape_keys']} shape keys)"
                               + (f", camera '{summary['camera']}'" if "camera" in summary else ""))

@@ -30,7 +30,7 @@ from model_runtime.models.load import load_body_model
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO / "samples" / "demo_clip.mp4"
-EXTRA = {"feet", "hands"}
+EXTRA = {"feet", "hands", "track_breaks"}
 FIGURES = {"reprojection_px", "foot_slide_mm_per_frame", "jitter_mm_per_frame2", "valid_fraction",
            "visible_fraction"}
 

@@ -240,13 +240,14 @@ class ClipAlignment:
             return
         B = len(recs)
         idx = np.array([r.index for r in recs])
-        chain = np.concatenate([[False], np.diff(idx) == 1])
+        breaks = np.array([bool(getattr(r, "track_break", False)) for r in recs])
+        chain = np.concatenate([[False], np.diff(idx) == 1]) & ~breaks     # no temporal link to another person
         prev_rot = np.broadcast_to(np.eye(3), (B, NUM_JOINTS, 3, 3)).copy()
         prev_t = np.zeros((B, 3))
         prev_ok = np.zeros(B, bool)
         quat = np.stack([r.quat for r in recs])
         rot_in, t_in = quat_wxyz_to_matrix(quat), np.stack([r.transl for r in recs])
-        if self._prev is not None and self._prev[0] == idx[0] - 1:   # the last frame's correction, carried
+        if self._prev is not None and self._prev[0] == idx[0] - 1 and not breaks[0]:   # the last frame's correction, carried
             prev_rot[0], prev_t[0], prev_ok[0] = self._prev[1] @ rot_in[0], t_in[0] + self._prev[2], True
         jc = np.stack([r.joint_confidence for r in recs])
         reach = reach_joints(jc)
@@ -257,7 +258,7 @@ class ClipAlignment:
         q = matrix_to_quat_wxyz(res.rot)
         q = np.where((q * quat).sum(-1, keepdims=True) < 0, -q, q)
         joints = res.joints
-        mask = self._release(q, idx, jc, reach)                     # (B, 2): a released arm blended back
+        mask = self._release(q, idx, jc, reach, breaks)             # (B, 2): a released arm blended back
         released = mask.any(1)
         if released.any():                                          # those frames' posed joints again
             joints = joints.copy()
@@ -274,15 +275,19 @@ class ClipAlignment:
                         r.joint_source[ARM_JOINTS[side]] = SOURCE_HELD
         self._prev = (int(idx[-1]), res.rot[-1] @ np.swapaxes(rot_in[-1], -1, -2), res.transl[-1] - t_in[-1])
 
-    def _release(self, q: np.ndarray, idx: np.ndarray, jc: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    def _release(self, q: np.ndarray, idx: np.ndarray, jc: np.ndarray, reach: np.ndarray,
+                 breaks: np.ndarray | None = None) -> np.ndarray:
         """An arm that reached a seen hand (:func:`~.visibility.reach_joints`) and then loses it blends
         from its last reached pose to the pose it is given (the unseen arm's) over
         :data:`~.visibility.BLEND_S`, in place in ``q (B, 52, 4)``; -> ``(B, 2)`` bool, the
-        (frame, side) pairs blended.  Frames in order; the state carries across calls."""
+        (frame, side) pairs blended.  Frames in order; the state carries across calls, not across a
+        ``breaks`` frame (a new track: the reach belonged to the other person)."""
         mask = np.zeros((len(q), 2), bool)
         for k, side in enumerate(("left", "right")):
             arm = ARM_JOINTS[side]
             for i in range(len(q)):
+                if breaks is not None and breaks[i]:
+                    self._reached.pop(side, None)
                 if reach[i, arm].all():
                     self._reached[side] = (int(idx[i]), q[i, arm].copy())
                     continue
@@ -355,6 +360,8 @@ class CentredSmoother(HeldStream):
 
     def _release(self):
         r = self._held.popleft()
+        if getattr(r, "track_break", False):
+            self._past.clear()                     # frames before a new track (another person) are not its past
         if self.half == 0 or not r.valid:
             if not r.valid:
                 self._past.clear()
@@ -367,7 +374,7 @@ class CentredSmoother(HeldStream):
             before.append((q, t, kp))
         after = []
         for k, n in enumerate(list(self._held)[:self.half]):               # later frames
-            if not n.valid or n.index != r.index + 1 + k:
+            if not n.valid or n.index != r.index + 1 + k or getattr(n, "track_break", False):
                 break
             after.append((n.quat, n.transl, None))
         m = min(len(before), len(after))          # symmetric: no lag at a gap or the clip's ends either

@@ -20,7 +20,7 @@ from .keyframes import KeyframeScheduler
 from .postprocess import MotionPostprocessor
 from .records import DetectedFrame, FrameRecord, StageTimer
 from .sources import Frame
-from .tracking import HandSideTracker, ShapeEstimator
+from .tracking import HandSideTracker, PersonSwitchDetector, ShapeEstimator
 from .workers import KeyframeFaceWorker
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class ClipCapture:
                  feet: FootStage | None = None):
         self.live, self.timer = live, timer
         self.hands = HandSideTracker()
+        self.person = PersonSwitchDetector()
         self.shape = ShapeEstimator(window=options.shape_window)
         self.ik = IKFitter(ik, self.shape, hands=options.hands)
         self.face = face if face is not None and options.face else None
@@ -64,6 +65,11 @@ class ClipCapture:
         """Fit detected frames (in order; the IK nets run once for all of them); -> the records
         ready to write (possibly none, or several)."""
         recs = [frame_record(frame, det, t_read, self.hands, self.num_expressions) for frame, det, t_read in batch]
+        for rec in recs:
+            if rec.valid and self.person.update(rec.time, rec.body_2d):
+                rec.track_break = True
+                log.info("frame %d: the person moved further than a body can since the last frame with one "
+                         "(another person, or a cut): a new track starts", rec.index)
         t0 = self.timer.now()
         self.ik.fit(recs)
         self.timer.since("ik", t0, n=len(recs))

@@ -134,7 +134,9 @@ class GapFiller:
     (when it arrives within ``max_gap`` frames); records of a gap longer than
     ``max_gap`` hold the last valid values (or keep their own if none yet).
     ``lookahead=False`` (live): never wait for a future frame; gaps are held at
-    once and records before the first valid one pass unchanged.
+    once and records before the first valid one pass unchanged.  A gap that ends at a record
+    starting a new track (``track_break``: another person, a cut) holds the last valid values
+    instead of interpolating towards the other person.
     """
 
     def __init__(self, mode: FillMode = "interpolate", quat_keys: Sequence[str] = (),
@@ -166,8 +168,8 @@ class GapFiller:
             return []
         out = self._gap
         if out:
-            if self._last is None or self.mode == "hold":
-                for g in out:
+            if self._last is None or self.mode == "hold" or _breaks(rec):
+                for g in out:      # a gap before a new track (another person) holds the last one
                     self._fill(g, self._last if self._last is not None else rec)
             else:
                 self._interpolate(out, self._last, rec)
@@ -201,7 +203,7 @@ class GapFiller:
         rest = gap[held:]
         if not rest:
             return
-        if a is None or self.mode == "hold":
+        if a is None or self.mode == "hold" or (b is not None and _breaks(b)):
             for g in rest:
                 self._fill(g, a if a is not None else b)
         else:
@@ -226,6 +228,11 @@ class GapFiller:
 
 def _get(rec, key: str):
     return rec[key] if isinstance(rec, dict) else getattr(rec, key)
+
+
+def _breaks(rec) -> bool:
+    """Whether ``rec`` starts a new track (``track_break``: another person or a cut; absent: no)."""
+    return bool(rec.get("track_break", False) if isinstance(rec, dict) else getattr(rec, "track_break", False))
 
 
 def _set(rec, key: str, value) -> None:

@@ -40,7 +40,7 @@ def file_frame(rec: FrameRecord) -> dict[str, np.ndarray]:
                keypoints_2d=kp2d, keypoints_3d=keypoints_3d(rec),
                face_expression=rec.expression, face_sh=rec.sh, keypoint_visibility=rec.keypoint_visibility,
                joint_confidence=rec.joint_confidence, joint_source=rec.joint_source,
-               foot_contact=np.asarray(rec.foot_contact, bool))
+               foot_contact=np.asarray(rec.foot_contact, bool), track_break=bool(rec.track_break))
     bad = [k for k, v in row.items() if not np.isfinite(np.asarray(v, np.float64)).all()]
     if bad:
         log.warning("frame %d: non-finite %s; written as an invalid frame", rec.index, ", ".join(bad))

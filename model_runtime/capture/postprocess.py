@@ -227,7 +227,17 @@ class MotionPostprocessor:
             # the torso out of frame the head bones (the model's face points) give the depth.  Without
             # them (no image-aligned fit) a face close-up keeps the guessed torso rather than no depth.
             kp2d[..., 2] = eq14_confidence(kp2d[..., 2], np.stack([r.keypoint_visibility[:kp2d.shape[1]] for r in valid]))
-        t, ok = solve_translations_in_order(self.translation, kp2d, joints, last_z, points)
+        # a new track (another person) starts without the last depth as Eq. 14's prior: split there
+        starts = [i for i, r in enumerate(valid) if r.track_break and i > 0]
+        parts = []
+        for a, b in zip([0] + starts, starts + [len(valid)]):
+            pts = None if points is None else points[a:b]
+            prior = None if valid[a].track_break else (last_z if a == 0 else parts[-1][2])
+            t_ab, ok_ab = solve_translations_in_order(self.translation, kp2d[a:b], joints[a:b], prior, pts)
+            solved = np.flatnonzero(ok_ab)
+            parts.append((t_ab, ok_ab, float(t_ab[solved[-1], 2]) if solved.size else prior))
+        t = np.concatenate([p[0] for p in parts])
+        ok = np.concatenate([p[1] for p in parts])
         for r, j, ti, oki in zip(valid, joints, t, ok):
             r.joints = j
             r.transl_ok = bool(oki)
@@ -239,6 +249,10 @@ class MotionPostprocessor:
         """Filtered quaternions and translation (invalid frames: unfiltered, filled later) and
         expression."""
         if r.valid:
+            if r.track_break:          # another person (or a cut): nothing filtered across it
+                self.rot_filter.reset()
+                self.transl_filter.reset()
+                self.expr_filter.reset()
             r.quat = self.rot_filter.quaternions(r.rot, r.time)
             r.transl = self.transl_filter(r.transl, r.time)
         else:

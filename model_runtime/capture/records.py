@@ -58,6 +58,10 @@ class FrameRecord:
         the camera supports, and where the rest comes from (:mod:`visibility`; 0 and
         ``SOURCE_GAP`` on frames without a person).
 
+    Set by the clip (:class:`clip.ClipCapture`, :class:`tracking.PersonSwitchDetector`):
+        track_break: a new track starts here (another person, or a cut): nothing temporal links this
+        frame to the ones before it.
+
     Set by the face (:class:`clip.ClipCapture`):
         expression ``(E,)``; face_ok: the face was tracked (False: the face gap is filled);
         keyframe_fit: the keyframe fit started on this frame (a future of the lighting ``(27,)``
@@ -98,6 +102,7 @@ class FrameRecord:
     betas: np.ndarray | None = None
     scale: float | None = None
     foot_contact: np.ndarray = field(default_factory=lambda: np.zeros(2, bool))
+    track_break: bool = False
 
 
 @dataclass

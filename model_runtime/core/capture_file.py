@@ -1,69 +1,67 @@
 """The capture file: a versioned ``.npz`` written incrementally.
 
-While a capture runs, finished frames go to ``OUT.npz.partial/`` in small
-chunk files (each written to a temporary name and renamed, so a chunk is either
-complete or absent) plus ``static.npz`` with the per-clip values (shape,
-identity, albedo...) as they are currently estimated.  :meth:`CaptureWriter.close`
-consolidates them into ``OUT.npz`` and removes the folder.  If the process dies
-first, :func:`recover` (or :func:`load_capture`, which calls it) builds the
-``.npz`` from whatever chunks are complete: every finished frame is kept.
+While a capture runs, finished frames go to ``OUT.npz.partial/`` in small chunk files (each written to a
+temporary name and renamed, so a chunk is either complete or absent) plus ``static.npz`` with the per-clip
+values (shape, identity, albedo...) as they are currently estimated.  :meth:`CaptureWriter.close`
+consolidates them into ``OUT.npz`` and removes the folder.  If the process dies first, :func:`recover` (or
+:func:`load_capture`, which calls it) builds the ``.npz`` from whatever chunks are complete: every finished
+frame is kept.
 
 This module needs only numpy, so Blender can read captures without torch.
 
 Nothing is lost and nothing is silently replaced:
 
-* a finished capture is consolidated to a temporary name and renamed, so a
-  failed run never leaves a half-written ``OUT.npz``;
-* a run that fails (cancel, crash, no person) keeps its frames in ``OUT.npz``
-  only when no capture is there yet, else next to it (``OUT.partial-N.npz``);
-* an unfinished ``OUT.npz.partial/`` found when a new run starts is recovered
-  next to the output (``OUT.recovered-N.npz``), never deleted;
-* a chunk that cannot be read (a damaged disk block) becomes invalid frames of
-  the same count (its file name records its first frame and length): every
-  other chunk is kept and the timing is unchanged;
-* :func:`load_capture` of a path that has both a finished file and an
-  unfinished folder loads the newer of the two and says which
-  (:attr:`Capture.notes`);
-* every float value is finite, ``scale`` and ``fps`` are positive, the joint
-  names are the 52 SMPL-H joints, visibilities and confidences lie in [0, 1]: a
-  file that breaks this is refused naming the field, before anything uses it.
+* a finished capture is consolidated to a temporary name and renamed, so a failed run never leaves a
+  half-written ``OUT.npz``;
+* a run that fails (cancel, crash, no person) keeps its frames in ``OUT.npz`` only when no capture is there
+  yet, else next to it (``OUT.partial-N.npz``);
+* an unfinished ``OUT.npz.partial/`` found when a new run starts is recovered next to the output
+  (``OUT.recovered-N.npz``), never deleted;
+* a chunk that cannot be read (a damaged disk block) becomes invalid frames of the same count (its file
+  name records its first frame and length): every other chunk is kept and the timing is unchanged;
+* :func:`load_capture` of a path that has both a finished file and an unfinished folder loads the newer of
+  the two and says which (:attr:`Capture.notes`);
+* every float value is finite, ``scale`` and ``fps`` are positive, the joint names are the 52 SMPL-H
+  joints, visibilities and confidences lie in [0, 1]: a file that breaks this is refused naming the field,
+  before anything uses it.
 
-Keys (T frames, K keypoints, E expressions) - see :data:`PER_FRAME_KEYS` and
-:data:`STATIC_KEYS`.  ``pose_6d[t, j]`` is the first two columns of joint j's
-rotation relative to its parent, column after column (:mod:`rotations`).
-``transl`` is in metres in the camera frame (x right, y down, z forward).
+Keys (T frames, K keypoints, E expressions) - see :data:`PER_FRAME_KEYS` and :data:`STATIC_KEYS`.
+``pose_6d[t, j]`` is the first two columns of joint j's rotation relative to its parent, column after
+column (:mod:`rotations`).  ``transl`` is in metres in the camera frame (x right, y down, z forward).
 
 Version 2 adds what the camera saw (:data:`V2_FRAME_KEYS`; the capture's rules are in
 :mod:`model_runtime.capture.visibility`):
 
-* ``keypoint_visibility (T, K)`` float32 in [0, 1], rows of ``keypoints_2d``: 0 = out of frame
-  or not detected, else the detector's visibility/confidence, lowered for a point outside the
-  image;
-* ``joint_confidence (T, 52)`` float32 in [0, 1]: how much of each SMPL-H joint's rotation is
-  supported by what the camera sees; 0 = unseen, the rotation is the held or neutral pose;
-* ``joint_source (T, 52)`` uint8, where a joint's rotation comes from: 0 seen (the camera),
-  1 neutral pose (standing legs, relaxed arms and fingers), 2 held (the last seen rotation),
-  3 gap (a frame without a person, ``valid`` False, filled from its neighbours);
+* ``keypoint_visibility (T, K)`` float32 in [0, 1], rows of ``keypoints_2d``: 0 = out of frame or not
+  detected, else the detector's visibility/confidence, lowered for a point outside the image;
+* ``joint_confidence (T, 52)`` float32 in [0, 1]: how much of each SMPL-H joint's rotation is supported by
+  what the camera sees; 0 = unseen, the rotation is the held or neutral pose;
+* ``joint_source (T, 52)`` uint8, where a joint's rotation comes from: 0 seen (the camera), 1 neutral pose
+  (standing legs, relaxed arms and fingers), 2 held (the last seen rotation), 3 gap (a frame without a
+  person, ``valid`` False, filled from its neighbours);
 * ``foot_contact (T, 2)`` bool [left, right]: the foot is planted on the ground (the capture's
-  :mod:`model_runtime.capture.feet`: ankle low above the ground plane and the foot still in the
-  image, with hysteresis; only where the foot's keypoints are seen, so never on a waist-up clip).
-  The capture locks a planted foot in place.  All False: no contact (or, in files made before
-  the estimate existed, not estimated).
+  :mod:`model_runtime.capture.feet`: ankle low above the ground plane and the foot still in the image, with
+  hysteresis; only where the foot's keypoints are seen, so never on a waist-up clip).  The capture locks a
+  planted foot in place.  All False: no contact (or, in files made before the estimate existed, not estimated).
+
+Per frame, optional (older version-2 files load with the default): ``track_break (T,)`` bool, a new
+track starts here (another person or a cut, :class:`model_runtime.capture.tracking.PersonSwitchDetector`):
+nothing temporal links it to the frames before; a gap before it holds the last frame.  All False: one track.
 
 Per clip, optional (older files load with the default):
 
-* ``ground_plane (4,)`` float32 ``(n, d)`` in camera space: ``n . X + d`` is the height (m) above
-  the ground, ``|n| = 1``, ``n`` pointing up (towards ``-y``); estimated from the planted feet.
-  All zeros: no plane (the feet were never seen planted).
+* ``ground_plane (4,)`` float32 ``(n, d)`` in camera space: ``n . X + d`` is the height (m) above the
+  ground, ``|n| = 1``, ``n`` pointing up (towards ``-y``); estimated from the planted feet.  All zeros: no
+  plane (the feet were never seen planted).
 * ``iris_colour (3,)`` float32 linear RGB in [0, 1]: the person's iris, an albedo like the face's
   (:mod:`model_runtime.face.eye_colour`).  All zeros: not seen (the add-on's default brown).
-* ``face_albedo_detail (N, 3)`` float32 linear RGB in [-1, 1], one row per face-model vertex: the
-  colour seen in the video over the 3DMM albedo of ``face_albedo`` (brows, lash lines, lips;
+* ``face_albedo_detail (N, 3)`` float32 linear RGB in [-1, 1], one row per face-model vertex: the colour
+  seen in the video over the 3DMM albedo of ``face_albedo`` (brows, lash lines, lips;
   :mod:`model_runtime.face.albedo_detail`).  ``(0, 3)``: none.
 
-A version-1 file loads with the documented defaults (:func:`frame_defaults`): visibility 1 where
-the keypoint's confidence is above 0 else 0, joint confidence 1, source seen, no contact.  So does
-a frame appended without these keys (:meth:`CaptureWriter.append`).
+A version-1 file loads with the documented defaults (:func:`frame_defaults`): visibility 1 where the
+keypoint's confidence is above 0 else 0, joint confidence 1, source seen, no contact, no track break.  So
+does a frame appended without these keys (:meth:`CaptureWriter.append`).
 """
 from __future__ import annotations
 
@@ -97,6 +95,8 @@ V2_FRAME_KEYS: Final[dict[str, tuple[tuple, str]]] = {
     "joint_source": ((52,), "uint8"),
     "foot_contact": ((2,), "bool"),
 }
+#: per-frame arrays added within version 2, which older files lack (loaded with :func:`frame_defaults`)
+OPTIONAL_FRAME_KEYS: Final[dict[str, tuple[tuple, str]]] = {"track_break": ((), "bool")}
 #: ``joint_source`` values: seen, neutral pose, held, gap (frame without a person)
 JOINT_SOURCES: Final[tuple[str, ...]] = ("seen", "neutral", "held", "gap")
 
@@ -110,6 +110,7 @@ PER_FRAME_KEYS: Final[dict[str, tuple[tuple, str]]] = {
     "face_expression": (("E",), "float32"),
     "face_sh": ((27,), "float32"),
     **V2_FRAME_KEYS,
+    **OPTIONAL_FRAME_KEYS,
 }
 #: per-clip values
 STATIC_KEYS: Final[tuple[str, ...]] = (
@@ -125,20 +126,22 @@ STATIC_DEFAULTS: Final[dict[str, object]] = {"camera_source": "default", "ground
                                              "iris_colour": (0.0, 0.0, 0.0),
                                              "face_albedo_detail": np.zeros((0, 3), np.float32)}
 REQUIRED_KEYS: Final[tuple[str, ...]] = STATIC_KEYS + tuple(PER_FRAME_KEYS)
-#: what a version-1 file must hold
-REQUIRED_KEYS_V1: Final[tuple[str, ...]] = tuple(k for k in REQUIRED_KEYS if k not in V2_FRAME_KEYS)
+#: per-frame keys a version-1 file lacks, and what a version-1 file must hold
+NEWER_FRAME_KEYS: Final[dict[str, tuple[tuple, str]]] = {**V2_FRAME_KEYS, **OPTIONAL_FRAME_KEYS}
+REQUIRED_KEYS_V1: Final[tuple[str, ...]] = tuple(k for k in REQUIRED_KEYS if k not in NEWER_FRAME_KEYS)
 
 
 def frame_defaults(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The :data:`V2_FRAME_KEYS` that ``arrays`` lacks, from its ``keypoints_2d`` (``(..., K, 3)``:
-    one frame or ``T`` frames): visibility ``confidence > 0``, joint confidence 1, source seen
-    (0), no foot contact.  What a version-1 file and a frame appended without them get."""
+    """The :data:`NEWER_FRAME_KEYS` that ``arrays`` lacks, from its ``keypoints_2d`` (``(..., K, 3)``: one frame
+    or ``T`` frames): visibility ``confidence > 0``, joint confidence 1, source seen (0), no foot contact, no
+    track break.  What a version-1 file and a frame appended without them get."""
     lead = np.shape(arrays["keypoints_2d"])[:-2]
     out = {
         "keypoint_visibility": lambda: (np.asarray(arrays["keypoints_2d"])[..., 2] > 0).astype(np.float32),
         "joint_confidence": lambda: np.ones((*lead, 52), np.float32),
         "joint_source": lambda: np.zeros((*lead, 52), np.uint8),
         "foot_contact": lambda: np.zeros((*lead, 2), bool),
+        "track_break": lambda: np.zeros(lead, bool),
     }
     return {k: make() for k, make in out.items() if k not in arrays}
 
@@ -216,10 +219,9 @@ class CaptureWriter:
         w.rewrite({row: frame})                              # a finished frame decided again (feet lock)
         w.close()                                            # or w.abort() keeps what is finished
 
-    A hard kill loses at most the frames of the unflushed chunk (``chunk_frames - 1``).
-    :meth:`rewrite` replaces written chunks whole under their own name (temporary file, then
-    rename), so a kill during it leaves each chunk either as it was or as rewritten.
-    Values must be finite (``ValueError`` names the key otherwise).
+    A hard kill loses at most the frames of the unflushed chunk (``chunk_frames - 1``).  :meth:`rewrite`
+    replaces written chunks whole under their own name (temporary file, then rename), so a kill during it
+    leaves each chunk either as it was or as rewritten.  Values must be finite (``ValueError`` names the key).
     """
 
     #: written chunks kept in memory for :meth:`rewrite` (older ones are read back from disk)
@@ -371,6 +373,7 @@ def _hold_fill(n: int, prev: Mapping[str, np.ndarray]) -> dict:
     """``n`` invalid frames standing in for a chunk that could not be read: ``prev``'s last frame held."""
     out = {k: np.repeat(v[-1:], n, axis=0) for k, v in prev.items()}
     out["valid"] = np.zeros(n, bool)
+    out.update({k: np.zeros(n, bool) for k in OPTIONAL_FRAME_KEYS if k in out})
     return out
 
 
@@ -398,7 +401,7 @@ def recover(path: Path | str, target: Path | str | None = None) -> Path:
                 for k, v in _hold_fill(start - expect, prev).items():
                     parts[k].append(v)
         try:
-            loaded = load_npz(c, [k for k in PER_FRAME_KEYS if k not in V2_FRAME_KEYS], optional=V2_FRAME_KEYS)
+            loaded = load_npz(c, [k for k in PER_FRAME_KEYS if k not in NEWER_FRAME_KEYS], optional=NEWER_FRAME_KEYS)
             loaded.update(frame_defaults(loaded))     # a chunk of a version-1 writer
             if any(len(v) != n for v in loaded.values()):
                 raise ValueError(f"holds {len(loaded['valid'])} frames, its name says {n}")
@@ -426,10 +429,8 @@ def recover(path: Path | str, target: Path | str | None = None) -> Path:
 
 @dataclass(frozen=True)
 class Capture:
-    """A loaded capture; ``data`` maps every key of :data:`REQUIRED_KEYS` to an array.
-
-    ``notes``: what :func:`load_capture` decided (e.g. which of a finished file and an
-    unfinished folder it loaded), to be shown to the user."""
+    """A loaded capture; ``data`` maps every key of :data:`REQUIRED_KEYS` to an array.  ``notes``: what
+    :func:`load_capture` decided (e.g. which of a finished file and an unfinished folder it loaded)."""
 
     path: Path
     data: dict
@@ -532,9 +533,9 @@ def _check_v2(path: Path, data: dict) -> None:
         bad = "" if src.dtype.kind not in "iu" else f", got {int(src[(src < 0) | (src >= len(JOINT_SOURCES))][0])}"
         raise ModelFileError(str(path), "joint_source", f"must hold integer codes 0..{len(JOINT_SOURCES) - 1} "
                              f"({', '.join(JOINT_SOURCES)}){bad}")
-    fc = data["foot_contact"]
-    if fc.dtype != bool:
-        raise ModelFileError(str(path), "foot_contact", f"has dtype {fc.dtype}, expected bool")
+    for k in ("foot_contact", *OPTIONAL_FRAME_KEYS):
+        if k in data and data[k].dtype != bool:
+            raise ModelFileError(str(path), k, f"has dtype {data[k].dtype}, expected bool")
     _check_ground_plane(path, data["ground_plane"])
     ic = data["iris_colour"]
     if ic.shape != (3,) or ic.dtype.kind not in "fiu" or not np.isfinite(ic).all() or ((ic < 0) | (ic > 1)).any():
@@ -589,10 +590,10 @@ def load_capture(path: Path | str) -> Capture:
         missing = [k for k in V2_FRAME_KEYS if k not in members]
         if missing:
             raise ModelFileError(str(path), missing[0], f"is missing (all missing: {', '.join(missing)})")
-    elif data["keypoints_2d"].ndim == 3:     # else validate names the mis-shaped keypoints_2d
-        data.update(frame_defaults(data))
+    if data["keypoints_2d"].ndim == 3:       # else validate names the mis-shaped keypoints_2d
+        data.update(frame_defaults(data))    # version 1: the V2 keys; any version: the optional ones
     validate(path, data)
-    for k, (_, dt) in V2_FRAME_KEYS.items():
+    for k, (_, dt) in NEWER_FRAME_KEYS.items():
         data[k] = data[k].astype(dt, copy=False)
     for n in notes:
         log.warning("%s", n)

@@ -21,7 +21,9 @@ the same file.  Figures (``None`` where nothing could be measured):
   else height ``-y`` and horizontal ``(x, z)`` of the camera;
 * ``jitter_mm_per_frame2``: mean norm of the second difference of the 52 posed joints (camera
   space, mm) over runs of three consecutive valid frames;
-* ``valid_fraction``: valid frames / frames;
+* both the slide and the jitter leave out the frame pairs across a ``track_break`` (another person,
+  or a cut: the capture's tracks are separate there);
+* ``valid_fraction``: valid frames / frames; ``track_breaks``: frames that start a new track;
 * ``visible_fraction``: per part, the fraction of (frame, keypoint) pairs seen (>= 0.5), over all
   frames: of ``keypoint_visibility (T, 66)`` when the file holds it (not the defaults a version-1
   file is loaded with), else of the detector's confidence.  Parts: ``body``
@@ -221,17 +223,26 @@ def foot_slide(cap: Capture, joints: np.ndarray, labels: bool = True) -> tuple[f
     """Mean horizontal ankle displacement (mm/frame) over consecutive frames both in contact."""
     contact, horizontal, source = foot_contact(cap, joints, labels)
     step = np.diff(joints[:, ANKLES], axis=0) @ horizontal.T              # (T-1, 2, 3)
-    both = contact[1:] & contact[:-1]
+    both = contact[1:] & contact[:-1] & ~_breaks(cap)[1:, None]            # not from one person to another
     speeds = np.linalg.norm(step, axis=-1)[both]
     return (float(speeds.mean() * 1000) if speeds.size else None), source
 
 
-def jitter(joints: np.ndarray, valid: np.ndarray) -> float | None:
-    """Mean ``|x[t+1] - 2 x[t] + x[t-1]|`` (mm/frame^2) of all joints where the three frames are valid."""
+def _breaks(cap: Capture) -> np.ndarray:
+    """``(T,)`` bool: the frames that start a new track (``track_break``; absent: none)."""
+    tb = cap.data.get("track_break")
+    return np.zeros(len(cap["valid"]), bool) if tb is None else np.asarray(tb, bool)
+
+
+def jitter(joints: np.ndarray, valid: np.ndarray, breaks: np.ndarray | None = None) -> float | None:
+    """Mean ``|x[t+1] - 2 x[t] + x[t-1]|`` (mm/frame^2) of all joints where the three frames are valid
+    (and, given ``breaks (T,)``, none of the last two starts a new track)."""
     if len(joints) < 3:
         return None
     acc = joints[2:] - 2 * joints[1:-1] + joints[:-2]
     ok = valid[2:] & valid[1:-1] & valid[:-2]
+    if breaks is not None:
+        ok &= ~(breaks[2:] | breaks[1:-1])
     return float(np.linalg.norm(acc[ok], axis=-1).mean() * 1000) if ok.any() else None
 
 
@@ -251,7 +262,8 @@ def evaluate(cap: Capture, posed: PosedCapture) -> tuple[dict, str]:
     return {
         "reprojection_px": reprojection(cap, px),
         "foot_slide_mm_per_frame": slide,
-        "jitter_mm_per_frame2": jitter(posed.joints, valid),
+        "jitter_mm_per_frame2": jitter(posed.joints, valid, _breaks(cap)),
+        "track_breaks": int(_breaks(cap).sum()),
         "valid_fraction": float(valid.mean()) if len(valid) else 0.0,
         "visible_fraction": visibility(cap),
         "feet": feet_figures(cap, posed.joints, foot_slide(cap, posed.joints, labels=False)[0]),

@@ -102,6 +102,8 @@ class CentredExpressionSmoother(HeldStream):
 
     def _release(self):
         r = self._held.popleft()
+        if getattr(r, "track_break", False):
+            self._past.clear()                      # a new track (another person): no window across it
         if self.sigma <= 0 or not r.face_ok:
             if not r.face_ok:
                 self._past.clear()
@@ -117,7 +119,8 @@ class CentredExpressionSmoother(HeldStream):
             before.append((t, e))
         after = []
         for k, n in enumerate(self._held):
-            if not n.face_ok or n.index != r.index + 1 + k or n.time - t0 > self.reach + 1e-9:
+            if (not n.face_ok or n.index != r.index + 1 + k or n.time - t0 > self.reach + 1e-9
+                    or getattr(n, "track_break", False)):
                 break
             after.append((float(n.time), np.asarray(n.expression, np.float64)))
         m = min(len(before), len(after))             # symmetric: no lag next to a gap or the clip's ends
