@@ -99,6 +99,9 @@ def test_root_correction_interpolates_the_depth_across_a_flight():
     jump = np.array([3.0, 3.0, 3.0, 3.2, 3.5, 3.3, 3.2, 3.4, 3.4, 3.4])  # lands 0.4 m further
     np.testing.assert_allclose((jump + F.root_correction(w, jump, max_gap=6))[2:8], np.linspace(3.0, 3.4, 6))
     np.testing.assert_allclose(F.root_correction(w, dist, max_gap=3), 0.0)   # flight too long: left alone
+    track = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])                     # another person from frame 5 on
+    np.testing.assert_allclose(F.root_correction(w, dist, max_gap=6, track=track), 0.0)   # not joined
+    np.testing.assert_allclose(F.root_correction(w, dist, max_gap=6, track=np.zeros(T, int)), c)
 
 
 def _leg_chain(rng, B):

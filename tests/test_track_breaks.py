@@ -87,9 +87,9 @@ def test_gap_before_a_break_is_held():
 
 
 # --------------------------------------------------------------------------- the real pipeline
-def _replay_capture(path: Path, switch: bool):
-    """The replayed demo clip with frame SWITCH_AT - 1 dropped and, with ``switch``, every keypoint
-    of the frames from SWITCH_AT on moved SHIFT_PX along x (another person standing there)."""
+def _replay_capture(path: Path, switch: bool, drop: bool = True):
+    """The replayed demo clip with frame SWITCH_AT - 1 dropped (``drop``) and, with ``switch``, every
+    keypoint of the frames from SWITCH_AT on moved SHIFT_PX along x (another person standing there)."""
     from model_runtime.capture.pipeline import CapturePipeline, build_pipeline
     from model_runtime.core.options import CaptureOptions
     from tests.test_capture_orchestration import GreyFrames, ReplayDetector, _load_recording
@@ -104,7 +104,7 @@ def _replay_capture(path: Path, switch: bool):
 
     opts = CaptureOptions(device="cpu", face=False)
     base = build_pipeline(opts, detector=ReplayDetector())
-    CapturePipeline(AnotherPerson(drop_person={SWITCH_AT - 1}), base.ik, base.body, None, opts).run(
+    CapturePipeline(AnotherPerson(drop_person={SWITCH_AT - 1} if drop else ()), base.ik, base.body, None, opts).run(
         GreyFrames(_load_recording()), path)
     return cf.load_capture(path)
 
@@ -127,6 +127,25 @@ def test_pipeline_starts_a_new_track_where_the_person_changes(replayed):
     s = same["transl"]
     mid = 0.5 * (s[gap - 1] + s[gap + 1])
     np.testing.assert_allclose(s[gap], mid, atol=0.02)                        # one person: interpolated
+
+
+def test_planted_feet_are_not_held_across_a_break(replayed):
+    """The demo clip's thrower stands planted; the "other person" from frame 40 on, with no frame dropped
+    between: the feet stage does not hold a foot where the first person stood (the contact span ends at
+    the jump) nor join the two people's depths, so each ankle moves with its body."""
+    from model_runtime.evals.video import ANKLES, PosedCapture
+
+    _, same, d = replayed
+    cut = _replay_capture(d / "cut.npz", True, drop=False)
+    assert np.flatnonzero(cut["track_break"]).tolist() == [SWITCH_AT] and cut["valid"].all()
+    assert not cut["foot_contact"][SWITCH_AT].any() and cut["foot_contact"][:SWITCH_AT].any()
+    a, b = PosedCapture(cut), PosedCapture(same)
+    for t in range(SWITCH_AT, SWITCH_AT + 8):
+        shift = cut["transl"][t] - same["transl"][t]                        # the body moved as a whole ...
+        moved = a.joints[t, ANKLES] - b.joints[t, ANKLES]                   # ... and so did its feet
+        # held where the first person stood, an ankle would be ~1.5 m off; the two captures differ by a few
+        # cm where one locks a planted foot and the other has just started its track (and in depth)
+        assert np.abs(moved - shift).max() < 0.25, t
 
 
 def test_eval_video_leaves_the_break_out(replayed):

@@ -262,13 +262,14 @@ def smooth_centred(x: np.ndarray, sigma: float) -> np.ndarray:
     return gaussian_filter1d(np.asarray(x, np.float64), sigma, axis=0, mode="nearest")
 
 
-def root_correction(w: np.ndarray, dist: np.ndarray, max_gap: int) -> np.ndarray:
+def root_correction(w: np.ndarray, dist: np.ndarray, max_gap: int, track: np.ndarray | None = None) -> np.ndarray:
     """Correction of the root's distance along its viewing ray, ``(T,)`` m: 0 where a foot is
     locked (``w (T, 2)`` > 0: the legs take the locked feet's offsets, which leaves the image of
     the rest of the body as the fit made it); across a flight (no foot locked) between two locked
     frames at most ``max_gap`` apart, the distance ``dist (T,)`` is replaced by the straight line
     between its values there (a body in the air moves at a constant horizontal speed), so the
-    depth does not pump with a jump; 0 elsewhere."""
+    depth does not pump with a jump; 0 elsewhere, and between locked frames of two tracks (``track (T,)``:
+    the track number, :class:`~.tracking.PersonSwitchDetector`; two people's depths are not joined)."""
     locked = np.nonzero(w.sum(1) > 0)[0]
     c = np.zeros(len(dist))
     if len(locked) < 2:
@@ -278,6 +279,8 @@ def root_correction(w: np.ndarray, dist: np.ndarray, max_gap: int) -> np.ndarray
     p = locked[np.clip(k, 0, len(locked) - 1)]
     q = locked[np.clip(k + 1, 0, len(locked) - 1)]
     gap = (k >= 0) & (k < len(locked) - 1) & (t > p) & (t < q) & ((q - p) <= max_gap)
+    if track is not None:
+        gap &= track[p] == track[q]
     frac = np.where(gap, (t - p) / np.maximum(q - p, 1), 0.0)
     return np.where(gap, dist[p] + frac * (dist[q] - dist[p]) - dist, 0.0)
 

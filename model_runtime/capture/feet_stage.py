@@ -105,6 +105,7 @@ class FootStage:
         self._pos = _Rows((2, 3))                   # raw ankles in camera space (0 where invalid)
         self._seen = _Rows((2,), bool)
         self._dist = _Rows(())                      # the root's distance from the camera (0: no person)
+        self._track = _Rows((), np.int64)           # track number: track_break frames start a new one
         self._kp = _Rows((2, 3, 2))                 # px and visibility of the feet's keypoints
         self._vis = _Rows((2, 3))
         self._labels = np.zeros((0, 2), bool)       # contact of the first len(_labels) frames (final)
@@ -144,7 +145,10 @@ class FootStage:
             shaped = [r for r in R if r.scale is not None and r.betas is not None]
             if shaped:
                 self._ankle_h = float(shaped[-1].scale) * self.ankle_height(shaped[-1].betas)
-        for rows, new in ((self._kp, kp), (self._vis, vis), (self._seen, seen), (self._pos, pos), (self._dist, dist)):
+        last = int(self._track.a[-1]) if self._track.n else 0
+        track = last + np.cumsum([bool(getattr(r, "track_break", False)) for r in recs])
+        for rows, new in ((self._kp, kp), (self._vis, vis), (self._seen, seen), (self._pos, pos), (self._dist, dist),
+                          (self._track, track)):
             rows.extend(new)
         self._recs.extend(recs)
 
@@ -363,7 +367,7 @@ class FootStage:
             w = np.where(lab, 1.0, 0.0)
         dist = self._dist.a[s:e]
         ok = dist > 0                                                  # frames with a person
-        corr = np.where(ok, F.root_correction(w, dist, self.max_gap), 0.0)
+        corr = np.where(ok, F.root_correction(w, dist, self.max_gap, self._track.a[s:e]), 0.0)
         if self.root_sigma > 0:                                        # smoothed over frames with a person
             corr = np.where(ok, F.smooth_centred(corr, self.root_sigma)
                             / np.maximum(F.smooth_centred(ok.astype(np.float64), self.root_sigma), 1e-9), 0.0)
