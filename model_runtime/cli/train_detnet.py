@@ -57,6 +57,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     p.add_argument("--plot", type=Path, default=None, help="only draw <run-dir>/curves.csv into this PNG")
+    p.add_argument("--synth-pose-bank", type=Path, default=None,
+                   help="'synth-live' body poses from this file (--make-pose-bank) instead of the MoCap folders: "
+                        "a GPU machine has neither the data nor OpenCV/scipy")
+    p.add_argument("--make-pose-bank", type=Path, default=None,
+                   help="write the synthetic engine's training pose bank (retargeted HDM05 + Bandai Namco, "
+                        "float16 6D, ~13 MB) to this file and exit")
+    p.add_argument("--synth-live-val", type=int, default=32,
+                   help="'synth-live' alone: this many fixed synthetic images (another seed) as the validation set")
 
 
 def _sources(args, log):
@@ -97,8 +105,14 @@ def _sources(args, log):
         from ..core.options import resolve_device
         from ..detectors.detnet.synth_source import SynthStream
 
-        train.append((SynthStream(resolve_device(args.device), seed=args.seed + 7), mix["synth-live"]))
-        log("synth-live: generated on the fly")
+        dev = resolve_device(args.device)
+        bank = None if args.synth_pose_bank is None else str(args.synth_pose_bank)
+        train.append((SynthStream(dev, seed=args.seed + 7, pose_bank=bank), mix["synth-live"]))
+        log("synth-live: generated on the fly" + (f" (poses from {bank})" if bank else ""))
+        if not val and args.synth_live_val > 0:      # nothing else to validate on: fixed images of another seed
+            fixed = SynthStream(dev, seed=args.seed + 1_000_003, chunk=args.synth_live_val, pose_bank=bank)
+            val += [fixed[i] for i in range(args.synth_live_val)]
+            log(f"synth-live: {len(val)} fixed synthetic images for validation")
     return train, val
 
 
@@ -161,6 +175,15 @@ def run(args) -> int:
         log(f"wrote {args.plot}")
         return 0
     torch.set_num_threads(args.threads)
+    if args.make_pose_bank is not None:
+        from ..models.load import load_body_model
+        from ..synth.config import SynthConfig
+        from ..synth.poses import pose_bank, save_pose_bank
+
+        rot = pose_bank(load_body_model("builtin"), SynthConfig().resolved_data_root(), "train", log=log)
+        save_pose_bank(args.make_pose_bank, rot)
+        print(json.dumps({"poses": int(len(rot)), "file": str(args.make_pose_bank)}))
+        return 0
     if args.make_teacher:
         from ..detectors.detnet.teacher import make_teacher_cache
 

@@ -136,8 +136,6 @@ def backface_sign(rest: np.ndarray, faces: np.ndarray, size: int = 160) -> int:
 
 def build_avatar(model: FullBodyModel, device="cpu") -> SynthAvatar:
     """Prepare ``model`` for rendering on ``device`` (see :class:`SynthAvatar`)."""
-    from scipy.spatial import cKDTree
-
     from ..face.correspondence import correspondence_for
     from ..models.keypoints import keypoint_vertex_ids
 
@@ -149,12 +147,14 @@ def build_avatar(model: FullBodyModel, device="cpu") -> SynthAvatar:
     faces = model.merged_faces.astype(np.int64)
     # --- label vertices: body keypoint vertices as the nearest merged rest vertex
     vids = keypoint_vertex_ids(body)
-    tree = cKDTree(rest)
 
     def merged_id(name: str) -> int:
         if name not in vids:
             raise ModelFileError(src, "keypoint_vertices", f"has no vertex for {name!r}")
-        d, i = tree.query(body.v_template[vids[name]].astype(np.float64))
+        # a handful of queries: brute force (numpy only, so the engine runs on a bare GPU machine)
+        dist = np.linalg.norm(rest - body.v_template[vids[name]].astype(np.float64), axis=1)
+        i = int(np.argmin(dist))
+        d = float(dist[i])
         if d > 0.01:
             raise ModelFileError(src, "keypoint_vertices", f"vertex of {name!r} is {1000 * d:.0f} mm from the merged mesh")
         return int(i)
@@ -172,7 +172,7 @@ def build_avatar(model: FullBodyModel, device="cpu") -> SynthAvatar:
     mp_ids = corr.vertex_ids.astype(np.int64) + Vb
     # --- visibility radii: 1.2 x the distance from the joint to the nearest rest surface + 1 cm
     rest_j = body.rest_joints()                                           # (52, 3)
-    dist_j = tree.query(rest_j.astype(np.float64))[0]
+    dist_j = np.sqrt(((rest_j.astype(np.float64)[:, None] - rest[None]) ** 2).sum(-1).min(1))   # (52,)
     body_r = np.concatenate([1.2 * dist_j[body_j] + 0.01, np.full(len(body_v), 0.01)])
     hr = 1.2 * dist_j[hand_j[1]] + 0.01
     hand_r = np.zeros(21)

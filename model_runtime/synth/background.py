@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .postfx import linear_to_srgb
+from .postfx import linear_to_srgb, opencv
 
 #: (folder under realdata, COCO-format annotation file)
 REAL_SETS: Final[tuple[tuple[str, str], ...]] = (
@@ -169,11 +169,12 @@ def procedural(colours: torch.Tensor, noise: torch.Tensor, layout: torch.Tensor,
 
 def upsample_nhwc(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Bilinear resize (half-pixel centres) of channels-last ``img (N, h, w, C)`` to contiguous
-    ``(N, height, width, C)``: OpenCV per image on the CPU (a tenth of torch's CPU cost), torch elsewhere."""
-    if img.device.type != "cpu":
+    ``(N, height, width, C)``: OpenCV per image on the CPU (a tenth of torch's CPU cost), torch elsewhere
+    (and where OpenCV is not installed)."""
+    cv2 = opencv() if img.device.type == "cpu" else None
+    if cv2 is None:                                                  # a GPU, or a machine without OpenCV
         x = F.interpolate(img.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=False)
         return x.permute(0, 2, 3, 1).contiguous()
-    import cv2
 
     src = img.contiguous().numpy()
     out = np.empty((len(src), height, width, src.shape[-1]), np.float32)

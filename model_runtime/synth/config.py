@@ -35,7 +35,9 @@ class SynthConfig:
     ``mocap_sets``: the MoCap folders used (``hdm05``: CC BY-SA 3.0; ``bandai_namco``: CC BY-NC 4.0,
     leave it out for data that must not carry a non-commercial term).
     ``data_root``: folder holding ``mocap/`` and ``realdata/`` (default ``$FULLBODY_DATA`` or
-    ``<repo>/../shared/data``).  ``body``/``face``: ``"builtin"`` or an official model file.
+    ``<repo>/../shared/data``).  ``pose_bank``: a body pose file (:func:`.poses.save_pose_bank`) used
+    for the ``mocap`` poses instead of reading the MoCap folders (a bare GPU machine has neither the
+    data nor the readers' dependencies).  ``body``/``face``: ``"builtin"`` or an official model file.
     """
 
     width: int = 768
@@ -61,6 +63,7 @@ class SynthConfig:
     pose_source: PoseSource = "mocap"
     mocap_sets: tuple[str, ...] = ("hdm05", "bandai_namco")
     data_root: str | None = None
+    pose_bank: str | None = None
     body: str = "builtin"
     face: str = "builtin"
     # probabilities / strengths of the hard cases

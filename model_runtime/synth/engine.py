@@ -43,7 +43,7 @@ def context(cfg: SynthConfig, device, log=None) -> Context:
     """The cached :class:`Context` of ``cfg`` on ``device`` (model files, pose bank, image list)."""
     dev = torch.device(device)
     key = (cfg.body, cfg.face, str(dev), cfg.pose_source if cfg.pose else "none", cfg.mocap_sets,
-           str(cfg.resolved_data_root()), cfg.real_background)
+           str(cfg.resolved_data_root()), cfg.real_background, cfg.pose_bank)
     if key not in _CONTEXTS:
         from ..models.full_model import build_full_model
         from ..models.load import load_body_model, load_face_model
@@ -51,10 +51,14 @@ def context(cfg: SynthConfig, device, log=None) -> Context:
         body, face = load_body_model(cfg.body), load_face_model(cfg.face)
         avatar = build_avatar(build_full_model(body, face), dev)
         bank = None
-        if cfg.pose and cfg.pose_source != "random":
+        if cfg.pose and cfg.pose_source != "random" and cfg.pose_bank:
+            bank = poses.load_pose_bank(cfg.pose_bank)
+        elif cfg.pose and cfg.pose_source != "random":
             split = "heldout" if cfg.pose_source == "mocap-heldout" else "train"
             bank = poses.pose_bank(body, cfg.resolved_data_root(), split, cfg.mocap_sets, log=log)
-        real = bgmod.real_images(str(cfg.resolved_data_root() / "realdata")) if cfg.real_background else ()
+        # real photos need OpenCV to be read (a bare GPU machine has neither them nor it): procedural then
+        real = (bgmod.real_images(str(cfg.resolved_data_root() / "realdata"))
+                if cfg.real_background and postfx.opencv() is not None else ())
         _CONTEXTS[key] = Context(avatar, bank, poses.hand_axes(body), real, face.kind == "builtin")
     return _CONTEXTS[key]
 
@@ -252,7 +256,7 @@ def _render_chunk(cfg: SynthConfig, ctx: Context, seed: int, indices: list[int],
         """8-bit output ``(n, 3, h, w)`` float with blur/noise/JPEG of ``img (n, h, w, 3)``; ``stream (n,)``
         separates the noise of the image (0), the left/right hand crops (1, 2) and the face crop (3)."""
         seeds = p["pixel_seed"][rep] * 4 + stream
-        if img.device.type == "cpu":                       # OpenCV/libjpeg; the JPEG streams go to the shards
+        if img.device.type == "cpu" and postfx.opencv() is not None:   # libjpeg; the JPEG streams go to the shards
             u8, encoded[name] = postfx.finish_cpu(img, p["blur_px"][rep] * zoom, p["blur_angle"][rep],
                                                   p["noise_std"][rep], seeds, p["jpeg_quality"][rep])
             return u8.permute(0, 3, 1, 2).contiguous().float().div_(255)

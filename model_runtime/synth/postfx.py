@@ -27,6 +27,16 @@ BLUR_TAPS = 9
 GAMMA = 2.2
 
 
+def opencv():
+    """OpenCV when it is installed (the CPU path: libjpeg, fast resizes), else None.  A bare GPU machine
+    has torch alone; every step then runs as torch operations (:func:`jpeg_torch`, ``F.interpolate``)."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
+
 def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     """Linear RGB -> display values in [0, 1] with gamma 2.2 (as :func:`model_runtime.face.render.linear_to_bgr8`;
     one power per value, the piecewise sRGB curve costs three times as much)."""
@@ -151,7 +161,7 @@ def jpeg(img: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
 
     On the CPU: OpenCV's libjpeg encoder and decoder (:func:`jpeg_cv2`); on other devices the
     torch re-implementation (:func:`jpeg_torch`), so no image leaves the GPU."""
-    if img.device.type == "cpu":
+    if img.device.type == "cpu" and opencv() is not None:
         return jpeg_cv2(img, quality)
     return jpeg_torch(img, quality)
 

@@ -177,14 +177,32 @@ def sample_transform(img_shape, lab, size: int, rng: np.random.Generator, augmen
     return np.concatenate([A, (centre_dst - A @ centre_src)[:, None]], 1)
 
 
+def warp_affine(img: np.ndarray, Mcv: np.ndarray, size: int) -> np.ndarray:
+    """``cv2.warpAffine(img, Mcv, (size, size))`` (bilinear, zeros outside) of a uint8 ``(H, W, C)`` image
+    with ``Mcv (2, 3)`` in OpenCV's centre-origin pixels: OpenCV where it is installed, else the same
+    sampling with ``torch.nn.functional.grid_sample`` (a bare GPU machine has torch alone)."""
+    from ...synth.postfx import opencv
+
+    cv2 = opencv()
+    if cv2 is not None:
+        return cv2.warpAffine(img, Mcv, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    H, W = img.shape[:2]
+    inv = np.linalg.inv(np.vstack([Mcv, [0, 0, 1]]))[:2]                  # output px -> source px
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    src = np.stack([xs, ys, np.ones_like(xs)], -1) @ inv.T                 # (size, size, 2)
+    grid = np.stack([(2 * src[..., 0] + 1) / W - 1, (2 * src[..., 1] + 1) / H - 1], -1)
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+    out = torch.nn.functional.grid_sample(x, torch.from_numpy(grid)[None].float(), mode="bilinear",
+                                          padding_mode="zeros", align_corners=False)
+    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
 def warp_sample(img: np.ndarray, lab: dict, M: np.ndarray, size: int) -> tuple[np.ndarray, dict]:
     """Apply the affine ``M`` (source px -> network px) to the image and its labels; 3D labels are
     rotated about the camera axis by the same in-plane angle."""
-    import cv2
-
     T = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])       # corner-origin -> OpenCV centre-origin
     Mcv = (np.linalg.inv(T) @ np.vstack([M, [0, 0, 1]]) @ T)[:2]
-    out_img = cv2.warpAffine(img, Mcv, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    out_img = warp_affine(img, Mcv, size)
     out = dict(lab)
     for k in ("body_2d", "hand_2d", "face_2d"):
         out[k] = (lab[k] @ M[:, :2].T + M[:, 2]).astype(np.float32)

@@ -61,10 +61,11 @@ class SynthStream:
     """Endless on-the-fly synthetic samples: ``[i]`` ignores ``i`` and returns the next fresh sample,
     generating ``chunk`` images at a time on ``device`` (stream positions advance, nothing repeats)."""
 
-    def __init__(self, device: str = "cpu", seed: int = 0, chunk: int = 64, size: tuple[int, int] = (384, 512)):
+    def __init__(self, device: str = "cpu", seed: int = 0, chunk: int = 64, size: tuple[int, int] = (384, 512),
+                 pose_bank: str | None = None):
         from ...synth import SynthConfig
 
-        self.config = SynthConfig(width=size[0], height=size[1])
+        self.config = SynthConfig(width=size[0], height=size[1], pose_bank=pose_bank)
         self.device, self.seed, self.chunk = device, seed, chunk
         self.start, self.buffer = 0, []
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Prepare what a lent GPU machine needs for scripts/gpu_detnet.sh (run here, before the device call).
+# The device is bare: PyTorch (with numpy), no OpenCV, scipy, MediaPipe, roma or tqdm, no ../shared.
+#   out/device_site/      the pure-Python packages the training imports (roma, tqdm), copied from .venv
+#   out/detnet/pose_bank_train.npz   the synthetic engine's training poses (retargeted HDM05 + Bandai Namco,
+#                         float16 6D, ~2 MB; made once, ~7 min; derived from ../shared/data/mocap, never committed)
+# Then: run(command="bash scripts/gpu_detnet.sh", carry=["out/device_site", "out/detnet/pose_bank_train.npz",
+#           "out/detnet/run_gpu"], timeout_s=590)
+set -eu
+cd "$(dirname "$0")/.."
+SITE=$(.venv/bin/python -c "import roma, os; print(os.path.dirname(os.path.dirname(roma.__file__)))")
+mkdir -p out/device_site out/detnet
+for pkg in roma tqdm; do
+  rm -rf "out/device_site/$pkg"
+  cp -r "$SITE/$pkg" out/device_site/
+done
+find out/device_site -name __pycache__ -prune -exec rm -rf {} +
+[ -f out/detnet/pose_bank_train.npz ] || .venv/bin/python -m model_runtime train detnet --make-pose-bank out/detnet/pose_bank_train.npz
+du -sh out/device_site out/detnet/pose_bank_train.npz
