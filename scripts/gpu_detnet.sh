@@ -3,13 +3,14 @@
 #
 #   bash scripts/gpu_prepare.sh
 #   run(command="bash scripts/gpu_detnet.sh", carry=["out/device_site", "out/detnet/pose_bank_train.npz",
-#       "out/detnet/run_gpu"], timeout_s=590)
+#       "out/detnet/teacher_packed.npz", "out/detnet/run_gpu"], timeout_s=590)
 #
 # 1. per-module runtime (Table 1 style) of DetNet small/base x Table 6 variants, batch 1 and 16, fp16;
 # 2. a training burst (DETNET_GPU_MINUTES, default 6) on synthetic images generated on the device itself
 #    (`--mix synth-live`, poses from the carried pose bank, procedural backgrounds: the device has no
 #    OpenCV, scipy or ../shared), resumed from the carried out/detnet/run_gpu when there is one, else
-#    initialised from the shipped detnet_small.pt; validation on fixed synthetic images of another seed.
+#    initialised from the shipped detnet_small.pt; with the carried packed teacher frames (real, MediaPipe
+#    labels) mixed in 1:1 and validated on their held-out sources, else validated on fixed synthetic images.
 #    Checked without a GPU by tests/test_detnet_device.py (the same command with OpenCV, scipy and
 #    MediaPipe made unimportable).
 # Everything it writes goes to $OUT (timing JSON, the run folder with curves, checkpoint and best.pt).
@@ -36,7 +37,9 @@ if [ -f out/detnet/run_gpu/checkpoint.pt ]; then
 else
   INIT="--init-from model_runtime/detectors/detnet/weights/detnet_small.pt"
 fi
-timeout $((MIN * 60 + 90)) python -m model_runtime train detnet --device cuda --mix synth-live:1 \
+MIX=synth-live:1
+[ -f out/detnet/teacher_packed.npz ] && MIX=synth-live:1,packed:1
+timeout $((MIN * 60 + 90)) python -m model_runtime train detnet --device cuda --mix "$MIX" \
   --synth-pose-bank out/detnet/pose_bank_train.npz --synth-live-val 64 $INIT \
   --run-dir "$RUN" --resume --steps 20000 --batch 64 --lr 5e-4 --threads 8 --max-minutes "$MIN" \
   --checkpoint-every 200 --log-every 50 --export "$RUN/best.pt" 2> "$OUT/train.log"

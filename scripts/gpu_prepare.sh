@@ -4,8 +4,9 @@
 #   out/device_site/      the pure-Python packages the training imports (roma, tqdm), copied from .venv
 #   out/detnet/pose_bank_train.npz   the synthetic engine's training poses (retargeted HDM05 + Bandai Namco,
 #                         float16 6D, ~2 MB; made once, ~7 min; derived from ../shared/data/mocap, never committed)
+#   out/detnet/teacher_packed.npz    held-in real frames labelled by MediaPipe, packed (never committed)
 # Then: run(command="bash scripts/gpu_detnet.sh", carry=["out/device_site", "out/detnet/pose_bank_train.npz",
-#           "out/detnet/run_gpu"], timeout_s=590)
+#           "out/detnet/teacher_packed.npz", "out/detnet/run_gpu"], timeout_s=590)
 set -eu
 cd "$(dirname "$0")/.."
 SITE=$(.venv/bin/python -c "import roma, os; print(os.path.dirname(os.path.dirname(roma.__file__)))")
@@ -16,4 +17,11 @@ for pkg in roma tqdm; do
 done
 find out/device_site -name __pycache__ -prune -exec rm -rf {} +
 [ -f out/detnet/pose_bank_train.npz ] || .venv/bin/python -m model_runtime train detnet --make-pose-bank out/detnet/pose_bank_train.npz
-du -sh out/device_site out/detnet/pose_bank_train.npz
+# the real frames: the MediaPipe teacher cache (train detnet --make-teacher [--teacher-every 1]) packed into
+# square crops with their labels (~34 MB for 439 frames), read on the device without OpenCV
+TEACHER=${TEACHER_DIR:-out/detnet/teacher_every1}
+[ -d "$TEACHER" ] || TEACHER=out/detnet/teacher
+if [ -f "$TEACHER/labels.npz" ] && [ ! -f out/detnet/teacher_packed.npz ]; then
+  .venv/bin/python -m model_runtime train detnet --pack-teacher out/detnet/teacher_packed.npz --teacher-dir "$TEACHER" --pack-frames 400
+fi
+du -sh out/device_site out/detnet/pose_bank_train.npz out/detnet/teacher_packed.npz 2>/dev/null

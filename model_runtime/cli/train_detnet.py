@@ -7,7 +7,9 @@ Data sources (each optional, mixed per batch by ``--mix``):
 * ``hands``: hand-graph-cnn crops 0-199 (real 3D; attention 0, zero-padded as in Fig. 6);
   200-299 are not trained on;
 * ``synth``: shards of the synthetic engine (``python -m model_runtime synth --out DIR``, ``--synth-dir``);
-* ``synth-live``: synthetic images generated on the fly on the training device (the GPU when lent).
+* ``synth-live``: synthetic images generated on the fly on the training device (the GPU when lent);
+* ``packed``: teacher frames packed with ``--pack-teacher FILE`` (square crops and labels in one ``.npz``,
+  read without OpenCV: the GPU machine's real frames; ``--packed FILE``).
 
 Resumes from ``<run-dir>/checkpoint.pt`` with ``--resume``; writes ``curves.csv``/``val.csv`` there
 and exports the weights with the lowest validation loss (``--export``, float16).  ``--plot`` draws
@@ -20,6 +22,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 REALDATA = Path(__file__).resolve().parents[3] / "shared/data/realdata"
 HANDGRAPH = "hand-graph-cnn/data/real_world_testset"
@@ -63,8 +67,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--make-pose-bank", type=Path, default=None,
                    help="write the synthetic engine's training pose bank (retargeted HDM05 + Bandai Namco, "
                         "float16 6D, ~13 MB) to this file and exit")
+    p.add_argument("--pack-teacher", type=Path, default=None,
+                   help="pack --pack-frames teacher frames (--teacher-dir) into this .npz for 'packed' and exit")
+    p.add_argument("--pack-frames", type=int, default=400, help="--pack-teacher: frames, evenly spread")
+    p.add_argument("--packed", type=Path, default=Path("out/detnet/teacher_packed.npz"), help="file of 'packed'")
     p.add_argument("--synth-live-val", type=int, default=32,
                    help="'synth-live' alone: this many fixed synthetic images (another seed) as the validation set")
+
+
+def _held_sources(frames, n: int) -> list[int]:
+    """Validation frames of a teacher cache: whole sources kept out (by name hash, so no near-duplicate
+    video frames leak), at most ``n`` spread over them."""
+    import zlib
+
+    held = [i for i, s in enumerate(frames.sources) if zlib.crc32(str(s).split("#")[0].encode()) % 7 == 0]
+    return held[:: max(1, len(held) // n)][:n] if held else []
 
 
 def _sources(args, log):
@@ -73,17 +90,22 @@ def _sources(args, log):
     mix = {}
     for part in args.mix.split(","):
         name, _, w = part.partition(":")
-        if name not in ("teacher", "hands", "synth", "synth-live"):
-            raise ValueError(f"--mix: unknown source '{name}' (teacher, hands, synth, synth-live)")
+        if name not in ("teacher", "hands", "synth", "synth-live", "packed"):
+            raise ValueError(f"--mix: unknown source '{name}' (teacher, hands, synth, synth-live, packed)")
         mix[name] = float(w or 1)
     train, val = [], []
+    if "packed" in mix:
+        from ..detectors.detnet.data import PackedTeacher
+
+        packed = PackedTeacher(args.packed)
+        held = np.flatnonzero(packed.held)
+        held = held[:: max(1, len(held) // args.val_frames)][: args.val_frames]
+        train.append((_Subset(packed, np.flatnonzero(~packed.held)), mix["packed"]))
+        val += [packed[int(i)] for i in held]
+        log(f"packed: {int((~packed.held).sum())} training crops, {len(held)} validation crops from {args.packed}")
     if "teacher" in mix:
         frames = TeacherFrames(args.teacher_dir)
-        # validation: whole sources kept out (by name hash), so no near-duplicate video frames leak
-        import zlib
-
-        held = [i for i, s in enumerate(frames.sources) if zlib.crc32(str(s).split("#")[0].encode()) % 7 == 0]
-        held = held[:: max(1, len(held) // args.val_frames)][: args.val_frames] if held else []
+        held = _held_sources(frames, args.val_frames)
         keep = sorted(set(range(len(frames))) - set(held))
         train.append((_Subset(frames, keep), mix["teacher"]))
         val += [frames[i] for i in held]
@@ -183,6 +205,16 @@ def run(args) -> int:
         rot = pose_bank(load_body_model("builtin"), SynthConfig().resolved_data_root(), "train", log=log)
         save_pose_bank(args.make_pose_bank, rot)
         print(json.dumps({"poses": int(len(rot)), "file": str(args.make_pose_bank)}))
+        return 0
+    if args.pack_teacher is not None:
+        from ..detectors.detnet.data import TeacherFrames, pack_teacher
+
+        frames = TeacherFrames(args.teacher_dir)
+        held = set(_held_sources(frames, args.val_frames))
+        every = np.linspace(0, len(frames) - 1, min(args.pack_frames, len(frames))).round().astype(int)
+        picks = sorted(set(every.tolist()) | held)
+        n = pack_teacher(frames, args.pack_teacher, picks, held, size=args.input_size)
+        print(json.dumps({"packed_frames": n, "file": str(args.pack_teacher)}))
         return 0
     if args.make_teacher:
         from ..detectors.detnet.teacher import make_teacher_cache

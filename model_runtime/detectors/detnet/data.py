@@ -10,7 +10,9 @@ Sources (each optional):
 * :class:`TeacherFrames`: the MediaPipe-labelled cache of :mod:`.teacher` (2D + MediaPipe's 3D;
   keypoints below confidence :data:`TEACHER_MIN_CONF` count as unlabelled);
 * :class:`HandOnlyImages`: hand-graph-cnn crops (real 3D, left-hand chirality), pasted at a random
-  size and place into an otherwise zero image (Fig. 6) with attention 0 and no body/face labels.
+  size and place into an otherwise zero image (Fig. 6) with attention 0 and no body/face labels;
+* :class:`PackedTeacher`: teacher frames packed by :func:`pack_teacher` into one ``.npz`` of square
+  crops around the person with their labels, read with numpy alone (a GPU machine without OpenCV).
 """
 from __future__ import annotations
 
@@ -236,3 +238,60 @@ def make_batch(samples, size: int, rng: np.random.Generator, augment: bool = Tru
     labels = {k: torch.from_numpy(np.stack([np.asarray(lb[k], np.float32) for lb in labs])).to(device)
               for k in LABEL_SHAPES}
     return image, labels
+
+
+#: a packed crop spans this many times the labelled points' extent (room for make_batch's 1.15-1.8 crops)
+PACK_MARGIN: Final[float] = 1.9
+
+
+def pack_teacher(frames: "TeacherFrames", out: Path, indices, held, size: int = 256) -> int:
+    """Pack ``frames[i]`` for ``i`` in ``indices`` into ``out`` (compressed ``.npz``): ``image (N, size, size, 3)``
+    uint8, a square crop around each frame's labelled points (:data:`PACK_MARGIN` times their extent), the
+    labels of :data:`LABEL_SHAPES` in crop px, ``held (N,)`` bool (``held``: a set of indices kept for
+    validation).  Frames with fewer than 2 labelled points are skipped; -> frames written."""
+    imgs, labs, hold = [], [], []
+    for i in indices:
+        img, lab = frames[i]
+        pts = _labelled_points(lab)
+        if len(pts) < 2:
+            continue
+        lo, hi = pts.min(0), pts.max(0)
+        s = size / (max(hi - lo) * PACK_MARGIN + 8.0)
+        c = (lo + hi) / 2
+        M = np.array([[s, 0.0, size / 2 - s * c[0]], [0.0, s, size / 2 - s * c[1]]])
+        im, lb = warp_sample(np.ascontiguousarray(img), lab, M, size)
+        imgs.append(im)
+        labs.append(lb)
+        hold.append(i in held)
+    if not imgs:
+        raise InputMissingError(f"{out}: no teacher frame with labelled points to pack")
+    arrays = {k: np.stack([np.asarray(lb[k], np.float32) for lb in labs]) for k in LABEL_SHAPES}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, image=np.stack(imgs).astype(np.uint8), held=np.array(hold, bool), **arrays)
+    return len(imgs)
+
+
+class PackedTeacher:
+    """The frames of a :func:`pack_teacher` file; ``len``, ``[i]`` -> sample; ``held`` ``(N,)`` bool.
+    Raises :class:`~model_runtime.core.errors.ModelFileError` naming the file and field when it is
+    missing or malformed."""
+
+    def __init__(self, path: Path):
+        from ...core.errors import ModelFileError
+        from ...core.safe_npz import load_npz
+
+        d = load_npz(Path(path), ["image", "held", *LABEL_SHAPES], what="packed teacher (.npz)")
+        img = d["image"]
+        if img.ndim != 4 or img.shape[3] != 3 or img.shape[1] != img.shape[2] or img.dtype != np.uint8:
+            raise ModelFileError(str(path), "image", f"has shape {img.shape} {img.dtype}, expected (N, S, S, 3) uint8")
+        for k, shape in LABEL_SHAPES.items():
+            if d[k].shape != (len(img), *shape):
+                raise ModelFileError(str(path), k, f"has shape {d[k].shape}, expected {(len(img), *shape)}")
+        self.images, self.held = img, d["held"].astype(bool)
+        self.labels = {k: d[k].astype(np.float32) for k in LABEL_SHAPES}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self.images[i], {k: v[i] for k, v in self.labels.items()}
