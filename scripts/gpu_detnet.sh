@@ -17,6 +17,7 @@
 set -u
 OUT=${OUT:-out/detnet/gpu}
 MIN=${DETNET_GPU_MINUTES:-6}
+DEV=${DETNET_DEVICE:-cuda}          # cpu: the same steps on a machine without a GPU (a dry run)
 export PYTHONPATH="$PWD/out/device_site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
 python - <<'PY'
@@ -25,7 +26,7 @@ print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-", file=sys.stderr)
 PY
 for B in 1 16; do
-  timeout 120 python -m model_runtime.detectors.detnet.timing --device cuda --batch "$B" --repeat 50 --json \
+  timeout 120 python -m model_runtime.detectors.detnet.timing --device "$DEV" --batch "$B" --repeat 50 --json \
     > "$OUT/timing_b$B.json" || echo "timing batch $B failed" >&2
   cat "$OUT/timing_b$B.json"
 done
@@ -39,7 +40,7 @@ else
 fi
 MIX=synth-live:1
 [ -f out/detnet/teacher_packed.npz ] && MIX=synth-live:1,packed:1
-timeout $((MIN * 60 + 90)) python -m model_runtime train detnet --device cuda --mix "$MIX" \
+timeout $((MIN * 60 + 90)) python -m model_runtime train detnet --device "$DEV" --mix "$MIX" \
   --synth-pose-bank out/detnet/pose_bank_train.npz --synth-live-val 64 $INIT \
   --run-dir "$RUN" --resume --steps 20000 --batch 64 --lr 5e-4 --threads 8 --max-minutes "$MIN" \
   --checkpoint-every 200 --log-every 50 --export "$RUN/best.pt" 2> "$OUT/train.log"
