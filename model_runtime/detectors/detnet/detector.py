@@ -121,7 +121,9 @@ class DetNetDetector:
             raise RuntimeError("DetNetDetector is closed")
         x = torch.from_numpy(batch_rgb).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         att = torch.full((x.shape[0],), attention, device=x.device)
-        graph = (self._traced.get(x.shape[0]) or self._trace(x, att)) if self.jit else None
+        graph = self._traced.get(x.shape[0]) if self.jit else None
+        if self.jit and graph is None:
+            graph = self._trace(x, att)
         if graph is not None:
             with torch.inference_mode():
                 d = graph(x, att)
