@@ -353,3 +353,22 @@ def test_detector_runs_eagerly_where_tracing_fails(monkeypatch, caplog):
         assert not det.jit and not det._traced
     assert "tracing removed" in caplog.text and "eager" in caplog.text
     np.testing.assert_allclose(d.body_2d, ref.body_2d, atol=1e-4)
+
+
+def test_capture_options_detnet_weights_reach_the_pipeline(tmp_path):
+    """``capture``/``bench``/``serve`` take ``--detnet-weights`` (CaptureOptions.detnet_weights): the pipeline's
+    DetNet is built from that file, and a missing one is refused naming it before anything runs."""
+    from model_runtime.capture.pipeline import build_pipeline
+    from model_runtime.core.options import CaptureOptions, OptionError
+
+    path = save_weights(DetNet(tiny()).eval(), tmp_path / "candidate.pt", {"note": "candidate"})
+    pipe = build_pipeline(CaptureOptions(device="cpu", detector="detnet", detnet_weights=str(path), face=False))
+    try:
+        assert pipe.detector.meta["note"] == "candidate" and pipe.detector.config == tiny()
+    finally:
+        pipe.detector.close()
+    assert CaptureOptions.from_mapping({"detector": "detnet", "detnet_weights": str(path)}).detnet_weights == str(path)
+    with pytest.raises(ModelFileError, match="gone.pt"):
+        build_pipeline(CaptureOptions(device="cpu", detector="detnet", detnet_weights=str(tmp_path / "gone.pt"), face=False))
+    with pytest.raises(OptionError, match="detnet_weights"):
+        CaptureOptions(detnet_weights="")

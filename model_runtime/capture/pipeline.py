@@ -240,7 +240,6 @@ def build_pipeline(options: CaptureOptions, detector: Detector | None = None) ->
 
     Raises :class:`~model_runtime.core.errors.ModelFileError` naming a missing/bad model file.
     """
-    from ..detectors import make_detector
     from ..ik.inference import IKSolver
     from ..models.load import load_body_model
 
@@ -262,6 +261,7 @@ def build_pipeline(options: CaptureOptions, detector: Detector | None = None) ->
 
         face = make_face_stage(options.face_mode, load_face_model(options.face_model), device=device)
     if detector is None:
-        kw = {"model_complexity": options.model_complexity} if options.detector == "mediapipe" else {}
-        detector = make_detector(options.detector, device=device, **kw)
+        from ..detectors import detector_from_options
+
+        detector = detector_from_options(options)
     return CapturePipeline(detector=detector, ik=ik, body=body, face=face, options=options)

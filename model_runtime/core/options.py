@@ -128,6 +128,8 @@ class CaptureOptions:
     detector: str = _opt("mediapipe", "keypoint detector (default mediapipe)", choices=DETECTORS)
     model_complexity: int = _opt(1, "MediaPipe pose model complexity (only 1 ships with the wheel)",
                                  choices=(0, 1, 2))
+    detnet_weights: str | None = _opt(None, "DetNet weights file for --detector detnet (default: the shipped "
+                                            "detnet_small.pt; e.g. a run's best.pt)")
     body_model: str = _opt("builtin", "'builtin' or an official SMPL-H .npz/.pkl")
     face_model: str = _opt("builtin", "'builtin' or a Basel face model file")
     fov: float | None = _opt(None, f"camera field of view in degrees across the longer image side (default: "
@@ -170,6 +172,9 @@ class CaptureOptions:
             v = getattr(self, name)
             if not isinstance(v, str) or not v or "\x00" in v:
                 raise OptionError(name, f"must be 'builtin' or a file path, got {v!r}")
+        if self.detnet_weights is not None and (not isinstance(self.detnet_weights, str) or not self.detnet_weights
+                                                or "\x00" in self.detnet_weights):
+            raise OptionError("detnet_weights", f"must be a file path, got {self.detnet_weights!r}")
         if self.fov is not None:
             _finite("fov", self.fov, 1.0, 179.0)
         if self.calibration is not None and (not isinstance(self.calibration, str) or not self.calibration):
