@@ -298,3 +298,37 @@ def test_face_table5_runs_on_a_talking_clip(realdata, capsys):
     for m in modes.values():
         assert m["frames"] == 2 and np.isfinite([m["landmark_pct"], m["photometric"]]).all()
     assert modes["fit"]["landmark_pct"] < modes["net"]["landmark_pct"]
+
+
+def test_training_on_a_carried_cache_subset_needs_no_opencv_or_mediapipe(real_crops, tmp_path):
+    """The GPU machine's FaceNet burst (scripts/gpu_facenet.sh): ``--subset-cache`` keeps a share of each
+    source, evenly spread (the held-out source at most 60 faces), and training on that folder runs with
+    OpenCV, scipy and MediaPipe made unimportable (a subprocess; CPU, two steps, from the shipped weights)."""
+    from model_runtime.cli.train_facenet import DEFAULT_HOLDOUT
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name in ("video_a", "video_b", DEFAULT_HOLDOUT[0]):          # three sources of the three real faces
+        np.savez(cache / f"{name}.npz", **real_crops)
+    (cache / "summary.json").write_text(json.dumps({"sources": {}}))
+    sub = tmp_path / "sub"
+    code = ("import sys\n"
+            f"sys.path.insert(0, {str(ROOT)!r})\n"
+            "from model_runtime.cli.main import main\n"
+            f"sys.exit(main({['train', 'facenet', '--cache-dir', str(cache), '--subset-cache', str(sub), '--subset-faces', '4']!r}))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    kept = {p.stem: len(np.load(p)["crop"]) for p in sub.glob("*.npz")}
+    assert kept == {"video_a": 2, "video_b": 2, DEFAULT_HOLDOUT[0]: 3} and (sub / "summary.json").is_file()
+    args = ["train", "facenet", "--cache-dir", str(sub), "--data", str(tmp_path / "no_realdata"), "--device", "cpu",
+            "--steps", "2", "--batch", "2", "--threads", "1", "--run-dir", str(tmp_path / "run"),
+            "--init-from", str(weights_path(load_face_model())), "--export-dir", str(tmp_path / "export")]
+    code = ("import sys\n"
+            "for m in ('cv2', 'scipy', 'mediapipe'):\n"
+            "    sys.modules[m] = None          # not on the device\n"
+            f"sys.path.insert(0, {str(ROOT)!r})\n"
+            "from model_runtime.cli.main import main\n"
+            f"sys.exit(main({args!r}))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "4 training faces" in r.stderr and (tmp_path / "export" / "facenet_builtin.pt").is_file()

@@ -53,7 +53,7 @@ def run_clip(video: Path, end: int | None, method: str = "fit") -> dict:
     fitter = FaceFitter(model)
     stage = None
     if method == "track":
-        from model_runtime.capture.workers import limit_numpy_blas_threads
+        from model_runtime.core.blas import limit_numpy_blas_threads
         from model_runtime.face.stage import FaceFitStage
         from model_runtime.capture.translation import DEFAULT_FOV_DEG, intrinsics_from_fov
 

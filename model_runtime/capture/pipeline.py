@@ -49,6 +49,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..core.blas import limit_numpy_blas_threads
 from ..core.errors import CancelledError, NoPersonError, RuntimeErrorBase
 from ..core.options import CaptureOptions
 from ..detectors.base import Detector
@@ -65,7 +66,7 @@ from .output import KEYPOINT_NAMES, CaptureOutput, ClipValues
 from .postprocess import expression_smoothing
 from .records import CaptureResult, FrameCallback, ProgressCallback, StageTimer
 from .sources import FrameSource
-from .workers import (FIT_THREAD_NICE, POLL_S, DetectionStream, detected_queue_size, limit_numpy_blas_threads,
+from .workers import (FIT_THREAD_NICE, POLL_S, DetectionStream, detected_queue_size,
                       lower_thread_priority)
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,6 @@
   :class:`~concurrent.futures.Future`.
 * :func:`warm_imports`: import, off the fitting thread, the modules the per-frame stages load on
   first use.
-* :func:`limit_numpy_blas_threads`: cap OpenBLAS's spinning thread pools.
 """
 from __future__ import annotations
 
@@ -293,35 +292,3 @@ class KeyframeFaceWorker:
     def close(self) -> None:
         self.stop.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
-
-
-# --------------------------------------------------------------------------- BLAS threads
-def limit_numpy_blas_threads(n: int) -> bool:
-    """Cap the OpenBLAS thread pools loaded in this process (numpy's, and the copies other wheels
-    bundle) at ``n`` (what ``OPENBLAS_NUM_THREADS`` does at start-up); returns False where none is
-    loaded (another BLAS, another OS: then nothing changes).
-
-    Why: OpenBLAS threads spin while they wait for work.  With a 936 x 58 Gauss-Newton product
-    per tracked face (and the IK's small matrices) they took the core MediaPipe runs on: on
-    the 2-core machine the face tracker went from ~3 ms to ~46 ms per frame inside a capture.
-    """
-    import ctypes
-    import re
-
-    try:
-        with open("/proc/self/maps") as f:
-            libs = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", f.read())))
-    except OSError:
-        return False
-    done = False
-    for path in libs:                       # numpy's, and copies other wheels (OpenCV, SciPy) bundle
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in ("openblas_set_num_threads64_", "openblas_set_num_threads"):
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn(ctypes.c_int(int(n)))
-                done = True
-    return done

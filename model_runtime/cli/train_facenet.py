@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synth-min-yaw", type=float, default=0.0,
                    help="use only the synthetic renders turned at least this far (deg of yaw), where the real "
                         "faces are missing (default 0: all)")
+    p.add_argument("--subset-cache", type=Path, default=None,
+                   help="write about --subset-faces faces of --cache-dir, evenly spread over each source, to this "
+                        "folder (a cache small enough to carry to a GPU machine) and exit")
+    p.add_argument("--subset-faces", type=int, default=800,
+                   help="--subset-cache: training faces kept (the --holdout sources keep at most 60 each)")
     p.add_argument("--holdout", nargs="*", default=list(DEFAULT_HOLDOUT),
                    help="cached sources kept out of training (landmark check)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default 6000)")
@@ -63,7 +69,7 @@ def run(args) -> int:
     import numpy as np
     import torch
 
-    from ..capture.workers import limit_numpy_blas_threads
+    from ..core.blas import limit_numpy_blas_threads
     from ..core.options import resolve_device
     from ..face.correspondence import correspondence_for, model_signature
     from ..face.facenet import CROP_SCALE, FACENET_VERSION, WEIGHTS_DIR, save_weights, weights_path
@@ -77,6 +83,12 @@ def run(args) -> int:
         from ..core.errors import InputMissingError
 
         raise InputMissingError(f"{args.init_from}: no such weights file (--init-from)")
+    if args.subset_cache is not None:
+        from ..face.facenet_data import subset_cache
+
+        n = subset_cache(args.cache_dir, args.subset_cache, args.subset_faces, args.holdout)
+        print(json.dumps({"faces": n, "dir": str(args.subset_cache)}))
+        return 0
     torch.set_num_threads(args.threads)
     limit_numpy_blas_threads(args.threads)
     device = resolve_device(args.device)

@@ -13,6 +13,8 @@ reads when it loads.  It does nothing when the variable is already set (the user
 numpy is already loaded (too late: e.g. inside Blender), or off Linux.  ``model_runtime``'s
 package ``__init__`` calls it, so ``python -m model_runtime`` and the add-on's runtime
 subprocess get it; the variable is inherited by the processes they start.
+
+:func:`limit_numpy_blas_threads` caps the OpenBLAS thread pools already loaded (the capture, the trainers).
 """
 from __future__ import annotations
 
@@ -81,3 +83,34 @@ def openblas_core() -> str | None:
                 fn.restype = ctypes.c_char_p
                 return fn().decode()
     return None
+
+
+def limit_numpy_blas_threads(n: int) -> bool:
+    """Cap the OpenBLAS thread pools loaded in this process (numpy's, and the copies other wheels
+    bundle) at ``n`` (what ``OPENBLAS_NUM_THREADS`` does at start-up); returns False where none is
+    loaded (another BLAS, another OS: then nothing changes).
+
+    Why: OpenBLAS threads spin while they wait for work.  With a 936 x 58 Gauss-Newton product
+    per tracked face (and the IK's small matrices) they took the core MediaPipe runs on: on
+    the 2-core machine the face tracker went from ~3 ms to ~46 ms per frame inside a capture.
+    """
+    import ctypes
+    import re
+
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", f.read())))
+    except OSError:
+        return False
+    done = False
+    for path in libs:                       # numpy's, and copies other wheels (OpenCV, SciPy) bundle
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("openblas_set_num_threads64_", "openblas_set_num_threads"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn(ctypes.c_int(int(n)))
+                done = True
+    return done

@@ -159,7 +159,7 @@ def run(args) -> int:
     from ..models.load import load_face_model
 
     torch.set_num_threads(1)
-    from ..capture.workers import limit_numpy_blas_threads
+    from ..core.blas import limit_numpy_blas_threads
 
     limit_numpy_blas_threads(1)
     for v in args.videos:

@@ -147,13 +147,14 @@ def build_cache(root: Path, out_dir: Path, face_model, max_frames: int = 0,
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"sources": {}}
     summary["face_model"] = face_model.kind
     summary["face_model_signature"] = model_signature(face_model)
-    stage = FaceFitStage(FaceFitter(face_model))
-    detector = make_detector("mediapipe")
-    try:
-        for src in find_sources(root):
+    stage = detector = None          # made for the first source to cache: a machine that only trains on a
+    try:                             # carried cache (a GPU without MediaPipe or the data) never needs them
+        for src in (find_sources(root) if Path(root).is_dir() else []):
             path = out_dir / f"{src.name}.npz"
             if path.is_file() or summary["sources"].get(src.name, {}).get("faces") == 0:
                 continue                                # cached, or known to hold no usable face
+            if detector is None:
+                stage, detector = FaceFitStage(FaceFitter(face_model)), make_detector("mediapipe")
             t0 = time.perf_counter()
             arrays = cache_source(src, detector, stage, max_frames)
             n = 0 if arrays is None else len(arrays["crop"])
@@ -166,7 +167,8 @@ def build_cache(root: Path, out_dir: Path, face_model, max_frames: int = 0,
             summary_path.write_text(json.dumps(summary, indent=1))
             log(f"{src.name}: {n} faces ({time.perf_counter() - t0:.0f} s)")
     finally:
-        detector.close()
+        if detector is not None:
+            detector.close()
     return summary
 
 
@@ -187,6 +189,32 @@ def load_cache(out_dir: Path, names: list[str] | None = None) -> dict[str, np.nd
     out["source"] = np.concatenate([np.full(len(p["crop"]), i) for i, p in enumerate(parts)])
     out["source_names"] = np.array([p.stem for p in files])
     return out
+
+
+def subset_cache(cache_dir: Path, out_dir: Path, faces: int, holdout=(), held_max: int = 60) -> int:
+    """Copy about ``faces`` training faces of the cache ``cache_dir`` into ``out_dir``: each source keeps
+    its share, evenly spread over its frames (at least one); the ``holdout`` sources keep at most
+    ``held_max`` each (the landmark check); ``summary.json`` is copied.  A cache small enough to carry to
+    a GPU machine, which trains on it without MediaPipe or the data; -> faces written."""
+    cache_dir, out_dir = Path(cache_dir), Path(out_dir)
+    files = sorted(p for p in cache_dir.glob("*.npz") if not p.name.endswith(".tmp.npz"))
+    if not files:
+        from ..core.errors import InputMissingError
+
+        raise InputMissingError(f"{cache_dir}: no cached FaceNet data to subset")
+    sizes = {p: int(np.load(p)["crop"].shape[0]) for p in files}
+    train_total = sum(n for p, n in sizes.items() if p.stem not in holdout)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for p, n in sizes.items():
+        want = min(n, held_max) if p.stem in holdout else max(1, round(n * faces / max(train_total, 1)))
+        rows = np.unique(np.linspace(0, n - 1, min(want, n)).round().astype(int))
+        data = dict(np.load(p))
+        np.savez_compressed(out_dir / p.name, **{k: (v[rows] if v.ndim and len(v) == n else v) for k, v in data.items()})
+        written += len(rows)
+    if (cache_dir / "summary.json").is_file():
+        (out_dir / "summary.json").write_text((cache_dir / "summary.json").read_text())
+    return written
 
 
 def select_rows(data: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:

@@ -58,7 +58,7 @@ class IKSolver:
     :mod:`.numpy_path` (the same maths without torch's per-operation overhead:
     ~4x faster at batch 1); torch inputs and larger batches use the torch modules.
     Like torch's thread count, numpy's BLAS pool should be capped by the application on a
-    busy CPU (the capture pipeline does, ``capture.workers.limit_numpy_blas_threads``): a 512x512
+    busy CPU (the capture pipeline does, ``core.blas.limit_numpy_blas_threads``): a 512x512
     product handed to 2 OpenBLAS threads waits milliseconds for a core that is busy elsewhere.
     """
 
