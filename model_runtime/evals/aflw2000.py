@@ -315,7 +315,7 @@ def run(args) -> int:
         # small per-image problems: one intra-op thread is fastest, and it leaves a core
         # to MediaPipe (two threads ran ~25x slower on the shared 2-core machine)
         torch.set_num_threads(1)
-        from ..capture.workers import limit_numpy_blas_threads
+        from ..core.blas import limit_numpy_blas_threads
 
         limit_numpy_blas_threads(1)       # the LM tracker's small products (net+fit, track): no BLAS pool
     face_model = load_face_model(args.face_model)
