@@ -40,7 +40,7 @@ _HIP = [BODY_KEYPOINT_NAMES.index(n) for n in ("left_hip", "right_hip")]
 
 
 def _torso(cx: float, cy: float, length: float, hips: bool = True) -> np.ndarray:
-    """``(24, 3)`` body keypoints with shoulders 0.8 ``length`` wide and (optionally) hips ``length`` below."""
+    """``(24, 3)`` body keypoints, shoulders 0.8 ``length`` wide centred on ``(cx, cy)``, (optionally) hips ``length`` below."""
     kp = np.zeros((24, 3))
     kp[_SH] = [[cx + 0.4 * length, cy, 1.0], [cx - 0.4 * length, cy, 1.0]]
     if hips:
@@ -55,10 +55,17 @@ def test_switch_detector_on_synthetic_tracks():
     assert not any(d.update(i / fps, _torso(100 + 20 * 100 * i / fps, 300, 100)) for i in range(30))
     # the detector loses him for a frame and comes back on a player 4 torso lengths away
     assert d.update(31 / fps, _torso(100 + 20 * 100 * 29 / fps + 400, 300, 100))
-    # a torso that doubles in size within a frame (a cut to a close shot), in place
+    # a torso 2.2 times larger within a frame (a cut to a close shot), in place
     d2 = PersonSwitchDetector()
     d2.update(0.0, _torso(300, 300, 80))
-    assert d2.update(1 / fps, _torso(300, 300, 160)) and d2.breaks == 1
+    assert d2.update(1 / fps, _torso(300, 300, 176)) and d2.breaks == 1
+    # a waist-up person turning sideways: the shoulders narrow to a quarter in 5 frames, 20 px of sway a frame
+    d5 = PersonSwitchDetector()
+    for i in range(6):
+        kp = _torso(300 + 20 * (i % 2), 100, 100, hips=False)
+        kp[_SH[0], 0] = 300 + 20 * (i % 2) + 40 * (1 - 0.15 * i)
+        kp[_SH[1], 0] = 300 + 20 * (i % 2) - 40 * (1 - 0.15 * i)
+        assert not d5.update(i / fps, kp), i
     # the same size change over two seconds is a person walking towards the camera
     d3 = PersonSwitchDetector()
     assert not any(d3.update(i / fps, _torso(300, 300, 80 * (1 + i / 60))) for i in range(61))

@@ -18,7 +18,7 @@
   Holistic does for a frame when players cross) may come back on another one, metres away.  A
   valid frame whose torso lies further from the last seen torso than a body can move in the time
   between them (:data:`SWITCH_JUMP_TORSOS` torso lengths plus :data:`SWITCH_SPEED_TORSOS` a
-  second), or is :data:`SWITCH_SIZE_RATIO` times larger or smaller, starts a new track
+  second), or is :data:`SWITCH_SIZE_RATIO` times larger or smaller (hips seen), starts a new track
   (``FrameRecord.track_break``): nothing temporal (filters, gap filling, smoothing, the fit's
   temporal term) links the frames across it, so the avatar does not glide from one person to the
   other, and the capture file says where (``track_break``).  A cut in edited footage that moves
@@ -38,10 +38,10 @@ MIN_CONFIDENCE: Final[float] = 0.3
 _LW, _RW = BODY_KEYPOINT_NAMES.index("left_wrist"), BODY_KEYPOINT_NAMES.index("right_wrist")
 #: a person switch: the torso centre moved more than JUMP + SPEED x (seconds since the last seen torso)
 #: torso lengths (a runner crossing a static camera's view moves ~20 torso lengths a second, 0.7 a
-#: frame at 30 fps), or the torso grew or shrank by more than SIZE_RATIO within MAX_GAP_S
+#: frame at 30 fps), or the torso (hips seen in both frames) grew or shrank by more than SIZE_RATIO within MAX_GAP_S
 SWITCH_JUMP_TORSOS: Final[float] = 1.0
 SWITCH_SPEED_TORSOS: Final[float] = 10.0
-SWITCH_SIZE_RATIO: Final[float] = 1.6
+SWITCH_SIZE_RATIO: Final[float] = 2.0
 SWITCH_MAX_GAP_S: Final[float] = 1.0
 #: keypoints that place the torso: shoulders and hips
 _TORSO = tuple(BODY_KEYPOINT_NAMES.index(n) for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip"))
@@ -105,33 +105,37 @@ class HandSideTracker:
         return hands_2d, hands_3d, hands_conf, swapped
 
 
-def torso_anchor(body_2d: np.ndarray, min_confidence: float = 0.5) -> tuple[np.ndarray, float] | None:
-    """Where the torso is in one frame: ``body_2d (24, 3)`` px -> ``(centre (2,), size px)`` or None.
+def torso_anchor(body_2d: np.ndarray, min_confidence: float = 0.5) -> tuple[np.ndarray, float, bool] | None:
+    """Where the torso is in one frame: ``body_2d (24, 3)`` px -> ``(centre (2,), size px, hips)`` or None.
 
-    With both shoulders and both hips confident: the four points' centre, and the larger of the
-    torso length (shoulders' midpoint to hips') and the shoulder width.  With the shoulders only
-    (a waist-up clip): their midpoint and width.  Else None (nothing to compare)."""
+    The centre is the shoulders' midpoint (in every frame that has both shoulders, so frames with and
+    without the hips compare).  The size is the larger of the shoulder width and, with both hips
+    confident (``hips``), the torso length (shoulders' midpoint to hips'), which does not shrink when the
+    person turns sideways.  None without both shoulders (nothing to compare)."""
     p = np.asarray(body_2d, np.float64)[list(_TORSO)]
     ok = p[:, 2] >= min_confidence
     if not ok[:2].all():
         return None
+    mid = p[:2, :2].mean(0)
     width = float(np.linalg.norm(p[0, :2] - p[1, :2]))
     if ok[2:].all():
-        length = float(np.linalg.norm(p[:2, :2].mean(0) - p[2:, :2].mean(0)))
-        return p[:, :2].mean(0), max(length, width)
-    return p[:2, :2].mean(0), width
+        return mid, max(width, float(np.linalg.norm(mid - p[2:, :2].mean(0)))), True
+    return mid, width, False
 
 
 class PersonSwitchDetector:
     """Marks the frames where the detector's person changes (module docstring); one per clip.
 
     :meth:`update` takes the valid records in file order and returns whether each starts a new track;
-    frames without a torso to compare (or invalid ones) pass without a decision."""
+    frames without a torso to compare (or invalid ones) pass without a decision.  Distances are in units
+    of the largest torso size seen over the last :data:`SWITCH_MAX_GAP_S` (a person turning sideways
+    narrows the shoulders, not the person); the size test needs the hips in both frames."""
 
     def __init__(self, jump: float = SWITCH_JUMP_TORSOS, speed: float = SWITCH_SPEED_TORSOS,
                  size_ratio: float = SWITCH_SIZE_RATIO, max_gap_s: float = SWITCH_MAX_GAP_S):
         self.jump, self.speed, self.size_ratio, self.max_gap_s = jump, speed, size_ratio, max_gap_s
-        self._last: tuple[float, np.ndarray, float] | None = None      # time, centre, size
+        self._last: tuple[float, np.ndarray, float, bool] | None = None      # time, centre, size, hips
+        self._sizes: list[tuple[float, float]] = []                           # (time, size) of the track
         self.breaks = 0
 
     def update(self, time: float, body_2d: np.ndarray) -> bool:
@@ -139,15 +143,20 @@ class PersonSwitchDetector:
         a = torso_anchor(body_2d)
         if a is None or a[1] < 1.0:
             return False
-        centre, size = a
+        centre, size, hips = a
+        t = float(time)
         brk = False
         if self._last is not None:
-            t0, c0, s0 = self._last
-            dt = max(float(time) - t0, 0.0)
-            moved = float(np.linalg.norm(centre - c0)) / s0
-            ratio = max(size / s0, s0 / size)
-            brk = moved > self.jump + self.speed * dt or (dt <= self.max_gap_s and ratio > self.size_ratio)
-        self._last = (float(time), centre, size)
+            t0, c0, s0, hips0 = self._last
+            dt = max(t - t0, 0.0)
+            ref = max(s for ts, s in self._sizes if t0 - ts <= self.max_gap_s)
+            moved = float(np.linalg.norm(centre - c0)) / ref
+            resized = hips and hips0 and dt <= self.max_gap_s and max(size / s0, s0 / size) > self.size_ratio
+            brk = moved > self.jump + self.speed * dt or resized
+        if brk:
+            self._sizes = []
+        self._sizes = [(ts, s) for ts, s in self._sizes if t - ts <= self.max_gap_s] + [(t, size)]
+        self._last = (t, centre, size, hips)
         self.breaks += int(brk)
         return brk
 
