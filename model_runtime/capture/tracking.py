@@ -149,7 +149,7 @@ class PersonSwitchDetector:
         if self._last is not None:
             t0, c0, s0, hips0 = self._last
             dt = max(t - t0, 0.0)
-            ref = max(s for ts, s in self._sizes if t0 - ts <= self.max_gap_s)
+            ref = max(s for _, s in self._sizes)          # pruned to the second before t0 by the last call
             moved = float(np.linalg.norm(centre - c0)) / ref
             resized = hips and hips0 and dt <= self.max_gap_s and max(size / s0, s0 / size) > self.size_ratio
             brk = moved > self.jump + self.speed * dt or resized

@@ -75,13 +75,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="'synth-live' alone: this many fixed synthetic images (another seed) as the validation set")
 
 
+def _spread(idx, n: int) -> list[int]:
+    """At most ``n`` of the indices ``idx``, evenly spread over them."""
+    idx = [int(i) for i in idx]
+    return idx[:: max(1, len(idx) // n)][:n] if idx else []
+
+
 def _held_sources(frames, n: int) -> list[int]:
     """Validation frames of a teacher cache: whole sources kept out (by name hash, so no near-duplicate
     video frames leak), at most ``n`` spread over them."""
     import zlib
 
-    held = [i for i, s in enumerate(frames.sources) if zlib.crc32(str(s).split("#")[0].encode()) % 7 == 0]
-    return held[:: max(1, len(held) // n)][:n] if held else []
+    return _spread([i for i, s in enumerate(frames.sources) if zlib.crc32(str(s).split("#")[0].encode()) % 7 == 0], n)
 
 
 def _sources(args, log):
@@ -98,10 +103,9 @@ def _sources(args, log):
         from ..detectors.detnet.data import PackedTeacher
 
         packed = PackedTeacher(args.packed)
-        held = np.flatnonzero(packed.held)
-        held = held[:: max(1, len(held) // args.val_frames)][: args.val_frames]
+        held = _spread(np.flatnonzero(packed.held), args.val_frames)
         train.append((_Subset(packed, np.flatnonzero(~packed.held)), mix["packed"]))
-        val += [packed[int(i)] for i in held]
+        val += [packed[i] for i in held]
         log(f"packed: {int((~packed.held).sum())} training crops, {len(held)} validation crops from {args.packed}")
     if "teacher" in mix:
         frames = TeacherFrames(args.teacher_dir)

@@ -58,24 +58,34 @@ def select_openblas_core() -> str | None:
     return core
 
 
-def openblas_core() -> str | None:
-    """The kernel set numpy's OpenBLAS runs (e.g. ``SkylakeX``, ``Prescott``), or None if unknown."""
+def _openblas_libraries() -> list | None:
+    """``[(path, ctypes.CDLL)]`` of the OpenBLAS libraries loaded in this process (from
+    ``/proc/self/maps``; those that cannot be opened are left out), None where the map is unreadable."""
     import ctypes
     import re
 
-    import numpy  # noqa: F401 - its OpenBLAS must be loaded
-
     try:
         with open("/proc/self/maps") as f:
-            libs = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", f.read())))
+            paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", f.read())))
     except OSError:
         return None
-    for path in libs:
-        if "numpy" not in path:
-            continue
+    out = []
+    for path in paths:
         try:
-            lib = ctypes.CDLL(path)
+            out.append((path, ctypes.CDLL(path)))
         except OSError:
+            continue
+    return out
+
+
+def openblas_core() -> str | None:
+    """The kernel set numpy's OpenBLAS runs (e.g. ``SkylakeX``, ``Prescott``), or None if unknown."""
+    import ctypes
+
+    import numpy  # noqa: F401 - its OpenBLAS must be loaded
+
+    for path, lib in _openblas_libraries() or ():
+        if "numpy" not in path:
             continue
         for name in ("openblas_get_corename64_", "openblas_get_corename"):
             fn = getattr(lib, name, None)
@@ -95,19 +105,12 @@ def limit_numpy_blas_threads(n: int) -> bool:
     the 2-core machine the face tracker went from ~3 ms to ~46 ms per frame inside a capture.
     """
     import ctypes
-    import re
 
-    try:
-        with open("/proc/self/maps") as f:
-            libs = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", f.read())))
-    except OSError:
+    libs = _openblas_libraries()
+    if libs is None:
         return False
     done = False
-    for path in libs:                       # numpy's, and copies other wheels (OpenCV, SciPy) bundle
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for _, lib in libs:                     # numpy's, and copies other wheels (OpenCV, SciPy) bundle
         for name in ("openblas_set_num_threads64_", "openblas_set_num_threads"):
             fn = getattr(lib, name, None)
             if fn is not None:

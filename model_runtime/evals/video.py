@@ -256,14 +256,14 @@ def visibility(cap: Capture) -> dict:
 def evaluate(cap: Capture, posed: PosedCapture) -> tuple[dict, str]:
     """The figures of the module docstring, and a line saying where foot contact came from."""
     K = cap["camera_K"].astype(np.float64)
-    valid = cap["valid"].astype(bool)
+    valid, breaks = cap["valid"].astype(bool), _breaks(cap)
     slide, contact_source = foot_slide(cap, posed.joints)
     px = project(posed.keypoints, K)
     return {
         "reprojection_px": reprojection(cap, px),
         "foot_slide_mm_per_frame": slide,
-        "jitter_mm_per_frame2": jitter(posed.joints, valid, _breaks(cap)),
-        "track_breaks": int(_breaks(cap).sum()),
+        "jitter_mm_per_frame2": jitter(posed.joints, valid, breaks),
+        "track_breaks": int(breaks.sum()),
         "valid_fraction": float(valid.mean()) if len(valid) else 0.0,
         "visible_fraction": visibility(cap),
         "feet": feet_figures(cap, posed.joints, foot_slide(cap, posed.joints, labels=False)[0]),

@@ -60,8 +60,6 @@ def save_pose_bank(path, rot: torch.Tensor) -> None:
     """Write body rotations ``rot (P, 22, 3, 3)`` (a :func:`pose_bank`) to ``path`` (``.npz``: ``rot6d
     (P, 22, 6)`` float16, the first two columns, ~13 MB for 50,000 poses), for a machine without the
     MoCap data (:func:`load_pose_bank`; ``SynthConfig.pose_bank``)."""
-    import numpy as np
-
     from ..core.rotations import matrix_to_rot6d
 
     r6 = matrix_to_rot6d(np.asarray(rot, np.float64)).astype(np.float16)

@@ -9,6 +9,7 @@ steps: YCbCr, 4:2:0 chroma, 8x8 DCT quantised with the standard tables scaled by
 :func:`quantise8` for other devices (no image leaves the GPU)."""
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -27,9 +28,11 @@ BLUR_TAPS = 9
 GAMMA = 2.2
 
 
+@functools.cache
 def opencv():
     """OpenCV when it is installed (the CPU path: libjpeg, fast resizes), else None.  A bare GPU machine
-    has torch alone; every step then runs as torch operations (:func:`jpeg_torch`, ``F.interpolate``)."""
+    has torch alone; every step then runs as torch operations (:func:`jpeg_torch`, ``F.interpolate``).
+    Probed once per process (a failed import searches the path again on every call)."""
     try:
         import cv2
     except ImportError:
