@@ -332,3 +332,120 @@ def test_training_on_a_carried_cache_subset_needs_no_opencv_or_mediapipe(real_cr
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "4 training faces" in r.stderr and (tmp_path / "export" / "facenet_builtin.pt").is_file()
+
+
+# ----------------------------------------------------------------------------- the profile expert
+def test_profile_weight_is_a_smooth_gate_on_absolute_yaw():
+    from model_runtime.face.facenet import profile_weight, yaw_deg
+    from model_runtime.face.facenet_synth import _rotation
+
+    yaws = np.array([-80.0, -47.0, -39.5, -32.0, 0.0, 20.0, 32.0, 39.5, 47.0, 89.0])
+    R = np.stack([_rotation(np.radians(y), 0.0, 0.0) for y in yaws])
+    assert np.allclose(np.abs(yaw_deg(R)), np.abs(yaws), atol=1e-9)
+    assert np.allclose(yaw_deg(np.diag([1.0, -1.0, -1.0])), 0.0)
+    w = profile_weight(yaw_deg(R), (32.0, 47.0))
+    assert np.array_equal(w[[0, 1, 8, 9]], [1, 1, 1, 1]) and np.array_equal(w[[3, 4, 5, 6]], [0, 0, 0, 0])
+    assert 0.0 < w[2] < 1.0 and np.isclose(w[2], w[7])           # symmetric in the sign of yaw
+    t = np.linspace(0, 90, 181)
+    assert np.all(np.diff(profile_weight(t, (32.0, 47.0))) >= 0)          # monotonic, no jump
+    assert np.max(np.diff(profile_weight(t, (32.0, 47.0)))) < 0.1
+
+
+@pytest.mark.parametrize("patch, field", [
+    ({"expert": "profile", "gate_yaw_deg": [50.0, 40.0]}, "gate_yaw_deg"),
+    ({"expert": "profile", "gate_yaw_deg": [30.0, float("nan")]}, "gate_yaw_deg"),
+    ({"expert": "profile", "gate_yaw_deg": "32-47"}, "gate_yaw_deg"),
+    ({"gate_yaw_deg": [32.0, 47.0]}, "expert"),
+])
+def test_a_bad_profile_expert_file_is_a_one_line_error_naming_the_field(tmp_path, face_model, patch, field):
+    main = _write_weights(tmp_path, face_model)
+    side = tmp_path / "side"
+    expert = _write_weights(side, face_model, patch)
+    beside = main.with_name(main.stem + "_profile.pt")
+    expert.rename(beside)
+    expert.with_suffix(".json").rename(beside.with_suffix(".json"))
+    with pytest.raises(ModelFileError) as e:
+        FaceNet(face_model, weights=main)                   # found beside the main weights
+    assert e.value.field == field and "\n" not in str(e.value) and beside.with_suffix(".json").name in str(e.value)
+    assert FaceNet(face_model, weights=main, profile=False).profile is None
+
+
+def _render_row(m, corr, yaw_deg_: float, seed: int) -> dict:
+    """One synthetic face (face/facenet_synth.py, noise background) turned by ``yaw_deg_``, pitch and roll 0,
+    as a cache row: the stored crop, its 468 exact landmarks (crop px), and the crop's camera."""
+    from model_runtime.face.facenet_synth import _rotation, render_sample, sample_parameters, smooth_noise
+
+    rng = np.random.default_rng(seed)
+    while True:
+        p = sample_parameters(m, rng)
+        R = _rotation(np.radians(yaw_deg_), 0.0, 0.0)
+        centre = np.asarray(m.mean_shape, np.float64).mean(0)
+        p.update(rotation=R, translation=np.array([0.0, 0.0, 0.8]) - R @ centre, yaw_deg=np.float64(yaw_deg_))
+        row = render_sample(m, corr, p, smooth_noise(rng, 320), rng)
+        if row is not None:
+            A, K = row["A"].astype(np.float64), row["K"].astype(np.float64)
+            Kc = np.eye(3)
+            Kc[0, 0], Kc[1, 1] = A[0, 0] * K[0, 0], A[1, 1] * K[1, 1]
+            Kc[:2, 2] = A[:, :2] @ K[:2, 2] + A[:, 2]
+            row["K_crop"] = Kc
+            return row
+
+
+def _landmark_error(net: FaceNet, row: dict) -> tuple[float, float, float]:
+    """(landmark error / face size, |yaw| of the predicted pose, the expert's weight) of ``net`` on ``row``."""
+    from model_runtime.face.facenet import yaw_deg
+    from model_runtime.face.render import project
+    from model_runtime.models.face_model import face_geometry
+
+    lm = row["landmarks"].astype(np.float64)
+    box = np.concatenate([lm.min(0), lm.max(0) - lm.min(0)])[None]
+    pred, R, t = net.predict(row["crop"], box, row["K_crop"])
+    m = net.model
+    verts = face_geometry(m.mean_shape, m.id_basis, m.exp_basis, pred.identity, pred.expression)[0]
+    px = net.corr.points(project(verts @ R[0].T + t[0], row["K_crop"])[None])[0]
+    size = float(np.sqrt(np.prod(lm.max(0) - lm.min(0))))
+    w = 0.0 if pred.profile_weight is None else float(pred.profile_weight[0])
+    return float(np.linalg.norm(px - lm, axis=-1).mean() / size), float(abs(yaw_deg(R[0]))), w
+
+
+def test_the_shipped_profile_expert_takes_turned_faces_and_leaves_frontal_ones(face_model):
+    """Renders of the face model (exact landmarks; not a training render: another random stream): a frontal
+    face gets the main network's output bit for bit; faces turned 70 deg go to the expert, whose pose is
+    turned as far and whose landmarks are closer than the main network's alone."""
+    from model_runtime.face.correspondence import correspondence_for
+
+    both, main = FaceNet(face_model), FaceNet(face_model, profile=False)
+    assert both.profile is not None and both.gate is not None and main.profile is None
+    lo, hi = both.gate
+    assert 20.0 < lo < hi < 70.0                          # where the real training faces thin out
+    corr = correspondence_for(face_model)
+    front = _render_row(face_model, corr, 0.0, 11)
+    box = np.concatenate([front["landmarks"].min(0), np.ptp(front["landmarks"], 0)])[None]
+    a, b = both.predict(front["crop"], box, front["K_crop"])[0], main.predict(front["crop"], box, front["K_crop"])[0]
+    assert float(a.profile_weight[0]) == 0.0 and b.profile_weight is None
+    for k in ("identity", "expression", "albedo", "sh", "rot6d", "uv", "log_scale"):
+        assert np.array_equal(getattr(a, k), getattr(b, k)), k
+    errs = []
+    for yaw, seed in ((70.0, 12), (-70.0, 13), (75.0, 14), (-65.0, 15)):
+        row = _render_row(face_model, corr, yaw, seed)
+        e_both, yaw_both, w = _landmark_error(both, row)
+        e_main, yaw_main, _ = _landmark_error(main, row)
+        assert w == 1.0 and yaw_both > hi, (yaw, yaw_both)
+        errs.append((e_both, e_main))
+    errs = np.array(errs)
+    assert errs[:, 0].mean() < 0.7 * errs[:, 1].mean(), errs
+
+
+def test_profile_gate_is_read_from_the_real_training_faces():
+    from model_runtime.cli.train_facenet import profile_gate
+    from model_runtime.face.facenet_synth import _rotation
+
+    rng = np.random.default_rng(0)
+    yaws = np.concatenate([rng.uniform(-20, 20, 950), rng.uniform(40, 50, 50), rng.uniform(80, 90, 300)])
+    source = np.concatenate([np.zeros(1000, int), np.full(300, 2)])       # 2: the synthetic source
+    source[:10] = 1                                                        # 1: held out
+    data = {"rotation": np.stack([_rotation(np.radians(y), 0.0, 0.0) for y in yaws]), "source": source}
+    lo, hi = profile_gate(data, ["real", "held", "synth_faces"], [1])
+    real = np.abs(yaws[10:1000])
+    assert np.isclose(lo, np.percentile(real, 95), atol=0.06) and np.isclose(hi, np.percentile(real, 99), atol=0.06)
+    assert 19.0 < lo < hi < 50.0

@@ -260,7 +260,8 @@ def build_pipeline(options: CaptureOptions, detector: Detector | None = None) ->
         from ..face.stage_factory import make_face_stage
         from ..models.load import load_face_model
 
-        face = make_face_stage(options.face_mode, load_face_model(options.face_model), device=device)
+        face = make_face_stage(options.face_mode, load_face_model(options.face_model), device=device,
+                               facenet_weights=options.facenet_weights, facenet_profile=options.facenet_profile)
     if detector is None:
         from ..detectors import detector_from_options
 

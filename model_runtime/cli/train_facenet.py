@@ -58,9 +58,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face-model", default="builtin", help="'builtin' or a Basel face model file")
     p.add_argument("--export-dir", type=Path, default=None,
                    help="where facenet_<model>.pt/.json go (default: the shipped model_runtime/face/weights)")
+    p.add_argument("--expert", choices=("profile",), default=None,
+                   help="export as the profile expert (facenet_<model>_profile.pt, used beside the main network "
+                        "for turned faces; its yaw gate is the 95th-99th percentile of the real training faces' "
+                        "|yaw|; train it with --synth)")
     p.add_argument("--no-export", action="store_true")
     p.add_argument("--export-only", action="store_true",
                    help="export <run-dir>/checkpoint.pt as it is (no training steps)")
+
+
+def profile_gate(data: dict, names: list[str], held: list[int]) -> list[float]:
+    """The profile expert's ``gate_yaw_deg``: the 95th and 99th percentile of |yaw| (teacher rotations) of the
+    cache's real training faces (not synthetic, not held out), rounded to 0.1 deg: where real faces thin out."""
+    import numpy as np
+
+    from ..face.facenet import yaw_deg
+    from ..face.facenet_synth import SYNTH_SOURCE
+
+    drop = set(held) | ({names.index(SYNTH_SOURCE)} if SYNTH_SOURCE in names else set())
+    real = ~np.isin(data["source"], sorted(drop))
+    lo, hi = np.percentile(np.abs(yaw_deg(data["rotation"][real])), [95.0, 99.0])
+    return [round(float(lo), 1), round(float(hi), 1)]
 
 
 def run(args) -> int:
@@ -154,7 +172,9 @@ def run(args) -> int:
                                     if cfg.synth_share > 0 and faces.get(SYNTH_SOURCE) else "")
                                  + "; AFLW2000 never used"},
             "wall_s": round(time.perf_counter() - t0, 1)}
-    out = weights_path(model, args.export_dir or WEIGHTS_DIR)
+    if args.expert == "profile":
+        meta.update(expert="profile", gate_yaw_deg=profile_gate(data, names, held))
+    out = weights_path(model, args.export_dir or WEIGHTS_DIR, expert=args.expert or "")
     save_weights(net, out, meta)
     log(f"wrote {out} and {out.with_suffix('.json')}")
     return 0

@@ -150,6 +150,11 @@ class CaptureOptions:
     face_mode: str = _opt("fit", "face parameters per frame: fit (landmark tracker + keyframe appearance fit, the "
                                  "default), net (FaceNet on the face crop), net+fit (FaceNet initialises the fit)",
                           flag="--face", choices=FACE_MODES)
+    facenet_weights: str | None = _opt(None, "FaceNet weights file for --face net / net+fit (default: the shipped "
+                                             "facenet_<face model>.pt)")
+    facenet_profile: str | None = _opt(None, "FaceNet's profile expert for turned faces: a .pt file, or 'none' "
+                                             "(default: <weights stem>_profile.pt beside the weights, when there is "
+                                             "one)")
     face_every: int = _opt(0, "face keyframes (albedo and lighting) on every N-th face frame; 0 (default) = "
                               "adaptive, about every 5 s; expressions and head pose are tracked on every frame")
     shape_window: int = _opt(30, "valid frames for the per-clip shape and scale (default 30)")
@@ -172,9 +177,10 @@ class CaptureOptions:
             v = getattr(self, name)
             if not isinstance(v, str) or not v or "\x00" in v:
                 raise OptionError(name, f"must be 'builtin' or a file path, got {v!r}")
-        if self.detnet_weights is not None and (not isinstance(self.detnet_weights, str) or not self.detnet_weights
-                                                or "\x00" in self.detnet_weights):
-            raise OptionError("detnet_weights", f"must be a file path, got {self.detnet_weights!r}")
+        for name in ("detnet_weights", "facenet_weights", "facenet_profile"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v or "\x00" in v):
+                raise OptionError(name, f"must be a file path, got {v!r}")
         if self.fov is not None:
             _finite("fov", self.fov, 1.0, 179.0)
         if self.calibration is not None and (not isinstance(self.calibration, str) or not self.calibration):

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputMissingError, InputUnreadableError, ModelFileError
+from .common import facenet_profile_option
 
 YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
 
@@ -59,6 +60,9 @@ def add_arguments(parser) -> None:
                              "(plain_net_cpu_ms_per_face, net_cpu_ratio)")
     parser.add_argument("--facenet-weights", type=Path, default=None,
                         help="FaceNet .pt (default: the shipped weights of the face model)")
+    parser.add_argument("--facenet-profile", type=facenet_profile_option, default=None,
+                        help="FaceNet's profile expert .pt, or 'none' (default: <weights stem>_profile.pt beside "
+                             "the weights, when there is one)")
     parser.add_argument("--no-face-check", action="store_true",
                         help="mediapipe: keep Holistic's face even where it disagrees with the pose (the detector's "
                              "face check off; for comparison)")
@@ -324,7 +328,8 @@ def run(args) -> int:
     if args.face in ("net", "net+fit"):
         from ..face.facenet import FaceNet
 
-        net = FaceNet(face_model, device=args.device, weights=args.facenet_weights, optimise=not args.facenet_plain)
+        net = FaceNet(face_model, device=args.device, weights=args.facenet_weights, optimise=not args.facenet_plain,
+                      profile=args.facenet_profile)
     detector = detector_from_options(args)
     if args.no_face_check and hasattr(detector, "face_check"):
         detector.face_check = False
@@ -332,7 +337,8 @@ def run(args) -> int:
         est = FaceEstimator(args.face, fitter, net)
         est.repeats = max(1, args.timing_repeats)
         if net is not None and args.facenet_compare:
-            est.plain = FaceNet(face_model, device=args.device, weights=args.facenet_weights, optimise=False)
+            est.plain = FaceNet(face_model, device=args.device, weights=args.facenet_weights, optimise=False,
+                                profile=args.facenet_profile)
         out = evaluate(args.dir, detector, est, args.limit,
                        _find_reannotated(args.dir, args.reannotated, args.index_map))
         out["face"] = args.face

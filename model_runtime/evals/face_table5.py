@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .common import facenet_profile_option
+
 METHODS = ("fit", "net", "net-T", "net+fit")
 
 
@@ -32,6 +34,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="at most N evaluated frames per video (0 = all)")
     parser.add_argument("--face-model", default="builtin")
     parser.add_argument("--facenet-weights", type=Path, default=None)
+    parser.add_argument("--facenet-profile", type=facenet_profile_option, default=None,
+                        help="FaceNet's profile expert .pt, or 'none' (default: the one beside the weights, if any)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--seed", type=int, default=0, help="seed of the coarse-box jitter")
 
@@ -167,7 +171,7 @@ def run(args) -> int:
             raise InputMissingError(f"{v}: no such file")
     model = load_face_model(args.face_model)
     corr = correspondence_for(model)
-    net = FaceNet(model, weights=args.facenet_weights)
+    net = FaceNet(model, weights=args.facenet_weights, profile=args.facenet_profile)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     per_video = {v.name: evaluate_video(v, model, corr, net, max(1, args.every), args.limit, args.seed, log)
                  for v in args.videos}

@@ -17,6 +17,16 @@ metadata (format version, face-model kind and signature, sizes, input size, crop
 training summary), checked when loading: a missing, corrupt or mismatched file raises
 :class:`~model_runtime.core.errors.ModelFileError` naming the file and the field.
 
+**Profile expert.** The real training faces are mostly frontal (95 % within 32 deg of yaw), and the
+network trained on them fails on turned faces.  A second network of the same shape, trained with
+synthetic renders at every yaw as well (``train facenet --expert profile``), ships beside it as
+``facenet_<face model>_profile.pt``; its ``.json`` holds ``gate_yaw_deg [lo, hi]``: the 95th and 99th
+percentile of the |yaw| of the real training faces.  :meth:`FaceNet.process` runs the expert on every
+crop (it also sees turned faces, so its yaw is the one to trust), and the main network where the
+expert's |yaw| is below ``hi``; the raw outputs are blended with the expert's weight
+:func:`profile_weight` (0 below ``lo``, 1 above ``hi``, smooth between): frontal faces get the main
+network's output exactly.
+
 Example::
 
     net = FaceNet(load_face_model(), device="cpu")
@@ -49,9 +59,30 @@ SCALE0_PER_CROP: Final[float] = 4.5
 FRONTAL_ROT6D: Final[tuple[float, ...]] = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
 
 
-def weights_path(face_model: FaceModel, weights_dir: Path | str = WEIGHTS_DIR) -> Path:
-    """``weights_dir/facenet_<kind>.pt`` (its metadata next to it as ``.json``)."""
-    return Path(weights_dir) / f"facenet_{face_model.kind}.pt"
+#: the profile expert's file next to the main weights: ``<main stem>_profile.pt``
+PROFILE_SUFFIX: Final[str] = "_profile"
+
+
+def weights_path(face_model: FaceModel, weights_dir: Path | str = WEIGHTS_DIR, expert: str = "") -> Path:
+    """``weights_dir/facenet_<kind>.pt``, or ``facenet_<kind>_profile.pt`` for ``expert="profile"`` (metadata
+    next to it as ``.json``)."""
+    return Path(weights_dir) / f"facenet_{face_model.kind}{'_' + expert if expert else ''}.pt"
+
+
+def yaw_deg(R: np.ndarray) -> np.ndarray:
+    """Head yaw of rotations ``R (..., 3, 3)`` (``x_cam = R x_model``, model +Z out of the face, camera
+    y down, z forward) -> ``(...)`` degrees: the face's forward axis turned about the camera's y axis
+    (0 = facing the camera, sign = towards camera +x)."""
+    fwd = np.asarray(R, np.float64)[..., :, 2]
+    return np.degrees(np.arctan2(fwd[..., 0], -fwd[..., 2]))
+
+
+def profile_weight(yaw: np.ndarray, gate: tuple[float, float]) -> np.ndarray:
+    """The profile expert's blend weight for ``yaw (B,)`` degrees and ``gate = (lo, hi)``: 0 for |yaw| <= lo,
+    1 for |yaw| >= hi, a smoothstep between (no jump as a head turns)."""
+    lo, hi = gate
+    t = np.clip((np.abs(np.asarray(yaw, np.float64)) - lo) / (hi - lo), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
 
 
 def face_anchor(face_model: FaceModel, correspondence) -> np.ndarray:
@@ -227,7 +258,8 @@ class InferenceNet:
 @dataclass(frozen=True)
 class FaceNetPrediction:
     """Per crop (numpy float32): identity ``(B, Ki)``, expression ``(B, Ke)``, albedo ``(B, Ka)``,
-    sh ``(B, 27)``; pose in the crop camera: rot6d ``(B, 6)``, uv ``(B, 2)``, log_scale ``(B,)``."""
+    sh ``(B, 27)``; pose in the crop camera: rot6d ``(B, 6)``, uv ``(B, 2)``, log_scale ``(B,)``;
+    ``profile_weight (B,)``: the profile expert's share of each (None without an expert)."""
 
     identity: np.ndarray
     expression: np.ndarray
@@ -236,6 +268,7 @@ class FaceNetPrediction:
     rot6d: np.ndarray
     uv: np.ndarray
     log_scale: np.ndarray
+    profile_weight: np.ndarray | None = None
 
 
 def pose_in_camera(pred: FaceNetPrediction, A: np.ndarray, K: np.ndarray, anchor: np.ndarray, size: int
@@ -334,33 +367,67 @@ def save_weights(net: FaceNetModule, pt_path: Path, meta: dict) -> None:
     pt_path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def read_gate(json_path: Path, meta: dict) -> tuple[float, float]:
+    """The profile expert's ``gate_yaw_deg`` of its metadata ``meta`` -> ``(lo, hi)`` degrees, checked
+    (``0 <= lo < hi <= 90``; a bad field is a one-line :class:`ModelFileError`)."""
+    if meta.get("expert") != "profile":
+        raise _meta_error(json_path, "expert", f"is {meta.get('expert')!r}, a profile expert's must be 'profile'")
+    gate = meta.get("gate_yaw_deg")
+    ok = (isinstance(gate, list) and len(gate) == 2 and all(isinstance(g, (int, float)) and not isinstance(g, bool)
+                                                             and np.isfinite(g) for g in gate))
+    if not ok or not 0.0 <= gate[0] < gate[1] <= 90.0:
+        raise ModelFileError(json_path, "gate_yaw_deg", f"must be [lo, hi] degrees with 0 <= lo < hi <= 90, got {gate!r}")
+    return float(gate[0]), float(gate[1])
+
+
+class _Net:
+    """One weights file made ready to run: its metadata, the BatchNorm-folded module and its forward."""
+
+    def __init__(self, pt: Path, face_model: FaceModel, device: torch.device, optimise: bool):
+        self.meta = read_metadata(pt.with_suffix(".json"), face_model)
+        self.module = FaceNetModule(face_model.sizes, expression_box=face_model.kind == "builtin",
+                                    input_size=int(self.meta["input_size"]), width=int(self.meta["width"]),
+                                    hidden=int(self.meta["hidden"]))
+        load_state(pt, self.module)
+        self.module.eval()
+        fuse_batchnorm(self.module)
+        self.module.to(device)
+        self.forward = InferenceNet(self.module) if optimise else self.module
+
+
 class FaceNet:
     """FaceNet for one face model: ``process(crops)`` -> :class:`FaceNetPrediction`.
 
     ``weights``: the ``.pt`` file (default :func:`weights_path`, the shipped weights); its ``.json``
-    is checked against ``face_model`` (:func:`read_metadata`).  ``device``: torch device (CPU or CUDA).
-    ``optimise``: run the network as :class:`InferenceNet` (default; False: the plain module, for
-    comparison).
+    is checked against ``face_model`` (:func:`read_metadata`).  ``profile``: the profile expert's ``.pt``
+    (module docstring); default: ``<weights stem>_profile.pt`` beside the weights when it exists; False:
+    none.  ``device``: torch device (CPU or CUDA).  ``optimise``: run the networks as :class:`InferenceNet`
+    (default; False: the plain modules, for comparison).
     """
 
     def __init__(self, face_model: FaceModel, device: str = "cpu", weights: Path | str | None = None,
-                 correspondence=None, optimise: bool = True):
+                 correspondence=None, optimise: bool = True, profile: Path | str | bool | None = None):
         from .correspondence import correspondence_for
 
         self.model = face_model
         self.device = torch.device(device)
         pt = Path(weights) if weights is not None else weights_path(face_model)
-        self.meta = read_metadata(pt.with_suffix(".json"), face_model)
+        main = _Net(pt, face_model, self.device, optimise)
+        self.meta, self.net, self._forward = main.meta, main.module, main.forward
         self.input_size = int(self.meta["input_size"])
         self.crop_scale = float(self.meta["crop_scale"])
-        self.net = FaceNetModule(face_model.sizes, expression_box=face_model.kind == "builtin",
-                                 input_size=self.input_size, width=int(self.meta["width"]),
-                                 hidden=int(self.meta["hidden"]))
-        load_state(pt, self.net)
-        self.net.eval()
-        fuse_batchnorm(self.net)
-        self.net.to(self.device)
-        self._forward = InferenceNet(self.net) if optimise else self.net
+        self.profile, self.gate = None, None
+        if profile is None:
+            side = pt.with_name(pt.stem + PROFILE_SUFFIX + pt.suffix)
+            profile = side if side.with_suffix(".json").is_file() else False
+        if profile is not False:
+            expert = _Net(Path(profile), face_model, self.device, optimise)
+            self.gate = read_gate(Path(profile).with_suffix(".json"), expert.meta)
+            for key in ("input_size", "crop_scale"):
+                if expert.meta[key] != self.meta[key]:
+                    raise ModelFileError(Path(profile).with_suffix(".json"), key, f"is {expert.meta[key]!r}, the main "
+                                         f"network's {pt.with_suffix('.json').name} has {self.meta[key]!r}")
+            self.profile = expert.forward
         self.corr = correspondence or correspondence_for(face_model)
         self.anchor = face_anchor(face_model, self.corr)
         # the first pass pays oneDNN's kernel set-up (~10 ms): pay it here, not in a clip's first frame
@@ -379,13 +446,27 @@ class FaceNet:
         S = self.input_size
         if crops_bgr.ndim != 4 or crops_bgr.shape[1:] != (S, S, 3) or crops_bgr.dtype != np.uint8:
             raise ValueError(f"crops must be (B, {S}, {S}, 3) uint8, got {crops_bgr.shape} {crops_bgr.dtype}")
-        if isinstance(self._forward, InferenceNet):
-            raw = self._forward(torch.as_tensor(np.ascontiguousarray(crops_bgr), device=self.device))
-        else:
-            raw = self._forward(to_input(crops_bgr, self.device))
-        return self._prediction(raw.float().cpu().numpy())
+        if self.profile is None:
+            return self._prediction(self._run(self._forward, crops_bgr))
+        raw = self._run(self.profile, crops_bgr)                      # the expert's yaw decides
+        from ..core.rotations import rot6d_to_matrix
 
-    def _prediction(self, raw: np.ndarray) -> FaceNetPrediction:
+        w = profile_weight(yaw_deg(rot6d_to_matrix(raw[:, :6].astype(np.float64))), self.gate)
+        main = np.flatnonzero(w < 1.0)
+        if len(main):
+            wm = w[main, None].astype(np.float32)
+            raw[main] = (1.0 - wm) * self._run(self._forward, crops_bgr[main]) + wm * raw[main]
+        return self._prediction(raw, w.astype(np.float32))
+
+    def _run(self, forward, crops_bgr: np.ndarray) -> np.ndarray:
+        """One network on uint8 BGR crops -> raw outputs ``(B, D)`` float32 numpy."""
+        if isinstance(forward, InferenceNet):
+            raw = forward(torch.as_tensor(np.ascontiguousarray(crops_bgr), device=self.device))
+        else:
+            raw = forward(to_input(crops_bgr, self.device))
+        return raw.float().cpu().numpy()
+
+    def _prediction(self, raw: np.ndarray, profile_weight: np.ndarray | None = None) -> FaceNetPrediction:
         """Raw outputs ``(B, D)`` (numpy) -> :class:`FaceNetPrediction` (:meth:`FaceNetModule.split` in numpy)."""
         s, o, out = self.net.sizes, 9, {}
         for k in ("identity", "expression", "albedo", "sh"):
@@ -393,7 +474,8 @@ class FaceNet:
             o += s[k]
         if self.net.expression_box:
             out["expression"] = 1.0 / (1.0 + np.exp(-out["expression"]))
-        return FaceNetPrediction(rot6d=raw[:, :6], uv=raw[:, 6:8], log_scale=raw[:, 8], **out)
+        return FaceNetPrediction(rot6d=raw[:, :6], uv=raw[:, 6:8], log_scale=raw[:, 8], profile_weight=profile_weight,
+                                 **out)
 
     def predict(self, image_bgr: np.ndarray, face_boxes: np.ndarray, K: np.ndarray):
         """One image, boxes ``(B, 4)``, camera ``K (3, 3)`` -> ``(prediction, R (B, 3, 3), t (B, 3))``."""

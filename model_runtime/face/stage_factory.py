@@ -8,11 +8,13 @@ from __future__ import annotations
 from .stage import FaceStage
 
 
-def make_face_stage(mode: str, face_model, device: str = "cpu") -> FaceStage:
+def make_face_stage(mode: str, face_model, device: str = "cpu", facenet_weights: str | None = None,
+                    facenet_profile: str | None = None) -> FaceStage:
     """The capture's face stage for ``--face`` ``mode``: ``"fit"`` (:class:`.stage.FaceFitStage`), ``"net"``
     (:class:`.facenet_stage.NetFaceStage`: FaceNet every frame) or ``"net+fit"``
-    (:class:`.facenet_stage.NetFitFaceStage`: FaceNet initialises the fit).  Missing or mismatched FaceNet
-    weights raise :class:`~model_runtime.core.errors.ModelFileError` naming the file."""
+    (:class:`.facenet_stage.NetFitFaceStage`: FaceNet initialises the fit).  ``facenet_weights`` /
+    ``facenet_profile`` (a path, ``"none"``: no profile expert; None: the defaults) choose FaceNet's files.
+    Missing or mismatched FaceNet weights raise :class:`~model_runtime.core.errors.ModelFileError` naming the file."""
     from .fit import FaceFitter
     from .stage import FaceFitStage
 
@@ -23,7 +25,8 @@ def make_face_stage(mode: str, face_model, device: str = "cpu") -> FaceStage:
     from .facenet import FaceNet
     from .facenet_stage import NetFaceStage, NetFitFaceStage
 
-    net = FaceNet(face_model, device=device)
+    profile = None if facenet_profile is None else False if facenet_profile.strip().lower() == "none" else facenet_profile
+    net = FaceNet(face_model, device=device, weights=facenet_weights, profile=profile)
     if mode == "net":
         return NetFaceStage(net)
     return NetFitFaceStage(FaceFitter(face_model, device=device), net)
