@@ -2,7 +2,9 @@
 on MediaPipe's face box, as ``eval aflw2000 --face net`` scores them; the NME in the corner):
 
     .venv/bin/python tools/facenet_aflw_sheet.py --dir ../shared/data/realdata/PRNet/TestImages/AFLW2000 \\
-        --weights A.pt B.pt --labels shipped new --out docs/img/facenet_aflw.png
+        --weights A.pt B.pt --labels shipped new --out docs/img/facenet_aflw.png [--profiles none default]
+
+``--profiles``: per weights file, its profile expert (a ``.pt``, ``none``, or ``default``: the one beside it, if any).
 """
 from __future__ import annotations
 
@@ -33,13 +35,16 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, required=True)
     ap.add_argument("--weights", type=Path, nargs="+", required=True)
     ap.add_argument("--labels", nargs="+", default=None)
+    ap.add_argument("--profiles", nargs="+", default=None)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(1)
     labels = args.labels or [w.parent.name for w in args.weights]
     model = load_face_model()
     fitter = FaceFitter(model)
-    ests = [FaceEstimator("net", fitter, FaceNet(model, weights=w)) for w in args.weights]
+    profiles = args.profiles or ["default"] * len(args.weights)
+    prof = lambda p: None if p == "default" else False if p == "none" else Path(p)  # noqa: E731
+    ests = [FaceEstimator("net", fitter, FaceNet(model, weights=w, profile=prof(p))) for w, p in zip(args.weights, profiles)]
     det = make_detector("mediapipe")
     images = sorted(p for p in args.dir.glob("image*.jpg") if p.with_suffix(".mat").is_file())
     rows = [[] for _ in ests]
