@@ -94,7 +94,7 @@ def test_gap_before_a_break_is_held():
 
 
 # --------------------------------------------------------------------------- the real pipeline
-def _replay_capture(path: Path, switch: bool, drop: bool = True):
+def _replay_capture(path: Path, switch: bool, drop: bool = True, face=None):
     """The replayed demo clip with frame SWITCH_AT - 1 dropped (``drop``) and, with ``switch``, every
     keypoint of the frames from SWITCH_AT on moved SHIFT_PX along x (another person standing there)."""
     from model_runtime.capture.pipeline import CapturePipeline, build_pipeline
@@ -105,13 +105,14 @@ def _replay_capture(path: Path, switch: bool, drop: bool = True):
         def recorded(self, i):
             det = super().recorded(i)
             if switch and int(self.rec["index"][i]) >= SWITCH_AT:
-                for a in (det.body_2d, det.hands_2d, det.wholebody_2d):
-                    a[..., 0] += SHIFT_PX
+                for a in (det.body_2d, det.hands_2d, det.wholebody_2d, det.face_landmarks, det.face_box):
+                    if a is not None:
+                        a[..., 0] += SHIFT_PX
             return det
 
-    opts = CaptureOptions(device="cpu", face=False)
-    base = build_pipeline(opts, detector=ReplayDetector())
-    CapturePipeline(AnotherPerson(drop_person={SWITCH_AT - 1} if drop else ()), base.ik, base.body, None, opts).run(
+    opts = CaptureOptions(device="cpu", face=face is not None)
+    base = build_pipeline(CaptureOptions(device="cpu", face=False), detector=ReplayDetector())
+    CapturePipeline(AnotherPerson(drop_person={SWITCH_AT - 1} if drop else ()), base.ik, base.body, face, opts).run(
         GreyFrames(_load_recording()), path)
     return cf.load_capture(path)
 
@@ -212,3 +213,49 @@ def test_real_football_clip_switches_players(tmp_path):
     assert main(["capture", str(REALDATA / "GVHMR/docs/example_video/tennis.mp4"), "-o", str(tennis), "--end", "100",
                  "--quiet", "--no-face"]) == 0
     assert not cf.load_capture(tennis)["track_break"].any()
+
+
+def test_a_new_track_starts_the_face_tracker_cold():
+    """The face stage (the real landmark tracker, recorded MediaPipe landmarks of the demo clip) warm-starts
+    each face from the last frame's, except after :meth:`new_track`: another person's face is not fitted
+    from this one's pose and expression."""
+    from model_runtime.face.fit import FaceFitter
+    from model_runtime.face.stage import FaceFitStage
+    from model_runtime.models.load import load_face_model
+    from tests.test_capture_orchestration import ReplayDetector
+
+    det = ReplayDetector()
+    frames = [i for i in range(len(det.rec["index"])) if np.isfinite(det.rec["face_box"][i]).all()][:3]
+    stage = FaceFitStage(FaceFitter(load_face_model()))
+    stage.reset(np.array([[900.0, 0, 480], [0, 900.0, 270], [0, 0, 1]]))
+    starts = []
+    track = stage.tracker.track
+
+    def spy(lm, K, identity, previous=None, **kw):
+        starts.append(previous is None)
+        return track(lm, K, identity, previous, **kw)
+
+    stage.tracker.track = spy
+    stage.track(None, det.recorded(frames[0]))
+    stage.track(None, det.recorded(frames[1]))
+    stage.new_track()
+    out = stage.track(None, det.recorded(frames[2]))
+    assert starts == [True, False, True] and out is not None and np.isfinite(out[0]).all()
+
+
+def test_the_pipeline_tells_the_face_stage_where_a_track_starts(tmp_path):
+    """The replayed switch with the real face stage: ``new_track`` is called on the break frame, once."""
+    from model_runtime.face.fit import FaceFitter
+    from model_runtime.face.stage import FaceFitStage
+    from model_runtime.models.load import load_face_model
+
+    stage = FaceFitStage(FaceFitter(load_face_model()))
+    calls, track, new_track = [], stage.track, stage.new_track
+    stage.track = lambda image, det: (calls.append(("track", det.face_box is not None)), track(image, det))[1]
+    stage.new_track = lambda: (calls.append(("new_track", None)), new_track())[1]
+    cap = _replay_capture(tmp_path / "face.npz", True, face=stage)
+    assert np.flatnonzero(cap["track_break"]).tolist() == [SWITCH_AT]
+    assert [c for c in calls if c[0] == "new_track"] == [("new_track", None)]
+    i = calls.index(("new_track", None))
+    assert calls[i + 1][0] == "track"                   # right before the break frame's face is tracked
+    assert sum(c[0] == "track" for c in calls[:i]) == int(cap["valid"][:SWITCH_AT].sum())

@@ -99,6 +99,8 @@ class ClipCapture:
     def _track_face(self, rec: FrameRecord, frame: Frame, det: Detection) -> None:
         """Track the face of one frame (``rec.expression``) and maybe make it a keyframe."""
         t0 = self.timer.now()
+        if rec.track_break:
+            self.face.new_track()
         tracked = self.face.track(frame.image, det)
         self.timer.since("face_track", t0)
         if tracked is None:

@@ -81,6 +81,10 @@ class NetFaceStage:
             expression[self._gaze_keys] = gaze[self._gaze_keys]
         return expression, (R[0], t[0])
 
+    def new_track(self) -> None:
+        """Nothing to carry over: every frame is FaceNet's own (the gaze filter starts again)."""
+        self._gaze = GazeEstimator()
+
     def fit_appearance(self, image_bgr: np.ndarray, detection: Detection, seed: Any) -> np.ndarray | None:
         """Nothing to fit: FaceNet gives the lighting of every frame -> the latest ``(27,)``; the
         keyframe's iris colour is sampled (:mod:`.eye_colour`) with it and the frame's rotation."""

@@ -30,6 +30,10 @@ class FaceStage(Protocol):
         """Inline, every frame (``image_bgr (H, W, 3)`` uint8, its detection): -> ``(expression (E,),
         seed)`` (``seed`` for :meth:`fit_appearance`), or None when the frame has no usable face."""
 
+    def new_track(self) -> None:
+        """The next frame shows another person, or follows a cut: nothing carries over from this frame's face
+        track (the clip's identity and appearance stay)."""
+
     def fit_appearance(self, image_bgr: np.ndarray, detection: Detection, seed: Any) -> np.ndarray | None:
         """Background, keyframes: fit the clip's albedo and the lighting to this frame (tracked as
         ``seed``); -> the lighting ``sh (27,)``, or None when the fit failed."""
@@ -55,7 +59,8 @@ class FaceFitStage:
     * **Identity** (per clip): estimated by the tracker from the landmarks of the first
       ``fitter.config.identity_frames`` face frames (identity free in the Gauss-Newton solve,
       running mean), then frozen; every expression of the clip is tracked with it.
-    * **Expression, head pose** (per frame): the tracker, warm-started from the previous frame.
+    * **Expression, head pose** (per frame): the tracker, warm-started from the previous frame; cold
+      after a frame without a face or a new track (:meth:`new_track`).
     * **Albedo, lighting**: on keyframes, :meth:`.fit.FaceFitter.fit_appearance` (the
       photometric term solved in closed form: alternating ridge regressions for SH and albedo,
       ~25 ms) for the tracked pose, expression and identity; albedo = running mean over the
@@ -126,6 +131,11 @@ class FaceFitStage:
             self._face_frames += 1
         self._track = tr
         return tr.expression, (tr, self._identity.astype(np.float32), self._clip)
+
+    def new_track(self) -> None:
+        """Another person, or a cut (:attr:`~model_runtime.capture.records.FrameRecord.track_break`): the next
+        face starts cold, not from this one's pose and expression."""
+        self._track = None
 
     def fit_appearance(self, image_bgr: np.ndarray, detection: Detection, seed: Any) -> np.ndarray | None:
         from .fit import FaceFitState
