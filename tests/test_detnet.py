@@ -221,6 +221,26 @@ def test_checkpoint_resume_is_exact(demo_samples, tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(e.net.state_dict().values(), net.state_dict().values()))
 
 
+
+def test_training_only_the_hand_branch_leaves_the_body_as_it_was(demo_samples, tmp_path):
+    """``parts="hands"``: the trunk, the body PoseNets and the heat-maps (BatchNorm statistics included) are
+    bit-identical after training; the hand branch moved; a checkpoint of it does not resume as an all-parts run."""
+    cfg = tiny()
+    src = [(_Frames(demo_samples), 1.0)]
+    t = Trainer(cfg, src, demo_samples[:1], steps=10, batch=2, seed=3, parts="hands")
+    before = {k: v.clone() for k, v in t.net.state_dict().items()}
+    t.train(tmp_path / "h", until=3, checkpoint_every=100, log_every=1, log=lambda s: None)
+    after = t.net.state_dict()
+    frozen = [k for k in before if k.split(".")[0] in ("main", "basic", "ext", "heat")]
+    hand = [k for k in before if k.split(".")[0] in ("supp", "body_feat", "hand_nets") and before[k].is_floating_point()]
+    assert frozen and hand
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in hand)
+    with pytest.raises(ValueError, match="trained parts"):
+        Trainer(cfg, src, demo_samples[:1], steps=10, batch=2, seed=3).load(tmp_path / "h" / "checkpoint.pt")
+    with pytest.raises(ValueError, match="parts must be"):
+        Trainer(cfg, src, [], steps=10, parts="face")
+
 def test_weights_round_trip_and_bad_files(tmp_path):
     cfg = tiny()
     net = DetNet(cfg).eval()

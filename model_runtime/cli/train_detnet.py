@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
     p.add_argument("--init-from", type=Path, default=None,
                    help="start a new run from the network weights of this checkpoint.pt (same config)")
+    p.add_argument("--train-parts", choices=("all", "hands"), default="all",
+                   help="hands: only the hand branch learns (body-feature conv, SuppFeatNet, Hand-PoseNets); the "
+                        "body keypoints and the hand/face boxes stay those of the start weights")
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--val-frames", type=int, default=48, help="held-out teacher frames for the validation loss")
@@ -233,7 +236,8 @@ def run(args) -> int:
     device = resolve_device(args.device)
     config = DetNetConfig(size=args.size, hand_features=args.hand_features, input_size=args.input_size)
     train, val = _sources(args, log)
-    trainer = Trainer(config, train, val, args.steps, batch=args.batch, lr=args.lr, seed=args.seed, device=device)
+    trainer = Trainer(config, train, val, args.steps, batch=args.batch, lr=args.lr, seed=args.seed, device=device,
+                      parts=args.train_parts)
     ckpt = run_dir / "checkpoint.pt"
     if args.resume and ckpt.is_file():
         trainer.load(ckpt)
@@ -242,7 +246,7 @@ def run(args) -> int:
         trainer.init_from(args.init_from)
         log(f"network initialised from {args.init_from}")
     export = args.export or run_dir / "best.pt"
-    meta = {"mix": args.mix, "device": device, "threads": args.threads, "batch": args.batch,
+    meta = {"mix": args.mix, "train_parts": args.train_parts, "device": device, "threads": args.threads, "batch": args.batch,
             "teacher": "MediaPipe Holistic 0.10.21 on held-in realdata frames", "hands": "hand-graph-cnn 0-199"}
     t0 = time.perf_counter()
     trainer.train(run_dir, args.until or args.steps, args.checkpoint_every, args.log_every, export, meta,

@@ -28,6 +28,8 @@ from .weights import save_weights
 GRAD_CLIP = 1000.0
 """Gradient-norm guard against a diverging step only (a low clip slowed the keypoint-maps down)."""
 PARTS = ("body_k", "body_d", "body_l", "hand_k", "hand_d", "hand_l", "heat_hand", "heat_face")
+#: what a run may train (``Trainer(parts=...)``)
+TRAIN_PARTS = ("all", "hands")
 
 
 def jitter_boxes(boxes: torch.Tensor, rng: np.random.Generator, amount: float = 0.1) -> torch.Tensor:
@@ -59,22 +61,35 @@ class Trainer:
         sources: ``[(dataset, weight)]``; a dataset has ``len`` and ``[i] -> (image_rgb, labels)``.
         val: ``[(image_rgb, labels)]`` fixed validation samples (no augmentation), may be empty.
         steps: total optimisation steps (the cosine schedule ends there).
+        parts: ``"all"``, or ``"hands"``: only the hand branch learns (body-feature conv, SuppFeatNet,
+            the Hand-PoseNets); the body trunk, both body PoseNets and the heat-maps stay as they are, their
+            BatchNorm statistics too, so the body keypoints and the hand and face boxes do not change.
     """
 
     def __init__(self, config: DetNetConfig, sources: Sequence, val: Sequence, steps: int, batch: int = 16,
-                 lr: float = 1e-3, seed: int = 0, device: str = "cpu", weights: LossWeights = LossWeights()):
+                 lr: float = 1e-3, seed: int = 0, device: str = "cpu", weights: LossWeights = LossWeights(),
+                 parts: str = "all"):
         torch.manual_seed(seed)
         self.config, self.sources, self.val = config, [s for s in sources if len(s[0])], list(val)
         if not self.sources:
             raise ValueError("no training data: every source is empty")
-        self.steps, self.batch, self.lr, self.device, self.w = steps, batch, lr, device, weights
+        if parts not in TRAIN_PARTS:
+            raise ValueError(f"parts must be one of {', '.join(TRAIN_PARTS)}, got {parts!r}")
+        self.steps, self.batch, self.lr, self.device, self.w, self.parts = steps, batch, lr, device, weights, parts
         self.net = DetNet(config).to(device)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        for m in self.frozen():
+            m.requires_grad_(False)
+        self.opt = torch.optim.Adam([p for p in self.net.parameters() if p.requires_grad], lr=lr)
         self.amp = str(device).startswith("cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.rng = np.random.default_rng(seed)
         self.step = 0
         self.best_val = math.inf
+
+    def frozen(self) -> list[torch.nn.Module]:
+        """The modules that do not learn (``parts``)."""
+        n = self.net
+        return [n.main, n.basic, n.ext, n.heat] if self.parts == "hands" else []
 
     def lr_at(self, step: int) -> float:
         """Cosine from ``lr`` to ``lr / 20`` over ``steps`` (after a 100-step warm-up)."""
@@ -98,6 +113,8 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         self.net.train()
+        for m in self.frozen():
+            m.eval()                                  # frozen BatchNorm statistics too
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
         image, labels = make_batch(self.sample(), self.config.input_size, self.rng, True, self.device)
@@ -134,6 +151,7 @@ class Trainer:
     def state(self, history: list) -> dict:
         return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
                 "step": self.step, "best_val": self.best_val, "val_size": len(self.val), "config": self.config.to_dict(),
+                "parts": self.parts,
                 "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
 
     def save(self, path: Path) -> None:
@@ -146,6 +164,8 @@ class Trainer:
         d = torch.load(path, map_location=self.device, weights_only=False)
         if d["config"] != self.config.to_dict():
             raise ValueError(f"{path}: checkpoint config {d['config']} differs from {self.config.to_dict()}")
+        if d.get("parts", "all") != self.parts:
+            raise ValueError(f"{path}: checkpoint trained parts {d.get('parts', 'all')!r}, this run {self.parts!r}")
         self.net.load_state_dict(d["net"])
         self.opt.load_state_dict(d["opt"])
         self.scaler.load_state_dict(d["scaler"])
