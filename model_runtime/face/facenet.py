@@ -400,8 +400,8 @@ class FaceNet:
 
     ``weights``: the ``.pt`` file (default :func:`weights_path`, the shipped weights); its ``.json``
     is checked against ``face_model`` (:func:`read_metadata`).  ``profile``: the profile expert's ``.pt``
-    (module docstring); default: ``<weights stem>_profile.pt`` beside the weights when it exists; False:
-    none.  ``device``: torch device (CPU or CUDA).  ``optimise``: run the networks as :class:`InferenceNet`
+    (module docstring); default (None or True): ``<weights stem>_profile.pt`` beside the weights when it
+    exists; False: none.  ``device``: torch device (CPU or CUDA).  ``optimise``: run the networks as :class:`InferenceNet`
     (default; False: the plain modules, for comparison).
     """
 
@@ -417,7 +417,7 @@ class FaceNet:
         self.input_size = int(self.meta["input_size"])
         self.crop_scale = float(self.meta["crop_scale"])
         self.profile, self.gate = None, None
-        if profile is None:
+        if profile is None or profile is True:
             side = pt.with_name(pt.stem + PROFILE_SUFFIX + pt.suffix)
             profile = side if side.with_suffix(".json").is_file() else False
         if profile is not False:
