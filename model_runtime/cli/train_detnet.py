@@ -246,7 +246,8 @@ def run(args) -> int:
         trainer.init_from(args.init_from)
         log(f"network initialised from {args.init_from}")
     export = args.export or run_dir / "best.pt"
-    meta = {"mix": args.mix, "train_parts": args.train_parts, "device": device, "threads": args.threads, "batch": args.batch,
+    meta = {"mix": args.mix, "train_parts": args.train_parts, "device": device, "threads": args.threads,
+            "batch": args.batch,
             "teacher": "MediaPipe Holistic 0.10.21 on held-in realdata frames", "hands": "hand-graph-cnn 0-199"}
     t0 = time.perf_counter()
     trainer.train(run_dir, args.until or args.steps, args.checkpoint_every, args.log_every, export, meta,

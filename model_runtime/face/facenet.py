@@ -376,7 +376,8 @@ def read_gate(json_path: Path, meta: dict) -> tuple[float, float]:
     ok = (isinstance(gate, list) and len(gate) == 2 and all(isinstance(g, (int, float)) and not isinstance(g, bool)
                                                              and np.isfinite(g) for g in gate))
     if not ok or not 0.0 <= gate[0] < gate[1] <= 90.0:
-        raise ModelFileError(json_path, "gate_yaw_deg", f"must be [lo, hi] degrees with 0 <= lo < hi <= 90, got {gate!r}")
+        raise ModelFileError(json_path, "gate_yaw_deg",
+                             f"must be [lo, hi] degrees with 0 <= lo < hi <= 90, got {gate!r}")
     return float(gate[0]), float(gate[1])
 
 
@@ -401,8 +402,8 @@ class FaceNet:
     ``weights``: the ``.pt`` file (default :func:`weights_path`, the shipped weights); its ``.json``
     is checked against ``face_model`` (:func:`read_metadata`).  ``profile``: the profile expert's ``.pt``
     (module docstring); default (None or True): ``<weights stem>_profile.pt`` beside the weights when it
-    exists; False: none.  ``device``: torch device (CPU or CUDA).  ``optimise``: run the networks as :class:`InferenceNet`
-    (default; False: the plain modules, for comparison).
+    exists; False: none.  ``device``: torch device (CPU or CUDA).  ``optimise``: run the networks as
+    :class:`InferenceNet` (default; False: the plain modules, for comparison).
     """
 
     def __init__(self, face_model: FaceModel, device: str = "cpu", weights: Path | str | None = None,
@@ -466,7 +467,7 @@ class FaceNet:
             raw = forward(to_input(crops_bgr, self.device))
         return raw.float().cpu().numpy()
 
-    def _prediction(self, raw: np.ndarray, profile_weight: np.ndarray | None = None) -> FaceNetPrediction:
+    def _prediction(self, raw: np.ndarray, weight: np.ndarray | None = None) -> FaceNetPrediction:
         """Raw outputs ``(B, D)`` (numpy) -> :class:`FaceNetPrediction` (:meth:`FaceNetModule.split` in numpy)."""
         s, o, out = self.net.sizes, 9, {}
         for k in ("identity", "expression", "albedo", "sh"):
@@ -474,8 +475,7 @@ class FaceNet:
             o += s[k]
         if self.net.expression_box:
             out["expression"] = 1.0 / (1.0 + np.exp(-out["expression"]))
-        return FaceNetPrediction(rot6d=raw[:, :6], uv=raw[:, 6:8], log_scale=raw[:, 8], profile_weight=profile_weight,
-                                 **out)
+        return FaceNetPrediction(rot6d=raw[:, :6], uv=raw[:, 6:8], log_scale=raw[:, 8], profile_weight=weight, **out)
 
     def predict(self, image_bgr: np.ndarray, face_boxes: np.ndarray, K: np.ndarray):
         """One image, boxes ``(B, 4)``, camera ``K (3, 3)`` -> ``(prediction, R (B, 3, 3), t (B, 3))``."""

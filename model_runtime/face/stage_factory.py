@@ -25,7 +25,9 @@ def make_face_stage(mode: str, face_model, device: str = "cpu", facenet_weights:
     from .facenet import FaceNet
     from .facenet_stage import NetFaceStage, NetFitFaceStage
 
-    profile = None if facenet_profile is None else False if facenet_profile.strip().lower() == "none" else facenet_profile
+    profile = facenet_profile
+    if profile is not None and profile.strip().lower() == "none":
+        profile = False
     net = FaceNet(face_model, device=device, weights=facenet_weights, profile=profile)
     if mode == "net":
         return NetFaceStage(net)
