@@ -449,3 +449,21 @@ def test_profile_gate_is_read_from_the_real_training_faces():
     real = np.abs(yaws[10:1000])
     assert np.isclose(lo, np.percentile(real, 95), atol=0.06) and np.isclose(hi, np.percentile(real, 99), atol=0.06)
     assert 19.0 < lo < hi < 50.0
+
+
+def test_capture_options_choose_facenet_files(face_model, tmp_path):
+    """``--facenet-weights`` / ``--facenet-profile`` reach the face stage: 'none' switches the expert off, a
+    candidate without one runs alone, a missing file is a one-line error naming it."""
+    from model_runtime.core.options import CaptureOptions, OptionError
+    from model_runtime.face.stage_factory import make_face_stage
+
+    assert make_face_stage("net", face_model).net.profile is not None
+    assert make_face_stage("net", face_model, facenet_profile="none").net.profile is None
+    cand = _write_weights(tmp_path, face_model)
+    assert make_face_stage("net+fit", face_model, facenet_weights=str(cand)).net.profile is None
+    with pytest.raises(ModelFileError) as e:
+        make_face_stage("net", face_model, facenet_profile=str(tmp_path / "nope_profile.pt"))
+    assert "nope_profile" in str(e.value) and "\n" not in str(e.value)
+    assert CaptureOptions(facenet_profile="none").facenet_profile == "none"
+    with pytest.raises(OptionError):
+        CaptureOptions(facenet_weights="")
