@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputMissingError, InputUnreadableError, ModelFileError
-from .common import facenet_profile_option
 
 YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
 
@@ -60,7 +59,7 @@ def add_arguments(parser) -> None:
                              "(plain_net_cpu_ms_per_face, net_cpu_ratio)")
     parser.add_argument("--facenet-weights", type=Path, default=None,
                         help="FaceNet .pt (default: the shipped weights of the face model)")
-    parser.add_argument("--facenet-profile", type=facenet_profile_option, default=None,
+    parser.add_argument("--facenet-profile", default=None,
                         help="FaceNet's profile expert .pt, or 'none' (default: <weights stem>_profile.pt beside "
                              "the weights, when there is one)")
     parser.add_argument("--no-face-check", action="store_true",

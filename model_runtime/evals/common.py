@@ -134,9 +134,3 @@ def _fmt(v) -> str:
 def mean_or_none(values: Iterable[float]) -> float | None:
     arr = np.asarray(list(values), dtype=np.float64)
     return float(arr.mean()) if arr.size else None
-
-
-def facenet_profile_option(value: str) -> Path | bool:
-    """argparse type of ``--facenet-profile``: a ``.pt`` path, or ``none`` (no profile expert) -> Path or False
-    (:class:`~model_runtime.face.facenet.FaceNet`'s ``profile``)."""
-    return False if value.strip().lower() == "none" else Path(value)

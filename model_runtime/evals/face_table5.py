@@ -23,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import facenet_profile_option
-
 METHODS = ("fit", "net", "net-T", "net+fit")
 
 
@@ -34,7 +32,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="at most N evaluated frames per video (0 = all)")
     parser.add_argument("--face-model", default="builtin")
     parser.add_argument("--facenet-weights", type=Path, default=None)
-    parser.add_argument("--facenet-profile", type=facenet_profile_option, default=None,
+    parser.add_argument("--facenet-profile", default=None,
                         help="FaceNet's profile expert .pt, or 'none' (default: the one beside the weights, if any)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--seed", type=int, default=0, help="seed of the coarse-box jitter")

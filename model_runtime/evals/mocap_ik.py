@@ -177,8 +177,7 @@ def run(args) -> int:
     torch.set_num_threads(args.threads)
     # numpy's BLAS too, as the capture pipeline does: IKSolver's small-batch path is numpy, and a
     # 2-thread OpenBLAS waits for a busy core (measured: 0.5 -> 2-6 ms per frame on the shared CPU)
-    from ..core.blas import limit_numpy_blas_threads
-    from ..core.blas import openblas_core
+    from ..core.blas import limit_numpy_blas_threads, openblas_core
 
     limit_numpy_blas_threads(args.threads)
     log = (lambda s: print(s, file=sys.stderr, flush=True))  # noqa: E731

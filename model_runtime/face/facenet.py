@@ -402,7 +402,7 @@ class FaceNet:
     ``weights``: the ``.pt`` file (default :func:`weights_path`, the shipped weights); its ``.json``
     is checked against ``face_model`` (:func:`read_metadata`).  ``profile``: the profile expert's ``.pt``
     (module docstring); default (None or True): ``<weights stem>_profile.pt`` beside the weights when it
-    exists; False: none.  ``device``: torch device (CPU or CUDA).  ``optimise``: run the networks as
+    exists; False or ``"none"`` (the command-line value): none.  ``device``: torch device (CPU or CUDA).  ``optimise``: run the networks as
     :class:`InferenceNet` (default; False: the plain modules, for comparison).
     """
 
@@ -418,6 +418,8 @@ class FaceNet:
         self.input_size = int(self.meta["input_size"])
         self.crop_scale = float(self.meta["crop_scale"])
         self.profile, self.gate = None, None
+        if isinstance(profile, str) and profile.strip().lower() == "none":
+            profile = False
         if profile is None or profile is True:
             side = pt.with_name(pt.stem + PROFILE_SUFFIX + pt.suffix)
             profile = side if side.with_suffix(".json").is_file() else False

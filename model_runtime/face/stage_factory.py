@@ -25,10 +25,7 @@ def make_face_stage(mode: str, face_model, device: str = "cpu", facenet_weights:
     from .facenet import FaceNet
     from .facenet_stage import NetFaceStage, NetFitFaceStage
 
-    profile = facenet_profile
-    if profile is not None and profile.strip().lower() == "none":
-        profile = False
-    net = FaceNet(face_model, device=device, weights=facenet_weights, profile=profile)
+    net = FaceNet(face_model, device=device, weights=facenet_weights, profile=facenet_profile)
     if mode == "net":
         return NetFaceStage(net)
     return NetFitFaceStage(FaceFitter(face_model, device=device), net)
