@@ -19,6 +19,7 @@ from ..models.keypoints import NUM_BODY_KP
 from .align import AlignConfig, ImageAligner, ModelKeypoints
 from .filters import OneEuroFilter, RotationFilter, slerp
 from .focal import MAX_FRAMES, ClipCamera, FocalEstimate, estimate_focal
+from .scene_focal import SceneFocal, SceneFocalSampler
 from .shape_fit import ShapeFit, ShapeFitConfig, fit_clip_shape
 from .translation import TranslationSolver
 from .visibility import (ARM_JOINTS, BLEND_S, SOURCE_HELD, fit_confidence, mark_reached, reach_joints,
@@ -74,12 +75,17 @@ class ClipAlignment:
         smoothing: the capture's One Euro parameters; live, the fit's result is filtered again,
             causally, by :func:`live_fit_smoothing` of them (None or disabled: not filtered).
         shape_fit: the per-clip beta fit of :meth:`calibrate`, or None (the IK's beta is kept).
+        scene: when the focal is to be estimated (``camera.pending``), measure it first on the scene's
+            vanishing points (:meth:`offer_frame`, :mod:`.scene_focal`); the body's estimate is the fallback.
     """
 
     def __init__(self, keypoints: ModelKeypoints, camera: ClipCamera, config: AlignConfig | None = None,
                  fps: float = 30.0, lookahead: bool = True, smoothing: SmoothingConfig | None = None,
-                 shape_fit: ShapeFitConfig | None = ShapeFitConfig()):
+                 shape_fit: ShapeFitConfig | None = ShapeFitConfig(), scene: bool = True):
         self.kp, self.camera = keypoints, camera
+        # the scene's vanishing points (:mod:`.scene_focal`), sampled while the focal is to be estimated
+        self.scene = SceneFocalSampler(fps) if scene and camera.pending else None
+        self.scene_focal: SceneFocal | None = None
         self.shape_fit_config = shape_fit
         self.shape_fit: ShapeFit | None = None          # the result of the clip's beta fit
         self.aligner = ImageAligner(keypoints, camera.K, config)
@@ -120,10 +126,22 @@ class ClipAlignment:
         (wrist-relative), camera axes (the fit uses directions within the body and within a hand)."""
         return np.stack([np.concatenate([r.body_3d, r.hands_3d.reshape(-1, 3)]) for r in recs])
 
+    def offer_frame(self, t: float, image_bgr, points) -> None:
+        """The frame at ``t`` s: its image and the person's 2D points ``(P, 3)`` (or None), in file order, for
+        the scene's focal estimate (:class:`~.scene_focal.SceneFocalSampler`; nothing once calibrated)."""
+        if self.scene is not None and self.calibrating:
+            self.scene.offer(t, image_bgr, points)
+
+    def close(self) -> None:
+        """Stop the scene estimate's thread (a clip that ends before its calibration)."""
+        if self.scene is not None:
+            self.scene.close()
+
     def calibrate(self, recs, shape) -> bool:
         """Once per clip, on the first window's valid, translated records (IK rotations, Eq. 14
-        translations): the focal when ``camera.pending`` (``camera.K``; source ``estimated``, or
-        ``default`` when the frames do not determine it), then on frames whose shoulders and hips
+        translations): the focal when ``camera.pending`` (``camera.K``; source ``scene`` when the
+        scene's vanishing points give it, else ``estimated`` from the body, or ``default`` when
+        neither determines it), then on frames whose shoulders and hips
         are seen (none when fewer than :data:`MIN_CALIBRATION_FRAMES`) the clip's beta
         (``shape.set_betas``, :func:`~.shape_fit.fit_clip_shape`) and the depth anchoring
         (``shape.rescale``).  Fewer than :data:`MIN_CALIBRATION_FRAMES` frames (live) skip all.
@@ -138,6 +156,12 @@ class ClipAlignment:
         rot, kp2d = np.stack([r.rot for r in recs]), self._kp2d(recs)
         J, _, X = self.kp.pose(rot, np.stack([r.transl for r in recs]))
         changed = False
+        if estimate and self.scene is not None:
+            self.scene_focal = self.scene.result()
+            if self.scene_focal.focal is not None:
+                self.camera.set_focal(self.scene_focal.focal, "scene")
+                self.aligner.set_camera(self.camera.K)
+                changed, estimate = True, False
         if estimate:
             K = self.camera.K
             self.focal = estimate_focal(X[:, :NUM_BODY_KP], kp2d[:, :NUM_BODY_KP], K, (int(round(2 * K[0, 2])), int(round(2 * K[1, 2]))))

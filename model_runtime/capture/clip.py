@@ -55,6 +55,7 @@ class ClipCapture:
             self.keyframes = KeyframeScheduler(worker, options.face_every, live, self.face.current_sh)
         self.postprocess = MotionPostprocessor(K, self.shape, rest_joints, parents, options, live,
                                                face=self.face is not None, align=align, feet=feet)
+        self.align = align
         self._held: deque[FrameRecord] = deque()   # fitted frames waiting for the clip's shape / their face fit
 
     @property
@@ -74,6 +75,8 @@ class ClipCapture:
         self.ik.fit(recs)
         self.timer.since("ik", t0, n=len(recs))
         for rec, (frame, det, _) in zip(recs, batch):
+            if self.align is not None:
+                self.align.offer_frame(rec.time, frame.image, rec.body_2d if rec.valid else None)
             if rec.valid and self.face is not None:
                 self._track_face(rec, frame, det)
             self._held.append(rec)
@@ -95,6 +98,8 @@ class ClipCapture:
     def close(self) -> None:
         if self.keyframes is not None:
             self.keyframes.worker.close()
+        if self.align is not None:
+            self.align.close()
 
     def _track_face(self, rec: FrameRecord, frame: Frame, det: Detection) -> None:
         """Track the face of one frame (``rec.expression``) and maybe make it a keyframe."""

@@ -28,8 +28,9 @@ from ..core.rotations import axis_angle_to_matrix
 from ..geometry.camera import intrinsics_from_fov, load_calibration
 
 #: ``camera_source`` values: a calibration file, ``--fov``, the file's own metadata (:mod:`.lens`: EXIF,
-#: QuickTime), the per-clip estimate, the default field of view
-CAMERA_SOURCES: Final[tuple[str, ...]] = ("calibration", "fov", "metadata", "estimated", "default")
+#: QuickTime), the scene's vanishing points (:mod:`.scene_focal`), the per-clip estimate from the body,
+#: the default field of view
+CAMERA_SOURCES: Final[tuple[str, ...]] = ("calibration", "fov", "metadata", "scene", "estimated", "default")
 #: estimates are kept within these fields of view (degrees across the longer image side)
 FOV_RANGE_DEG: Final[tuple[float, float]] = (20.0, 110.0)
 #: an estimate is used when the posterior standard deviation of log f is below this

@@ -120,7 +120,7 @@ STATIC_KEYS: Final[tuple[str, ...]] = (
 )
 #: static keys that older files lack, and the value they load with.  ``camera_source``: where
 #: ``camera_K`` comes from: "calibration" (a file), "fov" (given), "metadata" (EXIF / QuickTime focal of
-#: the source file), "estimated" (per clip), "default";
+#: the source file), "scene" (the background's vanishing points), "estimated" (per clip, from the body), "default";
 #: ``ground_plane`` zeros: no plane
 STATIC_DEFAULTS: Final[dict[str, object]] = {"camera_source": "default", "ground_plane": (0.0, 0.0, 0.0, 0.0),
                                              "iris_colour": (0.0, 0.0, 0.0),

@@ -1,0 +1,379 @@
+"""The focal length from the scene: vanishing points of the background's straight edges.
+
+The body alone cannot tell the focal length (:mod:`.focal`: a detector's keypoints differ from the
+model's joints by centimetres, as large as the perspective of a person a few metres away).  Most
+footage also shows a room, a court, a street or a building, whose edges run along two or three
+mutually orthogonal directions (a "Manhattan" scene).  Parallel edges meet in the image at a
+vanishing point ``v = K d``; two orthogonal directions ``d_i . d_j = 0`` give, with the principal
+point ``c`` at the image centre and square pixels,
+
+    f^2 = -(v_i - c) . (v_j - c)                                                  (Caprile & Torre 1990)
+
+The pipeline, all pure functions:
+
+* :func:`line_segments`: OpenCV's LSD on the grey image (longer side at most ``max_side`` px), the
+  segments of at least ``min_length`` of the longer side, outside the person's box.
+* :func:`vanishing_points`: sequential RANSAC in the image (no focal needed): hypotheses are the
+  intersections of two segments, a segment supports a point when its direction is within
+  ``angle_tol_deg`` of the line from its midpoint to the point, support = summed length; the point
+  is refined on its supporters (weighted least squares on the homogeneous lines), they are removed,
+  and the next point is searched.  Points at infinity (parallel edges in the image) are kept as such.
+* :func:`focal_from_vanishing_points`: every pair of the strongest points gives ``f^2``; the focal is
+  the one most pairs agree on (orthogonal within ``ortho_tol_deg``), and its uncertainty (std of
+  ``log f``) is a bootstrap over each point's supporting segments.
+* :func:`estimate_scene_focal`: the above on a few frames of the clip, combined by inverse
+  variance; used (``camera_source = "scene"``) only when frames agree and the std of ``log f`` is
+  below :data:`.focal.MAX_LOG_F_STD`, the gate the body estimate has.
+
+Coordinates: pixels, ``x`` right, ``y`` down, principal point at the image centre.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from itertools import combinations
+from dataclasses import dataclass, field
+from typing import Final, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: segments shorter than this share of the image's longer side are ignored
+MIN_LENGTH: Final[float] = 0.025
+#: a segment supports a vanishing point within this angle (degrees)
+ANGLE_TOL_DEG: Final[float] = 1.5
+#: two directions count as orthogonal within this angle (degrees)
+ORTHO_TOL_DEG: Final[float] = 3.0
+#: a vanishing point's direction is taken to be off by this much (degrees; lens distortion, clustered edges)
+DIRECTION_ERROR_DEG: Final[float] = 1.0
+#: a vanishing point needs this many supporting segments
+MIN_SUPPORT: Final[int] = 8
+#: the clip's frames measured (seconds from its first frame)
+SAMPLE_TIMES_S: Final[tuple[float, ...]] = (0.0, 1.0, 2.0)
+#: vanishing points searched per frame
+MAX_VPS: Final[int] = 4
+
+
+@dataclass(frozen=True)
+class VanishingPoint:
+    """``point (3,)`` homogeneous px (unit norm in the conditioned frame; ``point[2] == 0`` at
+    infinity), ``inliers (N,)`` bool over the frame's segments, ``support`` summed length px."""
+
+    point: np.ndarray
+    inliers: np.ndarray
+    support: float
+
+
+@dataclass(frozen=True)
+class SceneFocal:
+    """``focal`` px or None (not measurable), ``log_std`` std of ``log f``, ``pairs`` orthogonal
+    pairs used, ``frames`` frames that gave an estimate, ``per_frame`` their (focal, log_std)."""
+
+    focal: float | None
+    log_std: float
+    pairs: int = 0
+    frames: int = 0
+    per_frame: tuple = field(default_factory=tuple)
+
+
+def line_segments(image_bgr: np.ndarray, exclude: Sequence[Sequence[float]] = (), max_side: int = 720,
+                  min_length: float = MIN_LENGTH) -> np.ndarray:
+    """Straight edges of ``image_bgr (H, W, 3)`` uint8 -> ``(N, 4)`` float64 ``x1, y1, x2, y2`` px of
+    the full image, at least ``min_length`` x the longer side, none with its midpoint in one of the
+    ``exclude`` boxes ``(x, y, w, h)`` px (the person: limbs are straight too)."""
+    import cv2
+
+    H, W = image_bgr.shape[:2]
+    s = min(1.0, max_side / max(H, W))
+    gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+    if s < 1.0:
+        gray = cv2.resize(gray, (max(1, round(W * s)), max(1, round(H * s))), interpolation=cv2.INTER_AREA)
+    lines = cv2.createLineSegmentDetector(cv2.LSD_REFINE_STD).detect(gray)[0]
+    if lines is None:
+        return np.zeros((0, 4))
+    seg = lines.reshape(-1, 4).astype(np.float64) / s
+    length = np.hypot(seg[:, 2] - seg[:, 0], seg[:, 3] - seg[:, 1])
+    keep = length >= min_length * max(H, W)
+    mid = 0.5 * (seg[:, :2] + seg[:, 2:])
+    for box in exclude:
+        x, y, w, h = (float(b) for b in box)
+        if not (np.isfinite([x, y, w, h]).all() and w > 0 and h > 0):
+            continue
+        keep &= ~((mid[:, 0] >= x) & (mid[:, 0] <= x + w) & (mid[:, 1] >= y) & (mid[:, 1] <= y + h))
+    return seg[keep]
+
+
+def _conditioned(seg: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Segments in the conditioned frame (centre at the image centre, longer side / 2 = 1) ->
+    ``lines (N, 3)`` (unit normal in the first two), ``mid (N, 2)``, ``dir (N, 2)`` unit, and the scale."""
+    W, H = image_size
+    scale = 0.5 * max(W, H)
+    p = (seg.reshape(-1, 2, 2) - np.array([W / 2.0, H / 2.0])) / scale
+    a, b = p[:, 0], p[:, 1]
+    d = b - a
+    d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+    normal = np.stack([-d[:, 1], d[:, 0]], 1)
+    lines = np.concatenate([normal, -(normal * a).sum(1, keepdims=True)], 1)
+    return lines, 0.5 * (a + b), d, scale
+
+
+def _angle_sin(points: np.ndarray, mid: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """|sin| of the angle between each segment's direction and the line from its midpoint to each
+    point: ``points (M, 3)`` homogeneous, ``mid``/``direction (N, 2)`` -> ``(M, N)``."""
+    to = points[:, None, :2] - points[:, None, 2:3] * mid[None]                  # (M, N, 2)
+    n = np.linalg.norm(to, axis=-1)
+    cr = np.abs(to[..., 0] * direction[None, :, 1] - to[..., 1] * direction[None, :, 0])
+    return np.where(n > 1e-12, cr / np.maximum(n, 1e-12), 1.0)
+
+
+def _refine(lines: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The point ``(3,)`` (unit) nearest to weighted ``lines (N, 3)``: least eigenvector of ``sum w l l^T``."""
+    A = (lines * weights[:, None]).T @ lines
+    return np.linalg.eigh(A)[1][:, 0]
+
+
+def vanishing_points(segments: np.ndarray, image_size: tuple[int, int], max_vps: int = MAX_VPS,
+                     hypotheses: int = 600, angle_tol_deg: float = ANGLE_TOL_DEG,
+                     min_support: int = MIN_SUPPORT, seed: int = 0) -> list[VanishingPoint]:
+    """Sequential RANSAC (module docstring): ``segments (N, 4)`` px, ``image_size (W, H)`` -> up to
+    ``max_vps`` points, strongest first, in the conditioned frame (see :func:`to_pixels`)."""
+    if len(segments) < 2 * min_support:
+        return []
+    lines, mid, direction, _ = _conditioned(segments, image_size)
+    length = np.hypot(*(segments[:, 2:] - segments[:, :2]).T)
+    tol = math.sin(math.radians(angle_tol_deg))
+    rng = np.random.default_rng(seed)
+    free = np.ones(len(segments), bool)
+    out: list[VanishingPoint] = []
+    for _ in range(max_vps):
+        idx = np.flatnonzero(free)
+        if len(idx) < min_support:
+            break
+        p = length[idx] / length[idx].sum()
+        ij = rng.choice(idx, size=(hypotheses, 2), p=p)
+        ij = ij[ij[:, 0] != ij[:, 1]]
+        cand = np.cross(lines[ij[:, 0]], lines[ij[:, 1]])
+        cand /= np.maximum(np.linalg.norm(cand, axis=1, keepdims=True), 1e-12)
+        ok = _angle_sin(cand, mid[idx], direction[idx]) < tol                     # (M, n)
+        score = ok.astype(np.float64) @ length[idx]
+        best = cand[int(np.argmax(score))]
+        inl = np.zeros(len(segments), bool)
+        inl[idx] = ok[int(np.argmax(score))]
+        for _ in range(3):                                                        # refine, re-select
+            if inl.sum() < 2:
+                break
+            best = _refine(lines[inl], length[inl])
+            inl = free & (_angle_sin(best[None], mid, direction)[0] < tol)
+        if inl.sum() < min_support:
+            break
+        out.append(VanishingPoint(point=best, inliers=inl, support=float(length[inl].sum())))
+        free &= ~inl
+    return out
+
+
+def _pair_f2(p: np.ndarray, q: np.ndarray) -> float:
+    """``f^2`` (conditioned units) making the directions of points ``p``, ``q (3,)`` orthogonal, or
+    nan when a point is (nearly) at infinity (then the pair does not fix ``f``)."""
+    w = p[2] * q[2]
+    if abs(p[2]) < 1e-3 or abs(q[2]) < 1e-3:
+        return float("nan")
+    return float(-(p[0] * q[0] + p[1] * q[1]) / w)
+
+
+def _ortho_deg(p: np.ndarray, q: np.ndarray, f: float) -> float:
+    """Angle (degrees) between 90 and the angle of the directions of points ``p``, ``q`` under focal ``f``."""
+    d1 = np.array([p[0], p[1], p[2] * f])
+    d2 = np.array([q[0], q[1], q[2] * f])
+    c = abs(float(d1 @ d2)) / max(float(np.linalg.norm(d1) * np.linalg.norm(d2)), 1e-12)
+    return math.degrees(math.asin(min(1.0, c)))
+
+
+def _pair_log_f(p: np.ndarray, q: np.ndarray) -> float:
+    """``log f`` (conditioned) of a pair of points, nan when it fixes none or a negative ``f^2``."""
+    f2 = _pair_f2(p, q)
+    return 0.5 * math.log(f2) if np.isfinite(f2) and f2 > 0 else float("nan")
+
+
+def _turned(p: np.ndarray, f: float, rad: float) -> list[np.ndarray]:
+    """Point ``p`` with its direction under focal ``f`` turned by ``rad`` about the two axes normal to it."""
+    d = np.array([p[0], p[1], p[2] * f])
+    d /= np.linalg.norm(d)
+    a = np.cross(d, [0.0, 0.0, 1.0] if abs(d[2]) < 0.9 else [1.0, 0.0, 0.0])
+    a /= np.linalg.norm(a)
+    b = np.cross(d, a)
+    out = []
+    for ax in (a, b):
+        e = d * math.cos(rad) + np.cross(ax, d) * math.sin(rad)
+        out.append(np.array([e[0], e[1], e[2] / f]))
+    return out
+
+
+def _pair_std(p: np.ndarray, q: np.ndarray, f: float, rad: float) -> float:
+    """Std of a pair's ``log f`` when each point's direction is off by ``rad`` (first-order, both axes)."""
+    base = _pair_log_f(p, q)
+    d2 = 0.0
+    for pp in _turned(p, f, rad):
+        d2 += (_pair_log_f(pp, q) - base) ** 2
+    for qq in _turned(q, f, rad):
+        d2 += (_pair_log_f(p, qq) - base) ** 2
+    return math.sqrt(d2) if np.isfinite(d2) else float("inf")
+
+
+def focal_from_vanishing_points(vps: Sequence[VanishingPoint], segments: np.ndarray,
+                                image_size: tuple[int, int], fov_range_deg: tuple[float, float] = (20.0, 110.0),
+                                ortho_tol_deg: float = ORTHO_TOL_DEG, direction_error_deg: float = DIRECTION_ERROR_DEG,
+                                bootstrap: int = 64, seed: int = 0) -> SceneFocal:
+    """Focal px from the vanishing points of one frame (module docstring): for every triple of points,
+    each pair of finite points is a measurement of ``log f`` whose std is that of a systematic
+    ``direction_error_deg`` on each point's direction (and the bootstrap over its segments); the
+    triple's focal is their inverse-variance mean, kept when they agree (chi-square) and its pairs
+    through a point at infinity are orthogonal; the best-supported such triple gives the estimate (a
+    lone pair is not enough: two unrelated edge directions give some focal too).  ``SceneFocal(None, inf)`` when none does."""
+    lines, _, _, scale = _conditioned(segments, image_size)
+    length = np.hypot(*(segments[:, 2:] - segments[:, :2]).T)
+    lo = 1.0 / math.tan(math.radians(fov_range_deg[1]) / 2.0)                  # conditioned: half side = 1
+    hi = 1.0 / math.tan(math.radians(fov_range_deg[0]) / 2.0)
+    pts = [v.point for v in vps]
+    rng = np.random.default_rng(seed)
+    boots = []
+    for v in vps:                                                               # bootstrap refits of each point
+        idx = np.flatnonzero(v.inliers)
+        boots.append([_refine(lines[pick], length[pick])
+                      for pick in (rng.choice(idx, size=len(idx), replace=True) for _ in range(bootstrap))])
+    rad = math.radians(direction_error_deg)
+    pair = {}
+    for a, b in combinations(range(len(pts)), 2):
+        lf = _pair_log_f(pts[a], pts[b])
+        if not (np.isfinite(lf) and math.log(lo) <= lf <= math.log(hi)):
+            continue
+        bs = np.array([_pair_log_f(pa, pb) for pa, pb in zip(boots[a], boots[b])])
+        boot = float(np.nanstd(bs)) if np.isfinite(bs).mean() > 0.9 else float("inf")
+        pair[(a, b)] = (lf, math.hypot(boot, _pair_std(pts[a], pts[b], math.exp(lf), rad)))
+    best = None
+    for group in combinations(range(len(pts)), 3):
+        meas = [pair[pq] for pq in combinations(group, 2) if pq in pair]
+        if not meas:
+            continue
+        lf = np.array([m[0] for m in meas])
+        w = 1.0 / np.array([m[1] for m in meas]) ** 2
+        mean = float((w * lf).sum() / w.sum())
+        std = float(1.0 / math.sqrt(w.sum()))
+        chi2 = float((w * (lf - mean) ** 2).sum())
+        if chi2 > 4.0 * max(len(meas) - 1, 0) + 1e-9 and len(meas) > 1:
+            continue
+        if len(meas) > 1:
+            std *= math.sqrt(max(1.0, chi2 / (len(meas) - 1)))
+        f = math.exp(mean)
+        others = [pq for pq in combinations(group, 2) if pq not in pair]
+        if any(_ortho_deg(pts[a], pts[b], f) > ortho_tol_deg for a, b in others):
+            continue
+        key = (len(group), sum(vps[k].support for k in group))
+        if best is None or key > best[0]:
+            best = (key, f, std, len(meas))
+    if best is None:
+        return SceneFocal(None, float("inf"))
+    _, f, std, n = best
+    return SceneFocal(f * scale, std, n, 1)
+
+
+def to_pixels(point: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """A conditioned homogeneous point -> px ``(2,)`` (inf where it is at infinity)."""
+    W, H = image_size
+    if abs(point[2]) < 1e-12:
+        return np.array([np.inf, np.inf])
+    return point[:2] / point[2] * 0.5 * max(W, H) + np.array([W / 2.0, H / 2.0])
+
+
+def frame_focal(image_bgr: np.ndarray, exclude: Sequence[Sequence[float]] = (), seed: int = 0) -> SceneFocal:
+    """One frame: :func:`line_segments` -> :func:`vanishing_points` -> :func:`focal_from_vanishing_points`."""
+    H, W = image_bgr.shape[:2]
+    seg = line_segments(image_bgr, exclude)
+    vps = vanishing_points(seg, (W, H), seed=seed)
+    if len(vps) < 2:
+        return SceneFocal(None, float("inf"))
+    return focal_from_vanishing_points(vps, seg, (W, H), seed=seed)
+
+
+def combine_frames(estimates: Sequence[SceneFocal], min_share: float = 0.5,
+                   max_log_std: float | None = None) -> SceneFocal:
+    """One clip's focal from its sampled frames' estimates: used when at least ``min_share`` of the
+    frames gave one and they agree.  The frames of a clip see the same scene, so their errors are not
+    independent: the std of ``log f`` is the median frame's, or the spread between the frames when
+    that is larger; ``focal`` is None when it is above ``max_log_std`` (default: the body
+    estimate's gate, :data:`.focal.MAX_LOG_F_STD`)."""
+    from .focal import MAX_LOG_F_STD
+
+    gate = MAX_LOG_F_STD if max_log_std is None else max_log_std
+    per_frame = tuple((e.focal, e.log_std) for e in estimates)
+    got = [e for e in estimates if e.focal is not None and np.isfinite(e.log_std)]
+    if not got or len(got) < min_share * len(estimates):
+        return SceneFocal(None, float("inf"), 0, len(got), per_frame)
+    logs = np.log([e.focal for e in got])
+    std = np.array([e.log_std for e in got])
+    w = 1.0 / std ** 2
+    mean = float((w * logs).sum() / w.sum())
+    log_std = max(float(np.median(std)), float(np.sqrt((w * (logs - mean) ** 2).sum() / w.sum())))
+    focal = math.exp(mean) if log_std <= gate else None
+    return SceneFocal(focal, log_std, int(np.median([e.pairs for e in got])), len(got), per_frame)
+
+
+def person_box(points: np.ndarray, image_size: tuple[int, int], margin: float = 0.15) -> tuple | None:
+    """The ``(x, y, w, h)`` px box around ``points (P, 3)`` (px + confidence, >= 0.3 used), grown by
+    ``margin`` of its size on each side, or None without points."""
+    p = np.asarray(points, np.float64)
+    p = p[(p[:, 2] >= 0.3) & np.isfinite(p[:, :2]).all(1)] if p.ndim == 2 and p.shape[1] >= 3 else p[:0]
+    if len(p) < 2:
+        return None
+    lo, hi = p[:, :2].min(0), p[:, :2].max(0)
+    pad = margin * (hi - lo) + 0.02 * max(image_size)
+    lo, hi = lo - pad, hi + pad
+    return (float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1]))
+
+
+class SceneFocalSampler:
+    """The scene estimate of one clip, computed beside the capture: :meth:`offer` every frame (image and
+    the person's 2D points) until :meth:`result`; the frames at :data:`SAMPLE_TIMES_S` of the clip go to
+    a background thread (:func:`frame_focal` with the person's box left out, ~45 ms of one core per
+    720p-scaled frame); :meth:`result` waits for them and combines them (:func:`combine_frames`)."""
+
+    def __init__(self, fps: float, times_s: Sequence[float] = SAMPLE_TIMES_S):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.fps = float(fps) if fps and fps > 0 else 30.0
+        self._todo = sorted(float(t) for t in times_s)
+        self._t0: float | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scene-focal")
+        self._futures: list = []
+        self._result: SceneFocal | None = None
+
+    def offer(self, t: float, image_bgr: np.ndarray | None, points: np.ndarray | None) -> None:
+        """The clip's frame at ``t`` s (its image, the person's ``(P, 3)`` px + confidence or None)."""
+        if self._result is not None or not self._todo or image_bgr is None or not np.isfinite(t):
+            return
+        if self._t0 is None:
+            self._t0 = t
+        if t - self._t0 + 0.5 / self.fps < self._todo[0]:
+            return
+        while self._todo and t - self._t0 + 0.5 / self.fps >= self._todo[0]:
+            self._todo.pop(0)
+        H, W = image_bgr.shape[:2]
+        box = person_box(points, (W, H)) if points is not None else None
+        self._futures.append(self._pool.submit(frame_focal, image_bgr.copy(), [box] if box else []))
+
+    def result(self) -> SceneFocal:
+        """The clip's estimate from the frames offered so far (waits for their computation)."""
+        if self._result is None:
+            ests = []
+            for fut in self._futures:
+                try:
+                    ests.append(fut.result())
+                except Exception as exc:  # noqa: BLE001 - a frame that cannot be measured gives no estimate
+                    log.warning("scene focal: a sampled frame could not be measured (%s)", exc)
+                    ests.append(SceneFocal(None, float("inf")))
+            self._result = combine_frames(ests) if ests else SceneFocal(None, float("inf"))
+            self._pool.shutdown(wait=False)
+        return self._result
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
