@@ -49,6 +49,13 @@ ORTHO_TOL_DEG: Final[float] = 3.0
 DIRECTION_ERROR_DEG: Final[float] = 1.0
 #: a vanishing point needs this many supporting segments
 MIN_SUPPORT: Final[int] = 8
+#: each point of a triple has at least this share of the strongest point's support
+MIN_RELATIVE_SUPPORT: Final[float] = 0.2
+#: a triple is used when at least this many of its pairs measure the focal (and agree): one pair alone
+#: is not checked by anything (a fridge's bottles converging near the centre gave -30 % on one)
+MIN_MEASUREMENTS: Final[int] = 2
+#: ... each with a std of log f of at most this (a pair through a far point agrees with anything)
+PAIR_MAX_STD: Final[float] = 0.15
 #: the clip's frames measured (seconds from its first frame)
 SAMPLE_TIMES_S: Final[tuple[float, ...]] = (0.0, 1.0, 2.0)
 #: vanishing points searched per frame
@@ -249,11 +256,17 @@ def focal_from_vanishing_points(vps: Sequence[VanishingPoint], segments: np.ndar
             continue
         bs = np.array([_pair_log_f(pa, pb) for pa, pb in zip(boots[a], boots[b])])
         boot = float(np.nanstd(bs)) if np.isfinite(bs).mean() > 0.9 else float("inf")
-        pair[(a, b)] = (lf, math.hypot(boot, _pair_std(pts[a], pts[b], math.exp(lf), rad)))
+        std = math.hypot(boot, _pair_std(pts[a], pts[b], math.exp(lf), rad))
+        if np.isfinite(std) and std > 0:                                        # else it measures nothing
+            pair[(a, b)] = (lf, std)
     best = None
+    strongest = max(v.support for v in vps)
     for group in combinations(range(len(pts)), 3):
+        if min(vps[k].support for k in group) < MIN_RELATIVE_SUPPORT * strongest:
+            continue                                # a handful of texture edges is not a direction of the scene
         meas = [pair[pq] for pq in combinations(group, 2) if pq in pair]
-        if not meas:
+        log.debug("triple %s: pairs (log f, std) %s", group, meas)
+        if sum(m[1] <= PAIR_MAX_STD for m in meas) < MIN_MEASUREMENTS:
             continue
         lf = np.array([m[0] for m in meas])
         w = 1.0 / np.array([m[1] for m in meas]) ** 2
