@@ -1,7 +1,10 @@
 """The scene focal estimate (model_runtime/capture/scene_focal.py) on the calibrated real frames and on the
 clips in ../shared: per frame the estimate, its std and, where a calibration exists, the error.
 
-    python tools/scene_focal_check.py [--shared ../shared/data/realdata] [--frames 6]
+    python tools/scene_focal_check.py [--shared ../shared/data/realdata] [--frames 6] [--all-images]
+
+``--all-images`` also runs every .jpg/.png of at least 200 px under ``--shared`` (no boxes) and lists
+those that get an estimate.
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "realdata")
     ap.add_argument("--frames", type=int, default=6)
+    ap.add_argument("--all-images", action="store_true")
     a = ap.parse_args()
     print("calibrated frames (person's box left out):")
     for name, img, f, box in calibrated(a.shared):
@@ -69,6 +73,21 @@ def main() -> None:
                        and e.log_std <= MAX_LOG_F_STD else "-")
         default = 0.5 * max(W, H) / math.tan(math.radians(30.0))
         print(f"  {Path(clip).name:40s} {W}x{H} (60 deg: {default:.0f} px): {' '.join(out)}")
+    if a.all_images:
+        paths = sorted(p for ext in ("*.jpg", "*.png") for p in a.shared.rglob(ext)
+                       if "IUV" not in p.name and "derived" not in p.parts)
+        measured, given = 0, []
+        for p in paths:
+            img = cv2.imread(str(p))
+            if img is None or min(img.shape[:2]) < 200:
+                continue
+            measured += 1
+            e = frame_focal(img)
+            if e.focal is not None and e.log_std <= MAX_LOG_F_STD:
+                fov = 2 * math.degrees(math.atan(0.5 * max(img.shape[:2]) / e.focal))
+                given.append(f"  {p.relative_to(a.shared)}: {e.focal:.0f} px ({fov:.1f} deg), std {e.log_std:.3f}")
+        print(f"all images: {measured} measured, an estimate on {len(given)}")
+        print("\n".join(given))
 
 
 if __name__ == "__main__":
