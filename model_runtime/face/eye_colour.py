@@ -70,7 +70,6 @@ def sample_eye_colours(image_bgr: np.ndarray, landmarks: np.ndarray, iris: np.nd
     if not (np.isfinite(lm[:, :2]).all() and np.isfinite(ir[:, :2]).all()):
         return None
     H, W = image_bgr.shape[:2]
-    lin = (image_bgr[..., ::-1].astype(np.float32) / 255.0) ** 2.2
     iris_px, sclera_px = [], []
     for contour, k, (up, lo, _, _) in zip(EYE_CONTOURS, IRIS_CENTRE, EYES):
         poly = lm[list(contour), :2]
@@ -87,7 +86,7 @@ def sample_eye_colours(image_bgr: np.ndarray, landmarks: np.ndarray, iris: np.nd
         yy, xx = np.mgrid[y0:y1, x0:x1]
         d = np.hypot(xx + 0.5 - centre[0], yy + 0.5 - centre[1]) / r
         inside = mask.astype(bool)
-        crop = lin[y0:y1, x0:x1]
+        crop = (image_bgr[y0:y1, x0:x1, ::-1].astype(np.float32) / 255.0) ** 2.2     # linear RGB, this eye only
         iris_px.append(crop[inside & (d >= IRIS_RING[0]) & (d <= IRIS_RING[1])])
         sclera_px.append(crop[inside & (d >= SCLERA_FROM)])
     if not iris_px:
