@@ -33,6 +33,14 @@ SENSOR_WIDTH_MM: Final[float] = 36.0
 #: custom property that marks the camera object made for captures (updated, not duplicated)
 CAMERA_TAG: Final[str] = "fullbody_capture_camera"
 CAMERA_NAME: Final[str] = "Capture Camera"
+#: the camera object's property naming where the capture's focal length came from (``camera_source``)
+CAMERA_SOURCE_PROP: Final[str] = "fullbody_camera_source"
+#: how the import report names each ``camera_source`` (model_runtime/capture/focal.py)
+SOURCE_WORDS: Final[dict[str, str]] = {
+    "calibration": "from the calibration file", "fov": "as given (--fov)", "metadata": "from the file's metadata",
+    "scene": "measured on the scene's vanishing points", "estimated": "estimated from the body",
+    "default": "the default guess: give --fov or a calibration if you know the lens",
+}
 #: the Blender camera's local axes (x right, y up, z backwards) in capture-camera axes (x right, y down, z forward)
 _BLENDER_CAMERA_IN_CAPTURE: Final[np.ndarray] = np.diag([1.0, -1.0, -1.0])
 
@@ -67,6 +75,16 @@ def lens_settings(K: np.ndarray, image_size, sensor_width_mm: float = SENSOR_WID
     return LensSettings(lens_mm=float(fx * sensor_width_mm / W), sensor_width_mm=float(sensor_width_mm),
                         shift_x=float((W / 2 - cx) / W), shift_y=float((cy - H / 2) * ycor / W),
                         resolution=(W, H), pixel_aspect=(float(aspect[0]), float(aspect[1])))
+
+
+def lens_description(K: np.ndarray, image_size, source: str) -> str:
+    """One line for the import report: the field of view across the longer image side and where it came
+    from, e.g. ``"47.0 deg, measured on the scene's vanishing points"``."""
+    K = np.asarray(K, np.float64)
+    W, H = (int(v) for v in np.asarray(image_size).reshape(-1)[:2])
+    f = K[0, 0] if W >= H else K[1, 1]
+    fov = 2.0 * np.degrees(np.arctan(0.5 * max(W, H) / f)) if f > 0 else float("nan")
+    return f"{fov:.1f} deg, {SOURCE_WORDS.get(str(source), str(source))}"
 
 
 def camera_world_matrix() -> Matrix:
@@ -111,6 +129,7 @@ def setup_capture_camera(scene, capture, footage: str | Path | None = None, fram
         cam[CAMERA_TAG] = True
         scene.collection.objects.link(cam)
     cam.matrix_world = camera_world_matrix()
+    cam[CAMERA_SOURCE_PROP] = str(capture["camera_source"])
     data = cam.data
     data.type = "PERSP"
     data.sensor_fit = "HORIZONTAL"

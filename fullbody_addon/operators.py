@@ -117,6 +117,7 @@ def import_capture_into_scene(context, path: str, settings=None, create_new: boo
         if camera:
             summary["camera"] = footage.setup_capture_camera(context.scene, cap, footage=video or None,
                                                              frame_start=opts.frame_start).name
+            summary["lens"] = footage.lens_description(cap["camera_K"], cap["image_size"], str(cap["camera_source"]))
     summary["armature"] = arm.name
     summary["warnings"] = warnings
     if cap.num_frames:
@@ -236,7 +237,7 @@ class FULLBODY_OT_import_capture(bpy.types.Operator, ImportHelper):
                                      f"on the timeline")
         self.report({"INFO"}, f"imported {summary['frames']} frames onto '{summary['armature']}' "
                               f"({summary['shape_keys']} shape keys)"
-                              + (f", camera '{summary['camera']}'" if "camera" in summary else ""))
+                              + (f", camera '{summary['camera']}' ({summary['lens']})" if "camera" in summary else ""))
         return {"FINISHED"}
 
 

@@ -259,6 +259,9 @@ def test_blender_camera_matches_camera_K(blender_scene, demo_capture, tmp_path, 
         k_px = np.stack([K[0, 0] * X[:, 0] / X[:, 2] + K[0, 2], K[1, 1] * X[:, 1] / X[:, 2] + K[1, 2]], -1)
         err = np.abs(blender_px - k_px).max()
         assert err < 1.0, f"frame {t}: Blender's camera and camera_K differ by {err:.3f} px"
+    from fullbody_addon.footage import CAMERA_SOURCE_PROP, lens_description
+
+    assert cam[CAMERA_SOURCE_PROP] == str(cap["camera_source"])     # where its focal came from, on the camera
     bg = cam.data.background_images
     if footage:
         clip = bg[0].clip
@@ -272,6 +275,16 @@ def test_blender_camera_matches_camera_K(blender_scene, demo_capture, tmp_path, 
     # importing again updates the same camera instead of adding one
     assert bpy.ops.fullbody.import_capture(filepath=str(path), footage=footage, **opts) == {"FINISHED"}
     assert [o.name for o in bpy.data.objects if o.type == "CAMERA"] == [cam.name]
+
+
+def test_lens_description_names_the_field_of_view_and_its_source():
+    from fullbody_addon.footage import lens_description
+
+    K = np.array([[2211.6, 0, 540.0], [0, 2211.6, 960.0], [0, 0, 1]])
+    assert lens_description(K, (1080, 1920), "scene") == "46.9 deg, measured on the scene's vanishing points"
+    K60 = np.array([[1108.5, 0, 640.0], [0, 1108.5, 360.0], [0, 0, 1]])
+    text = lens_description(K60, (1280, 720), "default")
+    assert text.startswith("60.0 deg, the default guess") and "--fov" in text
 
 
 def test_blender_missing_footage_changes_nothing(blender_scene, demo_capture, tmp_path):
