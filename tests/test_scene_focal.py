@@ -201,3 +201,28 @@ def test_capture_takes_the_focal_from_the_scene(tmp_path):
     assert all(e.focal is not None for e in alone)
     assert min(e.focal for e in alone) * 0.97 < f < max(e.focal for e in alone) * 1.03
     assert abs(f - 1663) > 300
+
+
+H36M_S8 = MMPOSE / "h36m" / "S8" / "S8_WalkDog_1.55011271" / "S8_WalkDog_1.55011271_000026.jpg"
+
+
+@pytest.mark.skipif(not H36M_S8.exists(), reason="needs ../shared (Human3.6M)")
+def test_a_single_photo_gets_the_scene_focal(tmp_path):
+    """A one-image folder (a Human3.6M frame, calibrated focal 1149 px): too few frames for the body's
+    calibration, but the scene's focal needs none; the capture records it."""
+    import subprocess
+    import sys
+
+    from model_runtime.core.capture_file import load_capture
+
+    folder = tmp_path / "photo"
+    folder.mkdir()
+    (folder / "0000.jpg").symlink_to(H36M_S8)       # used in place, not copied
+    out = tmp_path / "photo.npz"
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "model_runtime", "capture", str(folder), "-o", str(out),
+                        "--no-face", "--no-feet", "--quiet"], cwd=repo, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cap = load_capture(out)
+    assert str(cap["camera_source"]) == "scene"
+    assert abs(math.log(float(cap["camera_K"][0, 0]) / 1148.6)) < 0.05

@@ -142,26 +142,27 @@ class ClipAlignment:
         translations): the focal when ``camera.pending`` (``camera.K``; source ``scene`` when the
         scene's vanishing points give it, else ``estimated`` from the body, or ``default`` when
         neither determines it), then on frames whose shoulders and hips
-        are seen (none when fewer than :data:`MIN_CALIBRATION_FRAMES`) the clip's beta
+        are seen (none when fewer than :data:`MIN_CALIBRATION_FRAMES`; the scene's focal is used
+        even then) the clip's beta
         (``shape.set_betas``, :func:`~.shape_fit.fit_clip_shape`) and the depth anchoring
-        (``shape.rescale``).  Fewer than :data:`MIN_CALIBRATION_FRAMES` frames (live) skip all.
+        (``shape.rescale``).  Fewer than :data:`MIN_CALIBRATION_FRAMES` frames skip all but the scene's focal.
         Returns whether ``camera.K`` or the shape changed (joints and translations to solve again)."""
         self.calibrating, estimate = False, self.camera.pending
         self.camera.pending = False
-        recs = [r for r in recs if r.transl_ok][:shape.window]      # the shape's window: same frames, same result
-        if len(recs) < MIN_CALIBRATION_FRAMES:
-            return False
-        recs = recs[::max(1, -(-len(recs) // MAX_FRAMES))]
-        self._set_shape(shape.betas, shape.scale)
-        rot, kp2d = np.stack([r.rot for r in recs]), self._kp2d(recs)
-        J, _, X = self.kp.pose(rot, np.stack([r.transl for r in recs]))
         changed = False
-        if estimate and self.scene is not None:
+        if estimate and self.scene is not None:     # the scene needs no records: a single photo too
             self.scene_focal = self.scene.result()
             if self.scene_focal.focal is not None:
                 self.camera.set_focal(self.scene_focal.focal, "scene")
                 self.aligner.set_camera(self.camera.K)
                 changed, estimate = True, False
+        recs = [r for r in recs if r.transl_ok][:shape.window]      # the shape's window: same frames, same result
+        if len(recs) < MIN_CALIBRATION_FRAMES:
+            return changed
+        recs = recs[::max(1, -(-len(recs) // MAX_FRAMES))]
+        self._set_shape(shape.betas, shape.scale)
+        rot, kp2d = np.stack([r.rot for r in recs]), self._kp2d(recs)
+        J, _, X = self.kp.pose(rot, np.stack([r.transl for r in recs]))
         if estimate:
             K = self.camera.K
             self.focal = estimate_focal(X[:, :NUM_BODY_KP], kp2d[:, :NUM_BODY_KP], K, (int(round(2 * K[0, 2])), int(round(2 * K[1, 2]))))
