@@ -226,3 +226,29 @@ def test_a_single_photo_gets_the_scene_focal(tmp_path):
     cap = load_capture(out)
     assert str(cap["camera_source"]) == "scene"
     assert abs(math.log(float(cap["camera_K"][0, 0]) / 1148.6)) < 0.05
+
+
+@pytest.mark.skipif(not COURTYARD.exists(), reason="needs ../shared (the mmhuman3d courtyard clip)")
+def test_live_capture_measures_the_first_frame(tmp_path):
+    """Live (no look-ahead), the first frame's scene focal is used from that frame on: the file's K is
+    it, the model projects onto the detections through that K, and the first frame's depth is the
+    clip's (not the 60-degree default's, 25 % nearer)."""
+    from model_runtime.capture.pipeline import build_pipeline
+    from model_runtime.capture.sources import open_source
+    from model_runtime.core.capture_file import load_capture
+    from model_runtime.core.options import CaptureOptions
+    from model_runtime.evals.video import PosedCapture, evaluate
+
+    first = frame_focal(cv2.VideoCapture(str(COURTYARD)).read()[1])
+    pipe = build_pipeline(CaptureOptions(device="cpu", face=False, feet=False, end=12))
+    out = tmp_path / "live.npz"
+    with open_source(str(COURTYARD), end=12) as src:
+        pipe.run(src, out, live=True)
+    cap = load_capture(out)
+    assert str(cap["camera_source"]) == "scene"
+    f = float(cap["camera_K"][0, 0])
+    assert first.focal is not None and abs(math.log(f / first.focal)) < 0.03   # the person's box is left out
+    depth = cap["transl"][:, 2]
+    assert abs(depth[0] / np.median(depth) - 1) < 0.05
+    figures, _ = evaluate(cap, PosedCapture(cap))
+    assert figures["reprojection_px"]["body_median"] < 16.0, figures["reprojection_px"]

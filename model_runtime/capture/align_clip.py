@@ -19,7 +19,7 @@ from ..models.keypoints import NUM_BODY_KP
 from .align import AlignConfig, ImageAligner, ModelKeypoints
 from .filters import OneEuroFilter, RotationFilter, slerp
 from .focal import MAX_FRAMES, ClipCamera, FocalEstimate, estimate_focal
-from .scene_focal import SceneFocal, SceneFocalSampler
+from .scene_focal import SceneFocal, SceneFocalSampler, combine_frames, frame_focal, person_box
 from .shape_fit import ShapeFit, ShapeFitConfig, fit_clip_shape
 from .translation import TranslationSolver
 from .visibility import (ARM_JOINTS, BLEND_S, SOURCE_HELD, fit_confidence, mark_reached, reach_joints,
@@ -77,6 +77,7 @@ class ClipAlignment:
         shape_fit: the per-clip beta fit of :meth:`calibrate`, or None (the IK's beta is kept).
         scene: when the focal is to be estimated (``camera.pending``), measure it first on the scene's
             vanishing points (:meth:`offer_frame`, :mod:`.scene_focal`); the body's estimate is the fallback.
+            Live with the default camera, on the first frame.
     """
 
     def __init__(self, keypoints: ModelKeypoints, camera: ClipCamera, config: AlignConfig | None = None,
@@ -85,6 +86,8 @@ class ClipAlignment:
         self.kp, self.camera = keypoints, camera
         # the scene's vanishing points (:mod:`.scene_focal`), sampled while the focal is to be estimated
         self.scene = SceneFocalSampler(fps) if scene and camera.pending else None
+        # live: the first frame is measured at once (no look-ahead; the focal must not change mid-capture)
+        self._live_scene = bool(scene and not lookahead and camera.source == "default")
         self.scene_focal: SceneFocal | None = None
         self.shape_fit_config = shape_fit
         self.shape_fit: ShapeFit | None = None          # the result of the clip's beta fit
@@ -126,11 +129,25 @@ class ClipAlignment:
         (wrist-relative), camera axes (the fit uses directions within the body and within a hand)."""
         return np.stack([np.concatenate([r.body_3d, r.hands_3d.reshape(-1, 3)]) for r in recs])
 
-    def offer_frame(self, t: float, image_bgr, points) -> None:
+    def offer_frame(self, t: float, image_bgr, points) -> bool:
         """The frame at ``t`` s: its image and the person's 2D points ``(P, 3)`` (or None), in file order, for
-        the scene's focal estimate (:class:`~.scene_focal.SceneFocalSampler`; nothing once calibrated)."""
+        the scene's focal estimate (:class:`~.scene_focal.SceneFocalSampler`; nothing once calibrated).
+        Live, the first frame with an image is measured at once (:func:`~.scene_focal.frame_focal`, ~50 ms)
+        and its focal used from that frame on; -> whether ``camera.K`` changed (the caller's translation
+        solver must take the new one)."""
         if self.scene is not None and self.calibrating:
             self.scene.offer(t, image_bgr, points)
+        if not self._live_scene or image_bgr is None:
+            return False
+        self._live_scene = False
+        H, W = image_bgr.shape[:2]
+        box = person_box(points, (W, H)) if points is not None else None
+        self.scene_focal = combine_frames([frame_focal(image_bgr, [box] if box else [])])
+        if self.scene_focal.focal is None:
+            return False
+        self.camera.set_focal(self.scene_focal.focal, "scene")
+        self.aligner.set_camera(self.camera.K)
+        return True
 
     def close(self) -> None:
         """Stop the scene estimate's thread (a clip that ends before its calibration)."""

@@ -75,8 +75,9 @@ class ClipCapture:
         self.ik.fit(recs)
         self.timer.since("ik", t0, n=len(recs))
         for rec, (frame, det, _) in zip(recs, batch):
-            if self.align is not None:
-                self.align.offer_frame(rec.time, frame.image, rec.body_2d if rec.valid else None)
+            if self.align is not None and self.align.offer_frame(rec.time, frame.image,
+                                                                 rec.body_2d if rec.valid else None):
+                self.postprocess.camera_changed()
             if rec.valid and self.face is not None:
                 self._track_face(rec, frame, det)
             self._held.append(rec)

@@ -154,6 +154,11 @@ class MotionPostprocessor:
         self.translation = TranslationSolver(self.align.camera.K)
         return True
 
+    def camera_changed(self) -> None:
+        """The clip's camera got its focal before any frame was translated (live: the scene's, on the
+        first frame, :meth:`.align_clip.ClipAlignment.offer_frame`): Eq. 14 uses the new ``K``."""
+        self.translation = TranslationSolver(self.align.camera.K)
+
     @property
     def calibration_pending(self) -> bool:
         """Whether the clip's calibration (:meth:`.align_clip.ClipAlignment.calibrate`) has yet to run."""
