@@ -72,6 +72,23 @@ def test_ground_plane_robust_to_lifted_feet_and_tilt():
     assert F.fit_ground_plane(np.zeros((2, 3))) is None
 
 
+def test_ground_plane_takes_the_scenes_vertical():
+    """Planted feet of one standing person lie along a strip: they fix the plane's tilt along it only.
+    The scene's measured vertical (scene_focal.SceneFocal.up) orients the rest; without it the weak prior
+    keeps the normal near camera -y.  A camera pitched down 13 degrees (courtyard's)."""
+    rng = np.random.default_rng(1)
+    tilt = rotations.axis_angle_to_matrix(np.radians(-13.0) * np.array([1.0, 0.0, 0.0]))
+    up = tilt @ np.array([0.0, -1.0, 0.0])                           # the scene's vertical, camera frame
+    strip = np.c_[rng.uniform(-0.3, 0.3, 40), np.zeros(40), rng.uniform(3.2, 3.25, 40)]
+    pts = strip - (strip @ up + 1.5)[:, None] * up + rng.normal(0, 0.01, strip.shape)   # 1.5 m below the camera
+    angle = lambda p: np.degrees(np.arccos(np.clip(p[:3] @ up, -1, 1)))  # noqa: E731
+    weak, scene = F.fit_ground_plane(pts), F.fit_ground_plane(pts, up=up)
+    assert angle(scene) < 1.0 and abs(scene[3] - 1.5) < 0.03
+    assert angle(weak) > 5.0                                         # the strip alone leaves it near -y
+    assert np.array_equal(F.fit_ground_plane(pts, up=None), weak)    # no vertical: as before
+    assert scene[1] < 0 and abs((pts @ scene[:3] + scene[3])).max() < 0.05
+
+
 def test_lock_plan_weights_and_targets():
     c = np.array([0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0], bool)
     pos = np.zeros((12, 3))

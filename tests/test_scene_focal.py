@@ -17,10 +17,10 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "reald
 MMPOSE = SHARED / "mmpose" / "tests" / "data"
 
 
-def _room(f: float, size=(960, 720), yaw_deg=35.0, pitch_deg=-12.0, roll_deg=3.0) -> np.ndarray:
+def _room(f: float, size=(960, 720), yaw_deg=35.0, pitch_deg=-12.0, roll_deg=3.0, with_up: bool = False):
     """A rendered room corner seen by a pinhole camera of focal ``f`` px (principal point at the centre):
     a tiled floor and two walls of tiles in two colours, so their edges run along three orthogonal
-    directions.  -> ``(H, W, 3)`` uint8 BGR."""
+    directions.  -> ``(H, W, 3)`` uint8 BGR (and, ``with_up``, the world's up in the camera frame)."""
     W, H = size
     K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
 
@@ -58,16 +58,18 @@ def _room(f: float, size=(960, 720), yaw_deg=35.0, pitch_deg=-12.0, roll_deg=3.0
                   (a * t, (b + 1) * t, 0.0)], col)                                                   # wall z = 0
             quad([(0.0, b * t, a * t), (0.0, b * t, (a + 1) * t), (0.0, (b + 1) * t, (a + 1) * t),
                   (0.0, (b + 1) * t, a * t)], col[::-1])                                             # wall x = 0
-    return img
+    return (img, R @ np.array([0.0, -1.0, 0.0])) if with_up else img
 
 
 @pytest.mark.parametrize("fov", [40.0, 60.0, 85.0])
 def test_recovers_the_focal_of_a_rendered_room(fov):
     size = (960, 720)
     f = 0.5 * max(size) / math.tan(math.radians(fov) / 2)
-    est = frame_focal(_room(f, size))
+    img, up = _room(f, size, with_up=True)
+    est = frame_focal(img)
     assert est.focal is not None and est.log_std <= MAX_LOG_F_STD, est
     assert abs(math.log(est.focal / f)) < 0.03, (est.focal, f)
+    assert est.up is not None and np.degrees(np.arccos(np.clip(est.up @ up, -1, 1))) < 1.5   # the scene's vertical
     assert est.pairs >= 1
 
 
@@ -178,7 +180,8 @@ COURTYARD = SHARED / "mmhuman3d" / "demo" / "resources" / "single_person_demo.mp
 def test_capture_takes_the_focal_from_the_scene(tmp_path):
     """The real capture of the 1080x1920 courtyard clip (a building's wall, paving, window frames):
     ``camera_source`` 'scene', and the file's focal is what the clip's frames at 0, 1 and 2 s give
-    alone (where the 60-degree default would be 1663 px); with ``--fov`` nothing is estimated."""
+    alone (where the 60-degree default would be 1663 px); and the ground plane stands on the scene's
+    vertical (its normal within 3 degrees of the frames' vertical vanishing direction)."""
     import subprocess
     import sys
 
@@ -187,7 +190,7 @@ def test_capture_takes_the_focal_from_the_scene(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "court.npz"
     r = subprocess.run([sys.executable, "-m", "model_runtime", "capture", str(COURTYARD), "-o", str(out),
-                        "--no-face", "--no-feet", "--quiet"], cwd=repo, capture_output=True, text=True, timeout=600)
+                        "--no-face", "--quiet"], cwd=repo, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     cap = load_capture(out)
     assert str(cap["camera_source"]) == "scene"
@@ -201,6 +204,9 @@ def test_capture_takes_the_focal_from_the_scene(tmp_path):
     assert all(e.focal is not None for e in alone)
     assert min(e.focal for e in alone) * 0.97 < f < max(e.focal for e in alone) * 1.03
     assert abs(f - 1663) > 300
+    up = np.mean([e.up for e in alone], axis=0)
+    n = np.asarray(cap["ground_plane"][:3], np.float64)
+    assert np.degrees(np.arccos(n @ up / np.linalg.norm(up) / np.linalg.norm(n))) < 3.0
 
 
 H36M_S8 = MMPOSE / "h36m" / "S8" / "S8_WalkDog_1.55011271" / "S8_WalkDog_1.55011271_000026.jpg"

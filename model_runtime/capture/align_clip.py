@@ -149,6 +149,12 @@ class ClipAlignment:
         self.aligner.set_camera(self.camera.K)
         return True
 
+    def scene_up(self) -> np.ndarray | None:
+        """The scene's vertical in the camera frame (:attr:`.scene_focal.SceneFocal.up`) when the clip's
+        focal came from the scene, else None."""
+        sf = self.scene_focal
+        return None if sf is None or sf.focal is None or self.camera.source != "scene" else sf.up
+
     def close(self) -> None:
         """Stop the scene estimate's thread (a clip that ends before its calibration)."""
         if self.scene is not None:

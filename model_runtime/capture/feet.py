@@ -108,6 +108,8 @@ PLANE_FIRST_S: Final[float] = 2.0
 PLANE_REFIT_S: Final[float] = 5.0
 #: prior weight (m per unit of tilt) of the plane's normal towards camera -y
 PLANE_PRIOR: Final[float] = 0.3
+#: ... and towards the scene's measured vertical when there is one (about 1-2 degrees off: a strong prior)
+SCENE_PLANE_PRIOR: Final[float] = 3.0
 
 
 # ----------------------------------------------------------------------------- pure functions
@@ -182,14 +184,22 @@ def run_means(mask: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def fit_ground_plane(points: np.ndarray, prior: float = PLANE_PRIOR, scale: float = 0.02,
-                     iterations: int = 3, weights: np.ndarray | None = None) -> np.ndarray | None:
+                     iterations: int = 3, weights: np.ndarray | None = None,
+                     up: np.ndarray | None = None) -> np.ndarray | None:
     """Robust plane through ``points (N, 3)`` (camera space, m; ``weights (N,)``, e.g. the frames
     each stands for), normal near camera ``-y``: ``(4,)`` = ``(n, d)`` with ``|n| = 1``,
     ``n . X + d`` = height above the plane, ``n`` pointing up (``n_y < 0``); None for fewer than
     3 points.  Soft-L1 least squares (``scale`` m) on
     ``(tilt_x, tilt_z, d)`` with ``prior`` x tilt as a prior, refitted ``iterations`` times on the
-    points at most ``2 scale`` above the plane (the lower envelope: lifted feet are outliers)."""
+    points at most ``2 scale`` above the plane (the lower envelope: lifted feet are outliers).
+    ``up (3,)``: the scene's measured vertical (:mod:`.scene_focal`, ``up[1] < 0``): the prior pulls the
+    normal towards it with :data:`SCENE_PLANE_PRIOR` instead of towards camera ``-y``."""
     from scipy.optimize import least_squares
+
+    centre = np.zeros(2)
+    if up is not None and np.isfinite(up).all() and up[1] < -0.5:
+        centre = np.array([up[0], up[2]], np.float64) / -float(up[1])      # n ~ (tilt_x, -1, tilt_z)
+        prior = SCENE_PLANE_PRIOR
 
     P = np.asarray(points, np.float64).reshape(-1, 3)
     w = np.ones(len(P)) if weights is None else np.asarray(weights, np.float64).reshape(-1)
@@ -197,12 +207,14 @@ def fit_ground_plane(points: np.ndarray, prior: float = PLANE_PRIOR, scale: floa
     P, w = P[ok], np.sqrt(w[ok] / max(float(w[ok].mean()), 1e-12)) if ok.any() else w[ok]
     if len(P) < 3:
         return None
-    x = np.array([0.0, 0.0, float(np.median(P[:, 1]))])        # n = -y: height = -y + d
+    x = np.array([centre[0], centre[1], 0.0])
+    n0, _ = _plane_from_params(x)
+    x[2] = -float(np.median(P @ n0)) * float(np.linalg.norm([x[0], -1.0, x[1]]))   # through the points' median
     keep = np.ones(len(P), bool)
     for _ in range(iterations):
         def res(x, pts=P[keep], sw=w[keep]):
             n, d = _plane_from_params(x)
-            return np.concatenate([sw * (pts @ n + d), prior * x[:2]])
+            return np.concatenate([sw * (pts @ n + d), prior * (x[:2] - centre)])
         x = least_squares(res, x, loss="soft_l1", f_scale=scale).x
         n, d = _plane_from_params(x)
         h = P @ n + d

@@ -66,12 +66,15 @@ class FootStage:
         K: ``() -> (3, 3)`` the clip's current intrinsics; fps: frames per second.
         ankle_height: ``betas`` -> the rest ankle height above the soles (m, unscaled).
         lookahead: offline (decide with later frames) or live.
+        up: ``() -> (3,) or None``: the scene's measured vertical (camera frame), the ground plane's prior
+            (:func:`.feet.fit_ground_plane`); None: camera ``-y``, weakly.
     """
 
     def __init__(self, rest_joints: Callable[[np.ndarray], np.ndarray], parents: np.ndarray,
                  K: Callable[[], np.ndarray], fps: float, ankle_height: Callable[[np.ndarray], float],
-                 lookahead: bool = True):
+                 lookahead: bool = True, up: Callable[[], np.ndarray | None] | None = None):
         self.rest_joints, self.parents, self.K, self.fps = rest_joints, parents, K, float(fps)
+        self.up = up
         self.ankle_height = ankle_height
         self.live = not lookahead
         self.blend = max(F.BLEND_MIN_FRAMES, round(F.BLEND_S * fps))
@@ -200,7 +203,7 @@ class FootStage:
         if use.sum() < F.PLANE_MIN_FRAMES:
             return None
         pts, frames = F.run_means(use, self._pos.a[:len(use)])
-        return F.fit_ground_plane(pts, weights=frames)
+        return F.fit_ground_plane(pts, weights=frames, up=self.up() if self.up is not None else None)
 
     def _contacts(self, lo: int, hi: int, init, plane: np.ndarray | None = None) -> np.ndarray:
         """Contact ``(hi - lo, 2)`` of frames ``lo..hi-1`` under ``plane`` (default: the current

@@ -192,7 +192,7 @@ class CapturePipeline:
         feet = None
         if opts.feet:
             feet = FootStage(self.rest_joints, self.body.parents, lambda: camera.K, source.fps, self._ankle_height,
-                             lookahead=not live)
+                             lookahead=not live, up=align.scene_up if align is not None else None)
         clip = ClipCapture(self.ik, self.face, self.rest_joints, self.body.parents, opts, K,
                            live=live, stop=stop, timer=timer, align=align, feet=feet)
         values = ClipValues(clip.shape, self.face, opts.body_model, opts.face_model, camera, feet)

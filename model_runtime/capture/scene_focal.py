@@ -56,6 +56,8 @@ MIN_RELATIVE_SUPPORT: Final[float] = 0.2
 MIN_MEASUREMENTS: Final[int] = 2
 #: ... each with a std of log f of at most this (a pair through a far point agrees with anything)
 PAIR_MAX_STD: Final[float] = 0.15
+#: the scene's vertical (:func:`scene_up`) is the triple's direction within this of the camera's y axis
+MAX_VERTICAL_TILT_DEG: Final[float] = 35.0
 #: the clip's frames measured (seconds from its first frame)
 SAMPLE_TIMES_S: Final[tuple[float, ...]] = (0.0, 1.0, 2.0)
 #: vanishing points searched per frame
@@ -75,13 +77,17 @@ class VanishingPoint:
 @dataclass(frozen=True)
 class SceneFocal:
     """``focal`` px or None (not measurable), ``log_std`` std of ``log f``, ``pairs`` orthogonal
-    pairs used, ``frames`` frames that gave an estimate, ``per_frame`` their (focal, log_std)."""
+    pairs used, ``frames`` frames that gave an estimate, ``per_frame`` their (focal, log_std).
+    ``up (3,)``: the scene's vertical, a unit vector in the camera frame (x right, y down, z forward;
+    ``up[1] < 0``), when one of the triple's directions is within :data:`MAX_VERTICAL_TILT_DEG` of the
+    image's vertical, else None."""
 
     focal: float | None
     log_std: float
     pairs: int = 0
     frames: int = 0
     per_frame: tuple = field(default_factory=tuple)
+    up: np.ndarray | None = None
 
 
 def line_segments(image_bgr: np.ndarray, exclude: Sequence[Sequence[float]] = (), max_side: int = 720,
@@ -283,11 +289,23 @@ def focal_from_vanishing_points(vps: Sequence[VanishingPoint], segments: np.ndar
             continue
         key = (len(group), sum(vps[k].support for k in group))
         if best is None or key > best[0]:
-            best = (key, f, std, len(meas))
+            best = (key, f, std, len(meas), group)
     if best is None:
         return SceneFocal(None, float("inf"))
-    _, f, std, n = best
-    return SceneFocal(f * scale, std, n, 1)
+    _, f, std, n, group = best
+    return SceneFocal(f * scale, std, n, 1, up=scene_up([pts[k] for k in group], f))
+
+
+def scene_up(points: Sequence[np.ndarray], f: float) -> np.ndarray | None:
+    """The vertical among the directions of ``points`` (homogeneous, conditioned) under focal ``f``
+    (conditioned): the one nearest the image's ``y`` axis, pointed up (``y < 0``), when within
+    :data:`MAX_VERTICAL_TILT_DEG` of it; else None."""
+    d = np.array([[p[0], p[1], p[2] * f] for p in points], np.float64)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    k = int(np.argmax(np.abs(d[:, 1])))
+    if abs(d[k, 1]) < math.cos(math.radians(MAX_VERTICAL_TILT_DEG)):
+        return None
+    return -d[k] * np.sign(d[k, 1])
 
 
 def to_pixels(point: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
@@ -328,7 +346,12 @@ def combine_frames(estimates: Sequence[SceneFocal], min_share: float = 0.5,
     mean = float((w * logs).sum() / w.sum())
     log_std = max(float(np.median(std)), float(np.sqrt((w * (logs - mean) ** 2).sum() / w.sum())))
     focal = math.exp(mean) if log_std <= gate else None
-    return SceneFocal(focal, log_std, int(np.median([e.pairs for e in got])), len(got), per_frame)
+    ups = [e.up for e in got if e.up is not None]
+    up = None
+    if focal is not None and ups:
+        u = np.mean(ups, axis=0)
+        up = u / np.linalg.norm(u)
+    return SceneFocal(focal, log_std, int(np.median([e.pairs for e in got])), len(got), per_frame, up=up)
 
 
 def person_box(points: np.ndarray, image_size: tuple[int, int], margin: float = 0.15) -> tuple | None:
