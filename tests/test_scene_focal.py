@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import pickle
 from pathlib import Path
 
 import cv2
@@ -138,34 +137,20 @@ def test_the_sampler_measures_the_frames_at_its_times():
     s.close()
 
 
-def _h36m_frames():
-    cams = pickle.load(open(MMPOSE / "h36m" / "cameras.pkl", "rb"))
-    d = np.load(MMPOSE / "h36m" / "test_h36m_body3d.npz")
-    for name, centre, scale in zip(d["imgname"], d["center"], d["scale"]):
-        subject, cam = name.split("/")[0], name.split("/")[-1].split(".")[1].split("_")[0]
-        s = 200.0 * scale
-        yield (name, cv2.imread(str(MMPOSE / "h36m" / name)), float(np.mean(cams[(subject, cam)]["f"])),
-               (centre[0] - s / 2, centre[1] - s / 2, s, s))
-
-
-def _3dhp_frames():
-    for split, cams_file in (("test", "cameras_test.pkl"), ("train", "cameras_train.pkl")):
-        cams = pickle.load(open(MMPOSE / "mpi_inf_3dhp" / cams_file, "rb"))
-        d = np.load(MMPOSE / "mpi_inf_3dhp" / f"test_3dhp_{split}.npz")
-        for name, centre, scale in zip(d["imgname"], d["center"], d["scale"]):
-            base = name.split("/")[-1]
-            s = 200.0 * scale
-            yield (base, cv2.imread(str(MMPOSE / "mpi_inf_3dhp" / base)),
-                   float(np.mean(cams[base.rsplit("_", 1)[0]]["f"])), (centre[0] - s / 2, centre[1] - s / 2, s, s))
-
-
 @pytest.mark.skipif(not (MMPOSE / "h36m" / "cameras.pkl").exists(), reason="needs ../shared (Human3.6M, MPI-INF-3DHP)")
 def test_real_calibrated_cameras():
     """Human3.6M and MPI-INF-3DHP frames with their calibrations (images as shipped, lens distortion
     and all): where the estimate is given it is within 5 % of the calibrated focal, and it is given
     on at least two of the eight; none is wrong."""
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    if str(repo) not in sys.path:
+        sys.path.insert(0, str(repo))
+    from tools.scene_focal_check import calibrated     # the frames and their calibrations, as the docs' check reads them
+
     given = 0
-    for name, img, f, box in list(_h36m_frames()) + list(_3dhp_frames()):
+    for name, img, f, box in calibrated(SHARED):
         est = frame_focal(img, [box])
         if est.focal is not None and est.log_std <= MAX_LOG_F_STD:
             given += 1

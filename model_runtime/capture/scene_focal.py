@@ -18,12 +18,22 @@ The pipeline, all pure functions:
   ``angle_tol_deg`` of the line from its midpoint to the point, support = summed length; the point
   is refined on its supporters (weighted least squares on the homogeneous lines), they are removed,
   and the next point is searched.  Points at infinity (parallel edges in the image) are kept as such.
-* :func:`focal_from_vanishing_points`: every pair of the strongest points gives ``f^2``; the focal is
-  the one most pairs agree on (orthogonal within ``ortho_tol_deg``), and its uncertainty (std of
-  ``log f``) is a bootstrap over each point's supporting segments.
-* :func:`estimate_scene_focal`: the above on a few frames of the clip, combined by inverse
-  variance; used (``camera_source = "scene"``) only when frames agree and the std of ``log f`` is
-  below :data:`.focal.MAX_LOG_F_STD`, the gate the body estimate has.
+* :func:`focal_from_vanishing_points`: every triple of points is a candidate Manhattan frame.  Each
+  pair of finite points measures ``log f`` with a std that combines a bootstrap over the points'
+  segments with a systematic :data:`DIRECTION_ERROR_DEG` on each point's direction (a pair through a
+  far point measures almost nothing).  A triple counts when at least :data:`MIN_MEASUREMENTS` of its
+  pairs measure ``log f`` to :data:`PAIR_MAX_STD` and agree (chi-square), its pairs through a point at
+  infinity are orthogonal within :data:`ORTHO_TOL_DEG`, and each point has at least
+  :data:`MIN_RELATIVE_SUPPORT` of the strongest point's support.  The best-supported triple gives the
+  focal (inverse-variance mean) and the scene's vertical (:func:`scene_up`).
+* :func:`frame_focal`: the three on one frame.  :func:`combine_frames`: a clip's frames, used when at
+  least half of them give a focal and they agree; :class:`SceneFocalSampler` measures the frames at
+  :data:`SAMPLE_TIMES_S` in a worker thread beside the capture.  The capture uses the result
+  (``camera_source = "scene"``) when its std of ``log f`` is at most :data:`.focal.MAX_LOG_F_STD`, the
+  gate the body estimate has (:meth:`.align_clip.ClipAlignment.calibrate`; live, on the first frame).
+
+The rules that keep it from guessing, and what they were measured on, are in docs/fidelity.md ("Focal
+length from the scene").
 
 Coordinates: pixels, ``x`` right, ``y`` down, principal point at the image centre.
 """
@@ -31,8 +41,8 @@ from __future__ import annotations
 
 import logging
 import math
-from itertools import combinations
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Final, Sequence
 
 import numpy as np
