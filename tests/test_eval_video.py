@@ -259,7 +259,7 @@ def test_blender_camera_matches_camera_K(blender_scene, demo_capture, tmp_path, 
         k_px = np.stack([K[0, 0] * X[:, 0] / X[:, 2] + K[0, 2], K[1, 1] * X[:, 1] / X[:, 2] + K[1, 2]], -1)
         err = np.abs(blender_px - k_px).max()
         assert err < 1.0, f"frame {t}: Blender's camera and camera_K differ by {err:.3f} px"
-    from fullbody_addon.footage import CAMERA_SOURCE_PROP, lens_description
+    from fullbody_addon.footage import CAMERA_SOURCE_PROP
 
     assert cam[CAMERA_SOURCE_PROP] == str(cap["camera_source"])     # where its focal came from, on the camera
     bg = cam.data.background_images

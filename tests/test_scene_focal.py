@@ -10,7 +10,7 @@ import pytest
 
 from model_runtime.capture.focal import MAX_LOG_F_STD
 from model_runtime.capture.scene_focal import (SceneFocal, SceneFocalSampler, combine_frames, frame_focal,
-                                               line_segments, person_box, vanishing_points)
+                                               horizon_up, line_segments, person_box, vanishing_points)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "realdata"
 MMPOSE = SHARED / "mmpose" / "tests" / "data"
@@ -72,6 +72,36 @@ def test_recovers_the_focal_of_a_rendered_room(fov):
     assert est.pairs >= 1
 
 
+def test_the_horizon_orients_the_ground_whatever_the_focal():
+    """The rendered room's horizon (through its two horizontal vanishing points) gives the true up under
+    the true K; under another focal, the up of that camera's geometry (the same image line)."""
+    f = 831.4
+    img, up = _room(f, with_up=True)
+    est = frame_focal(img)
+    assert est.horizon is not None
+    K = np.array([[f, 0, 480.0], [0, f, 360.0], [0, 0, 1]])
+    assert np.degrees(np.arccos(np.clip(horizon_up(est.horizon, K) @ up, -1, 1))) < 1.5
+    K2 = K.copy()
+    K2[0, 0] = K2[1, 1] = 2 * f
+    n2 = horizon_up(est.horizon, K2)
+    assert n2[1] < 0 and abs(np.linalg.norm(n2) - 1) < 1e-9
+    line = np.linalg.inv(K2).T @ n2                               # its vanishing line is the same image line
+    np.testing.assert_allclose(line / line[1], est.horizon / est.horizon[1], atol=1e-9)
+
+
+def test_frames_whose_horizons_disagree_give_none():
+    h = lambda y, a=0.0: np.array([a, 1.0, -y])  # noqa: E731  (y = -(a x + c))
+    same = combine_frames([SceneFocal(None, math.inf, horizon=h(150.0)), SceneFocal(None, math.inf, horizon=h(160.0)),
+                           SceneFocal(None, math.inf, horizon=h(155.0))], image_height=720.0)
+    np.testing.assert_allclose(same.horizon, h(155.0))
+    apart = combine_frames([SceneFocal(None, math.inf, horizon=h(20.0)), SceneFocal(None, math.inf, horizon=h(100.0)),
+                            SceneFocal(None, math.inf, horizon=h(235.0))], image_height=720.0)
+    assert apart.horizon is None                                  # a street walked through: no horizon
+    few = combine_frames([SceneFocal(None, math.inf, horizon=h(150.0)), SceneFocal(None, math.inf),
+                          SceneFocal(None, math.inf)], image_height=720.0)
+    assert few.horizon is None
+
+
 def test_a_frontal_wall_does_not_give_a_focal():
     """Seen square on, the wall's edges are parallel in the image (vanishing points at infinity):
     they say nothing of the focal, and the estimate declines instead of guessing."""
@@ -119,11 +149,11 @@ def test_frames_that_disagree_give_no_focal():
 
 
 def test_the_sampler_measures_the_frames_at_its_times():
-    """Frames at 0, 1 and 2 s of the clip (whatever its first frame's time), each once; the result
-    is the rendered room's focal."""
+    """Frames at 0, 1/3 and 2/3 of the calibration window (3 s here: 0, 1, 2 s, whatever the first
+    frame's time), each once; the result is the rendered room's focal."""
     f = 800.0
     img = _room(f)
-    s = SceneFocalSampler(fps=10.0)
+    s = SceneFocalSampler(fps=10.0, window_s=3.0)
     offered = []
     for i in range(40):
         t = 5.0 + i / 10.0
@@ -243,3 +273,32 @@ def test_live_capture_measures_the_first_frame(tmp_path):
     assert abs(depth[0] / np.median(depth) - 1) < 0.05
     figures, _ = evaluate(cap, PosedCapture(cap))
     assert figures["reprojection_px"]["body_median"] < 16.0, figures["reprojection_px"]
+
+
+TENNIS = SHARED / "GVHMR" / "docs" / "example_video" / "tennis.mp4"
+
+
+@pytest.mark.skipif(not TENNIS.exists(), reason="needs ../shared (the GVHMR tennis clip)")
+def test_the_ground_plane_lies_on_the_courts_horizon(tmp_path):
+    """Tennis: no triple (the court gives two directions, no vertical), so the default lens stays; but
+    the court's two directions give the horizon, and the feet's ground plane takes its orientation
+    from it under the clip's K: its vanishing line within 10 px of the court's at the centre column
+    (it was 190 px below it)."""
+    import subprocess
+    import sys
+
+    from model_runtime.core.capture_file import load_capture
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "tennis.npz"
+    r = subprocess.run([sys.executable, "-m", "model_runtime", "capture", str(TENNIS), "-o", str(out), "--end", "90",
+                        "--no-face", "--quiet"], cwd=repo, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cap = load_capture(out)
+    assert str(cap["camera_source"]) == "default"
+    K = cap["camera_K"].astype(np.float64)
+    court = frame_focal(cv2.VideoCapture(str(TENNIS)).read()[1]).horizon
+    assert court is not None
+    a, b, c = np.linalg.inv(K).T @ np.asarray(cap["ground_plane"][:3], np.float64)
+    x = K[0, 2]
+    assert abs(-(a * x + c) / b - (-(court[0] * x + court[2]) / court[1])) < 10.0

@@ -87,14 +87,13 @@ def main() -> None:
     if a.scene:
         seg = line_segments(img)
         vps = vanishing_points(seg, (W, H))
-        pts = [to_pixels(v.point, (W, H)) for v in vps]
-        fin = [p for p in pts if np.isfinite(p).all()]
-        horiz = [p for p in fin if abs(p[1] - H / 2) < 2.0 * H]
-        best = None
+        pts = [to_pixels(v.point, (W, H)) for v in vps]             # strongest first
+        horiz = [p for p in pts if np.isfinite(p).all() and abs(p[1] - H / 2) < 2.0 * H]
+        best = None                                                  # the strongest near-horizontal pair
         for i in range(len(horiz)):
             for j in range(i + 1, len(horiz)):
                 d = horiz[j] - horiz[i]
-                if abs(d[1]) < np.tan(np.radians(10)) * abs(d[0]) and (best is None or abs(d[0]) > best[2]):
+                if best is None and abs(d[1]) < np.tan(np.radians(10)) * abs(d[0]):
                     best = (horiz[i], horiz[j], abs(d[0]))
         if best is not None:
             p, q, _ = best

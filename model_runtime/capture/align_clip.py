@@ -5,6 +5,7 @@ the clip's beta fitted to the image by :mod:`.shape_fit`, depth anchoring) and s
 (:func:`live_fit_smoothing`)."""
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from typing import Final
@@ -19,11 +20,13 @@ from ..models.keypoints import NUM_BODY_KP
 from .align import AlignConfig, ImageAligner, ModelKeypoints
 from .filters import OneEuroFilter, RotationFilter, slerp
 from .focal import MAX_FRAMES, ClipCamera, FocalEstimate, estimate_focal
-from .scene_focal import SceneFocal, SceneFocalSampler, combine_frames, frame_focal, person_box
+from .scene_focal import SceneFocal, SceneFocalSampler, combine_frames, frame_focal, horizon_up, person_box
 from .shape_fit import ShapeFit, ShapeFitConfig, fit_clip_shape
 from .translation import TranslationSolver
 from .visibility import (ARM_JOINTS, BLEND_S, SOURCE_HELD, fit_confidence, mark_reached, reach_joints,
                          release_weights)
+
+log = logging.getLogger(__name__)
 
 #: calibration (:meth:`ClipAlignment.calibrate`): at least this many frames; the depth anchoring
 #: rescales alpha by at most this factor
@@ -77,15 +80,17 @@ class ClipAlignment:
         shape_fit: the per-clip beta fit of :meth:`calibrate`, or None (the IK's beta is kept).
         scene: when the focal is to be estimated (``camera.pending``), measure it first on the scene's
             vanishing points (:meth:`offer_frame`, :mod:`.scene_focal`); the body's estimate is the fallback.
-            Live with the default camera, on the first frame.
+            Live with the default camera, on the first frame.  ``scene_window``: the frames the calibration
+            waits for (the shape window), over which the scene's frames are sampled.
     """
 
     def __init__(self, keypoints: ModelKeypoints, camera: ClipCamera, config: AlignConfig | None = None,
                  fps: float = 30.0, lookahead: bool = True, smoothing: SmoothingConfig | None = None,
-                 shape_fit: ShapeFitConfig | None = ShapeFitConfig(), scene: bool = True):
+                 shape_fit: ShapeFitConfig | None = ShapeFitConfig(), scene: bool = True, scene_window: int = 30):
         self.kp, self.camera = keypoints, camera
         # the scene's vanishing points (:mod:`.scene_focal`), sampled while the focal is to be estimated
-        self.scene = SceneFocalSampler(fps) if scene and camera.pending else None
+        self.scene = SceneFocalSampler(fps, window_s=scene_window / max(float(fps), 1e-6)) \
+            if scene and camera.pending else None
         # live: the first frame is measured at once (no look-ahead; the focal must not change mid-capture)
         self._live_scene = bool(scene and not lookahead and camera.source == "default")
         self.scene_focal: SceneFocal | None = None
@@ -142,7 +147,7 @@ class ClipAlignment:
         self._live_scene = False
         H, W = image_bgr.shape[:2]
         box = person_box(points, (W, H)) if points is not None else None
-        self.scene_focal = combine_frames([frame_focal(image_bgr, [box] if box else [])])
+        self.scene_focal = combine_frames([frame_focal(image_bgr, [box] if box else [])], image_height=float(H))
         if self.scene_focal.focal is None:
             return False
         self.camera.set_focal(self.scene_focal.focal, "scene")
@@ -150,10 +155,16 @@ class ClipAlignment:
         return True
 
     def scene_up(self) -> np.ndarray | None:
-        """The scene's vertical in the camera frame (:attr:`.scene_focal.SceneFocal.up`) when the clip's
-        focal came from the scene, else None."""
+        """The scene's vertical in the camera frame: the measured one (:attr:`.scene_focal.SceneFocal.up`)
+        when the clip's focal came from the scene; else the normal of the ground whose vanishing line is the
+        scene's horizon (:attr:`~.scene_focal.SceneFocal.horizon`) under the clip's ``K``
+        (:func:`~.scene_focal.horizon_up`); None without either."""
         sf = self.scene_focal
-        return None if sf is None or sf.focal is None or self.camera.source != "scene" else sf.up
+        if sf is None:
+            return None
+        if sf.focal is not None and self.camera.source == "scene" and sf.up is not None:
+            return sf.up
+        return None if sf.horizon is None else horizon_up(sf.horizon, self.camera.K)
 
     def close(self) -> None:
         """Stop the scene estimate's thread (a clip that ends before its calibration)."""
@@ -175,6 +186,10 @@ class ClipAlignment:
         changed = False
         if estimate and self.scene is not None:     # the scene needs no records: a single photo too
             self.scene_focal = self.scene.result()
+            sf = self.scene_focal
+            log.info("scene: focal %s (std of log f %.3f, %d of %d sampled frames), horizon %s",
+                     "none" if sf.focal is None else f"{sf.focal:.0f} px", sf.log_std, sf.frames, len(sf.per_frame),
+                     "none" if sf.horizon is None else f"y = -({sf.horizon[0]:.4f} x + {sf.horizon[2]:.1f})")
             if self.scene_focal.focal is not None:
                 self.camera.set_focal(self.scene_focal.focal, "scene")
                 self.aligner.set_camera(self.camera.K)

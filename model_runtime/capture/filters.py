@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import math
-from typing import Final, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 

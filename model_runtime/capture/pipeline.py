@@ -183,6 +183,7 @@ class CapturePipeline:
             if self._keypoints is None:
                 self._keypoints = ModelKeypoints(self.body)
             align = ClipAlignment(self._keypoints, camera, fps=source.fps, lookahead=not live,
+                                  scene_window=opts.shape_window,
                                   smoothing=opts.smoothing)
         if self.face is not None:
             self.face.reset(K)

@@ -28,7 +28,7 @@ The pipeline, all pure functions:
   focal (inverse-variance mean) and the scene's vertical (:func:`scene_up`).
 * :func:`frame_focal`: the three on one frame.  :func:`combine_frames`: a clip's frames, used when at
   least half of them give a focal and they agree; :class:`SceneFocalSampler` measures the frames at
-  :data:`SAMPLE_TIMES_S` in a worker thread beside the capture.  The capture uses the result
+  :data:`SAMPLE_SHARES` of the clip's calibration window in a worker thread beside the capture.  The capture uses the result
   (``camera_source = "scene"``) when its std of ``log f`` is at most :data:`.focal.MAX_LOG_F_STD`, the
   gate the body estimate has (:meth:`.align_clip.ClipAlignment.calibrate`; live, on the first frame).
 
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from typing import Final, Sequence
 
@@ -68,8 +68,15 @@ MIN_MEASUREMENTS: Final[int] = 2
 PAIR_MAX_STD: Final[float] = 0.15
 #: the scene's vertical (:func:`scene_up`) is the triple's direction within this of the camera's y axis
 MAX_VERTICAL_TILT_DEG: Final[float] = 35.0
-#: the clip's frames measured (seconds from its first frame)
-SAMPLE_TIMES_S: Final[tuple[float, ...]] = (0.0, 1.0, 2.0)
+#: :func:`horizon_line`: its points within this many image heights of the centre row, the line through
+#: them within this angle of the image's horizontal
+HORIZON_MAX_OFFSET: Final[float] = 2.0
+HORIZON_MAX_TILT_DEG: Final[float] = 10.0
+#: :func:`combine_frames`: the frames' horizons agree within this share of the image height at the centre
+HORIZON_AGREE: Final[float] = 0.05
+#: the clip's frames measured: these shares of its calibration window (the frames its calibration
+#: waits for), so that a 50 fps clip gets as many as a 12 fps one
+SAMPLE_SHARES: Final[tuple[float, ...]] = (0.0, 1.0 / 3.0, 2.0 / 3.0)
 #: vanishing points searched per frame
 MAX_VPS: Final[int] = 4
 
@@ -90,7 +97,9 @@ class SceneFocal:
     pairs used, ``frames`` frames that gave an estimate, ``per_frame`` their (focal, log_std).
     ``up (3,)``: the scene's vertical, a unit vector in the camera frame (x right, y down, z forward;
     ``up[1] < 0``), when one of the triple's directions is within :data:`MAX_VERTICAL_TILT_DEG` of the
-    image's vertical, else None."""
+    image's vertical, else None.  ``horizon (3,)``: the image line ``a x + b y + c = 0`` (px, ``b = 1``)
+    through the two strongest points that lie on a near-horizontal line (:func:`horizon_line`): the
+    vanishing line of the ground, whatever the focal; None when there is none."""
 
     focal: float | None
     log_std: float
@@ -98,6 +107,7 @@ class SceneFocal:
     frames: int = 0
     per_frame: tuple = field(default_factory=tuple)
     up: np.ndarray | None = None
+    horizon: np.ndarray | None = None
 
 
 def line_segments(image_bgr: np.ndarray, exclude: Sequence[Sequence[float]] = (), max_side: int = 720,
@@ -333,11 +343,37 @@ def frame_focal(image_bgr: np.ndarray, exclude: Sequence[Sequence[float]] = (), 
     vps = vanishing_points(seg, (W, H), seed=seed)
     if len(vps) < 2:
         return SceneFocal(None, float("inf"))
-    return focal_from_vanishing_points(vps, seg, (W, H), seed=seed)
+    est = focal_from_vanishing_points(vps, seg, (W, H), seed=seed)
+    return replace(est, horizon=horizon_line(vps, (W, H)))
+
+
+def horizon_line(vps: Sequence[VanishingPoint], image_size: tuple[int, int]) -> np.ndarray | None:
+    """The ground's vanishing line: through the strongest pair of finite points, each within
+    :data:`HORIZON_MAX_OFFSET` image heights of the centre row, whose joining line is within
+    :data:`HORIZON_MAX_TILT_DEG` of the image's horizontal (horizontal directions of the scene, a camera
+    with little roll).  -> ``(a, b, c)`` px with ``b = 1`` (``y = -(a x + c)``), or None."""
+    W, H = image_size
+    pts = [to_pixels(v.point, image_size) for v in vps]
+    ok = [i for i, p in enumerate(pts) if np.isfinite(p).all() and abs(p[1] - H / 2.0) <= HORIZON_MAX_OFFSET * H]
+    tilt = math.tan(math.radians(HORIZON_MAX_TILT_DEG))
+    for i, j in combinations(ok, 2):                   # strongest first
+        d = pts[j] - pts[i]
+        if abs(d[1]) <= tilt * abs(d[0]) and abs(d[0]) > 0:
+            a = -d[1] / d[0]
+            return np.array([a, 1.0, -(pts[i][1] + a * pts[i][0])])
+    return None
+
+
+def horizon_up(horizon: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """The ground's normal (unit, camera frame, pointing up: ``y < 0``) whose vanishing line is
+    ``horizon (3,)`` under intrinsics ``K (3, 3)``: ``n ~ K^T l``."""
+    n = np.asarray(K, np.float64).T @ np.asarray(horizon, np.float64)
+    n /= np.linalg.norm(n)
+    return n if n[1] < 0 else -n
 
 
 def combine_frames(estimates: Sequence[SceneFocal], min_share: float = 0.5,
-                   max_log_std: float | None = None) -> SceneFocal:
+                   max_log_std: float | None = None, image_height: float = 1000.0) -> SceneFocal:
     """One clip's focal from its sampled frames' estimates: used when at least ``min_share`` of the
     frames gave one and they agree.  The frames of a clip see the same scene, so their errors are not
     independent: the std of ``log f`` is the median frame's, or the spread between the frames when
@@ -347,9 +383,10 @@ def combine_frames(estimates: Sequence[SceneFocal], min_share: float = 0.5,
 
     gate = MAX_LOG_F_STD if max_log_std is None else max_log_std
     per_frame = tuple((e.focal, e.log_std) for e in estimates)
+    horizon = _common_horizon(estimates, min_share, image_height)
     got = [e for e in estimates if e.focal is not None and np.isfinite(e.log_std)]
     if not got or len(got) < min_share * len(estimates):
-        return SceneFocal(None, float("inf"), 0, len(got), per_frame)
+        return SceneFocal(None, float("inf"), 0, len(got), per_frame, horizon=horizon)
     logs = np.log([e.focal for e in got])
     std = np.array([e.log_std for e in got])
     w = 1.0 / std ** 2
@@ -361,7 +398,21 @@ def combine_frames(estimates: Sequence[SceneFocal], min_share: float = 0.5,
     if focal is not None and ups:
         u = np.mean(ups, axis=0)
         up = u / np.linalg.norm(u)
-    return SceneFocal(focal, log_std, int(np.median([e.pairs for e in got])), len(got), per_frame, up=up)
+    return SceneFocal(focal, log_std, int(np.median([e.pairs for e in got])), len(got), per_frame, up=up,
+                      horizon=horizon)
+
+
+def _common_horizon(estimates: Sequence[SceneFocal], min_share: float, height: float) -> np.ndarray | None:
+    """The frames' horizon (median line) when at least ``min_share`` of them have one and they agree
+    (their rows at columns 0 and ``height`` within :data:`HORIZON_AGREE` x ``height``); else None."""
+    lines = [e.horizon for e in estimates if e.horizon is not None]
+    if not lines or len(lines) < min_share * len(estimates):
+        return None
+    L = np.stack(lines)                                             # (n, 3), b = 1: y = -(a x + c)
+    rows = -(L[:, :1] * np.array([[0.0, height]]) + L[:, 2:])      # y at x = 0 and x = height
+    if np.ptp(rows, axis=0).max() > HORIZON_AGREE * height:
+        return None
+    return np.median(L, axis=0)
 
 
 def person_box(points: np.ndarray, image_size: tuple[int, int], margin: float = 0.15) -> tuple | None:
@@ -379,15 +430,16 @@ def person_box(points: np.ndarray, image_size: tuple[int, int], margin: float = 
 
 class SceneFocalSampler:
     """The scene estimate of one clip, computed beside the capture: :meth:`offer` every frame (image and
-    the person's 2D points) until :meth:`result`; the frames at :data:`SAMPLE_TIMES_S` of the clip go to
+    the person's 2D points) until :meth:`result`; the frames at :data:`SAMPLE_SHARES` of the first
+    ``window_s`` seconds (the calibration window: offline the shape's first frames) go to
     a background thread (:func:`frame_focal` with the person's box left out, ~45 ms of one core per
     720p-scaled frame); :meth:`result` waits for them and combines them (:func:`combine_frames`)."""
 
-    def __init__(self, fps: float, times_s: Sequence[float] = SAMPLE_TIMES_S):
+    def __init__(self, fps: float, window_s: float = 2.5, shares: Sequence[float] = SAMPLE_SHARES):
         from concurrent.futures import ThreadPoolExecutor
 
         self.fps = float(fps) if fps and fps > 0 else 30.0
-        self._todo = sorted(float(t) for t in times_s)
+        self._todo = sorted(float(k) * float(window_s) for k in shares)
         self._t0: float | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scene-focal")
         self._futures: list = []
@@ -404,6 +456,7 @@ class SceneFocalSampler:
         while self._todo and t - self._t0 + 0.5 / self.fps >= self._todo[0]:
             self._todo.pop(0)
         H, W = image_bgr.shape[:2]
+        self._height = float(H)
         box = person_box(points, (W, H)) if points is not None else None
         self._futures.append(self._pool.submit(frame_focal, image_bgr.copy(), [box] if box else []))
 
@@ -417,7 +470,8 @@ class SceneFocalSampler:
                 except Exception as exc:  # noqa: BLE001 - a frame that cannot be measured gives no estimate
                     log.warning("scene focal: a sampled frame could not be measured (%s)", exc)
                     ests.append(SceneFocal(None, float("inf")))
-            self._result = combine_frames(ests) if ests else SceneFocal(None, float("inf"))
+            self._result = (combine_frames(ests, image_height=getattr(self, "_height", 1000.0)) if ests
+                            else SceneFocal(None, float("inf")))
             self._pool.shutdown(wait=False)
         return self._result
 
