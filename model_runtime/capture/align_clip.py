@@ -78,21 +78,23 @@ class ClipAlignment:
         smoothing: the capture's One Euro parameters; live, the fit's result is filtered again,
             causally, by :func:`live_fit_smoothing` of them (None or disabled: not filtered).
         shape_fit: the per-clip beta fit of :meth:`calibrate`, or None (the IK's beta is kept).
-        scene: when the focal is to be estimated (``camera.pending``), measure it first on the scene's
-            vanishing points (:meth:`offer_frame`, :mod:`.scene_focal`); the body's estimate is the fallback.
-            Live with the default camera, on the first frame.  ``scene_window``: the frames the calibration
-            waits for (the shape window), over which the scene's frames are sampled.
+        scene: measure the scene's vanishing points (:meth:`offer_frame`, :mod:`.scene_focal`): its focal
+            when the focal is to be estimated (``camera.pending``; the body's estimate is the fallback), and
+            whatever the lens its vertical or horizon for the ground plane (:meth:`scene_up`).  Live, on
+            the first frame (its focal only with the default camera).  ``scene_window``: the frames the
+            calibration waits for (the shape window), over which the scene's frames are sampled.
     """
 
     def __init__(self, keypoints: ModelKeypoints, camera: ClipCamera, config: AlignConfig | None = None,
                  fps: float = 30.0, lookahead: bool = True, smoothing: SmoothingConfig | None = None,
                  shape_fit: ShapeFitConfig | None = ShapeFitConfig(), scene: bool = True, scene_window: int = 30):
         self.kp, self.camera = keypoints, camera
-        # the scene's vanishing points (:mod:`.scene_focal`), sampled while the focal is to be estimated
+        # the scene's vanishing points (:mod:`.scene_focal`), sampled over the calibration window: its focal
+        # when the focal is to be estimated, its vertical or horizon for the ground plane whatever the lens
         self.scene = SceneFocalSampler(fps, window_s=scene_window / max(float(fps), 1e-6)) \
-            if scene and camera.pending else None
+            if scene and lookahead else None
         # live: the first frame is measured at once (no look-ahead; the focal must not change mid-capture)
-        self._live_scene = bool(scene and not lookahead and camera.source == "default")
+        self._live_scene = bool(scene and not lookahead)
         self.scene_focal: SceneFocal | None = None
         self.shape_fit_config = shape_fit
         self.shape_fit: ShapeFit | None = None          # the result of the clip's beta fit
@@ -148,7 +150,7 @@ class ClipAlignment:
         H, W = image_bgr.shape[:2]
         box = person_box(points, (W, H)) if points is not None else None
         self.scene_focal = combine_frames([frame_focal(image_bgr, [box] if box else [])], image_height=float(H))
-        if self.scene_focal.focal is None:
+        if self.scene_focal.focal is None or self.camera.source != "default":     # a given lens stays
             return False
         self.camera.set_focal(self.scene_focal.focal, "scene")
         self.aligner.set_camera(self.camera.K)
@@ -184,13 +186,13 @@ class ClipAlignment:
         self.calibrating, estimate = False, self.camera.pending
         self.camera.pending = False
         changed = False
-        if estimate and self.scene is not None:     # the scene needs no records: a single photo too
+        if self.scene is not None:                  # the scene needs no records: a single photo too
             self.scene_focal = self.scene.result()
             sf = self.scene_focal
             log.info("scene: focal %s (std of log f %.3f, %d of %d sampled frames), horizon %s",
                      "none" if sf.focal is None else f"{sf.focal:.0f} px", sf.log_std, sf.frames, len(sf.per_frame),
                      "none" if sf.horizon is None else f"y = -({sf.horizon[0]:.4f} x + {sf.horizon[2]:.1f})")
-            if self.scene_focal.focal is not None:
+            if estimate and self.scene_focal.focal is not None:
                 self.camera.set_focal(self.scene_focal.focal, "scene")
                 self.aligner.set_camera(self.camera.K)
                 changed, estimate = True, False
