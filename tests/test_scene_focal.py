@@ -304,3 +304,15 @@ def test_the_ground_plane_lies_on_the_courts_horizon(tmp_path, fov):
     a, b, c = np.linalg.inv(K).T @ np.asarray(cap["ground_plane"][:3], np.float64)
     x = K[0, 2]
     assert abs(-(a * x + c) / b - (-(court[0] * x + court[2]) / court[1])) < 10.0
+
+
+def test_a_frame_that_cannot_be_measured_gives_no_estimate(caplog):
+    """A malformed frame (one channel) makes its measurement fail: one warning naming the frame's time,
+    no estimate, and the capture goes on (result() does not raise)."""
+    s = SceneFocalSampler(fps=10.0, window_s=3.0)
+    s.offer(0.0, np.zeros((64, 64, 1), np.uint8), None)
+    with caplog.at_level("WARNING"):
+        res = s.result()
+    assert res.focal is None and res.frames == 0
+    assert any("0.00 s could not be measured" in r.getMessage() for r in caplog.records)
+    s.close()

@@ -444,6 +444,7 @@ class SceneFocalSampler:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scene-focal")
         self._futures: list = []
         self._result: SceneFocal | None = None
+        self._height = 1000.0                       # the frames' height (px), for the horizons' agreement
 
     def offer(self, t: float, image_bgr: np.ndarray | None, points: np.ndarray | None) -> None:
         """The clip's frame at ``t`` s (its image, the person's ``(P, 3)`` px + confidence or None)."""
@@ -458,19 +459,20 @@ class SceneFocalSampler:
         H, W = image_bgr.shape[:2]
         self._height = float(H)
         box = person_box(points, (W, H)) if points is not None else None
-        self._futures.append(self._pool.submit(frame_focal, image_bgr.copy(), [box] if box else []))
+        self._futures.append((t, self._pool.submit(frame_focal, image_bgr.copy(), [box] if box else [])))
 
     def result(self) -> SceneFocal:
         """The clip's estimate from the frames offered so far (waits for their computation)."""
         if self._result is None:
             ests = []
-            for fut in self._futures:
+            for t, fut in self._futures:
                 try:
                     ests.append(fut.result())
                 except Exception as exc:  # noqa: BLE001 - a frame that cannot be measured gives no estimate
-                    log.warning("scene focal: a sampled frame could not be measured (%s)", exc)
+                    log.warning("scene focal: the frame at %.2f s could not be measured (%s); it gives no estimate",
+                                t, exc)
                     ests.append(SceneFocal(None, float("inf")))
-            self._result = (combine_frames(ests, image_height=getattr(self, "_height", 1000.0)) if ests
+            self._result = (combine_frames(ests, image_height=self._height) if ests
                             else SceneFocal(None, float("inf")))
             self._pool.shutdown(wait=False)
         return self._result
