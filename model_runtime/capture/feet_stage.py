@@ -66,7 +66,8 @@ class FootStage:
         K: ``() -> (3, 3)`` the clip's current intrinsics; fps: frames per second.
         ankle_height: ``betas`` -> the rest ankle height above the soles (m, unscaled).
         lookahead: offline (decide with later frames) or live.
-        up: ``() -> (3,) or None``: the scene's measured vertical (camera frame), the ground plane's prior
+        up: ``() -> (3,) or None``: the scene's vertical in the camera frame, measured or from its horizon
+            (:meth:`.align_clip.ClipAlignment.scene_up`), the ground plane's prior
             (:func:`.feet.fit_ground_plane`); None: camera ``-y``, weakly.
     """
 
