@@ -27,6 +27,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
+from ._runtime import capture_file
 from .axes import CAMERA_TO_BLENDER
 
 SENSOR_WIDTH_MM: Final[float] = 36.0
@@ -35,12 +36,6 @@ CAMERA_TAG: Final[str] = "fullbody_capture_camera"
 CAMERA_NAME: Final[str] = "Capture Camera"
 #: the camera object's property naming where the capture's focal length came from (``camera_source``)
 CAMERA_SOURCE_PROP: Final[str] = "fullbody_camera_source"
-#: how the import report names each ``camera_source`` (model_runtime/capture/focal.py)
-SOURCE_WORDS: Final[dict[str, str]] = {
-    "calibration": "from the calibration file", "fov": "as given (--fov)", "metadata": "from the file's metadata",
-    "scene": "measured on the scene's vanishing points", "estimated": "estimated from the body",
-    "default": "the default guess: give --fov or a calibration if you know the lens",
-}
 #: the Blender camera's local axes (x right, y up, z backwards) in capture-camera axes (x right, y down, z forward)
 _BLENDER_CAMERA_IN_CAPTURE: Final[np.ndarray] = np.diag([1.0, -1.0, -1.0])
 
@@ -78,13 +73,9 @@ def lens_settings(K: np.ndarray, image_size, sensor_width_mm: float = SENSOR_WID
 
 
 def lens_description(K: np.ndarray, image_size, source: str) -> str:
-    """One line for the import report: the field of view across the longer image side and where it came
-    from, e.g. ``"47.0 deg, measured on the scene's vanishing points"``."""
-    K = np.asarray(K, np.float64)
-    W, H = (int(v) for v in np.asarray(image_size).reshape(-1)[:2])
-    f = K[0, 0] if W >= H else K[1, 1]
-    fov = 2.0 * np.degrees(np.arctan(0.5 * max(W, H) / f)) if f > 0 else float("nan")
-    return f"{fov:.1f} deg, {SOURCE_WORDS.get(str(source), str(source))}"
+    """One line for the import report (:func:`model_runtime.core.capture_file.describe_camera`): the field of
+    view across the longer image side and where it came from."""
+    return capture_file.describe_camera(K, image_size, source)
 
 
 def camera_world_matrix() -> Matrix:

@@ -209,6 +209,7 @@ def test_capture_takes_the_focal_from_the_scene(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     cap = load_capture(out)
     assert str(cap["camera_source"]) == "scene"
+    assert "camera: 46." in r.stderr and "measured on the scene's vanishing points" in r.stderr   # the CLI says so
     cap_video = cv2.VideoCapture(str(COURTYARD))
     fps = cap_video.get(cv2.CAP_PROP_FPS)
     alone = []
