@@ -12,12 +12,12 @@ from pathlib import Path
 ADDON_DIR = Path(__file__).resolve().parent
 
 if (ADDON_DIR / "model_runtime" / "__init__.py").is_file():
-    from .model_runtime.core import capture_file, errors, lbs, options, protocol, rotations, skeleton  # noqa: F401
+    from .model_runtime.core import camera_source, capture_file, errors, lbs, options, protocol, rotations, skeleton  # noqa: F401
     from .model_runtime.models import body_model, face_model  # noqa: F401
     from .model_runtime.models.load import load_body_model, load_face_model  # noqa: F401
     RUNTIME_PARENT = ADDON_DIR
 else:
-    from model_runtime.core import capture_file, errors, lbs, options, protocol, rotations, skeleton  # noqa: F401
+    from model_runtime.core import camera_source, capture_file, errors, lbs, options, protocol, rotations, skeleton  # noqa: F401
     from model_runtime.models import body_model, face_model  # noqa: F401
     from model_runtime.models.load import load_body_model, load_face_model  # noqa: F401
     RUNTIME_PARENT = ADDON_DIR.parent

@@ -27,7 +27,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ._runtime import capture_file
+from ._runtime import camera_source
 from .axes import CAMERA_TO_BLENDER
 
 SENSOR_WIDTH_MM: Final[float] = 36.0
@@ -73,9 +73,9 @@ def lens_settings(K: np.ndarray, image_size, sensor_width_mm: float = SENSOR_WID
 
 
 def lens_description(K: np.ndarray, image_size, source: str) -> str:
-    """One line for the import report (:func:`model_runtime.core.capture_file.describe_camera`): the field of
+    """One line for the import report (:func:`model_runtime.core.camera_source.describe_camera`): the field of
     view across the longer image side and where it came from."""
-    return capture_file.describe_camera(K, image_size, source)
+    return camera_source.describe_camera(K, image_size, source)
 
 
 def camera_world_matrix() -> Matrix:

@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.output}: {result.frames} frames ({result.valid_frames} with a person) in "
           f"{result.wall_s:.1f} s, {result.fps:.1f} fps", file=sys.stderr)
     if result.output is not None:
-        from ..core.capture_file import describe_camera, load_capture
+        from ..core.camera_source import describe_camera
+        from ..core.capture_file import load_capture
 
         cap = load_capture(result.output)
         print(f"camera: {describe_camera(cap['camera_K'], cap['image_size'], str(cap['camera_source']))}",

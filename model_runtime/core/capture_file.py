@@ -125,24 +125,6 @@ STATIC_KEYS: Final[tuple[str, ...]] = (
 STATIC_DEFAULTS: Final[dict[str, object]] = {"camera_source": "default", "ground_plane": (0.0, 0.0, 0.0, 0.0),
                                              "iris_colour": (0.0, 0.0, 0.0),
                                              "face_albedo_detail": np.zeros((0, 3), np.float32)}
-#: how a person is told where ``camera_K``'s focal came from (``camera_source``)
-CAMERA_SOURCE_WORDS: Final[dict[str, str]] = {
-    "calibration": "from the calibration file", "fov": "as given (--fov)", "metadata": "from the file's metadata",
-    "scene": "measured on the scene's vanishing points", "estimated": "estimated from the body",
-    "default": "the default guess: give --fov or a calibration if you know the lens",
-}
-
-
-def describe_camera(K, image_size, source: str) -> str:
-    """One line: the field of view across the longer image side of ``K (3, 3)`` for ``image_size (W, H)``
-    and where its focal came from, e.g. ``"46.9 deg, measured on the scene's vanishing points"``."""
-    K = np.asarray(K, np.float64)
-    W, H = (int(v) for v in np.asarray(image_size).reshape(-1)[:2])
-    f = K[0, 0] if W >= H else K[1, 1]
-    fov = 2.0 * np.degrees(np.arctan(0.5 * max(W, H) / f)) if f > 0 else float("nan")
-    return f"{fov:.1f} deg, {CAMERA_SOURCE_WORDS.get(str(source), str(source))}"
-
-
 REQUIRED_KEYS: Final[tuple[str, ...]] = STATIC_KEYS + tuple(PER_FRAME_KEYS)
 #: per-frame keys a version-1 file lacks, and what a version-1 file must hold
 NEWER_FRAME_KEYS: Final[dict[str, tuple[tuple, str]]] = {**V2_FRAME_KEYS, **OPTIONAL_FRAME_KEYS}
