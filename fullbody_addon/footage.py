@@ -27,7 +27,6 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ._runtime import camera_source
 from .axes import CAMERA_TO_BLENDER
 
 SENSOR_WIDTH_MM: Final[float] = 36.0
@@ -70,12 +69,6 @@ def lens_settings(K: np.ndarray, image_size, sensor_width_mm: float = SENSOR_WID
     return LensSettings(lens_mm=float(fx * sensor_width_mm / W), sensor_width_mm=float(sensor_width_mm),
                         shift_x=float((W / 2 - cx) / W), shift_y=float((cy - H / 2) * ycor / W),
                         resolution=(W, H), pixel_aspect=(float(aspect[0]), float(aspect[1])))
-
-
-def lens_description(K: np.ndarray, image_size, source: str) -> str:
-    """One line for the import report (:func:`model_runtime.core.camera_source.describe_camera`): the field of
-    view across the longer image side and where it came from."""
-    return camera_source.describe_camera(K, image_size, source)
 
 
 def camera_world_matrix() -> Matrix:

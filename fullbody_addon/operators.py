@@ -16,7 +16,7 @@ from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from . import avatar, axes, convert, face_rig, footage, importer, preferences, runtime_setup, session
-from ._runtime import capture_file, errors, load_body_model, options, protocol, skeleton
+from ._runtime import camera_source, capture_file, errors, load_body_model, options, protocol, skeleton
 from .avatar_data import avatar_data_from_capture
 from .runtime_client import CaptureJob, HealthCheck, RuntimeNotSetUp, serve_argv, check_interpreter
 
@@ -117,7 +117,7 @@ def import_capture_into_scene(context, path: str, settings=None, create_new: boo
         if camera:
             summary["camera"] = footage.setup_capture_camera(context.scene, cap, footage=video or None,
                                                              frame_start=opts.frame_start).name
-            summary["lens"] = footage.lens_description(cap["camera_K"], cap["image_size"], str(cap["camera_source"]))
+            summary["lens"] = camera_source.describe_camera(cap["camera_K"], cap["image_size"], str(cap["camera_source"]))
     summary["armature"] = arm.name
     summary["warnings"] = warnings
     if cap.num_frames:

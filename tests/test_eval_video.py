@@ -278,7 +278,7 @@ def test_blender_camera_matches_camera_K(blender_scene, demo_capture, tmp_path, 
 
 
 def test_lens_description_names_the_field_of_view_and_its_source():
-    from fullbody_addon.footage import lens_description
+    from model_runtime.core.camera_source import describe_camera as lens_description   # the import report's line
 
     K = np.array([[2211.6, 0, 540.0], [0, 2211.6, 960.0], [0, 0, 1]])
     assert lens_description(K, (1080, 1920), "scene") == "46.9 deg, measured on the scene's vanishing points"

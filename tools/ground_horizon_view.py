@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model_runtime.capture.scene_focal import line_segments, to_pixels, vanishing_points  # noqa: E402
+from model_runtime.capture.scene_focal import horizon_line, line_segments, vanishing_points  # noqa: E402
 from model_runtime.core.capture_file import load_capture  # noqa: E402
 
 COLOURS = [(60, 60, 240), (60, 220, 60), (240, 160, 40)]
@@ -85,23 +85,13 @@ def main() -> None:
               f"camera {plane[3]:.2f} m above the plane")
         tiles.append(out)
     if a.scene:
-        seg = line_segments(img)
-        vps = vanishing_points(seg, (W, H))
-        pts = [to_pixels(v.point, (W, H)) for v in vps]             # strongest first
-        horiz = [p for p in pts if np.isfinite(p).all() and abs(p[1] - H / 2) < 2.0 * H]
-        best = None                                                  # the strongest near-horizontal pair
-        for i in range(len(horiz)):
-            for j in range(i + 1, len(horiz)):
-                d = horiz[j] - horiz[i]
-                if best is None and abs(d[1]) < np.tan(np.radians(10)) * abs(d[0]):
-                    best = (horiz[i], horiz[j], abs(d[0]))
-        if best is not None:
-            p, q, _ = best
-            yy = [p[1] + (x - p[0]) * (q[1] - p[1]) / (q[0] - p[0]) for x in (0.0, W - 1.0, W / 2.0)]
+        vps = vanishing_points(line_segments(img), (W, H))
+        line = horizon_line(vps, (W, H))
+        if line is not None:
+            yy = [-(line[0] * x + line[2]) for x in (0.0, W - 1.0, W / 2.0)]
             for t in tiles:
                 cv2.line(t, (0, round(yy[0])), (W - 1, round(yy[1])), (0, 230, 255), 3, cv2.LINE_AA)
-            print(f"scene horizon (through the vanishing points {np.round(p).astype(int).tolist()} and "
-                  f"{np.round(q).astype(int).tolist()}) at the centre column y = {yy[2]:.0f} px")
+            print(f"scene horizon (scene_focal.horizon_line) at the centre column y = {yy[2]:.0f} px")
     s = a.width / W
     tiles = [cv2.resize(t, (a.width, round(H * s)), interpolation=cv2.INTER_AREA) for t in tiles]
     cv2.imwrite(a.out, np.hstack(tiles))

@@ -47,6 +47,8 @@ from typing import Final, Sequence
 
 import numpy as np
 
+from .focal import FOV_RANGE_DEG, MAX_LOG_F_STD
+
 log = logging.getLogger(__name__)
 
 #: segments shorter than this share of the image's longer side are ignored
@@ -254,7 +256,7 @@ def _pair_std(p: np.ndarray, q: np.ndarray, f: float, rad: float) -> float:
 
 
 def focal_from_vanishing_points(vps: Sequence[VanishingPoint], segments: np.ndarray,
-                                image_size: tuple[int, int], fov_range_deg: tuple[float, float] = (20.0, 110.0),
+                                image_size: tuple[int, int], fov_range_deg: tuple[float, float] = FOV_RANGE_DEG,
                                 ortho_tol_deg: float = ORTHO_TOL_DEG, direction_error_deg: float = DIRECTION_ERROR_DEG,
                                 bootstrap: int = 64, seed: int = 0) -> SceneFocal:
     """Focal px from the vanishing points of one frame (module docstring): for every triple of points,
@@ -298,11 +300,10 @@ def focal_from_vanishing_points(vps: Sequence[VanishingPoint], segments: np.ndar
         w = 1.0 / np.array([m[1] for m in meas]) ** 2
         mean = float((w * lf).sum() / w.sum())
         std = float(1.0 / math.sqrt(w.sum()))
-        chi2 = float((w * (lf - mean) ** 2).sum())
-        if chi2 > 4.0 * max(len(meas) - 1, 0) + 1e-9 and len(meas) > 1:
+        chi2, dof = float((w * (lf - mean) ** 2).sum()), len(meas) - 1     # dof >= 1: MIN_MEASUREMENTS >= 2
+        if chi2 > 4.0 * dof + 1e-9:
             continue
-        if len(meas) > 1:
-            std *= math.sqrt(max(1.0, chi2 / (len(meas) - 1)))
+        std *= math.sqrt(max(1.0, chi2 / dof))
         f = math.exp(mean)
         others = [pq for pq in combinations(group, 2) if pq not in pair]
         if any(_ortho_deg(pts[a], pts[b], f) > ortho_tol_deg for a, b in others):
@@ -379,8 +380,6 @@ def combine_frames(estimates: Sequence[SceneFocal], min_share: float = 0.5,
     independent: the std of ``log f`` is the median frame's, or the spread between the frames when
     that is larger; ``focal`` is None when it is above ``max_log_std`` (default: the body
     estimate's gate, :data:`.focal.MAX_LOG_F_STD`)."""
-    from .focal import MAX_LOG_F_STD
-
     gate = MAX_LOG_F_STD if max_log_std is None else max_log_std
     per_frame = tuple((e.focal, e.log_std) for e in estimates)
     horizon = _common_horizon(estimates, min_share, image_height)
