@@ -405,7 +405,7 @@ class FootStage:
                 continue
             goal = J[m][:, F.ANKLES[f]] + wb[m, f, None] * (tb[m, f] - J[m][:, F.ANKLES[f]])
             rot[m] = F.apply_leg_ik(rot[m], G[m], J[m][:, F.HIPS[f]], J[m][:, F.KNEES[f]], J[m][:, F.ANKLES[f]], goal, f,
-                                  F.MAX_KNEE_SHIFT)
+                                  F.MAX_KNEE_SHIFT, F.MAX_KNEE_SWIVEL)
             J2, G2, _ = forward_kinematics_rt(rot[m], rest[m], self.parents)
             J[m], G[m] = J2 + transl[m][:, None], G2
         q = matrix_to_quat_wxyz(rot)
