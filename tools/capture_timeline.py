@@ -39,6 +39,8 @@ if stages:
     timed(PP.MotionPostprocessor, "push", "postprocess.push")
     timed(TR.ShapeEstimator, "freeze", "shape.freeze")
     timed(FS.FaceFitStage, "fit_appearance", "face.fit_appearance")
+    timed(FS.FaceFitStage, "track", "face.track")
+    timed(PP.MotionPostprocessor, "calibrate_early", "calibrate_early")
 for rep in range(2):
     events.clear()
     pipe = build_pipeline(CaptureOptions(device='cpu', end=n, **({'shape_window': int(argv[2])} if len(argv) > 2 else {})))
@@ -59,6 +61,6 @@ for rep in range(2):
     print(f'run {t1-t0:.2f} s: first detection {ts[0]-t0:.2f}, last detection {ts[-1]-t0:.2f}, after it {t1-ts[-1]:.2f}; '
           f'releases {[(round(t-t0,2), k) for t, k, f in rel if k or f]}')
     for tag, a, b, thread in events:
-        if b - a > 0.02 or tag not in ("process", "postprocess.push"):
+        if b - a > 0.02 or tag not in ("process", "postprocess.push", "face.track"):
             print(f'    {tag:18s} {a - t0:6.3f}-{b - t0:6.3f} s ({1000 * (b - a):4.0f} ms, {thread})')
     pipe.detector.close()
