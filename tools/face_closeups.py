@@ -1,7 +1,7 @@
 """Face close-ups as a user sees them: video crop | the imported avatar rendered from the capture camera.
 
     .venv/bin/python tools/face_closeups.py CAPTURE.npz --video VIDEO --out docs/img/face_X.png [--frames 3]
-                                           [--engine workbench|cycles] [--at F1,F2,...]
+                                           [--engine workbench|cycles] [--at F1,F2,...] [--body]
 
 ``--engine cycles`` lights the avatar by a uniform white world (unit irradiance, the albedo's own
 definition), so its colours compare with the video's; Workbench (default, fast) shows the shape.
@@ -12,6 +12,7 @@ Goes through the add-on's own path (bpy as a module, headless): the avatar of th
 (the capture's ``camera_K``), then renders the chosen frames (evenly spread over the valid ones,
 plus the frame of the widest mouth opening) and crops both the video frame and the render around
 the face (nose, eyes and ears of the capture's ``keypoints_2d``).  Rows: one frame each.
+``--body`` crops around the whole body instead (its confident keypoints): the limbs as Blender shows them.
 """
 from __future__ import annotations
 
@@ -45,6 +46,18 @@ def face_box(kp: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int]:
     return x0, y0, min(side, size[0], size[1])
 
 
+def body_box(kp: np.ndarray, size: tuple[int, int], margin: float = 0.12) -> tuple[int, int, int]:
+    """Square crop ``(x0, y0, side)`` px around the confident body keypoints ``kp (24, 3)``."""
+    ok = kp[:, 2] >= 0.5
+    p = kp[ok, :2] if ok.sum() >= 2 else kp[:, :2]
+    lo, hi = p.min(0), p.max(0)
+    side = int(min(max((hi - lo).max() * (1 + 2 * margin), 48), size[0], size[1]))
+    c = 0.5 * (lo + hi)
+    x0 = int(np.clip(c[0] - side / 2, 0, max(size[0] - side, 0)))
+    y0 = int(np.clip(c[1] - side / 2, 0, max(size[1] - side, 0)))
+    return x0, y0, side
+
+
 def main(argv=None) -> int:
     import cv2
 
@@ -55,6 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=3)
     p.add_argument("--engine", choices=("workbench", "cycles"), default="workbench")
     p.add_argument("--at", help="comma-separated frame indices to show instead of the automatic choice")
+    p.add_argument("--body", action="store_true", help="crop around the whole body instead of the face")
     args = p.parse_args(argv)
 
     import bpy
@@ -122,7 +136,8 @@ def main(argv=None) -> int:
             scene.render.filepath = str(Path(tmp) / f"r{f}.png")
             bpy.ops.render.render(write_still=True)
             rnd = cv2.imread(scene.render.filepath)
-            x0, y0, s = face_box(cap["keypoints_2d"][f, kp_ids], size)
+            x0, y0, s = (body_box(cap["keypoints_2d"][f, :len(BODY_KEYPOINT_NAMES)], size) if args.body
+                         else face_box(cap["keypoints_2d"][f, kp_ids], size))
             crop = lambda im: cv2.resize(im[y0:y0 + s, x0:x0 + s], (PANEL, PANEL), interpolation=cv2.INTER_AREA)  # noqa: E731
             left = crop(frames[f]) if f in frames else np.zeros((PANEL, PANEL, 3), np.uint8)
             row = np.concatenate([left, crop(rnd)], 1)

@@ -47,6 +47,7 @@ from ..geometry import alignment
 from .correspondence import MP468_TO_IBUG68, NUM_MP_LANDMARKS, FaceCorrespondence, correspondence_for
 from .landmarks import MP_LEFT_EYE_RING, MP_RIGHT_EYE_RING, FACE_OVAL
 from .render import intrinsics, outward_sign, project
+from .skin import MIN_SKIN_SHARE, skin_weight
 
 # MediaPipe face-mesh regions (index loops) used to mask the photometric term.
 _MP_FACE_OVAL = FACE_OVAL
@@ -489,8 +490,9 @@ class FaceFitter:
 
     def _photo_samples(self, p, ctx):
         """The photometric vertices under the current parameters: ``(idx (V,), px (N, 2), normals (N, 3),
-        vis (V,))`` with ``px``/``normals`` for all N vertices (camera frame) and ``vis`` in {0, 1} for
-        ``idx`` (front-facing, not occluded, inside the face mask)."""
+        vis (V,), obs (V, 3), share)`` with ``px``/``normals`` for all N vertices (camera frame), ``vis`` in
+        {0, 1} for ``idx`` (front-facing, not occluded, inside the face mask, a skin colour: :mod:`.skin`),
+        ``obs`` their sampled linear colours and ``share`` the skin share of the visible ones."""
         R, t = self._pose(p)
         idx = self._photo_idx
         verts = self._geometry(p)
@@ -499,7 +501,9 @@ class FaceFitter:
         normals = self._sign * vertex_normals(verts[None], self._faces)[0] @ R.T
         vis = self._visible(cam[idx], px[idx], normals[idx], ctx) * \
             (self._sample(ctx.mask, px[idx], ctx)[:, 0] > 0.5).float()
-        return idx, px, normals, vis
+        obs = self._sample(ctx.image, px[idx], ctx)
+        skin = vis * skin_weight(obs)
+        return idx, px, normals, skin, obs, float(skin.sum() / vis.sum().clamp(min=1.0))
 
     def _solve_sh(self, p, ctx) -> torch.Tensor:
         """Closed-form lighting for the current shape/pose/albedo: ridge regression of the sampled
@@ -510,13 +514,12 @@ class FaceFitter:
         ``1e-2 V``)."""
         from ..models.face_model import sh_basis
 
-        idx, px, normals, vis = self._photo_samples(p, ctx)
+        idx, px, normals, vis, obs, _ = self._photo_samples(p, ctx)
         prior = torch.as_tensor(ambient_sh(UNIT_AMBIENT), device=self.device).view(3, NUM_SH)
         if vis.sum() < 20:
             return prior.reshape(-1)
         refl = face_albedo(self._alb_mean[idx], self._alb_b[idx], p["albedo"][None])[0]     # (V, 3)
         Hb = sh_basis(normals[idx])                                                        # (V, 9)
-        obs = self._sample(ctx.image, px[idx], ctx)                                        # (V, 3)
         A = (Hb[None] * (refl.T * vis[None])[..., None]).reshape(-1, NUM_SH)              # (3V, 9)
         b = (obs.T * vis[None]).reshape(-1)                                                # (3V,)
         lam = torch.full((NUM_SH,), 1e-2, device=self.device) * vis.sum()
@@ -533,11 +536,10 @@ class FaceFitter:
         from ..models.face_model import sh_basis
 
         c = self.config
-        idx, px, normals, vis = self._photo_samples(p, ctx)
-        if vis.sum() < 20:
+        idx, px, normals, vis, obs, share = self._photo_samples(p, ctx)
+        if vis.sum() < 20 or share < MIN_SKIN_SHARE:                # not the skin: the albedo stays
             return p["albedo"].clone()
         irr = sh_basis(normals[idx]) @ p["sh"].view(3, NUM_SH).T                          # (V, 3)
-        obs = self._sample(ctx.image, px[idx], ctx)                                         # (V, 3)
         A = self._alb_b[idx] * (irr * vis[:, None])[..., None]                              # (V, 3, Ka)
         b = (obs - self._alb_mean[idx] * irr) * vis[:, None]                                # (V, 3)
         lam = c.w_albedo * c.photo_sigma ** 2 * float(vis.sum()) / max(c.w_photo, 1e-12)
