@@ -211,11 +211,11 @@ def test_leg_ik_swivel_keeps_the_knee_on_its_viewing_ray():
         axis = Jt[:, a] - Jt[:, h]
         axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
 
-        def across(P):
-            v = P - Jt[:, h]
+        def across(P, hip, axis):
+            v = P - hip
             v = v - (v * axis).sum(-1, keepdims=True) * axis
             return v / np.linalg.norm(v, axis=-1, keepdims=True)
-        angle = np.arccos(np.clip((across(Jp[:, k]) * across(Jt[:, k])).sum(-1), -1, 1))
+        angle = np.arccos(np.clip((across(Jp[:, k], Jt[:, h], axis) * across(Jt[:, k], Jt[:, h], axis)).sum(-1), -1, 1))
         assert angle.max() <= cap + 1e-6
 
 

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from model_runtime.core.capture_file import load_capture  # noqa: E402
-from model_runtime.core.skeleton import BODY_KEYPOINT_NAMES  # noqa: E402
-from model_runtime.evals import render_avatar as R  # noqa: E402
-from model_runtime.evals.video import PosedCapture, VideoFrames, crop_box, project  # noqa: E402
+from model_runtime.core.capture_file import load_capture
+from model_runtime.core.skeleton import BODY_KEYPOINT_NAMES
+from model_runtime.evals import render_avatar as R
+from model_runtime.evals.video import PosedCapture, VideoFrames, crop_box, project
 
 LEG = [BODY_KEYPOINT_NAMES.index(f"{s}_{p}") for s in ("left", "right")
        for p in ("hip", "knee", "ankle", "heel", "big_toe")]
@@ -41,7 +41,7 @@ def main() -> None:
         row = []
         for cap, P, name in zip(caps, posed, labels):
             model = project(P.keypoints[t], cap["camera_K"].astype(np.float64))
-            to = lambda p: p @ A[:, :2].T + A[:, 2]  # noqa: E731
+            to = lambda p: p @ A[:, :2].T + A[:, 2]
             pts = np.full_like(model, np.nan)
             pts[LEG] = model[LEG]
             det = np.full_like(kp[:, :2], np.nan)

@@ -40,4 +40,4 @@ def skin_weight(linear_rgb: torch.Tensor) -> torch.Tensor:
     return ok.to(linear_rgb.dtype)
 
 
-__all__ = ["skin_weight", "MIN_SKIN_SHARE", "SKIN_CR", "SKIN_CB"]
+__all__ = ["MIN_SKIN_SHARE", "SKIN_CB", "SKIN_CR", "skin_weight"]
