@@ -89,8 +89,19 @@ class ReplayDetector:
         pass
 
 
+#: BGR share of a level in the replayed frames: a skin tone (sRGB R : G : B = 1 : 0.75 : 0.65), so that the
+#: appearance fit, which learns only from skin colours (model_runtime/face/skin.py), fits every level
+SKIN_TINT = np.array([0.65, 0.75, 1.0])
+
+
+def skin_image(h: int, w: int, level: int) -> np.ndarray:
+    """A uniform ``(h, w, 3)`` uint8 BGR image of a skin tone whose red channel is ``level``."""
+    return np.broadcast_to(np.round(level * SKIN_TINT).astype(np.uint8), (h, w, 3)).copy()
+
+
 class GreyFrames(FrameSource):
-    """The recorded clip's frames as uniform grey images (level rising with the index)."""
+    """The recorded clip's frames as uniform images of a skin tone, its level rising with the index (each
+    keyframe's lighting then differs)."""
 
     def __init__(self, rec: dict[str, np.ndarray]):
         self.index, self.times = rec["index"], rec["time"]
@@ -100,7 +111,7 @@ class GreyFrames(FrameSource):
     def __iter__(self):
         w, h = self.image_size
         for i, t in zip(self.index, self.times):
-            yield Frame(int(i), float(t), np.full((h, w, 3), 40 + 2 * int(i), np.uint8))
+            yield Frame(int(i), float(t), skin_image(h, w, 40 + 2 * int(i)))
 
 
 class GatedFace:
@@ -167,7 +178,7 @@ def test_every_n_keyframes_are_waited_for(real):
     assert [r["index"] for r in keys] == [r["index"] for r in face[::4]]
     assert res.face_fits == len(keys)
     lights = {r["index"]: r["keyframe_fit"].result() for r in keys}
-    assert len({float(sh[0]) for sh in lights.values() if sh is not None}) > 5     # each grey level its own
+    assert len({float(sh[0]) for sh in lights.values() if sh is not None}) > 5     # each level its own
     current = AMBIENT
     for r in face:
         if lights.get(r["index"]) is not None:
@@ -238,7 +249,7 @@ def test_adaptive_later_keyframes_never_hold_frames(real):
     hands = HandSideTracker()
 
     def face_frame(i: int, t: float):
-        frame = Frame(i, t, np.full((480, 640, 3), 60 + 30 * i, np.uint8))
+        frame = Frame(i, t, skin_image(480, 640, 60 + 30 * i))
         det = detector.recorded(i)
         rec = frame_record(frame, det, 0.0, hands, len(stage.expression_names))
         rec.face_ok = True
