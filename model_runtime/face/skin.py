@@ -19,19 +19,19 @@ from typing import Final
 
 import torch
 
+from ..synth.postfx import linear_to_srgb
+
 #: Chai & Ngan's skin box (8-bit BT.601 chrominance), Cr from 130 to keep every Monk skin tone
 SKIN_CR: Final[tuple[float, float]] = (130.0, 173.0)
 SKIN_CB: Final[tuple[float, float]] = (77.0, 127.0)
 #: a keyframe teaches the albedo only when at least this share of its visible samples is skin
 MIN_SKIN_SHARE: Final[float] = 0.3
-#: the fits' images are linear RGB made from 8-bit video as ``(v / 255) ** GAMMA``
-GAMMA: Final[float] = 2.2
 
 
 def skin_weight(linear_rgb: torch.Tensor) -> torch.Tensor:
-    """``(..., 3)`` linear RGB in [0, 1] (``(v / 255) ** GAMMA`` of 8-bit video) -> ``(...)`` float,
-    1 where the colour lies in the skin box of the module docstring, else 0."""
-    rgb = 255.0 * linear_rgb.clamp(0.0, 1.0) ** (1.0 / GAMMA)
+    """``(..., 3)`` linear RGB in [0, 1] (``(v / 255) ** 2.2`` of 8-bit video, as the fits make it) ->
+    ``(...)`` float, 1 where the colour lies in the skin box of the module docstring, else 0."""
+    rgb = 255.0 * linear_to_srgb(linear_rgb)
     r, g, b = rgb.unbind(-1)
     y = 0.299 * r + 0.587 * g + 0.114 * b
     cr = 0.713 * (r - y) + 128.0
